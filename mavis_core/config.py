@@ -1,0 +1,194 @@
+"""Dataclasses for stack specs and decoding settings, validated on construction.
+
+A stack is a TOML file (format in docs/stacks.md)::
+
+    [base]
+    model = "base"                 # folder relative to this file, or a Hugging Face id
+    tokenizer = "tokenizer"        # optional, defaults to the model
+
+    [objectives.helpful]
+    reward = { kind = "sequence-classification", path = "Ray2333/gpt2-large-helpful-reward_model" }
+    value = "values/helpful"       # AutoModelForSequenceClassification folder (num_labels 1, or fused)
+    policy = "policies/helpful"    # peft LoRA adapter on the base, for MOD and RSoup
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METHODS = ("base", "mavis", "mod", "rsoup")
+SEARCHES = ("sample",)
+REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
+_TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
+_BASE_KEYS = {"model", "tokenizer", "dtype"}
+_OBJECTIVE_KEYS = {"reward", "value", "policy"}
+_REWARD_KEYS = {"kind", "path", "template", "label", "max_length"}
+
+
+def resolve(ref: str, root: Path) -> str:
+    """A path relative to the stack file if it exists there or looks local; else a Hugging Face id."""
+    local = (root / ref).resolve()
+    looks_like_id = ref.count("/") == 1 and not ref.startswith((".", "/")) and not (root / ref.split("/")[0]).exists()
+    return ref if looks_like_id and not local.exists() else str(local)
+
+
+def is_local(ref: str) -> bool:
+    return ref.startswith("/")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    kind: str
+    path: str | None = None
+    template: str = "\n\nHuman: {prompt} \n\nAssistant: {response}"
+    label: int = 0
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.kind not in REWARD_KINDS:
+            raise ValueError(f"reward kind {self.kind!r} is not known; allowed: {', '.join(REWARD_KINDS)}")
+        if self.kind != "profanity" and not self.path:
+            raise ValueError(f"reward kind {self.kind!r} needs a 'path'")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str
+    reward: RewardSpec
+    value: str | None = None
+    policy: str | None = None
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    path: Path
+    name: str
+    base_model: str
+    tokenizer: str
+    objectives: tuple[ObjectiveSpec, ...]
+    dtype: str = "auto"
+    prompts: tuple[str, ...] = ()
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+
+
+def _check_exists(ref: str, what: str) -> str:
+    if is_local(ref) and not Path(ref).exists():
+        raise ValueError(f"{what} not found: {ref}")
+    return ref
+
+
+def _reward_spec(name: str, raw: object, root: Path) -> RewardSpec:
+    if isinstance(raw, str):
+        raw = {"kind": "sequence-classification", "path": raw}
+    if not isinstance(raw, dict):
+        raise ValueError(f"objectives.{name}.reward must be a path or a table, got {raw!r}")
+    _check_keys(raw, _REWARD_KEYS, f"objectives.{name}.reward")
+    raw = dict(raw)
+    if "path" in raw:
+        raw["path"] = _check_exists(resolve(raw["path"], root), f"reward model of {name!r}")
+    return RewardSpec(**raw)
+
+
+def _objective_spec(name: str, raw: dict, root: Path) -> ObjectiveSpec:
+    if not isinstance(raw, dict) or "reward" not in raw:
+        raise ValueError(f"objective {name!r} has no reward model; each objective needs at least 'reward'")
+    _check_keys(raw, _OBJECTIVE_KEYS, f"objectives.{name}")
+    refs = {k: _check_exists(resolve(raw[k], root), f"{k} model of {name!r}") for k in ("value", "policy") if k in raw}
+    return ObjectiveSpec(name=name, reward=_reward_spec(name, raw["reward"], root), **refs)
+
+
+def read_stack_spec(path: str | Path) -> StackSpec:
+    """Parse and validate a stack TOML file; relative paths are resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"stack file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"stack file {path} is not valid TOML: {err}") from None
+    root = path.parent.resolve()
+    _check_keys(raw, _TOP_KEYS, str(path))
+    base = raw.get("base")
+    if not isinstance(base, dict) or "model" not in base:
+        raise ValueError(f"stack file {path} needs a [base] table with 'model'")
+    _check_keys(base, _BASE_KEYS, "[base]")
+    objectives = raw.get("objectives") or {}
+    if not objectives:
+        raise ValueError(f"stack file {path} names no objectives; add at least one [objectives.NAME] table")
+    specs = tuple(_objective_spec(name, table, root) for name, table in objectives.items())
+    for kind in ("value", "policy"):
+        have = [o.name for o in specs if getattr(o, kind)]
+        if have and len(have) != len(specs):
+            missing = [o.name for o in specs if not getattr(o, kind)]
+            raise ValueError(f"objective(s) {missing} have no {kind} model while {have} do; give all or none")
+    model = _check_exists(resolve(base["model"], root), "base model")
+    tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
+    return StackSpec(
+        path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
+        objectives=specs, dtype=base.get("dtype", "auto"), prompts=tuple(raw.get("prompts", ())),
+    )
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decoding settings shared by every method.
+
+    Args:
+        method: one of "base", "mavis", "mod", "rsoup".
+        weights: objective -> non-negative weight λ; normalised to sum to 1 (see `normalised`).
+        beta: strength of the MAVIS tilt, β >= 0.
+        top_k: every method samples from the top-k of its own distribution.
+        temperature: > 0, applied to the method's logits before top-k.
+        max_new_tokens: reply length limit, >= 1.
+        seed: same seed + prompt + settings => same text.
+    """
+
+    method: str = "mavis"
+    weights: dict[str, float] = field(default_factory=dict)
+    beta: float = 1.0
+    top_k: int = 15
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+    search: str = "sample"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is not known; allowed: {', '.join(METHODS)}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"search {self.search!r} is not known; allowed: {', '.join(SEARCHES)}")
+        if not isinstance(self.weights, dict) or not self.weights:
+            raise ValueError(f"weights must be a non-empty dict objective -> weight, got {self.weights!r}")
+        for name, w in self.weights.items():
+            if not isinstance(w, (int, float)) or math.isnan(w) or math.isinf(w) or w < 0:
+                raise ValueError(f"weight of {name!r} must be a finite number >= 0, got {w!r}")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError(f"weights must not all be zero, got {self.weights!r}")
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {self.top_k!r}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+
+    def normalised(self, objectives: list[str]) -> list[float]:
+        """λ in the stack's objective order, summing to 1; unknown names raise ValueError."""
+        unknown = sorted(set(self.weights) - set(objectives))
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown} in weights; this stack has {objectives}")
+        total = sum(self.weights.values())
+        return [self.weights.get(name, 0.0) / total for name in objectives]
