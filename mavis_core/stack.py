@@ -1,0 +1,208 @@
+"""Load a stack once: base model, tokenizer, reward models, value models and policies.
+
+Everything goes through transformers / peft / safetensors with ``trust_remote_code=False``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from .config import StackSpec, is_local, read_stack_spec
+from .dialogue import format_prompt
+from .rewards import load_reward
+from .tilts import rsoup_delta
+
+RSOUP_CACHE_SIZE = 4  # merged RSoup models kept per stack; each is a full copy of the base
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"dtype {name!r} is not known; allowed: auto, {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+@dataclass
+class ValueModel:
+    """One value model and the objectives its heads serve (indices into the stack's objectives)."""
+
+    path: str
+    model: torch.nn.Module  # an AutoModelForSequenceClassification
+    heads: list[int]  # head j of the model scores objective heads[j]
+
+
+def _tokenizer_vocab(ref: str) -> dict[str, int] | None:
+    """The vocabulary of a tokenizer saved beside a model, or None if the folder has none."""
+    if not is_local(ref) or not any((Path(ref) / f).exists() for f in ("tokenizer.json", "vocab.json")):
+        return None
+    return AutoTokenizer.from_pretrained(ref, trust_remote_code=False).get_vocab()
+
+
+def _check_vocab(ref: str, what: str, vocab_size: int, tokenizer) -> None:
+    """Refuse a value model or policy whose vocabulary is not the base's: its token ids would mean other words."""
+    if vocab_size < len(tokenizer):
+        raise ValueError(
+            f"{what} at {ref} has a vocabulary of {vocab_size} tokens but the base tokenizer has "
+            f"{len(tokenizer)}; value models and policies must share the base's tokenizer"
+        )
+    vocab = _tokenizer_vocab(ref)
+    if vocab is not None and vocab != tokenizer.get_vocab():
+        raise ValueError(f"{what} at {ref} ships a tokenizer that differs from the base's; they must be identical")
+
+
+def _value_heads(ref: str, names: list[str], objectives: list[str], num_labels: int) -> list[int]:
+    """Map a value model's heads to objectives: one head per objective, or id2label naming them (fused)."""
+    if num_labels == 1 and len(names) == 1:
+        return [objectives.index(names[0])]
+    config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
+    labels = [config.id2label[i] for i in range(num_labels)]
+    if sorted(set(labels) & set(names)) != sorted(names):
+        raise ValueError(
+            f"value model {ref} serves objectives {names} but its heads are labelled {labels}; "
+            "a fused value model needs config.id2label naming each objective"
+        )
+    return [objectives.index(label) if label in names else -1 for label in labels]
+
+
+class Stack:
+    """Every model of a stack, loaded once and shared (read-only) between requests.
+
+    Attributes:
+        objectives: objective names in config order.
+        methods: the decoding methods this stack can run (MAVIS needs value models; MOD/RSoup policies).
+    """
+
+    def __init__(self, spec: StackSpec, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        self.spec = spec
+        self.device = device or pick_device()
+        self.dtype = dtype or pick_dtype(spec.dtype, self.device)
+        self.objectives = spec.objective_names
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=False)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.base = self._load_causal_lm(spec.base_model)
+        _check_vocab(spec.base_model, "base model", self.base.config.vocab_size, self.tokenizer)
+        self.rewards = {o.name: load_reward(o.reward, self.device) for o in spec.objectives}
+        self.value_models = self._load_value_models()
+        self.policies = self._load_policies()
+        self._rsoup_cache: OrderedDict[tuple[float, ...], torch.nn.Module] = OrderedDict()
+
+    @property
+    def methods(self) -> list[str]:
+        have = {"base": True, "mavis": bool(self.value_models), "mod": self.policies is not None,
+                "rsoup": self.policies is not None}
+        return [m for m, ok in have.items() if ok]
+
+    @property
+    def context_length(self) -> int:
+        config = self.base.config
+        return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 2048))
+
+    def _load_causal_lm(self, ref: str) -> torch.nn.Module:
+        model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
+        return model.to(self.device).eval()
+
+    def _load_value_models(self) -> list[ValueModel]:
+        by_path: dict[str, list[str]] = {}
+        for o in self.spec.objectives:
+            if o.value:
+                by_path.setdefault(o.value, []).append(o.name)
+        out = []
+        for ref, names in by_path.items():
+            model = AutoModelForSequenceClassification.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
+            _check_vocab(ref, "value model", model.config.vocab_size, self.tokenizer)
+            heads = _value_heads(ref, names, self.objectives, model.config.num_labels)
+            out.append(ValueModel(ref, model.to(self.device).eval(), heads))
+        return out
+
+    def _load_policies(self):
+        """All policies as named LoRA adapters on one copy of the base (peft), or None."""
+        refs = [(o.name, o.policy) for o in self.spec.objectives if o.policy]
+        if not refs:
+            return None
+        from peft import PeftModel
+
+        for name, ref in refs:
+            _check_vocab(ref, f"policy of {name!r}", self.base.config.vocab_size, self.tokenizer)
+            _check_adapter_base(ref, name)
+        # A separate copy: peft injects LoRA layers into the model it wraps, and the base must stay plain.
+        model = PeftModel.from_pretrained(copy.deepcopy(self.base), refs[0][1], adapter_name=refs[0][0])
+        for name, ref in refs[1:]:
+            model.load_adapter(ref, adapter_name=name)
+        return model.eval()
+
+    def rsoup_model(self, weights: list[float]) -> torch.nn.Module:
+        """The base with θ_0 + Σ_m λ_m ΔW_m merged in (exact RSoup for LoRA), cached per λ."""
+        key = tuple(round(w, 6) for w in weights)
+        if key in self._rsoup_cache:
+            self._rsoup_cache.move_to_end(key)
+            return self._rsoup_cache[key]
+        merged = merge_policies(self.base, self.policies, dict(zip(self.objectives, weights, strict=True)))
+        self._rsoup_cache[key] = merged
+        while len(self._rsoup_cache) > RSOUP_CACHE_SIZE:
+            self._rsoup_cache.popitem(last=False)
+        return merged
+
+    def encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+        """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.
+
+        Returns:
+            input_ids (B, T), attention_mask (B, T), and per prompt whether it was truncated.
+        """
+        room = self.context_length - max_new_tokens
+        if room < 1:
+            raise ValueError(
+                f"max_new_tokens {max_new_tokens} leaves no room for a prompt in this model's context of "
+                f"{self.context_length} tokens"
+            )
+        ids = [self.tokenizer(format_prompt(p))["input_ids"] for p in prompts]
+        truncated = [len(x) > room for x in ids]
+        ids = [x[-room:] for x in ids]
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), truncated
+
+    def score(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+        """Every objective's reward for n (prompt, response) pairs: objective -> (n,) tensor."""
+        return {name: reward.score(prompts, responses) for name, reward in self.rewards.items()}
+
+
+def _check_adapter_base(ref: str, name: str) -> None:
+    config = Path(ref) / "adapter_config.json"
+    if is_local(ref) and not config.exists():
+        raise ValueError(f"policy of {name!r} at {ref} is not a peft adapter folder (no adapter_config.json)")
+    if is_local(ref) and json.loads(config.read_text()).get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"policy of {name!r} at {ref} is not a LoRA adapter; RSoup needs LoRA policies")
+
+
+@torch.no_grad()
+def merge_policies(base: torch.nn.Module, policies, weights: dict[str, float]) -> torch.nn.Module:
+    """A copy of ``base`` whose LoRA-targeted weights are W_0 + Σ_m λ_m ΔW_m (peft's own ΔW = scale·B·A)."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = copy.deepcopy(base)
+    for name, module in policies.base_model.model.named_modules():
+        if isinstance(module, LoraLayer):
+            deltas = [module.get_delta_weight(a) for a in weights if a in module.lora_A]
+            lams = [w for a, w in weights.items() if a in module.lora_A]
+            target = merged.get_submodule(name)
+            target.weight += rsoup_delta(deltas, lams).to(target.weight.dtype)
+    return merged.eval()
+
+
+def load_stack(path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Stack:
+    """Read a stack TOML file and load every model it names (see docs/stacks.md)."""
+    return Stack(read_stack_spec(path), device=device, dtype=dtype)

@@ -1,0 +1,215 @@
+"""The decoding loop: caches, batching, seeds, each method's distribution, the LogitsProcessor."""
+
+import pytest
+import torch
+from peft.tuners.lora import LoraLayer
+
+from mavis_core import DecodeConfig, generate, generate_batch
+from mavis_core.decoding import CausalRunner, MethodRunner, TokenEvent, _Row
+from mavis_core.dialogue import format_prompt
+from mavis_core.stack import merge_policies
+from mavis_core.tilts import MavisLogitsProcessor, mavis_tilt, top_k_logits
+from mavis_core.values import ValueScorer, values_uncached
+
+PROMPTS = ["hello there", "tell me a joke about the weather today please"]
+WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
+METHODS = ["base", "mavis", "mod", "rsoup"]
+
+
+def cfg(method, **kw):
+    return DecodeConfig(**{"method": method, "weights": WEIGHTS, "beta": 2.0, "top_k": 8, "max_new_tokens": 10,
+                           "seed": 3, **kw})
+
+
+def ids_of(stack, prompt):
+    return torch.tensor([stack.tokenizer(format_prompt(prompt))["input_ids"]])
+
+
+@pytest.mark.parametrize("stack_name", ["tiny_stack", "fused_stack"])
+def test_cached_candidate_values_equal_uncached(stack_name, request):
+    stack = request.getfixturevalue(stack_name)
+    input_ids, mask, _ = stack.encode(PROMPTS, 8)  # left-padded batch of two lengths
+    scorer = ValueScorer(stack.value_models, 3)
+    scorer.start(input_ids, mask)
+    prefixes = [ids_of(stack, p)[0] for p in PROMPTS]
+    for _ in range(3):  # three steps: score candidates, keep one, repeat
+        cands = torch.randint(1, len(stack.tokenizer), (2, 5))
+        got = scorer.score(cands)  # (B, M, k)
+        for b, prefix in enumerate(prefixes):
+            seqs = torch.stack([torch.cat([prefix, c.view(1)]) for c in cands[b]])
+            want = sum(values_uncached(vm, seqs, 3) for vm in stack.value_models)  # (k, M)
+            torch.testing.assert_close(got[b].T, want, atol=1e-4, rtol=1e-4)
+        chosen = torch.tensor([1, 3])
+        scorer.keep(chosen)
+        prefixes = [torch.cat([p, cands[b, chosen[b]].view(1)]) for b, p in enumerate(prefixes)]
+
+
+def test_cached_base_logits_equal_uncached(tiny_stack):
+    input_ids, mask, _ = tiny_stack.encode(PROMPTS, 8)
+    runner = CausalRunner(tiny_stack.base)
+    logits = runner.prefill(input_ids, mask)[:, 0]
+    seqs = [ids_of(tiny_stack, p)[0] for p in PROMPTS]
+    for step in range(3):
+        for b, seq in enumerate(seqs):
+            full = tiny_stack.base(input_ids=seq[None]).logits[0, -1]
+            torch.testing.assert_close(logits[b], full, atol=1e-4, rtol=1e-4)
+        tokens = torch.tensor([5 + step, 7 + step])
+        logits = runner.step(tokens)[:, 0]
+        seqs = [torch.cat([s, tokens[b : b + 1]]) for b, s in enumerate(seqs)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_unbatched_and_seeds_repeat(tiny_stack, method):
+    batch = generate_batch(tiny_stack, PROMPTS, cfg(method), seeds=[3, 4])
+    for prompt, seed, gen in zip(PROMPTS, [3, 4], batch, strict=True):
+        alone = list(generate(tiny_stack, prompt, cfg(method, seed=seed)))
+        assert [e.token_id for e in alone] == gen.token_ids
+        assert "".join(e.text for e in alone) == gen.text
+        for a, b in zip(alone, gen.events, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert a.base_logprob == pytest.approx(b.base_logprob, abs=1e-4)
+    again = generate_batch(tiny_stack, PROMPTS, cfg(method), seeds=[3, 4])
+    assert [g.text for g in again] == [g.text for g in batch]
+    other = generate_batch(tiny_stack, PROMPTS, cfg(method), seeds=[5, 6])
+    assert [g.token_ids for g in other] != [g.token_ids for g in batch]
+
+
+def test_events_carry_log_probs_and_contributions(tiny_stack):
+    events = list(generate(tiny_stack, PROMPTS[0], cfg("mavis")))
+    assert len(events) == 10
+    for e in events:
+        assert e.logprob <= 0 and e.base_logprob <= 0
+        assert set(e.contributions) == {"helpful", "harmless", "humor"}
+    base = list(generate(tiny_stack, PROMPTS[0], cfg("base")))
+    assert all(e.contributions is None for e in base)
+
+
+def test_beta_zero_mavis_equals_base(tiny_stack):
+    mavis = generate_batch(tiny_stack, PROMPTS, cfg("mavis", beta=0.0), seeds=[1, 2])
+    base = generate_batch(tiny_stack, PROMPTS, cfg("base"), seeds=[1, 2])
+    assert [g.token_ids for g in mavis] == [g.token_ids for g in base]
+    for m, b in zip(mavis[0].events, base[0].events, strict=True):
+        assert m.logprob == pytest.approx(b.logprob, abs=1e-5)
+
+
+def test_one_hot_mavis_step_uses_that_objectives_values(tiny_stack):
+    runner = MethodRunner(tiny_stack, cfg("mavis"), [0.0, 0.0, 1.0])
+    input_ids, mask, _ = tiny_stack.encode(PROMPTS[:1], 8)
+    _, logits = runner.prefill(input_ids, mask)
+    cand_logits, cand_ids = top_k_logits(logits, 8, 1.0)
+    humor = next(vm for vm in tiny_stack.value_models if vm.heads == [2])
+    seqs = torch.cat([input_ids.repeat(8, 1), cand_ids.T], dim=1)
+    q = values_uncached(humor, seqs, 3)[:, 2]  # (k,)
+    scorer = ValueScorer(tiny_stack.value_models, 3)
+    scorer.start(input_ids, mask)
+    tilted = mavis_tilt(cand_logits, scorer.score(cand_ids), torch.tensor([0.0, 0.0, 1.0]), 2.0)
+    torch.testing.assert_close(tilted[0], cand_logits[0] + 2.0 * q, atol=1e-4, rtol=1e-4)
+
+
+def policy_logits(stack, name, input_ids):
+    with stack.policies.disable_adapter() if name is None else _adapter(stack, name):
+        return stack.policies(input_ids=input_ids).logits[0, -1]
+
+
+class _adapter:
+    def __init__(self, stack, name):
+        self.model, self.name = stack.policies, name
+
+    def __enter__(self):
+        self.model.set_adapter(self.name)
+
+    def __exit__(self, *exc):
+        return False
+
+
+@torch.inference_mode()
+def test_mod_equals_weighted_log_probs_by_hand(tiny_stack):
+    input_ids = ids_of(tiny_stack, PROMPTS[1])
+    lam = [0.5, 0.2, 0.3]
+    base_logits, mixed = MethodRunner(tiny_stack, cfg("mod"), lam).prefill(input_ids, torch.ones_like(input_ids))
+    by_hand = sum(w * torch.log_softmax(policy_logits(tiny_stack, n, input_ids), -1)
+                  for w, n in zip(lam, tiny_stack.objectives, strict=True))
+    torch.testing.assert_close(mixed[0], by_hand, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(base_logits[0], tiny_stack.base(input_ids=input_ids).logits[0, -1], atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_rsoup_at_a_vertex_equals_that_policy(tiny_stack):
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    merged = tiny_stack.rsoup_model([0.0, 1.0, 0.0])
+    torch.testing.assert_close(merged(input_ids=input_ids).logits[0, -1],
+                               policy_logits(tiny_stack, "harmless", input_ids), atol=1e-4, rtol=1e-4)
+    assert tiny_stack.rsoup_model([0.0, 1.0, 0.0]) is merged  # cached: coming back to a λ costs nothing
+
+
+@torch.inference_mode()
+def test_rsoup_weights_are_the_weighted_sum_of_policy_weights(tiny_stack):
+    lam = {"helpful": 0.6, "harmless": 0.1, "humor": 0.3}
+    mixed = merge_policies(tiny_stack.base, tiny_stack.policies, lam)
+    thetas = {n: merge_policies(tiny_stack.base, tiny_stack.policies, {n: 1.0}) for n in lam}
+    mixed_params, lora_targets = dict(mixed.named_parameters()), 0
+    for name, _ in tiny_stack.base.named_parameters():
+        want = sum(w * dict(thetas[n].named_parameters())[name] for n, w in lam.items())
+        torch.testing.assert_close(mixed_params[name], want, atol=1e-5, rtol=1e-5)
+    for _, module in tiny_stack.policies.named_modules():
+        lora_targets += isinstance(module, LoraLayer)
+    assert lora_targets > 0
+    assert not torch.equal(mixed_params["transformer.h.0.attn.c_attn.weight"],
+                           dict(tiny_stack.base.named_parameters())["transformer.h.0.attn.c_attn.weight"])
+
+
+@torch.inference_mode()
+def test_logits_processor_gives_the_same_distribution_as_generate(tiny_stack):
+    lam = [0.5, 0.2, 0.3]
+    proc = MavisLogitsProcessor(tiny_stack.value_models, 3, lam, beta=2.0, top_k=8, temperature=0.7)
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    out = tiny_stack.base.generate(input_ids, attention_mask=torch.ones_like(input_ids), logits_processor=[proc],
+                                   do_sample=True, top_k=0, max_new_tokens=4, output_scores=True,
+                                   return_dict_in_generate=True, pad_token_id=0)
+    scorer = ValueScorer(tiny_stack.value_models, 3)
+    for t, scores in enumerate(out.scores):  # recompute each step with no cache at all
+        prefix = out.sequences[:, : input_ids.shape[1] + t]
+        cand_logits, cand_ids = top_k_logits(tiny_stack.base(input_ids=prefix).logits[:, -1], 8, 0.7)
+        scorer.start(prefix, torch.ones_like(prefix))
+        want = torch.log_softmax(mavis_tilt(cand_logits, scorer.score(cand_ids), torch.tensor(lam), 2.0), -1)
+        got = torch.log_softmax(scores, -1)
+        torch.testing.assert_close(got.gather(1, cand_ids), want, atol=1e-4, rtol=1e-4)
+        assert torch.isinf(got).sum() == got.shape[1] - 8
+
+
+def feed(stack, text):
+    row = _Row(stack, "p", False)
+    shown = []
+    for i, tok in enumerate(stack.tokenizer(text)["input_ids"]):
+        shown += row.add(TokenEvent(tok, "", -1.0, -0.5, None, i))
+        if row.done:
+            break
+    row.done = True
+    shown += row._flush(len(row.full))
+    return row.gen, "".join(e.text for e in shown)
+
+
+def test_reply_stops_at_a_new_dialogue_turn(tiny_stack):
+    gen, streamed = feed(tiny_stack, " i am fine\n\nHuman: and you")
+    assert gen.text == streamed == " i am fine"
+    assert gen.finish_reason == "stop"
+    gen, streamed = feed(tiny_stack, " ok\n\nAssistant: more")
+    assert gen.text == streamed == " ok" and gen.finish_reason == "stop"
+
+
+def test_reply_keeps_newlines_that_start_no_turn_and_stops_at_eos(tiny_stack):
+    gen, streamed = feed(tiny_stack, " one\n\ntwo")
+    assert gen.text == streamed == " one\n\ntwo" and gen.finish_reason == "length"
+    gen, _ = feed(tiny_stack, " hi<|endoftext|> more")
+    assert gen.text == " hi" and gen.finish_reason == "eos"
+    assert gen.kl == pytest.approx(0.5 * len(gen.events))
+
+
+def test_method_without_models_is_refused(tiny_dir):
+    from mavis_core import load_stack
+    from tests.conftest import write_stack
+
+    plain = load_stack(write_stack(tiny_dir, "plain.toml", None, policies=False))
+    assert plain.methods == ["base"]
+    with pytest.raises(ValueError, match="method 'mavis' needs models this stack does not have"):
+        list(generate(plain, "hi", cfg("mavis")))
