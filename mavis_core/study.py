@@ -1,0 +1,182 @@
+"""User-study storage in SQLite: blinded trials, per-objective ratings, favourites, CSV export, results.
+
+A *trial* is one prompt + weights + seed for which every method replied; the participant sees the replies
+under slot letters in a shuffled order. The trial (with the hidden method of each slot) is written the moment
+it is shown, the ratings the moment they are given, so nothing is lost if the app restarts.
+The database runs in WAL mode so readers (the results view, exports) never block a participant's write.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import json
+import random
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+RATING_RANGE = (1, 5)
+SLOTS = "ABCDEFGH"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet apps run cells that start with these
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trials (
+    id TEXT PRIMARY KEY, created TEXT NOT NULL, participant TEXT NOT NULL, prompt TEXT NOT NULL,
+    weights TEXT NOT NULL, seed INTEGER NOT NULL, settings TEXT NOT NULL,
+    methods TEXT NOT NULL, texts TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ratings (
+    trial_id TEXT NOT NULL REFERENCES trials(id), created TEXT NOT NULL, slot TEXT NOT NULL,
+    method TEXT NOT NULL, objective TEXT NOT NULL, rating INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, slot, objective)
+);
+CREATE TABLE IF NOT EXISTS favourites (
+    trial_id TEXT PRIMARY KEY REFERENCES trials(id), created TEXT NOT NULL, slot TEXT NOT NULL,
+    method TEXT NOT NULL
+);
+"""
+EXPORT_QUERY = """
+SELECT t.id AS trial_id, t.created AS shown_at, r.created AS rated_at, t.participant, t.prompt, t.weights,
+       t.seed, t.settings, r.slot, r.method, r.objective, r.rating,
+       CASE WHEN f.method = r.method THEN 1 ELSE 0 END AS favourite
+FROM ratings r JOIN trials t ON t.id = r.trial_id LEFT JOIN favourites f ON f.trial_id = r.trial_id
+ORDER BY r.created, r.trial_id, r.slot, r.objective
+"""
+
+
+@dataclass
+class Trial:
+    """What a participant is shown: slot letters and texts, never the methods behind them."""
+
+    id: str
+    prompt: str
+    weights: dict[str, float]
+    slots: list[str]
+    texts: list[str]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def neutralise(cell: object) -> object:
+    """A CSV cell that a spreadsheet will show as text, never run as a formula (CSV injection).
+
+    >>> neutralise("=HYPERLINK(1)"), neutralise("-2"), neutralise("fine"), neutralise(3)
+    ("'=HYPERLINK(1)", "'-2", 'fine', 3)
+    """
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_PREFIXES) else cell
+
+
+def token_ok(given: str | None, expected: str | None) -> bool:
+    """Admin check in constant time; with no token configured, nobody is admin."""
+    return bool(expected) and isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class StudyDB:
+    """One SQLite file shared by every session of the app; each call opens its own connection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # one writer at a time inside this process; WAL handles readers
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def journal_mode(self) -> str:
+        with self._connect() as db:
+            return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def add_trial(self, participant: str, prompt: str, weights: dict[str, float], seed: int,
+                  settings: dict, replies: dict[str, str], rng: random.Random | None = None) -> Trial:
+        """Store a trial with the methods' replies in a shuffled slot order; return its blinded view."""
+        methods = list(replies)
+        (rng or random.SystemRandom()).shuffle(methods)
+        texts = [replies[m] for m in methods]
+        trial = Trial(uuid.uuid4().hex, prompt, weights, list(SLOTS[: len(methods)]), texts)
+        row = (trial.id, _now(), participant, prompt, json.dumps(weights), seed, json.dumps(settings),
+               json.dumps(methods), json.dumps(texts))
+        with self._lock, self._connect() as db:
+            db.execute("INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return trial
+
+    def _methods_of(self, db: sqlite3.Connection, trial_id: str) -> list[str]:
+        row = db.execute("SELECT methods FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise ValueError("This study trial is unknown; press 'New trial' to get one.")
+        return json.loads(row[0])
+
+    def add_ratings(self, trial_id: str, ratings: dict[str, dict[str, int]], favourite: str) -> None:
+        """Save slot -> objective -> rating (1–5) and the favourite slot of one trial, once."""
+        with self._lock, self._connect() as db:
+            methods = self._methods_of(db, trial_id)
+            slots = SLOTS[: len(methods)]
+            if db.execute("SELECT 1 FROM favourites WHERE trial_id = ?", (trial_id,)).fetchone():
+                raise ValueError("This trial was already rated; press 'New trial' for the next one.")
+            if favourite not in slots:
+                raise ValueError(f"Pick a favourite among {', '.join(slots)}.")
+            rows = [(trial_id, _now(), slot, methods[slots.index(slot)], objective, _rating(slot, objective, r))
+                    for slot, per in _check_slots(ratings, slots).items() for objective, r in per.items()]
+            db.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.execute("INSERT INTO favourites VALUES (?, ?, ?, ?)",
+                       (trial_id, _now(), favourite, methods[slots.index(favourite)]))
+
+    def export_csv(self, out: str | Path) -> Path:
+        """Every rating joined with its trial, one row per (trial, slot, objective), formula-safe."""
+        out = Path(out)
+        with self._connect() as db:
+            cursor = db.execute(EXPORT_QUERY)
+            header = [c[0] for c in cursor.description]
+            rows = cursor.fetchall()
+        with out.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows([neutralise(c) for c in row] for row in rows)
+        return out
+
+    def results(self) -> pd.DataFrame:
+        """Per method: mean rating per objective, how often it was the favourite, and the trial count."""
+        with self._connect() as db:
+            ratings = pd.read_sql_query("SELECT method, objective, rating, trial_id FROM ratings", db)
+            favs = pd.read_sql_query("SELECT method FROM favourites", db)
+        if ratings.empty:
+            return pd.DataFrame(columns=["method", "trials", "favourite share"])
+        means = ratings.pivot_table(index="method", columns="objective", values="rating", aggfunc="mean")
+        means.columns = [f"mean {c}" for c in means.columns]
+        trials = ratings.groupby("method")["trial_id"].nunique().rename("trials")
+        share = (favs["method"].value_counts() / max(1, len(favs))).rename("favourite share")
+        table = pd.concat([trials, means, share], axis=1).fillna({"favourite share": 0.0})
+        return table.round(3).rename_axis("method").reset_index()
+
+
+def _check_slots(ratings: dict[str, dict[str, int]], slots: str) -> dict[str, dict[str, int]]:
+    if sorted(ratings) != sorted(slots):
+        raise ValueError(f"Rate every reply ({', '.join(slots)}); got ratings for {sorted(ratings) or 'none'}.")
+    objectives = {frozenset(per) for per in ratings.values()}
+    if len(objectives) != 1 or not next(iter(objectives)):
+        raise ValueError("Rate every reply on the same objectives.")
+    return ratings
+
+
+def _rating(slot: str, objective: str, rating: object) -> int:
+    low, high = RATING_RANGE
+    if rating is None or rating == "":
+        raise ValueError(f"Reply {slot} has no {objective} rating yet: give it {low} to {high}.")
+    try:
+        value = int(rating)
+    except (TypeError, ValueError):
+        raise ValueError(f"The {objective} rating of reply {slot} must be {low} to {high}, got {rating!r}.") from None
+    if (value != rating and str(value) != str(rating)) or not low <= value <= high:
+        raise ValueError(f"The {objective} rating of reply {slot} must be {low} to {high}, got {rating!r}.")
+    return value
