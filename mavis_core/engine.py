@@ -1,0 +1,231 @@
+"""What the app's callbacks call: input checks, side-by-side streaming, scoring, λ sweeps.
+
+One `Engine` wraps one loaded `Stack` and is shared by every user of the app; it keeps no per-user state.
+Every user mistake surfaces as a `ValueError` whose message a person can act on (the app shows it as
+``gr.Error``); adjustments that let the request go on are returned as warning strings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .config import DecodeConfig
+from .decoding import TokenEvent, generate, generate_batch
+from .stack import Stack
+
+MAX_PROMPT_CHARS = 4000  # longer prompts are cut from the left before tokenizing (the tokenizer is O(n))
+MAX_NEW_TOKENS = 256
+BETA_RANGE = (0.0, 10.0)
+TOP_K_RANGE = (1, 100)
+TEMPERATURE_RANGE = (0.1, 2.0)
+SEED_RANGE = (0, 2**31 - 1)
+WEIGHT_RANGE = (0.0, 1.0)
+PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
+SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
+ALLOWED_CONTROL = {"\n", "\r", "\t"}
+
+
+@dataclass
+class Settings:
+    """Decoding settings shared by every method of one request; checked against the app's limits."""
+
+    weights: dict[str, float]
+    beta: float = 1.0
+    top_k: int = 15
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+
+    def config(self, method: str) -> DecodeConfig:
+        return DecodeConfig(method=method, weights=dict(self.weights), beta=self.beta, top_k=self.top_k,
+                            temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+@dataclass
+class Reply:
+    """One method's reply as it grows, then its reward per objective."""
+
+    method: str
+    events: list[TokenEvent] = field(default_factory=list)
+    done: bool = False
+    scores: dict[str, float] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(e.text for e in self.events)
+
+    @property
+    def kl(self) -> float:
+        """Sequence estimate of KL(π ‖ π_ref) over the tokens shown: Σ_t log π − log π_ref."""
+        return sum(e.logprob - e.base_logprob for e in self.events)
+
+
+def _number(name: str, value: object, low: float, high: float, integer: bool = False) -> float:
+    """``value`` as a number within [low, high]; a ValueError that names the allowed range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if integer and value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def clean_prompt(prompt: object) -> tuple[str, list[str]]:
+    """The prompt to decode and any warnings; ValueError for empty prompts or control characters."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("The prompt is empty: type a message for the assistant to reply to.")
+    bad = sorted({c for c in prompt if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROL})
+    if bad:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ValueError(f"The prompt contains control characters ({codes}); remove them and try again.")
+    warnings = []
+    if len(prompt) > MAX_PROMPT_CHARS:
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+        warnings.append(f"The prompt was longer than {MAX_PROMPT_CHARS} characters; only its end was kept.")
+    return prompt, warnings
+
+
+def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[list[float]]:
+    """λ points for a sweep: 11 points between two objectives (``axes``), else a simplex grid over all.
+
+    >>> weight_grid(3, axes=(0, 2))[:2]
+    [[0.0, 0.0, 1.0], [0.1, 0.0, 0.9]]
+    >>> len(weight_grid(3))
+    15
+    """
+    if axes is not None:
+        i, j = axes
+        if i == j:
+            raise ValueError("a sweep over a pair needs two different objectives; pick different chart axes")
+        points = []
+        for s in range(PAIR_GRID_POINTS):
+            lam = [0.0] * n_objectives
+            lam[i] = round(s / (PAIR_GRID_POINTS - 1), 6)
+            lam[j] = round(1 - lam[i], 6)
+            points.append(lam)
+        return points
+    n = SIMPLEX_GRID_STEPS
+    combos = itertools.product(range(n + 1), repeat=n_objectives)
+    return [[c / n for c in combo] for combo in combos if sum(combo) == n]
+
+
+class Engine:
+    """A loaded stack plus the checks and loops the app needs; safe to share between users."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.objectives: list[str] = list(stack.objectives)
+        self.methods: list[str] = list(stack.methods)
+        self.examples: list[str] = list(stack.spec.prompts)
+        # Half the context at most, so a reply always leaves room for the prompt.
+        self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, stack.context_length // 2))
+        self._merge_lock = threading.Lock()  # the stack's RSoup cache is a plain dict: merge one λ at a time
+
+    @property
+    def name(self) -> str:
+        return self.stack.spec.name
+
+    def settings(self, weights: dict[str, float], beta: float, top_k: int, temperature: float,
+                 max_new_tokens: int, seed: int) -> Settings:
+        """Settings from raw UI / API values; ValueError naming the allowed range for anything outside it."""
+        unknown = sorted(set(weights) - set(self.objectives))
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown}; this stack has {self.objectives}")
+        lam = {k: _number(f"the weight of {k}", weights.get(k, 0.0), *WEIGHT_RANGE) for k in self.objectives}
+        if sum(lam.values()) <= 0:
+            raise ValueError("All objective weights are zero: raise at least one slider above 0.")
+        return Settings(
+            weights=lam,
+            beta=_number("beta", beta, *BETA_RANGE),
+            top_k=_number("top-k", top_k, *TOP_K_RANGE, integer=True),
+            temperature=_number("temperature", temperature, *TEMPERATURE_RANGE),
+            max_new_tokens=_number("max new tokens", max_new_tokens, 1, self.max_new_tokens, integer=True),
+            seed=_number("seed", seed, *SEED_RANGE, integer=True),
+        )
+
+    def normalised(self, weights: dict[str, float]) -> dict[str, float]:
+        """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception)."""
+        total = sum(max(0.0, w) for w in weights.values())
+        return {k: (max(0.0, w) / total if total > 0 else 0.0) for k, w in weights.items()}
+
+    def check_methods(self, methods: list[str] | None) -> list[str]:
+        if not methods:
+            raise ValueError(f"No method selected: tick at least one of {', '.join(self.methods)}.")
+        unknown = [m for m in methods if m not in self.methods]
+        if unknown:
+            raise ValueError(f"method(s) {unknown} are not available on this stack; available: {self.methods}")
+        return [m for m in self.methods if m in methods]  # a fixed order, whatever order was ticked
+
+    def prompt_warnings(self, prompt: str, max_new_tokens: int) -> list[str]:
+        """A warning when the prompt does not fit the model's context and is cut from the left."""
+        _, _, truncated = self.stack.encode([prompt], max_new_tokens)
+        if truncated[0]:
+            room = self.stack.context_length - max_new_tokens
+            return [f"The prompt is longer than the model's context; only its last {room} tokens were used."]
+        return []
+
+    def _prepare(self, method: str, settings: Settings) -> DecodeConfig:
+        cfg = settings.config(method)
+        if method == "rsoup":
+            with self._merge_lock:  # build the merged model now, under the lock; decoding finds it cached
+                self.stack.rsoup_model(cfg.normalised(self.objectives))
+        return cfg
+
+    def stream(self, prompt: str, methods: list[str], settings: Settings) -> Iterator[list[Reply]]:
+        """Decode every method side by side, one token each in turn; yields the replies after each round.
+
+        Interleaving (rather than one method after another) puts every column's first token on screen
+        after one round. The last yield carries each reply's reward scores.
+        """
+        replies = [Reply(m) for m in methods]
+        streams = {r.method: generate(self.stack, prompt, self._prepare(r.method, settings)) for r in replies}
+        while not all(r.done for r in replies):
+            for reply in replies:
+                if not reply.done:
+                    event = next(streams[reply.method], None)
+                    reply.done = event is None
+                    if event is not None:
+                        reply.events.append(event)
+            if not all(r.done for r in replies):
+                yield replies
+        self.score(prompt, replies)
+        yield replies
+
+    def score(self, prompt: str, replies: list[Reply]) -> None:
+        """Fill in each reply's reward per objective, in one batch per reward model."""
+        if not replies:
+            return
+        scores = self.stack.score([prompt] * len(replies), [r.text for r in replies])
+        for i, reply in enumerate(replies):
+            reply.scores = {k: float(v[i]) for k, v in scores.items()}
+
+    def replies(self, prompt: str, methods: list[str], settings: Settings) -> list[Reply]:
+        """Every method's whole reply, scored (no streaming)."""
+        replies = []
+        for method in methods:
+            gen = generate_batch(self.stack, [prompt], self._prepare(method, settings))[0]
+            replies.append(Reply(method, events=gen.events, done=True))
+        self.score(prompt, replies)
+        return replies
+
+    def sweep(self, prompt: str, methods: list[str], settings: Settings, grid: list[list[float]],
+              on_step: Callable[[int, int, str], None] | None = None) -> list[tuple[dict[str, float], Reply]]:
+        """Each method over the λ grid (the base once: it ignores λ). Returns (weights, scored reply) pairs."""
+        jobs = [(m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
+        out = []
+        for i, (method, lam) in enumerate(jobs):
+            if on_step is not None:
+                on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in lam)})")
+            weights = dict(zip(self.objectives, lam, strict=True))
+            point = Settings(**{**settings.__dict__, "weights": weights})
+            gen = generate_batch(self.stack, [prompt], self._prepare(method, point))[0]
+            out.append((weights, Reply(method, events=gen.events, done=True)))
+        self.score(prompt, [r for _, r in out])
+        return out
+

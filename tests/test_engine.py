@@ -1,0 +1,100 @@
+"""The app's engine: input checks, interleaved streaming equal to plain decoding, scoring, sweeps."""
+
+import pytest
+
+from mavis_core import DecodeConfig, generate_reply
+from mavis_core.engine import MAX_PROMPT_CHARS, Engine, clean_prompt, weight_grid
+
+WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_stack):
+    return Engine(tiny_stack)
+
+
+def settings(engine, **kw):
+    raw = {"weights": WEIGHTS, "beta": 2.0, "top_k": 8, "temperature": 1.0, "max_new_tokens": 8, "seed": 3, **kw}
+    return engine.settings(**raw)
+
+
+def test_stream_interleaves_and_equals_plain_decoding(engine, tiny_stack):
+    rounds = list(engine.stream("hello there", engine.methods, settings(engine)))
+    replies = rounds[-1]
+    assert [r.method for r in replies] == ["base", "mavis", "mod", "rsoup"]
+    assert len(rounds) > 2 and all(r.events for r in rounds[0])  # every column has a token after round one
+    for reply in replies:
+        cfg = DecodeConfig(method=reply.method, weights=WEIGHTS, beta=2.0, top_k=8, max_new_tokens=8, seed=3)
+        want = generate_reply(tiny_stack, "hello there", cfg)
+        assert reply.text == want.text and reply.kl == pytest.approx(want.kl)
+        assert set(reply.scores) == set(engine.objectives)
+    assert replies[1].events[0].contributions is not None
+
+
+def test_replies_match_stream(engine):
+    streamed = list(engine.stream("tell me a joke", ["mavis", "mod"], settings(engine)))[-1]
+    whole = engine.replies("tell me a joke", ["mavis", "mod"], settings(engine))
+    assert [r.text for r in whole] == [r.text for r in streamed]
+    for a, b in zip(whole, streamed, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-5)
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("", "empty"), ("   \n\t ", "empty"), (None, "empty"), ("hi\x00there", "U\\+0000"), ("a\x1b[31m", "U\\+001B"),
+])
+def test_bad_prompts(prompt, message):
+    with pytest.raises(ValueError, match=message):
+        clean_prompt(prompt)
+
+
+def test_long_prompt_cut_from_left_with_warnings(engine):
+    prompt, warnings = clean_prompt("x" * 10 + "y" * MAX_PROMPT_CHARS)
+    assert prompt == "y" * MAX_PROMPT_CHARS and warnings
+    assert clean_prompt("line one\nline\ttwo") == ("line one\nline\ttwo", [])
+    assert engine.prompt_warnings("word " * 200, 8) and not engine.prompt_warnings("hello", 8)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"weights": {"helpful": 0, "harmless": 0, "humor": 0}}, "All objective weights are zero"),
+    ({"weights": {"helpful": 2.0}}, "between 0 and 1"),
+    ({"weights": {"helpful": -0.1}}, "between 0 and 1"),
+    ({"weights": {"fun": 1.0}}, "unknown objective"),
+    ({"beta": 1e9}, "beta must be between"),
+    ({"beta": float("nan")}, "beta must be a number"),
+    ({"top_k": 2.5}, "whole number"),
+    ({"top_k": 0}, "top-k must be between"),
+    ({"temperature": 0}, "temperature must be between"),
+    ({"max_new_tokens": 10_000}, "max new tokens must be between 1 and 32"),
+    ({"seed": -1}, "seed must be between"),
+    ({"seed": "7"}, "seed must be a number"),
+])
+def test_out_of_range_settings(engine, change, message):
+    with pytest.raises(ValueError, match=message):
+        settings(engine, **change)
+
+
+def test_methods_checked(engine):
+    assert engine.check_methods(["rsoup", "base"]) == ["base", "rsoup"]
+    with pytest.raises(ValueError, match="No method"):
+        engine.check_methods([])
+    with pytest.raises(ValueError, match="not available"):
+        engine.check_methods(["beam"])
+
+
+def test_weight_grids():
+    pair = weight_grid(3, axes=(0, 1))
+    assert len(pair) == 11 and all(lam[2] == 0 and sum(lam) == pytest.approx(1) for lam in pair)
+    simplex = weight_grid(3)
+    assert len(simplex) == 15 and all(sum(lam) == pytest.approx(1) for lam in simplex)
+    with pytest.raises(ValueError, match="two different"):
+        weight_grid(3, axes=(1, 1))
+
+
+def test_sweep_runs_base_once_and_reports_progress(engine):
+    steps = []
+    grid = weight_grid(3, axes=(0, 2))
+    out = engine.sweep("hello", ["base", "mavis"], settings(engine, max_new_tokens=4), grid,
+                       on_step=lambda i, n, desc: steps.append((i, n)))
+    assert len(out) == 1 + 11 and steps[-1] == (11, 12)
+    assert all(reply.scores is not None for _, reply in out)
+    assert [w for w, r in out if r.method == "mavis"][3] == {"helpful": 0.3, "harmless": 0.0, "humor": 0.7}
