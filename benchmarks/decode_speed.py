@@ -1,0 +1,82 @@
+"""Time per token of each method ÷ base, measured in one run (printed, never asserted).
+
+    python benchmarks/decode_speed.py                       # random stack sized like the embedded one
+    python benchmarks/decode_speed.py --stack assets/stack.toml
+    python benchmarks/decode_speed.py --json                # one JSON object; ratios under mavis/mod/rsoup
+
+Batch 1, 64 new tokens, MAVIS over all 3 objectives with k = 15. The default random stack mirrors the
+embedded one (GPT-2, 256-wide, 4 layers, 4096 tokens) with value models a quarter of the base's size
+(1 layer) so the ratios can be read before any value model is trained; its text is gibberish by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mavis_core import DecodeConfig, generate, load_stack
+from mavis_core.testing import build_random_stack
+
+PROMPT = "hi! how was your weekend? did you do anything fun?"
+
+
+def time_per_token(stack, cfg: DecodeConfig, repeats: int) -> float:
+    """Median seconds per generated token over ``repeats`` replies (after one warm-up reply)."""
+    per_token = []
+    for r in range(repeats + 1):
+        start = time.perf_counter()
+        n = sum(1 for _ in generate(stack, PROMPT, DecodeConfig(**{**cfg.__dict__, "seed": r})))
+        if r:  # the first reply warms caches (and builds RSoup's merged model once)
+            per_token.append((time.perf_counter() - start) / max(n, 1))
+    return statistics.median(per_token)
+
+
+def random_stack(folder: Path, fused: bool) -> Path:
+    sizes = dict(n_embd=256, n_layer=4, n_head=4, n_positions=256)
+    build_random_stack(folder, base=sizes, value={**sizes, "n_layer": 1}, vocab_size=4096)
+    return folder / ("stack-fused.toml" if fused else "stack-sep.toml")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", help="stack TOML (default: a random embedded-sized stack in a temp folder)")
+    parser.add_argument("--fused", action="store_true", help="random stack: one fused value model for all 3")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = load_stack(args.stack or random_stack(Path(tmp), args.fused))
+        weights = {name: 1.0 for name in stack.objectives}
+        times = {}
+        for method in stack.methods:
+            cfg = DecodeConfig(method=method, weights=weights, beta=1.0, top_k=args.top_k,
+                               max_new_tokens=args.tokens, seed=0)
+            times[method] = time_per_token(stack, cfg, args.repeats)
+    ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        print(json.dumps({**ratios, "ms_per_token": {m: 1000 * t for m, t in times.items()},
+                          "peak_rss_mb": peak_mb, "device": str(stack.device)}))
+        return
+    print(f"device {stack.device}, batch 1, {args.tokens} new tokens, k = {args.top_k}, torch threads "
+          f"{torch.get_num_threads()}")
+    for method, t in times.items():
+        ratio = "" if method == "base" else f"   {ratios[method]:.2f}x base"
+        print(f"{method:6s} {1000 * t:7.2f} ms/token{ratio}")
+    print(f"peak memory (RSS) {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

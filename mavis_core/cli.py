@@ -1,0 +1,75 @@
+"""`python -m mavis_core …`: build the embedded stack, generate from the command line, train, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import METHODS
+
+
+def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the user's message")
+    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
+    parser.add_argument("--method", choices=METHODS, default="mavis")
+    parser.add_argument("--weights", default="", help="objective=weight,... (default: equal weights)")
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=15)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the reply, scores and KL as one JSON object")
+
+
+def parse_weights(text: str, objectives: list[str]) -> dict[str, float]:
+    """'helpful=0.7,humor=0.3' -> {'helpful': 0.7, 'humor': 0.3}; empty -> equal weights."""
+    if not text.strip():
+        return {name: 1.0 for name in objectives}
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"weights must look like helpful=0.7,humor=0.3; got {part!r}") from None
+        if not sep:
+            raise ValueError(f"weights must look like helpful=0.7,humor=0.3; got {part!r}")
+    return out
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from . import DecodeConfig, generate, load_stack
+
+    stack = load_stack(args.stack)
+    cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives), beta=args.beta,
+                       top_k=args.top_k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                       seed=args.seed)
+    events = []
+    for event in generate(stack, args.prompt, cfg):
+        events.append(event)
+        if not args.json:
+            print(event.text, end="", flush=True)
+    text = "".join(e.text for e in events)
+    scores = {k: float(v[0]) for k, v in stack.score([args.prompt], [text]).items()}
+    kl = sum(e.logprob - e.base_logprob for e in events)
+    if args.json:
+        print(json.dumps({"text": text, "scores": scores, "kl": kl, "tokens": len(events)}))
+    else:
+        print(f"\n\nscores: {scores}  KL: {kl:.3f}  tokens: {len(events)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .training.build import add_build_arguments, run_build
+
+    parser = argparse.ArgumentParser(prog="python -m mavis_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_build_arguments(sub.add_parser("build", help="rebuild the embedded stack's artifacts in assets/"))
+    _add_generate_arguments(sub.add_parser("generate", help="reply to one prompt with one method"))
+    args = parser.parse_args(argv)
+    try:
+        {"build": run_build, "generate": run_generate}[args.command](args)
+    except ValueError as err:  # bad input: one clear line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
