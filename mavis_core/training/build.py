@@ -1,0 +1,185 @@
+"""``python -m mavis_core build``: rebuild the embedded stack in ``assets/`` from registry data.
+
+Steps (run in this order; each records its artifacts in ``assets/manifest.json`` and regenerates
+``assets/MODEL_CARD.md``):
+
+- ``data``: split chitchat-dataset by conversation; writes the held-out ``eval_prompts.json``.
+- ``tokenizer``: byte-level BPE on the train split -> ``tokenizer/``.
+- ``base``: GPT-2 language model on the train split -> ``base/`` (resumable from ``--work``).
+- ``rewards``: reward models, see `mavis_core.training.rewards.build_rewards`.
+
+``--quick`` builds tiny versions of everything in seconds (for tests), never the shipped assets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..dialogue import format_dialogue
+from . import base, data, tokenizer
+from .manifest import record_artifact, write_model_card
+
+STEPS = ("data", "tokenizer", "base", "rewards")
+EVAL_PROMPTS = "eval_prompts.json"
+N_EVAL_PROMPTS = 50
+N_SAMPLES = 10
+SAMPLE_TOP_K = 15
+# --quick: a sliver of the corpus and a vocabulary just big enough to round-trip it.
+QUICK_CONVERSATIONS, QUICK_VOCAB = 50, 400
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``build`` options to ``parser`` (a subcommand parser of the CLI)."""
+    parser.add_argument("--steps", default="all",
+                        help=f"comma-separated subset of {','.join(STEPS)}, or 'all' (default)")
+    parser.add_argument("--out", type=Path, default=Path("assets"), help="assets folder to write (default assets)")
+    parser.add_argument("--work", type=Path, default=Path("build"),
+                        help="scratch folder for checkpoints; rerun to resume (default build)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and sampling")
+    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke test in seconds")
+    return parser
+
+
+def parse_steps(steps: str) -> list[str]:
+    """``"all"`` or a comma-separated subset of STEPS -> the steps to run, in pipeline order."""
+    wanted = set(STEPS) if steps == "all" else {s.strip() for s in steps.split(",") if s.strip()}
+    unknown = sorted(wanted - set(STEPS))
+    if unknown or not wanted:
+        raise ValueError(f"--steps {steps!r} names unknown step(s) {unknown}; allowed: {', '.join(STEPS)} or all")
+    return [s for s in STEPS if s in wanted]
+
+
+def step_command(args: argparse.Namespace, step: str) -> str:
+    """The command line that rebuilds one step, as recorded in the manifest."""
+    cmd = ["python", "-m", "mavis_core", "build", "--steps", step, "--out", str(args.out),
+           "--work", str(args.work), "--seed", str(args.seed)]
+    return shlex.join(cmd + (["--quick"] if args.quick else []))
+
+
+def _conversations(split: str, args: argparse.Namespace) -> list[list[str]]:
+    convs = data.load_conversations(split, args.seed)
+    return convs[:QUICK_CONVERSATIONS] if args.quick else convs
+
+
+def _texts(split: str, args: argparse.Namespace) -> list[str]:
+    return [format_dialogue(turns) for turns in _conversations(split, args)]
+
+
+def build_data(args: argparse.Namespace) -> None:
+    """Split statistics, and the held-out prompts sweeps and the app draw from."""
+    metrics = {}
+    for split in data.SPLITS:
+        convs = _conversations(split, args)
+        metrics[f"{split}_conversations"] = len(convs)
+        metrics[f"{split}_turns"] = sum(map(len, convs))
+    prompts = data.eval_prompts(N_EVAL_PROMPTS, args.seed)
+    path = args.out / EVAL_PROMPTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(prompts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    card = (
+        "Conversations are split 90/5/5 **by conversation** (sorted ids, seeded shuffle), so no test "
+        "dialogue is seen in training. Turns are the consecutive messages of one sender; the first "
+        "speaker is the Human. `eval_prompts.json`: distinct opening human turns of test conversations "
+        "(4-30 words, platform chatter such as \"anyone there?\" removed), questions first."
+    )
+    record_artifact(args.out, "data", [path], source=data.DATA_SOURCE["name"], licence=data.DATA_SOURCE["licence"],
+                    command=step_command(args, "data"), seed=args.seed, metrics=metrics, card=card)
+
+
+def build_tokenizer(args: argparse.Namespace) -> None:
+    """Train the byte-level BPE on the train split and check it round-trips validation dialogues."""
+    max_length = (base.QUICK_CONFIG if args.quick else base.BaseTrainConfig()).n_positions
+    tok = tokenizer.train_tokenizer(_texts("train", args), QUICK_VOCAB if args.quick else 4096, max_length)
+    val = _conversations("validation", args)
+    for turns in val:
+        tokenizer.check_round_trip(tok, turns)
+    n_chars = sum(len(format_dialogue(t)) for t in val)
+    n_tokens = len(base.encode_texts(tok, [format_dialogue(t) for t in val]))
+    files = tokenizer.save_tokenizer(tok, args.out / "tokenizer")
+    metrics = {"vocab_size": len(tok), "validation_chars_per_token": round(n_chars / n_tokens, 3)}
+    card = (
+        f"Byte-level BPE (`tokenizers`), {len(tok)} tokens; `{tokenizer.EOS}` (id {tok.eos_token_id}) is "
+        "bos, eos and pad. Every validation dialogue decodes back to exactly its HH text."
+    )
+    record_artifact(args.out, "tokenizer", files, source=f"{data.DATA_SOURCE['name']}, train split",
+                    licence=data.DATA_SOURCE["licence"], command=step_command(args, "tokenizer"),
+                    seed=args.seed, metrics=metrics, card=card)
+
+
+def _base_config(args: argparse.Namespace) -> base.BaseTrainConfig:
+    return replace(base.QUICK_CONFIG if args.quick else base.BaseTrainConfig(), seed=args.seed)
+
+
+def _samples_markdown(prompts: list[str], replies: list[str]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ") or "*(empty)*"
+
+    rows = [f"| {cell(p)} | {cell(r)} |" for p, r in zip(prompts, replies, strict=True)]
+    return "\n".join(["| held-out prompt | sampled reply |", "|---|---|", *rows])
+
+
+def build_base(args: argparse.Namespace) -> None:
+    """Train the base LM, ship it as fp16, and report the shipped weights' validation perplexity."""
+    cfg = _base_config(args)
+    tok = AutoTokenizer.from_pretrained(args.out / "tokenizer")
+    train_tokens = base.encode_texts(tok, _texts("train", args))  # (n_train,)
+    val_tokens = base.encode_texts(tok, _texts("validation", args))  # (n_val,)
+    start = time.time()
+    model = base.train_base(tok, train_tokens, val_tokens, cfg, args.work / "base")
+    minutes = (time.time() - start) / 60
+    files = base.save_base(model, args.out / "base")
+    # Evaluate what ships: the fp16 file, loaded the way a stack loads it.
+    shipped = AutoModelForCausalLM.from_pretrained(args.out / "base", dtype=torch.float32).to(model.device)
+    val_loss = base.evaluate(shipped, val_tokens, cfg.n_positions)
+    prompts = data.eval_prompts(N_SAMPLES, args.seed)
+    replies = base.sample_replies(shipped, tok, prompts, seed=args.seed, top_k=SAMPLE_TOP_K)
+    metrics = {
+        "parameters": sum(p.numel() for p in shipped.parameters()),
+        "validation_loss": round(val_loss, 4), "validation_perplexity": round(math.exp(val_loss), 2),
+        "train_tokens": len(train_tokens), "steps": cfg.steps,
+        "epochs": round(cfg.steps * cfg.batch_size * cfg.n_positions / len(train_tokens), 2),
+        "train_minutes_last_run": round(minutes, 1), "device": str(model.device),
+    }
+    card = (
+        f"GPT-2 architecture: {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context "
+        f"{cfg.n_positions}, tied embeddings; trained on every train conversation as "
+        "`format_dialogue(turns) + <|endoftext|>`, packed, random windows of the context length; AdamW "
+        f"(lr {cfg.lr}, warmup {cfg.warmup}, cosine to lr/10), batch {cfg.batch_size}x{cfg.n_positions} "
+        "tokens. Stored as fp16 safetensors. Validation perplexity is per token on the validation split, "
+        "computed from the stored fp16 weights.\n\n"
+        f"Replies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {args.seed}, cut at the next turn):\n\n"
+        + _samples_markdown(prompts, replies)
+    )
+    record_artifact(args.out, "base", files, source=f"{data.DATA_SOURCE['name']}, train split",
+                    licence=data.DATA_SOURCE["licence"], command=step_command(args, "base"),
+                    seed=args.seed, metrics=metrics, card=card)
+
+
+def build_rewards_step(args: argparse.Namespace) -> None:
+    # Imported here: the reward step pulls in sentence-transformers and scikit-learn, the others do not.
+    from .rewards import build_rewards
+
+    build_rewards(args.out, args.work, args.seed, args.quick)
+
+
+def run_build(args: argparse.Namespace) -> None:
+    """Run the requested build steps in order; the model card is regenerated after each."""
+    steps = parse_steps(args.steps)
+    builders = {"data": build_data, "tokenizer": build_tokenizer, "base": build_base, "rewards": build_rewards_step}
+    for step in steps:
+        print(f"[build] {step} -> {args.out}", flush=True)
+        builders[step](args)
+        write_model_card(args.out)
+
+
+if __name__ == "__main__":  # until the CLI wires it: python -m mavis_core.training.build --steps ...
+    run_build(add_build_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())
