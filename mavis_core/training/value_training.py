@@ -1,0 +1,584 @@
+"""MAVIS value-model training (arXiv 2508.13415, the iterative algorithm), resumable and data-parallel.
+
+Per iteration k (default k = 0, 1):
+
+1. ``rollouts``: trees from π_k (π_0 = the base; π_k = MAVIS guided by V_{k-1}, λ one-hot), see
+   `mavis_core.training.trees`. Iteration 0's trees come from the base alone, so they are shared by every
+   objective (and by the fused model) in ``WORK/iter0-base``.
+2. ``train``: a value model initialised from the base's embeddings, first ``layers`` blocks and final norm,
+   regressed with MSE on (prompt ⊕ reply up to the node's end) -> the node's target, read exactly as decoding
+   reads it: the per-position score head at the last token (`mavis_core.values.values_uncached`).
+   Targets subtract ζ·E[log π_k/π_ref] from iteration 1 on. Best checkpoint by validation MSE.
+3. ``eval``: on held-out prompts, mean reward and mean KL of single-objective MAVIS vs the base.
+
+Every stage writes to ``WORK/...`` and is skipped when its output is there, so rerunning the same command
+resumes after an interruption (rollouts resume per batch of prompts, training per epoch). Under
+``accelerate launch`` the processes split the prompts of each rollout stage and train data-parallel.
+
+A *fused* value model (``--fused``) has one head per objective (``config.id2label`` names them), so one forward
+pass scores all objectives. From iteration 1 on each objective needs trees from its own guided policy: head m
+is trained on objective m's trees only (a per-head mask in the loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from ..config import DecodeConfig
+from ..decoding import generate_batch
+from ..stack import Stack, ValueModel, load_stack
+from ..values import backbone_and_head
+from .trees import Tree, TreeConfig, append_trees, grow_trees, node_targets, read_trees, rollout_config
+
+TRAIN_STATE = "train_state.pt"
+BEST = "best"
+# Dropout off: value regression on a few thousand nodes needs no noise, and without it an interrupted run
+# resumes to bit-identical weights without saving RNG states.
+DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout")
+
+
+@dataclass(frozen=True)
+class ValueTrainConfig:
+    """Settings of the value-model iterations.
+
+    Args:
+        layers: transformer blocks copied from the base (its lower layers) into the value model.
+        zeta: ζ, weight of E[log π_k/π_ref] subtracted from targets from iteration 1 on.
+        beta: β of the MAVIS guidance in rollouts (k >= 1) and in the evaluation.
+        val_fraction: share of trees (whole prompts, not nodes: siblings share a prefix) held out.
+        eval_prompts / eval_max_new_tokens: size of the held-out reward/KL evaluation.
+    """
+
+    iterations: int = 2
+    layers: int = 2
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    zeta: float = 0.05
+    beta: float = 1.0
+    eval_max_new_tokens: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.iterations, self.layers, self.epochs, self.batch_size) < 1:
+            raise ValueError(f"iterations, layers, epochs and batch_size must be >= 1, got {self}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.zeta < 0 or self.beta < 0:
+            raise ValueError(f"zeta and beta must be >= 0, got zeta={self.zeta}, beta={self.beta}")
+
+
+@dataclass
+class Examples:
+    """Regression examples: token ids of (prompt ⊕ reply prefix), targets and which heads they train.
+
+    Attributes:
+        ids: N lists of token ids; targets: (N, H) float32; mask: (N, H) bool, False where a head has no target.
+    """
+
+    ids: list[list[int]]
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: list[int]) -> Examples:
+        return Examples([self.ids[i] for i in index], self.targets[index], self.mask[index])
+
+
+def tree_examples(trees: list[Tree], heads: list[str], trained: list[str], zeta: float) -> Examples:
+    """One example per non-root node of every tree; head h gets a target only if ``heads[h]`` is in ``trained``."""
+    ids, rows = [], []
+    for tree in trees:
+        targets = {h: node_targets(tree, h, zeta) if h in trained else None for h in heads}
+        for i in range(1, len(tree.nodes)):
+            ids.append(tree.prompt_ids + tree.path(i))
+            rows.append([targets[h][i] if targets[h] is not None else 0.0 for h in heads])
+    mask = torch.tensor([[h in trained for h in heads]] * len(ids), dtype=torch.bool).view(len(ids), len(heads))
+    return Examples(ids, torch.tensor(rows, dtype=torch.float32).view(len(ids), len(heads)), mask)
+
+
+def concat_examples(parts: list[Examples]) -> Examples:
+    return Examples([i for p in parts for i in p.ids], torch.cat([p.targets for p in parts]),
+                    torch.cat([p.mask for p in parts]))
+
+
+def split_trees(trees: list[Tree], val_fraction: float, seed: int) -> tuple[list[Tree], list[Tree]]:
+    """Seeded split by prompt (train, validation); at least one validation tree when there are two or more."""
+    order = sorted(trees, key=lambda t: t.index)
+    random.Random(seed).shuffle(order)
+    n_val = min(len(order) - 1, max(1, round(val_fraction * len(order)))) if len(order) > 1 else 0
+    return order[n_val:], order[:n_val]
+
+
+def collate(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch. Returns input_ids (B, T), attention_mask (B, T) and last-token positions (B,)."""
+    width = max(map(len, ids))
+    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long)
+    return input_ids, mask, torch.tensor([len(x) - 1 for x in ids])
+
+
+class LastTokenValue(nn.Module):
+    """V(s) at the last real token of each right-padded row: the value model's score head applied per position.
+
+    Not the model's own pooled output: that picks the last non-pad token, and replies ending in eos (which is
+    also the pad token) would be read one token early. Wrapping the model keeps DDP's gradient hooks in play.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, T), (B, T), (B,) -> (B, H) float32 values."""
+        body, head = backbone_and_head(self.model)
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, E)
+        return head(hidden[torch.arange(len(last), device=hidden.device), last]).float()  # (B, H)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (pred − target)² over the entries where ``mask`` is True. All (B, H)."""
+    err = (pred - target).pow(2) * mask
+    return err.sum() / mask.sum().clamp(min=1)
+
+
+def init_value_model(base: PreTrainedModel, layers: int, labels: list[str]) -> PreTrainedModel:
+    """A sequence-classification model of the base's architecture with its lower ``layers`` blocks copied in.
+
+    Embeddings, the first ``layers`` blocks and the final norm come from the base (the backbones of a causal
+    LM and of a sequence-classification model share parameter names); the score head starts at zero, so an
+    untrained value model does not tilt decoding. ``config.id2label`` names the objective of each head.
+    """
+    config = copy.deepcopy(base.config)
+    config.num_hidden_layers = min(layers, base.config.num_hidden_layers)
+    config.num_labels = len(labels)
+    config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    config.architectures = None
+    for key in DROPOUT_KEYS:
+        if key in config.to_dict():
+            setattr(config, key, 0.0)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    wanted = model.base_model.state_dict()
+    weights = {k: v.float() for k, v in base.base_model.state_dict().items() if k in wanted}
+    missing = sorted(set(wanted) - set(weights))
+    if missing:
+        raise ValueError(f"the base has no weights for value-model parameters {missing[:5]}; is it a causal LM?")
+    model.base_model.load_state_dict(weights, strict=False)
+    nn.init.zeros_(model.score.weight)
+    return model
+
+
+def target_offsets(examples: Examples) -> torch.Tensor:
+    """Per-head mean target (H,). The model learns targets minus it: a score head has no bias, and a
+    constant per head never changes which candidate MAVIS prefers (its softmax is shift-invariant)."""
+    return (examples.targets * examples.mask).sum(0) / examples.mask.sum(0).clamp(min=1)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This process's batches of one epoch: a seeded shuffle, cut into batches, dealt round-robin.
+
+    Every process gets the same number of batches (DDP needs equal step counts), so a few trailing batches
+    are dropped when the count is not a multiple of ``world``.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    usable = max(world, len(batches) - len(batches) % world)
+    batches = (batches * world)[:usable]  # fewer batches than processes: repeat rather than hang
+    return batches[rank::world]
+
+
+@torch.no_grad()
+def validation_mse(module: nn.Module, examples: Examples, offsets: torch.Tensor, batch_size: int, pad_id: int,
+                   accelerator) -> float:
+    """Masked MSE of V + offset against the raw targets over ``examples``, summed over all processes."""
+    device = accelerator.device
+    total = torch.zeros(2, device=device)  # (sum of squared errors, count)
+    for start in range(accelerator.process_index * batch_size, len(examples), batch_size * accelerator.num_processes):
+        part = examples.subset(list(range(start, min(start + batch_size, len(examples)))))
+        ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
+        pred = module(ids, mask, last) + offsets.to(device)
+        err = (pred - part.targets.to(device)).pow(2) * part.mask.to(device)
+        total += torch.stack([err.sum(), part.mask.sum().to(err)])
+    total = accelerator.reduce(total, reduction="sum")
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _save_state(path: Path, model, optimizer, epoch: int, best: float, history: list, cfg: ValueTrainConfig) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best,
+             "history": history, "config": asdict(cfg)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # an interruption mid-save leaves the previous state intact
+
+
+def _load_state(path: Path, model, optimizer, cfg: ValueTrainConfig) -> tuple[int, float, list]:
+    """Resume from ``path`` if it exists: returns (next epoch, best validation MSE, history)."""
+    if not path.exists():
+        return 0, float("inf"), []
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != asdict(cfg):
+        raise ValueError(f"{path} was made with {state['config']}, not {asdict(cfg)}; delete it or use another --work")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"], state["best"], state["history"]
+
+
+def _save_best(model: PreTrainedModel, offsets: torch.Tensor, folder: Path) -> None:
+    model.config.value_offsets = offsets.tolist()  # V + offset is in reward units; decoding needs no offset
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cfg: ValueTrainConfig, work: Path,
+                      pad_id: int, accelerator, stop_after_epochs: int | None = None) -> dict:
+    """Regress ``model`` on ``train``; keep the best epoch by validation MSE in ``work/best``.
+
+    State is saved after every epoch to ``work/train_state.pt``: calling again with the same arguments
+    resumes and ends with the same weights. ``stop_after_epochs`` returns early as if interrupted (tests).
+
+    Returns:
+        {"best_val_mse", "history": [{"epoch", "train_mse", "val_mse"}...], "offsets"}
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    offsets = target_offsets(train)  # (H,)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best, history = _load_state(work / TRAIN_STATE, model, optimizer, cfg)
+    module, optimizer = accelerator.prepare(LastTokenValue(model), optimizer)
+    device = accelerator.device
+    end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    for epoch in range(start, end):
+        module.train()
+        batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, epoch, accelerator.process_index,
+                                accelerator.num_processes)
+        bar = tqdm(batches, desc=f"value epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_main_process,
+                   dynamic_ncols=True)
+        losses = []
+        for index in bar:
+            part = train.subset(index)
+            ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
+            loss = masked_mse(module(ids, mask, last), (part.targets - offsets).to(device), part.mask.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(mse=f"{loss.item():.4f}")
+        module.eval()
+        val_mse = validation_mse(module, val, offsets, cfg.batch_size, pad_id, accelerator) if len(val) else math.nan
+        history.append({"epoch": epoch + 1, "train_mse": sum(losses) / max(1, len(losses)), "val_mse": val_mse})
+        improved = not len(val) or val_mse < best
+        best = val_mse if improved else best
+        if accelerator.is_main_process:
+            if improved:
+                _save_best(accelerator.unwrap_model(module).model, offsets, work / BEST)
+            _save_state(work / TRAIN_STATE, accelerator.unwrap_model(module).model, optimizer, epoch + 1, best,
+                        history, cfg)
+            bar.write(f"epoch {epoch + 1}: train mse {history[-1]['train_mse']:.4f}, val mse {val_mse:.4f}")
+        accelerator.wait_for_everyone()
+    return {"best_val_mse": best, "history": history, "offsets": offsets.tolist()}
+
+
+@contextlib.contextmanager
+def guided_by(stack: Stack, value_model: ValueModel | None) -> Iterator[Stack]:
+    """Temporarily make ``value_model`` the stack's only value model (MAVIS then uses it), then restore."""
+    saved = stack.value_models
+    stack.value_models = [value_model] if value_model is not None else saved
+    try:
+        yield stack
+    finally:
+        stack.value_models = saved
+
+
+def load_value_model(stack: Stack, folder: Path) -> ValueModel:
+    """A trained value model, its heads mapped to the stack's objectives by ``config.id2label``."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False, dtype=stack.dtype)
+    heads = [stack.objectives.index(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    return ValueModel(str(folder), model.to(stack.device).eval(), heads)
+
+
+def evaluate_guidance(stack: Stack, objective: str, prompts: list[str], value_model: ValueModel | None,
+                      beta: float, max_new_tokens: int, top_k: int = 15, seed: int = 0) -> dict[str, float]:
+    """Mean reward (of ``objective``) and mean sequence KL to the base, of the base and of one-hot MAVIS.
+
+    Same prompts and per-prompt seeds for both, so the comparison is paired. Without a value model only the
+    base is measured.
+    """
+    seeds = [seed + i for i in range(len(prompts))]
+    out = {}
+    methods = ["base"] + (["mavis"] if value_model is not None else [])
+    with guided_by(stack, value_model):
+        for method in methods:
+            cfg = DecodeConfig(method=method, weights={objective: 1.0}, beta=beta, top_k=top_k,
+                               max_new_tokens=max_new_tokens)
+            gens = generate_batch(stack, prompts, cfg, seeds)
+            rewards = stack.rewards[objective].score(prompts, [g.text for g in gens])
+            out[f"{method}_reward"] = float(rewards.mean())
+            out[f"{method}_kl"] = sum(g.kl for g in gens) / len(gens)
+    return out
+
+
+# ---- the resumable pipeline ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one ``train-values`` invocation trains: ``name`` is the objective, or "fused" for all heads."""
+
+    name: str
+    heads: tuple[str, ...]
+
+
+def _sha(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_meta(folder: Path, meta: dict, accelerator) -> None:
+    """Record what a stage folder was made with; refuse to mix in results made with other settings."""
+    path = folder / "meta.json"
+    if accelerator.is_main_process and not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    accelerator.wait_for_everyone()
+    if json.loads(path.read_text()) != json.loads(json.dumps(meta)):
+        raise ValueError(f"{folder} was made with other settings ({path}); delete it or choose another --work")
+
+
+def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: TreeConfig, guide: str | None,
+                  beta: float, value_model: ValueModel | None, accelerator) -> list[Tree]:
+    """Trees of all ``prompts`` from the base (``guide`` None) or MAVIS one-hot on ``guide``; resumable.
+
+    Process r grows the trees of prompts i with i % world == r into ``trees-r.jsonl``; trees already in any
+    ``trees-*.jsonl`` are skipped, so a rerun (with any number of processes) picks up where one stopped.
+    """
+    meta = {"tree": asdict(tree_cfg), "prompts": _sha(prompts), "guide": guide, "beta": beta,
+            "value_model": value_model.path if value_model else None, "base": stack.spec.base_model}
+    _check_meta(folder, meta, accelerator)
+    if not (folder / "done").exists():
+        done = {t.index for t in read_trees(sorted(folder.glob("trees-*.jsonl")))}
+        rank, world = accelerator.process_index, accelerator.num_processes
+        mine = [(i, p) for i, p in enumerate(prompts) if i % world == rank and i not in done]
+        decode_cfg = rollout_config(stack, tree_cfg, guide, beta)
+        bar = tqdm(total=len(mine), desc=f"trees ({guide or 'base'})", disable=not accelerator.is_main_process)
+        with guided_by(stack, value_model):
+            for trees in grow_trees(stack, mine, tree_cfg, decode_cfg):
+                append_trees(folder / f"trees-{rank}.jsonl", trees)
+                bar.update(len(trees))
+        bar.close()
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (folder / "done").write_text("")
+    accelerator.wait_for_everyone()
+    trees = read_trees(sorted(folder.glob("trees-*.jsonl")))
+    if len(trees) != len(prompts):
+        raise ValueError(f"{folder} holds {len(trees)} trees for {len(prompts)} prompts; delete it and rerun")
+    return trees
+
+
+def iteration_examples(trees_by_guide: dict[str | None, list[Tree]], run: Run, zeta: float,
+                       cfg: ValueTrainConfig) -> tuple[Examples, Examples]:
+    """(train, validation) examples: base trees train every head, trees guided by objective m train head m."""
+    train, val = [], []
+    for guide, trees in trees_by_guide.items():
+        trained = list(run.heads) if guide is None else [guide]
+        tr, va = split_trees(trees, cfg.val_fraction, cfg.seed)
+        train.append(tree_examples(tr, list(run.heads), trained, zeta))
+        val.append(tree_examples(va, list(run.heads), trained, zeta))
+    return concat_examples(train), concat_examples(val)
+
+
+def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: ValueTrainConfig, folder: Path,
+                accelerator) -> dict:
+    """Train iteration k's value model into ``folder/best`` (skipped when ``folder/train.json`` exists)."""
+    if (folder / "train.json").exists():
+        return json.loads((folder / "train.json").read_text())
+    train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
+    torch.manual_seed(cfg.seed + k)
+    model = init_value_model(stack.base, cfg.layers, list(run.heads))
+    report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator)
+    report.update(train_examples=len(train), val_examples=len(val))
+    if accelerator.is_main_process:
+        (folder / "train.json").write_text(json.dumps(report, indent=1))
+    accelerator.wait_for_everyone()
+    return report
+
+
+def eval_stage(stack: Stack, run: Run, value_model: ValueModel, prompts: list[str], cfg: ValueTrainConfig,
+               tree_cfg: TreeConfig, folder: Path, accelerator) -> dict:
+    """Held-out reward and KL of single-objective MAVIS vs the base, per objective (main process only)."""
+    if not (folder / "eval.json").exists() and accelerator.is_main_process:
+        report = {name: evaluate_guidance(stack, name, prompts, value_model, cfg.beta, cfg.eval_max_new_tokens,
+                                          tree_cfg.top_k, cfg.seed) for name in run.heads}
+        (folder / "eval.json").write_text(json.dumps(report, indent=1))
+    accelerator.wait_for_everyone()
+    return json.loads((folder / "eval.json").read_text())
+
+
+def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: list[str], tree_cfg: TreeConfig,
+                   cfg: ValueTrainConfig, work: Path, accelerator) -> tuple[Path, list[dict]]:
+    """All iterations: rollouts from π_k, targets, training, evaluation. Returns (last best model, reports)."""
+    value_model, reports = None, []
+    for k in range(cfg.iterations):
+        folder = work / run.name / f"iter{k}"
+        guides = [None] if k == 0 else list(run.heads)
+        trees_by_guide = {
+            g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}", prompts, tree_cfg,
+                             g, cfg.beta, value_model, accelerator)
+            for g in guides
+        }
+        train = train_stage(stack, trees_by_guide, run, k, cfg, folder, accelerator)
+        value_model = load_value_model(stack, folder / BEST)
+        evaluation = eval_stage(stack, run, value_model, eval_prompts, cfg, tree_cfg, folder, accelerator)
+        reports.append({"iteration": k, "best_val_mse": train["best_val_mse"], "eval": evaluation})
+        if accelerator.is_main_process:
+            print(f"[train-values] {run.name} iteration {k}: " + format_report(reports[-1]), flush=True)
+    return work / run.name / f"iter{cfg.iterations - 1}" / BEST, reports
+
+
+def format_report(report: dict) -> str:
+    parts = [f"val mse {report['best_val_mse']:.4f}"]
+    for name, e in report["eval"].items():
+        parts.append(f"{name}: reward base {e['base_reward']:.3f} -> mavis {e['mavis_reward']:.3f}, "
+                     f"KL base {e['base_kl']:.2f} / mavis {e['mavis_kl']:.2f}")
+    return "; ".join(parts)
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+# --quick: a few tiny trees and one short epoch per iteration, a smoke test in seconds.
+QUICK_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=2)
+QUICK_PROMPTS, QUICK_EVAL_PROMPTS = 6, 3
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a JSON list of strings, or from a text file with one prompt a line."""
+    text = path.read_text(encoding="utf-8")
+    prompts = json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines()]
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{path} must hold a JSON list of strings (or one prompt a line)")
+    return [p for p in prompts if p.strip()]
+
+
+def training_prompts(n: int, seed: int) -> list[str]:
+    """Distinct opening human turns of the chitchat *train* split (the eval prompts come from the test split)."""
+    from . import data  # chitchat-dataset is only needed for the embedded stack's default prompts
+
+    seen, out = set(), []
+    for turns in data.load_conversations("train", seed):
+        text = turns[0]
+        if data.PROMPT_MIN_WORDS <= len(text.split()) <= data.PROMPT_MAX_WORDS and text.lower() not in seen:
+            seen.add(text.lower())
+            out.append(text)
+    return out[:n]
+
+
+def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``train-values`` options to ``parser`` (a subcommand parser of the CLI)."""
+    d, t = ValueTrainConfig(), TreeConfig()
+    parser.add_argument("--stack", type=Path, required=True, help="stack TOML (base, tokenizer, reward models)")
+    parser.add_argument("--objective", help="objective to train a value model for")
+    parser.add_argument("--fused", action="store_true", help="one value model with a head per objective instead")
+    parser.add_argument("--iterations", type=int, default=d.iterations, help="value iterations (0, 1, ...)")
+    parser.add_argument("--work", type=Path, default=Path("build/values"), help="resumable scratch folder")
+    parser.add_argument("--out", type=Path, help="where the final value model goes (default: STACK_DIR/values/NAME)")
+    parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
+                        "default: chitchat train-split openers")
+    parser.add_argument("--num-prompts", type=int, default=256, help="training prompts used (default 256)")
+    parser.add_argument("--eval-prompts", type=Path, help="held-out prompts; default: the stack's prompts")
+    parser.add_argument("--num-eval-prompts", type=int, default=32)
+    parser.add_argument("--beta", type=float, default=d.beta, help="MAVIS β for guided rollouts and evaluation")
+    parser.add_argument("--zeta", type=float, default=d.zeta, help="ζ, KL weight in targets from iteration 1")
+    parser.add_argument("--layers", type=int, default=d.layers, help="base blocks copied into the value model")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--max-new-tokens", type=int, default=t.max_new_tokens, help="reply length of rollouts")
+    parser.add_argument("--levels", type=int, default=t.levels, help="chunk levels of a rollout tree")
+    parser.add_argument("--root-children", type=int, default=t.root_children)
+    parser.add_argument("--inner-children", type=int, default=t.inner_children)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--quick", action="store_true", help="tiny trees and data: a smoke test in seconds")
+    return parser
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainConfig]:
+    tree_cfg = TreeConfig(root_children=args.root_children, inner_children=args.inner_children, levels=args.levels,
+                          max_new_tokens=args.max_new_tokens, seed=args.seed)
+    cfg = ValueTrainConfig(iterations=args.iterations, layers=args.layers, epochs=args.epochs,
+                           batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
+                           eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.quick:
+        tree_cfg = replace(QUICK_TREES, seed=args.seed)
+        cfg = replace(cfg, epochs=2, batch_size=8, eval_max_new_tokens=QUICK_TREES.max_new_tokens)
+    return tree_cfg, cfg
+
+
+def pick_run(stack: Stack, args: argparse.Namespace) -> Run:
+    if args.fused == bool(args.objective):
+        raise ValueError("give exactly one of --objective NAME or --fused")
+    if args.fused:
+        return Run("fused", tuple(stack.objectives))
+    if args.objective not in stack.objectives:
+        raise ValueError(f"objective {args.objective!r} is not in this stack; it has {stack.objectives}")
+    return Run(args.objective, (args.objective,))
+
+
+def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    n, n_eval = (QUICK_PROMPTS, QUICK_EVAL_PROMPTS) if args.quick else (args.num_prompts, args.num_eval_prompts)
+    prompts = read_prompts(args.prompts) if args.prompts else training_prompts(n, args.seed)
+    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else list(stack.spec.prompts)
+    if not prompts or not eval_prompts:
+        raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
+                         "in the stack file")
+    return prompts[:n], eval_prompts[:n_eval]
+
+
+def run_train_values(args: argparse.Namespace) -> list[dict]:
+    """``train-values``: run (or resume) the iterations, then save the last value model to ``--out``.
+
+    Runs as one process, or data-parallel under ``accelerate launch``. Returns the per-iteration reports.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    stack = load_stack(args.stack, device=accelerator.device)
+    run = pick_run(stack, args)
+    tree_cfg, cfg = configs_from_args(args)
+    prompts, eval_prompts = pick_prompts(stack, args)
+    best, reports = run_iterations(stack, run, prompts, eval_prompts, tree_cfg, cfg, args.work, accelerator)
+    out = args.out or args.stack.parent / "values" / run.name
+    if accelerator.is_main_process:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(best, out)
+        (args.work / run.name / "report.json").write_text(json.dumps(reports, indent=1))
+        print(f"[train-values] {run.name}: value model -> {out}", flush=True)
+    accelerator.wait_for_everyone()
+    return reports
+
+
+if __name__ == "__main__":  # until the CLI wires it: [accelerate launch -m] mavis_core.training.value_training ...
+    run_train_values(add_train_values_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())
