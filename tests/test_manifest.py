@@ -96,3 +96,10 @@ def test_model_card_shows_metrics_and_card_text(tiny_assets: Path):
     assert (tiny_assets / MODEL_CARD).exists()
     assert "## thing" in text and "| score | 0.1235 |" in text and "Trained on **nothing**." in text
     assert "`python make_thing.py` (seed 3)" in text
+
+
+def test_verify_reports_files_no_artifact_records(tiny_assets: Path):
+    _record(tiny_assets)
+    (tiny_assets / "thing" / "stale.bin").write_bytes(b"old")
+    (tiny_assets / "notes.txt").write_text("top-level files are not artifacts")
+    assert verify_manifest(tiny_assets) == ["thing/stale.bin is not recorded in the manifest"]

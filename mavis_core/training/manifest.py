@@ -131,7 +131,18 @@ def verify_manifest(assets_dir: str | Path) -> list[str]:
                 problems.append(f"{name}: {rel} has {size} bytes, manifest says {want['bytes']}")
             elif sha256_file(path) != want["sha256"]:
                 problems.append(f"{name}: {rel} sha256 differs from the manifest")
-    return problems
+    return problems + _unrecorded_files(assets_dir)
+
+
+def _unrecorded_files(assets_dir: Path) -> list[str]:
+    """Files inside an artifact's folder that no artifact records (e.g. left over from an older build).
+
+    Top-level files (manifest, model card, stack.toml) are not artifacts and are not checked.
+    """
+    recorded = {rel for art in read_manifest(assets_dir)["artifacts"].values() for rel in art["files"]}
+    folders = {Path(rel).parent for rel in recorded} - {Path(".")}
+    present = {f.relative_to(assets_dir).as_posix() for d in folders for f in (assets_dir / d).iterdir() if f.is_file()}
+    return [f"{rel} is not recorded in the manifest" for rel in sorted(present - recorded)]
 
 
 def _format_metric(value: object) -> str:
