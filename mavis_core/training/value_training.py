@@ -563,7 +563,9 @@ def run_train_values(args: argparse.Namespace) -> list[dict]:
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator()
+    # cpu=True without CUDA: accelerate then joins processes started by `accelerate launch --multi_gpu` (or
+    # torchrun) over gloo; with its default it would run each of them as a lone single process.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     stack = load_stack(args.stack, device=accelerator.device)
     run = pick_run(stack, args)
     tree_cfg, cfg = configs_from_args(args)

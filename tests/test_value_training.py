@@ -1,0 +1,270 @@
+"""MAVIS value-model training: tree rollouts, Monte-Carlo/KL targets, training, resuming, the CLI path."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from mavis_core import DecodeConfig, generate_batch, load_stack
+from mavis_core.testing import write_stack
+from mavis_core.training import trees as trees_module
+from mavis_core.training.trees import (
+    Node,
+    Tree,
+    TreeConfig,
+    backup,
+    continue_batch,
+    grow_trees,
+    new_tree,
+    node_targets,
+    path_sums,
+    rollout_config,
+)
+from mavis_core.training.value_training import (
+    LastTokenValue,
+    ValueTrainConfig,
+    add_train_values_arguments,
+    collate,
+    init_value_model,
+    load_value_model,
+    masked_mse,
+    rollout_stage,
+    run_train_values,
+    target_offsets,
+    train_value_model,
+    tree_examples,
+)
+from mavis_core.values import values_uncached
+
+SMALL_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=10, prompts_per_batch=2,
+                         batch_rows=5)
+PROMPTS = ["hello there", "tell me a joke", "what did you eat", "how is the weather today"]
+
+
+def hand_tree() -> Tree:
+    """root -> 1, 2; 1 -> 3, 4; node 2 ended the reply early. Chunk log-ratios 0.5, 1.0, 0.25, 0.75."""
+    nodes = [
+        Node(parent=-1, depth=0, children=[1, 2]),
+        Node(parent=0, depth=1, tokens=[5], log_ratio=0.5, children=[3, 4]),
+        Node(parent=0, depth=1, tokens=[6], log_ratio=1.0, finished=True, rewards={"helpful": 1.0}),
+        Node(parent=1, depth=2, tokens=[7], log_ratio=0.25, finished=True, rewards={"helpful": 2.0}),
+        Node(parent=1, depth=2, tokens=[8, 9], log_ratio=0.75, finished=True, rewards={"helpful": 4.0}),
+    ]
+    return Tree(0, "hi", [1, 2], nodes)
+
+
+def test_backup_is_the_mean_over_children_by_hand():
+    tree = hand_tree()
+    assert path_sums([n.parent for n in tree.nodes], [n.log_ratio for n in tree.nodes]) == [0, 0.5, 1.0, 0.75, 1.25]
+    # leaves keep their reward; node 1 = (2 + 4) / 2; the root = (3 + 1) / 2 (its children, not its leaves)
+    assert node_targets(tree, "helpful", 0.0) == pytest.approx([2.0, 3.0, 1.0, 2.0, 4.0])
+
+
+def test_kl_targets_subtract_zeta_times_the_expected_path_log_ratio_by_hand():
+    zeta = 0.4
+    got = node_targets(hand_tree(), "helpful", zeta)
+    # node 1: mean reward 3, E[log π/π_ref] over its leaves = (0.75 + 1.25) / 2 = 1
+    # root: mean over children of (reward − ζ·ratio): ((3 − 0.4) + (1 − 0.4)) / 2
+    want = [((3 - zeta * 1.0) + (1 - zeta * 1.0)) / 2, 3 - zeta * 1.0, 1 - zeta * 1.0, 2 - zeta * 0.75,
+            4 - zeta * 1.25]
+    assert got == pytest.approx(want)
+
+
+def test_backup_of_a_full_tree_is_the_plain_mean_over_its_leaves():
+    children = [[1, 2], [3, 4], [5, 6], [], [], [], []]
+    leaves = {3: 1.0, 4: 2.0, 5: 3.0, 6: 10.0}
+    assert backup(children, leaves)[0] == pytest.approx(sum(leaves.values()) / 4)
+
+
+def grow(stack, prompts=PROMPTS, cfg=SMALL_TREES, guide=None):
+    pairs = list(enumerate(prompts))
+    return [t for batch in grow_trees(stack, pairs, cfg, rollout_config(stack, cfg, guide, 2.0)) for t in batch]
+
+
+def test_trees_have_the_configured_shape_and_scored_leaves(tiny_stack):
+    cfg = TreeConfig(root_children=4, inner_children=2, levels=3, max_new_tokens=12, chunk_range=(2, 3))
+    for tree in grow(tiny_stack, PROMPTS[:2], cfg):
+        assert len(tree.nodes[0].children) == 4
+        for i, node in enumerate(tree.nodes[1:], start=1):
+            assert node.depth <= 3 and (node.finished or len(node.children) == 2)
+            if node.depth < 3 and not node.finished:
+                assert 2 <= len(node.tokens) <= 3
+            assert len(tree.path(i)) <= 12
+        for leaf in tree.leaves():
+            assert tree.nodes[leaf].finished and set(tree.nodes[leaf].rewards) == set(tiny_stack.objectives)
+
+
+def test_trees_do_not_depend_on_batching(tiny_stack):
+    one = grow(tiny_stack, cfg=TreeConfig(**{**SMALL_TREES.__dict__, "prompts_per_batch": 1, "batch_rows": 64}))
+    two = grow(tiny_stack)
+    assert_same_trees(one, two)
+
+
+def assert_same_trees(one: list[Tree], two: list[Tree]) -> None:
+    """Same tokens and structure; log-ratios and rewards equal up to float rounding (padding differs)."""
+    assert [t.index for t in one] == [t.index for t in two]
+    for a, b in zip(one, two, strict=True):
+        assert [(n.parent, n.tokens, n.finished, n.children) for n in a.nodes] == \
+            [(n.parent, n.tokens, n.finished, n.children) for n in b.nodes]
+        assert [n.log_ratio for n in a.nodes] == pytest.approx([n.log_ratio for n in b.nodes], abs=1e-4)
+        for x, y in zip(a.nodes, b.nodes, strict=True):
+            assert (x.rewards is None) == (y.rewards is None)
+            if x.rewards:
+                assert x.rewards == pytest.approx(y.rewards, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["base", "mavis"])
+def test_continuing_from_the_prompt_equals_the_decoding_core(tiny_stack, method):
+    cfg = DecodeConfig(method=method, weights={"humor": 1.0}, beta=2.0, top_k=8, max_new_tokens=10)
+    trees = [new_tree(tiny_stack, i, p, SMALL_TREES) for i, p in enumerate(PROMPTS)]
+    seeds = [11, 12, 13, 14]
+    chunks = continue_batch(tiny_stack, [t.prompt_ids for t in trees], [len(t.prompt_ids) for t in trees],
+                            [10] * 4, cfg, seeds, max_new_tokens=10)
+    gens = generate_batch(tiny_stack, PROMPTS, cfg, seeds)
+    for chunk, gen in zip(chunks, gens, strict=True):
+        # The core's events leave out an eos and the tail of a stop string; the rest is token for token.
+        assert chunk.tokens[: len(gen.token_ids)] == gen.token_ids
+        assert chunk.finished == (gen.finish_reason != "length") or len(chunk.tokens) == 10
+        if gen.finish_reason == "length":
+            assert chunk.log_ratio == pytest.approx(gen.kl, abs=1e-4)
+
+
+def test_guided_trees_record_the_mavis_log_ratio(tiny_stack):
+    tree = grow(tiny_stack, PROMPTS[:1], guide="humor")[0]
+    ratios = path_sums([n.parent for n in tree.nodes], [n.log_ratio for n in tree.nodes])
+    assert all(r != 0 for r in ratios[1:])
+
+
+def test_value_model_starts_from_the_bases_lower_layers_and_reads_values_like_decoding(tiny_stack):
+    model = init_value_model(tiny_stack.base, 1, ["helpful", "humor"])
+    assert model.config.num_hidden_layers == 1 and model.config.id2label == {0: "helpful", 1: "humor"}
+    assert torch.equal(model.transformer.h[0].attn.c_attn.weight, tiny_stack.base.transformer.h[0].attn.c_attn.weight)
+    assert torch.equal(model.transformer.wte.weight, tiny_stack.base.transformer.wte.weight)
+    torch.nn.init.normal_(model.score.weight)
+    seqs = [[3, 4, 5, 0], [6, 7]]  # a reply ending in eos (= pad) must be read at the eos itself
+    ids, mask, last = collate(seqs, pad_id=0)
+    got = LastTokenValue(model)(ids, mask, last)  # (2, 2)
+    from mavis_core.stack import ValueModel
+
+    vm = ValueModel("x", model.eval(), [0, 2])
+    for row, seq in enumerate(seqs):
+        want = values_uncached(vm, torch.tensor([seq]), 3)[0]
+        assert torch.allclose(got[row], want[[0, 2]], atol=1e-5)
+
+
+def examples_of(stack, trees, heads=("helpful",)):
+    return tree_examples(trees, list(heads), list(heads), 0.0)
+
+
+def test_a_few_training_steps_reduce_the_loss_and_change_the_parameters(tiny_stack, tmp_path):
+    ex = examples_of(tiny_stack, grow(tiny_stack))
+    torch.manual_seed(0)
+    model = init_value_model(tiny_stack.base, 1, ["helpful"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    offsets = target_offsets(ex)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(masked_mse(LastTokenValue(model)(*collate(ex.ids, 0)), ex.targets - offsets, ex.mask))
+
+    start = loss()
+    cfg = ValueTrainConfig(epochs=3, batch_size=8, lr=3e-3)
+    report = train_value_model(model, ex, ex.subset([0, 1, 2]), cfg, tmp_path, 0, Accelerator(cpu=True))
+    assert loss() < start
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(report["history"]) == 3 and (tmp_path / "best" / "config.json").exists()
+
+
+def test_training_resumed_after_an_interruption_ends_with_the_same_weights(tiny_stack, tmp_path):
+    ex = examples_of(tiny_stack, grow(tiny_stack))
+    train, val = ex.subset(list(range(8, len(ex)))), ex.subset(list(range(8)))
+    cfg = ValueTrainConfig(epochs=3, batch_size=8, lr=3e-3)
+
+    def fresh():
+        torch.manual_seed(0)
+        return init_value_model(tiny_stack.base, 1, ["helpful"])
+
+    straight = fresh()
+    full = train_value_model(straight, train, val, cfg, tmp_path / "a", 0, Accelerator(cpu=True))
+    train_value_model(fresh(), train, val, cfg, tmp_path / "b", 0, Accelerator(cpu=True), stop_after_epochs=1)
+    resumed = fresh()
+    again = train_value_model(resumed, train, val, cfg, tmp_path / "b", 0, Accelerator(cpu=True))
+    assert again["history"] == full["history"]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_rollouts_resume_after_an_interruption_with_the_same_trees(tiny_stack, tmp_path, monkeypatch):
+    acc = Accelerator(cpu=True)
+    full = rollout_stage(tiny_stack, tmp_path / "a", PROMPTS, SMALL_TREES, None, 1.0, None, acc)
+    real = trees_module.grow_trees
+
+    def one_batch_then_crash(*args, **kw):
+        yield next(real(*args, **kw))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mavis_core.training.value_training.grow_trees", one_batch_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        rollout_stage(tiny_stack, tmp_path / "b", PROMPTS, SMALL_TREES, None, 1.0, None, acc)
+    assert not (tmp_path / "b" / "done").exists()
+    monkeypatch.setattr("mavis_core.training.value_training.grow_trees", real)
+    resumed = rollout_stage(tiny_stack, tmp_path / "b", PROMPTS, SMALL_TREES, None, 1.0, None, acc)
+    assert_same_trees(resumed, full)
+    with pytest.raises(ValueError, match="other settings"):
+        rollout_stage(tiny_stack, tmp_path / "b", PROMPTS[:2], SMALL_TREES, None, 1.0, None, acc)
+
+
+def cli_args(tiny_dir: Path, work: Path, *extra: str) -> argparse.Namespace:
+    prompts = work.parent / "prompts.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    parser = add_train_values_arguments(argparse.ArgumentParser())
+    return parser.parse_args(["--stack", str(tiny_dir / "stack-sep.toml"), "--work", str(work), "--quick",
+                              "--prompts", str(prompts), *extra])
+
+
+def test_objective_or_fused_must_be_given_once(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        run_train_values(cli_args(tiny_dir, tmp_path / "w"))
+    with pytest.raises(ValueError, match="not in this stack"):
+        run_train_values(cli_args(tiny_dir, tmp_path / "w", "--objective", "wit"))
+
+
+def test_fused_value_model_trains_two_iterations_and_loads_in_a_stack(tiny_dir, tmp_path):
+    out = tiny_dir / "values" / "trained-fused"
+    reports = run_train_values(cli_args(tiny_dir, tmp_path / "work", "--fused", "--out", str(out)))
+    assert [r["iteration"] for r in reports] == [0, 1]
+    assert set(reports[1]["eval"]) == {"helpful", "harmless", "humor"}
+    assert (tmp_path / "work" / "fused" / "iter1" / "trees-humor" / "done").exists()  # one tree set per head
+    stack = load_stack(write_stack(tiny_dir, "stack-trained.toml", {n: "values/trained-fused" for n in
+                                                                    ("helpful", "harmless", "humor")}),
+                       device=torch.device("cpu"))
+    cfg = DecodeConfig(method="mavis", weights={"humor": 1.0}, beta=5.0, max_new_tokens=6)
+    assert generate_batch(stack, ["hello there"], cfg)[0].events
+    vm = load_value_model(stack, out)
+    assert vm.heads == [0, 1, 2]
+    # Rerunning finds every stage done and gives the same reports.
+    assert run_train_values(cli_args(tiny_dir, tmp_path / "work", "--fused", "--out", str(out))) == reports
+
+
+@pytest.mark.slow
+def test_train_values_runs_as_two_processes_under_accelerate(tiny_dir, tmp_path):
+    args = cli_args(tiny_dir, tmp_path / "work", "--objective", "humor", "--out", str(tmp_path / "out"))
+    # accelerate's --cpu launcher starts one process unless MPI is set up; its torchrun launcher starts two,
+    # which join over gloo on a machine without CUDA (see run_train_values).
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "mavis_core.training.value_training", "--stack", str(args.stack), "--objective", "humor",
+           "--work", str(args.work), "--quick", "--prompts", str(args.prompts), "--out", str(args.out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = sorted((tmp_path / "work" / "iter0-base").glob("trees-*.jsonl"))
+    assert [p.name for p in shards] == ["trees-0.jsonl", "trees-1.jsonl"]  # prompts split by process
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    assert "humor iteration 1" in done.stdout
