@@ -1,0 +1,39 @@
+"""Helpers shared by the app tests: a tiny stack file the app can serve, and launching on a free port."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import torch
+
+import app
+from mavis_core import load_stack
+from mavis_core.engine import Engine
+
+TOKEN = "s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_engine(tiny_dir: Path) -> Engine:
+    """The tiny stack with its reward models capped at their 64-position context: replies of random models
+    re-tokenize into long texts, and the default reward max_length (512) would overrun the position table."""
+    text = (tiny_dir / "stack-sep.toml").read_text()
+    text = re.sub(r'(path = "rewards/\w+")', r"\1, max_length = 64", text)
+    path = tiny_dir / "stack-app.toml"
+    path.write_text(text)
+    return Engine(load_stack(path, device=torch.device("cpu")))
+
+
+def launch(engine: Engine, study_db: Path):
+    """The app serving in this process; returns (demo, url). Close with ``demo.close()``."""
+    demo = app.build_demo(engine, study_db, admin_token=TOKEN)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
+    return demo, f"http://127.0.0.1:{port}/"
