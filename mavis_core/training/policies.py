@@ -1,0 +1,369 @@
+"""Baseline policies for MOD and RSoup: one LoRA adapter per objective, trained with DPO against that
+objective's reward model on reward-ranked samples (Rafailov et al. 2023).
+
+Per objective and round: sample ``samples_per_prompt`` replies per prompt (round 0 from the base; later
+rounds, if any, from the current policy: online DPO), score them with the objective's reward model, pair the
+best with the worst reply of each prompt, and minimise the DPO loss with the base as the reference. DPO
+optimises the same KL-regularised objective max E[r] − β·KL(π ‖ π_ref) as PPO, with no value network and no
+sampling inside the update, which is what fits on 2 CPU cores.
+
+Why our own loop and not TRL: TRL is not a dependency of this project (adding it needs a pin in
+requirements.txt), and the loss is a few lines; the loop below is the whole trainer.
+
+Adapters are saved with ``save_pretrained`` (adapter_config.json + adapter_model.safetensors), so a stack's
+``policy = "policies/NAME"`` loads them. Stages (samples per round, the finished adapter) are kept in
+``--work`` and skipped when present, so rerunning resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import DecodeConfig
+from ..decoding import generate_batch
+from ..dialogue import HUMAN, format_prompt
+from ..stack import Stack, load_stack
+from .value_training import read_prompts, training_prompts
+
+SAMPLE_ROWS = 64  # replies generated per batch while sampling
+
+
+@dataclass(frozen=True)
+class PolicyTrainConfig:
+    """Settings of the DPO baseline policies.
+
+    Args:
+        dpo_beta: β of DPO, the strength of the implicit KL penalty (larger: closer to the base).
+        min_margin: pairs whose rewards differ by no more than this are dropped (ties teach nothing).
+        rounds: 1 = offline DPO on base samples; more = online DPO, each round sampling from the current policy.
+        target_modules: LoRA targets; None uses peft's default for the architecture (GPT-2: c_attn).
+    """
+
+    num_prompts: int = 128
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 48
+    top_k: int = 15
+    temperature: float = 1.0
+    dpo_beta: float = 0.1
+    lr: float = 5e-4
+    epochs: int = 2
+    batch_size: int = 8
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] | None = ("c_attn", "c_fc")
+    min_margin: float = 0.0
+    rounds: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 to form pairs, got {self.samples_per_prompt}")
+        if min(self.epochs, self.batch_size, self.rounds, self.lora_r) < 1 or self.dpo_beta <= 0:
+            raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
+
+
+@dataclass
+class Pair:
+    """One preference pair of token ids: the prompt, the preferred and the dispreferred reply."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO: −log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]), averaged.
+
+    All inputs are (B,) sequence log-probabilities of the replies.
+
+    >>> float(dpo_loss(*(torch.zeros(1),) * 4, beta=0.1))  # no preference yet: log 2
+    0.6931471824645996
+    """
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean()
+
+
+def reply_ids(tokenizer, text: str, finish_reason: str) -> list[int]:
+    """Token ids of a sampled reply and of how it ended (eos, or the start of a new human turn)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if finish_reason == "eos":
+        ids.append(tokenizer.eos_token_id)
+    elif finish_reason == "stop":
+        ids += tokenizer(HUMAN, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def sequence_logprobs(model, prompts: list[list[int]], replies: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Σ_t log π(reply_t | prompt, reply_<t) per row. Returns (B,) on the model's device.
+
+    Rows are right-padded prompt ⊕ reply; only reply tokens count.
+    """
+    rows = [p + r for p, r in zip(prompts, replies, strict=True)]
+    width = max(map(len, rows))
+    device = next(model.parameters()).device
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)  # (B, T)
+    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    scored = torch.tensor([[0] * len(p) + [1] * len(r) + [0] * (width - len(p) - len(r))
+                           for p, r in zip(prompts, replies, strict=True)], device=device)  # (B, T)
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (B, T-1, V)
+    token_lp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)  # (B, T-1)
+    return (token_lp * scored[:, 1:]).sum(-1)
+
+
+@contextlib.contextmanager
+def policy_in_stack(stack: Stack, model) -> Iterator[Stack]:
+    """Temporarily make ``model`` (a peft model whose adapters are named by objective) the stack's policies."""
+    saved = stack.policies
+    stack.policies = model
+    try:
+        yield stack
+    finally:
+        stack.policies = saved
+
+
+def sample_replies(stack: Stack, objective: str, prompts: list[str], cfg: PolicyTrainConfig, round_: int,
+                   policy=None) -> list[dict]:
+    """``samples_per_prompt`` scored replies per prompt, from the base or (online rounds) from ``policy``.
+
+    Returns one dict per reply (prompt order, then sample order): prompt, text, finish_reason, reward.
+    """
+    rows = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+    seeds = [cfg.seed * 1_000_003 + round_ * 100_003 + i for i in range(len(rows))]
+    decode_cfg = DecodeConfig(method="base" if policy is None else "mod", weights={objective: 1.0}, top_k=cfg.top_k,
+                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    gens = []
+    with policy_in_stack(stack, policy) if policy is not None else contextlib.nullcontext():
+        for start in tqdm(range(0, len(rows), SAMPLE_ROWS), desc=f"samples ({objective}, round {round_})"):
+            gens += generate_batch(stack, rows[start : start + SAMPLE_ROWS], decode_cfg,
+                                   seeds[start : start + SAMPLE_ROWS])
+    rewards = stack.rewards[objective].score(rows, [g.text for g in gens])  # (n,)
+    return [{"prompt": p, "text": g.text, "finish_reason": g.finish_reason, "reward": float(r)}
+            for p, g, r in zip(rows, gens, rewards, strict=True)]
+
+
+def make_pairs(stack: Stack, samples: list[dict], k: int, min_margin: float) -> list[Pair]:
+    """Best vs worst reply of each prompt's ``k`` samples, when their rewards differ by more than ``min_margin``."""
+    pairs = []
+    for start in range(0, len(samples), k):
+        group = sorted(samples[start : start + k], key=lambda s: s["reward"])
+        worst, best = group[0], group[-1]
+        if best["reward"] - worst["reward"] <= min_margin:
+            continue
+        chosen = reply_ids(stack.tokenizer, best["text"], best["finish_reason"])
+        rejected = reply_ids(stack.tokenizer, worst["text"], worst["finish_reason"])
+        room = stack.context_length - max(len(chosen), len(rejected))
+        prompt = stack.tokenizer(format_prompt(best["prompt"]))["input_ids"][-room:]
+        pairs.append(Pair(prompt, chosen, rejected))
+    return pairs
+
+
+def make_policy(stack: Stack, objective: str, cfg: PolicyTrainConfig):
+    """A float32 copy of the base with a fresh LoRA adapter named ``objective`` (B = 0: starts as the base)."""
+    from peft import LoraConfig, get_peft_model
+
+    base = copy.deepcopy(stack.base).float()
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                        target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+                        fan_in_fan_out=base.config.model_type == "gpt2")  # GPT-2 stores Conv1D weights transposed
+    torch.manual_seed(cfg.seed)
+    return get_peft_model(base, config, adapter_name=objective)
+
+
+@torch.no_grad()
+def reference_logprobs(model, pairs: list[Pair], pad_id: int, batch_size: int) -> torch.Tensor:
+    """log π_ref of (chosen, rejected) for every pair, with the adapter switched off. Returns (N, 2)."""
+    out = []
+    with model.disable_adapter():
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
+                                   [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)
+            out.append(lp.view(2, -1).T)
+    return torch.cat(out)
+
+
+def train_dpo(model, pairs: list[Pair], cfg: PolicyTrainConfig, pad_id: int, round_: int = 0) -> dict:
+    """A few epochs of DPO on ``pairs``; chosen and rejected replies go through one forward pass together.
+
+    Returns {"pairs", "first_loss", "last_loss", "accuracy"} (accuracy: share of pairs of the last epoch whose
+    implicit reward margin is positive).
+    """
+    ref = reference_logprobs(model, pairs, pad_id, cfg.batch_size).to(next(model.parameters()).device)  # (N, 2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    order_rng = random.Random(cfg.seed * 7919 + round_)
+    model.train()
+    losses, wins = [], []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(pairs)))
+        order_rng.shuffle(order)
+        wins = []
+        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"dpo epoch {epoch + 1}/{cfg.epochs}"):
+            index = order[start : start + cfg.batch_size]
+            batch = [pairs[i] for i in index]
+            lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
+                                   [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)
+            chosen, rejected = lp[: len(batch)], lp[len(batch) :]
+            loss = dpo_loss(chosen, rejected, ref[index, 0], ref[index, 1], cfg.dpo_beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            wins += ((chosen - ref[index, 0]) > (rejected - ref[index, 1])).tolist()
+    model.eval()
+    return {"pairs": len(pairs), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "accuracy": sum(wins) / max(1, len(wins))}
+
+
+def save_adapter(model, objective: str, folder: Path) -> None:
+    """Save adapter ``objective`` as a plain peft folder (peft nests non-"default" adapters in a subfolder)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, selected_adapters=[objective])
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.move(tmp / objective if (tmp / objective).is_dir() else tmp, folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_adapter_weights(model, objective: str, folder: Path) -> None:
+    """Load a saved adapter's weights into adapter ``objective`` of ``model`` (resuming online rounds)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"), adapter_name=objective)
+
+
+def evaluate_policy(stack: Stack, objective: str, model, prompts: list[str], cfg: PolicyTrainConfig) -> dict:
+    """Mean reward and mean KL to the base on held-out prompts: the base vs the policy (MOD with λ one-hot)."""
+    seeds = [cfg.seed + i for i in range(len(prompts))]
+    out = {}
+    with policy_in_stack(stack, model):
+        for method in ("base", "mod"):
+            decode_cfg = DecodeConfig(method=method, weights={objective: 1.0}, top_k=cfg.top_k,
+                                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+            gens = generate_batch(stack, prompts, decode_cfg, seeds)
+            name = "policy" if method == "mod" else "base"
+            out[f"{name}_reward"] = float(stack.rewards[objective].score(prompts, [g.text for g in gens]).mean())
+            out[f"{name}_kl"] = sum(g.kl for g in gens) / len(gens)
+    return out
+
+
+def _round_samples(stack: Stack, objective: str, prompts: list[str], cfg: PolicyTrainConfig, round_: int,
+                   model, folder: Path) -> list[dict]:
+    """The samples of one round, cached in ``folder/round{r}-samples.json``."""
+    path = folder / f"round{round_}-samples.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    samples = sample_replies(stack, objective, prompts, cfg, round_, None if round_ == 0 else model)
+    path.write_text(json.dumps(samples))
+    return samples
+
+
+def train_policy(stack: Stack, objective: str, prompts: list[str], eval_prompts: list[str],
+                 cfg: PolicyTrainConfig, work: Path, out: Path) -> dict:
+    """Train (or resume) the LoRA policy of one objective into ``out``; returns its report.
+
+    Skipped when ``work/OBJECTIVE/report.json`` and the adapter exist; finished rounds are not redone.
+    """
+    folder = work / objective
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "report.json").exists() and (out / "adapter_config.json").exists():
+        return json.loads((folder / "report.json").read_text())
+    model = make_policy(stack, objective, cfg)
+    rounds = []
+    for r in range(cfg.rounds):
+        done = folder / f"round{r}"
+        if (done / "stats.json").exists():  # finished before an interruption: take its weights and stats
+            load_adapter_weights(model, objective, done)
+            rounds.append(json.loads((done / "stats.json").read_text()))
+            continue
+        pairs = make_pairs(stack, _round_samples(stack, objective, prompts, cfg, r, model, folder),
+                           cfg.samples_per_prompt, cfg.min_margin)
+        if not pairs:
+            raise ValueError(f"no preference pairs for {objective!r}: every prompt's samples tie on reward")
+        rounds.append(train_dpo(model, pairs, cfg, stack.tokenizer.pad_token_id, r))
+        save_adapter(model, objective, done)
+        (done / "stats.json").write_text(json.dumps(rounds[-1]))
+    save_adapter(model, objective, out)
+    report = {"rounds": rounds, "eval": evaluate_policy(stack, objective, model, eval_prompts, cfg)}
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+QUICK = {"num_prompts": 6, "samples_per_prompt": 2, "max_new_tokens": 12, "epochs": 1, "batch_size": 4}
+QUICK_EVAL_PROMPTS = 3
+
+
+def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``train-policies`` options to ``parser`` (a subcommand parser of the CLI)."""
+    d = PolicyTrainConfig()
+    parser.add_argument("--stack", type=Path, required=True, help="stack TOML (base, tokenizer, reward models)")
+    parser.add_argument("--objectives", default="", help="comma-separated objectives (default: all)")
+    parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
+    parser.add_argument("--work", type=Path, default=Path("build/policies"), help="resumable scratch folder")
+    parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
+    parser.add_argument("--num-prompts", type=int, default=d.num_prompts)
+    parser.add_argument("--eval-prompts", type=Path, help="held-out prompts; default: the stack's prompts")
+    parser.add_argument("--num-eval-prompts", type=int, default=32)
+    parser.add_argument("--samples-per-prompt", type=int, default=d.samples_per_prompt)
+    parser.add_argument("--dpo-beta", type=float, default=d.dpo_beta)
+    parser.add_argument("--rounds", type=int, default=d.rounds, help="1: offline DPO; more: online DPO rounds")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--lora-r", type=int, default=d.lora_r)
+    parser.add_argument("--target-modules", default=",".join(d.target_modules or ()),
+                        help="LoRA target modules (GPT-2: c_attn,c_fc; Llama: e.g. q_proj,v_proj)")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test in seconds")
+    return parser
+
+
+def policy_config_from_args(args: argparse.Namespace) -> PolicyTrainConfig:
+    modules = tuple(m.strip() for m in args.target_modules.split(",") if m.strip()) or None
+    cfg = dict(num_prompts=args.num_prompts, samples_per_prompt=args.samples_per_prompt, dpo_beta=args.dpo_beta,
+               rounds=args.rounds, epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+               target_modules=modules, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    return PolicyTrainConfig(**{**cfg, **(QUICK if args.quick else {})})
+
+
+def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
+    """``train-policies``: one DPO LoRA adapter per objective in ``--out/OBJECTIVE``; returns the reports."""
+    stack = load_stack(args.stack)
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()] or stack.objectives
+    unknown = sorted(set(names) - set(stack.objectives))
+    if unknown:
+        raise ValueError(f"objective(s) {unknown} are not in this stack; it has {stack.objectives}")
+    cfg = policy_config_from_args(args)
+    prompts = read_prompts(args.prompts) if args.prompts else training_prompts(cfg.num_prompts, args.seed)
+    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else list(stack.spec.prompts)
+    if not prompts or not eval_prompts:
+        raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
+                         "in the stack file")
+    eval_prompts = eval_prompts[: QUICK_EVAL_PROMPTS if args.quick else args.num_eval_prompts]
+    out = args.out or args.stack.parent / "policies"
+    reports = {}
+    for name in names:
+        reports[name] = train_policy(stack, name, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work, out / name)
+        e = reports[name]["eval"]
+        print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "
+              f"KL {e['policy_kl']:.2f} (base {e['base_kl']:.2f}); adapter -> {out / name}", flush=True)
+    return reports
+
+
+if __name__ == "__main__":  # until the CLI wires it: python -m mavis_core.training.policies ...
+    run_train_policies(add_train_policies_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())

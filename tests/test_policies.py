@@ -1,0 +1,114 @@
+"""Baseline policies: the DPO loss by hand, sequence log-probs, pairs, training steps, saved adapters in a stack."""
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from mavis_core import DecodeConfig, generate_batch, load_stack
+from mavis_core.dialogue import HUMAN
+from mavis_core.training import policies
+from mavis_core.training.policies import (
+    QUICK,
+    Pair,
+    PolicyTrainConfig,
+    add_train_policies_arguments,
+    dpo_loss,
+    make_pairs,
+    make_policy,
+    reply_ids,
+    run_train_policies,
+    sequence_logprobs,
+    train_dpo,
+)
+
+PROMPTS = ["hello there", "tell me a joke", "what did you eat", "how is the weather today"]
+
+
+def test_dpo_loss_by_hand():
+    # margin = β·((−1 − −2) − (−3 − −2)) = 0.5 · 2 = 1  ->  loss = log(1 + e^−1)
+    got = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.5)
+    assert float(got) == pytest.approx(math.log1p(math.exp(-1)))
+    assert float(dpo_loss(*(torch.zeros(3),) * 4, beta=0.1)) == pytest.approx(math.log(2))
+
+
+def test_sequence_logprobs_sum_the_reply_tokens_only(tiny_stack):
+    prompts, replies = [[5, 6, 7], [8]], [[9, 10], [11, 12, 13]]
+    with torch.no_grad():
+        got = sequence_logprobs(tiny_stack.base, prompts, replies, pad_id=0)
+    for row, (p, r) in enumerate(zip(prompts, replies, strict=True)):
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            lp = torch.log_softmax(tiny_stack.base(input_ids=ids).logits[0].float(), -1)  # (T, V)
+        want = sum(lp[len(p) - 1 + t, tok] for t, tok in enumerate(r))
+        assert float(got[row]) == pytest.approx(float(want), abs=1e-4)
+
+
+def test_reply_ids_keep_how_the_reply_ended(tiny_stack):
+    tok = tiny_stack.tokenizer
+    text_ids = tok(" hello", add_special_tokens=False)["input_ids"]
+    assert reply_ids(tok, " hello", "length") == text_ids
+    assert reply_ids(tok, " hello", "eos") == text_ids + [tok.eos_token_id]
+    assert reply_ids(tok, " hello", "stop") == text_ids + tok(HUMAN, add_special_tokens=False)["input_ids"]
+
+
+def test_pairs_are_best_against_worst_and_ties_are_dropped(tiny_stack):
+    samples = [{"prompt": "hi", "text": t, "finish_reason": "length", "reward": r}
+               for t, r in [(" a", 0.1), (" b", 0.9), (" c", -0.5), (" d", 0.2), (" e", 0.3), (" f", 0.25)]]
+    tok = tiny_stack.tokenizer
+    pairs = make_pairs(tiny_stack, samples, k=3, min_margin=0.0)
+    assert [(p.chosen_ids, p.rejected_ids) for p in pairs] == [
+        (tok(" b")["input_ids"], tok(" c")["input_ids"]), (tok(" e")["input_ids"], tok(" d")["input_ids"])]
+    assert len(make_pairs(tiny_stack, samples, k=3, min_margin=0.15)) == 1  # 0.3 vs 0.2 is within the margin
+    ties = samples[:3] + [samples[4]] * 3  # the second prompt's replies all score 0.3
+    assert len(make_pairs(tiny_stack, ties, k=3, min_margin=0.0)) == 1
+
+
+def test_a_few_dpo_steps_change_the_adapter_and_lower_the_loss(tiny_stack):
+    cfg = PolicyTrainConfig(epochs=3, batch_size=2, lr=1e-2)
+    model = make_policy(tiny_stack, "humor", cfg)
+    pairs = [Pair([5, 6, 7], [9, 10], [11, 12]), Pair([8, 9], [13], [14, 15, 16]), Pair([4], [20, 21], [22])]
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora" in k}
+    stats = train_dpo(model, pairs, cfg, pad_id=0)
+    after = {k: v for k, v in model.state_dict().items() if "lora" in k}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert stats["last_loss"] < stats["first_loss"] and stats["pairs"] == 3
+    assert all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)  # the base is frozen
+
+
+def policy_args(tiny_dir, tmp_path, *extra):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    parser = add_train_policies_arguments(argparse.ArgumentParser())
+    return parser.parse_args(["--stack", str(tiny_dir / "stack-sep.toml"), "--work", str(tmp_path / "work"),
+                              "--out", str(tiny_dir / "trained-policies"), "--prompts", str(prompts), "--quick",
+                              *extra])
+
+
+def test_trained_adapters_load_in_a_stack_and_a_rerun_resumes(tiny_dir, tmp_path, monkeypatch):
+    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--rounds", "2"))
+    assert set(reports) == {"helpful", "harmless", "humor"}
+    assert len(reports["humor"]["rounds"]) == 2 and (tmp_path / "work" / "humor" / "round1-samples.json").exists()
+    lines = ['prompts = ["hello there"]', "[base]", 'model = "base"', 'tokenizer = "tokenizer"']
+    for name in reports:
+        lines += [f"[objectives.{name}]", f'reward = "rewards/{name}"', f'policy = "trained-policies/{name}"']
+    (tiny_dir / "stack-trained-policies.toml").write_text("\n".join(lines))
+    stack = load_stack(tiny_dir / "stack-trained-policies.toml", device=torch.device("cpu"))
+    for method in ("mod", "rsoup"):
+        cfg = DecodeConfig(method=method, weights={"humor": 0.5, "helpful": 0.5}, max_new_tokens=5)
+        assert generate_batch(stack, ["hello there"], cfg)[0].events
+
+    def no_sampling(*args, **kw):
+        raise AssertionError("a rerun must not sample again")
+
+    monkeypatch.setattr(policies, "sample_replies", no_sampling)
+    assert run_train_policies(policy_args(tiny_dir, tmp_path, "--rounds", "2")) == reports
+
+
+def test_quick_settings_and_unknown_objectives(tiny_dir, tmp_path):
+    assert policies.policy_config_from_args(policy_args(tiny_dir, tmp_path)).samples_per_prompt == \
+        QUICK["samples_per_prompt"]
+    with pytest.raises(ValueError, match="not in this stack"):
+        run_train_policies(policy_args(tiny_dir, tmp_path, "--objectives", "wit"))
