@@ -40,10 +40,11 @@ CONCURRENCY = 2  # requests decoding at once; more only slows everyone down on a
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
+METHOD_TITLES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
 SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
 CSS = """
 .reply textarea { font-size: 15px !important; }
-.method-head { margin-bottom: -8px; }
+#details { padding: 4px 8px; }
 """
 
 
@@ -133,7 +134,8 @@ class Actions:
         mavis = [r for r in replies if r.method == "mavis"]
         explanation = explanation_html(token_explanation(mavis[0].events if mavis else [], self.engine.objectives),
                                        self.engine.objectives)
-        newest = history[-len(replies)]["id"]
+        new = history[-len(replies):]
+        newest = next((x["id"] for x in new if x["method"] == "mavis"), new[0]["id"])  # MAVIS is the one to read
         return [explanation, self._figure(history, x, y), history,
                 gr.Dropdown(choices=_sample_choices(history), value=newest)]
 
@@ -231,66 +233,79 @@ class Actions:
             return str(self.study.export_csv(out))
 
 
-def _generate_tab(engine: Engine, actions: Actions) -> None:
-    objectives, methods = engine.objectives, engine.methods
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=300):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Say something to the assistant…",
-                                elem_id="prompt", value=engine.examples[0] if engine.examples else "")
-            if engine.examples:
-                gr.Examples(examples=[[p] for p in engine.examples], inputs=[prompt], label="Example prompts")
-            sliders = [gr.Slider(0, 1, value=1 / len(objectives), step=0.05, label=f"weight: {k}",
-                                 elem_id=f"weight-{k}") for k in objectives]
-            lam_text = gr.Markdown(actions.normalise(*[1 / len(objectives)] * len(objectives)), elem_id="lambda")
-            methods_box = gr.CheckboxGroup(methods, value=methods, label="Methods", elem_id="methods")
-            go_button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Accordion("Decoding settings", open=False):
-                beta = gr.Slider(*BETA_RANGE, value=1.0, step=0.1, label="β (MAVIS tilt strength)")
-                top_k = gr.Slider(*TOP_K_RANGE, value=15, step=1, label="top-k")
-                temperature = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="temperature")
-                max_new = gr.Slider(1, engine.max_new_tokens, value=min(64, engine.max_new_tokens), step=1,
-                                    label="max new tokens")
-                seed = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed")
-        with gr.Column(scale=3):
-            texts, stats = [], []
-            with gr.Row(equal_height=True):
-                for m in methods:
-                    with gr.Column(min_width=180, elem_id=f"col-{m}"):
-                        gr.Markdown(f"### {m.upper() if m != 'rsoup' else 'RSoup'}", elem_classes="method-head")
-                        texts.append(gr.Textbox(show_label=False, lines=7, max_lines=14, interactive=False,
-                                                elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
-                        stats.append(gr.Markdown("", elem_id=f"stats-{m}"))
-            with gr.Accordion("MAVIS per-token explanation", open=True):
-                explain = gr.HTML(explanation_html([], objectives), elem_id="explain")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            plot = gr.Plot(actions._figure([], objectives[0], objectives[-1]), label="Pareto chart",
-                           elem_id="pareto")
-        with gr.Column(scale=1, min_width=260):
-            x_axis = gr.Dropdown(objectives, value=objectives[0], label="x axis", elem_id="x-axis")
-            y_axis = gr.Dropdown(objectives, value=objectives[-1], label="y axis", elem_id="y-axis")
-            mode = gr.Radio(list(SWEEP_MODES), value=SWEEP_MODES[0], label="Sweep over")
-            sweep_button = gr.Button("Sweep λ grid", elem_id="sweep")
-            clear_button = gr.Button("Clear chart", variant="secondary", elem_id="clear")
-            sweep_status = gr.Markdown("")
-            sample = gr.Dropdown([], value=None, label="Show sample", elem_id="sample")
-    details = gr.Markdown("", elem_id="details")
-    history = gr.State([])
+def _controls(engine: Engine, actions: Actions) -> dict:
+    """The left column: prompt, objective weights, methods, decoding settings."""
+    objectives, c = engine.objectives, {}
+    c["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="Say something to the assistant…",
+                             elem_id="prompt", value=engine.examples[0] if engine.examples else "")
+    if engine.examples:
+        gr.Examples(examples=[[p] for p in engine.examples], inputs=[c["prompt"]], label="Example prompts")
+    # Equal raw weights to start; only their ratios matter, and the normalised λ is shown below them.
+    c["sliders"] = [gr.Slider(0, 1, value=0.5, step=0.05, label=f"weight: {k}", elem_id=f"weight-{k}")
+                    for k in objectives]
+    c["lambda"] = gr.Markdown(actions.normalise(*[0.5] * len(objectives)), elem_id="lambda")
+    c["methods"] = gr.CheckboxGroup(engine.methods, value=engine.methods, label="Methods", elem_id="methods")
+    c["go"] = gr.Button("Generate", variant="primary", elem_id="generate")
+    with gr.Accordion("Decoding settings", open=True):
+        c["beta"] = gr.Slider(*BETA_RANGE, value=1.0, step=0.1, label="β (MAVIS tilt strength)")
+        c["top_k"] = gr.Slider(*TOP_K_RANGE, value=15, step=1, label="top-k")
+        c["temperature"] = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="temperature")
+        c["max_new"] = gr.Slider(1, engine.max_new_tokens, value=min(64, engine.max_new_tokens), step=1,
+                                 label="max new tokens")
+        c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed")
+    return c
 
-    gr.on([s.change for s in sliders], actions.normalise, inputs=sliders, outputs=lam_text, api_name="normalise",
-          show_progress="hidden", queue=False)
-    gr.on([go_button.click, prompt.submit], actions.generate,
-          inputs=[prompt, beta, top_k, temperature, max_new, seed, methods_box, x_axis, y_axis, history, *sliders],
-          outputs=[*texts, *stats, explain, plot, history, sample], api_name="generate")
-    gr.on([x_axis.change, y_axis.change], actions.redraw, inputs=[x_axis, y_axis, history], outputs=plot,
+
+def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
+    """The right column: one streaming column per method, the MAVIS explanation, the Pareto chart."""
+    objectives, c = engine.objectives, {"texts": [], "stats": []}
+    with gr.Row(equal_height=True):
+        for m in engine.methods:
+            with gr.Column(min_width=180, elem_id=f"col-{m}"):
+                c["texts"].append(gr.Textbox(label=METHOD_TITLES.get(m, m), lines=7, max_lines=14, interactive=False,
+                                             elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
+                c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
+    with gr.Accordion("MAVIS per-token explanation", open=True):
+        c["explain"] = gr.HTML(explanation_html([], objectives), elem_id="explain")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            c["plot"] = gr.Plot(actions._figure([], objectives[0], objectives[-1]), label="Pareto chart",
+                                elem_id="pareto")
+            c["details"] = gr.Markdown("", elem_id="details")
+        with gr.Column(scale=1, min_width=220):
+            c["x"] = gr.Dropdown(objectives, value=objectives[0], label="x axis", elem_id="x-axis")
+            c["y"] = gr.Dropdown(objectives, value=objectives[-1], label="y axis", elem_id="y-axis")
+            c["mode"] = gr.Radio(list(SWEEP_MODES), value=SWEEP_MODES[0], label="Sweep over")
+            c["sweep"] = gr.Button("Sweep λ grid", elem_id="sweep")
+            c["clear"] = gr.Button("Clear chart", variant="secondary", elem_id="clear")
+            c["sweep_status"] = gr.Markdown("", elem_id="sweep-status")
+            c["sample"] = gr.Dropdown([], value=None, label="Show sample (hover a point for its #)",
+                                      elem_id="sample")
+    return c
+
+
+def _generate_tab(engine: Engine, actions: Actions) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            c = _controls(engine, actions)
+        with gr.Column(scale=3):
+            c |= _replies_and_chart(engine, actions)
+    history = gr.State([])
+    settings = [c["prompt"], c["beta"], c["top_k"], c["temperature"], c["max_new"], c["seed"], c["methods"]]
+    gr.on([s.change for s in c["sliders"]], actions.normalise, inputs=c["sliders"], outputs=c["lambda"],
+          api_name="normalise", show_progress="hidden", queue=False)
+    gr.on([c["go"].click, c["prompt"].submit], actions.generate,
+          inputs=[*settings, c["x"], c["y"], history, *c["sliders"]],
+          outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
+    gr.on([c["x"].change, c["y"].change], actions.redraw, inputs=[c["x"], c["y"], history], outputs=c["plot"],
           api_name="redraw")
-    clear_button.click(actions.clear, inputs=[x_axis, y_axis], outputs=[plot, history, sample, details],
-                       api_name="clear")
-    sample.change(actions.show_sample, inputs=[sample, history], outputs=details, api_name="show_sample")
-    sweep_button.click(actions.sweep, inputs=[prompt, beta, top_k, temperature, max_new, seed, methods_box, mode,
-                                              x_axis, y_axis, history],
-                       outputs=[plot, history, sample, sweep_status], api_name="sweep", concurrency_limit=1,
-                       concurrency_id="sweep")
+    c["clear"].click(actions.clear, inputs=[c["x"], c["y"]], outputs=[c["plot"], history, c["sample"], c["details"]],
+                     api_name="clear")
+    c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
+                       api_name="show_sample")
+    c["sweep"].click(actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], history],
+                     outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
+                     concurrency_limit=1, concurrency_id="sweep")
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:
