@@ -50,9 +50,9 @@ def test_same_seed_same_text_and_sample_details(client):
     first = client.predict(*generate_args(), api_name="/generate")
     again = client.predict(*generate_args(), api_name="/generate")
     assert first[:4] == again[:4]
-    newest = again[10]["value"]  # the dropdown points at the newest sample: the base reply of that run
+    newest = again[10]["value"]  # the dropdown points at the newest MAVIS sample
     details = client.predict(newest, api_name="/show_sample")
-    assert f"#{newest} base" in details and "KL" in details and "helpful 0.50" in details
+    assert f"#{newest} mavis" in details and "KL" in details and "helpful 0.50" in details
 
 
 @pytest.mark.slow
