@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from mavis_core.training.trees import (
 )
 from mavis_core.training.value_training import (
     LastTokenValue,
+    Run,
     ValueTrainConfig,
     add_train_values_arguments,
     collate,
@@ -35,6 +37,7 @@ from mavis_core.training.value_training import (
     load_value_model,
     masked_mse,
     rollout_stage,
+    run_iterations,
     run_train_values,
     target_offsets,
     train_value_model,
@@ -268,3 +271,26 @@ def test_train_values_runs_as_two_processes_under_accelerate(tiny_dir, tmp_path)
     assert [p.name for p in shards] == ["trees-0.jsonl", "trees-1.jsonl"]  # prompts split by process
     assert (tmp_path / "out" / "model.safetensors").exists()
     assert "humor iteration 1" in done.stdout
+
+
+class CountE:
+    """A reward a tiny value model can learn: how many times the reply uses the letter e."""
+
+    def score(self, prompts, responses):
+        return torch.tensor([float(r.count("e")) for r in responses])
+
+
+@pytest.mark.slow
+def test_trained_value_models_raise_the_objectives_reward_over_the_base(tiny_stack, tmp_path, monkeypatch):
+    """End to end on a reward a tiny model can learn; about 30 s on one core."""
+    monkeypatch.setitem(tiny_stack.rewards, "humor", CountE())
+    words = "hello there how are you what did you eat tell me a joke about the weather weekend football".split()
+    rng = random.Random(0)
+    prompts = [" ".join(rng.sample(words, 4)) for _ in range(80)]
+    trees = TreeConfig(root_children=4, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=8)
+    cfg = ValueTrainConfig(epochs=8, batch_size=16, lr=3e-3, beta=5.0, eval_max_new_tokens=12, val_fraction=0.2)
+    _, reports = run_iterations(tiny_stack, Run("humor", ("humor",)), prompts[:64], prompts[64:], trees, cfg,
+                                tmp_path, Accelerator(cpu=True))
+    # Measured with seeds 0-2: base 0.1-0.4 e per reply, MAVIS 1.8-5.4 at either iteration.
+    for report in reports:
+        assert report["eval"]["humor"]["mavis_reward"] > report["eval"]["humor"]["base_reward"] + 0.5

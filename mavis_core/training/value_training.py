@@ -519,14 +519,20 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--levels", type=int, default=t.levels, help="chunk levels of a rollout tree")
     parser.add_argument("--root-children", type=int, default=t.root_children)
     parser.add_argument("--inner-children", type=int, default=t.inner_children)
+    parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
+    parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                        help="dtype of the saved value model (default float16)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--quick", action="store_true", help="tiny trees and data: a smoke test in seconds")
     return parser
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainConfig]:
+    chunk_range = tuple(int(x) for x in args.chunk_range.split(",")) if args.chunk_range else None
+    if chunk_range is not None and len(chunk_range) != 2:
+        raise ValueError(f"--chunk-range must look like 4,12; got {args.chunk_range!r}")
     tree_cfg = TreeConfig(root_children=args.root_children, inner_children=args.inner_children, levels=args.levels,
-                          max_new_tokens=args.max_new_tokens, seed=args.seed)
+                          chunk_range=chunk_range, max_new_tokens=args.max_new_tokens, seed=args.seed)
     cfg = ValueTrainConfig(iterations=args.iterations, layers=args.layers, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
                            eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
@@ -556,6 +562,14 @@ def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], lis
     return prompts[:n], eval_prompts[:n_eval]
 
 
+def save_value_model(best: Path, out: Path, dtype: str) -> None:
+    """Copy the best checkpoint to ``out`` in ``dtype`` (float16 halves what a shipped stack carries)."""
+    model = AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=False, dtype=torch.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+
+
 def run_train_values(args: argparse.Namespace) -> list[dict]:
     """``train-values``: run (or resume) the iterations, then save the last value model to ``--out``.
 
@@ -573,9 +587,7 @@ def run_train_values(args: argparse.Namespace) -> list[dict]:
     best, reports = run_iterations(stack, run, prompts, eval_prompts, tree_cfg, cfg, args.work, accelerator)
     out = args.out or args.stack.parent / "values" / run.name
     if accelerator.is_main_process:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(best, out)
+        save_value_model(best, out, args.out_dtype)
         (args.work / run.name / "report.json").write_text(json.dumps(reports, indent=1))
         print(f"[train-values] {run.name}: value model -> {out}", flush=True)
     accelerator.wait_for_everyone()
