@@ -27,15 +27,22 @@ from mavis_core.testing import build_random_stack
 PROMPT = "hi! how was your weekend? did you do anything fun?"
 
 
-def time_per_token(stack, cfg: DecodeConfig, repeats: int) -> float:
-    """Median seconds per generated token over ``repeats`` replies (after one warm-up reply)."""
-    per_token = []
-    for r in range(repeats + 1):
-        start = time.perf_counter()
-        n = sum(1 for _ in generate(stack, PROMPT, DecodeConfig(**{**cfg.__dict__, "seed": r})))
-        if r:  # the first reply warms caches (and builds RSoup's merged model once)
-            per_token.append((time.perf_counter() - start) / max(n, 1))
-    return statistics.median(per_token)
+def seconds_per_token(stack, cfg: DecodeConfig) -> float:
+    start = time.perf_counter()
+    n = sum(1 for _ in generate(stack, PROMPT, cfg))
+    return (time.perf_counter() - start) / max(n, 1)
+
+
+def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
+    """Median seconds per token of each method; methods take turns in every round, so drift in the
+    machine's load hits all of them alike (the ratios are what this script is for)."""
+    for cfg in configs.values():  # warm-up: first-call costs, RSoup's adapter for this λ
+        seconds_per_token(stack, cfg)
+    times: dict[str, list[float]] = {m: [] for m in configs}
+    for r in range(repeats):
+        for method, cfg in configs.items():
+            times[method].append(seconds_per_token(stack, DecodeConfig(**{**cfg.__dict__, "seed": r})))
+    return {m: statistics.median(t) for m, t in times.items()}
 
 
 def random_stack(folder: Path, fused: bool) -> Path:
@@ -59,11 +66,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = load_stack(args.stack or random_stack(Path(tmp), args.fused))
         weights = {name: 1.0 for name in stack.objectives}
-        times = {}
-        for method in stack.methods:
-            cfg = DecodeConfig(method=method, weights=weights, beta=1.0, top_k=args.top_k,
-                               max_new_tokens=args.tokens, seed=0)
-            times[method] = time_per_token(stack, cfg, args.repeats)
+        configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
+                                   max_new_tokens=args.tokens, seed=0) for m in stack.methods}
+        times = median_times(stack, configs, args.repeats)
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:

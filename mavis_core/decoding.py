@@ -64,7 +64,7 @@ class Generation:
 
 
 class CausalRunner:
-    """A causal LM with its own KV cache, fed one token per row per step.
+    """A causal LM with its own KV cache, fed new tokens for every row.
 
     ``adapter_names`` (peft mixed-adapter batches) runs several adapters of one peft model as one batch:
     row r of the request is replicated once per adapter name, so MOD costs one forward per step.
@@ -76,32 +76,66 @@ class CausalRunner:
         self.copies = len(adapter_names) if adapter_names else 1
         self.cache = DynamicCache()
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor):
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         extra = {}
         if self.adapter_names:
             extra["adapter_names"] = self.adapter_names * (input_ids.shape[0] // self.copies)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+        out = self.model(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
                          past_key_values=self.cache, use_cache=True, **extra)
-        return out.logits[:, -1].float().view(-1, self.copies, out.logits.shape[-1])  # (B, copies, V)
+        b, n, v = out.logits.shape
+        return out.logits.float().view(b // self.copies, self.copies, n, v)  # (B, copies, n, V)
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Run the prompts (B, T). Returns next-token logits (B, copies, V)."""
         self.attention_mask = attention_mask.repeat_interleave(self.copies, dim=0)
         ids = input_ids.repeat_interleave(self.copies, dim=0)
-        return self._forward(ids, self.attention_mask, positions_from_mask(self.attention_mask))
+        return self._forward(ids, positions_from_mask(self.attention_mask))[:, :, -1]
 
     @torch.inference_mode()
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append n tokens per row (B, n). Returns the logits after each of them (B, copies, n, V)."""
+        n = tokens.shape[1]
+        start = self.attention_mask.long().sum(-1, keepdim=True)  # (B*copies, 1)
+        positions = start + torch.arange(n, device=start.device)  # (B*copies, n)
+        self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(positions)], dim=1)
+        return self._forward(tokens.repeat_interleave(self.copies, dim=0), positions)
+
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,). Returns next-token logits (B, copies, V)."""
-        positions = self.attention_mask.long().sum(-1, keepdim=True)  # (B*copies, 1)
-        self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(positions)], dim=1)
-        ids = tokens.repeat_interleave(self.copies, dim=0)[:, None]
-        return self._forward(ids, self.attention_mask, positions)
+        return self.extend(tokens[:, None])[:, :, -1]
+
+
+class LazyBase:
+    """log π_ref of chosen tokens for methods that do not sample from the base (MOD, RSoup).
+
+    Instead of one base forward per step, the base catches up over the tokens chosen since its last call,
+    in chunks that double up to ``MAX_CHUNK``: the first token is reported at once, and a 64-token reply
+    costs about 7 base passes instead of 64. The price is that such a method's events arrive in small
+    bursts (hand-written: no library computes reference log-probs lazily during sampling).
+    """
+
+    MAX_CHUNK = 16
+
+    def __init__(self, base: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.runner = CausalRunner(base)
+        self.next_logits = self.runner.prefill(input_ids, attention_mask)[:, 0]  # (B, V)
+        self.chunk = 1
+
+    def due(self, pending: int) -> bool:
+        return pending >= self.chunk
+
+    def logprobs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """log π_ref of n tokens (B, n) chosen in a row since the last call. Returns (B, n)."""
+        after = self.runner.extend(tokens)[:, 0]  # (B, n, V): logits after each token
+        logits = torch.cat([self.next_logits[:, None], after[:, :-1]], dim=1)  # (B, n, V): logits before each
+        self.next_logits = after[:, -1]
+        self.chunk = min(2 * self.chunk, self.MAX_CHUNK)
+        return torch.log_softmax(logits, -1).gather(2, tokens[..., None]).squeeze(2)
 
 
 class MethodRunner:
-    """Produces (base logits, method logits), each (B, V), for one decoding method."""
+    """Produces the logits of one decoding method's distribution, (B, V), and π_ref's when it has them."""
 
     def __init__(self, stack: Stack, cfg: DecodeConfig, weights: list[float]) -> None:
         if cfg.method not in stack.methods:
@@ -110,27 +144,29 @@ class MethodRunner:
             )
         self.method = cfg.method
         self.weights = torch.tensor(weights)
-        self.runners = [CausalRunner(stack.base)]
+        self.runner = CausalRunner(stack.base)
         if cfg.method == "rsoup":
-            self.runners.append(CausalRunner(stack.rsoup_model(weights)))
+            self.runner = CausalRunner(stack.rsoup_model(weights))
         if cfg.method == "mod":
             # Only objectives with λ > 0 contribute; skipping the rest keeps one-hot MOD as cheap as one policy.
             self.active = [i for i, w in enumerate(weights) if w > 0]
-            names = ["__base__"] + [stack.objectives[i] for i in self.active]
-            self.runners = [CausalRunner(stack.policies, adapter_names=names)]
+            self.runner = CausalRunner(stack.policies, adapter_names=[stack.objectives[i] for i in self.active])
 
-    def _split(self, outs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.method == "mod":
-            logits = outs[0]  # (B, 1 + active, V): the base row first, then one row per policy
-            mixed = mod_mix(logits[:, 1:].transpose(0, 1), self.weights[self.active])
-            return logits[:, 0], mixed
-        return outs[0][:, 0], outs[-1][:, 0]
+    @property
+    def samples_from_base(self) -> bool:
+        """Base and MAVIS sample from π_ref's own logits; MOD and RSoup need π_ref on the side (LazyBase)."""
+        return self.method in ("base", "mavis")
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split([r.prefill(input_ids, attention_mask) for r in self.runners])
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        if self.method == "mod":  # out: (B, active, V), one row per policy
+            return mod_mix(out.transpose(0, 1), self.weights[self.active])
+        return out[:, 0]
 
-    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split([r.step(tokens) for r in self.runners])
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._logits(self.runner.prefill(input_ids, attention_mask))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._logits(self.runner.step(tokens))
 
 
 def _steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
@@ -140,12 +176,14 @@ def _steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     weights = cfg.normalised(stack.objectives)
     lam = torch.tensor(weights)
     runner = MethodRunner(stack, cfg, weights)
-    scorer = None
+    scorer, lazy_base, pending = None, None, []
     if cfg.method == "mavis":
         scorer = ValueScorer(stack.value_models, len(stack.objectives))
         scorer.start(input_ids, attention_mask)
+    if not runner.samples_from_base:
+        lazy_base = LazyBase(stack.base, input_ids, attention_mask)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    base_logits, logits = runner.prefill(input_ids, attention_mask)
+    logits = runner.prefill(input_ids, attention_mask)
     for t in range(cfg.max_new_tokens):
         cand_logits, cand_ids = top_k_logits(logits, cfg.top_k, cfg.temperature)  # (B, k)
         contributions = None
@@ -156,15 +194,23 @@ def _steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         chosen = sample_index(cand_logits, generators)  # (B,)
         tokens = cand_ids.gather(1, chosen[:, None]).squeeze(1)  # (B,)
         logprob = torch.log_softmax(cand_logits, -1).gather(1, chosen[:, None]).squeeze(1)
-        base_lp = torch.log_softmax(base_logits.float(), -1).gather(1, tokens[:, None]).squeeze(1)
-        if contributions is not None:
-            m = contributions.shape[1]
-            contributions = contributions.gather(2, chosen.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2).cpu()
-        yield tokens.cpu(), base_lp.cpu(), logprob.cpu(), contributions
+        if lazy_base is None:
+            base_lp = torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None]).squeeze(1)
+            if contributions is not None:
+                m = contributions.shape[1]
+                contributions = contributions.gather(2, chosen.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2).cpu()
+            yield tokens.cpu(), base_lp.cpu(), logprob.cpu(), contributions
+        else:
+            pending.append((tokens, logprob))
+            if lazy_base.due(len(pending)) or t + 1 == cfg.max_new_tokens:
+                base_lps = lazy_base.logprobs(torch.stack([tok for tok, _ in pending], dim=1))  # (B, n)
+                for j, (tok, lp) in enumerate(pending):
+                    yield tok.cpu(), base_lps[:, j].cpu(), lp.cpu(), None
+                pending = []
         if t + 1 < cfg.max_new_tokens:
             if scorer is not None:
                 scorer.keep(chosen)
-            base_logits, logits = runner.step(tokens)
+            logits = runner.step(tokens)
 
 
 class _Row:

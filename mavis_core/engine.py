@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -125,7 +124,6 @@ class Engine:
         self.examples: list[str] = list(stack.spec.prompts)
         # Half the context at most, so a reply always leaves room for the prompt.
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, stack.context_length // 2))
-        self._merge_lock = threading.Lock()  # the stack's RSoup cache is a plain dict: merge one λ at a time
 
     @property
     def name(self) -> str:
@@ -173,8 +171,7 @@ class Engine:
     def _prepare(self, method: str, settings: Settings) -> DecodeConfig:
         cfg = settings.config(method)
         if method == "rsoup":
-            with self._merge_lock:  # build the merged model now, under the lock; decoding finds it cached
-                self.stack.rsoup_model(cfg.normalised(self.objectives))
+            self.stack.rsoup_model(cfg.normalised(self.objectives))  # merged once per λ, then cached
         return cfg
 
     def stream(self, prompt: str, methods: list[str], settings: Settings) -> Iterator[list[Reply]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .dialogue import format_prompt
 from .rewards import load_reward
 from .tilts import rsoup_delta
 
-RSOUP_CACHE_SIZE = 4  # merged RSoup models kept per stack; each is a full copy of the base
+RSOUP_CACHE_BYTES = 2 * 2**30  # memory for merged RSoup models (full copies of the base) kept per stack
 
 
 def pick_device() -> torch.device:
@@ -100,6 +101,7 @@ class Stack:
         self.value_models = self._load_value_models()
         self.policies = self._load_policies()
         self._rsoup_cache: OrderedDict[tuple[float, ...], torch.nn.Module] = OrderedDict()
+        self._rsoup_lock = threading.Lock()
 
     @property
     def methods(self) -> list[str]:
@@ -146,16 +148,21 @@ class Stack:
         return model.eval()
 
     def rsoup_model(self, weights: list[float]) -> torch.nn.Module:
-        """The base with θ_0 + Σ_m λ_m ΔW_m merged in (exact RSoup for LoRA), cached per λ."""
+        """The base with θ_0 + Σ_m λ_m ΔW_m merged in (exact RSoup for LoRA), cached per λ.
+
+        A merged copy decodes at the base's own speed (no LoRA layers in the forward). As many copies are
+        kept as fit in RSOUP_CACHE_BYTES (at least one), most recently used first.
+        """
         key = tuple(round(w, 6) for w in weights)
-        if key in self._rsoup_cache:
+        with self._rsoup_lock:  # concurrent requests share the cache; a λ is merged once
+            if key not in self._rsoup_cache:
+                lam = dict(zip(self.objectives, weights, strict=True))
+                self._rsoup_cache[key] = merge_policies(self.base, self.policies, lam)
             self._rsoup_cache.move_to_end(key)
+            size = sum(p.numel() * p.element_size() for p in self.base.parameters())
+            while len(self._rsoup_cache) > max(1, RSOUP_CACHE_BYTES // size):
+                self._rsoup_cache.popitem(last=False)
             return self._rsoup_cache[key]
-        merged = merge_policies(self.base, self.policies, dict(zip(self.objectives, weights, strict=True)))
-        self._rsoup_cache[key] = merged
-        while len(self._rsoup_cache) > RSOUP_CACHE_SIZE:
-            self._rsoup_cache.popitem(last=False)
-        return merged
 
     def encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
         """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.

@@ -95,7 +95,7 @@ def test_beta_zero_mavis_equals_base(tiny_stack):
 def test_one_hot_mavis_step_uses_that_objectives_values(tiny_stack):
     runner = MethodRunner(tiny_stack, cfg("mavis"), [0.0, 0.0, 1.0])
     input_ids, mask, _ = tiny_stack.encode(PROMPTS[:1], 8)
-    _, logits = runner.prefill(input_ids, mask)
+    logits = runner.prefill(input_ids, mask)
     cand_logits, cand_ids = top_k_logits(logits, 8, 1.0)
     humor = next(vm for vm in tiny_stack.value_models if vm.heads == [2])
     seqs = torch.cat([input_ids.repeat(8, 1), cand_ids.T], dim=1)
@@ -126,20 +126,30 @@ class _adapter:
 def test_mod_equals_weighted_log_probs_by_hand(tiny_stack):
     input_ids = ids_of(tiny_stack, PROMPTS[1])
     lam = [0.5, 0.2, 0.3]
-    base_logits, mixed = MethodRunner(tiny_stack, cfg("mod"), lam).prefill(input_ids, torch.ones_like(input_ids))
+    mixed = MethodRunner(tiny_stack, cfg("mod"), lam).prefill(input_ids, torch.ones_like(input_ids))
     by_hand = sum(w * torch.log_softmax(policy_logits(tiny_stack, n, input_ids), -1)
                   for w, n in zip(lam, tiny_stack.objectives, strict=True))
     torch.testing.assert_close(mixed[0], by_hand, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(base_logits[0], tiny_stack.base(input_ids=input_ids).logits[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def rsoup_logits(stack, lam, input_ids):
+    return MethodRunner(stack, cfg("rsoup"), lam).prefill(input_ids, torch.ones_like(input_ids))[0]
 
 
 @torch.inference_mode()
 def test_rsoup_at_a_vertex_equals_that_policy(tiny_stack):
     input_ids = ids_of(tiny_stack, PROMPTS[0])
-    merged = tiny_stack.rsoup_model([0.0, 1.0, 0.0])
-    torch.testing.assert_close(merged(input_ids=input_ids).logits[0, -1],
+    torch.testing.assert_close(rsoup_logits(tiny_stack, [0.0, 1.0, 0.0], input_ids),
                                policy_logits(tiny_stack, "harmless", input_ids), atol=1e-4, rtol=1e-4)
-    assert tiny_stack.rsoup_model([0.0, 1.0, 0.0]) is merged  # cached: coming back to a λ costs nothing
+
+
+@torch.inference_mode()
+def test_rsoup_decodes_with_the_merged_weights_and_caches_each_soup(tiny_stack):
+    input_ids, lam = ids_of(tiny_stack, PROMPTS[1]), [0.6, 0.1, 0.3]
+    merged = merge_policies(tiny_stack.base, tiny_stack.policies, dict(zip(tiny_stack.objectives, lam, strict=True)))
+    torch.testing.assert_close(rsoup_logits(tiny_stack, lam, input_ids), merged(input_ids=input_ids).logits[0, -1],
+                               atol=1e-4, rtol=1e-4)
+    assert tiny_stack.rsoup_model(lam) is tiny_stack.rsoup_model(lam)  # coming back to a λ costs nothing
 
 
 @torch.inference_mode()
@@ -213,3 +223,15 @@ def test_method_without_models_is_refused(tiny_dir):
     assert plain.methods == ["base"]
     with pytest.raises(ValueError, match="method 'mavis' needs models this stack does not have"):
         list(generate(plain, "hi", cfg("mavis")))
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("method", METHODS)
+def test_base_logprobs_equal_a_full_base_pass_over_the_reply(tiny_stack, method):
+    gen = generate_batch(tiny_stack, PROMPTS[:1], cfg(method, max_new_tokens=20))[0]
+    ids = torch.cat([ids_of(tiny_stack, PROMPTS[0])[0], torch.tensor(gen.token_ids)])
+    logprobs = torch.log_softmax(tiny_stack.base(input_ids=ids[None]).logits[0], -1)  # (T, V)
+    start = len(ids) - len(gen.token_ids)
+    want = [float(logprobs[start - 1 + i, tok]) for i, tok in enumerate(gen.token_ids)]
+    assert [e.base_logprob for e in gen.events] == pytest.approx(want, abs=1e-4)
+    assert [e.index for e in gen.events] == list(range(len(gen.events)))
