@@ -67,7 +67,7 @@ class ValueTrainConfig:
 
     iterations: int = 2
     layers: int = 2
-    epochs: int = 4
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -506,7 +506,7 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--out", type=Path, help="where the final value model goes (default: STACK_DIR/values/NAME)")
     parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
                         "default: chitchat train-split openers")
-    parser.add_argument("--num-prompts", type=int, default=256, help="training prompts used (default 256)")
+    parser.add_argument("--num-prompts", type=int, default=128, help="training prompts used (default 128)")
     parser.add_argument("--eval-prompts", type=Path, help="held-out prompts; default: the stack's prompts")
     parser.add_argument("--num-eval-prompts", type=int, default=32)
     parser.add_argument("--beta", type=float, default=d.beta, help="MAVIS β for guided rollouts and evaluation")
