@@ -45,6 +45,8 @@ SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
 CSS = """
 .reply textarea { font-size: 15px !important; }
 #details { padding: 4px 8px; }
+.rating .wrap { gap: 4px !important; flex-wrap: nowrap !important; }
+.rating label { padding: 4px 8px !important; min-width: 0 !important; }
 """
 
 
@@ -108,6 +110,21 @@ class Actions:
         if not any(lam.values()):
             return "**λ = all zero** — raise at least one slider"
         return "**normalised λ:** " + " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
+
+    def check(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, *weights) -> None:
+        """The browser's quick check before generate / sweep: a mistake then shows only as an error toast,
+        instead of an error badge over every output (the endpoints themselves check again, for API callers)."""
+        with user_errors():
+            settings = self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
+                                      max_new_tokens, seed)
+            self.engine.check_methods(methods)
+            clean_prompt(prompt)
+            self.engine.prompt_warnings(prompt, settings.max_new_tokens)  # raises if max_new_tokens fills the context
+
+    def check_study(self, participant: str, prompt: str) -> None:
+        with user_errors():
+            if (prompt or "").strip() or not self.engine.examples:
+                clean_prompt(prompt)
 
     def generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, history, *weights):
         """Stream every ticked method side by side; then add the scored replies to the chart."""
@@ -294,18 +311,22 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
     settings = [c["prompt"], c["beta"], c["top_k"], c["temperature"], c["max_new"], c["seed"], c["methods"]]
     gr.on([s.change for s in c["sliders"]], actions.normalise, inputs=c["sliders"], outputs=c["lambda"],
           api_name="normalise", show_progress="hidden", queue=False)
-    gr.on([c["go"].click, c["prompt"].submit], actions.generate,
-          inputs=[*settings, c["x"], c["y"], history, *c["sliders"]],
-          outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
+    # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
+    gr.on([c["go"].click, c["prompt"].submit], actions.check, inputs=[*settings, *c["sliders"]],
+          api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
+        actions.generate, inputs=[*settings, c["x"], c["y"], history, *c["sliders"]],
+        outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
     gr.on([c["x"].change, c["y"].change], actions.redraw, inputs=[c["x"], c["y"], history], outputs=c["plot"],
           api_name="redraw")
     c["clear"].click(actions.clear, inputs=[c["x"], c["y"]], outputs=[c["plot"], history, c["sample"], c["details"]],
                      api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
                        api_name="show_sample")
-    c["sweep"].click(actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], history],
-                     outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
-                     concurrency_limit=1, concurrency_id="sweep")
+    c["sweep"].click(actions.check, inputs=settings, api_visibility="private", concurrency_limit=None,
+                     show_progress="hidden").success(
+        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], history],
+        outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
+        concurrency_limit=1, concurrency_id="sweep")  # one sweep at a time: it can keep both cores busy for minutes
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:
@@ -324,7 +345,7 @@ def _study_tab(engine: Engine, actions: Actions) -> None:
             with gr.Column(min_width=200):
                 texts.append(gr.Textbox(label=f"Reply {slot}", lines=6, interactive=False))
                 ratings += [gr.Radio(list(range(RATING_RANGE[0], RATING_RANGE[1] + 1)), label=f"{slot}: {k}",
-                                     elem_id=f"rate-{slot}-{k}") for k in engine.objectives]
+                                     elem_id=f"rate-{slot}-{k}", elem_classes="rating") for k in engine.objectives]
     favourite = gr.Radio(slots, label="Favourite reply", elem_id="favourite")
     submit = gr.Button("Submit ratings", elem_id="study-submit")
     status = gr.Markdown("")
@@ -335,8 +356,10 @@ def _study_tab(engine: Engine, actions: Actions) -> None:
             export = gr.Button("Export CSV")
         results = gr.Dataframe(label="Per-method results", interactive=False)
         csv_file = gr.File(label="Ratings CSV")
-    new_button.click(actions.study_new, inputs=[participant, study_prompt],
-                     outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new")
+    new_button.click(actions.check_study, inputs=[participant, study_prompt], api_visibility="private",
+                     show_progress="hidden", concurrency_limit=None).success(
+        actions.study_new, inputs=[participant, study_prompt],
+        outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new")
     submit.click(actions.study_submit, inputs=[trial_id, favourite, *ratings], outputs=[trial_id, status],
                  api_name="study_submit")
     show.click(actions.study_results, inputs=token, outputs=results, api_name="study_results")

@@ -1,5 +1,6 @@
 """The app in a real browser: Playwright driving Debian's headless Chromium (/usr/bin/chromium, never a
-downloaded browser). Loads the page, moves a slider, clicks Generate, waits for every column and the chart."""
+downloaded browser). Loads the page, sees a bad prompt refused, moves a slider, clicks Generate, waits for
+every column and the chart, and saves a screenshot."""
 
 import shutil
 
@@ -36,6 +37,12 @@ def page():
 def test_slider_generate_columns_and_chart(url, page, tmp_path):
     page.goto(url)
     page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    prompt = page.locator("#prompt textarea")
+    prompt.fill("   ")
+    page.locator("#generate").click()  # a bad prompt: a plain error toast, and the page keeps working
+    page.get_by_text("The prompt is empty").wait_for(timeout=TIMEOUT_MS)
+    prompt.fill("hello there")
+
     assert "humor 0.33" in page.locator("#lambda").inner_text()
     humor = page.locator("#weight-humor input[type=range]")
     humor.focus()
