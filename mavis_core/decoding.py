@@ -8,6 +8,7 @@ vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -63,6 +64,9 @@ class Generation:
         return sum(e.logprob - e.base_logprob for e in self.events)
 
 
+_PEFT_MIXED_BATCH_LOCK = threading.Lock()
+
+
 class CausalRunner:
     """A causal LM with its own KV cache, fed new tokens for every row.
 
@@ -77,11 +81,15 @@ class CausalRunner:
         self.cache = DynamicCache()
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        extra = {}
+        kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
+                      past_key_values=self.cache, use_cache=True)
         if self.adapter_names:
-            extra["adapter_names"] = self.adapter_names * (input_ids.shape[0] // self.copies)
-        out = self.model(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, **extra)
+            # peft passes adapter_names to its layers through hooks it adds to the shared model for the
+            # duration of the call, so two such calls at once (two app users) would see each other's names.
+            with _PEFT_MIXED_BATCH_LOCK:
+                out = self.model(**kwargs, adapter_names=self.adapter_names * (input_ids.shape[0] // self.copies))
+        else:
+            out = self.model(**kwargs)
         b, n, v = out.logits.shape
         return out.logits.float().view(b // self.copies, self.copies, n, v)  # (B, copies, n, V)
 

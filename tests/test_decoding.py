@@ -1,5 +1,7 @@
 """The decoding loop: caches, batching, seeds, each method's distribution, the LogitsProcessor."""
 
+import threading
+
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
@@ -235,3 +237,25 @@ def test_base_logprobs_equal_a_full_base_pass_over_the_reply(tiny_stack, method)
     want = [float(logprobs[start - 1 + i, tok]) for i, tok in enumerate(gen.token_ids)]
     assert [e.base_logprob for e in gen.events] == pytest.approx(want, abs=1e-4)
     assert [e.index for e in gen.events] == list(range(len(gen.events)))
+
+
+def test_concurrent_mod_requests_with_different_weights_do_not_mix(tiny_stack):
+    """peft's mixed-adapter batches hook the shared model during a call; concurrent users must not collide."""
+    weights = [{"helpful": 1}, {"helpful": 1, "humor": 1}, {"harmless": 1, "humor": 2}, {"humor": 1},
+               {"helpful": 1, "harmless": 1, "humor": 1}, {"harmless": 1}]
+    configs = [DecodeConfig(method="mod", weights=w, max_new_tokens=12, seed=i) for i, w in enumerate(weights)]
+    want = [generate_batch(tiny_stack, PROMPTS[:1], c)[0].token_ids for c in configs]
+    got, errors = [None] * len(configs), []
+
+    def run(i):
+        try:
+            got[i] = generate_batch(tiny_stack, PROMPTS[:1], configs[i])[0].token_ids
+        except Exception as err:  # noqa: BLE001  (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(configs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == want
