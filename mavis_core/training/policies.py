@@ -195,8 +195,27 @@ def reference_logprobs(model, pairs: list[Pair], pad_id: int, batch_size: int) -
     return torch.cat(out)
 
 
+def dpo_step(model, optimizer, batch: list[Pair], ref: torch.Tensor, cfg: PolicyTrainConfig,
+             pad_id: int) -> tuple[float, list[bool]]:
+    """One DPO update; chosen and rejected replies go through one forward pass together.
+
+    Args:
+        ref: (b, 2) reference log-probs of the batch's (chosen, rejected) replies.
+    Returns:
+        the loss, and per pair whether its implicit reward margin is positive.
+    """
+    lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
+                           [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)  # (2b,)
+    chosen, rejected = lp[: len(batch)], lp[len(batch) :]
+    loss = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], cfg.dpo_beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), ((chosen - ref[:, 0]) > (rejected - ref[:, 1])).tolist()
+
+
 def train_dpo(model, pairs: list[Pair], cfg: PolicyTrainConfig, pad_id: int, round_: int = 0) -> dict:
-    """A few epochs of DPO on ``pairs``; chosen and rejected replies go through one forward pass together.
+    """A few epochs of DPO on ``pairs`` with the base (the adapter switched off) as the reference.
 
     Returns {"pairs", "first_loss", "last_loss", "accuracy"} (accuracy: share of pairs of the last epoch whose
     implicit reward margin is positive).
@@ -212,16 +231,9 @@ def train_dpo(model, pairs: list[Pair], cfg: PolicyTrainConfig, pad_id: int, rou
         wins = []
         for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"dpo epoch {epoch + 1}/{cfg.epochs}"):
             index = order[start : start + cfg.batch_size]
-            batch = [pairs[i] for i in index]
-            lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
-                                   [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)
-            chosen, rejected = lp[: len(batch)], lp[len(batch) :]
-            loss = dpo_loss(chosen, rejected, ref[index, 0], ref[index, 1], cfg.dpo_beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            wins += ((chosen - ref[index, 0]) > (rejected - ref[index, 1])).tolist()
+            loss, won = dpo_step(model, optimizer, [pairs[i] for i in index], ref[index], cfg, pad_id)
+            losses.append(loss)
+            wins += won
     model.eval()
     return {"pairs": len(pairs), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None, "accuracy": sum(wins) / max(1, len(wins))}

@@ -253,6 +253,27 @@ def _save_best(model: PreTrainedModel, offsets: torch.Tensor, folder: Path) -> N
     os.replace(tmp, folder)
 
 
+def train_epoch(module: nn.Module, optimizer, train: Examples, offsets: torch.Tensor, batches: list[list[int]],
+                cfg: ValueTrainConfig, pad_id: int, accelerator, desc: str) -> float:
+    """One pass over this process's ``batches`` of ``train``. Returns the mean batch MSE."""
+    module.train()
+    device = accelerator.device
+    losses = []
+    bar = tqdm(batches, desc=desc, disable=not accelerator.is_main_process, dynamic_ncols=True)
+    for index in bar:
+        part = train.subset(index)
+        ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
+        loss = masked_mse(module(ids, mask, last), (part.targets - offsets).to(device), part.mask.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(mse=f"{loss.item():.4f}")
+    module.eval()
+    return sum(losses) / max(1, len(losses))
+
+
 def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cfg: ValueTrainConfig, work: Path,
                       pad_id: int, accelerator, stop_after_epochs: int | None = None) -> dict:
     """Regress ``model`` on ``train``; keep the best epoch by validation MSE in ``work/best``.
@@ -268,36 +289,22 @@ def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cf
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = _load_state(work / TRAIN_STATE, model, optimizer, cfg)
     module, optimizer = accelerator.prepare(LastTokenValue(model), optimizer)
-    device = accelerator.device
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     for epoch in range(start, end):
-        module.train()
         batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, epoch, accelerator.process_index,
                                 accelerator.num_processes)
-        bar = tqdm(batches, desc=f"value epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_main_process,
-                   dynamic_ncols=True)
-        losses = []
-        for index in bar:
-            part = train.subset(index)
-            ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
-            loss = masked_mse(module(ids, mask, last), (part.targets - offsets).to(device), part.mask.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(mse=f"{loss.item():.4f}")
-        module.eval()
+        train_mse = train_epoch(module, optimizer, train, offsets, batches, cfg, pad_id, accelerator,
+                                f"value epoch {epoch + 1}/{cfg.epochs}")
         val_mse = validation_mse(module, val, offsets, cfg.batch_size, pad_id, accelerator) if len(val) else math.nan
-        history.append({"epoch": epoch + 1, "train_mse": sum(losses) / max(1, len(losses)), "val_mse": val_mse})
+        history.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val_mse})
         improved = not len(val) or val_mse < best
         best = val_mse if improved else best
         if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(module).model
             if improved:
-                _save_best(accelerator.unwrap_model(module).model, offsets, work / BEST)
-            _save_state(work / TRAIN_STATE, accelerator.unwrap_model(module).model, optimizer, epoch + 1, best,
-                        history, cfg)
-            bar.write(f"epoch {epoch + 1}: train mse {history[-1]['train_mse']:.4f}, val mse {val_mse:.4f}")
+                _save_best(unwrapped, offsets, work / BEST)
+            _save_state(work / TRAIN_STATE, unwrapped, optimizer, epoch + 1, best, history, cfg)
+            tqdm.write(f"epoch {epoch + 1}: train mse {train_mse:.4f}, val mse {val_mse:.4f}")
         accelerator.wait_for_everyone()
     return {"best_val_mse": best, "history": history, "offsets": offsets.tolist()}
 
@@ -374,7 +381,8 @@ def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: Tree
     Process r grows the trees of prompts i with i % world == r into ``trees-r.jsonl``; trees already in any
     ``trees-*.jsonl`` are skipped, so a rerun (with any number of processes) picks up where one stopped.
     """
-    meta = {"tree": asdict(tree_cfg), "prompts": _sha(prompts), "guide": guide, "beta": beta,
+    # The base's trees do not depend on β: runs with other β still share them.
+    meta = {"tree": asdict(tree_cfg), "prompts": _sha(prompts), "guide": guide, "beta": beta if guide else None,
             "value_model": value_model.path if value_model else None, "base": stack.spec.base_model}
     _check_meta(folder, meta, accelerator)
     if not (folder / "done").exists():
