@@ -103,6 +103,8 @@ def test_study_flow_and_admin_gate(client, tmp_path):
     ({"max_new_tokens": 1000}, "greater than maximum"),
     ({"seed": -1}, "less than minimum"),
     ({"methods": []}, "No method selected"),
+    ({"methods": ["beam"]}, "beam"),
+    ({"max_new_tokens": 2.5}, "whole number"),
 ])
 def test_bad_inputs_get_plain_errors_and_app_keeps_serving(client, change, message):
     with pytest.raises(Exception, match=message) as err:
