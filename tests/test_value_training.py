@@ -223,12 +223,22 @@ def test_rollouts_resume_after_an_interruption_with_the_same_trees(tiny_stack, t
         rollout_stage(tiny_stack, tmp_path / "b", PROMPTS[:2], SMALL_TREES, None, 1.0, None, acc)
 
 
-def cli_args(tiny_dir: Path, work: Path, *extra: str) -> argparse.Namespace:
+def cli_args(tiny_dir: Path, work: Path, *extra: str, stack: str = "stack-sep.toml") -> argparse.Namespace:
     prompts = work.parent / "prompts.json"
     prompts.write_text(json.dumps(PROMPTS))
     parser = add_train_values_arguments(argparse.ArgumentParser())
-    return parser.parse_args(["--stack", str(tiny_dir / "stack-sep.toml"), "--work", str(work), "--quick",
+    return parser.parse_args(["--stack", str(tiny_dir / stack), "--work", str(work), "--quick",
                               "--prompts", str(prompts), *extra])
+
+
+def test_a_stack_naming_models_not_trained_yet_can_train_them(tiny_dir, tmp_path):
+    names = ("helpful", "harmless", "humor")
+    write_stack(tiny_dir, "stack-to-train.toml", {n: f"values-to-train/{n}" for n in names})  # no such folders
+    args = cli_args(tiny_dir, tmp_path / "work", "--objective", "humor", "--iterations", "1",
+                    "--out", str(tiny_dir / "values-to-train" / "humor"), stack="stack-to-train.toml")
+    run_train_values(args)
+    assert (tiny_dir / "values-to-train" / "humor" / "model.safetensors").exists()
+    assert not list(tiny_dir.glob(".stack-to-train.training-*.toml"))  # the temporary copy is gone
 
 
 def test_objective_or_fused_must_be_given_once(tiny_dir, tmp_path):

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..dialogue import HUMAN, format_prompt
-from ..stack import Stack, load_stack
-from .value_training import read_prompts, training_prompts
+from ..stack import Stack, pick_device
+from .value_training import load_training_stack, read_prompts, training_prompts
 
 SAMPLE_ROWS = 64  # replies generated per batch while sampling
 
@@ -355,7 +355,7 @@ def policy_config_from_args(args: argparse.Namespace) -> PolicyTrainConfig:
 
 def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     """``train-policies``: one DPO LoRA adapter per objective in ``--out/OBJECTIVE``; returns the reports."""
-    stack = load_stack(args.stack)
+    stack = load_training_stack(args.stack, pick_device())
     names = [n.strip() for n in args.objectives.split(",") if n.strip()] or stack.objectives
     unknown = sorted(set(names) - set(stack.objectives))
     if unknown:

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -50,6 +51,7 @@ TRAIN_STATE = "train_state.pt"
 BEST = "best"
 # Dropout off: value regression on a few thousand nodes needs no noise, and without it an interrupted run
 # resumes to bit-identical weights without saving RNG states.
+_VALUE_OR_POLICY = re.compile(r"\s*(value|policy)\s*=")  # a stack file's value / policy lines
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout")
 
 
@@ -570,6 +572,23 @@ def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], lis
     return prompts[:n], eval_prompts[:n_eval]
 
 
+def load_training_stack(path: Path, device: torch.device) -> Stack:
+    """The stack without its value models and policies: training needs only the base, tokenizer and rewards.
+
+    The stack file may already name the value models and policies being trained (and they may not exist yet),
+    so their ``value = …`` / ``policy = …`` lines are left out of a temporary copy beside the file (relative
+    paths keep their meaning), which is loaded and removed.
+    """
+    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if not _VALUE_OR_POLICY.match(line))
+    copy_path = path.with_name(f".{path.stem}.training-{os.getpid()}.toml")
+    copy_path.write_text(text, encoding="utf-8")
+    try:
+        return load_stack(copy_path, device=device)
+    finally:
+        copy_path.unlink()
+
+
 def save_value_model(best: Path, out: Path, dtype: str) -> None:
     """Copy the best checkpoint to ``out`` in ``dtype`` (float16 halves what a shipped stack carries)."""
     model = AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=False, dtype=torch.float32)
@@ -588,7 +607,7 @@ def run_train_values(args: argparse.Namespace) -> list[dict]:
     # cpu=True without CUDA: accelerate then joins processes started by `accelerate launch --multi_gpu` (or
     # torchrun) over gloo; with its default it would run each of them as a lone single process.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    stack = load_stack(args.stack, device=accelerator.device)
+    stack = load_training_stack(args.stack, accelerator.device)
     run = pick_run(stack, args)
     tree_cfg, cfg = configs_from_args(args)
     prompts, eval_prompts = pick_prompts(stack, args)
