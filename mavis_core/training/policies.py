@@ -35,7 +35,7 @@ from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..dialogue import HUMAN, format_prompt
 from ..stack import Stack, pick_device
-from .value_training import load_training_stack, read_prompts, training_prompts
+from .value_training import default_eval_prompts, load_training_stack, read_prompts, training_prompts
 
 SAMPLE_ROWS = 64  # replies generated per batch while sampling
 
@@ -329,7 +329,8 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
     parser.add_argument("--work", type=Path, default=Path("build/policies"), help="resumable scratch folder")
     parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
     parser.add_argument("--num-prompts", type=int, default=d.num_prompts)
-    parser.add_argument("--eval-prompts", type=Path, help="held-out prompts; default: the stack's prompts")
+    parser.add_argument("--eval-prompts", type=Path,
+                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
     parser.add_argument("--num-eval-prompts", type=int, default=32)
     parser.add_argument("--samples-per-prompt", type=int, default=d.samples_per_prompt)
     parser.add_argument("--dpo-beta", type=float, default=d.dpo_beta)
@@ -362,7 +363,7 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
         raise ValueError(f"objective(s) {unknown} are not in this stack; it has {stack.objectives}")
     cfg = policy_config_from_args(args)
     prompts = read_prompts(args.prompts) if args.prompts else training_prompts(cfg.num_prompts, args.seed)
-    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else list(stack.spec.prompts)
+    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else default_eval_prompts(args.stack, stack)
     if not prompts or not eval_prompts:
         raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
                          "in the stack file")

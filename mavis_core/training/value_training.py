@@ -481,6 +481,7 @@ def format_report(report: dict) -> str:
 # --quick: a few tiny trees and one short epoch per iteration, a smoke test in seconds.
 QUICK_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=2)
 QUICK_PROMPTS, QUICK_EVAL_PROMPTS = 6, 3
+EVAL_PROMPTS_FILE = "eval_prompts.json"
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -490,6 +491,13 @@ def read_prompts(path: Path) -> list[str]:
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"{path} must hold a JSON list of strings (or one prompt a line)")
     return [p for p in prompts if p.strip()]
+
+
+def default_eval_prompts(stack_path: Path, stack: Stack) -> list[str]:
+    """Held-out prompts: ``eval_prompts.json`` beside the stack file (the embedded build writes it), else the
+    stack's own ``prompts``."""
+    beside = stack_path.parent / EVAL_PROMPTS_FILE
+    return read_prompts(beside) if beside.exists() else list(stack.spec.prompts)
 
 
 def training_prompts(n: int, seed: int) -> list[str]:
@@ -517,7 +525,8 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
                         "default: chitchat train-split openers")
     parser.add_argument("--num-prompts", type=int, default=128, help="training prompts used (default 128)")
-    parser.add_argument("--eval-prompts", type=Path, help="held-out prompts; default: the stack's prompts")
+    parser.add_argument("--eval-prompts", type=Path,
+                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
     parser.add_argument("--num-eval-prompts", type=int, default=32)
     parser.add_argument("--beta", type=float, default=d.beta, help="MAVIS β for guided rollouts and evaluation")
     parser.add_argument("--zeta", type=float, default=d.zeta, help="ζ, KL weight in targets from iteration 1")
@@ -565,7 +574,7 @@ def pick_run(stack: Stack, args: argparse.Namespace) -> Run:
 def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     n, n_eval = (QUICK_PROMPTS, QUICK_EVAL_PROMPTS) if args.quick else (args.num_prompts, args.num_eval_prompts)
     prompts = read_prompts(args.prompts) if args.prompts else training_prompts(n, args.seed)
-    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else list(stack.spec.prompts)
+    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else default_eval_prompts(args.stack, stack)
     if not prompts or not eval_prompts:
         raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
                          "in the stack file")
