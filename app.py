@@ -37,6 +37,7 @@ DEFAULT_STACK = "assets/stack.toml"
 DEFAULT_STUDY_DB = "study.db"
 ADMIN_TOKEN_ENV = "MAVIS_ADMIN_TOKEN"
 CONCURRENCY = 2  # requests decoding at once; more only slows everyone down on a 2-vCPU Space
+MAX_QUEUE = 64  # waiting requests beyond this are turned away at once rather than left to time out
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
@@ -378,7 +379,7 @@ def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_to
             _generate_tab(engine, actions)
         with gr.Tab("User study", id="study"):
             _study_tab(engine, actions)
-    demo.queue(default_concurrency_limit=CONCURRENCY)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     return demo
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
 
 import torch
 
-import app
-from mavis_core import load_stack
-from mavis_core.engine import Engine
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests run offline: no phoning home
+import app  # noqa: E402
+from mavis_core import load_stack  # noqa: E402
+from mavis_core.engine import Engine  # noqa: E402
 
 TOKEN = "s3cret"
 
