@@ -133,3 +133,22 @@ def test_cli_default_stack_missing_says_how_to_pick(monkeypatch, tmp_path):
     monkeypatch.delenv("MAVIS_STACK", raising=False)
     with pytest.raises(SystemExit, match="--stack PATH or MAVIS_STACK"):
         app.main([])
+
+
+@pytest.mark.parametrize("values, policies, methods", [(True, False, ["base", "mavis"]),
+                                                       (False, True, ["base", "mod", "rsoup"])])
+def test_layout_follows_the_stack(tiny_dir, tmp_path, values, policies, methods):
+    import torch
+
+    from mavis_core import load_stack
+    from mavis_core.engine import Engine
+    from mavis_core.testing import OBJECTIVES, write_stack
+
+    path = write_stack(tiny_dir, f"stack-{values}-{policies}.toml",
+                       {n: f"values/{n}" for n in OBJECTIVES} if values else None, policies=policies)
+    engine = Engine(load_stack(path, device=torch.device("cpu")))
+    assert engine.methods == methods
+    demo = app.build_demo(engine, tmp_path / "study.db")
+    ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
+    assert {f"reply-{m}" for m in methods} <= ids
+    assert not {f"reply-{m}" for m in set(app.METHOD_TITLES) - set(methods)} & ids
