@@ -112,3 +112,29 @@ def test_quick_settings_and_unknown_objectives(tiny_dir, tmp_path):
         QUICK["samples_per_prompt"]
     with pytest.raises(ValueError, match="not in this stack"):
         run_train_policies(policy_args(tiny_dir, tmp_path, "--objectives", "wit"))
+
+
+def test_preferences_parse_and_normalise():
+    names = ["helpful", "harmless", "humor"]
+    assert policies.parse_preference("helpful=2, humor=2", names) == {"helpful": 0.5, "humor": 0.5}
+    assert policies.parse_preference("helpful=1,humor=0", names) == {"helpful": 1.0}
+    for bad in ("wit=1", "helpful", "helpful=x", "helpful=-1,humor=2", "helpful=0"):
+        with pytest.raises(ValueError, match="preference"):
+            policies.parse_preference(bad, names)
+
+
+def test_policy_targets_are_objectives_and_preferences(tiny_dir, tmp_path):
+    names = ["helpful", "harmless", "humor"]
+    assert list(policies.policy_targets(policy_args(tiny_dir, tmp_path), names)) == names
+    only = policies.policy_targets(policy_args(tiny_dir, tmp_path, "--preference", "helpful=0.4,humor=0.6"), names)
+    assert only == {"helpful0.4-humor0.6": {"helpful": 0.4, "humor": 0.6}}
+    both = policies.policy_targets(policy_args(tiny_dir, tmp_path, "--objectives", "humor", "--preference",
+                                               "helpful=1,humor=3"), names)
+    assert both == {"humor": {"humor": 1.0}, "helpful0.25-humor0.75": {"helpful": 0.25, "humor": 0.75}}
+
+
+def test_an_exact_preference_policy_trains_and_reports_each_objective(tiny_dir, tmp_path):
+    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--preference", "helpful=0.4,humor=0.6"))
+    e = reports["helpful0.4-humor0.6"]["eval"]
+    assert e["policy_reward"] == pytest.approx(0.4 * e["policy_helpful"] + 0.6 * e["policy_humor"], abs=1e-5)
+    assert (tiny_dir / "trained-policies" / "helpful0.4-humor0.6" / "adapter_config.json").exists()

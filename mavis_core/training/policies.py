@@ -10,6 +10,9 @@ sampling inside the update, which is what fits on 2 CPU cores.
 Why our own loop and not TRL: TRL is not a dependency of this project (adding it needs a pin in
 requirements.txt), and the loss is a few lines; the loop below is the whole trainer.
 
+``--preference helpful=0.4,humor=0.6`` trains the same way for the weighted reward Σ λ_m r_m: the paper's
+policies fine-tuned for one exact preference, a reference for the Pareto chart.
+
 Adapters are saved with ``save_pretrained`` (adapter_config.json + adapter_model.safetensors), so a stack's
 ``policy = "policies/NAME"`` loads them. Stages (samples per round, the finished adapter) are kept in
 ``--work`` and skipped when present, so rerunning resumes.
@@ -134,22 +137,38 @@ def policy_in_stack(stack: Stack, model) -> Iterator[Stack]:
         stack.policies = saved
 
 
-def sample_replies(stack: Stack, objective: str, prompts: list[str], cfg: PolicyTrainConfig, round_: int,
-                   policy=None) -> list[dict]:
-    """``samples_per_prompt`` scored replies per prompt, from the base or (online rounds) from ``policy``.
+def adapter_name(weights: dict[str, float]) -> str:
+    """The peft adapter name a policy trains under: its (first) objective.
+
+    MOD with λ one-hot on that name samples from the adapter alone, which is how the training loop samples
+    (online rounds) and evaluates; an exact-preference policy borrows its first objective's name for that.
+    """
+    return next(iter(weights))
+
+
+def weighted_rewards(stack: Stack, weights: dict[str, float], prompts: list[str],
+                     replies: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Σ_m λ_m r_m and each r_m, for n (prompt, reply) pairs: (n,) and objective -> (n,)."""
+    each = {m: stack.rewards[m].score(prompts, replies) for m in weights}
+    return sum(w * each[m] for m, w in weights.items()), each
+
+
+def sample_replies(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
+                   round_: int, policy=None) -> list[dict]:
+    """``samples_per_prompt`` replies per prompt scored by Σ λ_m r_m, from the base or (online) ``policy``.
 
     Returns one dict per reply (prompt order, then sample order): prompt, text, finish_reason, reward.
     """
     rows = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
     seeds = [cfg.seed * 1_000_003 + round_ * 100_003 + i for i in range(len(rows))]
-    decode_cfg = DecodeConfig(method="base" if policy is None else "mod", weights={objective: 1.0}, top_k=cfg.top_k,
-                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    decode_cfg = DecodeConfig(method="base" if policy is None else "mod", weights={adapter_name(weights): 1.0},
+                              top_k=cfg.top_k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
     gens = []
     with policy_in_stack(stack, policy) if policy is not None else contextlib.nullcontext():
-        for start in tqdm(range(0, len(rows), SAMPLE_ROWS), desc=f"samples ({objective}, round {round_})"):
+        for start in tqdm(range(0, len(rows), SAMPLE_ROWS), desc=f"samples (round {round_})"):
             gens += generate_batch(stack, rows[start : start + SAMPLE_ROWS], decode_cfg,
                                    seeds[start : start + SAMPLE_ROWS])
-    rewards = stack.rewards[objective].score(rows, [g.text for g in gens])  # (n,)
+    rewards, _ = weighted_rewards(stack, weights, rows, [g.text for g in gens])  # (n,)
     return [{"prompt": p, "text": g.text, "finish_reason": g.finish_reason, "reward": float(r)}
             for p, g, r in zip(rows, gens, rewards, strict=True)]
 
@@ -257,42 +276,48 @@ def load_adapter_weights(model, objective: str, folder: Path) -> None:
     set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"), adapter_name=objective)
 
 
-def evaluate_policy(stack: Stack, objective: str, model, prompts: list[str], cfg: PolicyTrainConfig) -> dict:
-    """Mean reward and mean KL to the base on held-out prompts: the base vs the policy (MOD with λ one-hot)."""
+def evaluate_policy(stack: Stack, weights: dict[str, float], model, prompts: list[str],
+                    cfg: PolicyTrainConfig) -> dict:
+    """Mean (weighted) reward, each objective's mean reward and mean KL to the base on held-out prompts, for
+    the base and for the policy (sampled alone: MOD with λ one-hot on its adapter), with the same seeds."""
     seeds = [cfg.seed + i for i in range(len(prompts))]
     out = {}
     with policy_in_stack(stack, model):
-        for method in ("base", "mod"):
-            decode_cfg = DecodeConfig(method=method, weights={objective: 1.0}, top_k=cfg.top_k,
+        for method, name in (("base", "base"), ("mod", "policy")):
+            decode_cfg = DecodeConfig(method=method, weights={adapter_name(weights): 1.0}, top_k=cfg.top_k,
                                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
             gens = generate_batch(stack, prompts, decode_cfg, seeds)
-            name = "policy" if method == "mod" else "base"
-            out[f"{name}_reward"] = float(stack.rewards[objective].score(prompts, [g.text for g in gens]).mean())
+            total, each = weighted_rewards(stack, weights, prompts, [g.text for g in gens])
+            out[f"{name}_reward"] = float(total.mean())
             out[f"{name}_kl"] = sum(g.kl for g in gens) / len(gens)
+            if len(weights) > 1:
+                out.update({f"{name}_{m}": float(r.mean()) for m, r in each.items()})
     return out
 
 
-def _round_samples(stack: Stack, objective: str, prompts: list[str], cfg: PolicyTrainConfig, round_: int,
-                   model, folder: Path) -> list[dict]:
+def _round_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
+                   round_: int, model, folder: Path) -> list[dict]:
     """The samples of one round, cached in ``folder/round{r}-samples.json``."""
     path = folder / f"round{round_}-samples.json"
     if path.exists():
         return json.loads(path.read_text())
-    samples = sample_replies(stack, objective, prompts, cfg, round_, None if round_ == 0 else model)
+    samples = sample_replies(stack, weights, prompts, cfg, round_, None if round_ == 0 else model)
     path.write_text(json.dumps(samples))
     return samples
 
 
-def train_policy(stack: Stack, objective: str, prompts: list[str], eval_prompts: list[str],
+def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], eval_prompts: list[str],
                  cfg: PolicyTrainConfig, work: Path, out: Path) -> dict:
-    """Train (or resume) the LoRA policy of one objective into ``out``; returns its report.
+    """Train (or resume) the LoRA policy for reward Σ λ_m r_m into ``out``; returns its report.
 
-    Skipped when ``work/OBJECTIVE/report.json`` and the adapter exist; finished rounds are not redone.
+    ``weights`` = {objective: 1} gives an objective's baseline policy; several weights an exact-preference
+    policy. Skipped when ``work/NAME/report.json`` and the adapter exist; finished rounds are not redone.
     """
-    folder = work / objective
+    folder = work / out.name
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "report.json").exists() and (out / "adapter_config.json").exists():
         return json.loads((folder / "report.json").read_text())
+    objective = adapter_name(weights)
     model = make_policy(stack, objective, cfg)
     rounds = []
     for r in range(cfg.rounds):
@@ -301,15 +326,15 @@ def train_policy(stack: Stack, objective: str, prompts: list[str], eval_prompts:
             load_adapter_weights(model, objective, done)
             rounds.append(json.loads((done / "stats.json").read_text()))
             continue
-        pairs = make_pairs(stack, _round_samples(stack, objective, prompts, cfg, r, model, folder),
+        pairs = make_pairs(stack, _round_samples(stack, weights, prompts, cfg, r, model, folder),
                            cfg.samples_per_prompt, cfg.min_margin)
         if not pairs:
-            raise ValueError(f"no preference pairs for {objective!r}: every prompt's samples tie on reward")
+            raise ValueError(f"no preference pairs for {out.name!r}: every prompt's samples tie on reward")
         rounds.append(train_dpo(model, pairs, cfg, stack.tokenizer.pad_token_id, r))
         save_adapter(model, objective, done)
         (done / "stats.json").write_text(json.dumps(rounds[-1]))
     save_adapter(model, objective, out)
-    report = {"rounds": rounds, "eval": evaluate_policy(stack, objective, model, eval_prompts, cfg)}
+    report = {"weights": weights, "rounds": rounds, "eval": evaluate_policy(stack, weights, model, eval_prompts, cfg)}
     (folder / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -324,7 +349,11 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
     """Add the ``train-policies`` options to ``parser`` (a subcommand parser of the CLI)."""
     d = PolicyTrainConfig()
     parser.add_argument("--stack", type=Path, required=True, help="stack TOML (base, tokenizer, reward models)")
-    parser.add_argument("--objectives", default="", help="comma-separated objectives (default: all)")
+    parser.add_argument("--objectives", default="", help="comma-separated objectives (default: all, unless "
+                        "--preference is given)")
+    parser.add_argument("--preference", action="append", default=[], metavar="NAME=W,...",
+                        help="also train an exact-preference policy for reward Σ λ_m r_m, e.g. helpful=0.4,humor=0.6 "
+                        "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
     parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
     parser.add_argument("--work", type=Path, default=Path("build/policies"), help="resumable scratch folder")
     parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
@@ -354,13 +383,48 @@ def policy_config_from_args(args: argparse.Namespace) -> PolicyTrainConfig:
     return PolicyTrainConfig(**{**cfg, **(QUICK if args.quick else {})})
 
 
-def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
-    """``train-policies``: one DPO LoRA adapter per objective in ``--out/OBJECTIVE``; returns the reports."""
-    stack = load_training_stack(args.stack, pick_device())
-    names = [n.strip() for n in args.objectives.split(",") if n.strip()] or stack.objectives
-    unknown = sorted(set(names) - set(stack.objectives))
+def parse_preference(text: str, objectives: list[str]) -> dict[str, float]:
+    """'helpful=0.4,humor=0.6' -> {'helpful': 0.4, 'humor': 0.6}, normalised to sum to 1.
+
+    >>> parse_preference("helpful=1,humor=3", ["helpful", "humor"])
+    {'helpful': 0.25, 'humor': 0.75}
+    """
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or name not in objectives or weights[name] < 0:
+            raise ValueError(f"--preference must look like helpful=0.4,humor=0.6 with objectives of {objectives} "
+                             f"and weights >= 0; got {text!r}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"--preference weights must not all be zero; got {text!r}")
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+def policy_targets(args: argparse.Namespace, objectives: list[str]) -> dict[str, dict[str, float]]:
+    """Folder name -> reward weights of every policy to train: objectives (one-hot) and exact preferences."""
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(objectives))
     if unknown:
-        raise ValueError(f"objective(s) {unknown} are not in this stack; it has {stack.objectives}")
+        raise ValueError(f"objective(s) {unknown} are not in this stack; it has {objectives}")
+    targets = {name: {name: 1.0} for name in names or ([] if args.preference else objectives)}
+    for text in args.preference:
+        weights = parse_preference(text, objectives)
+        targets["-".join(f"{m}{w:.3g}" for m, w in weights.items())] = weights
+    return targets
+
+
+def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
+    """``train-policies``: a DPO LoRA adapter per objective (and per ``--preference``) in ``--out/NAME``.
+
+    Returns the reports, by folder name.
+    """
+    stack = load_training_stack(args.stack, pick_device())
+    targets = policy_targets(args, stack.objectives)
     cfg = policy_config_from_args(args)
     prompts = read_prompts(args.prompts) if args.prompts else training_prompts(cfg.num_prompts, args.seed)
     eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else default_eval_prompts(args.stack, stack)
@@ -370,8 +434,9 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     eval_prompts = eval_prompts[: QUICK_EVAL_PROMPTS if args.quick else args.num_eval_prompts]
     out = args.out or args.stack.parent / "policies"
     reports = {}
-    for name in names:
-        reports[name] = train_policy(stack, name, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work, out / name)
+    for name, weights in targets.items():
+        reports[name] = train_policy(stack, weights, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work,
+                                     out / name)
         e = reports[name]["eval"]
         print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "
               f"KL {e['policy_kl']:.2f} (base {e['base_kl']:.2f}); adapter -> {out / name}", flush=True)
