@@ -42,6 +42,7 @@ STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
 METHOD_TITLES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
+NO_Z = "none (2-D)"
 SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
 CSS = """
 .reply textarea { font-size: 15px !important; }
@@ -127,7 +128,8 @@ class Actions:
             if (prompt or "").strip() or not self.engine.examples:
                 clean_prompt(prompt)
 
-    def generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, history, *weights):
+    def generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, z, history,
+                 *weights):
         """Stream every ticked method side by side; then add the scored replies to the chart."""
         with user_errors():
             settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed)
@@ -139,7 +141,7 @@ class Actions:
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
                     last = time.monotonic()
                     yield self._columns(replies) + ([gr.skip()] * 4 if not done else self._finish(
-                        replies, prompt, settings, x, y, history))
+                        replies, prompt, settings, (x, y, z), history))
 
     def _columns(self, replies: list[Reply]) -> list:
         by_method = {r.method: r for r in replies}
@@ -147,27 +149,29 @@ class Actions:
         stats = [_stats(by_method.get(m), self.engine.objectives) for m in self.engine.methods]
         return texts + stats
 
-    def _finish(self, replies, prompt, settings, x, y, history) -> list:
+    def _finish(self, replies, prompt, settings, axes, history) -> list:
         history = (history + _samples(replies, prompt, settings, "generate", _next_id(history)))[-MAX_HISTORY:]
         mavis = [r for r in replies if r.method == "mavis"]
         explanation = explanation_html(token_explanation(mavis[0].events if mavis else [], self.engine.objectives),
                                        self.engine.objectives)
         new = history[-len(replies):]
         newest = next((x["id"] for x in new if x["method"] == "mavis"), new[0]["id"])  # MAVIS is the one to read
-        return [explanation, self._figure(history, x, y), history,
+        return [explanation, self._figure(history, *axes), history,
                 gr.Dropdown(choices=_sample_choices(history), value=newest)]
 
-    def _figure(self, history: list[dict], x: str, y: str):
-        if x not in self.engine.objectives or y not in self.engine.objectives:
+    def _figure(self, history: list[dict], x: str, y: str, z: str = NO_Z):
+        """The Pareto chart of ``history``: 2-D, or 3-D when ``z`` names a third objective."""
+        if not {x, y} <= set(self.engine.objectives) or z not in (NO_Z, *self.engine.objectives):
             raise ValueError(f"chart axes must be objectives of this stack: {self.engine.objectives}")
-        return pareto_figure(history, x, y, self.engine.methods)
+        return pareto_figure(history, x, y, self.engine.methods, z=None if z == NO_Z else z)
 
-    def redraw(self, x: str, y: str, history: list[dict]):
+    def redraw(self, x: str, y: str, z: str, history: list[dict]):
         with user_errors():
-            return self._figure(history, x, y)
+            return self._figure(history, x, y, z)
 
-    def clear(self, x: str, y: str):
-        return self._figure([], x, y), [], gr.Dropdown(choices=[], value=None), ""
+    def clear(self, x: str, y: str, z: str):
+        with user_errors():
+            return self._figure([], x, y, z), [], gr.Dropdown(choices=[], value=None), ""
 
     def show_sample(self, sample_id, history: list[dict]) -> str:
         """The chosen sample's text, weights and scores (plotly clicks do not reach the server in gr.Plot)."""
@@ -181,7 +185,7 @@ class Actions:
         return (f"**#{s['id']} {s['method']}** ({s['source']}) · λ: {weights} · β {s['beta']} · seed {s['seed']}"
                 f"\n\n{scores} · KL **{s['kl']:.2f}**\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
 
-    def sweep(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, history,
+    def sweep(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z, history,
               progress=gr.Progress()):  # noqa: B008 - gradio finds its progress tracker by this default
         """Every ticked method over a λ grid; the points join the chart as each method's front."""
         with user_errors():
@@ -200,7 +204,7 @@ class Actions:
             history = (history + _samples(replies, prompt, settings, "sweep", _next_id(history), weights))
             history = history[-MAX_HISTORY:]
             status = f"Swept {len(out)} replies ({len(grid)} λ points) in {time.monotonic() - start:.1f} s."
-            return self._figure(history, x, y), history, gr.Dropdown(choices=_sample_choices(history)), status
+            return self._figure(history, x, y, z), history, gr.Dropdown(choices=_sample_choices(history)), status
 
     def study_new(self, participant: str, prompt: str, progress=gr.Progress()):  # noqa: B008 - as in sweep
         """A blinded trial: every method replies to one prompt under random weights, in a shuffled order."""
@@ -293,6 +297,8 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
         with gr.Column(scale=1, min_width=220):
             c["x"] = gr.Dropdown(objectives, value=objectives[0], label="x axis", elem_id="x-axis")
             c["y"] = gr.Dropdown(objectives, value=objectives[-1], label="y axis", elem_id="y-axis")
+            c["z"] = gr.Dropdown([NO_Z, *objectives], value=NO_Z, label="z axis (3-D view)", elem_id="z-axis",
+                                 visible=len(objectives) > 2)
             c["mode"] = gr.Radio(list(SWEEP_MODES), value=SWEEP_MODES[0], label="Sweep over")
             c["sweep"] = gr.Button("Sweep λ grid", elem_id="sweep")
             c["clear"] = gr.Button("Clear chart", variant="secondary", elem_id="clear")
@@ -315,17 +321,19 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
     # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
     gr.on([c["go"].click, c["prompt"].submit], actions.check, inputs=[*settings, *c["sliders"]],
           api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
-        actions.generate, inputs=[*settings, c["x"], c["y"], history, *c["sliders"]],
+        actions.generate, inputs=[*settings, c["x"], c["y"], c["z"], history, *c["sliders"]],
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
-    gr.on([c["x"].change, c["y"].change], actions.redraw, inputs=[c["x"], c["y"], history], outputs=c["plot"],
+    gr.on([c["x"].change, c["y"].change, c["z"].change], actions.redraw, inputs=[c["x"], c["y"], c["z"], history],
+          outputs=c["plot"],
           api_name="redraw")
-    c["clear"].click(actions.clear, inputs=[c["x"], c["y"]], outputs=[c["plot"], history, c["sample"], c["details"]],
+    c["clear"].click(actions.clear, inputs=[c["x"], c["y"], c["z"]],
+                     outputs=[c["plot"], history, c["sample"], c["details"]],
                      api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
                        api_name="show_sample")
     c["sweep"].click(actions.check, inputs=settings, api_visibility="private", concurrency_limit=None,
                      show_progress="hidden").success(
-        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], history],
+        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], c["z"], history],
         outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
         concurrency_limit=1, concurrency_id="sweep")  # one sweep at a time: it can keep both cores busy for minutes
 

@@ -51,7 +51,7 @@ def free_port() -> int:
 def one_run(client, engine: Engine, methods: list[str], tokens: int, seed: int) -> dict[str, float]:
     """Seconds from submit to each column's first text ("first <method>") and to the finished reply ("all")."""
     weights = [1.0] * len(engine.objectives)
-    axes = (engine.objectives[0], engine.objectives[-1])
+    axes = (engine.objectives[0], engine.objectives[-1], app.NO_Z)
     start = time.perf_counter()
     job = client.submit(PROMPT, 1.0, 15, 1.0, tokens, seed, methods, *axes, *weights, api_name="/generate")
     first: dict[str, float] = {}

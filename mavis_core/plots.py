@@ -54,8 +54,29 @@ def _trace(samples: list[dict], x: str, y: str, method: str, **kw) -> go.Scatter
     )
 
 
-def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str]) -> go.Figure:
-    """Every sample as a point coloured by method; sweep samples also drawn as each method's front."""
+def _figure_3d(samples: list[dict], x: str, y: str, z: str, methods: list[str]) -> go.Figure:
+    """Three objectives at once: generated replies as large points, sweep replies as small ones."""
+    fig = go.Figure()
+    for method in methods:
+        for source, size in (("sweep", 3), ("generate", 7)):
+            pts = [s for s in samples if s["method"] == method and s["source"] == source]
+            if pts:
+                fig.add_trace(go.Scatter3d(
+                    x=[s["scores"][x] for s in pts], y=[s["scores"][y] for s in pts], z=[s["scores"][z] for s in pts],
+                    mode="markers", name=method if source == "generate" else f"{method} sweep",
+                    marker=dict(size=size, color=METHOD_COLOURS.get(method, "#111827")), legendgroup=method,
+                    hovertext=[_hover(s, x, y) + f"<br>{z} {s['scores'][z]:.3f}" for s in pts], hoverinfo="text",
+                    customdata=[s["id"] for s in pts]))
+    fig.update_layout(scene=dict(xaxis_title=x, yaxis_title=y, zaxis_title=z), height=480,
+                      margin=dict(l=0, r=0, t=20, b=0), legend=dict(orientation="h"), template="plotly_white")
+    return fig
+
+
+def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str], z: str | None = None) -> go.Figure:
+    """Every sample as a point coloured by method; sweep samples also drawn as each method's front.
+    With ``z``, a 3-D scatter of the three objectives instead."""
+    if z is not None:
+        return _figure_3d(samples, x, y, z, methods)
     fig = go.Figure()
     for method in methods:
         generated = [s for s in samples if s["method"] == method and s["source"] == "generate"]

@@ -8,7 +8,7 @@ from apputil import TOKEN, app_engine, launch
 import app
 
 METHODS = ["base", "mavis", "mod", "rsoup"]
-AXES = ("helpful", "humor")
+AXES = ("helpful", "humor", app.NO_Z)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,10 @@ def test_sweep_fills_the_chart(client):
     plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mod"], app.SWEEP_MODES[1], *AXES,
                                           api_name="/sweep")
     assert "(15 λ points)" in status and len(sample["choices"]) == 12 + 15
-    assert client.predict("humor", "harmless", api_name="/redraw") is not None
+    assert client.predict("humor", "harmless", app.NO_Z, api_name="/redraw") is not None
+    assert client.predict("humor", "harmless", "helpful", api_name="/redraw") is not None  # the 3-D view
+    with pytest.raises(Exception, match="not in the list of choices"):
+        client.predict("humor", "harmless", "fun", api_name="/redraw")
 
 
 @pytest.mark.slow

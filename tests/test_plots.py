@@ -41,3 +41,12 @@ def test_explanation_shades_by_tilt_and_names_the_top_objective():
     assert "rgba(220, 38, 38, 0.75)" in html  # the most-lowered token gets full red
     assert "pushed most by humor" in html
     assert "Generate with MAVIS" in explanation_html([], OBJ)
+
+
+def test_3d_view_has_one_trace_per_method_and_source():
+    samples = [sample(1, "mavis", "generate", 0.1, 0.2), sample(2, "mavis", "sweep", 0.3, 0.1)]
+    for s in samples:
+        s["scores"]["harmless"] = 0.5
+    fig = pareto_figure(samples, "helpful", "humor", ["mavis", "mod"], z="harmless")
+    assert [t.type for t in fig.data] == ["scatter3d", "scatter3d"]
+    assert [t.name for t in fig.data] == ["mavis sweep", "mavis"] and list(fig.data[1].z) == [0.5]
