@@ -61,14 +61,20 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .training.build import add_build_arguments, run_build
+    from .training.policies import add_train_policies_arguments, run_train_policies
+    from .training.value_training import add_train_values_arguments, run_train_values
 
     parser = argparse.ArgumentParser(prog="python -m mavis_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_build_arguments(sub.add_parser("build", help="rebuild the embedded stack's artifacts in assets/"))
     _add_generate_arguments(sub.add_parser("generate", help="reply to one prompt with one method"))
+    add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
+    add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
     args = parser.parse_args(argv)
+    commands = {"build": run_build, "generate": run_generate, "train-values": run_train_values,
+                "train-policies": run_train_policies}
     try:
-        {"build": run_build, "generate": run_generate}[args.command](args)
+        commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -177,7 +177,7 @@ class MethodRunner:
         return self._logits(self.runner.step(tokens))
 
 
-def _steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
+def decode_steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
            seeds: list[int]) -> Iterator[tuple]:
     """The decoding loop. Yields per step, each over the batch (B,): tokens, base log-probs, log-probs,
     and for MAVIS the chosen tokens' contributions (B, M), else None."""
@@ -281,7 +281,7 @@ class Decode:
 
     def __iter__(self) -> Iterator[tuple[int, TokenEvent]]:
         names = self.stack.objectives
-        steps = _steps(self.stack, self.input_ids, self.attention_mask, self.cfg, self.seeds)
+        steps = decode_steps(self.stack, self.input_ids, self.attention_mask, self.cfg, self.seeds)
         for t, (tokens, base_lp, logprob, contributions) in enumerate(steps):
             for r, row in enumerate(self.rows):
                 if row.done:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..config import DecodeConfig
-from ..decoding import _steps  # the core's decoding loop over token ids; see continue_batch for why
+from ..decoding import decode_steps  # the core loop over token ids; see continue_batch for why
 from ..dialogue import cut_at_stop, format_prompt
 from ..stack import Stack
 
@@ -156,7 +156,7 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
 
     ``generate_batch`` takes prompt *text* and formats it as a new turn; a partial reply must go on from
     its exact token ids (re-tokenising its text can split it differently, and the value models are trained
-    on the ids), so this feeds left-padded ids straight to the core's loop ``_steps``. Row i draws from its
+    on the ids), so this feeds left-padded ids straight to the core's loop ``decode_steps``. Row i draws from its
     own generator seeded with ``seeds[i]``, so a row's chunk does not depend on the rest of the batch.
 
     Args:
@@ -167,7 +167,7 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
     run_cfg = DecodeConfig(**{**asdict(cfg), "max_new_tokens": max(lengths)})
     chunks = [Chunk([], 0.0, False) for _ in contexts]
     open_rows = [True] * len(contexts)
-    for tokens, base_lp, logprob, _ in _steps(stack, ids.to(stack.device), mask.to(stack.device), run_cfg, seeds):
+    for tokens, base_lp, logprob, _ in decode_steps(stack, ids.to(stack.device), mask.to(stack.device), run_cfg, seeds):
         for r, chunk in enumerate(chunks):
             if not open_rows[r]:
                 continue
