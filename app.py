@@ -108,6 +108,8 @@ class Actions:
         return prompt
 
     def normalise(self, *weights: float) -> str:
+        if len(weights) != len(self.engine.objectives):
+            raise gr.Error(f"expected {len(self.engine.objectives)} weights, got {len(weights)}")
         lam = self.engine.normalised(dict(zip(self.engine.objectives, weights, strict=True)))
         if not any(lam.values()):
             return "**λ = all zero** — raise at least one slider"
@@ -117,11 +119,10 @@ class Actions:
         """The browser's quick check before generate / sweep: a mistake then shows only as an error toast,
         instead of an error badge over every output (the endpoints themselves check again, for API callers)."""
         with user_errors():
-            settings = self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
-                                      max_new_tokens, seed)
+            self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
+                           max_new_tokens, seed)
             self.engine.check_methods(methods)
             clean_prompt(prompt)
-            self.engine.prompt_warnings(prompt, settings.max_new_tokens)  # raises if max_new_tokens fills the context
 
     def check_study(self, participant: str, prompt: str) -> None:
         with user_errors():
