@@ -416,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"SQLite file for user-study ratings (default: $MAVIS_STUDY_DB or {DEFAULT_STUDY_DB})")
     args = parser.parse_args(argv)
     engine = load_engine(args.stack)
+    engine.warm_up()
     build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port, css=CSS)
 
 

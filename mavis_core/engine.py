@@ -211,6 +211,12 @@ class Engine:
         self.score(prompt, replies)
         return replies
 
+    def warm_up(self) -> None:
+        """One short reply per method, scored: first-call costs (kernels, lazy loads, RSoup's merge for equal
+        weights) are paid at start-up, not by the first user."""
+        settings = Settings(weights=dict.fromkeys(self.objectives, 1.0), max_new_tokens=2)
+        self.replies(self.examples[0] if self.examples else "hello", self.methods, settings)
+
     def sweep(self, prompt: str, methods: list[str], settings: Settings, grid: list[list[float]],
               on_step: Callable[[int, int, str], None] | None = None) -> list[tuple[dict[str, float], Reply]]:
         """Each method over the λ grid (the base once: it ignores λ). Returns (weights, scored reply) pairs."""

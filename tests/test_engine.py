@@ -98,3 +98,8 @@ def test_sweep_runs_base_once_and_reports_progress(engine):
     assert len(out) == 1 + 11 and steps[-1] == (11, 12)
     assert all(reply.scores is not None for _, reply in out)
     assert [w for w, r in out if r.method == "mavis"][3] == {"helpful": 0.3, "harmless": 0.0, "humor": 0.7}
+
+
+def test_warm_up_runs_every_method(engine):
+    engine.warm_up()
+    assert (round(1 / 3, 6),) * 3 in engine.stack._rsoup_cache  # RSoup's soup for equal weights is ready
