@@ -8,10 +8,12 @@ Every user mistake surfaces as a `ValueError` whose message a person can act on 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import DecodeConfig
 from .decoding import TokenEvent, generate, generate_batch
@@ -27,6 +29,7 @@ WEIGHT_RANGE = (0.0, 1.0)
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 ALLOWED_CONTROL = {"\n", "\r", "\t"}
+EVAL_PROMPTS_FILE = "eval_prompts.json"
 
 
 @dataclass
@@ -114,6 +117,23 @@ def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[
     return [[c / n for c in combo] for combo in combos if sum(combo) == n]
 
 
+def example_prompts(stack: Stack) -> list[str]:
+    """The stack's own ``prompts``, else the held-out prompts the embedded build writes beside the stack file
+    (``eval_prompts.json``, a JSON list of strings), else none."""
+    if stack.spec.prompts:
+        return list(stack.spec.prompts)
+    path = Path(stack.spec.path).parent / EVAL_PROMPTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        prompts = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError(f"{path} must hold a JSON list of non-empty strings")
+    return prompts
+
+
 class Engine:
     """A loaded stack plus the checks and loops the app needs; safe to share between users."""
 
@@ -121,7 +141,7 @@ class Engine:
         self.stack = stack
         self.objectives: list[str] = list(stack.objectives)
         self.methods: list[str] = list(stack.methods)
-        self.examples: list[str] = list(stack.spec.prompts)
+        self.examples = example_prompts(stack)
         # Half the context at most, so a reply always leaves room for the prompt.
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, stack.context_length // 2))
 

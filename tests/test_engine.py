@@ -103,3 +103,25 @@ def test_sweep_runs_base_once_and_reports_progress(engine):
 def test_warm_up_runs_every_method(engine):
     engine.warm_up()
     assert (round(1 / 3, 6),) * 3 in engine.stack._rsoup_cache  # RSoup's soup for equal weights is ready
+
+
+def test_examples_fall_back_to_eval_prompts_beside_the_stack(tiny_dir, tmp_path):
+    import json
+
+    import torch
+
+    from mavis_core import load_stack
+    from mavis_core.engine import example_prompts
+
+    text = (tiny_dir / "stack-sep.toml").read_text().replace('prompts = ["hello there", "tell me a joke"]', "")
+    text = text.replace('"base"', f'"{tiny_dir}/base"').replace('"tokenizer"', f'"{tiny_dir}/tokenizer"')
+    text = text.replace('"rewards/', f'"{tiny_dir}/rewards/').replace('"values/', f'"{tiny_dir}/values/')
+    text = text.replace('"policies/', f'"{tiny_dir}/policies/')
+    (tmp_path / "stack.toml").write_text(text)
+    stack = load_stack(tmp_path / "stack.toml", device=torch.device("cpu"))
+    assert example_prompts(stack) == []
+    (tmp_path / "eval_prompts.json").write_text(json.dumps(["what is true AI?", "hey there"]))
+    assert example_prompts(stack) == ["what is true AI?", "hey there"]
+    (tmp_path / "eval_prompts.json").write_text('{"not": "a list"}')
+    with pytest.raises(ValueError, match="JSON list"):
+        example_prompts(stack)
