@@ -155,3 +155,15 @@ def test_layout_follows_the_stack(tiny_dir, tmp_path, values, policies, methods)
     ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
     assert {f"reply-{m}" for m in methods} <= ids
     assert not {f"reply-{m}" for m in set(app.METHOD_TITLES) - set(methods)} & ids
+
+
+@pytest.mark.slow
+def test_concurrent_users_with_different_weights(client):
+    from gradio_client import Client
+
+    other = Client(client.src, verbose=False, analytics_enabled=False)
+    jobs = [c.submit(*generate_args(weights=w, seed=i), api_name="/generate")
+            for i, (c, w) in enumerate([(client, (1, 0, 0)), (other, (0, 1, 0)), (other, (0.2, 0.3, 0.5))])]
+    for job in jobs:  # all served by the one shared engine, none failing
+        out = job.result(timeout=300)
+        assert all(out[:4]) and all("KL" in s for s in out[4:8])
