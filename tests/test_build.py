@@ -13,6 +13,9 @@ from mavis_core.dialogue import format_dialogue
 from mavis_core.training import base, build
 from mavis_core.training.manifest import read_manifest, verify_manifest
 
+# Each quick build takes 5-30 s on 2 shared CPU cores.
+slow = pytest.mark.slow
+
 
 def _args(out: Path, work: Path, steps: str) -> argparse.Namespace:
     parser = build.add_build_arguments(argparse.ArgumentParser())
@@ -27,6 +30,7 @@ def quick_assets(tmp_path_factory) -> Path:
     return root / "assets"
 
 
+@slow
 def test_quick_build_writes_loadable_artifacts(quick_assets: Path):
     assert verify_manifest(quick_assets) == []
     assert sorted(read_manifest(quick_assets)["artifacts"]) == ["base", "data", "tokenizer"]
@@ -43,6 +47,7 @@ def test_quick_build_writes_loadable_artifacts(quick_assets: Path):
     assert len(json.loads((quick_assets / build.EVAL_PROMPTS).read_text())) == build.N_EVAL_PROMPTS
 
 
+@slow
 def test_model_card_and_commands_are_recorded(quick_assets: Path):
     artifacts = read_manifest(quick_assets)["artifacts"]
     assert artifacts["base"]["command"].startswith("python -m mavis_core build --steps base --out ")
@@ -52,7 +57,7 @@ def test_model_card_and_commands_are_recorded(quick_assets: Path):
     assert "## base" in card and "| held-out prompt | sampled reply |" in card
 
 
-@pytest.mark.slow  # three quick trainings
+@slow
 def test_interrupted_training_resumes_to_the_same_weights(quick_assets: Path, tmp_path: Path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     for out in (straight, resumed):
@@ -72,6 +77,7 @@ def test_interrupted_training_resumes_to_the_same_weights(quick_assets: Path, tm
     assert files[0] == files[1]
 
 
+@slow
 def test_a_checkpoint_from_other_settings_is_refused(quick_assets: Path, tmp_path: Path):
     tok = AutoTokenizer.from_pretrained(quick_assets / "tokenizer")
     tokens = torch.arange(len(tok)).repeat(20)

@@ -140,8 +140,9 @@ def build_base(args: argparse.Namespace) -> None:
     # Evaluate what ships: the fp16 file, loaded the way a stack loads it.
     shipped = AutoModelForCausalLM.from_pretrained(args.out / "base", dtype=torch.float32).to(model.device)
     val_loss = base.evaluate(shipped, val_tokens, cfg.n_positions)
-    prompts = data.eval_prompts(N_SAMPLES, args.seed)
-    replies = base.sample_replies(shipped, tok, prompts, seed=args.seed, top_k=SAMPLE_TOP_K)
+    prompts = data.eval_prompts(2 if args.quick else N_SAMPLES, args.seed)
+    replies = base.sample_replies(shipped, tok, prompts, seed=args.seed, top_k=SAMPLE_TOP_K,
+                                  max_new_tokens=8 if args.quick else 48)
     metrics = {
         "parameters": sum(p.numel() for p in shipped.parameters()),
         "validation_loss": round(val_loss, 4), "validation_perplexity": round(math.exp(val_loss), 2),
