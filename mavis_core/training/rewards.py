@@ -4,7 +4,8 @@
   chitchat-dataset conversations; negatives a turn of another conversation, plus a few generic
   replies ("ok", "") and echoes of u, so that saying nothing or parroting the user ranks low.
 - humor (``minilm-classifier``): is this text a joke? Jokes from pyjokes and the redistributable
-  humor-mcp packs against as many ordinary chitchat turns.
+  humor-mcp packs against ordinary chitchat turns: for each joke the most similar turn (same topic, no
+  punchline, so that topic alone does not give a joke away) and two random ones, classes weighed equally.
 - harmless (``profanity``): alt-profanity-check's pretrained model as it ships; only recorded.
 
 Both heads are MLPs over frozen all-MiniLM-L6-v2 embeddings (`mavis_core.rewards.EmbeddingHead`),
@@ -54,6 +55,9 @@ GENERIC_FRACTION, ECHO_FRACTION = 0.1, 0.05
 # Pair kinds: only POSITIVE is label 1; the metrics are reported per kind of negative.
 POSITIVE, OTHER_CONVERSATION, GENERIC, ECHO = 0, 1, 2, 3
 CHAT_WORDS = (4, 60)  # ordinary messages as long as jokes, so length alone does not give jokes away
+RANDOM_CHAT_PER_JOKE = 2  # plus one topic-matched turn per joke; more chat covers more of what replies say
+GENERIC_REPEAT = 20
+NEAR_DUPLICATE = 0.9  # cosine above which a chat turn is taken to be the joke itself
 CACHE_CHUNK = 2048
 BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
 
@@ -72,8 +76,12 @@ HARMLESS_EXAMPLES = [
 HUMOR_EXAMPLES = [
     "I told my wife she was drawing her eyebrows too high. She looked surprised.",
     "Why don't scientists trust atoms? Because they make up everything.",
+    "I'd tell you a chemistry joke, but I know I wouldn't get a reaction.",
+    "I'm so good at sleeping that I can do it with my eyes closed.",
     "the meeting has been moved to 3pm on thursday",
     "i usually take the bus to work",
+    "i have two brothers and a sister",
+    "we watched a movie last night",
 ]
 
 
@@ -120,11 +128,12 @@ class PairSet:
 
 
 def _turn_pool(convs: list[list[str]], max_turns: int) -> tuple[list[str], list[list[int]]]:
-    """Distinct turn texts of the first conversations holding ``max_turns`` turns, and each one's indices."""
+    """Distinct turn texts of the first conversations (at least two) holding ``max_turns`` turns, and the
+    indices of each conversation's turns into that list."""
     index: dict[str, int] = {}
     conv_idx = []
     for turns in convs:
-        if sum(map(len, conv_idx)) >= max_turns:
+        if sum(map(len, conv_idx)) >= max_turns and len(conv_idx) >= 2:  # negatives need another conversation
             break
         conv_idx.append([index.setdefault(t, len(index)) for t in turns])
     return list(index), conv_idx
@@ -163,6 +172,7 @@ def fit_head(
     y_val: torch.Tensor,
     hidden: list[int],
     seed: int,
+    pos_weight: float = 1.0,
 ) -> EmbeddingHead:
     """Train an `EmbeddingHead` with AdamW on binary cross-entropy, keeping the epoch of best validation loss.
 
@@ -170,12 +180,13 @@ def fit_head(
         featurize: maps a minibatch of the ``train`` tensors to features (b, in_dim).
         train, val: embedding tensors indexed along dim 0 together, e.g. (u (n, 384), v (n, 384)).
         y_train, y_val: (n,) float labels in {0, 1}.
+        pos_weight: weight of a positive example in the loss; n_negative / n_positive balances the classes.
     """
     torch.manual_seed(seed)
     x_val = featurize(*val)  # (n_val, in_dim)
     head = EmbeddingHead(x_val.shape[-1], hidden)
     opt = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
     order = torch.Generator().manual_seed(seed)
     best, best_state, stale = float("inf"), None, 0
     for _ in (bar := tqdm(range(MAX_EPOCHS), desc=f"train head {hidden}")):
@@ -196,32 +207,37 @@ def fit_head(
     return head.eval()
 
 
-def calibrate(head: EmbeddingHead, x_val: torch.Tensor, y_val: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): fit T > 0 minimising validation BCE of logits / T, then fold
-    1 / T into the last layer, so the saved head's logits are calibrated log-odds. Returns T."""
+def calibrate(head: EmbeddingHead, x_val: torch.Tensor, y_val: torch.Tensor, pos_weight: float = 1.0) -> float:
+    """Temperature scaling (Guo et al. 2017): pick T > 0 minimising validation BCE of logits / T, then fold
+    1 / T into the last layer, so the saved head's logits are calibrated log-odds. Returns T.
+
+    T is searched on a log grid over [0.05, 20]: one parameter, and unlike a gradient method it cannot
+    diverge when the validation set is tiny or separable.
+    """
     with torch.no_grad():
         logits = head(x_val)  # (n,)
-    log_t = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], max_iter=100)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), y_val)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = log_t.exp().item()
-    with torch.no_grad():
+        grid = torch.logspace(-1.3, 1.3, 261)  # (g,)
+        scaled = logits[None, :] / grid[:, None]  # (g, n)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            scaled, y_val.expand_as(scaled), pos_weight=torch.tensor(pos_weight), reduction="none"
+        ).mean(dim=1)  # (g,)
+        t = grid[losses.argmin()].item()
         head.net[-1].weight /= t
         head.net[-1].bias /= t
     return t
 
 
-def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy at logit 0 and ROC AUC of (n,) logits against (n,) {0, 1} labels."""
+def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | None]:
+    """Accuracy at logit 0 and ROC AUC of (n,) logits against (n,) {0, 1} labels (None with one class only)."""
     accuracy = ((logits > 0).float() == labels).float().mean().item()
-    return {"accuracy": round(accuracy, 4), "auc": round(float(roc_auc_score(labels.numpy(), logits.numpy())), 4)}
+    auc = roc_auc_score(labels.numpy(), logits.numpy()) if 0 < labels.sum() < len(labels) else None
+    return {"accuracy": round(accuracy, 4), "auc": None if auc is None else round(float(auc), 4)}
+
+
+def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of the accuracies on positives and on negatives, at logit 0: fair when classes are unequal."""
+    hits = (logits > 0).float() == labels  # (n,)
+    return round((hits[labels == 1].float().mean().item() + hits[labels == 0].float().mean().item()) / 2, 4)
 
 
 def save_head(head: EmbeddingHead, folder: Path, config: dict) -> list[Path]:
@@ -302,11 +318,33 @@ def joke_texts() -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(j.strip() for j in jokes)), sources
 
 
-def chat_texts(n: int, seed: int, rng: random.Random) -> list[str]:
-    """``n`` distinct ordinary chitchat turns of the train split, CHAT_WORDS long."""
-    lo, hi = CHAT_WORDS
-    turns = {t for conv in data.load_conversations("train", seed) for t in conv if lo <= len(t.split()) <= hi}
-    return rng.sample(sorted(turns), n)
+def chat_pool(seed: int, quick: bool) -> list[str]:
+    """The chitchat train turns the helpful step embeds: the same list, so both share its embedding cache."""
+    budget = (QUICK_TURNS if quick else TURNS)["train"]
+    return _turn_pool(data.load_conversations("train", seed), budget)[0] + list(GENERIC_REPLIES)
+
+
+def pick_negatives(
+    jokes: torch.Tensor, pool: torch.Tensor, allowed: torch.Tensor, n_random: int, rng: random.Random
+) -> tuple[list[int], list[int]]:
+    """Chat turns that are not jokes: for each joke the most similar chat turn (a topic-matched negative,
+    so that the head cannot tell jokes by their topic: pets, offices, code), and ``n_random`` more at random.
+
+    Args:
+        jokes: (j, 384) and pool: (p, 384) unit-norm embeddings; allowed: (p,) bool, turns that may be used.
+
+    Returns:
+        (matched, random) distinct indices into the pool.
+    """
+    sims = jokes @ pool.T  # (j, p) cosine similarity
+    sims[:, ~allowed] = -2.0
+    sims[sims > NEAR_DUPLICATE] = -2.0  # the same joke told in a chat is not a negative
+    matched = list(dict.fromkeys(sims.argmax(dim=1).tolist()))  # two jokes may share a nearest turn
+    taken = set(matched)
+    rest = [i for i in allowed.nonzero().flatten().tolist() if i not in taken]
+    if len(rest) < n_random:
+        raise ValueError(f"{len(pool)} chat turns are too few for {n_random} random negatives; use more turns")
+    return matched, rng.sample(rest, n_random)
 
 
 def stratified_split(labels: list[int], rng: random.Random) -> dict[str, list[int]]:
@@ -328,18 +366,34 @@ def build_humor(out_dir: Path, cache: Path, seed: int, quick: bool, device: torc
     rng = random.Random(seed)
     jokes, sources = joke_texts()
     jokes = rng.sample(jokes, QUICK_JOKES) if quick else jokes
-    texts = jokes + chat_texts(len(jokes), seed, rng)  # balanced classes
-    labels = [1] * len(jokes) + [0] * (len(texts) - len(jokes))
-    e = cached_embed(texts, cache, "humor", device)  # (n, 384)
+    pool = chat_pool(seed, quick)
+    e_jokes = cached_embed(jokes, cache, "jokes", device)  # (j, 384)
+    e_pool = cached_embed(pool, cache, "helpful-train", device)  # (p, 384)
+    allowed = torch.tensor([CHAT_WORDS[0] <= len(t.split()) <= CHAT_WORDS[1] for t in pool])
+    matched, other = pick_negatives(e_jokes, e_pool, allowed, RANDOM_CHAT_PER_JOKE * len(jokes), rng)
+    e = torch.cat([e_jokes, e_pool[matched + other]])  # (n, 384)
+    labels = [1] * len(jokes) + [0] * (len(matched) + len(other))
+    is_matched = torch.tensor([False] * len(jokes) + [True] * len(matched) + [False] * len(other))
     y = torch.tensor(labels, dtype=torch.float32)
     split = {s: torch.tensor(i) for s, i in stratified_split(labels, rng).items()}
-    head = fit_head(lambda v: v, (e[split["train"]],), y[split["train"]],
-                    (e[split["validation"]],), y[split["validation"]], HIDDEN["humor"], seed)
-    temperature = calibrate(head, e[split["validation"]], y[split["validation"]])
+    # Generic replies ("", "ok") are not jokes either; repeated so that they weigh, and in train only.
+    e_generic = embed(list(GENERIC_REPLIES) * GENERIC_REPEAT, device)
+    x_train = torch.cat([e[split["train"]], e_generic])
+    y_train = torch.cat([y[split["train"]], torch.zeros(len(e_generic))])
+    pos_weight = (y_train == 0).sum().item() / (y_train == 1).sum().item()  # weigh the classes equally
+    val = (e[split["validation"]], y[split["validation"]])
+    head = fit_head(lambda v: v, (x_train,), y_train, val[:1], val[1], HIDDEN["humor"], seed, pos_weight)
+    temperature = calibrate(head, *val, pos_weight)
+    test, y_test = split["test"], y[split["test"]]
     with torch.no_grad():
-        test = binary_metrics(head(e[split["test"]]), y[split["test"]])
-    metrics = {"test_accuracy": test["accuracy"], "test_auc": test["auc"], "temperature": round(temperature, 4),
-               "jokes": len(jokes), "chat_messages": len(texts) - len(jokes), "test_examples": len(split["test"])}
+        logits = head(e[test])  # (n_test,)
+    hard = y_test.bool() | is_matched[test]  # jokes vs topic-matched chat only
+    metrics = {
+        "test_auc": binary_metrics(logits, y_test)["auc"], "test_balanced_accuracy": balanced_accuracy(logits, y_test),
+        "test_auc_vs_topic_matched_chat": binary_metrics(logits[hard], y_test[hard])["auc"],
+        "temperature": round(temperature, 4), "jokes": len(jokes), "chat_messages": len(matched) + len(other),
+        "test_examples": len(test),
+    }
     config = head_config("minilm-classifier", HIDDEN["humor"], seed=seed, metrics=metrics)
     return save_head(head, out_dir / "rewards" / "humor", config), metrics, sources
 
@@ -364,9 +418,14 @@ def humor_card(assets_dir: Path, sources: list[str]) -> str:
     scores = reward.score([""] * len(HUMOR_EXAMPLES), HUMOR_EXAMPLES)
     return (
         "Score: calibrated logit that the reply is a joke (MLP over the all-MiniLM-L6-v2 embedding of the "
-        "reply). Positives: the joke texts below; negatives: as many chitchat-dataset train-split turns of "
-        f"{CHAT_WORDS[0]}-{CHAT_WORDS[1]} words. Split 70/15/15 per class. Only the trained head ships, "
-        "no joke text.\n\nJoke data:\n" + "".join(f"- {s}\n" for s in sources) + "\n"
+        "reply). Positives: the joke texts below; negatives: chitchat-dataset train-split turns of "
+        f"{CHAT_WORDS[0]}-{CHAT_WORDS[1]} words, for each joke the turn nearest to it in embedding space "
+        "(topic-matched; `test_auc_vs_topic_matched_chat` scores jokes against those alone) and "
+        f"{RANDOM_CHAT_PER_JOKE} at random, plus generic replies (\"\", \"ok\") in training; the loss weighs "
+        "both classes equally. Split 70/15/15 per class. Known blind spot: plain logistics statements "
+        "(\"the train leaves at 9am\") can score as jokes, since chat rarely talks like that and the office "
+        "jokes do. Only the trained head ships, no joke text.\n\nJoke data:\n"
+        + "".join(f"- {s}\n" for s in sources) + "\n"
         + _score_table("| reply | score |", [(t,) for t in HUMOR_EXAMPLES], scores)
     )
 

@@ -1,0 +1,215 @@
+"""Reward models: the sequence-classification loader on tiny random models, and the shipped heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
+
+from mavis_core.config import RewardSpec
+from mavis_core.rewards import EmbeddingHead, last_human_turn, load_reward, pair_features
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+WORDS = "hi there how are you fine thanks human assistant : ? . , the a cat dog is good bad".split()
+PROMPTS = ["hi there", "how are you?", "", "the cat is good"]
+RESPONSES = ["fine thanks", "", "the dog is bad , the cat is good . " * 3, "hi"]
+
+
+def _word_tokenizer(special: dict[str, str]) -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over WORDS plus the given special tokens, built locally (no hub).
+
+    With ``cls_token`` and ``sep_token`` it wraps every text in them, as BERT tokenizers do.
+    """
+    vocab = {tok: i for i, tok in enumerate(["[UNK]", *special.values(), *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if "cls_token" in special:
+        cls, sep = special["cls_token"], special["sep_token"]
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", **special)
+
+
+@pytest.fixture(scope="module")
+def gpt2_reward_dir(tmp_path_factory) -> Path:
+    """Like Ray2333/gpt2-large-*-reward_model: GPT-2, one label, no pad token in the tokenizer."""
+    path = tmp_path_factory.mktemp("gpt2-reward")
+    tokenizer = _word_tokenizer({"eos_token": "<|endoftext|>"})
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=8, n_layer=2, n_head=2, n_positions=128, num_labels=1)
+    GPT2ForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_reward_dir(tmp_path_factory) -> Path:
+    """Like mohameddhiab/humor-no-humor: a 2-class BERT-family classifier; the score is class 1's logit."""
+    path = tmp_path_factory.mktemp("bert-reward")
+    tokenizer = _word_tokenizer({"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"})
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=128, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _check_batching(reward) -> None:
+    """Shape (n,), float32, finite, and a batch scores the same as one pair at a time."""
+    scores = reward.score(PROMPTS, RESPONSES)
+    assert scores.shape == (len(PROMPTS),) and scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+    one_by_one = torch.cat([reward.score([p], [r]) for p, r in zip(PROMPTS, RESPONSES, strict=True)])
+    torch.testing.assert_close(scores, one_by_one, atol=1e-5, rtol=1e-4)
+    assert reward.score([], []).shape == (0,)
+
+
+def test_gpt2_sequence_classification(gpt2_reward_dir):
+    reward = load_reward(RewardSpec("sequence-classification", str(gpt2_reward_dir)), torch.device("cpu"))
+    _check_batching(reward)
+    assert reward.tokenizer.pad_token == "<|endoftext|>"  # the eos stands in for the missing pad token
+
+
+def test_bert_sequence_classification_uses_label(bert_reward_dir):
+    spec = RewardSpec("sequence-classification", str(bert_reward_dir), label=1, template="{response}")
+    reward = load_reward(spec, torch.device("cpu"))
+    _check_batching(reward)
+    batch = reward.tokenizer(RESPONSES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = reward.model(**batch).logits  # (n, 2)
+    torch.testing.assert_close(reward.score(PROMPTS, RESPONSES), logits[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("fixture", "label"), [("gpt2_reward_dir", 1), ("bert_reward_dir", 2), ("bert_reward_dir", -1)]
+)
+def test_label_out_of_range_raises(request, fixture, label):
+    path = request.getfixturevalue(fixture)
+    with pytest.raises(ValueError, match="out of range"):
+        load_reward(RewardSpec("sequence-classification", str(path), label=label), torch.device("cpu"))
+
+
+def test_last_human_turn():
+    assert last_human_turn("  what's up? ") == "what's up?"
+    dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: any pets?\n\nAssistant:"
+    assert last_human_turn(dialogue) == "any pets?"
+
+
+def test_pair_features_layout():
+    u, v = torch.randn(3, 4), torch.randn(3, 4)
+    x = pair_features(u, v)  # (3, 16)
+    torch.testing.assert_close(x, torch.cat([u, v, u * v, (u - v).abs()], dim=-1))
+    assert EmbeddingHead(16, [5])(x).shape == (3,)
+    assert EmbeddingHead(16, [])(x).shape == (3,)  # logistic regression
+
+
+# ---- the shipped heads (assets/rewards) and the profanity reward ----
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    cpu = torch.device("cpu")
+    return {
+        "helpful": load_reward(RewardSpec("minilm-ranker", str(ASSETS / "rewards" / "helpful")), cpu),
+        "harmless": load_reward(RewardSpec("profanity"), cpu),
+        "humor": load_reward(RewardSpec("minilm-classifier", str(ASSETS / "rewards" / "humor")), cpu),
+    }
+
+
+@pytest.mark.parametrize("name", ["helpful", "harmless", "humor"])
+def test_shipped_scores_are_finite_batched_and_vary(shipped, name):
+    reward = shipped[name]
+    _check_batching(reward)
+    scores = reward.score(["what do you do for fun?"] * 4, ["", "I like to paint.", "ok", "go to hell, moron"])
+    assert torch.isfinite(scores).all() and scores.std() > 0.1
+    assert scores.abs().max() < 20  # logits on a readable scale, not saturated
+    torch.testing.assert_close(reward.score(PROMPTS, RESPONSES), reward.score(PROMPTS, RESPONSES))
+    with pytest.raises(ValueError, match="pair up"):
+        reward.score(["a", "b"], ["c"])
+
+
+HELPFUL_CASES = [  # prompt, a relevant reply, an unrelated reply
+    ("where did you grow up?", "i grew up in a small town in ohio", "my favorite color is green"),
+    ("what do you do for work?", "i'm a nurse at the local hospital", "haha that movie was so funny"),
+    ("have you ever been to europe?", "yes, i spent a summer in italy and france", "i need to buy new shoes"),
+    ("what did you have for dinner?", "we made tacos with fresh salsa", "i have been learning to code in python"),
+]
+
+
+def test_helpful_ranks_relevant_reply_first(shipped):
+    prompts = [p for p, _, _ in HELPFUL_CASES]
+    relevant = shipped["helpful"].score(prompts, [r for _, r, _ in HELPFUL_CASES])
+    unrelated = shipped["helpful"].score(prompts, [r for _, _, r in HELPFUL_CASES])
+    empty = shipped["helpful"].score(prompts, [""] * len(prompts))
+    assert (relevant > unrelated).all(), (relevant, unrelated)
+    assert (relevant > empty).all(), (relevant, empty)
+
+
+def test_helpful_reads_the_last_human_turn(shipped):
+    dialogue = "\n\nHuman: hi!\n\nAssistant: hello!\n\nHuman: where did you grow up?\n\nAssistant:"
+    reply = "i grew up in a small town in ohio"
+    torch.testing.assert_close(shipped["helpful"].score([dialogue], [reply]),
+                               shipped["helpful"].score(["where did you grow up?"], [reply]))
+
+
+def test_harmless_ranks_clean_reply_first(shipped):
+    clean = ["that's a fair point, thanks for explaining", "i'd love to help you with that", "see you tomorrow!"]
+    offensive = ["you're a fucking moron", "shut the hell up, bitch", "this is bullshit, you idiot"]
+    scores = shipped["harmless"].score([""] * 6, clean + offensive)
+    assert scores[:3].min() > scores[3:].max(), scores
+    assert scores.abs().max() <= 7.0  # p is clipped, so the log-odds stay bounded
+
+
+HUMOR_CASES = [  # a joke, a plain reply on the same topic
+    ("I'm reading a book about anti-gravity. It's impossible to put down.", "I'm reading a book about Roman history."),
+    ("I used to be a banker, but I lost interest.", "I used to work at a bank, now I teach math."),
+    ("What do you call a fake noodle? An impasta.", "I went to the store and bought some milk."),
+    ("I'm on a seafood diet. I see food and I eat it.", "I try to eat healthy during the week."),
+]
+
+
+def test_humor_ranks_joke_first(shipped):
+    jokes = shipped["humor"].score([""] * 4, [j for j, _ in HUMOR_CASES])
+    plain = shipped["humor"].score([""] * 4, [p for _, p in HUMOR_CASES])
+    assert (jokes > plain).all(), (jokes, plain)
+    assert shipped["humor"].score([""], [""]).item() < 0  # saying nothing is not funny
+
+
+@pytest.mark.xfail(reason="known blind spot (see the model card): plain logistics statements look like the "
+                          "office jokes to an embedding classifier", strict=False)
+def test_humor_logistics_statement_is_not_a_joke(shipped):
+    scores = shipped["humor"].score(["", ""], ["The train leaves at 9am.", "The meeting moved to 3pm on Thursday."])
+    assert (scores < 0).all(), scores
+
+
+def test_minilm_head_kind_must_match(tmp_path):
+    with pytest.raises(ValueError, match="minilm-ranker"):
+        load_reward(RewardSpec("minilm-classifier", str(ASSETS / "rewards" / "helpful")), torch.device("cpu"))
+
+
+def test_build_rewards_quick_writes_loadable_heads(tmp_path, monkeypatch):
+    from mavis_core.training import rewards as build
+    from mavis_core.training.manifest import read_manifest
+
+    # Smaller still than --quick: this checks the plumbing, not the quality.
+    monkeypatch.setattr(build, "QUICK_TURNS", {"train": 200, "validation": 30, "test": 30})
+    monkeypatch.setattr(build, "QUICK_JOKES", 20)
+    monkeypatch.setattr(build, "MAX_EPOCHS", 3)
+    build.build_rewards(tmp_path / "assets", tmp_path / "work", seed=0, quick=True)
+    artifacts = read_manifest(tmp_path / "assets")["artifacts"]
+    assert {"reward-helpful", "reward-humor", "reward-harmless"} <= set(artifacts)
+    for name, kind in (("helpful", "minilm-ranker"), ("humor", "minilm-classifier")):
+        reward = load_reward(RewardSpec(kind, str(tmp_path / "assets" / "rewards" / name)), torch.device("cpu"))
+        assert torch.isfinite(reward.score(PROMPTS, RESPONSES)).all()
+        assert 0 <= artifacts[f"reward-{name}"]["metrics"]["test_auc"] <= 1
+    assert list((tmp_path / "work" / "rewards" / "quick").glob("*.pt"))  # embeddings cached for a rerun
