@@ -98,7 +98,7 @@ def minilm_encoder(device: torch.device | str = "cpu") -> nn.Module:
 
 
 @torch.inference_mode()
-def embed(texts: list[str], device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
+def embed(texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
     """Unit-norm MiniLM sentence embeddings; each distinct text is encoded once.
 
     Returns:
@@ -108,8 +108,7 @@ def embed(texts: list[str], device: torch.device | str = "cpu", progress: bool =
         return torch.zeros(0, MINILM_DIM)
     unique = list(dict.fromkeys(texts))  # a sweep scores many replies to the same prompt
     vectors = minilm_encoder(device).encode(
-        unique, batch_size=MINILM_BATCH, convert_to_tensor=True, normalize_embeddings=True,
-        show_progress_bar=progress,
+        unique, batch_size=MINILM_BATCH, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False,
     ).float().cpu()  # (u, 384)
     row = {text: i for i, text in enumerate(unique)}
     return vectors[torch.tensor([row[t] for t in texts])]  # (n, 384)
@@ -228,8 +227,13 @@ class ProfanityReward:
         return (torch.log1p(-p) - torch.log(p)).float()
 
 
-def load_reward(spec: RewardSpec, device: torch.device, dtype: torch.dtype = torch.float32):
-    """Load the reward model a stack names; every kind has ``score(prompts, responses)``."""
+def load_reward(
+    spec: RewardSpec, device: torch.device, dtype: torch.dtype = torch.float32
+) -> SequenceClassificationReward | MiniLMReward | ProfanityReward:
+    """Load the reward model a stack names; every kind has ``score(prompts, responses) -> Tensor[n]``.
+
+    ``dtype`` applies to sequence-classification models; the MiniLM heads always run in float32.
+    """
     if spec.kind == "sequence-classification":
         return SequenceClassificationReward(spec, device, dtype)
     if spec.kind in ("minilm-ranker", "minilm-classifier"):
