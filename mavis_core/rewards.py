@@ -18,6 +18,8 @@ A head folder holds ``head.safetensors`` and ``config.json`` (``kind``, ``embedd
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -42,6 +44,12 @@ PROFANITY_P_CLIP = 1e-3
 # One encoder per device for the whole process: the helpful and humor rewards (and training) all use
 # the same frozen all-MiniLM-L6-v2, so loading it once saves ~90 MB and a second load per reward.
 _ENCODERS: dict[str, nn.Module] = {}
+# Recent embeddings by (device, text). The helpful and humor rewards score the same replies one after the
+# other (Stack.score_all), and a sweep reuses its prompts: each text then goes through the encoder once.
+# A lock, because Gradio serves users from several threads.
+EMBED_CACHE_SIZE = 8192  # texts; ~12 MB of float32 vectors
+_EMBED_CACHE: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+_EMBED_CACHE_LOCK = threading.Lock()
 
 
 class SequenceClassificationReward:
@@ -97,21 +105,49 @@ def minilm_encoder(device: torch.device | str = "cpu") -> nn.Module:
     return _ENCODERS[key]
 
 
+def clear_embedding_cache() -> None:
+    """Forget cached embeddings (benchmarks time the encoder itself)."""
+    with _EMBED_CACHE_LOCK:
+        _EMBED_CACHE.clear()
+
+
+def _cached(keys: list[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
+    with _EMBED_CACHE_LOCK:
+        found = {k: _EMBED_CACHE[k] for k in keys if k in _EMBED_CACHE}
+        for k in found:
+            _EMBED_CACHE.move_to_end(k)
+    return found
+
+
+def _remember(keys: list[tuple[str, str]], vectors: torch.Tensor) -> None:
+    with _EMBED_CACHE_LOCK:
+        for k, vector in zip(keys, vectors, strict=True):
+            _EMBED_CACHE[k] = vector.clone()  # a row of its own, so eviction frees its memory
+        while len(_EMBED_CACHE) > EMBED_CACHE_SIZE:
+            _EMBED_CACHE.popitem(last=False)
+
+
 @torch.inference_mode()
 def embed(texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Unit-norm MiniLM sentence embeddings; each distinct text is encoded once.
+    """Unit-norm MiniLM sentence embeddings; each distinct text is encoded once, recent ones not again.
 
     Returns:
         float32 tensor of shape (n, 384) on the CPU.
     """
     if not texts:
         return torch.zeros(0, MINILM_DIM)
-    unique = list(dict.fromkeys(texts))  # a sweep scores many replies to the same prompt
-    vectors = minilm_encoder(device).encode(
-        unique, batch_size=MINILM_BATCH, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False,
-    ).float().cpu()  # (u, 384)
-    row = {text: i for i, text in enumerate(unique)}
-    return vectors[torch.tensor([row[t] for t in texts])]  # (n, 384)
+    dev = str(torch.device(device))
+    keys = [(dev, t) for t in dict.fromkeys(texts)]  # a sweep scores many replies to the same prompt
+    found = _cached(keys)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        vectors = minilm_encoder(device).encode(
+            [t for _, t in missing], batch_size=MINILM_BATCH, convert_to_tensor=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        ).float().cpu()  # (m, 384)
+        _remember(missing, vectors)
+        found |= dict(zip(missing, vectors, strict=True))
+    return torch.stack([found[(dev, t)] for t in texts])  # (n, 384)
 
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from mavis_core import rewards
 from mavis_core.config import RewardSpec
-from mavis_core.rewards import EmbeddingHead, last_human_turn, load_reward, pair_features
+from mavis_core.rewards import EmbeddingHead, clear_embedding_cache, embed, last_human_turn, load_reward, pair_features
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 WORDS = "hi there how are you fine thanks human assistant : ? . , the a cat dog is good bad".split()
@@ -190,6 +191,23 @@ def test_humor_ranks_joke_first(shipped):
 def test_humor_logistics_statement_is_not_a_joke(shipped):
     scores = shipped["humor"].score(["", ""], ["The train leaves at 9am.", "The meeting moved to 3pm on Thursday."])
     assert (scores < 0).all(), scores
+
+
+def test_embed_batches_like_single_texts_and_caches(monkeypatch):
+    texts = ["", "hi", "a much longer sentence about the weather and the sea", "hi"]
+    clear_embedding_cache()
+    batch = embed(texts)  # (4, 384)
+    singles = []
+    for t in texts:
+        clear_embedding_cache()  # encode each alone, not from the cache
+        singles.append(embed([t]))
+    torch.testing.assert_close(batch, torch.cat(singles), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batch.norm(dim=-1), torch.ones(4))
+    monkeypatch.setattr(rewards, "EMBED_CACHE_SIZE", 2)
+    clear_embedding_cache()
+    embed(texts)
+    assert list(rewards._EMBED_CACHE) == [("cpu", "hi"), ("cpu", texts[2])]  # the least recent went first
+    torch.testing.assert_close(embed(texts[1:3]), batch[1:3])
 
 
 def test_minilm_head_kind_must_match(tmp_path):
