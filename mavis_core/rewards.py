@@ -45,7 +45,7 @@ PROFANITY_P_CLIP = 1e-3
 # the same frozen all-MiniLM-L6-v2, so loading it once saves ~90 MB and a second load per reward.
 _ENCODERS: dict[str, nn.Module] = {}
 # Recent embeddings by (device, text). The helpful and humor rewards score the same replies one after the
-# other (Stack.score_all), and a sweep reuses its prompts: each text then goes through the encoder once.
+# other (Stack.score), and a sweep reuses its prompts: each text then goes through the encoder once.
 # A lock, because Gradio serves users from several threads.
 EMBED_CACHE_SIZE = 8192  # texts; ~12 MB of float32 vectors
 _EMBED_CACHE: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
@@ -66,6 +66,11 @@ class SequenceClassificationReward:
         ).to(device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        # Never past the model's position limit; cut from the left so the end of the response is kept.
+        config = self.model.config
+        limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        self.max_length = min(spec.max_length, limit) if limit else spec.max_length
+        self.tokenizer.truncation_side = "left"
         if not 0 <= spec.label < self.model.config.num_labels:
             raise ValueError(
                 f"reward label {spec.label} is out of range for {spec.path} "
@@ -75,12 +80,14 @@ class SequenceClassificationReward:
     @torch.inference_mode()
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Score n (prompt, response) pairs. Returns a float32 tensor of shape (n,) on the CPU."""
-        texts = [self.spec.template.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
+        # A text that formats to nothing (template "{response}", empty reply) still needs one token to score.
+        texts = [self.spec.template.format(prompt=p, response=r) or " "
+                 for p, r in zip(prompts, responses, strict=True)]
         out = []
         for i in range(0, len(texts), SCORE_BATCH):
             batch = self.tokenizer(
                 texts[i : i + SCORE_BATCH], return_tensors="pt", padding=True,
-                truncation=True, max_length=self.spec.max_length,
+                truncation=True, max_length=self.max_length,
             ).to(self.device)
             logits = self.model(**batch).logits  # (b, num_labels)
             out.append(logits[:, self.spec.label].float().cpu())

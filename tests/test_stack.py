@@ -172,3 +172,10 @@ def test_paper_stack_names_real_ids_and_fails_clearly_without_trained_values():
     assert "trust_remote_code" not in spec_text
     with pytest.raises(ValueError, match="value model of 'helpful' not found: .*hh-rlhf/values/helpful"):
         read_stack_spec(PAPER_STACK)
+
+
+def test_sequence_classification_rewards_take_replies_longer_than_their_context(tiny_stack):
+    """The tiny GPT-2 reward models hold 64 positions; a long reply is cut from the left, not an error."""
+    scores = tiny_stack.score(["hi"], ["word " * 300])
+    assert all(torch.isfinite(s).all() for s in scores.values())
+    assert tiny_stack.rewards["helpful"].max_length == 64
