@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 METHODS = ("base", "mavis", "mod", "rsoup")
-SEARCHES = ("sample",)
+SEARCHES = ("sample", "best_of_n", "beam")
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
 _TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
 _BASE_KEYS = {"model", "tokenizer", "dtype"}
@@ -153,6 +153,12 @@ class DecodeConfig:
         temperature: > 0, applied to the method's logits before top-k.
         max_new_tokens: reply length limit, >= 1.
         seed: same seed + prompt + settings => same text.
+        search: "sample" (one tilted sample), "best_of_n" (``num_candidates`` samples, the best λ-weighted
+            reward wins) or "beam" (value-guided beam search with ``num_beams`` beams); see mavis_core.search.
+            Every method supports every search: RSoup is just another model, so beam search ranks its beams by
+            its own log-prob, as for base and MOD.
+        num_candidates: N >= 1, samples drawn by best-of-N (seeds seed, seed + 1, …, seed + N − 1).
+        num_beams: B >= 1, beams kept by beam search.
     """
 
     method: str = "mavis"
@@ -163,6 +169,8 @@ class DecodeConfig:
     max_new_tokens: int = 64
     seed: int = 0
     search: str = "sample"
+    num_candidates: int = 4
+    num_beams: int = 4
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -184,6 +192,10 @@ class DecodeConfig:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        for name in ("num_candidates", "num_beams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
     def normalised(self, objectives: list[str]) -> list[float]:
         """λ in the stack's objective order, summing to 1; unknown names raise ValueError."""

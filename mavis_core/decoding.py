@@ -270,6 +270,8 @@ class Decode:
     def __init__(self, stack: Stack, prompts: list[str], cfg: DecodeConfig, seeds: list[int]) -> None:
         if len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
+        if cfg.search != "sample":  # silently sampling instead would look like a search result
+            raise ValueError(f"search {cfg.search!r} is run by mavis_core.search.search; this loop only samples")
         cfg.normalised(stack.objectives)  # validate the weights before any work
         self.stack, self.cfg, self.seeds = stack, cfg, seeds
         self.input_ids, self.attention_mask, truncated = stack.encode(prompts, cfg.max_new_tokens)
