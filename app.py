@@ -20,7 +20,9 @@ from pathlib import Path
 import gradio as gr
 
 from mavis_core.engine import (
+    BEAMS_RANGE,
     BETA_RANGE,
+    CANDIDATES_RANGE,
     SEED_RANGE,
     TEMPERATURE_RANGE,
     TOP_K_RANGE,
@@ -43,6 +45,8 @@ MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
 METHOD_TITLES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
 NO_Z = "none (2-D)"
+SEARCH_CHOICES = [("sample", "sample"), ("best-of-N", "best_of_n"), ("beam search", "beam")]
+SEARCH_DEFAULTS = ("sample", 4, 4)  # search, N, B: what API callers that leave them out get
 SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
 CSS = """
 .reply textarea { font-size: 15px !important; }
@@ -65,9 +69,9 @@ def _stats(reply: Reply | None, objectives: list[str]) -> str:
     if reply is None:
         return "*not selected*"
     if reply.scores is None:
-        return f"*generating… {len(reply.events)} tokens*"
+        return f"*{reply.search}: {'done, scoring' if reply.done else 'generating'}… {len(reply.events)} tokens*"
     cells = " · ".join(f"{k} **{reply.scores[k]:+.3f}**" for k in objectives)
-    return f"{cells} · KL **{reply.kl:.2f}** · {len(reply.events)} tokens"
+    return f"*{reply.search}* · {cells} · KL **{reply.kl:.2f}** · {len(reply.events)} tokens"
 
 
 def _samples(replies: list[Reply], prompt: str, settings: Settings, source: str, start: int,
@@ -77,12 +81,12 @@ def _samples(replies: list[Reply], prompt: str, settings: Settings, source: str,
     lam = {k: v / total for k, v in settings.weights.items()}
     return [{"id": start + i, "source": source, "method": r.method, "prompt": prompt, "text": r.text,
              "weights": weights[i] if weights else lam, "beta": settings.beta, "seed": settings.seed,
-             "scores": r.scores, "kl": r.kl} for i, r in enumerate(replies)]
+             "scores": r.scores, "kl": r.kl, "search": r.search} for i, r in enumerate(replies)]
 
 
 def _sample_choices(history: list[dict]) -> list[tuple[str, int]]:
-    return [(f"#{s['id']} {s['method']} ({s['source']}) λ " + ", ".join(f"{v:.2f}" for v in s["weights"].values()),
-             s["id"]) for s in reversed(history)]
+    return [(f"#{s['id']} {s['method']} ({s['source']}, {s.get('search', 'sample')}) λ "
+             + ", ".join(f"{v:.2f}" for v in s["weights"].values()), s["id"]) for s in reversed(history)]
 
 
 def _next_id(history: list[dict]) -> int:
@@ -95,11 +99,21 @@ class Actions:
     def __init__(self, engine: Engine, study: StudyDB, admin_token: str | None) -> None:
         self.engine, self.study, self.admin_token = engine, study, admin_token
 
-    def _settings(self, weights: tuple, beta, top_k, temperature, max_new_tokens, seed) -> Settings:
+    def _settings(self, weights: tuple, beta, top_k, temperature, max_new_tokens, seed,
+                  search: tuple = SEARCH_DEFAULTS) -> Settings:
         if len(weights) != len(self.engine.objectives):
             raise ValueError(f"expected {len(self.engine.objectives)} weights, got {len(weights)}")
         return self.engine.settings(dict(zip(self.engine.objectives, weights, strict=True)), beta, top_k,
-                                    temperature, max_new_tokens, seed)
+                                    temperature, max_new_tokens, seed, *search)
+
+    def _split(self, values: tuple) -> tuple[tuple, tuple]:
+        """The trailing inputs of generate / check: one weight per objective, then search, N, B (optional, so
+        API callers from before search existed keep working)."""
+        n = len(self.engine.objectives)
+        weights, search = values[:n], values[n:]
+        if len(search) > len(SEARCH_DEFAULTS):
+            raise ValueError(f"expected {n} weights then search, N and B; got {len(values)} values")
+        return weights, tuple(search) + SEARCH_DEFAULTS[len(search):]
 
     def _prompt(self, prompt: str, max_new_tokens: int) -> str:
         prompt, warnings = clean_prompt(prompt)
@@ -115,12 +129,13 @@ class Actions:
             return "**λ = all zero** — raise at least one slider"
         return "**normalised λ:** " + " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
 
-    def check(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, *weights) -> None:
+    def check(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, *rest) -> None:
         """The browser's quick check before generate / sweep: a mistake then shows only as an error toast,
         instead of an error badge over every output (the endpoints themselves check again, for API callers)."""
         with user_errors():
+            weights, search = self._split(rest)
             self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
-                           max_new_tokens, seed)
+                           max_new_tokens, seed, search)
             self.engine.check_methods(methods)
             clean_prompt(prompt)
 
@@ -130,10 +145,14 @@ class Actions:
                 clean_prompt(prompt)
 
     def generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, z, history,
-                 *weights):
-        """Stream every ticked method side by side; then add the scored replies to the chart."""
+                 *rest):
+        """Stream every ticked method side by side; then add the scored replies to the chart.
+
+        ``rest``: one weight per objective, then optionally search ("sample", "best_of_n", "beam"), N and B.
+        """
         with user_errors():
-            settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed)
+            weights, search = self._split(rest)
+            settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed, search)
             methods = self.engine.check_methods(methods)
             prompt = self._prompt(prompt, settings.max_new_tokens)
             last = 0.0
@@ -183,7 +202,8 @@ class Actions:
         scores = " · ".join(f"{k} **{v:+.3f}**" for k, v in s["scores"].items())
         weights = " · ".join(f"{k} {v:.2f}" for k, v in s["weights"].items())
         quoted = "\n".join("> " + line for line in (s["text"] or "(empty reply)").splitlines())
-        return (f"**#{s['id']} {s['method']}** ({s['source']}) · λ: {weights} · β {s['beta']} · seed {s['seed']}"
+        return (f"**#{s['id']} {s['method']}** ({s['source']}, {s.get('search', 'sample')}) · λ: {weights} · "
+                f"β {s['beta']} · seed {s['seed']}"
                 f"\n\n{scores} · KL **{s['kl']:.2f}**\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
 
     def sweep(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z, history,
@@ -276,6 +296,14 @@ def _controls(engine: Engine, actions: Actions) -> dict:
         c["max_new"] = gr.Slider(1, engine.max_new_tokens, value=min(64, engine.max_new_tokens), step=1,
                                  label="max new tokens")
         c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed")
+        c["search"] = gr.Radio(SEARCH_CHOICES, value=SEARCH_DEFAULTS[0], label="search (every ticked method)",
+                               elem_id="search",
+                               info="best-of-N keeps the best of N samples by λ-weighted reward; beam search "
+                                    "keeps B beams ranked by log-prob (+ β·λ·values for MAVIS)")
+        c["num_candidates"] = gr.Slider(*CANDIDATES_RANGE, value=SEARCH_DEFAULTS[1], step=1,
+                                        label="N (best-of-N samples)", elem_id="num-candidates")
+        c["num_beams"] = gr.Slider(*BEAMS_RANGE, value=SEARCH_DEFAULTS[2], step=1, label="B (beams)",
+                                   elem_id="num-beams")
     return c
 
 
@@ -320,9 +348,10 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
     gr.on([s.change for s in c["sliders"]], actions.normalise, inputs=c["sliders"], outputs=c["lambda"],
           api_name="normalise", show_progress="hidden", queue=False)
     # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
-    gr.on([c["go"].click, c["prompt"].submit], actions.check, inputs=[*settings, *c["sliders"]],
+    search = [c["search"], c["num_candidates"], c["num_beams"]]  # after the sliders: optional for API callers
+    gr.on([c["go"].click, c["prompt"].submit], actions.check, inputs=[*settings, *c["sliders"], *search],
           api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
-        actions.generate, inputs=[*settings, c["x"], c["y"], c["z"], history, *c["sliders"]],
+        actions.generate, inputs=[*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search],
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
     gr.on([c["x"].change, c["y"].change, c["z"].change], actions.redraw, inputs=[c["x"], c["y"], c["z"], history],
           outputs=c["plot"],

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DecodeConfig
+from .config import SEARCHES, DecodeConfig
 from .decoding import TokenEvent, generate, generate_batch
+from .search import search
 from .stack import Stack
 
 MAX_PROMPT_CHARS = 4000  # longer prompts are cut from the left before tokenizing (the tokenizer is O(n))
@@ -25,6 +26,8 @@ BETA_RANGE = (0.0, 10.0)
 TOP_K_RANGE = (1, 100)
 TEMPERATURE_RANGE = (0.1, 2.0)
 SEED_RANGE = (0, 2**31 - 1)
+CANDIDATES_RANGE = (1, 16)  # best-of-N: N replies per method cost N times the sampling time
+BEAMS_RANGE = (1, 8)
 WEIGHT_RANGE = (0.0, 1.0)
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
@@ -42,10 +45,26 @@ class Settings:
     temperature: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    search: str = "sample"
+    num_candidates: int = 4
+    num_beams: int = 4
 
     def config(self, method: str) -> DecodeConfig:
         return DecodeConfig(method=method, weights=dict(self.weights), beta=self.beta, top_k=self.top_k,
-                            temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
+                            temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed,
+                            search=self.search, num_candidates=self.num_candidates, num_beams=self.num_beams)
+
+    @property
+    def search_label(self) -> str:
+        """How the replies are chosen, for a column or a chart point: "sample", "best-of-4", "beam ×4"."""
+        return search_label(self.search, self.num_candidates, self.num_beams)
+
+
+def search_label(search: str, num_candidates: int, num_beams: int) -> str:
+    """>>> search_label("best_of_n", 4, 2)
+    'best-of-4'
+    """
+    return {"sample": "sample", "best_of_n": f"best-of-{num_candidates}", "beam": f"beam ×{num_beams}"}[search]
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Reply:
     events: list[TokenEvent] = field(default_factory=list)
     done: bool = False
     scores: dict[str, float] | None = None
+    search: str = "sample"  # how it was chosen: Settings.search_label
 
     @property
     def text(self) -> str:
@@ -150,8 +170,11 @@ class Engine:
         return self.stack.spec.name
 
     def settings(self, weights: dict[str, float], beta: float, top_k: int, temperature: float,
-                 max_new_tokens: int, seed: int) -> Settings:
+                 max_new_tokens: int, seed: int, search: str = "sample", num_candidates: int = 4,
+                 num_beams: int = 4) -> Settings:
         """Settings from raw UI / API values; ValueError naming the allowed range for anything outside it."""
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {list(SEARCHES)}, got {search!r}")
         unknown = sorted(set(weights) - set(self.objectives))
         if unknown:
             raise ValueError(f"unknown objective(s) {unknown}; this stack has {self.objectives}")
@@ -165,6 +188,9 @@ class Engine:
             temperature=_number("temperature", temperature, *TEMPERATURE_RANGE),
             max_new_tokens=_number("max new tokens", max_new_tokens, 1, self.max_new_tokens, integer=True),
             seed=_number("seed", seed, *SEED_RANGE, integer=True),
+            search=search,
+            num_candidates=_number("N (best-of-N samples)", num_candidates, *CANDIDATES_RANGE, integer=True),
+            num_beams=_number("B (beams)", num_beams, *BEAMS_RANGE, integer=True),
         )
 
     def normalised(self, weights: dict[str, float]) -> dict[str, float]:
@@ -198,8 +224,12 @@ class Engine:
         """Decode every method side by side, one token each in turn; yields the replies after each round.
 
         Interleaving (rather than one method after another) puts every column's first token on screen
-        after one round. The last yield carries each reply's reward scores.
+        after one round. The last yield carries each reply's reward scores. A search (best-of-N, beam) cannot
+        stream its winner before it ends, so then each method's winner appears whole, one method at a time.
         """
+        if settings.search != "sample":
+            yield from self._stream_searched(prompt, methods, settings)
+            return
         replies = [Reply(m) for m in methods]
         streams = {r.method: generate(self.stack, prompt, self._prepare(r.method, settings)) for r in replies}
         while not all(r.done for r in replies):
@@ -214,6 +244,28 @@ class Engine:
         self.score(prompt, replies)
         yield replies
 
+    def _stream_searched(self, prompt: str, methods: list[str], settings: Settings) -> Iterator[list[Reply]]:
+        """``stream`` for a search: each method's winner in turn; the scores (its search's own) come last."""
+        replies, scores = [Reply(m, search=settings.search_label) for m in methods], []
+        for reply in replies:
+            result = search(self.stack, prompt, self._prepare(reply.method, settings))
+            reply.events, reply.done = result.best.events, True
+            scores.append(result.scores[result.index])
+            if reply is not replies[-1]:
+                yield replies
+        for reply, score in zip(replies, scores, strict=True):
+            reply.scores = score
+        yield replies
+
+    def reply(self, prompt: str, method: str, settings: Settings) -> Reply:
+        """One method's whole reply under ``settings.search``; searched replies come with their scores."""
+        cfg = self._prepare(method, settings)
+        if settings.search == "sample":
+            return Reply(method, events=generate_batch(self.stack, [prompt], cfg)[0].events, done=True)
+        result = search(self.stack, prompt, cfg)
+        return Reply(method, events=result.best.events, done=True, scores=result.scores[result.index],
+                     search=settings.search_label)
+
     def score(self, prompt: str, replies: list[Reply]) -> None:
         """Fill in each reply's reward per objective, in one batch per reward model."""
         if not replies:
@@ -224,11 +276,8 @@ class Engine:
 
     def replies(self, prompt: str, methods: list[str], settings: Settings) -> list[Reply]:
         """Every method's whole reply, scored (no streaming)."""
-        replies = []
-        for method in methods:
-            gen = generate_batch(self.stack, [prompt], self._prepare(method, settings))[0]
-            replies.append(Reply(method, events=gen.events, done=True))
-        self.score(prompt, replies)
+        replies = [self.reply(prompt, method, settings) for method in methods]
+        self.score(prompt, [r for r in replies if r.scores is None])
         return replies
 
     def warm_up(self) -> None:
@@ -247,8 +296,7 @@ class Engine:
                 on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in lam)})")
             weights = dict(zip(self.objectives, lam, strict=True))
             point = Settings(**{**settings.__dict__, "weights": weights})
-            gen = generate_batch(self.stack, [prompt], self._prepare(method, point))[0]
-            out.append((weights, Reply(method, events=gen.events, done=True)))
-        self.score(prompt, [r for _, r in out])
+            out.append((weights, self.reply(prompt, method, point)))
+        self.score(prompt, [r for _, r in out if r.scores is None])
         return out
 

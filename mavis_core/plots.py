@@ -3,7 +3,8 @@
 A *sample* is a plain dict (so it can live in a user's ``gr.State`` and go through the API as JSON)::
 
     {"id": 3, "source": "generate" | "sweep", "method": "mavis", "prompt": "...", "text": "...",
-     "weights": {"helpful": 0.5, ...}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.2, ...}, "kl": 1.3}
+     "weights": {"helpful": 0.5, ...}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.2, ...}, "kl": 1.3,
+     "search": "sample" | "best-of-4" | "beam ×4"}   # "search" may be missing: plain sampling
 """
 
 from __future__ import annotations
@@ -18,6 +19,27 @@ METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsou
 OBJECTIVE_COLOURS = ["#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4d7c0f"]
 RAISED, LOWERED = (22, 163, 74), (220, 38, 38)  # green: the tilt made the token likelier; red: less likely
 TILT_SCALE_FLOOR = 1.0  # tilts below this (in nats) never get full colour, so a flat reply looks flat
+# Marker shape per search (first word of the sample's "search" label); shapes plotly draws in 2-D and 3-D.
+SEARCH_SYMBOLS = {"sample": "circle", "best-of": "diamond", "beam": "square"}
+SEARCH_NAMES = {"best-of": "best-of-N", "beam": "beam search"}
+
+
+def _search_kind(sample: dict) -> str:
+    """"best-of-4" -> "best-of", "beam ×4" -> "beam"; samples without a search label were sampled."""
+    label = sample.get("search", "sample")
+    return "best-of" if label.startswith("best-of") else label.split(" ")[0]
+
+
+def _symbols(samples: list[dict]) -> list[str]:
+    return [SEARCH_SYMBOLS.get(_search_kind(s), "circle") for s in samples]
+
+
+def _search_legend(fig: go.Figure, samples: list[dict], scatter=go.Scatter) -> None:
+    """One grey legend entry per search shape in use, so the shapes explain themselves."""
+    for kind in sorted({_search_kind(s) for s in samples} - {"sample"}):
+        fig.add_trace(scatter(x=[None], y=[None], **({"z": [None]} if scatter is go.Scatter3d else {}),
+                              mode="markers", name=SEARCH_NAMES.get(kind, kind), hoverinfo="skip",
+                              marker=dict(symbol=SEARCH_SYMBOLS.get(kind, "circle"), color="#6b7280", size=9)))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -41,7 +63,8 @@ def _weights_text(weights: dict[str, float]) -> str:
 
 def _hover(sample: dict, x: str, y: str) -> str:
     snippet = html.escape(sample["text"][:80] + ("…" if len(sample["text"]) > 80 else ""))
-    return (f"<b>#{sample['id']} {sample['method']}</b> ({sample['source']})<br>λ: {_weights_text(sample['weights'])}"
+    return (f"<b>#{sample['id']} {sample['method']}</b> ({sample['source']}, {sample.get('search', 'sample')})"
+            f"<br>λ: {_weights_text(sample['weights'])}"
             f"<br>{x} {sample['scores'][x]:.3f} · {y} {sample['scores'][y]:.3f} · KL {sample['kl']:.2f}"
             f"<br>{snippet}")
 
@@ -50,7 +73,8 @@ def _trace(samples: list[dict], x: str, y: str, method: str, **kw) -> go.Scatter
     return go.Scatter(
         x=[s["scores"][x] for s in samples], y=[s["scores"][y] for s in samples],
         hovertext=[_hover(s, x, y) for s in samples], hoverinfo="text",
-        customdata=[s["id"] for s in samples], marker_color=METHOD_COLOURS.get(method, "#111827"), **kw,
+        customdata=[s["id"] for s in samples], marker_color=METHOD_COLOURS.get(method, "#111827"),
+        marker_symbol=_symbols(samples), **kw,
     )
 
 
@@ -64,9 +88,11 @@ def _figure_3d(samples: list[dict], x: str, y: str, z: str, methods: list[str]) 
                 fig.add_trace(go.Scatter3d(
                     x=[s["scores"][x] for s in pts], y=[s["scores"][y] for s in pts], z=[s["scores"][z] for s in pts],
                     mode="markers", name=method if source == "generate" else f"{method} sweep",
-                    marker=dict(size=size, color=METHOD_COLOURS.get(method, "#111827")), legendgroup=method,
+                    marker=dict(size=size, color=METHOD_COLOURS.get(method, "#111827"), symbol=_symbols(pts)),
+                    legendgroup=method,
                     hovertext=[_hover(s, x, y) + f"<br>{z} {s['scores'][z]:.3f}" for s in pts], hoverinfo="text",
                     customdata=[s["id"] for s in pts]))
+    _search_legend(fig, samples, go.Scatter3d)
     fig.update_layout(scene=dict(xaxis_title=x, yaxis_title=y, zaxis_title=z), height=480,
                       margin=dict(l=0, r=0, t=20, b=0), legend=dict(orientation="h"), template="plotly_white")
     return fig
@@ -91,6 +117,7 @@ def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str], z: st
             fig.add_trace(_trace(generated, x, y, method, mode="markers+text", name=method, marker_size=13,
                                  marker_line=dict(width=1.5, color="white"), legendgroup=method,
                                  text=[f"#{s['id']}" for s in generated], textposition="top center"))
+    _search_legend(fig, samples)
     fig.update_layout(
         xaxis_title=f"{x} reward", yaxis_title=f"{y} reward", height=430, margin=dict(l=50, r=20, t=30, b=50),
         legend=dict(orientation="h", y=-0.18), template="plotly_white", hoverlabel=dict(align="left"),

@@ -187,3 +187,65 @@ def test_beam_search_keeps_its_best_weighted_candidate_and_beats_no_candidate(ti
     assert result.weighted[result.index] == max(result.weighted)
     assert all(e.contributions is not None for e in result.best.events)
     assert generate_batch(tiny_stack, [], cfg("mavis")) == [] and search_batch(tiny_stack, [], cfg("mavis")) == []
+
+
+# --- the app's engine and chart with search --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine(tiny_stack):
+    from mavis_core.engine import Engine
+
+    return Engine(tiny_stack)
+
+
+def settings(engine, **kw):
+    raw = {"weights": WEIGHTS, "beta": 2.0, "top_k": 6, "temperature": 1.0, "max_new_tokens": 8, "seed": 3, **kw}
+    return engine.settings(**raw)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"search": "greedy"}, "search must be one of \\['sample', 'best_of_n', 'beam'\\], got 'greedy'"),
+    ({"search": "best_of_n", "num_candidates": 17}, "N \\(best-of-N samples\\) must be between 1 and 16, got 17"),
+    ({"search": "beam", "num_beams": 0}, "B \\(beams\\) must be between 1 and 8, got 0"),
+])
+def test_engine_refuses_search_settings_outside_the_apps_limits(engine, change, message):
+    with pytest.raises(ValueError, match=message):
+        settings(engine, **change)
+
+
+@pytest.mark.parametrize(("search_kind", "label"), [("best_of_n", "best-of-3"), ("beam", "beam ×2")])
+def test_engine_streams_each_methods_search_winner(engine, tiny_stack, search_kind, label):
+    s = settings(engine, search=search_kind, num_candidates=3, num_beams=2)
+    rounds = list(engine.stream("hello there", ["mavis", "mod"], s))
+    assert len(rounds) == 2  # MAVIS's winner first, then MOD's with every score
+    final = rounds[-1]
+    for reply in final:
+        want = search(tiny_stack, "hello there", s.config(reply.method))
+        assert reply.text == want.best.text and reply.search == label
+        assert reply.scores == pytest.approx(want.scores[want.index], abs=1e-6)
+    whole = engine.replies("hello there", ["mavis", "mod"], s)
+    assert [r.text for r in whole] == [r.text for r in final] and [r.search for r in whole] == [label] * 2
+
+
+def test_sampled_replies_say_so_and_sweeps_honour_the_search(engine):
+    assert [r.search for r in engine.replies("hi", ["base"], settings(engine))] == ["sample"]
+    out = engine.sweep("hi", ["base", "mavis"], settings(engine, search="beam", num_beams=2, max_new_tokens=3),
+                       [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert [r.search for _, r in out] == ["beam ×2"] * 3 and all(r.scores for _, r in out)
+
+
+def test_chart_marks_searched_samples_with_their_own_shape():
+    from mavis_core.plots import pareto_figure
+
+    def point(i, source, search_label):
+        return {"id": i, "source": source, "method": "mavis", "prompt": "p", "text": "t", "search": search_label,
+                "weights": {"helpful": 1.0}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.1 * i, "humor": 0.2},
+                "kl": 0.1}
+
+    samples = [point(1, "generate", "sample"), point(2, "generate", "best-of-4"), point(3, "generate", "beam ×2")]
+    fig = pareto_figure(samples, "helpful", "humor", ["mavis"])
+    assert list(fig.data[0].marker.symbol) == ["circle", "diamond", "square"]
+    assert [t.name for t in fig.data[1:]] == ["beam search", "best-of-N"]  # legend entries for the shapes
+    assert "beam ×2" in fig.data[0].hovertext[2]
+    fig3d = pareto_figure(samples, "helpful", "humor", ["mavis"], z="humor")
+    assert list(fig3d.data[0].marker.symbol) == ["circle", "diamond", "square"]
