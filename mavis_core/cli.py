@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .config import METHODS
+from .config import METHODS, SEARCHES
 
 
 def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,10 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search", choices=SEARCHES, default="sample",
+                        help="sample (streams), best_of_n or beam (see docs/search.md)")
+    parser.add_argument("--num-candidates", type=int, default=4, help="N for best_of_n")
+    parser.add_argument("--num-beams", type=int, default=4, help="B for beam")
     parser.add_argument("--json", action="store_true", help="print the reply, scores and KL as one JSON object")
 
 
@@ -44,7 +48,11 @@ def run_generate(args: argparse.Namespace) -> None:
     stack = load_stack(args.stack)
     cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives), beta=args.beta,
                        top_k=args.top_k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                       seed=args.seed)
+                       seed=args.seed, search=args.search, num_candidates=args.num_candidates,
+                       num_beams=args.num_beams)
+    if cfg.search != "sample":
+        run_search(stack, args.prompt, cfg, args.json)
+        return
     events = []
     for event in generate(stack, args.prompt, cfg):
         events.append(event)
@@ -57,6 +65,23 @@ def run_generate(args: argparse.Namespace) -> None:
         print(json.dumps({"text": text, "scores": scores, "kl": kl, "tokens": len(events)}))
     else:
         print(f"\n\nscores: {scores}  KL: {kl:.3f}  tokens: {len(events)}")
+
+
+def run_search(stack, prompt: str, cfg, as_json: bool) -> None:
+    """Print a search's winner, its scores and KL, and every candidate's λ-weighted reward."""
+    from .search import search
+
+    result = search(stack, prompt, cfg)
+    best = result.best
+    out = {"text": best.text, "scores": result.scores[result.index], "kl": best.kl, "tokens": len(best.events),
+           "search": cfg.search, "candidates": len(result.candidates), "weighted": result.weighted,
+           "index": result.index}
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"{best.text}\n\nscores: {out['scores']}  KL: {best.kl:.3f}  tokens: {len(best.events)}  "
+              f"({cfg.search}: candidate {result.index + 1} of {len(result.candidates)}, weighted rewards "
+              + ", ".join(f"{w:+.3f}" for w in result.weighted) + ")")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -249,3 +249,18 @@ def test_chart_marks_searched_samples_with_their_own_shape():
     assert "beam ×2" in fig.data[0].hovertext[2]
     fig3d = pareto_figure(samples, "helpful", "humor", ["mavis"], z="humor")
     assert list(fig3d.data[0].marker.symbol) == ["circle", "diamond", "square"]
+
+
+def test_cli_generate_runs_a_search(tiny_dir, capsys):
+    import json
+
+    from mavis_core.cli import main
+
+    args = ["generate", "hello there", "--stack", str(tiny_dir / "stack-sep.toml"), "--method", "mod",
+            "--max-new-tokens", "4", "--search", "best_of_n", "--num-candidates", "2", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["search"] == "best_of_n" and out["candidates"] == 2 and out["index"] in (0, 1)
+    assert max(out["weighted"]) == out["weighted"][out["index"]]
+    assert main([*args[:-2], "0", "--json"]) == 2  # N = 0: one plain error line
+    assert "num_candidates must be an integer >= 1, got 0" in capsys.readouterr().err
