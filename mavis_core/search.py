@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from .config import DecodeConfig
 from .decoding import CausalRunner, Generation, MethodRunner, TokenEvent, _Row, generate_batch
@@ -99,7 +99,7 @@ class _Beam:
     def grown(self, event: TokenEvent, logprob: float) -> _Beam:
         return _Beam(self.events + [event], logprob)
 
-    def ended(self, tokenizer) -> bool:
+    def ended(self, tokenizer: PreTrainedTokenizerBase) -> bool:
         """EOS, or the text now starts a new dialogue turn (the reply would be cut there)."""
         if self.events[-1].token_id == tokenizer.eos_token_id:
             return True
@@ -149,8 +149,8 @@ def _event(step: _Expansion, r: int, j: int, t: int, names: list[str]) -> TokenE
     return TokenEvent(int(step.token_ids[r, j]), "", base_lp, float(step.method_logprob[r, j]), contrib, t)
 
 
-def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_beams: int, tokenizer,
-                 t: int, names: list[str]) -> list[tuple[int, int, _Beam]]:
+def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_beams: int,
+                 tokenizer: PreTrainedTokenizerBase, t: int, names: list[str]) -> list[tuple[int, int, _Beam]]:
     """Walk the expansions best first: set aside those that end, keep the first ``num_beams`` that go on.
 
     Returns (source beam, candidate index, new beam) per kept beam; ``ended`` grows in place. Ties keep the
