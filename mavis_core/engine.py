@@ -102,7 +102,12 @@ def clean_prompt(prompt: object) -> tuple[str, list[str]]:
     """The prompt to decode and any warnings; ValueError for empty prompts or control characters."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("The prompt is empty: type a message for the assistant to reply to.")
-    bad = sorted({c for c in prompt if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROL})
+    bad = sorted({c for c in prompt if unicodedata.category(c) in ("Cc", "Cs") and c not in ALLOWED_CONTROL})
+    if any(unicodedata.category(c) == "Cs" for c in bad):
+        # A lone UTF-16 surrogate (half a character, e.g. from a JSON "\\udcff") is no UTF-8 text: the tokenizer
+        # fails on it with a TypeError, which the app could only show as a generic failure.
+        raise ValueError("The prompt is not valid text: it contains half of a character (an unpaired "
+                         "surrogate); remove it or paste the text again.")
     if bad:
         codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
         raise ValueError(f"The prompt contains control characters ({codes}); remove them and try again.")
