@@ -207,11 +207,14 @@ class Actions:
                 f"\n\n{scores} · KL **{s['kl']:.2f}**\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
 
     def sweep(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z, history,
+              search=SEARCH_DEFAULTS[0], num_candidates=SEARCH_DEFAULTS[1], num_beams=SEARCH_DEFAULTS[2],
               progress=gr.Progress()):  # noqa: B008 - gradio finds its progress tracker by this default
-        """Every ticked method over a λ grid; the points join the chart as each method's front."""
+        """Every ticked method over a λ grid, with the chosen search; the points join the chart as each
+        method's front."""
         with user_errors():
             objectives = self.engine.objectives
-            settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed)
+            settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed,
+                                      (search, num_candidates, num_beams))
             methods = self.engine.check_methods(methods)
             prompt = self._prompt(prompt, settings.max_new_tokens)
             if mode not in SWEEP_MODES:
@@ -224,7 +227,8 @@ class Actions:
             replies, weights = [r for _, r in out], [w for w, _ in out]
             history = (history + _samples(replies, prompt, settings, "sweep", _next_id(history), weights))
             history = history[-MAX_HISTORY:]
-            status = f"Swept {len(out)} replies ({len(grid)} λ points) in {time.monotonic() - start:.1f} s."
+            how = "" if settings.search == "sample" else f", each by {settings.search_label}"
+            status = f"Swept {len(out)} replies ({len(grid)} λ points){how} in {time.monotonic() - start:.1f} s."
             return self._figure(history, x, y, z), history, gr.Dropdown(choices=_sample_choices(history)), status
 
     def study_new(self, participant: str, prompt: str, progress=gr.Progress()):  # noqa: B008 - as in sweep
@@ -363,7 +367,7 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
                        api_name="show_sample")
     c["sweep"].click(actions.check, inputs=settings, api_visibility="private", concurrency_limit=None,
                      show_progress="hidden").success(
-        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], c["z"], history],
+        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], c["z"], history, *search],
         outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
         concurrency_limit=1, concurrency_id="sweep")  # one sweep at a time: it can keep both cores busy for minutes
 
