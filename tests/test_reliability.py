@@ -279,12 +279,16 @@ def test_app_with_a_bad_stack_file_exits_with_one_line(tmp_path, kind, words):
 
 
 def _custom_code_model(folder: Path, marker: Path) -> Path:
-    """A model folder whose config asks for its own code (auto_map); importing that code writes ``marker``."""
+    """A model (and tokenizer) folder whose config asks for its own code (auto_map); importing that code writes
+    ``marker``."""
     folder.mkdir(parents=True)
     config = {"model_type": "evil_gpt", "vocab_size": 320,
               "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel",
-                           "AutoModelForSequenceClassification": "evil.EvilModel"}}
+                           "AutoModelForSequenceClassification": "evil.EvilModel",
+                           "AutoTokenizer": ["evil.EvilTokenizer", None]}}
     (folder / "config.json").write_text(json.dumps(config))
+    tokenizer = {"tokenizer_class": "EvilTokenizer", "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
     (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('code ran')\n"
                                     "from transformers import PretrainedConfig\n"
                                     "class EvilConfig(PretrainedConfig):\n    model_type = 'evil_gpt'\n")
@@ -292,21 +296,24 @@ def _custom_code_model(folder: Path, marker: Path) -> Path:
 
 
 def _custom_code_stack(tmp_path: Path, tiny_dir: Path, role: str) -> tuple[Path, Path]:
-    """The tiny stack with its base model or one value model replaced by a custom-code folder."""
+    """The tiny stack with its base model, tokenizer, or one value or reward model replaced by a custom-code
+    folder."""
     marker = tmp_path / "MARKER"
     evil = _custom_code_model(tmp_path / "evil", marker)
     text = (tiny_dir / "stack-sep.toml").read_text().replace('"rewards/', f'"{tiny_dir}/rewards/')
     text = text.replace('"tokenizer"', f'"{tiny_dir}/tokenizer"').replace('"policies/', f'"{tiny_dir}/policies/')
     text = text.replace('"values/', f'"{tiny_dir}/values/')
     text = text.replace('model = "base"', f'model = "{evil if role == "base" else tiny_dir / "base"}"')
-    if role == "value":
-        text = text.replace(f'"{tiny_dir}/values/helpful"', f'"{evil}"')
+    if role in ("value", "reward"):
+        text = text.replace(f'"{tiny_dir}/{role}s/helpful"', f'"{evil}"')
+    if role == "tokenizer":
+        text = text.replace(f'"{tiny_dir}/tokenizer"', f'"{evil}"')
     path = tmp_path / "custom.toml"
     path.write_text(text)
     return path, marker
 
 
-@pytest.mark.parametrize("role", ["base", "value"])
+@pytest.mark.parametrize("role", ["base", "tokenizer", "value", "reward"])
 def test_custom_code_model_is_refused_and_not_run(tmp_path, tiny_dir, role):
     import torch
 
