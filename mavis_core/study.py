@@ -101,6 +101,7 @@ class StudyDB:
     def add_trial(self, participant: str, prompt: str, weights: dict[str, float], seed: int,
                   settings: dict, replies: dict[str, str], rng: random.Random | None = None) -> Trial:
         """Store a trial with the methods' replies in a shuffled slot order; return its blinded view."""
+        _check_text("participant id", participant)
         methods = list(replies)
         (rng or random.SystemRandom()).shuffle(methods)
         texts = [replies[m] for m in methods]
@@ -120,6 +121,9 @@ class StudyDB:
     def add_ratings(self, trial_id: str, ratings: dict[str, dict[str, int]], favourite: str) -> None:
         """Save slot -> objective -> rating (1–5) and the favourite slot of one trial, once."""
         with self._lock, self._connect() as db:
+            # Take the write lock before the "already rated?" check: another StudyDB on the same file (a second
+            # app process) could otherwise pass the check too and fail on the primary key with an IntegrityError.
+            db.execute("BEGIN IMMEDIATE")
             methods = self._methods_of(db, trial_id)
             slots = SLOTS[: len(methods)]
             if db.execute("SELECT 1 FROM favourites WHERE trial_id = ?", (trial_id,)).fetchone():
@@ -158,6 +162,14 @@ class StudyDB:
         share = (favs["method"].value_counts() / max(1, len(favs))).rename("favourite share")
         table = pd.concat([trials, means, share], axis=1).fillna({"favourite share": 0.0})
         return table.round(3).rename_axis("method").reset_index()
+
+
+def _check_text(what: str, text: str) -> None:
+    """ValueError for text SQLite cannot store: a lone surrogate (half a character) fails with a codec error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"The {what} is not valid text: it contains half of a character; remove it.") from None
 
 
 def _check_slots(ratings: dict[str, dict[str, int]], slots: str) -> dict[str, dict[str, int]]:

@@ -110,6 +110,35 @@ def test_writer_killed_mid_submit_loses_no_returned_rating(tmp_path):
     _assert_complete(path, [*returned, _submit(db, "after", 0)])
 
 
+def test_racing_double_submit_from_two_databases_says_already_rated(tmp_path):
+    """Two StudyDB objects on one file (as two app processes): one submit of a trial wins, the other gets the
+    plain "already rated" message; before BEGIN IMMEDIATE it could get a raw sqlite3.IntegrityError."""
+    path = tmp_path / "study.db"
+    dbs = [StudyDB(path), StudyDB(path)]
+    for seed in range(15):
+        trial = dbs[0].add_trial("p", "x", WEIGHTS, seed, {}, REPLIES)
+        outcomes: list[str] = []
+
+        def rate(db: StudyDB, trial=trial, outcomes=outcomes) -> None:
+            try:
+                db.add_ratings(trial.id, {s: {"helpful": 3, "harmless": 4} for s in trial.slots}, favourite="A")
+                outcomes.append("saved")
+            except Exception as err:  # noqa: BLE001 - its type and text are what is checked
+                outcomes.append(f"{type(err).__name__}: {err}")
+
+        threads = [threading.Thread(target=rate, args=(db,)) for db in dbs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes)[1] == "saved" and "ValueError: This trial was already rated" in sorted(outcomes)[0]
+
+
+def test_participant_id_that_is_not_text_is_refused_plainly(tmp_path):
+    with pytest.raises(ValueError, match="participant id is not valid text"):
+        StudyDB(tmp_path / "study.db").add_trial("p\udcff", "x", WEIGHTS, 0, {}, REPLIES)
+
+
 # ---------------------------------------------------------------------------------------------- the app's API
 
 AXES = ("helpful", "humor", "none (2-D)")
