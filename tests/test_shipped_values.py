@@ -1,0 +1,78 @@
+"""The shipped embedded stack (assets/stack.toml) with its trained MAVIS value model and LoRA policies.
+
+- It loads offline and every method (base, MAVIS, MOD, RSoup) produces a reply.
+- With β > 0 and λ one-hot, MAVIS raises that objective's mean reward over the base on a fixed set of
+  held-out prompts and seeds, for the objectives where the model card's measurement says it does
+  (RAISED below: harmless and humor, not helpful; the numbers are in assets/MODEL_CARD.md, values-fused).
+- The manifest verifies: every recorded file is there with its size and sha256, and nothing is unrecorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mavis_core import load_stack
+from mavis_core.config import DecodeConfig
+from mavis_core.decoding import generate_batch
+from mavis_core.training.manifest import verify_manifest
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# Held-out: opening turns of chitchat *test* conversations (value training used train-split openers); the
+# last 16 of eval_prompts.json, also outside the 32 the training pipeline evaluated on.
+PROMPTS = json.loads((ASSETS / "eval_prompts.json").read_text(encoding="utf-8"))[-16:]
+SEEDS = (0, 1)
+TOKENS = 32
+BETA = 2.0
+# Objectives whose mean reward MAVIS raises over the base on these prompts and seeds, as measured (see the card):
+# harmless 3.19 -> 4.14, humor -5.57 -> -2.08. Not helpful: 0.87 -> 0.75 here (its value head does not
+# generalise to held-out trees: validation correlation with the targets about 0.2), so it is not asserted.
+RAISED = ("harmless", "humor")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield load_stack(ASSETS / "stack.toml", device=torch.device("cpu"))
+
+
+def _rows() -> tuple[list[str], list[int]]:
+    return [p for p in PROMPTS for _ in SEEDS], [s for _ in PROMPTS for s in SEEDS]
+
+
+def _mean_reward(stack, method: str, objective: str) -> tuple[float, float]:
+    prompts, seeds = _rows()
+    cfg = DecodeConfig(method=method, weights={objective: 1.0}, beta=BETA, max_new_tokens=TOKENS)
+    gens = generate_batch(stack, prompts, cfg, seeds)
+    rewards = stack.rewards[objective].score(prompts, [g.text for g in gens])
+    return float(rewards.mean()), sum(g.kl for g in gens) / len(gens)
+
+
+def test_shipped_stack_loads_with_every_method(stack):
+    assert stack.objectives == ["helpful", "harmless", "humor"]
+    assert stack.methods == ["base", "mavis", "mod", "rsoup"]
+    weights = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
+    for method in stack.methods:
+        cfg = DecodeConfig(method=method, weights=weights, beta=BETA, max_new_tokens=12)
+        gens = generate_batch(stack, PROMPTS[:2], cfg, [0, 1])
+        assert len(gens) == 2
+        assert all(g.text.strip() for g in gens), (method, [g.text for g in gens])
+        assert all(math.isfinite(g.kl) for g in gens)
+
+
+@pytest.mark.parametrize("objective", RAISED)
+def test_mavis_raises_the_objectives_reward_over_the_base(stack, objective):
+    base_reward, _ = _mean_reward(stack, "base", objective)
+    mavis_reward, mavis_kl = _mean_reward(stack, "mavis", objective)
+    assert math.isfinite(mavis_kl)
+    assert mavis_reward > base_reward, (objective, base_reward, mavis_reward)
+
+
+def test_manifest_verifies():
+    assert verify_manifest(ASSETS) == []
