@@ -14,8 +14,9 @@ Both pick their winner by the λ-weighted reward Σ_m λ_m r_m(prompt, reply) of
   The value term is the value of the whole new prefix, not a sum over steps: V already estimates the reward
   of the finished reply. Every KV cache (the method's, each value model's) is reordered to the kept beams,
   so a step costs one incremental pass per model, as in sampling. Beams that end (EOS or a new dialogue
-  turn) are set aside; the search stops when B beams have ended, no beam is left, or at max_new_tokens.
-  Among the ended and the still-alive beams, the best λ-weighted reward wins. No randomness is involved.
+  turn) are set aside; the search stops when B beams have ended (then only those compete: the alive ones
+  would be cut mid-sentence), or at max_new_tokens (then the ended and the alive beams compete). The best
+  λ-weighted reward among them wins. No randomness is involved.
 
 ``search`` never streams: a UI shows the winner when the search is done. ``mavis_core.generate`` and
 ``generate_batch`` always sample (they refuse another ``cfg.search``).
@@ -43,7 +44,8 @@ class SearchResult:
 
     Attributes:
         best: the winner, ``candidates[index]``.
-        candidates: best-of-N: the N samples in seed order; beam: the ended beams, then the alive ones.
+        candidates: best-of-N: the N samples in seed order; beam: the ended beams, then (if the search ran to
+            max_new_tokens) the alive ones.
         scores: per candidate, objective -> reward.
         weighted: per candidate, Σ_m λ_m · reward_m (the quantity the winner maximises).
         search: the search that produced it ("sample", "best_of_n" or "beam").
@@ -240,7 +242,11 @@ def to_generation(stack: Stack, prompt: str, truncated: bool, events: list[Token
 
 
 def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig) -> list[_Beam]:
-    """The beam-search loop over one prompt (1, T). Returns the ended beams, then the alive ones."""
+    """The beam-search loop over one prompt (1, T).
+
+    Returns the ended beams once B of them have ended; else (at max_new_tokens) the ended beams, then the
+    alive ones, which ran to the length limit as a sampled reply would.
+    """
     weights = cfg.normalised(stack.objectives)
     lam = torch.tensor(weights)
     runner, scorer = MethodRunner(stack, cfg, weights), None
@@ -254,7 +260,9 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
         step = expand(logits, cumulative, scorer, lam, cfg, runner.samples_from_base)
         kept = select_beams(step, alive, ended, cfg.num_beams, stack.tokenizer, t, stack.objectives)
         alive = [beam for _, _, beam in kept]
-        if not alive or len(ended) >= cfg.num_beams or t + 1 == cfg.max_new_tokens:
+        if len(ended) >= cfg.num_beams:
+            return ended  # the alive beams stop mid-sentence (often mid "\n\nAssistant"): not replies
+        if not alive or t + 1 == cfg.max_new_tokens:
             break
         rows = torch.tensor([r for r, _, _ in kept])
         chosen = torch.tensor([j for _, j, _ in kept])

@@ -74,8 +74,9 @@ def test_one_beam_base_equals_a_plain_greedy_loop(tiny_stack):
 
 
 @torch.inference_mode()
-def reference_mavis_beams(stack, prompt, c):
-    """Beam search for MAVIS with no caches at all: every score from a fresh pass over the whole prefix."""
+def reference_mavis_beams(stack, prompt, c, ends=None):
+    """Beam search for MAVIS with no caches at all: every score from a fresh pass over the whole prefix.
+    ``ends(tokens)`` replaces the EOS / new-turn rule when given."""
     lam = torch.tensor(c.normalised(stack.objectives))
     prompt_ids = ids_of(stack, prompt)
     alive, ended = [([], 0.0)], []
@@ -93,14 +94,16 @@ def reference_mavis_beams(stack, prompt, c):
         kept = []
         for _, tokens, cum in sorted(expansions, key=lambda e: -e[0]):  # sorted() is stable, like the search
             text = stack.tokenizer.decode(tokens, skip_special_tokens=True)
-            if tokens[-1] == stack.tokenizer.eos_token_id or cut_at_stop(text)[1]:
+            if ends(tokens) if ends else tokens[-1] == stack.tokenizer.eos_token_id or cut_at_stop(text)[1]:
                 ended.append(tokens)
             elif len(kept) < c.num_beams:
                 kept.append((tokens, cum))
             if len(kept) == c.num_beams:
                 break
         alive = kept
-        if not alive or len(ended) >= c.num_beams:
+        if len(ended) >= c.num_beams:
+            return ended
+        if not alive:
             break
     return ended + [tokens for tokens, _ in alive]
 
@@ -112,6 +115,19 @@ def test_cached_beam_search_equals_an_uncached_reference(stack_name, request):
     input_ids, mask, _ = stack.encode([PROMPTS[1]], c.max_new_tokens)
     got = [[e.token_id for e in b.events] for b in run_beams(stack, input_ids, mask, c)]
     assert got == reference_mavis_beams(stack, PROMPTS[1], c)
+
+
+def test_beams_that_end_are_set_aside_and_only_they_compete_once_b_have_ended(tiny_stack, monkeypatch):
+    """Random models seldom end a reply, so here every even token id ends it."""
+    import mavis_core.search as search_module
+
+    monkeypatch.setattr(search_module._Beam, "ended", lambda self, tokenizer: self.events[-1].token_id % 2 == 0)
+    c = cfg("mavis", search="beam", num_beams=3, top_k=6, max_new_tokens=12)
+    input_ids, mask, _ = tiny_stack.encode([PROMPTS[0]], c.max_new_tokens)
+    beams = [[e.token_id for e in b.events] for b in run_beams(tiny_stack, input_ids, mask, c)]
+    assert beams == reference_mavis_beams(tiny_stack, PROMPTS[0], c, ends=lambda tokens: tokens[-1] % 2 == 0)
+    assert len(beams) >= 3 and all(b[-1] % 2 == 0 for b in beams)  # B ended: no half-finished beam competes
+    assert all(t % 2 for b in beams for t in b[:-1])  # an ended beam was never grown further
 
 
 @torch.inference_mode()
