@@ -268,6 +268,11 @@ def test_huge_prompt_is_cut_with_a_warning_not_a_failure(client):
     ("/redraw", ("helpful", "fun", "none (2-D)"), "not in the list of choices"),
     ("/study_submit", ("A", *[3] * 12), "New trial"),
     ("/study_results", ("",), "admin token"),
+    ("/sweep", ("hello", 1.0, 8, 1.0, 4, 0, ["base"], "chart axes (11 λ points)", "helpful", "helpful", AXES[2]),
+     "two different objectives"),
+    ("/sweep", ("", 1.0, 8, 1.0, 4, 0, ["base"], "chart axes (11 λ points)", *AXES), "prompt is empty"),
+    ("/sweep", ("hello", 1.0, 0, 1.0, 4, 0, ["base"], "chart axes (11 λ points)", *AXES), "less than minimum"),
+    ("/study_new", ("p", "a\x00b"), "control characters"),
 ])
 def test_bad_input_to_other_endpoints(client, endpoint, args, words):
     with pytest.raises(Exception) as err:  # noqa: PT011 - as above
