@@ -158,8 +158,11 @@ def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_b
     Returns (source beam, candidate index, new beam) per kept beam; ``ended`` grows in place. Ties keep the
     lower flat index (stable sort), so the search is deterministic.
     """
+    # One copy to the CPU per step: reading the tensors element by element on a GPU would sync each time.
+    step = _Expansion(**{f.name: None if (x := getattr(step, f.name)) is None else x.cpu()
+                         for f in dataclasses.fields(step)})
     k = step.token_ids.shape[1]
-    order = torch.sort(step.rank.flatten().cpu(), descending=True, stable=True).indices
+    order = torch.sort(step.rank.flatten(), descending=True, stable=True).indices
     kept = []
     for flat in order.tolist():
         r, j = divmod(flat, k)
@@ -223,10 +226,11 @@ def fill_base_logprobs(stack: Stack, input_ids: torch.Tensor, beams: list[_Beam]
     mask = torch.tensor([[1] * (len(prompt) + len(b.events)) + [0] * (length - len(b.events)) for b in beams],
                         device=input_ids.device)
     logprobs = torch.log_softmax(stack.base(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (n, T+L, V)
+    taken = logprobs[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2).cpu()  # (n, T+L-1): log π_ref of each next token
     start = len(prompt) - 1  # logits at position p predict token p + 1
     for i, beam in enumerate(beams):
         for t, event in enumerate(beam.events):
-            event.base_logprob = float(logprobs[i, start + t, event.token_id])
+            event.base_logprob = float(taken[i, start + t])
 
 
 def to_generation(stack: Stack, prompt: str, truncated: bool, events: list[TokenEvent]) -> Generation:
