@@ -312,6 +312,34 @@ def test_app_with_a_bad_stack_file_exits_with_one_line(tmp_path, kind, words):
     _assert_one_line_exit(_run_app(_bad_stack(tmp_path, kind)), words)
 
 
+def _broken_model_stack(tmp_path: Path, tiny_dir: Path, kind: str) -> Path:
+    """A copy of the tiny stack whose base model folder is damaged: bad config.json, bad weights, or empty."""
+    import shutil
+
+    root = tmp_path / "stack"
+    shutil.copytree(tiny_dir, root)
+    base = root / "base"
+    if kind == "config":
+        (base / "config.json").write_text("{")
+    elif kind == "weights":
+        (base / "model.safetensors").write_bytes(b"\x00" * 100)
+    else:
+        shutil.rmtree(base)
+        base.mkdir()
+    return root / "stack-sep.toml"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, words", [
+    ("config", "config.json' is not a valid JSON file"),
+    # transformers / safetensors do not name the file here; the line still says which stack failed.
+    ("weights", "deserializing header"),
+    ("empty", "Unrecognized model in"),
+])
+def test_app_with_a_broken_model_folder_exits_with_one_line(tmp_path, tiny_dir, kind, words):
+    _assert_one_line_exit(_run_app(_broken_model_stack(tmp_path, tiny_dir, kind)), words)
+
+
 def _custom_code_model(folder: Path, marker: Path) -> Path:
     """A model (and tokenizer) folder whose config asks for its own code (auto_map); importing that code writes
     ``marker``."""
