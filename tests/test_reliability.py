@@ -60,6 +60,7 @@ def _assert_complete(path: Path, trial_ids: list[str]) -> None:
     missing = [t for t in trial_ids if ratings.get(t) != per_trial or t not in favourites]
     assert not missing, f"{len(missing)} of {len(trial_ids)} returned submits are not (fully) stored"
     assert all(n == per_trial for n in ratings.values())  # no half-written submit either
+    assert favourites == set(ratings)  # ratings and favourite land together or not at all
 
 
 def test_many_concurrent_writers_threads_and_processes(tmp_path):
