@@ -9,10 +9,13 @@ import copy
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import StackSpec, is_local, read_stack_spec
@@ -21,6 +24,15 @@ from .rewards import load_reward
 from .tilts import rsoup_delta
 
 RSOUP_CACHE_BYTES = 2 * 2**30  # memory for merged RSoup models (full copies of the base) kept per stack
+
+
+@contextmanager
+def loading(what: str, ref: str) -> Iterator[None]:
+    """Turn a damaged or unreadable model folder into a ValueError that names it (the app shows one line)."""
+    try:
+        yield
+    except (OSError, SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"could not load the {what} from {ref}: {err}") from err
 
 
 def pick_device() -> torch.device:
@@ -91,13 +103,17 @@ class Stack:
         self.device = device or pick_device()
         self.dtype = dtype or pick_dtype(spec.dtype, self.device)
         self.objectives = spec.objective_names
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=False)
+        with loading("tokenizer", spec.tokenizer):
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=False)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.base = self._load_causal_lm(spec.base_model)
         _check_vocab(spec.base_model, "base model", self.base.config.vocab_size, self.tokenizer)
-        self.rewards = {o.name: load_reward(o.reward, self.device) for o in spec.objectives}
+        self.rewards = {}
+        for o in spec.objectives:
+            with loading(f"reward model of {o.name!r}", o.reward.path or o.reward.kind):
+                self.rewards[o.name] = load_reward(o.reward, self.device)
         self.value_models = self._load_value_models()
         self.policies = self._load_policies()
         self._rsoup_cache: OrderedDict[tuple[float, ...], torch.nn.Module] = OrderedDict()
@@ -115,7 +131,8 @@ class Stack:
         return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 2048))
 
     def _load_causal_lm(self, ref: str) -> torch.nn.Module:
-        model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
+        with loading("base model", ref):
+            model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
         return model.to(self.device).eval()
 
     def _load_value_models(self) -> list[ValueModel]:
@@ -125,7 +142,9 @@ class Stack:
                 by_path.setdefault(o.value, []).append(o.name)
         out = []
         for ref, names in by_path.items():
-            model = AutoModelForSequenceClassification.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
+            with loading("value model", ref):
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    ref, trust_remote_code=False, dtype=self.dtype)
             _check_vocab(ref, "value model", model.config.vocab_size, self.tokenizer)
             heads = _value_heads(ref, names, self.objectives, model.config.num_labels)
             out.append(ValueModel(ref, model.to(self.device).eval(), heads))
@@ -142,9 +161,11 @@ class Stack:
             _check_vocab(ref, f"policy of {name!r}", self.base.config.vocab_size, self.tokenizer)
             _check_adapter_base(ref, name)
         # A separate copy: peft injects LoRA layers into the model it wraps, and the base must stay plain.
-        model = PeftModel.from_pretrained(copy.deepcopy(self.base), refs[0][1], adapter_name=refs[0][0])
+        with loading(f"policy of {refs[0][0]!r}", refs[0][1]):
+            model = PeftModel.from_pretrained(copy.deepcopy(self.base), refs[0][1], adapter_name=refs[0][0])
         for name, ref in refs[1:]:
-            model.load_adapter(ref, adapter_name=name)
+            with loading(f"policy of {name!r}", ref):
+                model.load_adapter(ref, adapter_name=name)
         return model.eval()
 
     def rsoup_model(self, weights: list[float]) -> torch.nn.Module:
