@@ -85,6 +85,7 @@ def run_search(stack, prompt: str, cfg, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .evaluation import add_sweep_arguments, run_sweep
     from .training.build import add_build_arguments, run_build
     from .training.policies import add_train_policies_arguments, run_train_policies
     from .training.value_training import add_train_values_arguments, run_train_values
@@ -95,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_generate_arguments(sub.add_parser("generate", help="reply to one prompt with one method"))
     add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
     add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
+    add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
     args = parser.parse_args(argv)
     commands = {"build": run_build, "generate": run_generate, "train-values": run_train_values,
-                "train-policies": run_train_policies}
+                "train-policies": run_train_policies, "sweep": run_sweep}
     try:
         commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback

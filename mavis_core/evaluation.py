@@ -1,0 +1,229 @@
+"""Sweeps over λ and what they say: one tidy table per sweep, Pareto fronts, hypervolumes, weight checks.
+
+`python -m mavis_core sweep --stack assets/stack.toml --pair helpful,harmless` runs every method over the λ grid
+of `engine.weight_grid`, generating one batch of (prompt × seed) rows per (method, λ), and writes one row per
+(method, λ) to a CSV: the normalised weights (``w_<objective>``), mean rewards (``r_<objective>``), mean KL to the
+base, mean reply length and tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import METHODS, DecodeConfig
+from .decoding import generate_batch
+from .engine import example_prompts, weight_grid
+from .stack import Stack
+
+WEIGHT_PREFIX = "w_"
+REWARD_PREFIX = "r_"
+REFERENCE_MARGIN = 0.1  # hypervolume reference: min over all methods minus this share of the observed range
+
+
+def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
+    """Every prompt with every seed, prompt-major: row i·S + s is prompt i with seed s."""
+    pairs = list(itertools.product(prompts, seeds))
+    return [p for p, _ in pairs], [s for _, s in pairs]
+
+
+def _jobs(methods: list[str], grid: list[list[float]]) -> list[tuple[str, list[float] | None]]:
+    """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN)."""
+    return [(m, None) if m == "base" else (m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
+
+
+def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
+    """One (method, λ) cell: generate all rows in one batch, score them, average."""
+    row_prompts, row_seeds = _rows(prompts, seeds)
+    start = time.perf_counter()
+    gens = generate_batch(stack, row_prompts, cfg, row_seeds)
+    seconds = time.perf_counter() - start  # generation only: scoring is the evaluator's cost, not the method's
+    scores = stack.score(row_prompts, [g.text for g in gens])
+    tokens = [len(g.events) for g in gens]
+    out = {f"{REWARD_PREFIX}{name}": float(values.float().mean()) for name, values in scores.items()}
+    out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
+               tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds, n=len(gens))
+    return out
+
+
+def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
+          base_cfg: DecodeConfig) -> pd.DataFrame:
+    """Run each method at each λ of ``weight_grid`` over all prompts × seeds; one row per (method, λ).
+
+    Columns: method, ``w_<objective>`` (normalised λ; NaN for the base, which runs once since it ignores λ),
+    ``r_<objective>`` (mean reward), kl (mean sequence KL to the base), tokens (mean reply length),
+    tokens_per_s, seconds (generation wall time) and n (replies averaged). ``base_cfg`` gives every other
+    decoding setting; its method and weights are replaced.
+    """
+    if not prompts or not seeds:
+        raise ValueError("a sweep needs at least one prompt and one seed")
+    unknown = [m for m in methods if m not in stack.methods]
+    if unknown:
+        raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
+    records = []
+    jobs = _jobs(methods, weight_grid)
+    for method, lam in tqdm(jobs, desc="sweep", unit="point"):
+        # the base's λ is irrelevant but DecodeConfig needs one: equal weights
+        weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
+        cfg = DecodeConfig(**{**base_cfg.__dict__, "method": method, "weights": weights})
+        norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
+        record = {"method": method, **{f"{WEIGHT_PREFIX}{o}": w for o, w in zip(stack.objectives, norm, strict=True)}}
+        records.append({**record, **_point(stack, prompts, seeds, cfg)})
+    return pd.DataFrame.from_records(records)
+
+
+def _non_dominated(points: np.ndarray) -> np.ndarray:
+    """Mask of rows no other row dominates (>= on every column, > on one; all maximised). Grids are small: O(n²)."""
+    keep = np.ones(len(points), dtype=bool)
+    for i, p in enumerate(points):
+        dominated = np.all(points >= p, axis=1) & np.any(points > p, axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def pareto_front(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Each method's non-dominated rows on the mean rewards of ``objectives`` (all maximised); index kept."""
+    cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
+    parts = [group[_non_dominated(group[cols].to_numpy(dtype=float))] for _, group in df.groupby("method", sort=False)]
+    return pd.concat(parts) if parts else df.iloc[:0]
+
+
+def hypervolume(points: list[tuple[float, float]] | np.ndarray, reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` and dominating ``reference``, both objectives maximised (exact sweep-line).
+
+    >>> hypervolume([(2, 1), (1, 2)], (0, 0))
+    3.0
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    rx, ry = reference
+    pts = pts[(pts[:, 0] > rx) & (pts[:, 1] > ry)]  # points not beyond the reference add nothing
+    area, top = 0.0, ry
+    for x, y in sorted(map(tuple, pts), key=lambda p: -p[0]):  # right to left: each higher point adds a slab
+        if y > top:
+            area += (x - rx) * (y - top)
+            top = y
+    return float(area)
+
+
+def reference_point(df: pd.DataFrame, objectives: list[str], margin: float = REFERENCE_MARGIN) -> list[float]:
+    """Per-objective minimum over all methods minus ``margin`` × its range (× 1 if every row ties), so every
+    method's worst point still adds some area and methods share one reference."""
+    ref = []
+    for o in objectives:
+        values = df[f"{REWARD_PREFIX}{o}"].astype(float)
+        spread = values.max() - values.min()
+        ref.append(float(values.min() - margin * (spread if spread > 0 else 1.0)))
+    return ref
+
+
+def hypervolumes(df: pd.DataFrame, objectives: list[str], reference: list[float] | None = None) -> pd.DataFrame:
+    """Each method's hypervolume on two objectives, with the reference point used (``ref_<objective>``)."""
+    if len(objectives) != 2:
+        raise ValueError(f"hypervolume is computed for two objectives, got {objectives}")
+    ref = reference if reference is not None else reference_point(df, objectives)
+    cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
+    rows = [{"method": m, "objectives": ",".join(objectives),
+             "hypervolume": hypervolume(g[cols].to_numpy(dtype=float), (ref[0], ref[1])),
+             **{f"ref_{o}": r for o, r in zip(objectives, ref, strict=True)}}
+            for m, g in df.groupby("method", sort=False)]
+    return pd.DataFrame(rows)
+
+
+def weight_spearman(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method and objective: Spearman correlation between the objective's weight and its mean reward.
+
+    Objectives whose weight never varies within a method (the base; the third objective of a pair sweep) are
+    left out: a correlation with a constant is undefined, not zero.
+    """
+    rows = []
+    objectives = [c[len(WEIGHT_PREFIX):] for c in df.columns if c.startswith(WEIGHT_PREFIX)]
+    for method, group in df.groupby("method", sort=False):
+        for o in objectives:
+            w, r = group[f"{WEIGHT_PREFIX}{o}"].astype(float), group[f"{REWARD_PREFIX}{o}"].astype(float)
+            if w.nunique(dropna=True) < 2:
+                continue
+            rows.append({"method": method, "objective": o, "spearman": float(w.corr(r, method="spearman")),
+                         "points": int(w.notna().sum())})
+    return pd.DataFrame(rows, columns=["method", "objective", "spearman", "points"])
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--pair", default="", help="two objectives, e.g. helpful,harmless: 11 λ points between them "
+                                                 "(default: the stack's first two objectives)")
+    grid.add_argument("--simplex", action="store_true", help="a 1/4 grid over the simplex of all objectives")
+    parser.add_argument("--methods", default="", help=f"comma-separated, from {','.join(METHODS)} "
+                                                      "(default: every method the stack supports)")
+    parser.add_argument("--prompts", type=int, default=0, help="use the first N held-out prompts (default: all)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per prompt (default 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=15)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--out", default="results/sweep.csv", help="CSV to write (default results/sweep.csv); "
+                                                                   "hypervolumes and Spearman go beside it")
+
+
+def _grid(args: argparse.Namespace, objectives: list[str]) -> tuple[list[list[float]], list[str]]:
+    """The λ grid and the objectives it sweeps (two for --pair, all for --simplex)."""
+    if args.simplex:
+        return weight_grid(len(objectives)), list(objectives)
+    pair = [p.strip() for p in args.pair.split(",") if p.strip()] if args.pair else list(objectives[:2])
+    unknown = [p for p in pair if p not in objectives]
+    if len(pair) != 2 or unknown:
+        raise ValueError(f"--pair needs two of this stack's objectives {objectives}, got {args.pair!r}")
+    return weight_grid(len(objectives), axes=(objectives.index(pair[0]), objectives.index(pair[1]))), pair
+
+
+def _methods(text: str, available: list[str]) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()] if text else list(available)
+    unknown = [m for m in methods if m not in available]
+    if unknown or not methods:
+        raise ValueError(f"--methods must be some of {available} for this stack, got {text!r}")
+    return methods
+
+
+def _prompts(stack: Stack, count: int) -> list[str]:
+    prompts = example_prompts(stack)
+    if not prompts:
+        raise ValueError(f"stack {stack.spec.path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
+    if count < 0:
+        raise ValueError(f"--prompts must be >= 0, got {count}")
+    return prompts[:count] if count else prompts
+
+
+def summarise(df: pd.DataFrame, swept: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hypervolume of every pair of swept objectives (shared reference per pair) and the Spearman table."""
+    volumes = pd.concat([hypervolumes(df, list(pair)) for pair in itertools.combinations(swept, 2)],
+                        ignore_index=True)
+    return volumes, weight_spearman(df)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    from .stack import load_stack
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    stack = load_stack(args.stack)
+    grid, swept = _grid(args, stack.objectives)
+    cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=args.beta, top_k=args.top_k,
+                       temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    df = sweep(stack, _prompts(stack, args.prompts), list(range(args.seeds)),
+               _methods(args.methods, stack.methods), grid, cfg)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    volumes, spearman = summarise(df, swept)
+    volumes.to_csv(out.with_name(f"{out.stem}_hypervolume.csv"), index=False)
+    spearman.to_csv(out.with_name(f"{out.stem}_spearman.csv"), index=False)
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
+        print(f"wrote {out} ({len(df)} rows)\n\nhypervolume (reference: min over all methods minus "
+              f"{REFERENCE_MARGIN:g} × range, per objective)\n{volumes.to_string(index=False)}\n\n"
+              f"Spearman(weight, mean reward)\n{spearman.to_string(index=False)}")

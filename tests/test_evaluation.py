@@ -1,0 +1,122 @@
+"""Sweeps over λ on the tiny stack, and the Pareto, hypervolume and Spearman helpers on hand-made tables."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mavis_core import DecodeConfig, generate_batch
+from mavis_core.cli import main
+from mavis_core.evaluation import hypervolume, hypervolumes, pareto_front, reference_point, sweep, weight_spearman
+
+PROMPTS = ["hello there", "tell me a joke"]
+SEEDS = [5]
+GRID = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]
+BASE_CFG = DecodeConfig(weights={"helpful": 1.0}, beta=2.0, top_k=8, max_new_tokens=8)
+METHODS = ["base", "mavis", "mod", "rsoup"]
+
+
+@pytest.fixture(scope="module")
+def table(tiny_stack):
+    return sweep(tiny_stack, PROMPTS, SEEDS, METHODS, GRID, BASE_CFG)
+
+
+def test_sweep_table_is_tidy(table, tiny_stack):
+    assert len(table) == 1 + 3 * len(GRID)  # the base once (it ignores λ), every other method at each λ
+    objectives = tiny_stack.objectives
+    expected = ["method", *(f"w_{o}" for o in objectives), *(f"r_{o}" for o in objectives),
+                "kl", "tokens", "tokens_per_s", "seconds", "n"]
+    assert list(table.columns) == expected
+    assert table.groupby("method").size().to_dict() == {"base": 1, "mavis": 3, "mod": 3, "rsoup": 3}
+    assert table.loc[table.method == "base", "w_helpful"].isna().all()
+    steered = table[table.method != "base"]
+    assert np.allclose(steered[[f"w_{o}" for o in objectives]].sum(axis=1), 1.0)
+    assert (table.n == len(PROMPTS) * len(SEEDS)).all()
+    assert (table.tokens > 0).all() and (table.tokens <= 8).all() and (table.tokens_per_s > 0).all()
+
+
+def test_sweep_values_equal_direct_generation(table, tiny_stack):
+    weights = dict(zip(tiny_stack.objectives, GRID[1], strict=True))
+    cfg = DecodeConfig(method="mavis", weights=weights, beta=2.0, top_k=8, max_new_tokens=8)
+    gens = generate_batch(tiny_stack, PROMPTS, cfg, SEEDS * len(PROMPTS))
+    scores = tiny_stack.score(PROMPTS, [g.text for g in gens])
+    row = table[(table.method == "mavis") & (table.w_helpful == 0.5)].iloc[0]
+    for name, values in scores.items():
+        assert row[f"r_{name}"] == pytest.approx(float(values.mean()), rel=1e-5)
+    assert row.kl == pytest.approx(np.mean([g.kl for g in gens]), rel=1e-5)
+    assert row.tokens == pytest.approx(np.mean([len(g.events) for g in gens]))
+
+
+def test_sweep_rejects_methods_the_stack_lacks(tiny_stack):
+    with pytest.raises(ValueError, match="can't run"):
+        sweep(tiny_stack, PROMPTS, SEEDS, ["nope"], GRID, BASE_CFG)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        sweep(tiny_stack, [], SEEDS, ["base"], GRID, BASE_CFG)
+
+
+def hand_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": ["a", "a", "a", "a", "b", "b"],
+        "r_x": [0.0, 1.0, 0.5, 0.2, 2.0, 2.0],
+        "r_y": [1.0, 0.0, 0.5, 0.2, 2.0, 1.0],
+    })
+
+
+def test_pareto_front_per_method():
+    front = pareto_front(hand_table(), ["x", "y"])
+    # method a: (0.2, 0.2) is beaten by (0.5, 0.5); method b: (2, 1) by (2, 2); methods never compete
+    assert sorted(front.index) == [0, 1, 2, 4]
+    assert list(pareto_front(hand_table(), ["x"]).index) == [1, 4, 5]  # ties on one objective both stay
+
+
+def test_hypervolume_matches_rectangles():
+    # union of [0,2]x[0,1] and [0,1]x[0,2]: 2 + 2 - 1
+    assert hypervolume([(2, 1), (1, 2)], (0, 0)) == pytest.approx(3.0)
+    # three steps above (-1, -1): widths 4, 3, 1 times heights 1, 1, 2
+    assert hypervolume([(3, 0), (2, 1), (0, 3), (1, 0.5)], (-1, -1)) == pytest.approx(4 + 3 + 2)
+    assert hypervolume([(1, 1)], (1, 0)) == 0.0  # on the reference: no area
+    assert hypervolume([], (0, 0)) == 0.0
+
+
+def test_hypervolumes_state_a_shared_reference():
+    df = hand_table()
+    ref = reference_point(df, ["x", "y"])
+    assert ref == pytest.approx([0.0 - 0.2, 0.0 - 0.2])  # min minus 10 % of the range (2)
+    vols = hypervolumes(df, ["x", "y"]).set_index("method")
+    assert vols.loc["b", "hypervolume"] == pytest.approx(2.2 * 2.2)
+    assert vols.loc["a", "ref_x"] == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="two objectives"):
+        hypervolumes(df, ["x"])
+
+
+def test_weight_spearman_on_hand_table():
+    df = pd.DataFrame({
+        "method": ["m"] * 4 + ["base"],
+        "w_x": [0.0, 0.3, 0.6, 1.0, math.nan], "w_y": [1.0, 0.7, 0.4, 0.0, math.nan], "w_z": [0.0] * 4 + [math.nan],
+        "r_x": [1.0, 2.0, 3.0, 10.0, 0.0], "r_y": [4.0, 1.0, 2.0, 3.0, 0.0], "r_z": [1.0, 2.0, 3.0, 4.0, 0.0],
+    })
+    got = weight_spearman(df).set_index("objective")
+    assert list(got.method) == ["m", "m"]  # z never varies and the base has no λ: no correlation to report
+    assert got.loc["x", "spearman"] == pytest.approx(1.0)
+    # y's weight ranks 4, 3, 2, 1 against reward ranks 4, 1, 2, 3: 1 - 6·(0 + 4 + 0 + 4) / (4·15) = 0.2
+    assert got.loc["y", "spearman"] == pytest.approx(0.2)
+
+
+def test_cli_writes_csv(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    code = main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--pair", "helpful,humor", "--methods",
+                 "base,mod", "--prompts", "1", "--max-new-tokens", "4", "--top-k", "5", "--out", str(out)])
+    assert code == 0
+    df = pd.read_csv(out)
+    assert len(df) == 1 + 11 and set(df.method) == {"base", "mod"}
+    assert (df.loc[df.method == "mod", "w_harmless"] == 0).all()
+    printed = capsys.readouterr().out
+    assert "hypervolume" in printed and "Spearman" in printed
+    assert set(pd.read_csv(tmp_path / "sweep_hypervolume.csv").method) == {"base", "mod"}
+    assert set(pd.read_csv(tmp_path / "sweep_spearman.csv").objective) == {"helpful", "humor"}
+
+
+def test_cli_rejects_bad_pair(tiny_dir, capsys):
+    assert main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--pair", "helpful,nope"]) == 2
+    assert "--pair" in capsys.readouterr().err
