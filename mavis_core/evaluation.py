@@ -52,14 +52,21 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     return out
 
 
+def _settings(cfg: DecodeConfig) -> dict[str, float]:
+    """The decoding settings a row was made with, so tables from β or top-k sweeps can simply be concatenated."""
+    return {"beta": cfg.beta, "top_k": cfg.top_k, "temperature": cfg.temperature,
+            "max_new_tokens": cfg.max_new_tokens}
+
+
 def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
           base_cfg: DecodeConfig) -> pd.DataFrame:
     """Run each method at each λ of ``weight_grid`` over all prompts × seeds; one row per (method, λ).
 
     Columns: method, ``w_<objective>`` (normalised λ; NaN for the base, which runs once since it ignores λ),
     ``r_<objective>`` (mean reward), kl (mean sequence KL to the base), tokens (mean reply length),
-    tokens_per_s, seconds (generation wall time) and n (replies averaged). ``base_cfg`` gives every other
-    decoding setting; its method and weights are replaced.
+    tokens_per_s, seconds (generation wall time), n (replies averaged), then the settings used (beta, top_k,
+    temperature, max_new_tokens). ``base_cfg`` gives every other decoding setting; its method and weights are
+    replaced.
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
@@ -74,7 +81,7 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
         cfg = DecodeConfig(**{**base_cfg.__dict__, "method": method, "weights": weights})
         norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
         record = {"method": method, **{f"{WEIGHT_PREFIX}{o}": w for o, w in zip(stack.objectives, norm, strict=True)}}
-        records.append({**record, **_point(stack, prompts, seeds, cfg)})
+        records.append({**record, **_point(stack, prompts, seeds, cfg), **_settings(cfg)})
     return pd.DataFrame.from_records(records)
 
 
@@ -157,7 +164,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--pair", default="", help="two objectives, e.g. helpful,harmless: 11 λ points between them "
-                                                 "(default: the stack's first two objectives)")
+                                                 "(default: the stack's first two objectives); 'all': every pair's "
+                                                 "points in one table")
     grid.add_argument("--simplex", action="store_true", help="a 1/4 grid over the simplex of all objectives")
     parser.add_argument("--methods", default="", help=f"comma-separated, from {','.join(METHODS)} "
                                                       "(default: every method the stack supports)")
@@ -175,11 +183,22 @@ def _grid(args: argparse.Namespace, objectives: list[str]) -> tuple[list[list[fl
     """The λ grid and the objectives it sweeps (two for --pair, all for --simplex)."""
     if args.simplex:
         return weight_grid(len(objectives)), list(objectives)
+    if args.pair.strip() == "all":
+        return all_pairs_grid(len(objectives)), list(objectives)
     pair = [p.strip() for p in args.pair.split(",") if p.strip()] if args.pair else list(objectives[:2])
     unknown = [p for p in pair if p not in objectives]
     if len(pair) != 2 or unknown:
         raise ValueError(f"--pair needs two of this stack's objectives {objectives}, got {args.pair!r}")
     return weight_grid(len(objectives), axes=(objectives.index(pair[0]), objectives.index(pair[1]))), pair
+
+
+def all_pairs_grid(n_objectives: int) -> list[list[float]]:
+    """Every pair's λ points, each once: the corners (one objective alone) are shared between pairs."""
+    seen: dict[tuple[float, ...], list[float]] = {}
+    for axes in itertools.combinations(range(n_objectives), 2):
+        for lam in weight_grid(n_objectives, axes=axes):
+            seen.setdefault(tuple(lam), lam)
+    return list(seen.values())
 
 
 def _methods(text: str, available: list[str]) -> list[str]:

@@ -8,7 +8,15 @@ import pytest
 
 from mavis_core import DecodeConfig, generate_batch
 from mavis_core.cli import main
-from mavis_core.evaluation import hypervolume, hypervolumes, pareto_front, reference_point, sweep, weight_spearman
+from mavis_core.evaluation import (
+    all_pairs_grid,
+    hypervolume,
+    hypervolumes,
+    pareto_front,
+    reference_point,
+    sweep,
+    weight_spearman,
+)
 
 PROMPTS = ["hello there", "tell me a joke"]
 SEEDS = [5]
@@ -26,13 +34,14 @@ def test_sweep_table_is_tidy(table, tiny_stack):
     assert len(table) == 1 + 3 * len(GRID)  # the base once (it ignores λ), every other method at each λ
     objectives = tiny_stack.objectives
     expected = ["method", *(f"w_{o}" for o in objectives), *(f"r_{o}" for o in objectives),
-                "kl", "tokens", "tokens_per_s", "seconds", "n"]
+                "kl", "tokens", "tokens_per_s", "seconds", "n", "beta", "top_k", "temperature", "max_new_tokens"]
     assert list(table.columns) == expected
     assert table.groupby("method").size().to_dict() == {"base": 1, "mavis": 3, "mod": 3, "rsoup": 3}
     assert table.loc[table.method == "base", "w_helpful"].isna().all()
     steered = table[table.method != "base"]
     assert np.allclose(steered[[f"w_{o}" for o in objectives]].sum(axis=1), 1.0)
     assert (table.n == len(PROMPTS) * len(SEEDS)).all()
+    assert (table.beta == 2.0).all() and (table.top_k == 8).all() and (table.max_new_tokens == 8).all()
     assert (table.tokens > 0).all() and (table.tokens <= 8).all() and (table.tokens_per_s > 0).all()
 
 
@@ -120,3 +129,19 @@ def test_cli_writes_csv(tiny_dir, tmp_path, capsys):
 def test_cli_rejects_bad_pair(tiny_dir, capsys):
     assert main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--pair", "helpful,nope"]) == 2
     assert "--pair" in capsys.readouterr().err
+
+
+def testall_pairs_grid_grid_shares_corners():
+    grid = all_pairs_grid(3)
+    assert len(grid) == 3 * 11 - 3  # each corner (one objective alone) lies on two pairs' edges
+    assert len({tuple(lam) for lam in grid}) == len(grid)
+    assert all(sum(lam) == pytest.approx(1.0) and sum(w > 0 for w in lam) <= 2 for lam in grid)
+
+
+def test_cli_simplex_reports_every_pair(tiny_dir, tmp_path):
+    out = tmp_path / "simplex.csv"
+    assert main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--simplex", "--methods", "mavis",
+                 "--prompts", "1", "--max-new-tokens", "2", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 15
+    volumes = pd.read_csv(tmp_path / "simplex_hypervolume.csv")
+    assert set(volumes.objectives) == {"helpful,harmless", "helpful,humor", "harmless,humor"}
