@@ -24,6 +24,7 @@ from .stack import Stack
 
 WEIGHT_PREFIX = "w_"
 REWARD_PREFIX = "r_"
+SE_PREFIX = "se_"
 REFERENCE_MARGIN = 0.1  # hypervolume reference: min over all methods minus this share of the observed range
 
 
@@ -38,6 +39,10 @@ def _jobs(methods: list[str], grid: list[list[float]]) -> list[tuple[str, list[f
     return [(m, None) if m == "base" else (m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
 
 
+def _standard_error(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
     """One (method, λ) cell: generate all rows in one batch, score them, average."""
     row_prompts, row_seeds = _rows(prompts, seeds)
@@ -47,6 +52,8 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     scores = stack.score(row_prompts, [g.text for g in gens])
     tokens = [len(g.events) for g in gens]
     out = {f"{REWARD_PREFIX}{name}": float(values.float().mean()) for name, values in scores.items()}
+    # standard errors, so a reading of the table can tell a real gap between methods from seed noise
+    out.update({f"{SE_PREFIX}{name}": _standard_error(values.float().numpy()) for name, values in scores.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
                tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds, n=len(gens))
     return out
@@ -63,8 +70,10 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     """Run each method at each λ of ``weight_grid`` over all prompts × seeds; one row per (method, λ).
 
     Columns: method, ``w_<objective>`` (normalised λ; NaN for the base, which runs once since it ignores λ),
-    ``r_<objective>`` (mean reward), kl (mean sequence KL to the base), tokens (mean reply length),
-    tokens_per_s, seconds (generation wall time), n (replies averaged), then the settings used (beta, top_k,
+    ``r_<objective>`` (mean reward), ``se_<objective>`` (its standard error over the n replies), kl (mean of
+    `Generation.kl`; not zero for the base, whose top-k and temperature already move it off π_ref), tokens (mean
+    reply length), tokens_per_s (all replies' tokens over the batch's generation time: throughput, not one reply's
+    speed), seconds (generation wall time), n (replies averaged), then the settings used (beta, top_k,
     temperature, max_new_tokens). ``base_cfg`` gives every other decoding setting; its method and weights are
     replaced.
     """

@@ -34,6 +34,7 @@ def test_sweep_table_is_tidy(table, tiny_stack):
     assert len(table) == 1 + 3 * len(GRID)  # the base once (it ignores λ), every other method at each λ
     objectives = tiny_stack.objectives
     expected = ["method", *(f"w_{o}" for o in objectives), *(f"r_{o}" for o in objectives),
+                *(f"se_{o}" for o in objectives),
                 "kl", "tokens", "tokens_per_s", "seconds", "n", "beta", "top_k", "temperature", "max_new_tokens"]
     assert list(table.columns) == expected
     assert table.groupby("method").size().to_dict() == {"base": 1, "mavis": 3, "mod": 3, "rsoup": 3}
@@ -53,6 +54,7 @@ def test_sweep_values_equal_direct_generation(table, tiny_stack):
     row = table[(table.method == "mavis") & (table.w_helpful == 0.5)].iloc[0]
     for name, values in scores.items():
         assert row[f"r_{name}"] == pytest.approx(float(values.mean()), rel=1e-5)
+        assert row[f"se_{name}"] == pytest.approx(float(values.std() / math.sqrt(len(values))), rel=1e-4)
     assert row.kl == pytest.approx(np.mean([g.kl for g in gens]), rel=1e-5)
     assert row.tokens == pytest.approx(np.mean([len(g.events) for g in gens]))
 
