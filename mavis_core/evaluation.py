@@ -169,6 +169,42 @@ def weight_spearman(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "objective", "spearman", "points"])
 
 
+def _lambda_text(row: pd.Series) -> str:
+    weights = {c[len(WEIGHT_PREFIX):]: row[c] for c in row.index if c.startswith(WEIGHT_PREFIX)}
+    if all(pd.isna(w) for w in weights.values()):
+        return "λ: none (base)"
+    return "λ: " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
+
+
+def front_figure(df: pd.DataFrame, x: str, y: str, reference: list[float] | None = None):
+    """Each method's sweep points (faint) and Pareto front (line) on objectives ``x`` and ``y``, plus the
+    hypervolume reference point, so a reader sees what the hypervolume was measured from."""
+    import plotly.graph_objects as go
+
+    from .plots import METHOD_COLOURS
+
+    cols = [f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]
+    front = pareto_front(df, [x, y])
+    fig = go.Figure()
+    for method, group in df.groupby("method", sort=False):
+        colour = METHOD_COLOURS.get(method, "#111827")
+        hover = [f"<b>{method}</b><br>{_lambda_text(r)}<br>{x} {r[cols[0]]:.3f} · {y} {r[cols[1]]:.3f}"
+                 f" · KL {r['kl']:.2f}" for _, r in group.iterrows()]
+        fig.add_trace(go.Scatter(x=group[cols[0]], y=group[cols[1]], mode="markers", name=f"{method} λ points",
+                                 marker=dict(color=colour, size=7), opacity=0.4, hovertext=hover, hoverinfo="text",
+                                 legendgroup=method))
+        best = front[front.method == method].sort_values(cols[0])
+        fig.add_trace(go.Scatter(x=best[cols[0]], y=best[cols[1]], mode="lines+markers", name=f"{method} front",
+                                 marker=dict(color=colour, size=8), line=dict(color=colour, width=2),
+                                 legendgroup=method, hoverinfo="skip"))
+    if reference is not None:
+        fig.add_trace(go.Scatter(x=[reference[0]], y=[reference[1]], mode="markers", name="hypervolume reference",
+                                 marker=dict(symbol="x", color="#6b7280", size=10)))
+    fig.update_layout(xaxis_title=f"mean {x} reward", yaxis_title=f"mean {y} reward", template="plotly_white",
+                      legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=30, b=50))
+    return fig
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
     grid = parser.add_mutually_exclusive_group()
@@ -184,8 +220,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=15)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--out", default="results/sweep.csv", help="CSV to write (default results/sweep.csv); "
-                                                                   "hypervolumes and Spearman go beside it")
+    parser.add_argument("--out", default="results/sweep.csv",
+                        help="CSV to write (default results/sweep.csv); hypervolumes, Spearman and front plots "
+                             "(HTML) go beside it")
 
 
 def _grid(args: argparse.Namespace, objectives: list[str]) -> tuple[list[list[float]], list[str]]:
@@ -251,6 +288,11 @@ def run_sweep(args: argparse.Namespace) -> None:
     volumes, spearman = summarise(df, swept)
     volumes.to_csv(out.with_name(f"{out.stem}_hypervolume.csv"), index=False)
     spearman.to_csv(out.with_name(f"{out.stem}_spearman.csv"), index=False)
+    for _, row in volumes.drop_duplicates("objectives").iterrows():
+        x, y = row.objectives.split(",")
+        # plotly.js from its CDN keeps each page small; the numbers are in the CSVs for offline reading
+        front_figure(df, x, y, [row[f"ref_{x}"], row[f"ref_{y}"]]).write_html(
+            out.with_name(f"{out.stem}_{x}_{y}.html"), include_plotlyjs="cdn")
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
         print(f"wrote {out} ({len(df)} rows)\n\nhypervolume (reference: min over all methods minus "
               f"{REFERENCE_MARGIN:g} × range, per objective)\n{volumes.to_string(index=False)}\n\n"

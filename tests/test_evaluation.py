@@ -10,6 +10,7 @@ from mavis_core import DecodeConfig, generate_batch
 from mavis_core.cli import main
 from mavis_core.evaluation import (
     all_pairs_grid,
+    front_figure,
     hypervolume,
     hypervolumes,
     pareto_front,
@@ -126,6 +127,7 @@ def test_cli_writes_csv(tiny_dir, tmp_path, capsys):
     assert "hypervolume" in printed and "Spearman" in printed
     assert set(pd.read_csv(tmp_path / "sweep_hypervolume.csv").method) == {"base", "mod"}
     assert set(pd.read_csv(tmp_path / "sweep_spearman.csv").objective) == {"helpful", "humor"}
+    assert "plotly" in (tmp_path / "sweep_helpful_humor.html").read_text(encoding="utf-8")
 
 
 def test_cli_rejects_bad_pair(tiny_dir, capsys):
@@ -147,3 +149,13 @@ def test_cli_simplex_reports_every_pair(tiny_dir, tmp_path):
     assert len(pd.read_csv(out)) == 15
     volumes = pd.read_csv(tmp_path / "simplex_hypervolume.csv")
     assert set(volumes.objectives) == {"helpful,harmless", "helpful,humor", "harmless,humor"}
+
+
+def test_front_figure_draws_points_fronts_and_reference():
+    df = hand_table().assign(kl=1.0, w_x=[0.0, 1.0, 0.5, 0.2, math.nan, math.nan],
+                             w_y=[1.0, 0.0, 0.5, 0.8, math.nan, math.nan])
+    fig = front_figure(df, "x", "y", [-0.2, -0.2])
+    names = [t.name for t in fig.data]
+    assert names == ["a λ points", "a front", "b λ points", "b front", "hypervolume reference"]
+    assert list(fig.data[1].x) == [0.0, 0.5, 1.0]  # a's front, left to right, without the dominated (0.2, 0.2)
+    assert "λ: none (base)" in fig.data[2].hovertext[0]
