@@ -139,14 +139,15 @@ def reference_point(df: pd.DataFrame, objectives: list[str], margin: float = REF
 
 
 def hypervolumes(df: pd.DataFrame, objectives: list[str], reference: list[float] | None = None) -> pd.DataFrame:
-    """Each method's hypervolume on two objectives, with the reference point used (``ref_<objective>``)."""
+    """Each method's hypervolume on two objectives: columns method, x, y (the objectives), hypervolume and
+    ref_x, ref_y (the reference point used), so tables for several pairs stack without empty cells."""
     if len(objectives) != 2:
         raise ValueError(f"hypervolume is computed for two objectives, got {objectives}")
     ref = reference if reference is not None else reference_point(df, objectives)
     cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
-    rows = [{"method": m, "objectives": ",".join(objectives),
+    rows = [{"method": m, "x": objectives[0], "y": objectives[1],
              "hypervolume": hypervolume(g[cols].to_numpy(dtype=float), (ref[0], ref[1])),
-             **{f"ref_{o}": r for o, r in zip(objectives, ref, strict=True)}}
+             "ref_x": ref[0], "ref_y": ref[1]}
             for m, g in df.groupby("method", sort=False)]
     return pd.DataFrame(rows)
 
@@ -288,11 +289,10 @@ def run_sweep(args: argparse.Namespace) -> None:
     volumes, spearman = summarise(df, swept)
     volumes.to_csv(out.with_name(f"{out.stem}_hypervolume.csv"), index=False)
     spearman.to_csv(out.with_name(f"{out.stem}_spearman.csv"), index=False)
-    for _, row in volumes.drop_duplicates("objectives").iterrows():
-        x, y = row.objectives.split(",")
+    for _, row in volumes.drop_duplicates(["x", "y"]).iterrows():
         # plotly.js from its CDN keeps each page small; the numbers are in the CSVs for offline reading
-        front_figure(df, x, y, [row[f"ref_{x}"], row[f"ref_{y}"]]).write_html(
-            out.with_name(f"{out.stem}_{x}_{y}.html"), include_plotlyjs="cdn")
+        front_figure(df, row.x, row.y, [row.ref_x, row.ref_y]).write_html(
+            out.with_name(f"{out.stem}_{row.x}_{row.y}.html"), include_plotlyjs="cdn")
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
         print(f"wrote {out} ({len(df)} rows)\n\nhypervolume (reference: min over all methods minus "
               f"{REFERENCE_MARGIN:g} × range, per objective)\n{volumes.to_string(index=False)}\n\n"

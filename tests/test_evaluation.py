@@ -97,7 +97,8 @@ def test_hypervolumes_state_a_shared_reference():
     assert ref == pytest.approx([0.0 - 0.2, 0.0 - 0.2])  # min minus 10 % of the range (2)
     vols = hypervolumes(df, ["x", "y"]).set_index("method")
     assert vols.loc["b", "hypervolume"] == pytest.approx(2.2 * 2.2)
-    assert vols.loc["a", "ref_x"] == pytest.approx(-0.2)
+    assert vols.loc["a", "ref_x"] == pytest.approx(-0.2) and vols.loc["a", "ref_y"] == pytest.approx(-0.2)
+    assert (vols.x == "x").all() and (vols.y == "y").all()
     with pytest.raises(ValueError, match="two objectives"):
         hypervolumes(df, ["x"])
 
@@ -148,7 +149,8 @@ def test_cli_simplex_reports_every_pair(tiny_dir, tmp_path):
                  "--prompts", "1", "--max-new-tokens", "2", "--out", str(out)]) == 0
     assert len(pd.read_csv(out)) == 15
     volumes = pd.read_csv(tmp_path / "simplex_hypervolume.csv")
-    assert set(volumes.objectives) == {"helpful,harmless", "helpful,humor", "harmless,humor"}
+    pairs = set(zip(volumes.x, volumes.y, strict=True))
+    assert pairs == {("helpful", "harmless"), ("helpful", "humor"), ("harmless", "humor")}
 
 
 def test_front_figure_draws_points_fronts_and_reference():
