@@ -9,6 +9,7 @@ base, mean reply length and tokens/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -51,9 +52,10 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     seconds = time.perf_counter() - start  # generation only: scoring is the evaluator's cost, not the method's
     scores = stack.score(row_prompts, [g.text for g in gens])
     tokens = [len(g.events) for g in gens]
-    out = {f"{REWARD_PREFIX}{name}": float(values.float().mean()) for name, values in scores.items()}
+    scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
+    out = {f"{REWARD_PREFIX}{name}": float(values.mean()) for name, values in scores.items()}
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
-    out.update({f"{SE_PREFIX}{name}": _standard_error(values.float().numpy()) for name, values in scores.items()})
+    out.update({f"{SE_PREFIX}{name}": _standard_error(values) for name, values in scores.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
                tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds, n=len(gens))
     return out
@@ -79,6 +81,8 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
+    if base_cfg.search != "sample":  # generate_batch samples; best-of-N and beam live in mavis_core.search
+        raise ValueError(f"a sweep samples one reply per row; search {base_cfg.search!r} is not supported")
     unknown = [m for m in methods if m not in stack.methods]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
@@ -87,7 +91,7 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     for method, lam in tqdm(jobs, desc="sweep", unit="point"):
         # the base's λ is irrelevant but DecodeConfig needs one: equal weights
         weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
-        cfg = DecodeConfig(**{**base_cfg.__dict__, "method": method, "weights": weights})
+        cfg = dataclasses.replace(base_cfg, method=method, weights=weights)
         norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
         record = {"method": method, **{f"{WEIGHT_PREFIX}{o}": w for o, w in zip(stack.objectives, norm, strict=True)}}
         records.append({**record, **_point(stack, prompts, seeds, cfg), **_settings(cfg)})

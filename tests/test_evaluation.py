@@ -65,6 +65,8 @@ def test_sweep_rejects_methods_the_stack_lacks(tiny_stack):
         sweep(tiny_stack, PROMPTS, SEEDS, ["nope"], GRID, BASE_CFG)
     with pytest.raises(ValueError, match="at least one prompt"):
         sweep(tiny_stack, [], SEEDS, ["base"], GRID, BASE_CFG)
+    with pytest.raises(ValueError, match="search"):
+        sweep(tiny_stack, PROMPTS, SEEDS, ["base"], GRID, DecodeConfig(weights={"helpful": 1.0}, search="beam"))
 
 
 def hand_table() -> pd.DataFrame:
