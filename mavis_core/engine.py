@@ -7,6 +7,7 @@ Every user mistake surfaces as a `ValueError` whose message a person can act on 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -35,24 +36,13 @@ ALLOWED_CONTROL = {"\n", "\r", "\t"}
 EVAL_PROMPTS_FILE = "eval_prompts.json"
 
 
-@dataclass
-class Settings:
-    """Decoding settings shared by every method of one request; checked against the app's limits."""
-
-    weights: dict[str, float]
-    beta: float = 1.0
-    top_k: int = 15
-    temperature: float = 1.0
-    max_new_tokens: int = 64
-    seed: int = 0
-    search: str = "sample"
-    num_candidates: int = 4
-    num_beams: int = 4
+@dataclass(frozen=True)
+class Settings(DecodeConfig):
+    """Decoding settings shared by every method of one request (``method`` is set per method by ``config``);
+    ``Engine.settings`` builds them after checking each value against the app's limits."""
 
     def config(self, method: str) -> DecodeConfig:
-        return DecodeConfig(method=method, weights=dict(self.weights), beta=self.beta, top_k=self.top_k,
-                            temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                            search=self.search, num_candidates=self.num_candidates, num_beams=self.num_beams)
+        return dataclasses.replace(self, method=method)
 
     @property
     def search_label(self) -> str:
@@ -300,7 +290,7 @@ class Engine:
             if on_step is not None:
                 on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in lam)})")
             weights = dict(zip(self.objectives, lam, strict=True))
-            point = Settings(**{**settings.__dict__, "weights": weights})
+            point = dataclasses.replace(settings, weights=weights)
             out.append((weights, self.reply(prompt, method, point)))
         self.score(prompt, [r for _, r in out if r.scores is None])
         return out

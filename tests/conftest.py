@@ -35,3 +35,14 @@ def tiny_stack(tiny_dir):
 def fused_stack(tiny_dir):
     """The same stack with one fused value model serving all three objectives."""
     return load_stack(tiny_dir / "stack-fused.toml", device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, tmp_path_factory):
+    """A gradio_client Client of the app launched in-process on the tiny stack (one server per test module)."""
+    from apputil import app_engine, launch
+    from gradio_client import Client
+
+    demo, url = launch(app_engine(tiny_dir), tmp_path_factory.mktemp("study") / "study.db")
+    yield Client(url, verbose=False, analytics_enabled=False)
+    demo.close()

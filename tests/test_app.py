@@ -3,21 +3,12 @@
 import csv
 
 import pytest
-from apputil import TOKEN, app_engine, launch
+from apputil import TOKEN
 
 import app
 
 METHODS = ["base", "mavis", "mod", "rsoup"]
 AXES = ("helpful", "humor", app.NO_Z)
-
-
-@pytest.fixture(scope="module")
-def client(tiny_dir, tmp_path_factory):
-    from gradio_client import Client
-
-    demo, url = launch(app_engine(tiny_dir), tmp_path_factory.mktemp("study") / "study.db")
-    yield Client(url, verbose=False, analytics_enabled=False)
-    demo.close()
 
 
 def generate_args(prompt="hello there", methods=METHODS, weights=(0.5, 0.2, 0.3), **kw):

@@ -2,21 +2,11 @@
 on the chart; old-style calls without them still sample."""
 
 import pytest
-from apputil import app_engine, launch
 
 import app
 
 METHODS = ["base", "mavis", "mod", "rsoup"]
 AXES = ("helpful", "humor", app.NO_Z)
-
-
-@pytest.fixture(scope="module")
-def client(tiny_dir, tmp_path_factory):
-    from gradio_client import Client
-
-    demo, url = launch(app_engine(tiny_dir), tmp_path_factory.mktemp("study") / "study.db")
-    yield Client(url, verbose=False, analytics_enabled=False)
-    demo.close()
 
 
 def generate_args(*search, methods=("mavis", "mod")):
