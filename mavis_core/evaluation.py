@@ -3,7 +3,8 @@
 `python -m mavis_core sweep --stack assets/stack.toml --pair helpful,harmless` runs every method over the λ grid
 of `engine.weight_grid`, generating one batch of (prompt × seed) rows per (method, λ), and writes one row per
 (method, λ) to a CSV: the normalised weights (``w_<objective>``), mean rewards (``r_<objective>``), mean KL to the
-base, mean reply length and tokens/s.
+base, mean reply length and tokens/s. ``--search sample,best_of_n,beam`` adds test-time search as another axis:
+each search is a *series* of its own (``mavis``, ``mavis best-of-4``, ``mavis beam-4``) with its own front.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import METHODS, DecodeConfig
+from .config import METHODS, SEARCHES, DecodeConfig
 from .decoding import generate_batch
 from .engine import example_prompts, weight_grid
+from .search import search_batch
 from .stack import Stack
 
 WEIGHT_PREFIX = "w_"
@@ -44,12 +46,33 @@ def _standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
+def _generate(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> tuple[list[str], list]:
+    """The replies of one cell, prompt-major like `_rows`: (row prompts, generations).
+
+    Sampling: every (prompt, seed) row in one batch. Best-of-N: one batched search per seed s, its N candidates
+    drawn with seeds s·N … s·N + N − 1, so different seeds never share a candidate. Beam search has no
+    randomness: each prompt is searched once, whatever ``seeds`` holds.
+    """
+    if cfg.search == "sample":
+        row_prompts, row_seeds = _rows(prompts, seeds)
+        return row_prompts, generate_batch(stack, row_prompts, cfg, row_seeds)
+    if cfg.search == "beam":
+        return list(prompts), [r.best for r in search_batch(stack, prompts, cfg)]
+    per_seed = [search_batch(stack, prompts, dataclasses.replace(cfg, seed=s * cfg.num_candidates)) for s in seeds]
+    return _rows(prompts, seeds)[0], [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
+
+
+def search_label(search: str, num_candidates: int, num_beams: int) -> str:
+    """How a series names its search: "" for sampling, "best-of-4", "beam-4"."""
+    return {"sample": "", "best_of_n": f"best-of-{num_candidates}", "beam": f"beam-{num_beams}"}[search]
+
+
 def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
-    """One (method, λ) cell: generate all rows in one batch, score them, average."""
-    row_prompts, row_seeds = _rows(prompts, seeds)
+    """One (method, λ) cell: generate all rows (batched), score them, average."""
     start = time.perf_counter()
-    gens = generate_batch(stack, row_prompts, cfg, row_seeds)
-    seconds = time.perf_counter() - start  # generation only: scoring is the evaluator's cost, not the method's
+    row_prompts, gens = _generate(stack, prompts, seeds, cfg)
+    # generation (and a search's own scoring of its candidates) only: scoring the winners is the evaluator's cost
+    seconds = time.perf_counter() - start
     scores = stack.score(row_prompts, [g.text for g in gens])
     tokens = [len(g.events) for g in gens]
     scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
@@ -57,14 +80,29 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
     out.update({f"{SE_PREFIX}{name}": _standard_error(values) for name, values in scores.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
-               tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds, n=len(gens))
+               tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds,
+               seconds_per_reply=seconds / len(gens), n=len(gens))
     return out
 
 
-def _settings(cfg: DecodeConfig) -> dict[str, float]:
-    """The decoding settings a row was made with, so tables from β or top-k sweeps can simply be concatenated."""
+def _settings(cfg: DecodeConfig) -> dict[str, float | str]:
+    """The decoding settings a row was made with, so tables from β, top-k or search sweeps simply concatenate."""
     return {"beta": cfg.beta, "top_k": cfg.top_k, "temperature": cfg.temperature,
-            "max_new_tokens": cfg.max_new_tokens}
+            "max_new_tokens": cfg.max_new_tokens, "search": cfg.search,
+            "search_size": {"sample": 1, "best_of_n": cfg.num_candidates, "beam": cfg.num_beams}[cfg.search]}
+
+
+def series_of(df: pd.DataFrame) -> pd.Series:
+    """Each row's series: its method, followed by its search when that is not plain sampling ("mavis beam-4").
+
+    Fronts, hypervolumes and Spearman correlations are per series, so a search is compared as a method of its own.
+    """
+    if "search" not in df.columns:
+        return df["method"].astype(str)
+    labels = [search_label(s, n, n) if isinstance(s, str) else "" for s, n in
+              zip(df["search"], df.get("search_size", pd.Series(1, index=df.index)), strict=True)]
+    return pd.Series([f"{m} {lab}" if lab else str(m) for m, lab in zip(df["method"], labels, strict=True)],
+                     index=df.index)
 
 
 def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
@@ -75,14 +113,14 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     ``r_<objective>`` (mean reward), ``se_<objective>`` (its standard error over the n replies), kl (mean of
     `Generation.kl`; not zero for the base, whose top-k and temperature already move it off π_ref), tokens (mean
     reply length), tokens_per_s (all replies' tokens over the batch's generation time: throughput, not one reply's
-    speed), seconds (generation wall time), n (replies averaged), then the settings used (beta, top_k,
-    temperature, max_new_tokens). ``base_cfg`` gives every other decoding setting; its method and weights are
-    replaced.
+    speed), seconds (generation wall time), seconds_per_reply (seconds / n: what a search costs per reply),
+    n (replies averaged), then the settings used (beta, top_k, temperature, max_new_tokens, search, search_size:
+    1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its search
+    included; its method and weights are replaced. Best-of-N and beam winners are kept whole (see `_generate`;
+    beam search ignores the seeds, so n is the number of prompts).
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
-    if base_cfg.search != "sample":  # generate_batch samples; best-of-N and beam live in mavis_core.search
-        raise ValueError(f"a sweep samples one reply per row; search {base_cfg.search!r} is not supported")
     unknown = [m for m in methods if m not in stack.methods]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
@@ -110,7 +148,8 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
 def pareto_front(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
     """Each method's non-dominated rows on the mean rewards of ``objectives`` (all maximised); index kept."""
     cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
-    parts = [group[_non_dominated(group[cols].to_numpy(dtype=float))] for _, group in df.groupby("method", sort=False)]
+    parts = [group[_non_dominated(group[cols].to_numpy(dtype=float))]
+             for _, group in df.groupby(series_of(df), sort=False)]
     return pd.concat(parts) if parts else df.iloc[:0]
 
 
@@ -143,8 +182,9 @@ def reference_point(df: pd.DataFrame, objectives: list[str], margin: float = REF
 
 
 def hypervolumes(df: pd.DataFrame, objectives: list[str], reference: list[float] | None = None) -> pd.DataFrame:
-    """Each method's hypervolume on two objectives: columns method, x, y (the objectives), hypervolume and
-    ref_x, ref_y (the reference point used), so tables for several pairs stack without empty cells."""
+    """Each series' hypervolume on two objectives: columns method (the series, see `series_of`), x, y (the
+    objectives), hypervolume and ref_x, ref_y (the reference point used), so tables for several pairs stack
+    without empty cells."""
     if len(objectives) != 2:
         raise ValueError(f"hypervolume is computed for two objectives, got {objectives}")
     ref = reference if reference is not None else reference_point(df, objectives)
@@ -152,19 +192,20 @@ def hypervolumes(df: pd.DataFrame, objectives: list[str], reference: list[float]
     rows = [{"method": m, "x": objectives[0], "y": objectives[1],
              "hypervolume": hypervolume(g[cols].to_numpy(dtype=float), (ref[0], ref[1])),
              "ref_x": ref[0], "ref_y": ref[1]}
-            for m, g in df.groupby("method", sort=False)]
+            for m, g in df.groupby(series_of(df), sort=False)]
     return pd.DataFrame(rows)
 
 
 def weight_spearman(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method and objective: Spearman correlation between the objective's weight and its mean reward.
+    """Per series (`series_of`) and objective: Spearman correlation between the objective's weight and its mean
+    reward.
 
     Objectives whose weight never varies within a method (the base; the third objective of a pair sweep) are
     left out: a correlation with a constant is undefined, not zero.
     """
     rows = []
     objectives = [c[len(WEIGHT_PREFIX):] for c in df.columns if c.startswith(WEIGHT_PREFIX)]
-    for method, group in df.groupby("method", sort=False):
+    for method, group in df.groupby(series_of(df), sort=False):
         for o in objectives:
             w, r = group[f"{WEIGHT_PREFIX}{o}"].astype(float), group[f"{REWARD_PREFIX}{o}"].astype(float)
             if w.nunique(dropna=True) < 2:
@@ -181,32 +222,42 @@ def _lambda_text(row: pd.Series) -> str:
     return "λ: " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
 
 
-def front_figure(df: pd.DataFrame, x: str, y: str, reference: list[float] | None = None):
-    """Each method's sweep points (faint) and Pareto front (line) on objectives ``x`` and ``y``, plus the
-    hypervolume reference point, so a reader sees what the hypervolume was measured from."""
+# Marker and line style of a series by its search, so searched fronts read as variants of their method's colour.
+SEARCH_STYLES = {"sample": ("circle", "solid"), "best_of_n": ("diamond", "dash"), "beam": ("square", "dot")}
+
+
+def front_figure(df: pd.DataFrame, x: str, y: str, reference: list[float] | None = None, title: str | None = None):
+    """Each series' sweep points (faint) and Pareto front (line) on objectives ``x`` and ``y``, plus the
+    hypervolume reference point, so a reader sees what the hypervolume was measured from. Colour is the method;
+    marker and dash are the search (`SEARCH_STYLES`)."""
     import plotly.graph_objects as go
 
     from .plots import METHOD_COLOURS
 
     cols = [f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]
     front = pareto_front(df, [x, y])
+    front_series = series_of(front)
     fig = go.Figure()
-    for method, group in df.groupby("method", sort=False):
+    for name, group in df.groupby(series_of(df), sort=False):
+        method = str(group["method"].iloc[0])
+        search = group["search"].iloc[0] if "search" in group.columns else "sample"
+        symbol, dash = SEARCH_STYLES.get(search, SEARCH_STYLES["sample"])
         colour = METHOD_COLOURS.get(method, "#111827")
-        hover = [f"<b>{method}</b><br>{_lambda_text(r)}<br>{x} {r[cols[0]]:.3f} · {y} {r[cols[1]]:.3f}"
+        hover = [f"<b>{name}</b><br>{_lambda_text(r)}<br>{x} {r[cols[0]]:.3f} · {y} {r[cols[1]]:.3f}"
                  f" · KL {r['kl']:.2f}" for _, r in group.iterrows()]
-        fig.add_trace(go.Scatter(x=group[cols[0]], y=group[cols[1]], mode="markers", name=f"{method} λ points",
-                                 marker=dict(color=colour, size=7), opacity=0.4, hovertext=hover, hoverinfo="text",
-                                 legendgroup=method))
-        best = front[front.method == method].sort_values(cols[0])
-        fig.add_trace(go.Scatter(x=best[cols[0]], y=best[cols[1]], mode="lines+markers", name=f"{method} front",
-                                 marker=dict(color=colour, size=8), line=dict(color=colour, width=2),
-                                 legendgroup=method, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=group[cols[0]], y=group[cols[1]], mode="markers", name=f"{name} λ points",
+                                 marker=dict(color=colour, size=7, symbol=symbol), opacity=0.4, hovertext=hover,
+                                 hoverinfo="text", legendgroup=name))
+        best = front[front_series == name].sort_values(cols[0])
+        fig.add_trace(go.Scatter(x=best[cols[0]], y=best[cols[1]], mode="lines+markers", name=f"{name} front",
+                                 marker=dict(color=colour, size=8, symbol=symbol),
+                                 line=dict(color=colour, width=2, dash=dash), legendgroup=name, hoverinfo="skip"))
     if reference is not None:
         fig.add_trace(go.Scatter(x=[reference[0]], y=[reference[1]], mode="markers", name="hypervolume reference",
                                  marker=dict(symbol="x", color="#6b7280", size=10)))
     fig.update_layout(xaxis_title=f"mean {x} reward", yaxis_title=f"mean {y} reward", template="plotly_white",
-                      legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=30, b=50))
+                      legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=40 if title else 30, b=50),
+                      title=title)
     return fig
 
 
@@ -225,6 +276,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=15)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--search", default="sample",
+                        help="comma-separated searches to sweep, from sample,best_of_n,beam (default sample); "
+                             "each is a series of its own on the fronts")
+    parser.add_argument("--num-candidates", type=int, default=4, help="N for best_of_n (default 4)")
+    parser.add_argument("--num-beams", type=int, default=4, help="B for beam (default 4)")
     parser.add_argument("--out", default="results/sweep.csv",
                         help="CSV to write (default results/sweep.csv); hypervolumes, Spearman and front plots "
                              "(HTML) go beside it")
@@ -260,6 +316,14 @@ def _methods(text: str, available: list[str]) -> list[str]:
     return methods
 
 
+def _searches(text: str) -> list[str]:
+    searches = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in searches if s not in SEARCHES]
+    if unknown or not searches:
+        raise ValueError(f"--search must be some of {','.join(SEARCHES)}, got {text!r}")
+    return list(dict.fromkeys(searches))
+
+
 def _prompts(stack: Stack, count: int) -> list[str]:
     prompts = example_prompts(stack)
     if not prompts:
@@ -281,12 +345,17 @@ def run_sweep(args: argparse.Namespace) -> None:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    searches = _searches(args.search)
     stack = load_stack(args.stack)
     grid, swept = _grid(args, stack.objectives)
-    cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=args.beta, top_k=args.top_k,
-                       temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    df = sweep(stack, _prompts(stack, args.prompts), list(range(args.seeds)),
-               _methods(args.methods, stack.methods), grid, cfg)
+    prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods)
+    parts = []
+    for search in searches:
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=args.beta, top_k=args.top_k,
+                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, search=search,
+                           num_candidates=args.num_candidates, num_beams=args.num_beams)
+        parts.append(sweep(stack, prompts, list(range(args.seeds)), methods, grid, cfg))
+    df = pd.concat(parts, ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)

@@ -1,5 +1,6 @@
 """Sweeps over λ on the tiny stack, and the Pareto, hypervolume and Spearman helpers on hand-made tables."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,9 +16,11 @@ from mavis_core.evaluation import (
     hypervolumes,
     pareto_front,
     reference_point,
+    series_of,
     sweep,
     weight_spearman,
 )
+from mavis_core.search import search_batch
 
 PROMPTS = ["hello there", "tell me a joke"]
 SEEDS = [5]
@@ -36,7 +39,8 @@ def test_sweep_table_is_tidy(table, tiny_stack):
     objectives = tiny_stack.objectives
     expected = ["method", *(f"w_{o}" for o in objectives), *(f"r_{o}" for o in objectives),
                 *(f"se_{o}" for o in objectives),
-                "kl", "tokens", "tokens_per_s", "seconds", "n", "beta", "top_k", "temperature", "max_new_tokens"]
+                "kl", "tokens", "tokens_per_s", "seconds", "seconds_per_reply", "n", "beta", "top_k", "temperature",
+                "max_new_tokens", "search", "search_size"]
     assert list(table.columns) == expected
     assert table.groupby("method").size().to_dict() == {"base": 1, "mavis": 3, "mod": 3, "rsoup": 3}
     assert table.loc[table.method == "base", "w_helpful"].isna().all()
@@ -65,8 +69,43 @@ def test_sweep_rejects_methods_the_stack_lacks(tiny_stack):
         sweep(tiny_stack, PROMPTS, SEEDS, ["nope"], GRID, BASE_CFG)
     with pytest.raises(ValueError, match="at least one prompt"):
         sweep(tiny_stack, [], SEEDS, ["base"], GRID, BASE_CFG)
-    with pytest.raises(ValueError, match="search"):
-        sweep(tiny_stack, PROMPTS, SEEDS, ["base"], GRID, DecodeConfig(weights={"helpful": 1.0}, search="beam"))
+
+
+def test_best_of_n_sweep_keeps_each_searches_winner(tiny_stack):
+    """A best-of-N row averages the winners `search_batch` picks, seed s drawing candidates s·N … s·N + N − 1."""
+    cfg = dataclasses.replace(BASE_CFG, search="best_of_n", num_candidates=3)
+    df = sweep(tiny_stack, PROMPTS, [0, 1], ["mavis"], GRID[1:2], cfg)
+    row = df.iloc[0]
+    assert row.search == "best_of_n" and row.search_size == 3 and row.n == len(PROMPTS) * 2
+    weights = dict(zip(tiny_stack.objectives, GRID[1], strict=True))
+    direct = dataclasses.replace(cfg, method="mavis", weights=weights)
+    winners = {(p, s): r.best.text for s in (0, 1)
+               for p, r in zip(PROMPTS, search_batch(tiny_stack, PROMPTS, dataclasses.replace(direct, seed=3 * s)),
+                               strict=True)}
+    texts = [winners[(p, s)] for p in PROMPTS for s in (0, 1)]
+    scores = tiny_stack.score([p for p in PROMPTS for _ in (0, 1)], texts)
+    for name, values in scores.items():
+        assert row[f"r_{name}"] == pytest.approx(float(values.mean()), rel=1e-5)
+    assert series_of(df).tolist() == ["mavis best-of-3"]
+
+
+def test_beam_sweep_searches_each_prompt_once(tiny_stack):
+    cfg = dataclasses.replace(BASE_CFG, search="beam", num_beams=2)
+    df = sweep(tiny_stack, PROMPTS, [0, 1, 2], ["base", "mavis"], GRID[:1], cfg)
+    assert (df.n == len(PROMPTS)).all()  # deterministic: more seeds would repeat the same replies
+    assert series_of(df).tolist() == ["base beam-2", "mavis beam-2"]
+    assert (df.seconds_per_reply > 0).all()
+
+
+def test_searches_are_separate_series_on_fronts_and_hypervolumes():
+    df = pd.concat([hand_table().assign(search="sample", search_size=1),
+                    hand_table().assign(search="beam", search_size=4, r_x=lambda d: d.r_x + 1)], ignore_index=True)
+    vols = hypervolumes(df, ["x", "y"]).set_index("method")
+    assert set(vols.index) == {"a", "b", "a beam-4", "b beam-4"}
+    assert vols.loc["a beam-4", "hypervolume"] > vols.loc["a", "hypervolume"]
+    assert len(pareto_front(df, ["x", "y"])) == 2 * 4
+    names = {trace.name for trace in front_figure(df.assign(kl=0.0), "x", "y").data}
+    assert {"a front", "a beam-4 front", "b beam-4 λ points"} <= names
 
 
 def hand_table() -> pd.DataFrame:
@@ -131,6 +170,21 @@ def test_cli_writes_csv(tiny_dir, tmp_path, capsys):
     assert set(pd.read_csv(tmp_path / "sweep_hypervolume.csv").method) == {"base", "mod"}
     assert set(pd.read_csv(tmp_path / "sweep_spearman.csv").objective) == {"helpful", "humor"}
     assert "plotly" in (tmp_path / "sweep_helpful_humor.html").read_text(encoding="utf-8")
+
+
+def test_cli_sweeps_search_as_an_axis(tiny_dir, tmp_path):
+    out = tmp_path / "search.csv"
+    assert main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--pair", "helpful,humor", "--methods",
+                 "mavis", "--prompts", "1", "--max-new-tokens", "3", "--top-k", "4", "--search", "sample,beam",
+                 "--num-beams", "2", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert df.groupby("search").size().to_dict() == {"beam": 11, "sample": 11}
+    assert set(pd.read_csv(tmp_path / "search_hypervolume.csv").method) == {"mavis", "mavis beam-2"}
+
+
+def test_cli_rejects_bad_search(tiny_dir, capsys):
+    assert main(["sweep", "--stack", str(tiny_dir / "stack-sep.toml"), "--search", "sample,greedy"]) == 2
+    assert "--search" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_pair(tiny_dir, capsys):
