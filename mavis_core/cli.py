@@ -1,4 +1,4 @@
-"""`python -m mavis_core …`: build the embedded stack, generate from the command line, train, sweep."""
+"""`python -m mavis_core …`: build the embedded stack, generate from the command line, train, sweep, report."""
 
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ def run_search(stack, prompt: str, cfg, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .evaluation import add_sweep_arguments, run_sweep
+    from .results import add_results_arguments, run_results_command
     from .training.build import add_build_arguments, run_build
     from .training.policies import add_train_policies_arguments, run_train_policies
     from .training.value_training import add_train_values_arguments, run_train_values
@@ -97,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
     add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
     add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
+    add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md"))
     args = parser.parse_args(argv)
     commands = {"build": run_build, "generate": run_generate, "train-values": run_train_values,
-                "train-policies": run_train_policies, "sweep": run_sweep}
+                "train-policies": run_train_policies, "sweep": run_sweep,
+                "results": run_results_command}
     try:
         commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback

@@ -1,0 +1,477 @@
+"""`python -m mavis_core results`: run every measurement docs/results.md reports, and write it.
+
+One command regenerates the page from nothing: the λ sweeps over every pair and over the simplex, the β curves
+(single-objective MAVIS against the objective's fine-tuned policy), the top-k ablation and the search axis. Each
+experiment's table goes to ``--data`` as CSV (with plotly HTML charts); static PNG images (plotly through
+kaleido, which drives a local Chrome/Chromium) and the markdown go to ``--out``. Numbers and the sentences that
+compare them are computed from the tables, so the reading cannot drift from the data; the paragraphs that
+explain *why* name the measurements they rest on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import DecodeConfig
+from .engine import weight_grid
+from .evaluation import (
+    REWARD_PREFIX,
+    _non_dominated,
+    all_pairs_grid,
+    front_figure,
+    pareto_front,
+    series_of,
+    summarise,
+    sweep,
+)
+from .stack import Stack
+
+BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
+TOP_KS = (5, 10, 15, 25)
+SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """What `run_results` measures. The defaults are what docs/results.md was generated with."""
+
+    prompts: int = 20
+    seeds: int = 4
+    max_new_tokens: int = 48
+    beta: float = 2.0
+    top_k: int = 15
+    search_prompts: int = 10
+    search_seeds: int = 2
+    search_pair: tuple[str, str] | None = None  # default: the stack's first and last objectives
+    num_candidates: int = 4
+    num_beams: int = 4
+    betas: tuple[float, ...] = BETAS
+    top_ks: tuple[int, ...] = TOP_KS
+    images: bool = True
+
+    def decode(self, stack: Stack, **changes) -> DecodeConfig:
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=self.beta, top_k=self.top_k,
+                           max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
+                           num_beams=self.num_beams)
+        return dataclasses.replace(cfg, **changes)
+
+
+@dataclass
+class Report:
+    """The markdown being written and the figures it shows (written as PNG in one kaleido session)."""
+
+    out: Path
+    data: Path
+    lines: list[str] = field(default_factory=list)
+    figures: list[tuple[object, Path]] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table(self, df: pd.DataFrame, floatfmt: str = ".3f") -> None:
+        """A markdown table (hand-written: pandas' to_markdown needs the extra 'tabulate' package)."""
+        def cell(v) -> str:
+            if isinstance(v, float):
+                return "–" if np.isnan(v) else format(v, floatfmt)
+            return str(v)
+        cols = [str(c) for c in df.columns]
+        self.add("| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                 *("| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)), "")
+
+    def figure(self, fig, name: str, alt: str) -> None:
+        """Save ``fig`` as ``data/name.html`` now and as ``out/results/name.png`` later; link the PNG."""
+        fig.write_html(self.data / f"{name}.html", include_plotlyjs="cdn")
+        self.figures.append((fig, self.out.parent / "results" / f"{name}.png"))
+        self.add(f"![{alt}](results/{name}.png)", "")
+
+    def write(self, images: bool) -> None:
+        if images and self.figures:
+            import plotly.io as pio
+
+            paths = [p for _, p in self.figures]
+            paths[0].parent.mkdir(parents=True, exist_ok=True)
+            try:
+                pio.write_images([f for f, _ in self.figures], paths, width=760, height=520, scale=1)
+            except Exception as err:  # kaleido raises its own types when no browser can be started
+                raise ValueError(f"static images need kaleido and a Chrome/Chromium (apt-get install chromium), "
+                                 f"or pass --no-images: {err}") from err
+        self.out.write_text("\n".join(self.lines).rstrip() + "\n", encoding="utf-8")
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---- comparisons computed from the tables ----------------------------------------------------------------
+
+
+def dominated_share(winner: pd.DataFrame, loser: pd.DataFrame, objectives: list[str]) -> float:
+    """Share of ``loser``'s front points that some point of ``winner`` dominates (>= on all, > on one)."""
+    cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
+    w = winner[cols].to_numpy(dtype=float)
+    lose = loser[cols].to_numpy(dtype=float)
+    lose = lose[_non_dominated(lose)]
+    if not len(lose):
+        return float("nan")
+    hits = [bool(np.any(np.all(w >= p, axis=1) & np.any(w > p, axis=1))) for p in lose]
+    return float(np.mean(hits))
+
+
+def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:
+    """The curve's reward linearly interpolated at ``kl`` (NaN outside the KL range the curve covers)."""
+    c = curve.sort_values("kl")
+    if not len(c) or kl < c.kl.min() or kl > c.kl.max():
+        return float("nan")
+    return float(np.interp(kl, c.kl.to_numpy(float), c[f"{REWARD_PREFIX}{objective}"].to_numpy(float)))
+
+
+# ---- the experiments -------------------------------------------------------------------------------------
+
+
+def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
+    seeds = list(range(rc.seeds))
+    df = sweep(stack, prompts, seeds, stack.methods, all_pairs_grid(len(stack.objectives)), rc.decode(stack))
+    df.to_csv(report.data / "pairs.csv", index=False)
+    volumes, spearman = summarise(df, stack.objectives)
+    volumes.to_csv(report.data / "pairs_hypervolume.csv", index=False)
+    spearman.to_csv(report.data / "pairs_spearman.csv", index=False)
+    methods = [m for m in stack.methods if m in set(volumes.method)]
+
+    report.add("## 1. Pareto fronts for every pair of objectives", "",
+               f"Every method at 11 λ points per pair (`--pair all`, {len(df) - 1} rows besides the base, which "
+               f"ignores λ and runs once); each point is the mean over {len(prompts)} prompts × {rc.seeds} seeds. "
+               "Hypervolume: the area the method's points dominate above a reference point shared by the methods "
+               "of a pair (each objective's minimum over all methods minus 10 % of its range), so compare within "
+               "a row only.", "")
+    hv = volumes.pivot_table(index=["x", "y"], columns="method", values="hypervolume", sort=False)
+    hv = hv.reindex(columns=methods).reset_index().rename(columns={"x": "objective x", "y": "objective y"})
+    report.table(hv, ".2f")
+
+    kl = df.groupby("method", sort=False).agg(mean_kl=("kl", "mean"), min_kl=("kl", "min"), max_kl=("kl", "max"),
+                                              tokens=("tokens", "mean"), tokens_per_s=("tokens_per_s", "mean"))
+    report.add("Mean KL to the base over each method's λ points (Σ log π/π_ref per reply; the base's own value is "
+               "the cost of sampling from its top-k), reply length and throughput (tokens/s of a batch of "
+               f"{len(prompts) * rc.seeds} replies):", "")
+    report.table(kl.reset_index(), ".2f")
+
+    report.add("Does the weight do what it says? Spearman's ρ between an objective's weight and its mean reward "
+               "over the λ points:", "")
+    rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
+    report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
+
+    for x, y in itertools.combinations(stack.objectives, 2):
+        row = volumes[(volumes.x == x) & (volumes.y == y)].iloc[0]
+        fig = front_figure(df, x, y, [row.ref_x, row.ref_y], title=f"{x} vs {y}: λ points and Pareto fronts")
+        report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
+    report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
+    return df
+
+
+def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, objectives: list[str]) -> list[str]:
+    """Sentences that compare the fronts, computed from the sweep."""
+    out = ["**Reading.**"]
+    for x, y in itertools.combinations(objectives, 2):
+        v = volumes[(volumes.x == x) & (volumes.y == y)].set_index("method").hypervolume
+        best = v.idxmax()
+        parts = [f"*{x}–{y}*: the largest hypervolume is {best}'s ({v[best]:.2f})"]
+        if "mavis" in v and best != "mavis":
+            parts.append(f"MAVIS has {v['mavis'] / v[best]:.0%} of it")
+        for other in ("mod", "rsoup"):
+            if "mavis" in v and other in v:
+                a = dominated_share(df[df.method == "mavis"], df[df.method == other], [x, y])
+                b = dominated_share(df[df.method == other], df[df.method == "mavis"], [x, y])
+                name = "MOD" if other == "mod" else "RSoup"
+                parts.append(f"MAVIS's points dominate {a:.0%} of {name}'s front points, {name}'s dominate {b:.0%} "
+                             "of MAVIS's")
+        out.append("; ".join(parts) + ".")
+    noise = ", ".join(f"{o} {df[f'se_{o}'].median():.2f}" for o in objectives if f"se_{o}" in df.columns)
+    out.append(f"Typical standard error of one point's mean reward (median over the rows): {noise}; gaps between "
+               "methods smaller than about twice that are within seed noise.")
+    mean_kl = kl["mean_kl"]
+    if {"base", "mavis"} <= set(mean_kl.index):
+        others = [m for m in ("mod", "rsoup") if m in mean_kl.index]
+        out.append(f"Mean KL to the base: base {mean_kl['base']:.1f}, MAVIS {mean_kl['mavis']:.1f}"
+                   + "".join(f", {m.upper() if m == 'mod' else 'RSoup'} {mean_kl[m]:.1f}" for m in others)
+                   + ". A front bought with a larger KL is made of replies the base would rarely write; the paper "
+                   "compares methods at similar KL, which section 3 does per objective.")
+    return [" ".join(out)]
+
+
+def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
+    df = sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),
+               rc.decode(stack))
+    df.to_csv(report.data / "simplex.csv", index=False)
+    _, spearman = summarise(df, stack.objectives)
+    spearman.to_csv(report.data / "simplex_spearman.csv", index=False)
+    report.add("## 2. The simplex of all three objectives", "",
+               f"The 1/4 grid over the simplex ({len(weight_grid(len(stack.objectives)))} λ points), same prompts "
+               "and seeds. Spearman's ρ between each objective's weight and its mean reward:", "")
+    rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
+    report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
+    w = [f"w_{o}" for o in stack.objectives]
+    n = len(stack.objectives)
+    equal = df[np.isclose(df[w].to_numpy(float), 1 / n, atol=0.09).all(axis=1) | df.method.eq("base")]
+    cols = ["method", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl"]
+    report.add("Mean rewards at the grid point nearest equal weights (and the base):", "")
+    report.table(equal[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)), ".3f")
+    counts = pareto_front(df[df.method != "base"], list(stack.objectives)).groupby("method").size()
+    report.add("Points on each method's own 3-objective Pareto front (of "
+               f"{len(weight_grid(len(stack.objectives)))}): "
+               + ", ".join(f"{m} {counts.get(m, 0)}" for m in stack.methods if m != "base") + ".", "")
+    return df
+
+
+def beta_curves(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
+    """Single-objective MAVIS over β against the objective's fine-tuned policy (MOD with λ one-hot decodes the
+    policy alone) and the base, on reward vs KL."""
+    import plotly.graph_objects as go
+
+    from .plots import METHOD_COLOURS
+
+    seeds, rows = list(range(rc.seeds)), []
+    steps = [(o, "mavis", b) for o in stack.objectives for b in rc.betas] + [(None, "base", 0.0)]
+    steps += [(o, "mod", 0.0) for o in stack.objectives if "mod" in stack.methods]
+    for objective, method, beta in tqdm(steps, desc="β curves", unit="point"):
+        grid = [[1.0 if o == objective else 0.0 for o in stack.objectives]] if objective else \
+            [[1.0] * len(stack.objectives)]
+        part = sweep(stack, prompts, seeds, [method], grid, rc.decode(stack, beta=beta))
+        rows.append(part.assign(objective=objective or "all", method="policy" if method == "mod" else method))
+    df = pd.concat(rows, ignore_index=True)
+    df.to_csv(report.data / "beta.csv", index=False)
+
+    report.add("## 3. Single objective: MAVIS over β against the fine-tuned policy", "",
+               f"λ one-hot on one objective. MAVIS at β ∈ {{{', '.join(f'{b:g}' for b in rc.betas)}}}; "
+               "*policy* is that objective's LoRA policy sampled alone (what MOD and RSoup mix); the base for "
+               "reference. Reward of the objective and KL to the base, same prompts and seeds as above.", "")
+    table, reading = [], ["**Reading.**"]
+    base = df[df.method == "base"].iloc[0]
+    for o in stack.objectives:
+        curve = df[(df.method == "mavis") & (df.objective == o)]
+        policy = df[(df.method == "policy") & (df.objective == o)]
+        entry = {"objective": o, "base": f"{base[f'{REWARD_PREFIX}{o}']:.3f} ({base.kl:.1f})"}
+        entry.update({f"MAVIS β={r.beta:g}": f"{r[f'{REWARD_PREFIX}{o}']:.3f} ({r.kl:.1f})"
+                      for _, r in curve.iterrows()})
+        if len(policy):
+            p = policy.iloc[0]
+            entry["policy"] = f"{p[f'{REWARD_PREFIX}{o}']:.3f} ({p.kl:.1f})"
+            at = reward_at_kl(curve, p.kl, o)
+            best = curve.loc[curve[f"{REWARD_PREFIX}{o}"].idxmax()]
+            reading.append(
+                f"*{o}*: the policy reaches {p[f'{REWARD_PREFIX}{o}']:.3f} at KL {p.kl:.1f}; "
+                + (f"MAVIS at the same KL reaches {at:.3f}" if not np.isnan(at) else
+                   f"MAVIS's curve does not reach KL {p.kl:.1f} (it spans {curve.kl.min():.1f}–{curve.kl.max():.1f})")
+                + f"; MAVIS's best is {best[f'{REWARD_PREFIX}{o}']:.3f} at β = {best.beta:g} (KL {best.kl:.1f}), "
+                f"against the base's {base[f'{REWARD_PREFIX}{o}']:.3f}.")
+        table.append(entry)
+        fig = go.Figure()
+        fig.add_trace(go.Scatter(x=curve.kl, y=curve[f"{REWARD_PREFIX}{o}"], mode="lines+markers+text",
+                                 text=[f"β={b:g}" for b in curve.beta], textposition="top center", name="MAVIS",
+                                 line=dict(color=METHOD_COLOURS["mavis"])))
+        fig.add_trace(go.Scatter(x=[base.kl], y=[base[f"{REWARD_PREFIX}{o}"]], mode="markers", name="base",
+                                 marker=dict(color=METHOD_COLOURS["base"], size=11)))
+        if len(policy):
+            fig.add_trace(go.Scatter(x=policy.kl, y=policy[f"{REWARD_PREFIX}{o}"], mode="markers",
+                                     name=f"{o} policy (fine-tuned)",
+                                     marker=dict(color=METHOD_COLOURS["mod"], size=12, symbol="star")))
+        fig.update_layout(title=f"{o}: reward vs KL to the base", xaxis_title="mean KL to the base (nats/reply)",
+                          yaxis_title=f"mean {o} reward", template="plotly_white",
+                          legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=40, b=50))
+        report.figure(fig, f"beta_{o}", f"{o} reward against KL over β")
+    report.add("Reward (KL) per setting:", "")
+    report.table(pd.DataFrame(table).fillna("–"))
+    report.add(" ".join(reading), "")
+    return df
+
+
+def top_k_ablation(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
+    seeds, parts = list(range(rc.seeds)), []
+    equal = [[1.0] * len(stack.objectives)]
+    for k in tqdm(rc.top_ks, desc="top-k", unit="k"):
+        parts.append(sweep(stack, prompts, seeds, ["base", "mavis"], equal, rc.decode(stack, top_k=k)))
+    df = pd.concat(parts, ignore_index=True)
+    df["ms_per_token"] = 1000 / df.tokens_per_s
+    df.to_csv(report.data / "top_k.csv", index=False)
+    wide = df.pivot_table(index="top_k", columns="method", values="ms_per_token")
+    table = df[df.method == "mavis"][["top_k", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl",
+                                      "ms_per_token"]].copy()
+    table["base ms/token"] = table.top_k.map(wide["base"])
+    table["MAVIS ÷ base"] = table.ms_per_token / table["base ms/token"]
+    table["base KL"] = table.top_k.map(df[df.method == "base"].set_index("top_k").kl)
+    table = table.rename(columns=lambda c: c.removeprefix(REWARD_PREFIX))
+    table = table.rename(columns={"kl": "MAVIS KL", "ms_per_token": "MAVIS ms/token"})
+    report.add("## 4. Top-k ablation", "",
+               f"MAVIS with equal weights at β = {rc.beta:g}, k ∈ {{{', '.join(map(str, rc.top_ks))}}}: MAVIS scores "
+               "every one of the k candidates with the value model, so k sets its cost. Time per token is a batch "
+               f"of {len(prompts) * rc.seeds} replies' generation time over their tokens (throughput on this "
+               "machine; the ratio to the base at the same k, taken in the same run, is what carries over).", "")
+    report.table(table, ".3f")
+    report.add(reading_top_k(table), "")
+    return df
+
+
+def reading_top_k(table: pd.DataFrame) -> str:
+    lo, hi = table.iloc[0], table.iloc[-1]
+    return (f"**Reading.** From k = {lo.top_k:g} to k = {hi.top_k:g} MAVIS's time per token goes from "
+            f"{lo['MAVIS ÷ base']:.2f}× to {hi['MAVIS ÷ base']:.2f}× the base's, and its KL from "
+            f"{lo['MAVIS KL']:.1f} to {hi['MAVIS KL']:.1f} (the base's from {lo['base KL']:.1f} to "
+            f"{hi['base KL']:.1f}: a wider top-k lets both sample further from the base's mode).")
+
+
+def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
+    objectives = stack.objectives
+    x, y = rc.search_pair or (objectives[0], objectives[-1])
+    axes = (objectives.index(x), objectives.index(y))
+    full = weight_grid(len(objectives), axes=axes)
+    grid = [full[i] for i in np.linspace(0, len(full) - 1, SEARCH_GRID_POINTS).round().astype(int)]
+    seeds, parts = list(range(rc.search_seeds)), []
+    for search in ("sample", "best_of_n", "beam"):
+        parts.append(sweep(stack, prompts, seeds, stack.methods, grid, rc.decode(stack, search=search)))
+    df = pd.concat(parts, ignore_index=True)
+    df["series"] = series_of(df)
+    df.to_csv(report.data / "search.csv", index=False)
+    volumes, _ = summarise(df.drop(columns="series"), [x, y])
+    volumes.to_csv(report.data / "search_hypervolume.csv", index=False)
+
+    report.add("## 5. Test-time search on top of each method", "",
+               f"{x}–{y}, {len(grid)} λ points, {len(prompts)} prompts × {rc.search_seeds} seeds (beam search is "
+               f"deterministic, so it runs once per prompt). best-of-{rc.num_candidates} keeps the sample with the "
+               f"highest λ-weighted reward; beam-{rc.num_beams} is value-guided beam search for MAVIS and "
+               "log-prob beam search for the others (docs/search.md). Hypervolume with one reference for all "
+               "series; seconds per reply include the search's own scoring of its candidates.", "")
+    vol = volumes.set_index("method").hypervolume
+    cost = df.groupby("series", sort=False).agg(seconds_per_reply=("seconds_per_reply", "mean"), kl=("kl", "mean"))
+    rows = []
+    for method in stack.methods:
+        names = [s for s in cost.index if s.split(" ")[0] == method]
+        sampled = cost.loc[method, "seconds_per_reply"] if method in cost.index else float("nan")
+        for name in names:
+            rows.append({"series": name, "hypervolume": vol.get(name, float("nan")),
+                         "hypervolume ÷ sampling": vol.get(name, float("nan")) / vol.get(method, float("nan")),
+                         "s/reply": cost.loc[name, "seconds_per_reply"],
+                         "time ÷ sampling": cost.loc[name, "seconds_per_reply"] / sampled,
+                         "mean KL": cost.loc[name, "kl"]})
+    table = pd.DataFrame(rows)
+    report.table(table, ".2f")
+    ref = volumes.iloc[0]
+    report.figure(front_figure(df.drop(columns="series"), x, y, [ref.ref_x, ref.ref_y],
+                               title=f"{x} vs {y}: sampling, best-of-{rc.num_candidates}, beam-{rc.num_beams}"),
+                  f"search_{x}_{y}", f"Fronts with and without search, {x} vs {y}")
+    gains = table.set_index("series")["hypervolume ÷ sampling"]
+    best = gains.drop(index=[m for m in stack.methods if m in gains.index]).idxmax()
+    report.add(f"**Reading.** The largest gain from a search is {best}'s: {gains[best]:.2f}× its sampled "
+               f"hypervolume at {table.set_index('series').loc[best, 'time ÷ sampling']:.1f}× the time per reply.", "")
+    return df
+
+
+# ---- command ---------------------------------------------------------------------------------------------
+
+
+def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, command: str) -> Path:
+    """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``."""
+    import torch
+
+    from .engine import example_prompts
+    from .stack import load_stack
+
+    start = time.perf_counter()
+    stack = load_stack(stack_path)
+    prompts = example_prompts(stack)
+    if not prompts:
+        raise ValueError(f"stack {stack_path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
+    missing = {"mavis", "mod"} - set(stack.methods)
+    if missing:
+        raise ValueError(f"results compare MAVIS with the fine-tuned policies; this stack lacks {sorted(missing)}")
+    data.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = Report(out, data)
+    main_prompts, search_prompts = prompts[:rc.prompts], prompts[:rc.search_prompts]
+    report.add("# Results on the embedded stack", "",
+               f"Generated by `{command}` (commit {_git_commit()}, {time.strftime('%Y-%m-%d')}). Do not edit by "
+               "hand: rerun the command. Tables as CSV and interactive charts (HTML) are in "
+               f"`{data.as_posix()}/`.", "",
+               f"- Stack: `{stack_path}` (objectives {', '.join(stack.objectives)}; methods "
+               f"{', '.join(stack.methods)}).",
+               f"- Prompts: the first {len(main_prompts)} held-out prompts (`eval_prompts.json`, chitchat test "
+               f"split) × seeds 0–{rc.seeds - 1}; search: the first {len(search_prompts)} × seeds "
+               f"0–{rc.search_seeds - 1}.",
+               f"- Decoding: top-k {rc.top_k}, temperature 1, at most {rc.max_new_tokens} new tokens, MAVIS β = "
+               f"{rc.beta:g} unless a section varies it. Rewards are the stack's reward models' raw scores "
+               "(scales differ between objectives). KL is Σ log π/π_ref over a reply, as the decoding core reports "
+               "it.",
+               f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+               f"{torch.get_num_threads()} threads, device {stack.device}.", "")
+    timings = {}
+    for name, step in (("pairs", lambda: pair_sweeps(stack, main_prompts, rc, report)),
+                       ("simplex", lambda: simplex_sweep(stack, main_prompts, rc, report)),
+                       ("beta", lambda: beta_curves(stack, main_prompts, rc, report)),
+                       ("top-k", lambda: top_k_ablation(stack, main_prompts, rc, report)),
+                       ("search", lambda: search_axis(stack, search_prompts, rc, report))):
+        t0 = time.perf_counter()
+        step()
+        timings[name] = time.perf_counter() - t0
+        print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
+    report.add("## Cost of this page", "",
+               "Wall time of each section on the machine above: "
+               + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+               + f"; {(time.perf_counter() - start) / 60:.1f} min in all.", "")
+    report.write(rc.images)
+    return out
+
+
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ResultsConfig()
+    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
+                        help="markdown to write (default docs/results.md); PNG images go to results/ beside it")
+    parser.add_argument("--data", type=Path, default=Path("results"),
+                        help="folder for the CSV tables and HTML charts (default results/)")
+    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"held-out prompts (default {d.prompts})")
+    parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    parser.add_argument("--beta", type=float, default=d.beta, help=f"MAVIS β of the sweeps (default {d.beta:g})")
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 3")
+    parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 4")
+    parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
+    parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
+    parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
+
+
+def _numbers(text: str, kind, name: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} needs at least one value")
+    return values
+
+
+def run_results_command(args: argparse.Namespace) -> None:
+    if min(args.prompts, args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1:
+        raise ValueError("--prompts, --seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1")
+    rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
+                       betas=_numbers(args.betas, float, "--betas"), top_ks=_numbers(args.top_ks, int, "--top-ks"),
+                       search_prompts=args.search_prompts, search_seeds=args.search_seeds,
+                       images=not args.no_images)
+    command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else \
+        "python -m mavis_core results"
+    out = run_results(args.stack, args.out, args.data, rc, command)
+    print(f"wrote {out}")
