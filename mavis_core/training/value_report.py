@@ -1,0 +1,180 @@
+"""`python -m mavis_core value-report`: does a value model raise its objective's reward? Measured on held-out prompts.
+
+For each objective, λ one-hot on it: the base, single-objective MAVIS at each β, and (where the stack has
+policies) the objective's fine-tuned LoRA policy sampled alone. Every setting replies to the same held-out prompts
+with the same seeds. The gain over the base is paired by prompt: per prompt, the mean over seeds of MAVIS's reward
+minus the base's, then mean and standard error over prompts, so prompt-to-prompt spread does not hide a gain.
+
+``--compare FOLDER`` measures a second value model (e.g. iteration 0's) on the same rows. ``--record`` writes
+the table into the value model's manifest entry and regenerates assets/MODEL_CARD.md: the card's numbers come
+from this command, not from hand-copied runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import DecodeConfig
+from ..decoding import generate_batch
+from ..stack import Stack, ValueModel
+from .value_training import guided_by, load_value_model
+
+BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card
+
+
+def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig, objective: str):
+    rows_p = [p for p in prompts for _ in seeds]
+    rows_s = [s for _ in prompts for s in seeds]
+    gens = generate_batch(stack, rows_p, cfg, rows_s)
+    rewards = stack.rewards[objective].score(rows_p, [g.text for g in gens]).float().cpu().numpy()
+    per_prompt = rewards.reshape(len(prompts), len(seeds)).mean(axis=1)
+    return per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens]))
+
+
+def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: list[float],
+                   value_models: dict[str, ValueModel | None], max_new_tokens: int = 32,
+                   top_k: int = 15) -> pd.DataFrame:
+    """One row per (objective, setting): reward mean, paired gain over the base ± its standard error, KL, tokens.
+
+    Args:
+        value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
+    Columns: objective, setting ("base", "<label> β=<b>", "policy"), reward, gain, gain_se, kl, tokens.
+    """
+    rows = []
+    steps = [(o, label, b) for o in stack.objectives for label in value_models for b in betas]
+    bar = tqdm(total=2 * len(stack.objectives) + len(steps), desc="value report", unit="setting")
+    for o in stack.objectives:
+        cfg = DecodeConfig(method="base", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
+        base, kl, tokens = _replies(stack, prompts, seeds, cfg, o)
+        bar.update()
+        rows.append(dict(objective=o, setting="base", reward=base.mean(), gain=0.0, gain_se=0.0, kl=kl,
+                         tokens=tokens))
+
+        def add(setting: str, per_prompt: np.ndarray, kl: float, tokens: float, o=o, base=base) -> None:
+            diff = per_prompt - base
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+            rows.append(dict(objective=o, setting=setting, reward=per_prompt.mean(), gain=diff.mean(), gain_se=se,
+                             kl=kl, tokens=tokens))
+
+        for label, model in value_models.items():
+            with guided_by(stack, model):
+                for beta in betas:
+                    cfg = DecodeConfig(method="mavis", weights={o: 1.0}, beta=beta, top_k=top_k,
+                                       max_new_tokens=max_new_tokens)
+                    add(f"{label} β={beta:g}", *_replies(stack, prompts, seeds, cfg, o))
+                    bar.update()
+        if "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
+            cfg = DecodeConfig(method="mod", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
+            add("policy", *_replies(stack, prompts, seeds, cfg, o))
+        bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame, prompts: int, seeds: int, max_new_tokens: int, top_k: int, command: str) -> str:
+    """The table as the model card shows it: one row per objective, reward (KL) and gain ± se per setting."""
+    lines = [f"**Held-out evaluation** (`{command}`). λ one-hot on the objective; all {prompts} held-out prompts of "
+             f"`eval_prompts.json` × seeds 0–{seeds - 1}, {max_new_tokens} new tokens, top-k {top_k}. Cells: mean "
+             "reward, then the gain over the base paired by prompt ± its standard error over prompts, then mean KL "
+             "and reply length in tokens. *policy*: the objective's LoRA policy sampled alone.", ""]
+    settings = list(dict.fromkeys(table.setting))
+    lines += ["| objective | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for o, group in table.groupby("objective", sort=False):
+        cells = []
+        for s in settings:
+            r = group[group.setting == s]
+            if not len(r):
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            gain = "" if s == "base" else f", {r.gain:+.3f} ± {r.gain_se:.3f}"
+            cells.append(f"{r.reward:.3f}{gain} (KL {r.kl:.1f}, {r.tokens:.0f} tok)")
+        lines.append(f"| {o} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics(table: pd.DataFrame) -> dict[str, float]:
+    out = {}
+    for r in table.itertuples(index=False):
+        key = r.setting.replace(" β=", "_beta").replace(" ", "_")
+        out[f"heldout_{r.objective}_reward_{key}"] = round(float(r.reward), 3)
+        if r.setting != "base":
+            out[f"heldout_{r.objective}_gain_{key}"] = round(float(r.gain), 3)
+            out[f"heldout_{r.objective}_gain_se_{key}"] = round(float(r.gain_se), 3)
+        out[f"heldout_{r.objective}_kl_{key}"] = round(float(r.kl), 2)
+    return out
+
+
+def record(assets: Path, artifact: str, table_md: str, new_metrics: dict[str, float]) -> None:
+    """Put ``table_md`` into ``artifact``'s card between the value-report markers (appended the first time), replace
+    its ``heldout_*`` metrics, keep everything else, and regenerate the model card."""
+    from .manifest import read_manifest, record_artifact, write_model_card
+
+    entry = read_manifest(assets)["artifacts"].get(artifact)
+    if entry is None:
+        raise ValueError(f"{assets}/manifest.json has no artifact {artifact!r}")
+    head, found, rest = entry["card"].partition(BEGIN)
+    tail = rest.partition(END)[2] if found else ""
+    card = f"{head.rstrip()}\n\n{BEGIN}\n{table_md}\n{END}\n\n{tail.lstrip()}".rstrip()
+    kept = {k: v for k, v in entry["metrics"].items() if not k.startswith("heldout_")}
+    folders = sorted({str(Path(*Path(f).parts[:2])) for f in entry["files"]})  # e.g. values/fused
+    record_artifact(assets, artifact, [assets / f for f in folders], source=entry["source"],
+                    licence=entry["licence"], command=entry["command"], seed=entry["seed"],
+                    metrics={**kept, **new_metrics}, card=card)
+    write_model_card(assets)
+
+
+def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", type=Path, default=Path("assets/stack.toml"))
+    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="another value model to measure on the same rows (repeatable), e.g. iteration 0's")
+    parser.add_argument("--prompts", type=int, default=0, help="first N held-out prompts (default: all)")
+    parser.add_argument("--seeds", type=int, default=4, help="seeds 0..S-1 per prompt (default 4)")
+    parser.add_argument("--betas", default="1,2,4", help="MAVIS β values (default 1,2,4)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, help="also write the table as CSV here")
+    parser.add_argument("--record", default="", metavar="ARTIFACT",
+                        help="write the table into this manifest artifact's card (e.g. values-fused)")
+
+
+def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
+    import shlex
+    import sys
+
+    import torch
+
+    from ..engine import example_prompts
+    from ..stack import load_stack
+
+    try:
+        betas = [float(b) for b in args.betas.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--betas must be comma-separated numbers, got {args.betas!r}") from None
+    if args.seeds < 1 or args.prompts < 0 or not betas:
+        raise ValueError("--seeds must be >= 1, --prompts >= 0 and --betas non-empty")
+    stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
+    if not stack.value_models:
+        raise ValueError(f"stack {args.stack} names no value models: nothing to report")
+    prompts = example_prompts(stack)
+    prompts = prompts[:args.prompts] if args.prompts else prompts
+    models: dict[str, ValueModel | None] = {"MAVIS": None}
+    for folder in args.compare:
+        models[f"{folder.parent.name if folder.name == 'best' else folder.name}"] = load_value_model(stack, folder)
+    seeds = list(range(args.seeds))
+    table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens)
+    command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["value-report"] else \
+        "python -m mavis_core value-report"
+    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, 15, command)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    if args.record:
+        record(args.stack.parent, args.record, text, metrics(table))
+        print(f"recorded in {args.stack.parent / 'manifest.json'} ({args.record}) and MODEL_CARD.md")
+    return table

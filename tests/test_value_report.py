@@ -1,0 +1,72 @@
+"""`value-report`: the paired held-out gain of MAVIS per objective, and how it is recorded in the manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mavis_core.cli import main
+from mavis_core.config import DecodeConfig
+from mavis_core.decoding import generate_batch
+from mavis_core.training.manifest import read_manifest, record_artifact, verify_manifest
+from mavis_core.training.value_report import BEGIN, END, guidance_table, markdown, metrics, record
+
+PROMPTS = ["hello there", "tell me a joke", "how are you?"]
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def table(fused_stack):
+    return guidance_table(fused_stack, PROMPTS, SEEDS, [2.0], {"MAVIS": None}, max_new_tokens=4, top_k=5)
+
+
+def test_one_row_per_objective_and_setting(table, fused_stack):
+    assert list(table.columns) == ["objective", "setting", "reward", "gain", "gain_se", "kl", "tokens"]
+    assert table.groupby("objective", sort=False).setting.apply(list).to_dict() == {
+        o: ["base", "MAVIS β=2", "policy"] for o in fused_stack.objectives}
+    assert (table[table.setting == "base"].gain == 0).all()
+
+
+def test_gain_is_paired_by_prompt(table, fused_stack):
+    """gain = mean over prompts of (MAVIS's mean over seeds − the base's); se over prompts."""
+    o = "humor"
+    rows_p = [p for p in PROMPTS for _ in SEEDS]
+    rows_s = [s for _ in PROMPTS for s in SEEDS]
+    per = {}
+    for method in ("base", "mavis"):
+        cfg = DecodeConfig(method=method, weights={o: 1.0}, beta=2.0, top_k=5, max_new_tokens=4)
+        gens = generate_batch(fused_stack, rows_p, cfg, rows_s)
+        per[method] = fused_stack.rewards[o].score(rows_p, [g.text for g in gens]).numpy().reshape(3, 2).mean(1)
+    diff = per["mavis"] - per["base"]
+    row = table[(table.objective == o) & (table.setting == "MAVIS β=2")].iloc[0]
+    assert row.gain == pytest.approx(diff.mean(), abs=1e-5)
+    assert row.gain_se == pytest.approx(diff.std(ddof=1) / np.sqrt(3), abs=1e-5)
+    assert row.reward == pytest.approx(per["mavis"].mean(), abs=1e-5)
+
+
+def test_record_replaces_only_its_own_part_of_the_card(table, tmp_path):
+    (tmp_path / "values" / "v").mkdir(parents=True)
+    (tmp_path / "values" / "v" / "w.bin").write_bytes(b"x")
+    record_artifact(tmp_path, "values-v", [tmp_path / "values" / "v"], source="s", licence="MIT", command="c",
+                    seed=0, metrics={"iter0_val_mse": 1.0, "heldout_old": 3.0}, card="Intro.")
+    text = markdown(table, 3, 2, 4, 5, "python -m mavis_core value-report")
+    record(tmp_path, "values-v", text, metrics(table))
+    record(tmp_path, "values-v", text, metrics(table))  # twice: the section is replaced, not repeated
+    entry = read_manifest(tmp_path)["artifacts"]["values-v"]
+    assert entry["card"].startswith("Intro.") and entry["card"].count(BEGIN) == 1 and entry["card"].count(END) == 1
+    assert "heldout_old" not in entry["metrics"] and entry["metrics"]["iter0_val_mse"] == 1.0
+    assert entry["metrics"]["heldout_humor_gain_MAVIS_beta2"] == pytest.approx(
+        float(table[(table.objective == "humor") & (table.setting == "MAVIS β=2")].gain.iloc[0]), abs=1e-3)
+    assert "Held-out evaluation" in (tmp_path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert verify_manifest(tmp_path) == []
+
+
+def test_cli_prints_table_and_rejects_bad_betas(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "report.csv"
+    assert main(["value-report", "--stack", str(tiny_dir / "stack-fused.toml"), "--prompts", "1", "--seeds", "1",
+                 "--betas", "1", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    assert "Held-out evaluation" in capsys.readouterr().out and out.exists()
+    assert main(["value-report", "--stack", str(tiny_dir / "stack-fused.toml"), "--betas", "a"]) == 2
+    assert "--betas" in capsys.readouterr().err
+    assert set(pd.read_csv(out).objective) == {"helpful", "harmless", "humor"}
