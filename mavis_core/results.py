@@ -441,8 +441,8 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
                         help="markdown to write (default docs/results.md); PNG images go to results/ beside it")
-    parser.add_argument("--data", type=Path, default=Path("results"),
-                        help="folder for the CSV tables and HTML charts (default results/)")
+    parser.add_argument("--data", type=Path, default=Path("docs/results"),
+                        help="folder for the CSV tables and HTML charts (default docs/results/, beside the PNGs)")
     parser.add_argument("--prompts", type=int, default=d.prompts, help=f"held-out prompts (default {d.prompts})")
     parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
@@ -454,7 +454,8 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
 
 
-def _numbers(text: str, kind, name: str) -> tuple:
+def parse_numbers(text: str, kind, name: str) -> tuple:
+    """'1,2,4' -> (1.0, 2.0, 4.0) for a comma-separated option ``name``; a clear ValueError otherwise."""
     try:
         values = tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -468,7 +469,8 @@ def run_results_command(args: argparse.Namespace) -> None:
     if min(args.prompts, args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1:
         raise ValueError("--prompts, --seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1")
     rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
-                       betas=_numbers(args.betas, float, "--betas"), top_ks=_numbers(args.top_ks, int, "--top-ks"),
+                       betas=parse_numbers(args.betas, float, "--betas"),
+                       top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
                        images=not args.no_images)
     command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else \

@@ -149,14 +149,12 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     import torch
 
     from ..engine import example_prompts
+    from ..results import parse_numbers
     from ..stack import load_stack
 
-    try:
-        betas = [float(b) for b in args.betas.split(",") if b.strip()]
-    except ValueError:
-        raise ValueError(f"--betas must be comma-separated numbers, got {args.betas!r}") from None
-    if args.seeds < 1 or args.prompts < 0 or not betas:
-        raise ValueError("--seeds must be >= 1, --prompts >= 0 and --betas non-empty")
+    betas = list(parse_numbers(args.betas, float, "--betas"))
+    if args.seeds < 1 or args.prompts < 0:
+        raise ValueError("--seeds must be >= 1 and --prompts >= 0")
     stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
     if not stack.value_models:
         raise ValueError(f"stack {args.stack} names no value models: nothing to report")
