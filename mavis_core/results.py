@@ -42,6 +42,7 @@ from .stack import Stack
 
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 TOP_KS = (5, 10, 15, 25)
+STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 
 
@@ -49,12 +50,12 @@ SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … 
 class ResultsConfig:
     """What `run_results` measures. The defaults are what docs/results.md was generated with."""
 
-    prompts: int = 20
+    prompts: int = 0  # 0: every held-out prompt
     seeds: int = 4
     max_new_tokens: int = 48
     beta: float = 2.0
     top_k: int = 15
-    search_prompts: int = 10
+    search_prompts: int = 20
     search_seeds: int = 2
     search_pair: tuple[str, str] | None = None  # default: the stack's first and last objectives
     num_candidates: int = 4
@@ -78,6 +79,7 @@ class Report:
     data: Path
     lines: list[str] = field(default_factory=list)
     figures: list[tuple[object, Path]] = field(default_factory=list)
+    facts: dict[str, object] = field(default_factory=dict)  # tables the closing summary reads
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -182,16 +184,17 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
         fig = front_figure(df, x, y, [row.ref_x, row.ref_y], title=f"{x} vs {y}: λ points and Pareto fronts")
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
+    report.facts.update(pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
     return df
 
 
 def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, objectives: list[str]) -> list[str]:
-    """Sentences that compare the fronts, computed from the sweep."""
-    out = ["**Reading.**"]
+    """Sentences that compare the fronts, computed from the sweep: one bullet per pair, then noise and KL."""
+    out = ["**Reading.**", ""]
     for x, y in itertools.combinations(objectives, 2):
         v = volumes[(volumes.x == x) & (volumes.y == y)].set_index("method").hypervolume
         best = v.idxmax()
-        parts = [f"*{x}–{y}*: the largest hypervolume is {best}'s ({v[best]:.2f})"]
+        parts = [f"the largest hypervolume is {best}'s ({v[best]:.2f})"]
         if "mavis" in v and best != "mavis":
             parts.append(f"MAVIS has {v['mavis'] / v[best]:.0%} of it")
         for other in ("mod", "rsoup"):
@@ -201,18 +204,19 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
                 name = "MOD" if other == "mod" else "RSoup"
                 parts.append(f"MAVIS's points dominate {a:.0%} of {name}'s front points, {name}'s dominate {b:.0%} "
                              "of MAVIS's")
-        out.append("; ".join(parts) + ".")
+        out.append(f"- *{x}–{y}*: " + "; ".join(parts) + ".")
     noise = ", ".join(f"{o} {df[f'se_{o}'].median():.2f}" for o in objectives if f"se_{o}" in df.columns)
-    out.append(f"Typical standard error of one point's mean reward (median over the rows): {noise}; gaps between "
-               "methods smaller than about twice that are within seed noise.")
-    mean_kl = kl["mean_kl"]
-    if {"base", "mavis"} <= set(mean_kl.index):
-        others = [m for m in ("mod", "rsoup") if m in mean_kl.index]
-        out.append(f"Mean KL to the base: base {mean_kl['base']:.1f}, MAVIS {mean_kl['mavis']:.1f}"
-                   + "".join(f", {m.upper() if m == 'mod' else 'RSoup'} {mean_kl[m]:.1f}" for m in others)
-                   + ". A front bought with a larger KL is made of replies the base would rarely write; the paper "
-                   "compares methods at similar KL, which section 3 does per objective.")
-    return [" ".join(out)]
+    out += ["", f"Typical standard error of one point's mean reward (median over the rows): {noise}; gaps between "
+            "methods smaller than about twice that are within seed noise."]
+    if {"base", "mavis"} <= set(kl.index):
+        others = [m for m in ("mod", "rsoup") if m in kl.index]
+        names = {"mod": "MOD", "rsoup": "RSoup", "mavis": "MAVIS", "base": "base"}
+        listed = ", ".join(f"{names[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens"
+                           for m in ["base", "mavis", *others])
+        out.append(f"Mean KL to the base per reply: {listed}. KL is summed over a reply, so shorter replies have "
+                   "less of it. A front bought with a larger KL is made of replies the base would rarely write; "
+                   "the paper compares methods at similar KL, which section 3 does per objective.")
+    return out
 
 
 def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
@@ -227,11 +231,14 @@ def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: R
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
     report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
     w = [f"w_{o}" for o in stack.objectives]
-    n = len(stack.objectives)
-    equal = df[np.isclose(df[w].to_numpy(float), 1 / n, atol=0.09).all(axis=1) | df.method.eq("base")]
-    cols = ["method", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl"]
-    report.add("Mean rewards at the grid point nearest equal weights (and the base):", "")
-    report.table(equal[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)), ".3f")
+    distance = np.abs(df[w].to_numpy(float) - 1 / len(w)).sum(axis=1)  # NaN for the base, which has no λ
+    nearest = df[np.isclose(distance, np.nanmin(distance)) | df.method.eq("base")].copy()
+    lam = nearest[w].to_numpy(float)
+    nearest.insert(1, "λ", ["–" if np.isnan(row).all() else " / ".join(f"{v:.2f}" for v in row) for row in lam])
+    cols = ["method", "λ", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl", "tokens"]
+    report.add(f"Mean rewards at the grid points nearest equal weights (λ as {' / '.join(stack.objectives)}) "
+               "and the base:", "")
+    report.table(nearest[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)), ".3f")
     counts = pareto_front(df[df.method != "base"], list(stack.objectives)).groupby("method").size()
     report.add("Points on each method's own 3-objective Pareto front (of "
                f"{len(weight_grid(len(stack.objectives)))}): "
@@ -298,6 +305,7 @@ def beta_curves(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     report.add("Reward (KL) per setting:", "")
     report.table(pd.DataFrame(table).fillna("–"))
     report.add(" ".join(reading), "")
+    report.facts["beta"] = df
     return df
 
 
@@ -323,16 +331,24 @@ def top_k_ablation(stack: Stack, prompts: list[str], rc: ResultsConfig, report: 
                f"of {len(prompts) * rc.seeds} replies' generation time over their tokens (throughput on this "
                "machine; the ratio to the base at the same k, taken in the same run, is what carries over).", "")
     report.table(table, ".3f")
-    report.add(reading_top_k(table), "")
+    report.add(reading_top_k(table, df, stack.objectives), "")
     return df
 
 
-def reading_top_k(table: pd.DataFrame) -> str:
+def reading_top_k(table: pd.DataFrame, df: pd.DataFrame, objectives: list[str]) -> str:
     lo, hi = table.iloc[0], table.iloc[-1]
+    mavis = df[df.method == "mavis"]
+    moved = []
+    for o in objectives:
+        spread = mavis[f"{REWARD_PREFIX}{o}"].max() - mavis[f"{REWARD_PREFIX}{o}"].min()
+        moved.append(f"{o} {spread:.2f} (standard error ≈ {mavis[f'se_{o}'].median():.2f})")
     return (f"**Reading.** From k = {lo.top_k:g} to k = {hi.top_k:g} MAVIS's time per token goes from "
-            f"{lo['MAVIS ÷ base']:.2f}× to {hi['MAVIS ÷ base']:.2f}× the base's, and its KL from "
-            f"{lo['MAVIS KL']:.1f} to {hi['MAVIS KL']:.1f} (the base's from {lo['base KL']:.1f} to "
-            f"{hi['base KL']:.1f}: a wider top-k lets both sample further from the base's mode).")
+            f"{lo['MAVIS ÷ base']:.2f}× to {hi['MAVIS ÷ base']:.2f}× the base's: every step scores k candidates "
+            "for every row, and in a batch of many rows that value-model pass dominates (at batch 1, "
+            "`benchmarks/decode_speed.py` measures a smaller ratio). KL falls as k grows for both (MAVIS "
+            f"{lo['MAVIS KL']:.1f} → {hi['MAVIS KL']:.1f}, base {lo['base KL']:.1f} → {hi['base KL']:.1f}) because "
+            "the truncation term −log(top-k mass) shrinks. Largest change of MAVIS's mean reward across k: "
+            + ", ".join(moved) + ".")
 
 
 def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
@@ -374,11 +390,94 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     report.figure(front_figure(df.drop(columns="series"), x, y, [ref.ref_x, ref.ref_y],
                                title=f"{x} vs {y}: sampling, best-of-{rc.num_candidates}, beam-{rc.num_beams}"),
                   f"search_{x}_{y}", f"Fronts with and without search, {x} vs {y}")
-    gains = table.set_index("series")["hypervolume ÷ sampling"]
-    best = gains.drop(index=[m for m in stack.methods if m in gains.index]).idxmax()
-    report.add(f"**Reading.** The largest gain from a search is {best}'s: {gains[best]:.2f}× its sampled "
-               f"hypervolume at {table.set_index('series').loc[best, 'time ÷ sampling']:.1f}× the time per reply.", "")
+    report.add(*reading_search(table, stack.methods, rc), "")
     return df
+
+
+def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -> list[str]:
+    t = table.set_index("series")
+    out = ["**Reading.**", ""]
+    for label in (f"best-of-{rc.num_candidates}", f"beam-{rc.num_beams}"):
+        cells = [f"{m} {t.loc[f'{m} {label}', 'hypervolume ÷ sampling']:.2f}× at "
+                 f"{t.loc[f'{m} {label}', 'time ÷ sampling']:.1f}× the time"
+                 for m in methods if f"{m} {label}" in t.index]
+        out.append(f"- {label} multiplies the hypervolume by: " + "; ".join(cells) + ".")
+    searched = f"mavis best-of-{rc.num_candidates}"
+    if searched in t.index:
+        beaten = [m for m in ("mod", "rsoup")
+                  if m in t.index and t.loc[searched, "hypervolume"] > t.loc[m, "hypervolume"]]
+        out.append(f"- MAVIS with best-of-{rc.num_candidates}: hypervolume {t.loc[searched, 'hypervolume']:.2f} at "
+                   f"mean KL {t.loc[searched, 'mean KL']:.1f}"
+                   + (f", above plain sampling of {' and '.join(m.upper() if m == 'mod' else 'RSoup' for m in beaten)}"
+                      if beaten else "")
+                   + "; " + ", ".join(f"{m} {t.loc[m, 'hypervolume']:.2f} at KL {t.loc[m, 'mean KL']:.1f}"
+                                      for m in ("mod", "rsoup") if m in t.index) + ".")
+    return out
+
+
+def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
+    """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
+    volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
+    out = ["## 6. What this says", ""]
+    r = rho.set_index(["method", "objective"]).spearman
+    weakest = r.idxmin()
+    weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
+    headline = "The weights steer every method." if not weak else "The weights do not steer everything."
+    out.append(f"- **{headline}** Spearman's ρ between an objective's weight and its reward is {r.min():.2f}–"
+               f"{r.max():.2f} over all methods and objectives (section 1); the weakest is {weakest[0]}'s "
+               f"{weakest[1]} ({r.min():.2f})" + (f"; below {STEERS:g}: {', '.join(weak)}." if weak else "."))
+    pairs = list(itertools.combinations(objectives, 2))
+    top = [volumes[(volumes.x == x) & (volumes.y == y)].set_index("method").hypervolume for x, y in pairs]
+    mavis_top = sum(v.idxmax() == "mavis" for v in top)
+    verdict = ("does" if mavis_top == len(pairs) else "does not") + " dominate here"
+    out.append(f"- **MAVIS's front {verdict}.** It has the largest hypervolume on {mavis_top} of {len(pairs)} "
+               "pairs; the paper reports MAVIS ahead of MOD and RSoup. ")
+    if {"mavis", "mod"} <= set(kl.index):
+        ratio = kl.loc["mod", "mean_kl"] / kl.loc["mavis", "mean_kl"]
+        where = ("further from the base than MAVIS" if ratio > 1.2 else
+                 "closer to the base than MAVIS" if ratio < 1 / 1.2 else "about as far from the base as MAVIS")
+        out[-1] += (f"MOD's replies are {where}: its mean KL is {ratio:.1f}× MAVIS's "
+                    f"({kl.loc['mod', 'mean_kl']:.1f} against {kl.loc['mavis', 'mean_kl']:.1f}).")
+    matched, unmatched = [], []
+    for o in objectives:
+        curve = beta[(beta.method == "mavis") & (beta.objective == o)]
+        policy = beta[(beta.method == "policy") & (beta.objective == o)]
+        if not len(policy):
+            continue
+        p = policy.iloc[0]
+        at = reward_at_kl(curve, p.kl, o)
+        if np.isnan(at):
+            unmatched.append(f"{o} (policy KL {p.kl:.1f}, MAVIS {curve.kl.min():.1f}–{curve.kl.max():.1f})")
+        else:
+            who = "the policy" if p[f"{REWARD_PREFIX}{o}"] > at else "MAVIS"
+            matched.append(f"{o}: policy {p[f'{REWARD_PREFIX}{o}']:.2f}, MAVIS {at:.2f} — {who} is ahead")
+    if matched or unmatched:
+        out.append("- **At matched KL** (section 3): " + ("; ".join(matched) if matched else "no objective")
+                   + (". Not comparable, because the policy's KL lies outside the range MAVIS's β curve covers: "
+                      + ", ".join(unmatched)
+                      if unmatched else "") + ".")
+    base = beta[beta.method == "base"].iloc[0]
+    gains, delivered = [], True
+    for o in objectives:
+        curve = beta[(beta.method == "mavis") & (beta.objective == o)]
+        best = curve.loc[curve[f"{REWARD_PREFIX}{o}"].idxmax()]
+        se = max(float(best[f"se_{o}"]), float(base[f"se_{o}"]))
+        delivered &= bool(best[f"{REWARD_PREFIX}{o}"] - base[f"{REWARD_PREFIX}{o}"] > 2 * se and best.kl <= base.kl)
+        gains.append(f"{o} {base[f'{REWARD_PREFIX}{o}']:.2f} → {best[f'{REWARD_PREFIX}{o}']:.2f} "
+                     f"(β = {best.beta:g}, KL {best.kl:.1f} against the base's {base.kl:.1f})")
+    out.append("- **Single-objective MAVIS, best β against the base:** " + "; ".join(gains) + ". "
+               + ("With one small value model and no fine-tuning, it raises every reward by more than two standard "
+                  "errors without moving further from the base." if delivered else
+                  "It does not raise every reward by more than two standard errors at no more KL than the base."))
+    if embedded:
+        out.append("- **Why the embedded stack is a hard case for MAVIS** (facts from assets/MODEL_CARD.md, not "
+                   "measured on this page): the value model is 2 blocks of a 3M-parameter base trained on trees "
+                   "from 192 prompts, and its helpful head barely generalises to held-out trees (validation "
+                   "correlation ≈ 0.2), which fits MAVIS's lower ρ for helpful; the DPO policies were not tuned "
+                   "for KL, and the harmless one drifted far (it also writes turn markers into replies). A larger "
+                   "value model, more rollout prompts, and policies trained to MAVIS's KL are what the paper's "
+                   "comparison assumes.")
+    return [*out, ""]
 
 
 # ---- command ---------------------------------------------------------------------------------------------
@@ -388,12 +487,12 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
     """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``."""
     import torch
 
-    from .engine import example_prompts
     from .stack import load_stack
+    from .training.value_training import default_eval_prompts
 
     start = time.perf_counter()
     stack = load_stack(stack_path)
-    prompts = example_prompts(stack)
+    prompts = default_eval_prompts(Path(stack_path), stack)  # eval_prompts.json beside the stack, else its prompts
     if not prompts:
         raise ValueError(f"stack {stack_path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
     missing = {"mavis", "mod"} - set(stack.methods)
@@ -402,7 +501,7 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
     data.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = Report(out, data)
-    main_prompts, search_prompts = prompts[:rc.prompts], prompts[:rc.search_prompts]
+    main_prompts, search_prompts = prompts[:rc.prompts or None], prompts[:rc.search_prompts]
     report.add("# Results on the embedded stack", "",
                f"Generated by `{command}` (commit {_git_commit()}, {time.strftime('%Y-%m-%d')}). Do not edit by "
                "hand: rerun the command. Tables as CSV and interactive charts (HTML) are in "
@@ -428,6 +527,7 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
         step()
         timings[name] = time.perf_counter() - t0
         print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
+    report.add(*summary(report.facts, stack.objectives, stack.spec.name == "embedded"))
     report.add("## Cost of this page", "",
                "Wall time of each section on the machine above: "
                + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
@@ -443,7 +543,7 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
                         help="markdown to write (default docs/results.md); PNG images go to results/ beside it")
     parser.add_argument("--data", type=Path, default=Path("docs/results"),
                         help="folder for the CSV tables and HTML charts (default docs/results/, beside the PNGs)")
-    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"held-out prompts (default {d.prompts})")
+    parser.add_argument("--prompts", type=int, default=d.prompts, help="first N held-out prompts (default 0: all)")
     parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     parser.add_argument("--beta", type=float, default=d.beta, help=f"MAVIS β of the sweeps (default {d.beta:g})")
@@ -466,8 +566,8 @@ def parse_numbers(text: str, kind, name: str) -> tuple:
 
 
 def run_results_command(args: argparse.Namespace) -> None:
-    if min(args.prompts, args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1:
-        raise ValueError("--prompts, --seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1")
+    if min(args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1 or args.prompts < 0:
+        raise ValueError("--seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1, --prompts >= 0")
     rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
                        betas=parse_numbers(args.betas, float, "--betas"),
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),

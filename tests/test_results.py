@@ -67,7 +67,7 @@ def test_bad_arguments_get_one_line(tiny_dir, tmp_path, capsys):
     assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--betas", "1,x",
                  "--out", str(tmp_path / "r.md")]) == 2
     assert "--betas" in capsys.readouterr().err
-    assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--prompts", "0"]) == 2
+    assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--prompts", "-1"]) == 2
 
 
 def test_dominated_share_and_reward_at_kl():

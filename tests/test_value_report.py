@@ -66,7 +66,8 @@ def test_cli_prints_table_and_rejects_bad_betas(tiny_dir, tmp_path, capsys):
     out = tmp_path / "report.csv"
     assert main(["value-report", "--stack", str(tiny_dir / "stack-fused.toml"), "--prompts", "1", "--seeds", "1",
                  "--betas", "1", "--max-new-tokens", "3", "--out", str(out)]) == 0
-    assert "Held-out evaluation" in capsys.readouterr().out and out.exists()
+    printed = capsys.readouterr().out
+    assert "Held-out evaluation" in printed and "Example replies" in printed and out.exists()
     assert main(["value-report", "--stack", str(tiny_dir / "stack-fused.toml"), "--betas", "a"]) == 2
     assert "--betas" in capsys.readouterr().err
     assert set(pd.read_csv(out).objective) == {"helpful", "harmless", "humor"}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..stack import Stack, ValueModel
-from .value_training import guided_by, load_value_model
+from .value_training import default_eval_prompts, guided_by, load_value_model
 
 BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card
 
@@ -98,9 +98,33 @@ def markdown(table: pd.DataFrame, prompts: int, seeds: int, max_new_tokens: int,
     return "\n".join(lines)
 
 
+def examples(stack: Stack, prompts: list[str], beta: float, max_new_tokens: int = 32, top_k: int = 15) -> str:
+    """One held-out prompt per objective (the objective's index in the stack), base vs MAVIS one-hot, seed 0."""
+    lines = [f"Example replies (seed 0, {max_new_tokens} new tokens, β = {beta:g}, λ one-hot on the objective):", "",
+             "| objective | prompt | base reply (reward) | MAVIS reply (reward) |", "|---|---|---|---|"]
+    for i, o in enumerate(stack.objectives):
+        prompt = prompts[i % len(prompts)]
+        cells = []
+        for method in ("base", "mavis"):
+            cfg = DecodeConfig(method=method, weights={o: 1.0}, beta=beta, top_k=top_k, max_new_tokens=max_new_tokens)
+            reply = generate_batch(stack, [prompt], cfg, [0])[0].text
+            reward = float(stack.rewards[o].score([prompt], [reply])[0])
+            cells.append(f"{_cell(reply)} ({reward:+.2f})")
+        lines.append(f"| {o} | {_cell(prompt)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return " ".join(text.split()).replace("|", "/") or "(empty)"
+
+
 def metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Manifest metrics of the stack's own value models (``--compare`` rows stay in the card's table only)."""
     out = {}
     for r in table.itertuples(index=False):
+        if r.setting not in ("base", "policy") and not r.setting.startswith("MAVIS "):
+            continue
         key = r.setting.replace(" β=", "_beta").replace(" ", "_")
         out[f"heldout_{r.objective}_reward_{key}"] = round(float(r.reward), 3)
         if r.setting != "base":
@@ -148,7 +172,6 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
 
     import torch
 
-    from ..engine import example_prompts
     from ..results import parse_numbers
     from ..stack import load_stack
 
@@ -158,7 +181,9 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
     if not stack.value_models:
         raise ValueError(f"stack {args.stack} names no value models: nothing to report")
-    prompts = example_prompts(stack)
+    prompts = default_eval_prompts(args.stack, stack)  # eval_prompts.json beside the stack, else its prompts
+    if not prompts:
+        raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
     prompts = prompts[:args.prompts] if args.prompts else prompts
     models: dict[str, ValueModel | None] = {"MAVIS": None}
     for folder in args.compare:
@@ -168,6 +193,7 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["value-report"] else \
         "python -m mavis_core value-report"
     text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, 15, command)
+    text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], args.max_new_tokens)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
