@@ -225,7 +225,7 @@ def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: R
     df.to_csv(report.data / "simplex.csv", index=False)
     _, spearman = summarise(df, stack.objectives)
     spearman.to_csv(report.data / "simplex_spearman.csv", index=False)
-    report.add("## 2. The simplex of all three objectives", "",
+    report.add(f"## 2. The simplex of all {len(stack.objectives)} objectives", "",
                f"The 1/4 grid over the simplex ({len(weight_grid(len(stack.objectives)))} λ points), same prompts "
                "and seeds. Spearman's ρ between each objective's weight and its mean reward:", "")
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
@@ -240,7 +240,7 @@ def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: R
                "and the base:", "")
     report.table(nearest[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)), ".3f")
     counts = pareto_front(df[df.method != "base"], list(stack.objectives)).groupby("method").size()
-    report.add("Points on each method's own 3-objective Pareto front (of "
+    report.add(f"Points on each method's own {len(stack.objectives)}-objective Pareto front (of "
                f"{len(weight_grid(len(stack.objectives)))}): "
                + ", ".join(f"{m} {counts.get(m, 0)}" for m in stack.methods if m != "base") + ".", "")
     return df

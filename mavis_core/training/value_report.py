@@ -27,10 +27,12 @@ from .value_training import default_eval_prompts, guided_by, load_value_model
 BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card
 
 
-def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig, objective: str):
+def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig, objective: str, gens=None):
+    """(per-prompt mean reward of ``objective``, mean KL, mean tokens) of every prompt × seed; ``gens`` reuses
+    replies already generated for these rows (the base's do not depend on the objective)."""
     rows_p = [p for p in prompts for _ in seeds]
     rows_s = [s for _ in prompts for s in seeds]
-    gens = generate_batch(stack, rows_p, cfg, rows_s)
+    gens = gens if gens is not None else generate_batch(stack, rows_p, cfg, rows_s)
     rewards = stack.rewards[objective].score(rows_p, [g.text for g in gens]).float().cpu().numpy()
     per_prompt = rewards.reshape(len(prompts), len(seeds)).mean(axis=1)
     return per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens]))
@@ -48,9 +50,12 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
     rows = []
     steps = [(o, label, b) for o in stack.objectives for label in value_models for b in betas]
     bar = tqdm(total=2 * len(stack.objectives) + len(steps), desc="value report", unit="setting")
+    base_cfg = DecodeConfig(method="base", weights=dict.fromkeys(stack.objectives, 1.0), top_k=top_k,
+                            max_new_tokens=max_new_tokens)
+    base_gens = generate_batch(stack, [p for p in prompts for _ in seeds], base_cfg,
+                               [s for _ in prompts for s in seeds])
     for o in stack.objectives:
-        cfg = DecodeConfig(method="base", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
-        base, kl, tokens = _replies(stack, prompts, seeds, cfg, o)
+        base, kl, tokens = _replies(stack, prompts, seeds, base_cfg, o, base_gens)
         bar.update()
         rows.append(dict(objective=o, setting="base", reward=base.mean(), gain=0.0, gain_se=0.0, kl=kl,
                          tokens=tokens))
