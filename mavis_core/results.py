@@ -40,7 +40,7 @@ from .evaluation import (
 )
 from .stack import Stack
 
-BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
+BETAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TOP_KS = (5, 10, 15, 25)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
@@ -211,7 +211,8 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
     if {"base", "mavis"} <= set(kl.index):
         others = [m for m in ("mod", "rsoup") if m in kl.index]
         names = {"mod": "MOD", "rsoup": "RSoup", "mavis": "MAVIS", "base": "base"}
-        listed = ", ".join(f"{names[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens"
+        listed = ", ".join(f"{names[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
+                           f"({kl.loc[m, 'mean_kl'] / kl.loc[m, 'tokens']:.2f} per token)"
                            for m in ["base", "mavis", *others])
         out.append(f"Mean KL to the base per reply: {listed}. KL is summed over a reply, so shorter replies have "
                    "less of it. A front bought with a larger KL is made of replies the base would rarely write; "
@@ -460,12 +461,19 @@ def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
     gains, delivered = [], True
     for o in objectives:
         curve = beta[(beta.method == "mavis") & (beta.objective == o)]
-        best = curve.loc[curve[f"{REWARD_PREFIX}{o}"].idxmax()]
+        near = curve[curve.kl <= base.kl]  # settings no further from the base than the base's own sampling
+        if not len(near):
+            delivered = False
+            gains.append(f"{o}: no β keeps the KL at or below the base's {base.kl:.1f}")
+            continue
+        best = near.loc[near[f"{REWARD_PREFIX}{o}"].idxmax()]
         se = max(float(best[f"se_{o}"]), float(base[f"se_{o}"]))
-        delivered &= bool(best[f"{REWARD_PREFIX}{o}"] - base[f"{REWARD_PREFIX}{o}"] > 2 * se and best.kl <= base.kl)
+        gain = best[f"{REWARD_PREFIX}{o}"] - base[f"{REWARD_PREFIX}{o}"]
+        delivered &= bool(gain > 2 * se)
         gains.append(f"{o} {base[f'{REWARD_PREFIX}{o}']:.2f} → {best[f'{REWARD_PREFIX}{o}']:.2f} "
-                     f"(β = {best.beta:g}, KL {best.kl:.1f} against the base's {base.kl:.1f})")
-    out.append("- **Single-objective MAVIS, best β against the base:** " + "; ".join(gains) + ". "
+                     f"(β = {best.beta:g}, KL {best.kl:.1f}; gain {gain / se:.1f} standard errors)")
+    out.append(f"- **Single-objective MAVIS, best β at no more KL than the base's {base.kl:.1f}:** "
+               + "; ".join(gains) + ". "
                + ("With one small value model and no fine-tuning, it raises every reward by more than two standard "
                   "errors without moving further from the base." if delivered else
                   "It does not raise every reward by more than two standard errors at no more KL than the base."))
