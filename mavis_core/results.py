@@ -467,11 +467,12 @@ def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
             gains.append(f"{o}: no β keeps the KL at or below the base's {base.kl:.1f}")
             continue
         best = near.loc[near[f"{REWARD_PREFIX}{o}"].idxmax()]
-        se = max(float(best[f"se_{o}"]), float(base[f"se_{o}"]))
+        # standard error of the difference of two independent means (unpaired: conservative here)
+        se = float(np.hypot(best[f"se_{o}"], base[f"se_{o}"]))
         gain = best[f"{REWARD_PREFIX}{o}"] - base[f"{REWARD_PREFIX}{o}"]
         delivered &= bool(gain > 2 * se)
         gains.append(f"{o} {base[f'{REWARD_PREFIX}{o}']:.2f} → {best[f'{REWARD_PREFIX}{o}']:.2f} "
-                     f"(β = {best.beta:g}, KL {best.kl:.1f}; gain {gain / se:.1f} standard errors)")
+                     f"(β = {best.beta:g}, KL {best.kl:.1f}; gain {gain / se:.1f} standard errors of the difference)")
     out.append(f"- **Single-objective MAVIS, best β at no more KL than the base's {base.kl:.1f}:** "
                + "; ".join(gains) + ". "
                + ("With one small value model and no fine-tuning, it raises every reward by more than two standard "
