@@ -146,7 +146,7 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
 
 
 def pareto_front(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
-    """Each method's non-dominated rows on the mean rewards of ``objectives`` (all maximised); index kept."""
+    """Each series' (`series_of`) non-dominated rows on the mean rewards of ``objectives`` (all maximised)."""
     cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
     parts = [group[_non_dominated(group[cols].to_numpy(dtype=float))]
              for _, group in df.groupby(series_of(df), sort=False)]
