@@ -62,9 +62,9 @@ def _generate(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeCon
     return _rows(prompts, seeds)[0], [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
 
 
-def search_label(search: str, num_candidates: int, num_beams: int) -> str:
-    """How a series names its search: "" for sampling, "best-of-4", "beam-4"."""
-    return {"sample": "", "best_of_n": f"best-of-{num_candidates}", "beam": f"beam-{num_beams}"}[search]
+def search_label(search: str, size: int) -> str:
+    """How a series names its search of ``size`` candidates or beams: "" for sampling, "best-of-4", "beam-4"."""
+    return {"sample": "", "best_of_n": f"best-of-{size}", "beam": f"beam-{size}"}[search]
 
 
 def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
@@ -99,7 +99,7 @@ def series_of(df: pd.DataFrame) -> pd.Series:
     """
     if "search" not in df.columns:
         return df["method"].astype(str)
-    labels = [search_label(s, n, n) if isinstance(s, str) else "" for s, n in
+    labels = [search_label(s, n) if isinstance(s, str) else "" for s, n in
               zip(df["search"], df.get("search_size", pd.Series(1, index=df.index)), strict=True)]
     return pd.Series([f"{m} {lab}" if lab else str(m) for m, lab in zip(df["method"], labels, strict=True)],
                      index=df.index)

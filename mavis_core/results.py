@@ -43,6 +43,7 @@ from .stack import Stack
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TOP_KS = (5, 10, 15, 25)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
+NAMES = {"base": "base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}  # how the prose names each method
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 
 
@@ -201,7 +202,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
             if "mavis" in v and other in v:
                 a = dominated_share(df[df.method == "mavis"], df[df.method == other], [x, y])
                 b = dominated_share(df[df.method == other], df[df.method == "mavis"], [x, y])
-                name = "MOD" if other == "mod" else "RSoup"
+                name = NAMES[other]
                 parts.append(f"MAVIS's points dominate {a:.0%} of {name}'s front points, {name}'s dominate {b:.0%} "
                              "of MAVIS's")
         out.append(f"- *{x}–{y}*: " + "; ".join(parts) + ".")
@@ -210,8 +211,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
             "methods smaller than about twice that are within seed noise."]
     if {"base", "mavis"} <= set(kl.index):
         others = [m for m in ("mod", "rsoup") if m in kl.index]
-        names = {"mod": "MOD", "rsoup": "RSoup", "mavis": "MAVIS", "base": "base"}
-        listed = ", ".join(f"{names[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
+        listed = ", ".join(f"{NAMES[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
                            f"({kl.loc[m, 'mean_kl'] / kl.loc[m, 'tokens']:.2f} per token)"
                            for m in ["base", "mavis", *others])
         out.append(f"Mean KL to the base per reply: {listed}. KL is summed over a reply, so shorter replies have "
@@ -362,9 +362,9 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     for search in ("sample", "best_of_n", "beam"):
         parts.append(sweep(stack, prompts, seeds, stack.methods, grid, rc.decode(stack, search=search)))
     df = pd.concat(parts, ignore_index=True)
-    df["series"] = series_of(df)
-    df.to_csv(report.data / "search.csv", index=False)
-    volumes, _ = summarise(df.drop(columns="series"), [x, y])
+    series = series_of(df)
+    df.assign(series=series).to_csv(report.data / "search.csv", index=False)
+    volumes, _ = summarise(df, [x, y])
     volumes.to_csv(report.data / "search_hypervolume.csv", index=False)
 
     report.add("## 5. Test-time search on top of each method", "",
@@ -374,7 +374,7 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
                "log-prob beam search for the others (docs/search.md). Hypervolume with one reference for all "
                "series; seconds per reply include the search's own scoring of its candidates.", "")
     vol = volumes.set_index("method").hypervolume
-    cost = df.groupby("series", sort=False).agg(seconds_per_reply=("seconds_per_reply", "mean"), kl=("kl", "mean"))
+    cost = df.groupby(series, sort=False).agg(seconds_per_reply=("seconds_per_reply", "mean"), kl=("kl", "mean"))
     rows = []
     for method in stack.methods:
         names = [s for s in cost.index if s.split(" ")[0] == method]
@@ -388,7 +388,7 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     table = pd.DataFrame(rows)
     report.table(table, ".2f")
     ref = volumes.iloc[0]
-    report.figure(front_figure(df.drop(columns="series"), x, y, [ref.ref_x, ref.ref_y],
+    report.figure(front_figure(df, x, y, [ref.ref_x, ref.ref_y],
                                title=f"{x} vs {y}: sampling, best-of-{rc.num_candidates}, beam-{rc.num_beams}"),
                   f"search_{x}_{y}", f"Fronts with and without search, {x} vs {y}")
     report.add(*reading_search(table, stack.methods, rc), "")
@@ -409,7 +409,7 @@ def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -
                   if m in t.index and t.loc[searched, "hypervolume"] > t.loc[m, "hypervolume"]]
         out.append(f"- MAVIS with best-of-{rc.num_candidates}: hypervolume {t.loc[searched, 'hypervolume']:.2f} at "
                    f"mean KL {t.loc[searched, 'mean KL']:.1f}"
-                   + (f", above plain sampling of {' and '.join(m.upper() if m == 'mod' else 'RSoup' for m in beaten)}"
+                   + (f", above plain sampling of {' and '.join(NAMES[m] for m in beaten)}"
                       if beaten else "")
                    + "; " + ", ".join(f"{m} {t.loc[m, 'hypervolume']:.2f} at KL {t.loc[m, 'mean KL']:.1f}"
                                       for m in ("mod", "rsoup") if m in t.index) + ".")
@@ -576,6 +576,12 @@ def parse_numbers(text: str, kind, name: str) -> tuple:
     return values
 
 
+def invoked_command(subcommand: str) -> str:
+    """The command line that is running, for a generated page to name; the bare subcommand when called from code."""
+    args = sys.argv[1:] if sys.argv[1:2] == [subcommand] else [subcommand]
+    return "python -m mavis_core " + shlex.join(args)
+
+
 def run_results_command(args: argparse.Namespace) -> None:
     if min(args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1 or args.prompts < 0:
         raise ValueError("--seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1, --prompts >= 0")
@@ -584,7 +590,5 @@ def run_results_command(args: argparse.Namespace) -> None:
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
                        images=not args.no_images)
-    command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else \
-        "python -m mavis_core results"
-    out = run_results(args.stack, args.out, args.data, rc, command)
+    out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"))
     print(f"wrote {out}")

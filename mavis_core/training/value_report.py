@@ -48,8 +48,8 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
     Columns: objective, setting ("base", "<label> β=<b>", "policy"), reward, gain, gain_se, kl, tokens.
     """
     rows = []
-    steps = [(o, label, b) for o in stack.objectives for label in value_models for b in betas]
-    bar = tqdm(total=2 * len(stack.objectives) + len(steps), desc="value report", unit="setting")
+    bar = tqdm(total=len(stack.objectives) * (2 + len(value_models) * len(betas)), desc="value report",
+               unit="setting")
     base_cfg = DecodeConfig(method="base", weights=dict.fromkeys(stack.objectives, 1.0), top_k=top_k,
                             max_new_tokens=max_new_tokens)
     base_gens = generate_batch(stack, [p for p in prompts for _ in seeds], base_cfg,
@@ -151,8 +151,7 @@ def record(assets: Path, artifact: str, table_md: str, new_metrics: dict[str, fl
     tail = rest.partition(END)[2] if found else ""
     card = f"{head.rstrip()}\n\n{BEGIN}\n{table_md}\n{END}\n\n{tail.lstrip()}".rstrip()
     kept = {k: v for k, v in entry["metrics"].items() if not k.startswith("heldout_")}
-    folders = sorted({str(Path(*Path(f).parts[:2])) for f in entry["files"]})  # e.g. values/fused
-    record_artifact(assets, artifact, [assets / f for f in folders], source=entry["source"],
+    record_artifact(assets, artifact, [assets / f for f in entry["files"]], source=entry["source"],
                     licence=entry["licence"], command=entry["command"], seed=entry["seed"],
                     metrics={**kept, **new_metrics}, card=card)
     write_model_card(assets)
@@ -172,12 +171,9 @@ def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
-    import shlex
-    import sys
-
     import torch
 
-    from ..results import parse_numbers
+    from ..results import invoked_command, parse_numbers
     from ..stack import load_stack
 
     betas = list(parse_numbers(args.betas, float, "--betas"))
@@ -192,12 +188,10 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     prompts = prompts[:args.prompts] if args.prompts else prompts
     models: dict[str, ValueModel | None] = {"MAVIS": None}
     for folder in args.compare:
-        models[f"{folder.parent.name if folder.name == 'best' else folder.name}"] = load_value_model(stack, folder)
+        models[folder.parent.name if folder.name == "best" else folder.name] = load_value_model(stack, folder)
     seeds = list(range(args.seeds))
     table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens)
-    command = "python -m mavis_core " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["value-report"] else \
-        "python -m mavis_core value-report"
-    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, 15, command)
+    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, 15, invoked_command("value-report"))
     text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], args.max_new_tokens)
     print(text)
     if args.out:
