@@ -413,8 +413,9 @@ def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_to
     """The whole app on one loaded engine; ``admin_token`` defaults to the MAVIS_ADMIN_TOKEN variable."""
     actions = Actions(engine, StudyDB(study_db), admin_token or os.environ.get(ADMIN_TOKEN_ENV))
     with gr.Blocks(title="MAVIS demo") as demo:
+        about = f"{engine.description} · " if engine.description else ""
         gr.Markdown(f"## MAVIS — steer a language model between objectives at inference time\n"
-                    f"Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
+                    f"{about}Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
                     f"methods: {', '.join(engine.methods)}. Move the sliders, press **Generate**, and watch each "
                     f"method's reply land on the Pareto chart.")
         with gr.Tab("Generate", id="generate"):

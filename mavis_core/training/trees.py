@@ -27,7 +27,6 @@ import torch
 
 from ..config import DecodeConfig
 from ..decoding import decode_steps  # the core loop over token ids; see continue_batch for why
-from ..dialogue import cut_at_stop, format_prompt
 from ..stack import Stack
 
 
@@ -138,16 +137,14 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def ends_reply(tokenizer, reply_ids: list[int], max_new_tokens: int) -> bool:
-    """Whether a reply is over: eos, a new dialogue turn begun (as decoding cuts it), or the length limit."""
-    if reply_ids and reply_ids[-1] == tokenizer.eos_token_id or len(reply_ids) >= max_new_tokens:
-        return True
-    return cut_at_stop(tokenizer.decode(reply_ids, skip_special_tokens=True))[1]
+def ends_reply(stack: Stack, reply_ids: list[int], max_new_tokens: int) -> bool:
+    """Whether a reply is over: a stop token, a new dialogue turn begun (as decoding cuts it), or the length limit."""
+    return len(reply_ids) >= max_new_tokens or stack.format.finished(reply_ids)
 
 
-def reply_text(tokenizer, reply_ids: list[int]) -> str:
-    """The reply as decoding shows it: special tokens dropped, cut where a new dialogue turn begins."""
-    return cut_at_stop(tokenizer.decode(reply_ids, skip_special_tokens=True))[0]
+def reply_text(stack: Stack, reply_ids: list[int]) -> str:
+    """The reply as decoding shows it: special tokens dropped, cut where the reply ends."""
+    return stack.format.reply_text(reply_ids)
 
 
 def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[int], lengths: list[int],
@@ -173,7 +170,7 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
                 continue
             chunk.tokens.append(int(tokens[r]))
             chunk.log_ratio += float(logprob[r] - base_lp[r])
-            chunk.finished = ends_reply(stack.tokenizer, contexts[r][reply_starts[r]:] + chunk.tokens, max_new_tokens)
+            chunk.finished = ends_reply(stack, contexts[r][reply_starts[r]:] + chunk.tokens, max_new_tokens)
             open_rows[r] = not chunk.finished and len(chunk.tokens) < lengths[r]
         if not any(open_rows):
             break
@@ -182,7 +179,7 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
 
 def new_tree(stack: Stack, index: int, prompt: str, cfg: TreeConfig) -> Tree:
     """A root-only tree; the prompt is cut from the left so prompt + reply fit the context (as decoding does)."""
-    ids = stack.tokenizer(format_prompt(prompt))["input_ids"]
+    ids = stack.format.encode(prompt)
     room = stack.context_length - cfg.max_new_tokens
     if room < 1:
         raise ValueError(f"max_new_tokens {cfg.max_new_tokens} leaves no room in a context of {stack.context_length}")
@@ -232,7 +229,7 @@ def expand_level(stack: Stack, trees: list[Tree], level: int, cfg: TreeConfig, d
 def score_leaves(stack: Stack, trees: list[Tree]) -> None:
     """Every objective's reward for every leaf of ``trees``, in one ``stack.score`` call."""
     leaves = [(tree, i) for tree in trees for i in tree.leaves()]
-    texts = [reply_text(stack.tokenizer, tree.path(i)) for tree, i in leaves]
+    texts = [reply_text(stack, tree.path(i)) for tree, i in leaves]
     scores = stack.score([tree.prompt for tree, _ in leaves], texts)  # objective -> (n,)
     for j, (tree, i) in enumerate(leaves):
         tree.nodes[i].rewards = {name: float(s[j]) for name, s in scores.items()}

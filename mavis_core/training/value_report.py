@@ -27,15 +27,22 @@ from .value_training import default_eval_prompts, guided_by, load_value_model
 BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card
 
 
+def reply_nll(gen) -> float:
+    """Mean negative log-likelihood per token of a reply under π_ref (full vocabulary): its fluency to the base."""
+    return -float(np.mean([e.base_logprob for e in gen.events])) if gen.events else float("nan")
+
+
 def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig, objective: str, gens=None):
-    """(per-prompt mean reward of ``objective``, mean KL, mean tokens) of every prompt × seed; ``gens`` reuses
-    replies already generated for these rows (the base's do not depend on the objective)."""
+    """(per-prompt mean reward of ``objective``, mean KL, mean tokens, mean NLL per token under π_ref) of every
+    prompt × seed; ``gens`` reuses replies already generated for these rows (e.g. the base's, which do not depend
+    on the objective)."""
     rows_p = [p for p in prompts for _ in seeds]
     rows_s = [s for _ in prompts for s in seeds]
     gens = gens if gens is not None else generate_batch(stack, rows_p, cfg, rows_s)
     rewards = stack.rewards[objective].score(rows_p, [g.text for g in gens]).float().cpu().numpy()
     per_prompt = rewards.reshape(len(prompts), len(seeds)).mean(axis=1)
-    return per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens]))
+    return (per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens])),
+            float(np.nanmean([reply_nll(g) for g in gens])))
 
 
 def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: list[float],
@@ -45,26 +52,31 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
 
     Args:
         value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
-    Columns: objective, setting ("base", "<label> β=<b>", "policy"), reward, gain, gain_se, kl, tokens.
+    Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
+    gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
+    The *equal* rows are MAVIS with equal weights on every objective at the default β (``DecodeConfig().beta``),
+    scored on each objective: the app's balanced setting.
     """
     rows = []
-    bar = tqdm(total=len(stack.objectives) * (2 + len(value_models) * len(betas)), desc="value report",
+    bar = tqdm(total=len(stack.objectives) * (3 + len(value_models) * len(betas)), desc="value report",
                unit="setting")
-    base_cfg = DecodeConfig(method="base", weights=dict.fromkeys(stack.objectives, 1.0), top_k=top_k,
-                            max_new_tokens=max_new_tokens)
-    base_gens = generate_batch(stack, [p for p in prompts for _ in seeds], base_cfg,
-                               [s for _ in prompts for s in seeds])
+    rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
+    equal = dict.fromkeys(stack.objectives, 1.0)
+    base_cfg = DecodeConfig(method="base", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
+    base_gens = generate_batch(stack, rows_p, base_cfg, rows_s)
+    equal_cfg = DecodeConfig(method="mavis", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
+    equal_gens = {label: None for label in value_models}
     for o in stack.objectives:
-        base, kl, tokens = _replies(stack, prompts, seeds, base_cfg, o, base_gens)
+        base, kl, tokens, nll = _replies(stack, prompts, seeds, base_cfg, o, base_gens)
         bar.update()
         rows.append(dict(objective=o, setting="base", reward=base.mean(), gain=0.0, gain_se=0.0, kl=kl,
-                         tokens=tokens))
+                         tokens=tokens, nll=nll))
 
-        def add(setting: str, per_prompt: np.ndarray, kl: float, tokens: float, o=o, base=base) -> None:
+        def add(setting: str, per_prompt: np.ndarray, kl: float, tokens: float, nll: float, o=o, base=base) -> None:
             diff = per_prompt - base
             se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
             rows.append(dict(objective=o, setting=setting, reward=per_prompt.mean(), gain=diff.mean(), gain_se=se,
-                             kl=kl, tokens=tokens))
+                             kl=kl, tokens=tokens, nll=nll))
 
         for label, model in value_models.items():
             with guided_by(stack, model):
@@ -73,6 +85,11 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
                                        max_new_tokens=max_new_tokens)
                     add(f"{label} β={beta:g}", *_replies(stack, prompts, seeds, cfg, o))
                     bar.update()
+                if equal_gens[label] is None:  # one set of replies serves every objective's row
+                    equal_gens[label] = generate_batch(stack, rows_p, equal_cfg, rows_s)
+                add(f"{label} equal β={equal_cfg.beta:g}", *_replies(stack, prompts, seeds, equal_cfg, o,
+                                                                       equal_gens[label]))
+                bar.update()
         if "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
             cfg = DecodeConfig(method="mod", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
             add("policy", *_replies(stack, prompts, seeds, cfg, o))
@@ -85,8 +102,9 @@ def markdown(table: pd.DataFrame, prompts: int, seeds: int, max_new_tokens: int,
     """The table as the model card shows it: one row per objective, reward (KL) and gain ± se per setting."""
     lines = [f"**Held-out evaluation** (`{command}`). λ one-hot on the objective; all {prompts} held-out prompts of "
              f"`eval_prompts.json` × seeds 0–{seeds - 1}, {max_new_tokens} new tokens, top-k {top_k}. Cells: mean "
-             "reward, then the gain over the base paired by prompt ± its standard error over prompts, then mean KL "
-             "and reply length in tokens. *policy*: the objective's LoRA policy sampled alone.", ""]
+             "reward, then the gain over the base paired by prompt ± its standard error over prompts, then mean KL, "
+             "reply length in tokens and mean NLL per token under the base (fluency). *policy*: the objective's LoRA "
+             "policy sampled alone; *equal*: MAVIS with equal weights on all objectives (one set of replies).", ""]
     settings = list(dict.fromkeys(table.setting))
     lines += ["| objective | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
     for o, group in table.groupby("objective", sort=False):
@@ -98,7 +116,7 @@ def markdown(table: pd.DataFrame, prompts: int, seeds: int, max_new_tokens: int,
                 continue
             r = r.iloc[0]
             gain = "" if s == "base" else f", {r.gain:+.3f} ± {r.gain_se:.3f}"
-            cells.append(f"{r.reward:.3f}{gain} (KL {r.kl:.1f}, {r.tokens:.0f} tok)")
+            cells.append(f"{r.reward:.3f}{gain} (KL {r.kl:.1f}, {r.tokens:.0f} tok, NLL {r.nll:.2f})")
         lines.append(f"| {o} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -136,6 +154,7 @@ def metrics(table: pd.DataFrame) -> dict[str, float]:
             out[f"heldout_{r.objective}_gain_{key}"] = round(float(r.gain), 3)
             out[f"heldout_{r.objective}_gain_se_{key}"] = round(float(r.gain_se), 3)
         out[f"heldout_{r.objective}_kl_{key}"] = round(float(r.kl), 2)
+        out[f"heldout_{r.objective}_nll_{key}"] = round(float(r.nll), 3)
     return out
 
 

