@@ -223,7 +223,7 @@ class Actions:
             grid = weight_grid(len(objectives), axes=pair)
             start = time.monotonic()
             out = self.engine.sweep(prompt, methods, settings, grid,
-                                    on_step=lambda i, n, desc: progress((i, n), desc=desc, unit="replies"))
+                                    on_step=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
             replies, weights = [r for _, r in out], [w for w, _ in out]
             history = (history + _samples(replies, prompt, settings, "sweep", _next_id(history), weights))
             history = history[-MAX_HISTORY:]

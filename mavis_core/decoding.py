@@ -113,34 +113,6 @@ class CausalRunner:
         return self.extend(tokens[:, None])[:, :, -1]
 
 
-class LazyBase:
-    """log π_ref of chosen tokens for methods that do not sample from the base (MOD, RSoup).
-
-    Instead of one base forward per step, the base catches up over the tokens chosen since its last call,
-    in chunks that double up to ``MAX_CHUNK``: the first token is reported at once, and a 64-token reply
-    costs about 7 base passes instead of 64. The price is that such a method's events arrive in small
-    bursts (hand-written: no library computes reference log-probs lazily during sampling).
-    """
-
-    MAX_CHUNK = 16
-
-    def __init__(self, base: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        self.runner = CausalRunner(base)
-        self.next_logits = self.runner.prefill(input_ids, attention_mask)[:, 0]  # (B, V)
-        self.chunk = 1
-
-    def due(self, pending: int) -> bool:
-        return pending >= self.chunk
-
-    def logprobs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """log π_ref of n tokens (B, n) chosen in a row since the last call. Returns (B, n)."""
-        after = self.runner.extend(tokens)[:, 0]  # (B, n, V): logits after each token
-        logits = torch.cat([self.next_logits[:, None], after[:, :-1]], dim=1)  # (B, n, V): logits before each
-        self.next_logits = after[:, -1]
-        self.chunk = min(2 * self.chunk, self.MAX_CHUNK)
-        return torch.log_softmax(logits, -1).gather(2, tokens[..., None]).squeeze(2)
-
-
 class MethodRunner:
     """Produces the logits of one decoding method's distribution, (B, V), and π_ref's when it has them."""
 
@@ -176,48 +148,212 @@ class MethodRunner:
         return self._logits(self.runner.step(tokens))
 
 
-def decode_steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
-           seeds: list[int]) -> Iterator[tuple]:
-    """The decoding loop. Yields per step, each over the batch (B,): tokens, base log-probs, log-probs,
-    and for MAVIS the chosen tokens' contributions (B, M), else None."""
-    weights = cfg.normalised(stack.objectives)
-    lam = torch.tensor(weights)
-    runner = MethodRunner(stack, cfg, weights)
-    scorer, lazy_base, pending = None, None, []
-    if cfg.method == "mavis":
-        scorer = ValueScorer(stack.value_models, len(stack.objectives))
-        scorer.start(input_ids, attention_mask)
-    if not runner.samples_from_base:
-        lazy_base = LazyBase(stack.base, input_ids, attention_mask)
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    logits = runner.prefill(input_ids, attention_mask)
-    for t in range(cfg.max_new_tokens):
-        cand_logits, cand_ids = top_k_logits(logits, cfg.top_k, cfg.temperature)  # (B, k)
-        contributions = None
-        if scorer is not None:
-            values = scorer.score(cand_ids)  # (B, M, k)
-            contributions = mavis_contributions(values, lam, cfg.beta)  # (B, M, k)
-            cand_logits = mavis_tilt(cand_logits, values, lam, cfg.beta)
-        chosen = sample_index(cand_logits, generators)  # (B,)
-        tokens = cand_ids.gather(1, chosen[:, None]).squeeze(1)  # (B,)
-        logprob = torch.log_softmax(cand_logits, -1).gather(1, chosen[:, None]).squeeze(1)
-        if lazy_base is None:
-            base_lp = torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None]).squeeze(1)
-            if contributions is not None:
-                m = contributions.shape[1]
-                contributions = contributions.gather(2, chosen.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2).cpu()
-            yield tokens.cpu(), base_lp.cpu(), logprob.cpu(), contributions
+REF = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch: such a row runs the plain base
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One reply to decode: its method's settings, the row of its prompt in the batch's inputs, its seed."""
+
+    cfg: DecodeConfig
+    prompt: int
+    seed: int
+
+
+@dataclass
+class LaneStep:
+    """What one lane chose at one step: the token, log π_ref of it, its log-prob under the lane's own
+    distribution, and for MAVIS each objective's push on it (M,), else None."""
+
+    token: int
+    base_logprob: float
+    logprob: float
+    contributions: torch.Tensor | None = None
+
+
+class _Rows:
+    """Which rows of the one batched forward serve a lane: ``own`` gives its distribution (MOD: one row per
+    active policy, mixed), ``ref`` gives π_ref (the own row itself for base and MAVIS)."""
+
+    def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
+        cfg = lane.cfg
+        self.weights = torch.tensor(cfg.normalised(stack.objectives))
+        self.active = [i for i, w in enumerate(self.weights.tolist()) if w > 0]
+        if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
+            self.names = [stack.objectives[i] for i in self.active] + [REF]
+        elif cfg.method == "rsoup":  # one adapter whose weight change is exactly Σ λ_m B_m A_m
+            self.names = [stack.rsoup_adapter(self.weights.tolist()), REF]
         else:
-            pending.append((tokens, logprob))
-            if lazy_base.due(len(pending)) or t + 1 == cfg.max_new_tokens:
-                base_lps = lazy_base.logprobs(torch.stack([tok for tok, _ in pending], dim=1))  # (B, n)
-                for j, (tok, lp) in enumerate(pending):
-                    yield tok.cpu(), base_lps[:, j].cpu(), lp.cpu(), None
-                pending = []
-        if t + 1 < cfg.max_new_tokens:
-            if scorer is not None:
-                scorer.keep(chosen)
-            logits = runner.step(tokens)
+            self.names = [REF]
+        self.rows = list(range(first, first + len(self.names)))
+
+    @property
+    def own(self) -> list[int]:
+        return self.rows[:-1] if len(self.rows) > 1 else self.rows
+
+    @property
+    def ref(self) -> int:
+        return self.rows[-1]
+
+
+class LaneDecoder:
+    """Every lane of a request as rows of ONE batch over the shared base: a step costs one batched forward
+    (plus one value pass for the MAVIS lanes), whatever the mix of methods, λ points and seeds.
+
+    Base and MAVIS lanes are plain base rows; MOD's active policies and RSoup's interpolated adapter are peft
+    mixed-adapter rows of the same forward, each beside a plain base row on the same sequence for the π_ref
+    log-probs. Finished lanes leave the batch. Usage::
+
+        dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
+        while dec.alive:
+            steps = dec.sample()      # lane -> LaneStep
+            dec.advance(finished)     # drop finished lanes (and those at their length limit), one forward
+
+    Each lane draws from its own generator, so a lane's reply does not depend on the other lanes.
+    """
+
+    def __init__(self, stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 lanes: list[Lane]) -> None:
+        for lane in lanes:
+            if lane.cfg.method not in stack.methods:
+                raise ValueError(f"method {lane.cfg.method!r} needs models this stack does not have; "
+                                 f"available: {stack.methods}")
+        self.stack, self.lanes = stack, lanes
+        self.mixed = stack.policies is not None  # every row goes through the peft model, named per row
+        self.model = stack.policies if self.mixed else stack.base
+        self.plans: list[_Rows] = []
+        for lane in lanes:
+            self.plans.append(_Rows(stack, lane, sum(len(p.rows) for p in self.plans)))
+        self.alive = list(range(len(lanes)))
+        self.t = 0
+        self.generators = [torch.Generator().manual_seed(int(lane.seed)) for lane in lanes]
+        prompt_rows = torch.tensor([lane.prompt for lane, p in zip(lanes, self.plans, strict=True) for _ in p.rows],
+                                   device=input_ids.device)
+        self.cache = DynamicCache()
+        self.attention_mask = attention_mask[prompt_rows]
+        self.logits = self._forward(input_ids[prompt_rows], positions_from_mask(self.attention_mask))
+        self.scorers = self._start_scorers(input_ids, attention_mask)
+        self._pending: dict[int, tuple[int, int]] = {}  # lane -> (token, index of the chosen candidate)
+
+    def _start_scorers(self, input_ids, attention_mask) -> dict[int, tuple[ValueScorer, list[int]]]:
+        """One ValueScorer per top-k among the MAVIS lanes (its lanes score k candidates in one pass)."""
+        groups: dict[int, list[int]] = {}
+        for i, lane in enumerate(self.lanes):
+            if lane.cfg.method == "mavis":
+                groups.setdefault(lane.cfg.top_k, []).append(i)
+        scorers = {}
+        for k, members in groups.items():
+            scorer = ValueScorer(self.stack.value_models, len(self.stack.objectives))
+            rows = torch.tensor([self.lanes[i].prompt for i in members], device=input_ids.device)
+            scorer.start(input_ids[rows], attention_mask[rows])
+            scorers[k] = (scorer, members)
+        return scorers
+
+    @torch.inference_mode()
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (R, V) of every row, one forward through the base (mixed adapters if any)."""
+        kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
+                      past_key_values=self.cache, use_cache=True)
+        if self.mixed:
+            names = [n for i in self.alive for n in self.plans[i].names]
+            self.stack.touch_adapters([n for n in names if n.startswith("rsoup_")])
+            with _PEFT_MIXED_BATCH_LOCK:  # peft routes adapter names through hooks on the shared model
+                out = self.model(**kwargs, adapter_names=names)
+        else:
+            out = self.model(**kwargs)
+        return out.logits[:, -1].float()
+
+    def _distribution(self, i: int) -> torch.Tensor:
+        """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""
+        plan = self.plans[i]
+        if self.lanes[i].cfg.method == "mod":
+            return mod_mix(self.logits[plan.own], plan.weights[plan.active])
+        return self.logits[plan.own[0]]
+
+    @torch.inference_mode()
+    def sample(self) -> dict[int, LaneStep]:
+        """Top-k → (MAVIS: values, tilt) → sample, for every alive lane. Returns lane -> LaneStep."""
+        candidates = {i: top_k_logits(self._distribution(i), self.lanes[i].cfg.top_k, self.lanes[i].cfg.temperature)
+                      for i in self.alive}  # lane -> ((k,) logits, (k,) ids)
+        values = self._values(candidates)  # MAVIS lane -> (M, k)
+        out = {}
+        for i in self.alive:
+            cfg, plan = self.lanes[i].cfg, self.plans[i]
+            cand_logits, cand_ids = candidates[i]
+            contributions = None
+            if i in values:
+                contributions = mavis_contributions(values[i], plan.weights, cfg.beta)  # (M, k)
+                cand_logits = mavis_tilt(cand_logits, values[i], plan.weights, cfg.beta)
+            chosen = int(sample_index(cand_logits[None], [self.generators[i]])[0])
+            token = int(cand_ids[chosen])
+            logprob = float(torch.log_softmax(cand_logits, -1)[chosen])
+            base_logprob = float(torch.log_softmax(self.logits[plan.ref], -1)[token])
+            pushed = None if contributions is None else contributions[:, chosen].cpu()
+            out[i] = LaneStep(token, base_logprob, logprob, pushed)
+            self._pending[i] = (token, chosen)
+        return out
+
+    def _values(self, candidates: dict) -> dict[int, torch.Tensor]:
+        """Q_m(s, a) of every MAVIS lane's candidates: one pass per value model per top-k group."""
+        out = {}
+        for scorer, members in self.scorers.values():
+            ids = torch.stack([candidates[i][1] for i in members])  # (B_k, k)
+            for i, v in zip(members, scorer.score(ids), strict=True):  # (M, k) each
+                out[i] = v
+        return out
+
+    @torch.inference_mode()
+    def advance(self, finished: set[int] = frozenset()) -> None:
+        """Append every surviving lane's sampled token: drop the finished lanes (and any at its length limit)
+        from every cache, then run one forward for the rest."""
+        self.t += 1
+        for scorer, members in self.scorers.values():
+            scorer.keep(torch.tensor([self._pending[i][1] for i in members], device=scorer.attention_mask.device))
+        done = {i for i in self.alive if i in finished or self.t >= self.lanes[i].cfg.max_new_tokens}
+        if done:
+            self._drop(done)
+        if not self.alive:
+            return
+        tokens = torch.tensor([[self._pending[i][0]] for i in self.alive for _ in self.plans[i].rows],
+                              device=self.attention_mask.device)  # (R, 1)
+        positions = self.attention_mask.long().sum(-1, keepdim=True)  # (R, 1)
+        self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(positions)], dim=1)
+        self.logits = self._forward(tokens, positions)
+        self._pending = {}
+
+    def _drop(self, done: set[int]) -> None:
+        keep = [r for i in self.alive if i not in done for r in self.plans[i].rows]
+        index = torch.tensor(keep, dtype=torch.long, device=self.attention_mask.device)
+        self.cache.batch_select_indices(index)
+        self.attention_mask, self.logits = self.attention_mask[index], self.logits[index]
+        self.alive = [i for i in self.alive if i not in done]
+        first = 0
+        for i in self.alive:  # renumber the surviving rows
+            n = len(self.plans[i].rows)
+            self.plans[i].rows = list(range(first, first + n))
+            first += n
+        for k, (scorer, members) in list(self.scorers.items()):
+            kept = [j for j, i in enumerate(members) if i not in done]
+            if not kept:
+                del self.scorers[k]
+            elif len(kept) < len(members):
+                scorer.select(torch.tensor(kept, dtype=torch.long, device=scorer.attention_mask.device))
+                self.scorers[k] = (scorer, [members[j] for j in kept])
+
+
+def decode_steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
+                 seeds: list[int]) -> Iterator[tuple]:
+    """One method over B prompt rows (B, T), all kept to ``cfg.max_new_tokens``: per step (tokens (B,),
+    base log-probs (B,), log-probs (B,), MAVIS contributions (B, M) or None). For callers that work on ids."""
+    lanes = [Lane(cfg, r, s) for r, s in enumerate(seeds)]
+    dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
+    while dec.alive:
+        sampled = dec.sample()
+        steps = [sampled[i] for i in range(len(lanes))]
+        contributions = torch.stack([s.contributions for s in steps]) if cfg.method == "mavis" else None
+        yield (torch.tensor([s.token for s in steps]), torch.tensor([s.base_logprob for s in steps]),
+               torch.tensor([s.logprob for s in steps]), contributions)
+        dec.advance()
 
 
 class _Row:
@@ -263,19 +399,32 @@ class _Row:
             self.pending.clear()
         return out
 
+    def finish(self) -> list[TokenEvent]:
+        """End the reply here (it ran to its length limit): release every event still held back."""
+        self.done = True
+        return self._flush(len(self.full))
+
 
 class Decode:
-    """One decoding run over a batch of prompts: iterate for (row, event) pairs; ``rows`` holds the replies."""
+    """One decoding run over several lanes, each a (prompt, settings, seed): iterate for (lane, event) pairs;
+    ``generations`` holds the replies. Every lane is a row of one batch (`LaneDecoder`), so methods, λ points
+    and prompts decode side by side at the cost of about one forward per step."""
 
-    def __init__(self, stack: Stack, prompts: list[str], cfg: DecodeConfig, seeds: list[int]) -> None:
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
-        if cfg.search != "sample":  # silently sampling instead would look like a search result
-            raise ValueError(f"search {cfg.search!r} is run by mavis_core.search.search; this loop only samples")
-        cfg.normalised(stack.objectives)  # validate the weights before any work
-        self.stack, self.cfg, self.seeds = stack, cfg, seeds
-        self.input_ids, self.attention_mask, truncated = stack.encode(prompts, cfg.max_new_tokens)
-        self.rows = [_Row(stack, p, tr) for p, tr in zip(prompts, truncated, strict=True)]
+    def __init__(self, stack: Stack, prompts: list[str], cfgs: list[DecodeConfig], seeds: list[int]) -> None:
+        if not len(seeds) == len(prompts) == len(cfgs):
+            raise ValueError(f"got {len(prompts)} prompts, {len(cfgs)} settings and {len(seeds)} seeds; "
+                             "give one of each per reply")
+        for cfg in cfgs:
+            if cfg.search != "sample":  # silently sampling instead would look like a search result
+                raise ValueError(f"search {cfg.search!r} is run by mavis_core.search.search; this loop only samples")
+            cfg.normalised(stack.objectives)  # validate the weights before any work
+        unique = list(dict.fromkeys(prompts))
+        self.stack = stack
+        self.input_ids, self.attention_mask, truncated = stack.encode(unique, max(c.max_new_tokens for c in cfgs))
+        where = {p: i for i, p in enumerate(unique)}
+        self.lanes = [Lane(cfg, where[p], seed) for p, cfg, seed in zip(prompts, cfgs, seeds, strict=True)]
+        self.rows = [_Row(stack, p, truncated[where[p]]) for p in prompts]
+        self.t = 0  # the step being decoded (events held back by a stop-string check arrive later than theirs)
 
     @property
     def generations(self) -> list[Generation]:
@@ -283,21 +432,19 @@ class Decode:
 
     def __iter__(self) -> Iterator[tuple[int, TokenEvent]]:
         names = self.stack.objectives
-        steps = decode_steps(self.stack, self.input_ids, self.attention_mask, self.cfg, self.seeds)
-        for t, (tokens, base_lp, logprob, contributions) in enumerate(steps):
-            for r, row in enumerate(self.rows):
-                if row.done:
-                    continue
-                contrib = None if contributions is None else dict(zip(names, contributions[r].tolist(), strict=True))
-                event = TokenEvent(int(tokens[r]), "", float(base_lp[r]), float(logprob[r]), contrib, t, r)
-                for shown in row.add(event):
-                    yield r, shown
-            if all(row.done for row in self.rows):
-                break
-        for r, row in enumerate(self.rows):  # replies that ran to max_new_tokens: release what was held back
-            row.done = True
-            for shown in row._flush(len(row.full)):
-                yield r, shown
+        dec = LaneDecoder(self.stack, self.input_ids, self.attention_mask, self.lanes)
+        while dec.alive:
+            finished, self.t = set(), dec.t
+            for i, step in dec.sample().items():
+                contrib = None if step.contributions is None else dict(zip(names, step.contributions.tolist(),
+                                                                           strict=True))
+                event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i)
+                yield from ((i, shown) for shown in self.rows[i].add(event))
+                if self.rows[i].done:
+                    finished.add(i)
+            dec.advance(finished)
+        for i, row in enumerate(self.rows):  # replies that ran to max_new_tokens: release what was held back
+            yield from ((i, shown) for shown in row.finish())
 
 
 def generate(stack: Stack, prompt: str, cfg: DecodeConfig) -> Iterator[TokenEvent]:
@@ -306,7 +453,7 @@ def generate(stack: Stack, prompt: str, cfg: DecodeConfig) -> Iterator[TokenEven
     Stops at EOS, at the start of a new dialogue turn, or after ``cfg.max_new_tokens`` tokens.
     The same seed, prompt and settings give the same text.
     """
-    for _, event in Decode(stack, [prompt], cfg, [cfg.seed]):
+    for _, event in Decode(stack, [prompt], [cfg], [cfg.seed]):
         yield event
 
 
@@ -323,7 +470,15 @@ def generate_batch(stack: Stack, prompts: list[str], cfg: DecodeConfig,
     """
     if not prompts:
         return []
-    run = Decode(stack, prompts, cfg, seeds if seeds is not None else [cfg.seed] * len(prompts))
+    run = Decode(stack, prompts, [cfg] * len(prompts), seeds if seeds is not None else [cfg.seed] * len(prompts))
     for _ in run:
         pass
     return run.generations
+
+
+def generate_side_by_side(stack: Stack, prompt: str, cfgs: list[DecodeConfig]) -> Iterator[tuple[int, TokenEvent]]:
+    """Stream several methods' replies to one prompt as rows of one batch: yields (index into cfgs, event).
+
+    Each reply equals what ``generate(stack, prompt, cfgs[i])`` gives alone (same seed, same settings).
+    """
+    yield from Decode(stack, [prompt] * len(cfgs), list(cfgs), [c.seed for c in cfgs])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import SEARCHES, DecodeConfig
-from .decoding import TokenEvent, generate, generate_batch
+from .decoding import Decode, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
 
@@ -216,31 +216,30 @@ class Engine:
 
     def _prepare(self, method: str, settings: Settings) -> DecodeConfig:
         cfg = settings.config(method)
-        if method == "rsoup":
-            self.stack.rsoup_model(cfg.normalised(self.objectives))  # merged once per λ, then cached
+        if method == "rsoup" and settings.search == "beam":
+            self.stack.rsoup_model(cfg.normalised(self.objectives))  # beam search's merged copy, once per λ
         return cfg
 
     def stream(self, prompt: str, methods: list[str], settings: Settings) -> Iterator[list[Reply]]:
-        """Decode every method side by side, one token each in turn; yields the replies after each round.
+        """Decode every method side by side as rows of one batch; yields the replies after each step.
 
-        Interleaving (rather than one method after another) puts every column's first token on screen
-        after one round. The last yield carries each reply's reward scores. A search (best-of-N, beam) cannot
-        stream its winner before it ends, so then each method's winner appears whole, one method at a time.
+        Every column gets its token of a step from the same batched forward, so all first tokens arrive
+        together. The last yield carries each reply's reward scores. A search (best-of-N, beam) cannot stream
+        its winner before it ends, so then each method's winner appears whole, one method at a time.
         """
         if settings.search != "sample":
             yield from self._stream_searched(prompt, methods, settings)
             return
         replies = [Reply(m) for m in methods]
-        streams = {r.method: generate(self.stack, prompt, self._prepare(r.method, settings)) for r in replies}
-        while not all(r.done for r in replies):
-            for reply in replies:
-                if not reply.done:
-                    event = next(streams[reply.method], None)
-                    reply.done = event is None
-                    if event is not None:
-                        reply.events.append(event)
-            if not all(r.done for r in replies):
+        cfgs = [settings.config(m) for m in methods]
+        run, step = Decode(self.stack, [prompt] * len(cfgs), cfgs, [c.seed for c in cfgs]), 0
+        for i, event in run:
+            if run.t != step:  # a new step began: show the last one's tokens
+                step = run.t
                 yield replies
+            replies[i].events.append(event)
+        for reply in replies:
+            reply.done = True
         self.score(prompt, replies)
         yield replies
 
@@ -288,15 +287,29 @@ class Engine:
 
     def sweep(self, prompt: str, methods: list[str], settings: Settings, grid: list[list[float]],
               on_step: Callable[[int, int, str], None] | None = None) -> list[tuple[dict[str, float], Reply]]:
-        """Each method over the λ grid (the base once: it ignores λ). Returns (weights, scored reply) pairs."""
-        jobs = [(m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
-        out = []
-        for i, (method, lam) in enumerate(jobs):
-            if on_step is not None:
-                on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in lam)})")
-            weights = dict(zip(self.objectives, lam, strict=True))
-            point = dataclasses.replace(settings, weights=weights)
-            out.append((weights, self.reply(prompt, method, point)))
-        self.score(prompt, [r for _, r in out if r.scores is None])
+        """Each method over the λ grid (the base once: it ignores λ). Returns (weights, scored reply) pairs.
+
+        Sampled sweeps decode every (method, λ) point as a row of one batch; ``on_step(t, max_new_tokens, text)``
+        reports each step. Searches run point by point (``on_step(i, points, text)``).
+        """
+        jobs = [(m, dict(zip(self.objectives, lam, strict=True)))
+                for m in methods for lam in (grid[:1] if m == "base" else grid)]
+        if settings.search != "sample":
+            out = []
+            for i, (method, weights) in enumerate(jobs):
+                if on_step is not None:
+                    on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in weights.values())})")
+                out.append((weights, self.reply(prompt, method, dataclasses.replace(settings, weights=weights))))
+            self.score(prompt, [r for _, r in out if r.scores is None])
+            return out
+        cfgs = [dataclasses.replace(settings, method=m, weights=w) for m, w in jobs]
+        run = Decode(self.stack, [prompt] * len(cfgs), cfgs, [settings.seed] * len(cfgs))
+        step = -1
+        for _ in run:
+            if on_step is not None and run.t != step:
+                step = run.t
+                on_step(step, settings.max_new_tokens, f"token {step + 1} of {len(jobs)} replies side by side")
+        out = [(w, Reply(m, events=g.events, done=True)) for (m, w), g in zip(jobs, run.generations, strict=True)]
+        self.score(prompt, [r for _, r in out])
         return out
 

@@ -198,9 +198,7 @@ def reorder_scorer(scorer: ValueScorer, rows: torch.Tensor, chosen: torch.Tensor
     then each row keeps its chosen candidate, so no value model re-runs anything.
     """
     rows = rows.to(scorer.attention_mask.device)
-    for cache in scorer.caches:
-        cache.batch_select_indices(rows)
-    scorer.attention_mask = scorer.attention_mask[rows]
+    scorer.select(rows)
     scorer.keep(chosen.to(rows.device))
 
 
@@ -238,8 +236,7 @@ def to_generation(stack: Stack, prompt: str, truncated: bool, events: list[Token
         row.add(dataclasses.replace(event))  # a copy: the row writes each event's text, beams share events
         if row.done:
             break
-    row.done = True
-    row._flush(len(row.full))
+    row.finish()
     return row.gen
 
 

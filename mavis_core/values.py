@@ -104,6 +104,12 @@ class ValueScorer:
                     out[:, m] = values[:, j]
         return out
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows ``rows`` (n,) of every cache (rows may repeat: beams that share a parent)."""
+        for cache in self.caches:
+            cache.batch_select_indices(rows)
+        self.attention_mask = self.attention_mask[rows]
+
     def keep(self, chosen: torch.Tensor) -> None:
         """Keep the chosen candidate (B,) of the last ``score`` call in every cache."""
         prefix_len = self.attention_mask.shape[1]

@@ -6,8 +6,17 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from mavis_core import DecodeConfig, generate, generate_batch
-from mavis_core.decoding import CausalRunner, MethodRunner, TokenEvent, _Row
+from mavis_core import DecodeConfig, generate, generate_batch, generate_reply
+from mavis_core.decoding import (
+    CausalRunner,
+    Decode,
+    Lane,
+    LaneDecoder,
+    MethodRunner,
+    TokenEvent,
+    _Row,
+    generate_side_by_side,
+)
 from mavis_core.dialogue import format_prompt
 from mavis_core.stack import merge_policies
 from mavis_core.tilts import MavisLogitsProcessor, mavis_tilt, top_k_logits
@@ -259,3 +268,74 @@ def test_concurrent_mod_requests_with_different_weights_do_not_mix(tiny_stack):
     for t in threads:
         t.join()
     assert not errors and got == want
+
+
+# ---- side by side: every method as rows of one batch -------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_side_by_side_equals_each_method_alone(tiny_stack, seed):
+    cfgs = [cfg(m, seed=seed) for m in METHODS]
+    lanes = {i: [] for i in range(len(cfgs))}
+    for i, event in generate_side_by_side(tiny_stack, PROMPTS[1], cfgs):
+        lanes[i].append(event)
+    for i, c in enumerate(cfgs):
+        alone = list(generate(tiny_stack, PROMPTS[1], c))
+        assert [e.token_id for e in lanes[i]] == [e.token_id for e in alone], c.method
+        assert "".join(e.text for e in lanes[i]) == "".join(e.text for e in alone)
+        for a, b in zip(lanes[i], alone, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert a.base_logprob == pytest.approx(b.base_logprob, abs=1e-4)
+            assert (a.contributions is None) == (b.contributions is None)
+
+
+def test_side_by_side_lambda_points_equal_separate_runs(tiny_stack):
+    """A sweep's λ points as rows of one batch give what each point gives alone."""
+    points = [{"helpful": 1.0}, {"helpful": 0.3, "humor": 0.7}, {"harmless": 1.0}]
+    cfgs = [cfg(m, weights=w) for m in ("mavis", "mod", "rsoup") for w in points]
+    run = Decode(tiny_stack, [PROMPTS[0]] * len(cfgs), cfgs, [c.seed for c in cfgs])
+    list(run)
+    for c, gen in zip(cfgs, run.generations, strict=True):
+        assert gen.token_ids == generate_reply(tiny_stack, PROMPTS[0], c).token_ids, (c.method, c.weights)
+
+
+@torch.no_grad()
+def test_rsoup_adapter_is_exactly_the_weighted_sum_of_the_policies(tiny_stack):
+    """add_weighted_adapter(cat) holds Σ λ_m B_m A_m (rank Σ r): the merged weights, with no merged copy."""
+    lam = [0.5, 0.2, 0.3]
+    name = tiny_stack.rsoup_adapter(lam)
+    merged = merge_policies(tiny_stack.base, tiny_stack.policies, dict(zip(tiny_stack.objectives, lam, strict=True)))
+    layers = [(n, m) for n, m in tiny_stack.policies.base_model.model.named_modules() if isinstance(m, LoraLayer)]
+    assert layers
+    for path, module in layers:
+        delta = module.get_delta_weight(name)
+        base_weight = tiny_stack.base.get_submodule(path).weight
+        torch.testing.assert_close(base_weight + delta, merged.get_submodule(path).weight, atol=1e-6, rtol=1e-5)
+        assert module.r[name] == sum(module.r[o] for o in tiny_stack.objectives)
+
+
+def test_rsoup_row_equals_the_merged_model(tiny_stack):
+    lam = [0.2, 0.5, 0.3]
+    c = cfg("rsoup", weights=dict(zip(tiny_stack.objectives, lam, strict=True)))
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(c, 0, 0)])
+    torch.testing.assert_close(dec.logits[dec.plans[0].own[0]], rsoup_logits(tiny_stack, lam, input_ids),
+                               atol=1e-4, rtol=1e-4)
+    # the plain base row beside it gives π_ref on the same sequence
+    torch.testing.assert_close(dec.logits[dec.plans[0].ref], tiny_stack.base(input_ids=input_ids).logits[0, -1],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_finished_lanes_leave_the_batch(tiny_stack):
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    lanes = [Lane(cfg("base", max_new_tokens=2), 0, 0), Lane(cfg("mod", max_new_tokens=5), 0, 1),
+             Lane(cfg("mavis", max_new_tokens=3), 0, 2)]
+    dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), lanes)
+    rows = []
+    while dec.alive:
+        dec.sample()
+        dec.advance({2} if dec.t == 0 else set())  # the MAVIS lane "ends its reply" after one token
+        rows.append((list(dec.alive), dec.cache.layers[0].keys.shape[0] if dec.alive else 0))
+    assert rows[0] == ([0, 1], 1 + 4)  # base: 1 row; MOD: 3 policies + π_ref; MAVIS gone
+    assert rows[1] == ([1], 4)  # base reached its 2 tokens
+    assert not dec.scorers  # no MAVIS lane left: no value pass either
+    assert len(rows) == 5

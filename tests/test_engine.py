@@ -95,14 +95,16 @@ def test_sweep_runs_base_once_and_reports_progress(engine):
     grid = weight_grid(3, axes=(0, 2))
     out = engine.sweep("hello", ["base", "mavis"], settings(engine, max_new_tokens=4), grid,
                        on_step=lambda i, n, desc: steps.append((i, n)))
-    assert len(out) == 1 + 11 and steps[-1] == (11, 12)
+    assert len(out) == 1 + 11  # the 12 points decode side by side: progress counts the steps of that one batch
+    assert steps[0] == (0, 4) and all(n == 4 for _, n in steps)
+    assert [i for i, _ in steps] == sorted({i for i, _ in steps})
     assert all(reply.scores is not None for _, reply in out)
     assert [w for w, r in out if r.method == "mavis"][3] == {"helpful": 0.3, "harmless": 0.0, "humor": 0.7}
 
 
 def test_warm_up_runs_every_method(engine):
     engine.warm_up()
-    assert (round(1 / 3, 6),) * 3 in engine.stack._rsoup_cache  # RSoup's soup for equal weights is ready
+    assert (round(1 / 3, 6),) * 3 in engine.stack._rsoup_adapters  # RSoup's adapter for equal weights is ready
 
 
 def test_examples_fall_back_to_eval_prompts_beside_the_stack(tiny_dir, tmp_path):

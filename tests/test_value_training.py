@@ -145,7 +145,7 @@ def test_guided_trees_record_the_mavis_log_ratio(tiny_stack):
 
 
 def test_value_model_starts_from_the_bases_lower_layers_and_reads_values_like_decoding(tiny_stack):
-    model = init_value_model(tiny_stack.base, 1, ["helpful", "humor"])
+    model = init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful", "humor"])
     assert model.config.num_hidden_layers == 1 and model.config.id2label == {0: "helpful", 1: "humor"}
     assert torch.equal(model.transformer.h[0].attn.c_attn.weight, tiny_stack.base.transformer.h[0].attn.c_attn.weight)
     assert torch.equal(model.transformer.wte.weight, tiny_stack.base.transformer.wte.weight)
@@ -168,7 +168,7 @@ def examples_of(stack, trees, heads=("helpful",)):
 def test_a_few_training_steps_reduce_the_loss_and_change_the_parameters(tiny_stack, tmp_path):
     ex = examples_of(tiny_stack, grow(tiny_stack))
     torch.manual_seed(0)
-    model = init_value_model(tiny_stack.base, 1, ["helpful"])
+    model = init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     offsets = target_offsets(ex)
 
@@ -191,7 +191,7 @@ def test_training_resumed_after_an_interruption_ends_with_the_same_weights(tiny_
 
     def fresh():
         torch.manual_seed(0)
-        return init_value_model(tiny_stack.base, 1, ["helpful"])
+        return init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful"])
 
     straight = fresh()
     full = train_value_model(straight, train, val, cfg, tmp_path / "a", 0, Accelerator(cpu=True))

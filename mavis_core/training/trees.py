@@ -21,12 +21,12 @@ import json
 import os
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from ..config import DecodeConfig
-from ..decoding import decode_steps  # the core loop over token ids; see continue_batch for why
+from ..decoding import Lane, LaneDecoder  # the core loop over token ids; see continue_batch for why
 from ..stack import Stack
 
 
@@ -153,27 +153,28 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
 
     ``generate_batch`` takes prompt *text* and formats it as a new turn; a partial reply must go on from
     its exact token ids (re-tokenising its text can split it differently, and the value models are trained
-    on the ids), so this feeds left-padded ids straight to the core's loop ``decode_steps``. Row i draws from its
-    own generator seeded with ``seeds[i]``, so a row's chunk does not depend on the rest of the batch.
+    on the ids), so this feeds left-padded ids straight to the core's `LaneDecoder`. Row i draws from its
+    own generator seeded with ``seeds[i]``, so a row's chunk does not depend on the rest of the batch; a row
+    whose chunk is complete leaves the batch.
 
     Args:
         contexts: per row, prompt ids followed by the reply so far; reply_starts: where the reply begins.
         max_new_tokens: the whole reply's length limit (a row reaching it is finished).
     """
     ids, mask = left_pad(contexts, stack.tokenizer.pad_token_id)  # (B, T)
-    run_cfg = DecodeConfig(**{**asdict(cfg), "max_new_tokens": max(lengths)})
+    lanes = [Lane(replace(cfg, max_new_tokens=n), r, s) for r, (n, s) in enumerate(zip(lengths, seeds, strict=True))]
+    dec = LaneDecoder(stack, ids.to(stack.device), mask.to(stack.device), lanes)
     chunks = [Chunk([], 0.0, False) for _ in contexts]
-    open_rows = [True] * len(contexts)
-    for tokens, base_lp, logprob, _ in decode_steps(stack, ids.to(stack.device), mask.to(stack.device), run_cfg, seeds):
-        for r, chunk in enumerate(chunks):
-            if not open_rows[r]:
-                continue
-            chunk.tokens.append(int(tokens[r]))
-            chunk.log_ratio += float(logprob[r] - base_lp[r])
+    while dec.alive:
+        done = set()
+        for r, step in dec.sample().items():
+            chunk = chunks[r]
+            chunk.tokens.append(step.token)
+            chunk.log_ratio += step.logprob - step.base_logprob
             chunk.finished = ends_reply(stack, contexts[r][reply_starts[r]:] + chunk.tokens, max_new_tokens)
-            open_rows[r] = not chunk.finished and len(chunk.tokens) < lengths[r]
-        if not any(open_rows):
-            break
+            if chunk.finished:
+                done.add(r)
+        dec.advance(done)
     return chunks
 
 
