@@ -1,12 +1,13 @@
-"""Time per token of each method ÷ base, measured in one run (printed, never asserted).
+"""Time per token of each method ÷ base, and of all four side by side ÷ base, measured in one run (printed,
+never asserted).
 
-    python benchmarks/decode_speed.py                       # random stack sized like the embedded one
-    python benchmarks/decode_speed.py --stack assets/stack.toml
-    python benchmarks/decode_speed.py --json                # one JSON object; ratios under mavis/mod/rsoup
+    python benchmarks/decode_speed.py                       # the default stack (SmolLM2-135M-Instruct)
+    python benchmarks/decode_speed.py --stack assets/tiny/stack.toml
+    python benchmarks/decode_speed.py --random              # random weights shaped like the tiny stack
+    python benchmarks/decode_speed.py --json                # one JSON object: mavis, mod, rsoup, all, base_ms
 
-Batch 1, 64 new tokens, MAVIS over all 3 objectives with k = 15. The default random stack mirrors the
-embedded one (GPT-2, 256-wide, 4 layers, 4096 tokens) with value models a quarter of the base's size
-(1 layer) so the ratios can be read before any value model is trained; its text is gibberish by design.
+Batch 1, 64 new tokens, equal weights over all 3 objectives, k = 15. ``all``: the four methods decoded side by
+side (one batched forward per step, as the app's Generate does), seconds per step ÷ the base's seconds per token.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mavis_core import DecodeConfig, generate, load_stack
+from mavis_core.decoding import Decode
 from mavis_core.testing import build_random_stack
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
@@ -33,15 +35,26 @@ def seconds_per_token(stack, cfg: DecodeConfig) -> float:
     return (time.perf_counter() - start) / max(n, 1)
 
 
+def seconds_per_step_side_by_side(stack, configs: list[DecodeConfig]) -> float:
+    """Every method as rows of one batch: wall time ÷ the steps decoded (the longest reply's tokens)."""
+    run = Decode(stack, [PROMPT] * len(configs), configs, [c.seed for c in configs])
+    start = time.perf_counter()
+    for _ in run:
+        pass
+    return (time.perf_counter() - start) / max(1, max(len(g.events) for g in run.generations))
+
+
 def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
-    """Median seconds per token of each method; methods take turns in every round, so drift in the
-    machine's load hits all of them alike (the ratios are what this script is for)."""
+    """Median seconds per token of each method, and per step of all of them side by side ("all"); they take
+    turns in every round, so drift in the machine's load hits all of them alike (the ratios are the point)."""
     for cfg in configs.values():  # warm-up: first-call costs, RSoup's adapter for this λ
         seconds_per_token(stack, cfg)
-    times: dict[str, list[float]] = {m: [] for m in configs}
+    times: dict[str, list[float]] = {m: [] for m in [*configs, "all"]}
     for r in range(repeats):
-        for method, cfg in configs.items():
-            times[method].append(seconds_per_token(stack, DecodeConfig(**{**cfg.__dict__, "seed": r})))
+        seeded = {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()}
+        for method, cfg in seeded.items():
+            times[method].append(seconds_per_token(stack, cfg))
+        times["all"].append(seconds_per_step_side_by_side(stack, list(seeded.values())))
     return {m: statistics.median(t) for m, t in times.items()}
 
 
@@ -53,7 +66,8 @@ def random_stack(folder: Path, fused: bool) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", help="stack TOML (default: a random embedded-sized stack in a temp folder)")
+    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML (default assets/stack.toml)")
+    parser.add_argument("--random", action="store_true", help="a random stack shaped like the tiny one instead")
     parser.add_argument("--fused", action="store_true", help="random stack: one fused value model for all 3")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--top-k", type=int, default=15)
@@ -64,7 +78,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = load_stack(args.stack or random_stack(Path(tmp), args.fused))
+        stack = load_stack(random_stack(Path(tmp), args.fused) if args.random else args.stack)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
                                    max_new_tokens=args.tokens, seed=0) for m in stack.methods}
@@ -72,14 +86,16 @@ def main() -> None:
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
-        print(json.dumps({**ratios, "ms_per_token": {m: 1000 * t for m, t in times.items()},
-                          "peak_rss_mb": peak_mb, "device": str(stack.device)}))
+        print(json.dumps({**ratios, "base_ms": 1000 * times["base"],
+                          "ms_per_token": {m: 1000 * t for m, t in times.items()}, "peak_rss_mb": peak_mb,
+                          "device": str(stack.device), "threads": torch.get_num_threads()}))
         return
     print(f"device {stack.device}, batch 1, {args.tokens} new tokens, k = {args.top_k}, torch threads "
           f"{torch.get_num_threads()}")
     for method, t in times.items():
         ratio = "" if method == "base" else f"   {ratios[method]:.2f}x base"
-        print(f"{method:6s} {1000 * t:7.2f} ms/token{ratio}")
+        unit = "ms/step (all methods side by side)" if method == "all" else "ms/token"
+        print(f"{method:6s} {1000 * t:7.2f} {unit}{ratio}")
     print(f"peak memory (RSS) {peak_mb:.0f} MB")
 
 

@@ -34,7 +34,7 @@ from .config import DecodeConfig
 from .decoding import CausalRunner, Generation, MethodRunner, TokenEvent, _Row, generate_batch
 from .dialogue import PromptFormat
 from .stack import Stack
-from .tilts import mavis_contributions, mavis_tilt, top_k_logits
+from .tilts import mavis_contributions, top_k_logits, value_bonus
 from .values import ValueScorer
 
 
@@ -134,7 +134,7 @@ def expand(logits: torch.Tensor, cumulative: torch.Tensor, scorer: ValueScorer |
     if scorer is not None:
         values = scorer.score(cand_ids)  # (n, M, k)
         contributions = mavis_contributions(values, weights, cfg.beta)
-        bonus = mavis_tilt(torch.zeros_like(cand_logits), values, weights, cfg.beta)  # β·Σ_m λ_m V_m
+        bonus = value_bonus(values, weights, cfg.beta)  # β·Σ_m λ_m V_m
         cand_logits = cand_logits + bonus
     method_lp = torch.log_softmax(cand_logits, -1)  # (n, k)
     logprob = cumulative[:, None] + (base_lp if scorer is not None else method_lp)

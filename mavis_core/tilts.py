@@ -6,7 +6,6 @@ Notation: k candidates (the top-k tokens), M objectives, λ the weights on the s
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessor
 
 
 def top_k_logits(logits: torch.Tensor, top_k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,8 +33,15 @@ def mavis_tilt(topk_logits: torch.Tensor, values: torch.Tensor, weights: torch.T
     Returns:
         (..., k) tilted logits.
     """
-    weights = weights.to(values)
-    return topk_logits + beta * torch.einsum("...mk,m->...k", values, weights)
+    return topk_logits + value_bonus(values, weights, beta)
+
+
+def value_bonus(values: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """The MAVIS tilt alone: β · Σ_m λ_m Q_m(s, a) per candidate, (..., M, k) -> (..., k).
+
+    ``mavis_tilt(logits, values, weights, beta) == logits + value_bonus(values, weights, beta)``.
+    """
+    return beta * torch.einsum("...mk,m->...k", values, weights.to(values))
 
 
 def mavis_contributions(values: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
@@ -86,49 +92,3 @@ def sample_index(logits: torch.Tensor, generators: list[torch.Generator]) -> tor
     cdf = probs.cumsum(dim=-1)
     idx = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
     return idx.clamp(max=logits.shape[-1] - 1).to(logits.device)
-
-
-class MavisLogitsProcessor(LogitsProcessor):
-    """MAVIS as a transformers ``LogitsProcessor``: ``model.generate(..., logits_processor=[proc], do_sample=True)``.
-
-    Keeps every value model's KV cache between calls (one candidate pass per step, as in ``generate``).
-    Scores outside the base's top-k become −inf, so transformers' sampler draws from the tilted top-k.
-    Prompts in a batch must have equal length (no padding), and transformers' own temperature should stay 1:
-    temperature is applied here, before the tilt, exactly as ``mavis_core.generate`` does.
-
-    Args:
-        value_models: ``stack.value_models``; num_objectives: ``len(stack.objectives)``.
-        weights: (M,) λ on the simplex, in the stack's objective order.
-    """
-
-    def __init__(self, value_models: list, num_objectives: int, weights: list[float], beta: float,
-                 top_k: int = 15, temperature: float = 1.0) -> None:
-        from .values import ValueScorer  # values imports the stack, which imports this module
-
-        if len(weights) != num_objectives or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
-            raise ValueError(f"weights must be {num_objectives} non-negative numbers summing to 1, got {weights}")
-        if beta < 0 or top_k < 1 or temperature <= 0:
-            raise ValueError(f"need beta >= 0, top_k >= 1, temperature > 0; got {beta}, {top_k}, {temperature}")
-        self.scorer = ValueScorer(value_models, num_objectives)
-        self.weights, self.beta, self.top_k, self.temperature = torch.tensor(weights), beta, top_k, temperature
-        self._candidates: torch.Tensor | None = None  # (B, k) of the previous call
-        self._length = -1
-
-    def _follow(self, input_ids: torch.Tensor) -> None:
-        """Bring the value caches up to ``input_ids``: keep last step's chosen candidate, or start afresh."""
-        if self._candidates is not None and input_ids.shape[1] == self._length + 1:
-            hits = self._candidates == input_ids[:, -1:]  # (B, k)
-            if bool(hits.any(-1).all()):
-                self.scorer.keep(hits.float().argmax(-1))
-                return
-        self.scorer.start(input_ids, torch.ones_like(input_ids))
-
-    @torch.inference_mode()
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._follow(input_ids)
-        cand_logits, cand_ids = top_k_logits(scores, self.top_k, self.temperature)  # (B, k)
-        values = self.scorer.score(cand_ids)  # (B, M, k)
-        tilted = mavis_tilt(cand_logits, values, self.weights, self.beta)
-        self._candidates, self._length = cand_ids, input_ids.shape[1]
-        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
-        return out.scatter(1, cand_ids, tilted).to(scores.dtype)

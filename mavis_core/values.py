@@ -10,9 +10,10 @@ offers candidate scoring over a shared cache; transformers accepts the custom 4D
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessor
 
-from .stack import ValueModel
+from .tilts import mavis_tilt, top_k_logits
+from .value_models import ValueModel
 
 
 def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -135,3 +136,47 @@ def values_uncached(vm: ValueModel, input_ids: torch.Tensor, num_objectives: int
         if m >= 0:
             out[:, m] = values[:, j].cpu()
     return out
+
+
+class MavisLogitsProcessor(LogitsProcessor):
+    """MAVIS as a transformers ``LogitsProcessor``: ``model.generate(..., logits_processor=[proc], do_sample=True)``.
+
+    Keeps every value model's KV cache between calls (one candidate pass per step, as in ``generate``).
+    Scores outside the base's top-k become −inf, so transformers' sampler draws from the tilted top-k.
+    Prompts in a batch must have equal length (no padding), and transformers' own temperature should stay 1:
+    temperature is applied here, before the tilt, exactly as ``mavis_core.generate`` does.
+
+    Args:
+        value_models: ``stack.value_models``; num_objectives: ``len(stack.objectives)``.
+        weights: (M,) λ on the simplex, in the stack's objective order.
+    """
+
+    def __init__(self, value_models: list, num_objectives: int, weights: list[float], beta: float,
+                 top_k: int = 15, temperature: float = 1.0) -> None:
+        if len(weights) != num_objectives or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+            raise ValueError(f"weights must be {num_objectives} non-negative numbers summing to 1, got {weights}")
+        if beta < 0 or top_k < 1 or temperature <= 0:
+            raise ValueError(f"need beta >= 0, top_k >= 1, temperature > 0; got {beta}, {top_k}, {temperature}")
+        self.scorer = ValueScorer(value_models, num_objectives)
+        self.weights, self.beta, self.top_k, self.temperature = torch.tensor(weights), beta, top_k, temperature
+        self._candidates: torch.Tensor | None = None  # (B, k) of the previous call
+        self._length = -1
+
+    def _follow(self, input_ids: torch.Tensor) -> None:
+        """Bring the value caches up to ``input_ids``: keep last step's chosen candidate, or start afresh."""
+        if self._candidates is not None and input_ids.shape[1] == self._length + 1:
+            hits = self._candidates == input_ids[:, -1:]  # (B, k)
+            if bool(hits.any(-1).all()):
+                self.scorer.keep(hits.float().argmax(-1))
+                return
+        self.scorer.start(input_ids, torch.ones_like(input_ids))
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._follow(input_ids)
+        cand_logits, cand_ids = top_k_logits(scores, self.top_k, self.temperature)  # (B, k)
+        values = self.scorer.score(cand_ids)  # (B, M, k)
+        tilted = mavis_tilt(cand_logits, values, self.weights, self.beta)
+        self._candidates, self._length = cand_ids, input_ids.shape[1]
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return out.scatter(1, cand_ids, tilted).to(scores.dtype)

@@ -19,8 +19,8 @@ from mavis_core.decoding import (
 )
 from mavis_core.dialogue import format_prompt
 from mavis_core.stack import merge_policies
-from mavis_core.tilts import MavisLogitsProcessor, mavis_tilt, top_k_logits
-from mavis_core.values import ValueScorer, values_uncached
+from mavis_core.tilts import mavis_tilt, top_k_logits
+from mavis_core.values import MavisLogitsProcessor, ValueScorer, values_uncached
 
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}

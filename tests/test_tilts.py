@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from mavis_core.tilts import mavis_contributions, mavis_tilt, mod_mix, rsoup_delta, sample_index, top_k_logits
+from mavis_core.tilts import (
+    mavis_contributions,
+    mavis_tilt,
+    mod_mix,
+    rsoup_delta,
+    sample_index,
+    top_k_logits,
+    value_bonus,
+)
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5]])  # (B=1, k=3)
 VALUES = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]]])  # (B=1, M=2, k=3)
@@ -85,3 +93,12 @@ def test_sample_index_is_seeded_per_row_and_follows_the_distribution():
 def test_tilt_keeps_shape_for_batches(beta):
     out = mavis_tilt(torch.randn(4, 5), torch.randn(4, 3, 5), torch.tensor([0.2, 0.3, 0.5]), beta)
     assert out.shape == (4, 5)
+
+
+def test_value_bonus_is_the_tilt_alone():
+    values = torch.tensor([[[1.0, -2.0, 0.5]], [[0.0, 3.0, 1.0]]]).transpose(0, 1)  # (1, M=2, k=3)
+    weights = torch.tensor([0.25, 0.75])
+    logits = torch.tensor([[0.1, 0.2, 0.3]])
+    bonus = value_bonus(values, weights, 2.0)
+    torch.testing.assert_close(bonus, 2.0 * (0.25 * values[:, 0] + 0.75 * values[:, 1]))
+    torch.testing.assert_close(mavis_tilt(logits, values, weights, 2.0), logits + bonus)

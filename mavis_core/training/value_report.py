@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
-from ..stack import Stack, ValueModel
+from ..stack import Stack
+from ..value_models import ValueModel
 from .value_training import default_eval_prompts, guided_by, load_value_model
 
 BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card

