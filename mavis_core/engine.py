@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from . import prompts
 from .config import SEARCHES, DecodeConfig
 from .decoding import Decode, TokenEvent, generate_batch
 from .search import search
@@ -33,7 +32,6 @@ WEIGHT_RANGE = (0.0, 1.0)
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 ALLOWED_CONTROL = {"\n", "\r", "\t"}
-EVAL_PROMPTS_FILE = "eval_prompts.json"
 
 
 @dataclass(frozen=True)
@@ -133,20 +131,8 @@ def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[
 
 
 def example_prompts(stack: Stack) -> list[str]:
-    """The stack's own ``prompts``, else the held-out prompts the embedded build writes beside the stack file
-    (``eval_prompts.json``, a JSON list of strings), else none."""
-    if stack.spec.prompts:
-        return list(stack.spec.prompts)
-    path = Path(stack.spec.path).parent / EVAL_PROMPTS_FILE
-    if not path.is_file():
-        return []
-    try:
-        prompts = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise ValueError(f"{path} must hold a JSON list of non-empty strings")
-    return prompts
+    """The app's example prompts (`mavis_core.prompts.example_prompts`): the stack's own, else its held-out file."""
+    return prompts.example_prompts(stack.spec.path, stack.spec.prompts)
 
 
 class Engine:

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .config import METHODS, SEARCHES, DecodeConfig
 from .decoding import generate_batch
-from .engine import example_prompts, weight_grid
+from .engine import weight_grid
+from .prompts import heldout_prompts
 from .search import search_batch
 from .stack import Stack
 
@@ -325,7 +326,7 @@ def _searches(text: str) -> list[str]:
 
 
 def _prompts(stack: Stack, count: int) -> list[str]:
-    prompts = example_prompts(stack)
+    prompts = heldout_prompts(stack.spec.path, stack.spec.prompts)
     if not prompts:
         raise ValueError(f"stack {stack.spec.path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
     if count < 0:

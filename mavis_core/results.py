@@ -496,12 +496,12 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
     """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``."""
     import torch
 
+    from .prompts import heldout_prompts
     from .stack import load_stack
-    from .training.value_training import default_eval_prompts
 
     start = time.perf_counter()
     stack = load_stack(stack_path)
-    prompts = default_eval_prompts(Path(stack_path), stack)  # eval_prompts.json beside the stack, else its prompts
+    prompts = heldout_prompts(stack_path, stack.spec.prompts)
     if not prompts:
         raise ValueError(f"stack {stack_path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
     missing = {"mavis", "mod"} - set(stack.methods)

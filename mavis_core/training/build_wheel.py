@@ -156,12 +156,12 @@ def build_wheel_report(args: argparse.Namespace) -> None:
 
 
 def build_reward_audit(args: argparse.Namespace) -> None:
+    from ..prompts import heldout_prompts
     from ..stack import load_stack
     from . import reward_audit
-    from .value_training import default_eval_prompts
 
     stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))
-    prompts = default_eval_prompts(args.out / "stack.toml", stack)
+    prompts = heldout_prompts(args.out / "stack.toml", stack.spec.prompts)
     table = reward_audit.base_reply_table(stack, prompts, list(AUDIT_SEEDS), AUDIT_TOKENS)
     table.to_csv(args.work / "reward-audit.csv", index=False)
     spread = reward_audit.length_and_spread(table, stack.objectives)

@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..dialogue import HUMAN
+from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack, pick_device
-from .value_training import default_eval_prompts, load_training_stack, read_prompts, training_prompts
+from .value_training import load_training_stack
 
 SAMPLE_ROWS = 64  # replies generated per batch while sampling
 
@@ -436,7 +437,8 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     targets = policy_targets(args, stack.objectives)
     cfg = policy_config_from_args(args)
     prompts = read_prompts(args.prompts) if args.prompts else training_prompts(cfg.num_prompts, args.seed)
-    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else default_eval_prompts(args.stack, stack)
+    eval_prompts = (read_prompts(args.eval_prompts) if args.eval_prompts
+                    else heldout_prompts(args.stack, stack.spec.prompts))
     if not prompts or not eval_prompts:
         raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
                          "in the stack file")

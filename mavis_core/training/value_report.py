@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
+from ..prompts import heldout_prompts
 from ..stack import Stack
 from ..value_models import ValueModel
-from .value_training import default_eval_prompts, guided_by, load_value_model
+from .value_training import guided_by, load_value_model
 
 BEGIN, END = "<!-- value-report -->", "<!-- /value-report -->"  # delimit the generated part of the card
 
@@ -202,7 +203,7 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
     if not stack.value_models:
         raise ValueError(f"stack {args.stack} names no value models: nothing to report")
-    prompts = default_eval_prompts(args.stack, stack)  # eval_prompts.json beside the stack, else its prompts
+    prompts = heldout_prompts(args.stack, stack.spec.prompts)
     if not prompts:
         raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
     prompts = prompts[:args.prompts] if args.prompts else prompts

@@ -43,6 +43,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
+from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack, load_stack
 from ..value_models import (
     TRUNK_CONFIG,
@@ -487,36 +488,6 @@ def format_report(report: dict) -> str:
 # --quick: a few tiny trees and one short epoch per iteration, a smoke test in seconds.
 QUICK_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=2)
 QUICK_PROMPTS, QUICK_EVAL_PROMPTS = 6, 3
-EVAL_PROMPTS_FILE = "eval_prompts.json"
-
-
-def read_prompts(path: Path) -> list[str]:
-    """Prompts from a JSON list of strings, or from a text file with one prompt a line."""
-    text = path.read_text(encoding="utf-8")
-    prompts = json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines()]
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"{path} must hold a JSON list of strings (or one prompt a line)")
-    return [p for p in prompts if p.strip()]
-
-
-def default_eval_prompts(stack_path: Path, stack: Stack) -> list[str]:
-    """Held-out prompts: ``eval_prompts.json`` beside the stack file (the embedded build writes it), else the
-    stack's own ``prompts``."""
-    beside = stack_path.parent / EVAL_PROMPTS_FILE
-    return read_prompts(beside) if beside.exists() else list(stack.spec.prompts)
-
-
-def training_prompts(n: int, seed: int) -> list[str]:
-    """Distinct opening human turns of the chitchat *train* split (the eval prompts come from the test split)."""
-    from . import data  # chitchat-dataset is only needed for the embedded stack's default prompts
-
-    seen, out = set(), []
-    for turns in data.load_conversations("train", seed):
-        text = turns[0]
-        if data.PROMPT_MIN_WORDS <= len(text.split()) <= data.PROMPT_MAX_WORDS and text.lower() not in seen:
-            seen.add(text.lower())
-            out.append(text)
-    return out[:n]
 
 
 def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -589,7 +560,8 @@ def pick_run(stack: Stack, args: argparse.Namespace) -> Run:
 def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     n, n_eval = (QUICK_PROMPTS, QUICK_EVAL_PROMPTS) if args.quick else (args.num_prompts, args.num_eval_prompts)
     prompts = read_prompts(args.prompts) if args.prompts else training_prompts(n, args.seed)
-    eval_prompts = read_prompts(args.eval_prompts) if args.eval_prompts else default_eval_prompts(args.stack, stack)
+    eval_prompts = (read_prompts(args.eval_prompts) if args.eval_prompts
+                    else heldout_prompts(args.stack, stack.spec.prompts))
     if not prompts or not eval_prompts:
         raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
                          "in the stack file")
