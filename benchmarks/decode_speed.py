@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="a random stack shaped like the tiny one instead")
     parser.add_argument("--fused", action="store_true", help="random stack: one fused value model for all 3")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--top-k", type=int, default=15)
+    parser.add_argument("--top-k", type=int, default=DecodeConfig.default("top_k"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", action="store_true")

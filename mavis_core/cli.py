@@ -6,23 +6,24 @@ import argparse
 import json
 import sys
 
-from .config import METHODS, SEARCHES
+from .config import METHODS, SEARCHES, DecodeConfig
 
 
 def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DecodeConfig.default  # one home for the defaults
     parser.add_argument("prompt", help="the user's message")
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
-    parser.add_argument("--method", choices=METHODS, default="mavis")
+    parser.add_argument("--method", choices=METHODS, default=d("method"))
     parser.add_argument("--weights", default="", help="objective=weight,... (default: equal weights)")
-    parser.add_argument("--beta", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=15)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beta", type=float, default=d("beta"))
+    parser.add_argument("--top-k", type=int, default=d("top_k"))
+    parser.add_argument("--temperature", type=float, default=d("temperature"))
+    parser.add_argument("--max-new-tokens", type=int, default=d("max_new_tokens"))
+    parser.add_argument("--seed", type=int, default=d("seed"))
     parser.add_argument("--search", choices=SEARCHES, default="sample",
                         help="sample (streams), best_of_n or beam (see docs/search.md)")
-    parser.add_argument("--num-candidates", type=int, default=4, help="N for best_of_n")
-    parser.add_argument("--num-beams", type=int, default=4, help="B for beam")
+    parser.add_argument("--num-candidates", type=int, default=d("num_candidates"), help="N for best_of_n")
+    parser.add_argument("--num-beams", type=int, default=d("num_beams"), help="B for beam")
     parser.add_argument("--json", action="store_true", help="print the reply, scores and KL as one JSON object")
 
 

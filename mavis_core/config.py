@@ -220,6 +220,15 @@ class DecodeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
+    @classmethod
+    def default(cls, name: str):
+        """The default of one setting (one home for every default: CLIs and helpers read it here).
+
+        >>> DecodeConfig.default("top_k")
+        15
+        """
+        return cls.__dataclass_fields__[name].default
+
     def normalised(self, objectives: list[str]) -> list[float]:
         """λ in the stack's objective order, summing to 1; unknown names raise ValueError."""
         unknown = sorted(set(self.weights) - set(objectives))

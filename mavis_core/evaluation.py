@@ -275,7 +275,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per prompt (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--beta", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=15)
+    parser.add_argument("--top-k", type=int, default=DecodeConfig.default("top_k"))
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--search", default="sample",
                         help="comma-separated searches to sweep, from sample,best_of_n,beam (default sample); "

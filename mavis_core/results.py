@@ -55,7 +55,7 @@ class ResultsConfig:
     seeds: int = 4
     max_new_tokens: int = 48
     beta: float = 2.0
-    top_k: int = 15
+    top_k: int = DecodeConfig.default("top_k")
     search_prompts: int = 20
     search_seeds: int = 2
     search_pair: tuple[str, str] | None = None  # default: the stack's first and last objectives

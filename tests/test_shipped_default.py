@@ -30,7 +30,7 @@ from mavis_core.training.manifest import read_manifest, verify_manifest
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PROMPTS = json.loads((ASSETS / "eval_prompts.json").read_text(encoding="utf-8"))
 OBJECTIVES = ("helpful", "harmless", "humor")
-BETA = DecodeConfig().beta  # the app's default β
+BETA = DecodeConfig.default("beta")  # the app's default β
 KEY = f"MAVIS_beta{BETA:g}"
 EQUAL = f"MAVIS_equal_beta{BETA:g}"
 

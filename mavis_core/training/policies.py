@@ -58,7 +58,7 @@ class PolicyTrainConfig:
     num_prompts: int = 128
     samples_per_prompt: int = 4
     max_new_tokens: int = 48
-    top_k: int = 15
+    top_k: int = DecodeConfig.default("top_k")
     temperature: float = 1.0
     dpo_beta: float = 0.1
     lr: float = 5e-4

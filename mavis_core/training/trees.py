@@ -50,7 +50,7 @@ class TreeConfig:
     levels: int = 5
     chunk_range: tuple[int, int] | None = None
     max_new_tokens: int = 48
-    top_k: int = 15
+    top_k: int = DecodeConfig.default("top_k")
     temperature: float = 1.0
     batch_rows: int = 64
     prompts_per_batch: int = 4

@@ -49,15 +49,15 @@ def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConf
 
 def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: list[float],
                    value_models: dict[str, ValueModel | None], max_new_tokens: int = 32,
-                   top_k: int = 15) -> pd.DataFrame:
+                   top_k: int = DecodeConfig.default("top_k")) -> pd.DataFrame:
     """One row per (objective, setting): reward mean, paired gain over the base ± its standard error, KL, tokens.
 
     Args:
         value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
     Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
     gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
-    The *equal* rows are MAVIS with equal weights on every objective at the default β (``DecodeConfig().beta``),
-    scored on each objective: the app's balanced setting.
+    The *equal* rows are MAVIS with equal weights on every objective at the default β
+    (``DecodeConfig.default("beta")``), scored on each objective: the app's balanced setting.
     """
     rows = []
     bar = tqdm(total=len(stack.objectives) * (3 + len(value_models) * len(betas)), desc="value report",
@@ -123,7 +123,8 @@ def markdown(table: pd.DataFrame, prompts: int, seeds: int, max_new_tokens: int,
     return "\n".join(lines)
 
 
-def examples(stack: Stack, prompts: list[str], beta: float, max_new_tokens: int = 32, top_k: int = 15) -> str:
+def examples(stack: Stack, prompts: list[str], beta: float, max_new_tokens: int = 32,
+             top_k: int = DecodeConfig.default("top_k")) -> str:
     """One held-out prompt per objective (the objective's index in the stack), base vs MAVIS one-hot, seed 0."""
     lines = [f"Example replies (seed 0, {max_new_tokens} new tokens, β = {beta:g}, λ one-hot on the objective):", "",
              "| objective | prompt | base reply (reward) | MAVIS reply (reward) |", "|---|---|---|---|"]

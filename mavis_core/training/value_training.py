@@ -336,7 +336,8 @@ def load_value_model(stack: Stack, folder: Path) -> ValueModel:
 
 
 def evaluate_guidance(stack: Stack, objective: str, prompts: list[str], value_model: ValueModel | None,
-                      beta: float, max_new_tokens: int, top_k: int = 15, seed: int = 0) -> dict[str, float]:
+                      beta: float, max_new_tokens: int,
+                      top_k: int = DecodeConfig.default("top_k"), seed: int = 0) -> dict[str, float]:
     """Mean reward (of ``objective``) and mean sequence KL to the base, of the base and of one-hot MAVIS.
 
     Same prompts and per-prompt seeds for both, so the comparison is paired. Without a value model only the
