@@ -49,7 +49,9 @@ class Settings(DecodeConfig):
 
 
 def search_label(search: str, num_candidates: int, num_beams: int) -> str:
-    """>>> search_label("best_of_n", 4, 2)
+    """How a column or a chart point names its search.
+
+    >>> search_label("best_of_n", 4, 2)
     'best-of-4'
     """
     return {"sample": "sample", "best_of_n": f"best-of-{num_candidates}", "beam": f"beam ×{num_beams}"}[search]
