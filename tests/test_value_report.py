@@ -24,7 +24,7 @@ def table(fused_stack):
 def test_one_row_per_objective_and_setting(table, fused_stack):
     assert list(table.columns) == ["objective", "setting", "reward", "gain", "gain_se", "kl", "tokens", "nll"]
     assert table.groupby("objective", sort=False).setting.apply(list).to_dict() == {
-        o: ["base", "MAVIS β=2", "MAVIS equal β=1", "policy"] for o in fused_stack.objectives}
+        o: ["base", "MAVIS β=2", "MAVIS equal β=2", "policy"] for o in fused_stack.objectives}
     assert (table[table.setting == "base"].gain == 0).all()
 
 
@@ -32,9 +32,10 @@ def test_equal_weight_rows_share_one_set_of_replies_and_nll_is_the_base_loss(tab
     """Equal-weight MAVIS is one set of replies scored per objective; nll is −mean log π_ref per token."""
     rows_p = [p for p in PROMPTS for _ in SEEDS]
     rows_s = [s for _ in PROMPTS for s in SEEDS]
-    cfg = DecodeConfig(method="mavis", weights=dict.fromkeys(fused_stack.objectives, 1.0), top_k=5, max_new_tokens=4)
+    cfg = DecodeConfig(method="mavis", weights=dict.fromkeys(fused_stack.objectives, 1.0), beta=2.0, top_k=5,
+                      max_new_tokens=4)
     gens = generate_batch(fused_stack, rows_p, cfg, rows_s)
-    equal = table[table.setting == "MAVIS equal β=1"]
+    equal = table[table.setting == "MAVIS equal β=2"]
     assert equal.kl.nunique() == 1 and equal.nll.nunique() == 1
     want = np.mean([-np.mean([e.base_logprob for e in g.events]) for g in gens])
     assert equal.nll.iloc[0] == pytest.approx(want, abs=1e-5)

@@ -50,7 +50,7 @@ VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", 
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
                  "--max-new-tokens", "48", "--out-dtype", "float16")
-REPORT_ARGS = ("--seeds", "4", "--betas", "1,2", "--max-new-tokens", "32")
+REPORT_ARGS = ("--seeds", "4", "--betas", "1,2,4", "--max-new-tokens", "32")
 EVAL_PROMPTS = "eval_prompts.json"
 N_EVAL_PROMPTS = 50
 N_SAMPLES = 10

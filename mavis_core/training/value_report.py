@@ -56,18 +56,17 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
         value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
     Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
     gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
-    The *equal* rows are MAVIS with equal weights on every objective at the default β
+    The *equal* rows are MAVIS with equal weights on every objective at each β
     (``DecodeConfig.default("beta")``), scored on each objective: the app's balanced setting.
     """
     rows = []
-    bar = tqdm(total=len(stack.objectives) * (3 + len(value_models) * len(betas)), desc="value report",
+    bar = tqdm(total=len(stack.objectives) * (2 + 2 * len(value_models) * len(betas)), desc="value report",
                unit="setting")
     rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
     equal = dict.fromkeys(stack.objectives, 1.0)
     base_cfg = DecodeConfig(method="base", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
     base_gens = generate_batch(stack, rows_p, base_cfg, rows_s)
-    equal_cfg = DecodeConfig(method="mavis", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
-    equal_gens = {label: None for label in value_models}
+    equal_gens = {}  # (label, β) -> replies: one set serves every objective's row
     for o in stack.objectives:
         base, kl, tokens, nll = _replies(stack, prompts, seeds, base_cfg, o, base_gens)
         bar.update()
@@ -87,11 +86,14 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
                                        max_new_tokens=max_new_tokens)
                     add(f"{label} β={beta:g}", *_replies(stack, prompts, seeds, cfg, o))
                     bar.update()
-                if equal_gens[label] is None:  # one set of replies serves every objective's row
-                    equal_gens[label] = generate_batch(stack, rows_p, equal_cfg, rows_s)
-                add(f"{label} equal β={equal_cfg.beta:g}", *_replies(stack, prompts, seeds, equal_cfg, o,
-                                                                       equal_gens[label]))
-                bar.update()
+                for beta in betas:
+                    equal_cfg = DecodeConfig(method="mavis", weights=equal, beta=beta, top_k=top_k,
+                                             max_new_tokens=max_new_tokens)
+                    if (label, beta) not in equal_gens:
+                        equal_gens[label, beta] = generate_batch(stack, rows_p, equal_cfg, rows_s)
+                    add(f"{label} equal β={beta:g}", *_replies(stack, prompts, seeds, equal_cfg, o,
+                                                               equal_gens[label, beta]))
+                    bar.update()
         if "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
             cfg = DecodeConfig(method="mod", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
             add("policy", *_replies(stack, prompts, seeds, cfg, o))
