@@ -153,6 +153,38 @@ def build_wheel_report(args: argparse.Namespace) -> None:
     _run(["value-report", "--stack", str(args.out / "stack.toml"), *REPORT_ARGS, "--record", "values-fused",
           "--out", str(args.work / "value-report.csv")])
     build_reward_audit(args)
+    build_samples(args)
+
+
+SAMPLE_PROMPTS = 4  # held-out prompts shown in the card with every method's reply
+
+
+def build_samples(args: argparse.Namespace) -> None:
+    """Every method's reply to a few held-out prompts (equal weights, default β, seed 0), as the app shows them."""
+    from ..decoding import generate_batch
+    from ..stack import load_stack
+
+    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))
+    prompts = json.loads((args.out / "eval_prompts.json").read_text(encoding="utf-8"))[:SAMPLE_PROMPTS]
+    weights = dict.fromkeys(stack.objectives, 1.0)
+    lines = ["Replies of every method to held-out prompts (equal weights, default β and top-k, seed 0, 64 new "
+             "tokens); after each reply its rewards (helpful / harmless / humor) and KL to the base.", "",
+             "| prompt | method | reply | rewards | KL |", "|---|---|---|---|---|"]
+    for method in stack.methods:
+        cfg = DecodeConfig(method=method, weights=weights, max_new_tokens=64)
+        gens = generate_batch(stack, prompts, cfg, [0] * len(prompts))
+        scores = stack.score(prompts, [g.text for g in gens])
+        for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
+            rewards = " / ".join(f"{float(scores[o][i]):+.2f}" for o in stack.objectives)
+            lines.append(f"| {_cell(p)} | {method} | {_cell(g.text)} | {rewards} | {g.kl:.1f} |")
+    record_artifact(args.out, "samples", [], source="this stack's models and eval_prompts.json",
+                    licence="MIT (prompts derived from chitchat-dataset)",
+                    command=f"python -m mavis_core build --steps report --out {args.out}", seed=0, metrics={},
+                    card="\n".join(lines))
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/") or "(empty)"
 
 
 def build_reward_audit(args: argparse.Namespace) -> None:
