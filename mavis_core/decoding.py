@@ -1,9 +1,13 @@
 """The one generation loop behind every method: KV caches, top-k, temperature, seed, streaming events.
 
 Per step each method produces the logits of its own distribution (base: π_ref; MOD: Σ λ_m log π_m; RSoup:
-the merged model; MAVIS: π_ref, tilted over its top-k by the value models), samples from its top-k after
-temperature, and reports the chosen token's log-prob under that distribution and under π_ref (full
-vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖ π_ref) for the reply.
+the policies' interpolated adapter; MAVIS: π_ref, tilted over its top-k by the value models), samples from
+its top-k after temperature, and reports the chosen token's log-prob under that distribution and under π_ref
+(full vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖ π_ref) for the reply.
+
+Every reply of a request is a *lane*, and all lanes are rows of one batch (`LaneDecoder`): the methods side
+by side, a sweep's λ points, several prompts and seeds cost about one batched forward per step.
+`CausalRunner` / `MethodRunner` serve beam search, which reorders its rows every step.
 """
 
 from __future__ import annotations
@@ -112,9 +116,17 @@ class CausalRunner:
         """Append one token per row (B,). Returns next-token logits (B, copies, V)."""
         return self.extend(tokens[:, None])[:, :, -1]
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep request rows ``rows`` (n,) of the cache (rows may repeat: beams grown from one parent each get
+        a copy); each request row holds ``copies`` cache rows."""
+        rows = rows.to(self.attention_mask.device)
+        flat = (rows[:, None] * self.copies + torch.arange(self.copies, device=rows.device)).flatten()
+        self.cache.batch_select_indices(flat)
+        self.attention_mask = self.attention_mask[flat]
+
 
 class MethodRunner:
-    """Produces the logits of one decoding method's distribution, (B, V), and π_ref's when it has them."""
+    """Produces the logits of one decoding method's distribution, (B, V), for beam search (RSoup: a merged copy)."""
 
     def __init__(self, stack: Stack, cfg: DecodeConfig, weights: list[float]) -> None:
         if cfg.method not in stack.methods:
@@ -123,17 +135,18 @@ class MethodRunner:
             )
         self.method = cfg.method
         self.weights = torch.tensor(weights)
-        self.runner = CausalRunner(stack.base)
+        # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
+        self.active = [i for i, w in enumerate(weights) if w > 0]
         if cfg.method == "rsoup":
             self.runner = CausalRunner(stack.rsoup_model(weights))
-        if cfg.method == "mod":
-            # Only objectives with λ > 0 contribute; skipping the rest keeps one-hot MOD as cheap as one policy.
-            self.active = [i for i, w in enumerate(weights) if w > 0]
+        elif cfg.method == "mod":
             self.runner = CausalRunner(stack.policies, adapter_names=[stack.objectives[i] for i in self.active])
+        else:
+            self.runner = CausalRunner(stack.base)
 
     @property
     def samples_from_base(self) -> bool:
-        """Base and MAVIS sample from π_ref's own logits; MOD and RSoup need π_ref on the side (LazyBase)."""
+        """Base and MAVIS sample from π_ref's own logits; MOD and RSoup need π_ref on the side."""
         return self.method in ("base", "mavis")
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
 from .config import DecodeConfig
-from .decoding import CausalRunner, Generation, MethodRunner, TokenEvent, _Row, generate_batch
+from .decoding import Generation, MethodRunner, TokenEvent, _Row, generate_batch
 from .dialogue import PromptFormat
 from .stack import Stack
 from .tilts import mavis_contributions, top_k_logits, value_bonus
@@ -174,23 +173,6 @@ def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_b
     return kept
 
 
-def select_rows(cache: DynamicCache, attention_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Keep (and repeat) batch rows ``rows`` (n,) of a KV cache in place; returns the matching (n, T) mask.
-
-    Rows may repeat: two beams grown from one parent each get a copy of its cache.
-    """
-    cache.batch_select_indices(rows)
-    return attention_mask[rows]
-
-
-def reorder_runner(runner: CausalRunner, rows: torch.Tensor) -> None:
-    """Reorder a CausalRunner's cache to beams ``rows`` (n,); MOD's runner holds ``copies`` rows per beam."""
-    rows = rows.to(runner.attention_mask.device)
-    copies = torch.arange(runner.copies, device=rows.device)
-    runner.attention_mask = select_rows(runner.cache, runner.attention_mask, (rows[:, None] * runner.copies + copies)
-                                        .flatten())
-
-
 def reorder_scorer(scorer: ValueScorer, rows: torch.Tensor, chosen: torch.Tensor) -> None:
     """After ``scorer.score``: new beam i continues beam ``rows[i]`` with its candidate ``chosen[i]``.
 
@@ -265,7 +247,7 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
             break
         rows = torch.tensor([r for r, _, _ in kept])
         chosen = torch.tensor([j for _, j, _ in kept])
-        reorder_runner(runner.runner, rows)
+        runner.runner.select(rows)
         if scorer is not None:
             reorder_scorer(scorer, rows, chosen)
         logits = runner.step(torch.tensor([b.events[-1].token_id for b in alive], device=logits.device))

@@ -7,7 +7,7 @@ import torch
 from mavis_core import DecodeConfig, generate_batch, generate_reply
 from mavis_core.decoding import MethodRunner
 from mavis_core.dialogue import cut_at_stop, format_prompt
-from mavis_core.search import reorder_runner, reorder_scorer, run_beams, search, search_batch
+from mavis_core.search import reorder_scorer, run_beams, search, search_batch
 from mavis_core.tilts import top_k_logits
 from mavis_core.values import ValueScorer, values_uncached
 
@@ -165,7 +165,7 @@ def test_method_caches_after_beam_reordering_equal_fresh_runs(tiny_stack, method
     runner.step(tokens)
     prefixes = [torch.cat([p, tokens[b : b + 1]]) for b, p in enumerate(prefixes)]
     rows, tokens = torch.tensor([1, 1, 0]), torch.tensor([20, 21, 22])
-    reorder_runner(runner.runner, rows)
+    runner.runner.select(rows)
     logits = runner.step(tokens)  # (3, V)
     for b, r in enumerate(rows.tolist()):
         prefix = torch.cat([prefixes[r], tokens[b : b + 1]])[None]

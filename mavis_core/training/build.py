@@ -44,7 +44,7 @@ STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
 WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "report")
 # The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
 VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
-               "--guided-prompts", "24", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
+               "--guided-prompts", "8", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
                "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "2",
                "--beta", "1.0", "--num-eval-prompts", "32")
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",

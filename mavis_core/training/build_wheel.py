@@ -108,7 +108,8 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Trained by the iterative algorithm: "
         "iteration 0 on trees rolled out from the base (4 root children, then 2, 3 levels, 48 tokens), "
-        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 24 prompts per objective), with "
+        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 8 prompts per objective: "
+        "guided rollouts cost a value pass per step, and 2 CPU cores bought no more), with "
         "ζ·log-ratio targets. `iterK_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
     )
     record_artifact(args.out, "values-fused", [out], source=_trained_source("rollout prompts: the first 128 "),
