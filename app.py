@@ -3,32 +3,45 @@
     python app.py [--stack PATH] [--host HOST] [--port PORT] [--study-db PATH]
 
 This file only lays out the UI and wires events; the work happens in mavis_core (engine, study, plots).
-Every action is a named API endpoint (see the "Use via API" link, or gradio_client).
+Every action is a named API endpoint (see the "Use via API" link, or gradio_client). The server runs behind
+`Guard`, which refuses oversized and malformed API calls and keeps any one client from filling the queue.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import math
 import os
 import random
-import tempfile
+import secrets
+import shutil
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from mavis_core.engine import (
     BEAMS_RANGE,
     BETA_RANGE,
     CANDIDATES_RANGE,
+    MAX_PROMPT_CHARS,
     SEED_RANGE,
     TEMPERATURE_RANGE,
     TOP_K_RANGE,
     Engine,
     Reply,
     Settings,
+    _number,
     clean_prompt,
     weight_grid,
 )
@@ -38,8 +51,19 @@ from mavis_core.study import RATING_RANGE, StudyDB, token_ok
 DEFAULT_STACK = "assets/stack.toml"
 DEFAULT_STUDY_DB = "study.db"
 ADMIN_TOKEN_ENV = "MAVIS_ADMIN_TOKEN"
-CONCURRENCY = 2  # requests decoding at once; more only slows everyone down on a 2-vCPU Space
+CONCURRENCY = 2  # requests running the model at once, of every kind together; more only slows everyone on 2 vCPUs
+MODEL_GROUP = "model"  # the one concurrency group of generate, sweep and study trials, so CONCURRENCY is the total
+MODEL_WORK = {"concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY}  # for the listeners that run the model
 MAX_QUEUE = 64  # waiting requests beyond this are turned away at once rather than left to time out
+MAX_JOBS_PER_SESSION = 2  # model requests queued or running per browser tab / API client; more are refused at once
+MAX_JOBS_PER_ADDRESS = 16  # ... per client address (a quarter of the queue: one machine cannot fill it)
+MAX_REQUEST_WORK = 32_768  # replies × samples (N or B) × tokens in one request: about a minute on 2 CPU cores
+MAX_REQUEST_BYTES = 2**20  # per HTTP request body: a prompt is cut to its last 4,000 characters anyway
+ADMIN_FAILURES = (5, 600.0)  # wrong admin tokens per client address per 10 minutes before all its tries are refused
+TRIALS_PER_SESSION = (3, 60.0)  # study trials per session per minute: a person reads and rates for longer than that
+TRIALS_PER_ADDRESS = (60, 600.0)  # study trials per client address per 10 minutes (a lab behind one address: raise)
+EXPORT_TTL_S = 300.0  # a study export not downloaded within this is deleted
+EXPORT_PREFIX = "mavis-export-"  # its private folder in gradio's cache, named with an unguessable token
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
@@ -48,21 +72,342 @@ NO_Z = "none (2-D)"
 SEARCH_CHOICES = [("sample", "sample"), ("best-of-N", "best_of_n"), ("beam search", "beam")]
 SEARCH_DEFAULTS = ("sample", 4, 4)  # search, N, B: what API callers that leave them out get
 SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
+FILLED_BY_GRADIO = ("request", "progress")  # listener parameters gradio fills itself: no component behind them
 CSS = """
 .reply textarea { font-size: 15px !important; }
 #details { padding: 4px 8px; }
 .rating .wrap { gap: 4px !important; flex-wrap: nowrap !important; }
 .rating label { padding: 4px 8px !important; min-width: 0 !important; }
 """
+LOG = logging.getLogger("mavis.app")
+
+
+class Gone(Exception):
+    """The client of a running request disconnected (or cancelled it): stop working for nobody."""
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Show a ValueError from mavis_core as a plain gr.Error (a modal), never a stack trace."""
+def user_errors(endpoint: str) -> Iterator[None]:
+    """Show a ValueError from mavis_core as a plain gr.Error (a modal), never a stack trace; log one line."""
     try:
         yield
     except ValueError as err:
+        LOG.warning("refused /%s: %s", endpoint, err)
         raise gr.Error(str(err), print_exception=False) from None
+    except Gone:
+        LOG.warning("stopped /%s: its client is gone", endpoint)
+        raise gr.Error("Stopped: the client disconnected.", print_exception=False) from None
+
+
+def _choices(component) -> list:
+    return [value for _, value in component.choices]
+
+
+def _field(component, name: str | None) -> str:
+    """How a message names an input: its API parameter name (as in view_api) and its label, when they differ."""
+    label = str(component.label)
+    if not name:
+        return repr(label)
+    return name if name.replace("_", " ").lower() == label.lower() else f"{name} ({label!r})"
+
+
+def _typed(component, value: object, field: str) -> object:
+    """``value`` if its JSON type fits ``component``; a ValueError naming the field and what it takes otherwise
+    (gradio's own preprocess fails on a wrong type with a bare TypeError, which reaches a client as no message)."""
+    if isinstance(component, (gr.Slider, gr.Number)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            low, high = component.minimum, component.maximum  # the range itself is the component's to check
+            _number(field, value, -math.inf if low is None else low, math.inf if high is None else high)
+    elif isinstance(component, gr.CheckboxGroup):
+        if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+            raise ValueError(f"{field} must be a list of choices from {_choices(component)}, got {value!r:.60}")
+    elif isinstance(component, gr.Textbox):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{field} must be text, got {type(value).__name__}")
+    elif isinstance(value, (list, dict)):  # a Radio or single Dropdown takes one choice
+        raise ValueError(f"{field} must be one of {_choices(component)}, got {value!r:.60}")
+    return value
+
+
+def _read(components: list, values: list, names: list[str]) -> list:
+    """Raw API values through a type check and then their component's own preprocess (range, choices);
+    ``names``: the listener's parameter names of the first values (the rest, ``*args``, have none)."""
+    out = []
+    for i, (component, value) in enumerate(zip(components, values, strict=True)):
+        if isinstance(component, gr.State):
+            out.append(value)
+            continue
+        field = _field(component, names[i] if i < len(names) else None)
+        try:
+            out.append(component.preprocess(_typed(component, value, field)))
+        except gr.Error as err:  # gradio's message says what is wrong, not which field
+            raise ValueError(f"{field}: {err.message}") from None
+    return out
+
+
+def checked(fn: Callable, inputs: list, endpoint: str) -> Callable:
+    """``fn`` as a listener wired with ``preprocess=False``: every value is read by `_read` first, so a wrong type
+    over the API gets a gr.Error naming its field. Parameters named in FILLED_BY_GRADIO pass through untouched."""
+    names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    filled = {i for i, name in enumerate(names) if name in FILLED_BY_GRADIO}
+    value_names = [name for i, name in enumerate(names) if i not in filled]
+
+    def read(args: tuple) -> list:
+        with user_errors(endpoint):
+            values = iter(_read(inputs, [a for i, a in enumerate(args) if i not in filled], value_names))
+        return [a if i in filled else next(values) for i, a in enumerate(args)]
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def listener(*args):
+            yield from fn(*read(args))
+    else:
+        @functools.wraps(fn)
+        def listener(*args):
+            return fn(*read(args))
+    return listener
+
+
+class Recent:
+    """Timestamps of recent events per key (a client address, a session), to rate-limit them; thread-safe."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def wait(self, key: str, limit: tuple[int, float]) -> float:
+        """Seconds until ``key`` may have another event under ``limit`` = (count, seconds); 0 if it may now."""
+        count, seconds = limit
+        with self._lock:
+            times, now = self._times[key], time.monotonic()
+            while times and times[0] <= now - seconds:
+                times.popleft()
+            if not times:
+                del self._times[key]  # sessions come and go: keep no key without recent events
+            return 0.0 if len(times) < count else times[0] + seconds - now
+
+    def add(self, key: str) -> int:
+        """Record an event of ``key``; returns how many it has in the window kept."""
+        with self._lock:
+            self._times[key].append(time.monotonic())
+            return len(self._times[key])
+
+
+class Exports:
+    """Study CSV exports, each in its own folder (owner-only, named with an unguessable token) in gradio's cache,
+    so gradio serves it without a copy. `Guard` serves it once, to whoever holds the link of the admin's response,
+    and deletes it; one never fetched goes after EXPORT_TTL_S; folders left by an earlier run go at start."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self._deadlines: dict[Path, float] = {}
+        self._lock = threading.Lock()
+        for old in cache.glob(f"{EXPORT_PREFIX}*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+    def new(self, name: str) -> Path:
+        """A path for a new export file, in a fresh private folder."""
+        self.purge()
+        folder = self.cache / f"{EXPORT_PREFIX}{secrets.token_urlsafe(24)}"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)
+        with self._lock:
+            self._deadlines[folder / name] = time.monotonic() + EXPORT_TTL_S
+        return folder / name
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` is a live export (the link in an admin's response, not yet fetched)."""
+        self.purge()
+        with self._lock:
+            return path in self._deadlines
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            self._deadlines.pop(path, None)
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+    def purge(self, now: float | None = None) -> None:
+        """Delete the exports whose time is up."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            expired = [p for p, deadline in self._deadlines.items() if deadline <= now]
+        for path in expired:
+            self.remove(path)
+
+
+def _refusal(message: str, field: str = "request") -> tuple[int, dict]:
+    """A refused API call in gradio's own validation format: gradio_client raises it as a ValidationError that
+    carries ``message``, and the page shows it on the event's first input; raw clients read "error"."""
+    detail = [{"__type__": "validate", "is_valid": False, "message": message, "parameter_name": field}]
+    return 422, {"detail": detail, "error": message}
+
+
+async def _body(scope: dict, receive: Callable) -> bytes | None:
+    """The request body, or None once it is over MAX_REQUEST_BYTES: refused by its Content-Length before reading,
+    or as soon as the chunks read pass the limit (a chunked upload has none), so it is never held in memory."""
+    length = dict(scope["headers"]).get(b"content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_REQUEST_BYTES:
+            return None
+        more = message["type"] == "http.request" and message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """``receive`` for the app behind: the body already read, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return replay
+
+
+def _json(body: bytes) -> dict | None:
+    """The JSON object of a call's body, or None."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+async def _answer(send: Callable, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware in front of gradio's routes (installed by `Demo.launch`). It refuses, each with a message
+    and one log line, before gradio reads or queues anything:
+
+    - a request body over MAX_REQUEST_BYTES, and every upload (the app has no upload component);
+    - a call to an unknown endpoint, or with the wrong number of values (gradio answers those with no message);
+    - a model request from a session with MAX_JOBS_PER_SESSION, or an address with MAX_JOBS_PER_ADDRESS, already
+      queued or running, so no one client can fill the shared queue;
+    - a file of gradio's cache that is not a live study export (an earlier run's, or one already downloaded);
+      an export is deleted once it has been served.
+    """
+
+    CALLS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+
+    def __init__(self, app: Callable, demo: Demo) -> None:
+        self.app, self.demo = app, demo
+        # Held from the check of a model call until gradio has queued it (milliseconds): calls arriving together
+        # would otherwise all pass the count before any of them is in the queue.
+        self._admitting = asyncio.Lock()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if "/gradio_api/file=" in path:
+            return await self._file(Path(os.path.realpath(path.split("/gradio_api/file=", 1)[1])), scope, receive,
+                                    send)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        call = next((route for route in self.CALLS if route in path), None)
+        if path.endswith("/gradio_api/upload"):
+            return await self._refuse(scope, send, 413, {"error": "This app takes no file uploads."})
+        body = await _body(scope, receive)
+        if body is None:
+            message = (f"The request is over {MAX_REQUEST_BYTES / 2**20:g} MB, the most this app takes (a prompt is "
+                       f"cut to its last {MAX_PROMPT_CHARS:,} characters anyway).")
+            return await self._refuse(scope, send, *(_refusal(message) if call else (413, {"error": message})))
+        fn = self._fn(path, call, body) if call else None
+        async with self._admitting if fn is not None and fn.concurrency_id == MODEL_GROUP else nullcontext():
+            refusal = self._check_call(path, fn, body, scope) if call else None
+            if refusal:
+                return await self._refuse(scope, send, *refusal)
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse(self, scope: dict, send: Callable, status: int, payload: dict) -> None:
+        LOG.warning("refused %s %s from %s: %s", scope["method"], scope["path"][:120], (scope.get("client") or "?")[0],
+                    payload["error"])
+        await _answer(send, status, payload)
+
+    def _fn(self, path: str, route: str, body: bytes):
+        """The event a call names: by fn_index (the page, gradio_client) or by its api_name (the REST routes)."""
+        payload = _json(body) or {}
+        name = path.split(route, 1)[1].strip("/").removeprefix("v2/") if route != self.CALLS[0] else "predict"
+        if name == "predict":
+            return self.demo.fns.get(payload.get("fn_index")) if isinstance(payload.get("fn_index"), int) else None
+        return next((fn for fn in self.demo.fns.values() if fn.api_name == name), None)
+
+    def _check_call(self, path: str, fn, body: bytes, scope: dict) -> tuple[int, dict] | None:
+        payload = _json(body)
+        if payload is None:
+            return None  # not a JSON object: gradio's own 422 says so
+        if fn is None:
+            names = sorted(f"/{f.api_name}" for f in self.demo.fns.values()
+                           if f.api_name and f.api_visibility == "public")
+            what = f"fn_index {payload.get('fn_index')!r:.20}" if "fn_index" in payload else path
+            message = f"No such endpoint: {what}; this app has {', '.join(names)}."
+            return 404, {"detail": message, "error": message}
+        data, api_inputs = payload.get("data"), [c for c in fn.inputs if not c.skip_api]
+        if isinstance(data, list) and len(data) not in (len(fn.inputs), len(api_inputs)):
+            labels = ", ".join(str(c.label) for c in api_inputs)
+            return _refusal(f"/{fn.api_name} takes {len(api_inputs)} values ({labels}), got {len(data)}.", "data")
+        if fn.concurrency_id == MODEL_GROUP:
+            return self._check_load(payload.get("session_hash"), (scope.get("client") or ("unknown",))[0])
+        return None
+
+    def _check_load(self, session: str | None, address: str) -> tuple[int, dict] | None:
+        """A refusal when this session or address already has its share of model requests queued or running."""
+        events = [e for e in list(self.demo._queue.event_ids_to_events.values()) if e.fn.concurrency_id == MODEL_GROUP]
+        mine = sum(e.session_hash == session for e in events) if session else 0
+        if mine >= MAX_JOBS_PER_SESSION:
+            return _refusal(f"{mine} of your requests are already queued or running, the most one session may "
+                            f"have; wait for one to finish (or stop it), then try again.", "queue")
+        here = sum(e.request is not None and e.request.client is not None and e.request.client.host == address
+                   for e in events)
+        if here >= MAX_JOBS_PER_ADDRESS:
+            return _refusal(f"{here} requests from your address are already queued or running, the most one address "
+                            f"may have; try again when one has finished.", "queue")
+        return None
+
+    async def _file(self, target: Path, scope: dict, receive: Callable, send: Callable) -> None:
+        """Gradio's file route for ``target``: within gradio's cache only a live export, deleted once served."""
+        exports = self.demo.exports
+        if not target.is_relative_to(exports.cache):
+            return await self.app(scope, receive, send)  # gradio's static files, under its own rules
+        if not exports.owns(target):
+            return await self._refuse(scope, send, 404, {"error": "No such file (a study export can be downloaded "
+                                                                  "once: export again)."})
+        status = {}
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if scope["method"] == "GET" and status.get("code") == 200:
+            exports.remove(target)
+
+
+class Demo(gr.Blocks):
+    """gr.Blocks whose server always runs behind `Guard`, with gradio's own upload size limit set as well;
+    ``exports`` holds its study exports (set by build_demo)."""
+
+    exports: Exports
+
+    def launch(self, *args, **kwargs):
+        kwargs.setdefault("max_file_size", MAX_REQUEST_BYTES)
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(Guard, demo=self)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
 def _stats(reply: Reply | None, objectives: list[str]) -> str:
@@ -93,11 +438,23 @@ def _next_id(history: list[dict]) -> int:
     return history[-1]["id"] + 1 if history else 1
 
 
-class Actions:
-    """The event handlers: each turns UI / API values into mavis_core calls and back into UI values."""
+def _address(request: gr.Request | None) -> str:
+    """The client address (uvicorn takes it from X-Forwarded-For only when the proxy is in FORWARDED_ALLOW_IPS)."""
+    client = getattr(request, "client", None)
+    return client.host if client else "unknown"
 
-    def __init__(self, engine: Engine, study: StudyDB, admin_token: str | None) -> None:
-        self.engine, self.study, self.admin_token = engine, study, admin_token
+
+class Actions:
+    """The event handlers: each turns UI / API values into mavis_core calls and back into UI values.
+
+    Handlers that take ``request`` get it from gradio (never from a component): it names the session and the
+    client address for the rate limits, and lets long requests stop once their client is gone.
+    """
+
+    def __init__(self, engine: Engine, study: StudyDB, admin_token: str | None, exports: Exports) -> None:
+        self.engine, self.study, self.admin_token, self.exports = engine, study, admin_token, exports
+        self.queue = None  # gradio's queue, set by build_demo: its events say whose request is still wanted
+        self.admin_failures, self.trials = Recent(), Recent()
 
     def _settings(self, weights: tuple, beta, top_k, temperature, max_new_tokens, seed,
                   search: tuple = SEARCH_DEFAULTS) -> Settings:
@@ -107,7 +464,7 @@ class Actions:
                                     temperature, max_new_tokens, seed, *search)
 
     def _split(self, values: tuple) -> tuple[tuple, tuple]:
-        """The trailing inputs of generate / check: one weight per objective, then search, N, B (optional, so
+        """The trailing inputs of generate / check: one weight per objective, then search, N and B (optional, so
         API callers from before search existed keep working)."""
         n = len(self.engine.objectives)
         weights, search = values[:n], values[n:]
@@ -121,10 +478,30 @@ class Actions:
             gr.Warning(message)
         return prompt
 
+    def _check_work(self, replies: int, settings: Settings) -> None:
+        """ValueError when one request asks for more than MAX_REQUEST_WORK token steps (replies × samples × tokens)."""
+        samples = {"sample": 1, "best_of_n": settings.num_candidates, "beam": settings.num_beams}[settings.search]
+        work = replies * samples * settings.max_new_tokens
+        if work > MAX_REQUEST_WORK:
+            raise ValueError(f"This request is too much work for a shared server: {replies} replies × {samples} "
+                             f"samples × {settings.max_new_tokens} tokens = {work:,} token steps; the limit is "
+                             f"{MAX_REQUEST_WORK:,}. Use fewer tokens, a smaller N or B, fewer methods, or sweep "
+                             f"over the chart axes instead of all objectives.")
+
+    def _gone(self, request: gr.Request | None, endpoint: str) -> bool:
+        """Whether the client of this running request disconnected or cancelled it: gradio marks its event dead
+        (or drops it); the work in between would be for nobody."""
+        if request is None or self.queue is None:
+            return False
+        events = [e for e in list(self.queue.event_ids_to_events.values())
+                  if e.session_hash == request.session_hash and e.fn.api_name == endpoint]
+        return not events or all(not e.alive or e.closed for e in events)
+
     def normalise(self, *weights: float) -> str:
-        if len(weights) != len(self.engine.objectives):
-            raise gr.Error(f"expected {len(self.engine.objectives)} weights, got {len(weights)}")
-        lam = self.engine.normalised(dict(zip(self.engine.objectives, weights, strict=True)))
+        with user_errors("normalise"):
+            if len(weights) != len(self.engine.objectives):
+                raise ValueError(f"expected {len(self.engine.objectives)} weights, got {len(weights)}")
+            lam = self.engine.normalised(dict(zip(self.engine.objectives, weights, strict=True)))
         if not any(lam.values()):
             return "**λ = all zero** — raise at least one slider"
         return "**normalised λ:** " + " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
@@ -132,28 +509,32 @@ class Actions:
     def check(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, *rest) -> None:
         """The browser's quick check before generate / sweep: a mistake then shows only as an error toast,
         instead of an error badge over every output (the endpoints themselves check again, for API callers)."""
-        with user_errors():
+        with user_errors("check"):
             weights, search = self._split(rest)
-            self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
-                           max_new_tokens, seed, search)
-            self.engine.check_methods(methods)
+            settings = self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
+                                      max_new_tokens, seed, search)
+            methods = self.engine.check_methods(methods)
+            if weights:  # generate's check (a sweep's work depends on its mode, which it checks itself)
+                self._check_work(len(methods), settings)
             clean_prompt(prompt)
 
     def check_study(self, participant: str, prompt: str) -> None:
-        with user_errors():
+        with user_errors("check_study"):
             if (prompt or "").strip() or not self.engine.examples:
                 clean_prompt(prompt)
 
-    def generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, z, history,
-                 *rest):
+    def generate(self, request: gr.Request, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y,
+                 z, history, *rest):
         """Stream every ticked method side by side; then add the scored replies to the chart.
 
         ``rest``: one weight per objective, then optionally search ("sample", "best_of_n", "beam"), N and B.
+        A client that disconnects stops it: gradio stops asking for the next update.
         """
-        with user_errors():
+        with user_errors("generate"):
             weights, search = self._split(rest)
             settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed, search)
             methods = self.engine.check_methods(methods)
+            self._check_work(len(methods), settings)
             prompt = self._prompt(prompt, settings.max_new_tokens)
             last = 0.0
             for replies in self.engine.stream(prompt, methods, settings):
@@ -186,15 +567,21 @@ class Actions:
         return pareto_figure(history, x, y, self.engine.methods, z=None if z == NO_Z else z)
 
     def redraw(self, x: str, y: str, z: str, history: list[dict]):
-        with user_errors():
+        with user_errors("redraw"):
             return self._figure(history, x, y, z)
 
     def clear(self, x: str, y: str, z: str):
-        with user_errors():
+        with user_errors("clear"):
             return self._figure([], x, y, z), [], gr.Dropdown(choices=[], value=None), ""
 
     def show_sample(self, sample_id, history: list[dict]) -> str:
-        """The chosen sample's text, weights and scores (plotly clicks do not reach the server in gr.Plot)."""
+        """The chosen sample's text, weights and scores (plotly clicks do not reach the server in gr.Plot).
+
+        Wired with preprocess=False, unchecked: the dropdown's choices change per session, so the id is checked
+        here against this user's own chart."""
+        with user_errors("show_sample"):
+            if sample_id is not None and (isinstance(sample_id, bool) or not isinstance(sample_id, int)):
+                raise ValueError(f"sample_id must be the number of a sample on your chart, got {sample_id!r:.60}")
         match = [s for s in history if s["id"] == sample_id]
         if not match:
             return ""
@@ -206,12 +593,12 @@ class Actions:
                 f"β {s['beta']} · seed {s['seed']}"
                 f"\n\n{scores} · KL **{s['kl']:.2f}**\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
 
-    def sweep(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z, history,
-              search=SEARCH_DEFAULTS[0], num_candidates=SEARCH_DEFAULTS[1], num_beams=SEARCH_DEFAULTS[2],
-              progress=gr.Progress()):  # noqa: B008 - gradio finds its progress tracker by this default
+    def sweep(self, request: gr.Request, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x,
+              y, z, history, search=SEARCH_DEFAULTS[0], num_candidates=SEARCH_DEFAULTS[1],
+              num_beams=SEARCH_DEFAULTS[2], progress=gr.Progress()):  # noqa: B008 - gradio finds it by this default
         """Every ticked method over a λ grid, with the chosen search; the points join the chart as each
-        method's front."""
-        with user_errors():
+        method's front. Stops at the next step once its client is gone."""
+        with user_errors("sweep"):
             objectives = self.engine.objectives
             settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed,
                                       (search, num_candidates, num_beams))
@@ -221,9 +608,15 @@ class Actions:
                 raise ValueError(f"sweep mode must be one of {list(SWEEP_MODES)}, got {mode!r}")
             pair = (objectives.index(x), objectives.index(y)) if mode == SWEEP_MODES[0] else None
             grid = weight_grid(len(objectives), axes=pair)
+            self._check_work(sum(1 if m == "base" else len(grid) for m in methods), settings)
+
+            def on_step(i: int, n: int, desc: str) -> None:
+                if self._gone(request, "sweep"):
+                    raise Gone
+                progress((i, n), desc=desc, unit="steps")
+
             start = time.monotonic()
-            out = self.engine.sweep(prompt, methods, settings, grid,
-                                    on_step=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
+            out = self.engine.sweep(prompt, methods, settings, grid, on_step=on_step)
             replies, weights = [r for _, r in out], [w for w, _ in out]
             history = (history + _samples(replies, prompt, settings, "sweep", _next_id(history), weights))
             history = history[-MAX_HISTORY:]
@@ -231,9 +624,23 @@ class Actions:
             status = f"Swept {len(out)} replies ({len(grid)} λ points){how} in {time.monotonic() - start:.1f} s."
             return self._figure(history, x, y, z), history, gr.Dropdown(choices=_sample_choices(history)), status
 
-    def study_new(self, participant: str, prompt: str, progress=gr.Progress()):  # noqa: B008 - as in sweep
+    def _count_trial(self, request: gr.Request | None) -> None:
+        """ValueError when this session or address started too many trials lately (one script cannot stuff the
+        ballot); otherwise the trial is counted."""
+        keys = [(f"session {getattr(request, 'session_hash', None)}", TRIALS_PER_SESSION, "this session"),
+                (f"address {_address(request)}", TRIALS_PER_ADDRESS, "your address")]
+        for key, limit, who in keys:
+            wait = self.trials.wait(key, limit)
+            if wait:
+                raise ValueError(f"{limit[0]} trials were started from {who} in the last {limit[1]:.0f} s, the most "
+                                 f"allowed; rate the one shown and try again in {math.ceil(wait)} s.")
+        for key, _, _ in keys:
+            self.trials.add(key)
+
+    def study_new(self, request: gr.Request, participant: str, prompt: str,
+                  progress=gr.Progress()):  # noqa: B008 - as in sweep
         """A blinded trial: every method replies to one prompt under random weights, in a shuffled order."""
-        with user_errors():
+        with user_errors("study_new"):
             progress(0, desc="Generating the replies…")
             rng = random.SystemRandom()
             if not (prompt or "").strip() and self.engine.examples:
@@ -243,6 +650,7 @@ class Actions:
                    "max_new_tokens": min(STUDY_SETTINGS["max_new_tokens"], self.engine.max_new_tokens)}
             settings = self.engine.settings(lam, seed=rng.randint(*SEED_RANGE), **raw)
             prompt = self._prompt(prompt, settings.max_new_tokens)
+            self._count_trial(request)
             replies = self.engine.replies(prompt, self.engine.methods, settings)
             trial = self.study.add_trial((participant or "").strip()[:100] or "anonymous", prompt, lam, settings.seed,
                                          raw, {r.method: r.text for r in replies})
@@ -252,7 +660,7 @@ class Actions:
 
     def study_submit(self, trial_id: str | None, favourite: str | None, *ratings):
         """Save one trial's ratings (slot × objective, in the order shown) and favourite, at once."""
-        with user_errors():
+        with user_errors("study_submit"):
             if not trial_id:
                 raise ValueError("No trial to rate yet: press 'New trial' first.")
             n_obj = len(self.engine.objectives)
@@ -262,22 +670,31 @@ class Actions:
             self.study.add_ratings(trial_id, per_slot, favourite or "")
             return None, "Thank you — saved. Press **New trial** for the next one."
 
-    def _admin(self, token: str) -> None:
+    def _admin(self, token: str, request: gr.Request | None) -> None:
+        """ValueError unless ``token`` is the admin token; an address with too many wrong tokens lately is refused
+        whatever it sends (guessing is slow), and every wrong or refused try is logged."""
         if not self.admin_token:
             raise ValueError(f"Study results are disabled: set {ADMIN_TOKEN_ENV} on the server to enable them.")
+        address = _address(request)
+        wait = self.admin_failures.wait(address, ADMIN_FAILURES)
+        if wait:
+            raise ValueError(f"Too many wrong admin tokens from your address; try again in {math.ceil(wait / 60)} "
+                             f"min.")
         if not token_ok(token, self.admin_token):
+            count = self.admin_failures.add(address)
+            LOG.warning("wrong admin token from %s (%d in the last %.0f s)", address, count, ADMIN_FAILURES[1])
             raise ValueError("Wrong admin token.")
 
-    def study_results(self, token: str):
-        with user_errors():
-            self._admin(token)
+    def study_results(self, request: gr.Request, token: str):
+        with user_errors("study_results"):
+            self._admin(token, request)
             return self.study.results()
 
-    def study_export(self, token: str) -> str:
-        with user_errors():
-            self._admin(token)
-            out = Path(tempfile.mkdtemp(prefix="mavis-study-")) / "study_ratings.csv"
-            return str(self.study.export_csv(out))
+    def study_export(self, request: gr.Request, token: str) -> str:
+        """The ratings CSV for the admin who asked: a single-use link, see `Exports`."""
+        with user_errors("study_export"):
+            self._admin(token, request)
+            return str(self.study.export_csv(self.exports.new("study_ratings.csv")))
 
 
 def _controls(engine: Engine, actions: Actions) -> dict:
@@ -341,6 +758,11 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
     return c
 
 
+def _listen(fn: Callable, inputs: list, endpoint: str) -> dict:
+    """Listener arguments for ``fn``: gradio passes the raw values (preprocess off) and `checked` reads them."""
+    return {"fn": checked(fn, inputs, endpoint), "inputs": inputs, "preprocess": False}
+
+
 def _generate_tab(engine: Engine, actions: Actions) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
@@ -349,27 +771,25 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
             c |= _replies_and_chart(engine, actions)
     history = gr.State([])
     settings = [c["prompt"], c["beta"], c["top_k"], c["temperature"], c["max_new"], c["seed"], c["methods"]]
-    gr.on([s.change for s in c["sliders"]], actions.normalise, inputs=c["sliders"], outputs=c["lambda"],
-          api_name="normalise", show_progress="hidden", queue=False)
+    gr.on([s.change for s in c["sliders"]], **_listen(actions.normalise, c["sliders"], "normalise"),
+          outputs=c["lambda"], api_name="normalise", show_progress="hidden", queue=False)
     # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
     search = [c["search"], c["num_candidates"], c["num_beams"]]  # after the sliders: optional for API callers
-    gr.on([c["go"].click, c["prompt"].submit], actions.check, inputs=[*settings, *c["sliders"], *search],
+    gr.on([c["go"].click, c["prompt"].submit], **_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
           api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
-        actions.generate, inputs=[*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search],
-        outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate")
-    gr.on([c["x"].change, c["y"].change, c["z"].change], actions.redraw, inputs=[c["x"], c["y"], c["z"], history],
-          outputs=c["plot"],
-          api_name="redraw")
-    c["clear"].click(actions.clear, inputs=[c["x"], c["y"], c["z"]],
-                     outputs=[c["plot"], history, c["sample"], c["details"]],
-                     api_name="clear")
+        **_listen(actions.generate, [*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search], "generate"),
+        outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate",
+        **MODEL_WORK)
+    gr.on([c["x"].change, c["y"].change, c["z"].change],
+          **_listen(actions.redraw, [c["x"], c["y"], c["z"], history], "redraw"), outputs=c["plot"], api_name="redraw")
+    c["clear"].click(**_listen(actions.clear, [c["x"], c["y"], c["z"]], "clear"),
+                     outputs=[c["plot"], history, c["sample"], c["details"]], api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
-                       api_name="show_sample")
-    c["sweep"].click(actions.check, inputs=settings, api_visibility="private", concurrency_limit=None,
+                       api_name="show_sample", preprocess=False)
+    c["sweep"].click(**_listen(actions.check, settings, "check"), api_visibility="private", concurrency_limit=None,
                      show_progress="hidden").success(
-        actions.sweep, inputs=[*settings, c["mode"], c["x"], c["y"], c["z"], history, *search],
-        outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep",
-        concurrency_limit=1, concurrency_id="sweep")  # one sweep at a time: it can keep both cores busy for minutes
+        **_listen(actions.sweep, [*settings, c["mode"], c["x"], c["y"], c["z"], history, *search], "sweep"),
+        outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep", **MODEL_WORK)
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:
@@ -398,21 +818,31 @@ def _study_tab(engine: Engine, actions: Actions) -> None:
             show = gr.Button("Show per-method means")
             export = gr.Button("Export CSV")
         results = gr.Dataframe(label="Per-method results", interactive=False)
-        csv_file = gr.File(label="Ratings CSV")
-    new_button.click(actions.check_study, inputs=[participant, study_prompt], api_visibility="private",
-                     show_progress="hidden", concurrency_limit=None).success(
-        actions.study_new, inputs=[participant, study_prompt],
-        outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new")
-    submit.click(actions.study_submit, inputs=[trial_id, favourite, *ratings], outputs=[trial_id, status],
-                 api_name="study_submit")
-    show.click(actions.study_results, inputs=token, outputs=results, api_name="study_results")
-    export.click(actions.study_export, inputs=token, outputs=csv_file, api_name="study_export")
+        csv_file = gr.File(label="Ratings CSV (a single-use link: export again to download again)")
+    new_button.click(**_listen(actions.check_study, [participant, study_prompt], "check_study"),
+                     api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
+        **_listen(actions.study_new, [participant, study_prompt], "study_new"),
+        outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new", **MODEL_WORK)
+    submit.click(**_listen(actions.study_submit, [trial_id, favourite, *ratings], "study_submit"),
+                 outputs=[trial_id, status], api_name="study_submit")
+    show.click(**_listen(actions.study_results, [token], "study_results"), outputs=results,
+               api_name="study_results")
+    export.click(**_listen(actions.study_export, [token], "study_export"), outputs=csv_file,
+                 api_name="study_export")
 
 
-def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_token: str | None = None) -> gr.Blocks:
+def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_token: str | None = None) -> Demo:
     """The whole app on one loaded engine; ``admin_token`` defaults to the MAVIS_ADMIN_TOKEN variable."""
-    actions = Actions(engine, StudyDB(study_db), admin_token or os.environ.get(ADMIN_TOKEN_ENV))
-    with gr.Blocks(title="MAVIS demo") as demo:
+    from gradio.utils import get_upload_folder
+
+    study = StudyDB(study_db)
+    abandoned = study.abandon_unrated()
+    if abandoned:
+        LOG.warning("%d study trial(s) left unrated by an earlier run marked abandoned", abandoned)
+    exports = Exports(Path(os.path.realpath(get_upload_folder())))
+    actions = Actions(engine, study, admin_token or os.environ.get(ADMIN_TOKEN_ENV), exports)
+    # delete_cache: gradio also drops this run's cached files after EXPORT_TTL_S, and all of them when it stops.
+    with Demo(title="MAVIS demo", delete_cache=(int(EXPORT_TTL_S), int(EXPORT_TTL_S))) as demo:
         about = f"{engine.description} · " if engine.description else ""
         gr.Markdown(f"## MAVIS — steer a language model between objectives at inference time\n"
                     f"{about}Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
@@ -422,7 +852,9 @@ def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_to
             _generate_tab(engine, actions)
         with gr.Tab("User study", id="study"):
             _study_tab(engine, actions)
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+    # api_open=False: a queued endpoint cannot be POSTed to /gradio_api/run/ directly, around every limit.
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
+    demo.exports, actions.queue = exports, demo._queue
     return demo
 
 
@@ -440,15 +872,51 @@ def load_engine(path: str) -> Engine:
         raise SystemExit(f"error: cannot load stack {path}: {first_line}") from None
 
 
+def check_study_db(path: str) -> None:
+    """Check the study database now, before minutes of model loading: SystemExit with one line if it is a folder,
+    not an SQLite file, or cannot be created. A missing file is created later, by build_demo."""
+    target = Path(path)
+    folder = next(p for p in (target.absolute(), *target.absolute().parents) if p.exists())
+    try:
+        if folder == target.absolute():
+            StudyDB(target)
+        elif not (folder.is_dir() and os.access(folder, os.W_OK)):
+            raise ValueError(f"cannot create it: {folder} is not a writable folder")
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: --study-db {path}: {err}") from None
+
+
+def torch_threads(cores: int | None = None, concurrency: int = CONCURRENCY) -> int:
+    """Threads per decode so that (threads × concurrent decodes) ≤ cores: two 2-thread torch jobs on 2 cores run
+    many times slower than one (OpenMP threads spin while they wait for each other). ``MAVIS_THREADS`` overrides.
+
+    >>> torch_threads(cores=2, concurrency=2), torch_threads(cores=16, concurrency=2), torch_threads(cores=1)
+    (1, 8, 1)
+    """
+    if os.environ.get("MAVIS_THREADS"):
+        return max(1, int(os.environ["MAVIS_THREADS"]))
+    return max(1, (cores or os.cpu_count() or 1) // concurrency)
+
+
+def set_torch_threads() -> None:
+    import torch  # imported here so `python app.py --help` stays instant
+
+    torch.set_num_threads(torch_threads())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="MAVIS demo: steer a language model between objectives.")
-    parser.add_argument("--stack", default=os.environ.get("MAVIS_STACK", DEFAULT_STACK),
+    # `or`: a variable set but empty (MAVIS_STACK=) means the default, not a stack file named "".
+    parser.add_argument("--stack", default=os.environ.get("MAVIS_STACK") or DEFAULT_STACK,
                         help=f"stack TOML file (default: $MAVIS_STACK or {DEFAULT_STACK})")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--study-db", default=os.environ.get("MAVIS_STUDY_DB", DEFAULT_STUDY_DB),
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or "7860"))
+    parser.add_argument("--study-db", default=os.environ.get("MAVIS_STUDY_DB") or DEFAULT_STUDY_DB,
                         help=f"SQLite file for user-study ratings (default: $MAVIS_STUDY_DB or {DEFAULT_STUDY_DB})")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    check_study_db(args.study_db)
+    set_torch_threads()
     engine = load_engine(args.stack)
     engine.warm_up()
     build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port, css=CSS)

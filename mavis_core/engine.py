@@ -79,19 +79,34 @@ class Reply:
 
 def _number(name: str, value: object, low: float, high: float, integer: bool = False) -> float:
     """``value`` as a number within [low, high]; a ValueError that names the allowed range otherwise."""
+    def text(limit: float) -> str:  # as people write it: 2147483647, not 2.14748e+09
+        return str(int(limit)) if math.isfinite(limit) and float(limit).is_integer() else f"{limit:g}"
+
+    span = f"between {text(low)} and {text(high)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number {span}, got {value!r:.60}")
     if integer and value != int(value):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be {span}, got {value!r}")
     return int(value) if integer else float(value)
 
 
 def clean_prompt(prompt: object) -> tuple[str, list[str]]:
-    """The prompt to decode and any warnings; ValueError for empty prompts or control characters."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("The prompt is empty: type a message for the assistant to reply to.")
+    """The prompt to decode and any warnings; ValueError for empty prompts or control characters.
+
+    A long prompt is cut to its last MAX_PROMPT_CHARS characters first, so the checks below never scan more.
+    """
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"The prompt must be text, got {type(prompt).__name__}.")
+    warnings = []
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+        warnings.append(f"The prompt was longer than {MAX_PROMPT_CHARS} characters; only its end was kept.")
+    if prompt is None or not prompt.strip():
+        raise ValueError("The prompt is empty: " + (f"its last {MAX_PROMPT_CHARS} characters, all the model would "
+                                                    "read, are blank." if warnings else
+                                                    "type a message for the assistant to reply to."))
     bad = sorted({c for c in prompt if unicodedata.category(c) in ("Cc", "Cs") and c not in ALLOWED_CONTROL})
     if any(unicodedata.category(c) == "Cs" for c in bad):
         # A lone UTF-16 surrogate (half a character, e.g. from a JSON "\\udcff") is no UTF-8 text: the tokenizer
@@ -101,10 +116,6 @@ def clean_prompt(prompt: object) -> tuple[str, list[str]]:
     if bad:
         codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
         raise ValueError(f"The prompt contains control characters ({codes}); remove them and try again.")
-    warnings = []
-    if len(prompt) > MAX_PROMPT_CHARS:
-        prompt = prompt[-MAX_PROMPT_CHARS:]
-        warnings.append(f"The prompt was longer than {MAX_PROMPT_CHARS} characters; only its end was kept.")
     return prompt, warnings
 
 
@@ -182,11 +193,16 @@ class Engine:
         )
 
     def normalised(self, weights: dict[str, float]) -> dict[str, float]:
-        """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception)."""
-        total = sum(max(0.0, w) for w in weights.values())
-        return {k: (max(0.0, w) / total if total > 0 else 0.0) for k, w in weights.items()}
+        """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception). A weight
+        that is no number in WEIGHT_RANGE (NaN, negative, text) is a ValueError, never a silent 0."""
+        lam = {k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()}
+        total = sum(lam.values())
+        return {k: (w / total if total > 0 else 0.0) for k, w in lam.items()}
 
     def check_methods(self, methods: list[str] | None) -> list[str]:
+        """The ticked methods in the stack's order; ValueError for none, unknown ones, or anything but a list."""
+        if methods is not None and not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
+            raise ValueError(f"methods must be a list of method names from {self.methods}, got {methods!r:.80}")
         if not methods:
             raise ValueError(f"No method selected: tick at least one of {', '.join(self.methods)}.")
         unknown = [m for m in methods if m not in self.methods]

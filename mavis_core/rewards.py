@@ -62,7 +62,7 @@ class SequenceClassificationReward:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            spec.path, trust_remote_code=False, dtype=dtype
+            spec.path, trust_remote_code=False, dtype=dtype, use_safetensors=True  # never unpickle weights
         ).to(device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -132,7 +132,8 @@ class Stack:
 
     def _load_causal_lm(self, ref: str) -> torch.nn.Module:
         with loading("base model", ref):
-            model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype)
+            model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype,
+                                                         use_safetensors=True)  # never unpickle weights
         return model.to(self.device).eval()
 
     def _load_value_models(self) -> list[ValueModel]:
@@ -147,7 +148,7 @@ class Stack:
                     model = load_trunk(self.base, ref, self.dtype)
                 else:
                     model = AutoModelForSequenceClassification.from_pretrained(
-                        ref, trust_remote_code=False, dtype=self.dtype)
+                        ref, trust_remote_code=False, dtype=self.dtype, use_safetensors=True)
             _check_vocab(ref, "value model", model.config.vocab_size, self.tokenizer)
             heads = _value_heads(ref, names, self.objectives, model.config)
             out.append(ValueModel(ref, model.to(self.device).eval(), heads))

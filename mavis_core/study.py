@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import hmac
 import json
+import os
 import random
 import sqlite3
 import threading
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +26,14 @@ import pandas as pd
 RATING_RANGE = (1, 5)
 SLOTS = "ABCDEFGH"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet apps run cells that start with these
+FORMULA_CHARS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # also after blanks; full-width too
+BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder shown text
+TEXT_CONTROLS = {"\n", "\r", "\t"}  # kept inside stored text (prompts and replies span lines)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, created TEXT NOT NULL, participant TEXT NOT NULL, prompt TEXT NOT NULL,
     weights TEXT NOT NULL, seed INTEGER NOT NULL, settings TEXT NOT NULL,
-    methods TEXT NOT NULL, texts TEXT NOT NULL
+    methods TEXT NOT NULL, texts TEXT NOT NULL, abandoned TEXT
 );
 CREATE TABLE IF NOT EXISTS ratings (
     trial_id TEXT NOT NULL REFERENCES trials(id), created TEXT NOT NULL, slot TEXT NOT NULL,
@@ -65,12 +70,28 @@ def _now() -> str:
 
 
 def neutralise(cell: object) -> object:
-    """A CSV cell that a spreadsheet will show as text, never run as a formula (CSV injection).
+    """A CSV cell that a spreadsheet will show as text, never run as a formula (CSV injection): a leading ``'``
+    for text that starts with a formula character, also after blanks or in its full-width form.
 
     >>> neutralise("=HYPERLINK(1)"), neutralise("-2"), neutralise("fine"), neutralise(3)
     ("'=HYPERLINK(1)", "'-2", 'fine', 3)
+    >>> neutralise(" \\n=1+1"), neutralise("\\uff1dSUM(A1)")
+    ("' \\n=1+1", "'＝SUM(A1)")
     """
-    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_PREFIXES) else cell
+    if isinstance(cell, str) and (cell.startswith(FORMULA_PREFIXES) or cell.lstrip().startswith(FORMULA_CHARS)):
+        return "'" + cell
+    return cell
+
+
+def printable(text: str, one_line: bool = False) -> str:
+    """``text`` without control characters (NUL, ESC, …) and bidi overrides (U+202E, …); newlines and tabs
+    stay unless ``one_line``.
+
+    >>> printable("ab\\x00c\\x1b[31m\\u202eok\\n"), printable("id\\n1", one_line=True)
+    ('abc[31mok\\n', 'id1')
+    """
+    keep = set() if one_line else TEXT_CONTROLS
+    return "".join(c for c in text if c in keep or (unicodedata.category(c) != "Cc" and c not in BIDI_CONTROLS))
 
 
 def token_ok(given: str | None, expected: str | None) -> bool:
@@ -83,11 +104,19 @@ class StudyDB:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"study database {self.path} is a folder; give a file path, e.g. {self.path / 'study.db'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one writer at a time inside this process; WAL handles readers
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                db.execute("BEGIN IMMEDIATE")  # two processes opening an old file add the column once
+                if "abandoned" not in {row[1] for row in db.execute("PRAGMA table_info(trials)")}:
+                    db.execute("ALTER TABLE trials ADD COLUMN abandoned TEXT")  # files from before it existed
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"study database {self.path} cannot be used: {err}") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -102,6 +131,7 @@ class StudyDB:
                   settings: dict, replies: dict[str, str], rng: random.Random | None = None) -> Trial:
         """Store a trial with the methods' replies in a shuffled slot order; return its blinded view."""
         _check_text("participant id", participant)
+        participant = printable(participant, one_line=True)
         methods = list(replies)
         (rng or random.SystemRandom()).shuffle(methods)
         texts = [replies[m] for m in methods]
@@ -109,14 +139,32 @@ class StudyDB:
         row = (trial.id, _now(), participant, prompt, json.dumps(weights), seed, json.dumps(settings),
                json.dumps(methods), json.dumps(texts))
         with self._lock, self._connect() as db:
-            db.execute("INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.execute("INSERT INTO trials (id, created, participant, prompt, weights, seed, settings, methods, texts) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         return trial
 
     def _methods_of(self, db: sqlite3.Connection, trial_id: str) -> list[str]:
-        row = db.execute("SELECT methods FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        row = db.execute("SELECT methods, abandoned FROM trials WHERE id = ?", (trial_id,)).fetchone()
         if row is None:
             raise ValueError("This study trial is unknown; press 'New trial' to get one.")
+        if row[1] is not None:
+            raise ValueError("This trial was abandoned when the app restarted; press 'New trial' for a new one.")
         return json.loads(row[0])
+
+    def abandon_unrated(self) -> int:
+        """Mark every trial shown but never rated as abandoned (the app calls this once as it starts: a trial
+        left by a restart can no longer be rated, and is not counted); returns how many."""
+        with self._lock, self._connect() as db:
+            done = db.execute("UPDATE trials SET abandoned = ? WHERE abandoned IS NULL AND id NOT IN "
+                              "(SELECT trial_id FROM favourites)", (_now(),))
+            return done.rowcount
+
+    def trial_counts(self) -> dict[str, int]:
+        """How many trials were rated, are shown and waiting for ratings, or were abandoned."""
+        with self._connect() as db:
+            rated, abandoned, total = db.execute(
+                "SELECT (SELECT COUNT(*) FROM favourites), COUNT(abandoned), COUNT(*) FROM trials").fetchone()
+        return {"rated": rated, "waiting": total - rated - abandoned, "abandoned": abandoned}
 
     def add_ratings(self, trial_id: str, ratings: dict[str, dict[str, int]], favourite: str) -> None:
         """Save slot -> objective -> rating (1–5) and the favourite slot of one trial, once."""
@@ -137,16 +185,17 @@ class StudyDB:
                        (trial_id, _now(), favourite, methods[slots.index(favourite)]))
 
     def export_csv(self, out: str | Path) -> Path:
-        """Every rating joined with its trial, one row per (trial, slot, objective), formula-safe."""
+        """Every rating joined with its trial, one row per (trial, slot, objective): control characters and bidi
+        overrides stripped, formula-safe. The file is created readable by its owner only."""
         out = Path(out)
         with self._connect() as db:
             cursor = db.execute(EXPORT_QUERY)
             header = [c[0] for c in cursor.description]
             rows = cursor.fetchall()
-        with out.open("w", newline="", encoding="utf-8") as f:
+        with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
-            writer.writerows([neutralise(c) for c in row] for row in rows)
+            writer.writerows([neutralise(printable(c) if isinstance(c, str) else c) for c in row] for row in rows)
         return out
 
     def results(self) -> pd.DataFrame:

@@ -151,10 +151,10 @@ def test_paper_stack_loads_through_the_real_code_path(tmp_path):
     text = open(PAPER_STACK).read()
     ids = {"meta-llama/Llama-2-7b-hf": "llama", "Ray2333/gpt2-large-helpful-reward_model": "helpful",
            "Ray2333/gpt2-large-harmless-reward_model": "harmless", "mohameddhiab/humor-no-humor": "humor"}
-    assert all(f'"{hf_id}"' in text for hf_id in ids)  # the config names the real models
+    assert all(f'"hf:{hf_id}"' in text for hf_id in ids)  # the config names the real models, as hub ids
     build_paper_stack(tmp_path, build_tokenizer(tmp_path / "tok"))
     for hf_id, folder in ids.items():
-        text = text.replace(f'"{hf_id}"', f'"{tmp_path / folder}"')
+        text = text.replace(f'"hf:{hf_id}"', f'"{tmp_path / folder}"')
     (tmp_path / "hh-rlhf.toml").write_text(text)
     stack = load_stack(tmp_path / "hh-rlhf.toml", device=torch.device("cpu"))
     assert stack.objectives == list(OBJECTIVES) and stack.methods == ["base", "mavis", "mod", "rsoup"]
