@@ -30,6 +30,7 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
+from mavis_core.config import DecodeConfig
 from mavis_core.engine import (
     BEAMS_RANGE,
     BETA_RANGE,
@@ -702,21 +703,36 @@ def _controls(engine: Engine, actions: Actions) -> dict:
     objectives, c = engine.objectives, {}
     c["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="Say something to the assistant…",
                              elem_id="prompt", value=engine.examples[0] if engine.examples else "")
-    if engine.examples:
-        gr.Examples(examples=[[p] for p in engine.examples], inputs=[c["prompt"]], label="Example prompts")
+    with gr.Row():
+        c["go"] = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=0)
+        c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=0)
     # Equal raw weights to start; only their ratios matter, and the normalised λ is shown below them.
     c["sliders"] = [gr.Slider(0, 1, value=0.5, step=0.05, label=f"weight: {k}", elem_id=f"weight-{k}")
                     for k in objectives]
+    with gr.Row():
+        presets = {name: (gr.Button(name, size="sm", elem_id=f"preset-{name.split()[0]}", min_width=0), weights)
+                   for name, weights in _presets(objectives).items()}
     c["lambda"] = gr.Markdown(actions.normalise(*[0.5] * len(objectives)), elem_id="lambda")
+    for button, weights in presets.values():
+        button.click(functools.partial(list, weights), outputs=c["sliders"], api_visibility="private",
+                     queue=False, show_progress="hidden")
     c["methods"] = gr.CheckboxGroup(engine.methods, value=engine.methods, label="Methods", elem_id="methods")
-    c["go"] = gr.Button("Generate", variant="primary", elem_id="generate")
-    with gr.Accordion("Decoding settings", open=True):
-        c["beta"] = gr.Slider(*BETA_RANGE, value=1.0, step=0.1, label="β (MAVIS tilt strength)")
-        c["top_k"] = gr.Slider(*TOP_K_RANGE, value=15, step=1, label="top-k")
-        c["temperature"] = gr.Slider(*TEMPERATURE_RANGE, value=1.0, step=0.05, label="temperature")
-        c["max_new"] = gr.Slider(1, engine.max_new_tokens, value=min(64, engine.max_new_tokens), step=1,
-                                 label="max new tokens")
-        c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed")
+    if engine.examples:
+        with gr.Accordion("Example prompts", open=False):
+            gr.Examples(examples=[[p] for p in engine.examples], inputs=[c["prompt"]], label=None)
+    with gr.Accordion("Decoding settings", open=False):
+        c["beta"] = gr.Slider(*BETA_RANGE, value=DecodeConfig.default("beta"), step=0.1,
+                              label="β (MAVIS tilt strength)",
+                              info="how hard MAVIS pushes towards the weighted objectives; 0 = the base model")
+        c["top_k"] = gr.Slider(*TOP_K_RANGE, value=DecodeConfig.default("top_k"), step=1, label="top-k",
+                               info="every method samples from its k most likely next tokens")
+        c["temperature"] = gr.Slider(*TEMPERATURE_RANGE, value=DecodeConfig.default("temperature"), step=0.05,
+                                     label="temperature", info="below 1: safer, more repetitive; above 1: wilder")
+        c["max_new"] = gr.Slider(1, engine.max_new_tokens, value=min(DecodeConfig.default("max_new_tokens"),
+                                                                     engine.max_new_tokens),
+                                 step=1, label="max new tokens", info="reply length limit")
+        c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed",
+                              info="same seed + prompt + settings = the same replies")
         c["search"] = gr.Radio(SEARCH_CHOICES, value=SEARCH_DEFAULTS[0], label="search (every ticked method)",
                                elem_id="search",
                                info="best-of-N keeps the best of N samples by λ-weighted reward; beam search "
@@ -728,6 +744,21 @@ def _controls(engine: Engine, actions: Actions) -> dict:
     return c
 
 
+OBJECTIVE_INFO = {
+    "helpful": "reward: does the reply answer the message? (a ranker's logit, about −5 … +5)",
+    "harmless": "reward: log-odds that the reply is not offensive (about −7 … +7)",
+    "humor": "reward: log-odds that the reply is a joke (about −7 … +5)",
+}
+KL_NOTE = ("**KL**: Σ log π − log π_ref over the reply, how far a method moved from the base model (nats; even the "
+           "base shows some: the cost of sampling from its top-k only).")
+
+
+def _presets(objectives: list[str]) -> dict[str, list[float]]:
+    """Slider presets: each objective alone, and all balanced."""
+    out = {f"{o} only": [1.0 if k == o else 0.0 for k in objectives] for o in objectives}
+    return {**out, "balanced": [0.5] * len(objectives)}
+
+
 def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
     """The right column: one streaming column per method, the MAVIS explanation, the Pareto chart."""
     objectives, c = engine.objectives, {"texts": [], "stats": []}
@@ -737,6 +768,8 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
                 c["texts"].append(gr.Textbox(label=METHOD_TITLES.get(m, m), lines=7, max_lines=14, interactive=False,
                                              elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
                 c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
+    scales = " · ".join(f"**{k}** {OBJECTIVE_INFO[k]}" for k in objectives if k in OBJECTIVE_INFO)
+    gr.Markdown(f"{scales}  \n{KL_NOTE}" if scales else KL_NOTE, elem_id="kl-note")
     with gr.Accordion("MAVIS per-token explanation", open=True):
         c["explain"] = gr.HTML(explanation_html([], objectives), elem_id="explain")
     with gr.Row(equal_height=False):
@@ -775,8 +808,9 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
           outputs=c["lambda"], api_name="normalise", show_progress="hidden", queue=False)
     # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
     search = [c["search"], c["num_candidates"], c["num_beams"]]  # after the sliders: optional for API callers
-    gr.on([c["go"].click, c["prompt"].submit], **_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
-          api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
+    generating = gr.on([c["go"].click, c["prompt"].submit],
+                       **_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
+                       api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
         **_listen(actions.generate, [*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search], "generate"),
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate",
         **MODEL_WORK)
@@ -786,10 +820,12 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
                      outputs=[c["plot"], history, c["sample"], c["details"]], api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
                        api_name="show_sample", preprocess=False)
-    c["sweep"].click(**_listen(actions.check, settings, "check"), api_visibility="private", concurrency_limit=None,
-                     show_progress="hidden").success(
+    sweeping = c["sweep"].click(**_listen(actions.check, settings, "check"), api_visibility="private",
+                                concurrency_limit=None, show_progress="hidden").success(
         **_listen(actions.sweep, [*settings, c["mode"], c["x"], c["y"], c["z"], history, *search], "sweep"),
         outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep", **MODEL_WORK)
+    # One Stop for whatever this tab is running: the generation (with its search) and the sweep.
+    c["stop"].click(None, cancels=[generating, sweeping], api_visibility="private", queue=False)
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:

@@ -63,3 +63,26 @@ def test_slider_generate_columns_and_chart(url, page, tmp_path):
     assert page.locator("#explain span[title]").count() > 0  # the MAVIS tokens, each with its hover text
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_generate_and_replies_above_the_fold_and_presets(url, page, tmp_path):
+    """At 1400×1000 the Generate button and the first reply column are in view without scrolling; a preset
+    moves the sliders (and so λ)."""
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    for selector in ("#generate", "#stop", "#reply-base"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["y"] + min(box["height"], 40) < 1000, (selector, box)
+    page.locator("#preset-humor").click()
+    page.wait_for_function("() => document.querySelector('#lambda').innerText.includes('humor 1.00')",
+                           timeout=TIMEOUT_MS)
+    page.locator("#preset-balanced").click()
+    page.wait_for_function("() => document.querySelector('#lambda').innerText.includes('humor 0.33')",
+                           timeout=TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "fold.png"))
+    page.set_viewport_size({"width": 400, "height": 900})
+    page.screenshot(path=str(tmp_path / "narrow.png"), full_page=True)
+    shutil.copy(tmp_path / "fold.png", "/tmp/mavis-fold.png")
+    shutil.copy(tmp_path / "narrow.png", "/tmp/mavis-narrow.png")
