@@ -31,6 +31,7 @@ from .build import (
 )
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
+from .value_report import table_cell
 
 AUDIT_SEEDS = (0, 1)
 AUDIT_TOKENS = 64  # the app's default reply length
@@ -112,15 +113,18 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "guided rollouts cost a value pass per step, and 2 CPU cores bought no more), with "
         "ζ·log-ratio targets. `iterK_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
     )
-    record_artifact(args.out, "values-fused", [out], source=_trained_source("rollout prompts: the first 128 "),
-                    licence="MIT (derived from chitchat-dataset); Apache-2.0 (base)",
-                    command="python -m mavis_core " + shlex.join(argv), seed=args.seed, metrics=metrics, card=card)
+    _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
 
 
-def _trained_source(prompts: str) -> str:
-    return (f"the base and reward models of this stack (manifest entries base, reward-helpful, reward-harmless, "
-            f"reward-humor); {prompts}distinct opening human turns (4-30 words) of the {DATA_SOURCE['name']} train "
-            "split; evaluation prompts: eval_prompts.json (test split)")
+def _record_trained(args: argparse.Namespace, name: str, folder: Path, argv: list[str], prompts: str, metrics: dict,
+                    card: str) -> None:
+    """Record an artifact this project trained for the stack, with the command that rebuilds it."""
+    source = (f"the base and reward models of this stack (manifest entries base, reward-helpful, reward-harmless, "
+              f"reward-humor); {prompts}: the first 128 distinct opening human turns (4-30 words) of the "
+              f"{DATA_SOURCE['name']} train split; evaluation prompts: eval_prompts.json (test split)")
+    record_artifact(args.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
+                    "Apache-2.0 (base)", command="python -m mavis_core " + shlex.join(argv), seed=args.seed,
+                    metrics=metrics, card=card)
 
 
 def build_wheel_policies(args: argparse.Namespace) -> None:
@@ -141,9 +145,7 @@ def build_wheel_policies(args: argparse.Namespace) -> None:
         "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
         "prompts, comparable with MAVIS's KL in the value models' card."
     )
-    record_artifact(args.out, "policies", [out], source=_trained_source("prompts: the first 128 "),
-                    licence="MIT (derived from chitchat-dataset); Apache-2.0 (base)",
-                    command="python -m mavis_core " + shlex.join(argv), seed=args.seed, metrics=metrics, card=card)
+    _record_trained(args, "policies", out, argv, "prompts", metrics, card)
 
 
 def build_wheel_report(args: argparse.Namespace) -> None:
@@ -153,19 +155,20 @@ def build_wheel_report(args: argparse.Namespace) -> None:
         raise ValueError("run the values step first: the report is written into its manifest entry")
     _run(["value-report", "--stack", str(args.out / "stack.toml"), *REPORT_ARGS, "--record", "values-fused",
           "--out", str(args.work / "value-report.csv")])
-    build_reward_audit(args)
-    build_samples(args)
+    from ..stack import load_stack
+
+    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))  # once, for the audit and the samples
+    build_reward_audit(args, stack)
+    build_samples(args, stack)
 
 
 SAMPLE_PROMPTS = 4  # held-out prompts shown in the card with every method's reply
 
 
-def build_samples(args: argparse.Namespace) -> None:
+def build_samples(args: argparse.Namespace, stack) -> None:
     """Every method's reply to a few held-out prompts (equal weights, default β, seed 0), as the app shows them."""
     from ..decoding import generate_batch
-    from ..stack import load_stack
 
-    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))
     prompts = json.loads((args.out / "eval_prompts.json").read_text(encoding="utf-8"))[:SAMPLE_PROMPTS]
     weights = dict.fromkeys(stack.objectives, 1.0)
     lines = ["Replies of every method to held-out prompts (equal weights, default β and top-k, seed 0, 64 new "
@@ -177,23 +180,18 @@ def build_samples(args: argparse.Namespace) -> None:
         scores = stack.score(prompts, [g.text for g in gens])
         for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
             rewards = " / ".join(f"{float(scores[o][i]):+.2f}" for o in stack.objectives)
-            lines.append(f"| {_cell(p)} | {method} | {_cell(g.text)} | {rewards} | {g.kl:.1f} |")
+            lines.append(f"| {table_cell(p)} | {method} | {table_cell(g.text)} | {rewards} | {g.kl:.1f} |")
     record_artifact(args.out, "samples", [], source="this stack's models and eval_prompts.json",
                     licence="MIT (prompts derived from chitchat-dataset)",
                     command=f"python -m mavis_core build --steps report --out {args.out}", seed=0, metrics={},
                     card="\n".join(lines))
 
 
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "/") or "(empty)"
 
-
-def build_reward_audit(args: argparse.Namespace) -> None:
+def build_reward_audit(args: argparse.Namespace, stack) -> None:
     from ..prompts import heldout_prompts
-    from ..stack import load_stack
     from . import reward_audit
 
-    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))
     prompts = heldout_prompts(args.out / "stack.toml", stack.spec.prompts)
     table = reward_audit.base_reply_table(stack, prompts, list(AUDIT_SEEDS), AUDIT_TOKENS)
     table.to_csv(args.work / "reward-audit.csv", index=False)

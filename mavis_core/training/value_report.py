@@ -137,12 +137,12 @@ def examples(stack: Stack, prompts: list[str], beta: float, max_new_tokens: int 
             cfg = DecodeConfig(method=method, weights={o: 1.0}, beta=beta, top_k=top_k, max_new_tokens=max_new_tokens)
             reply = generate_batch(stack, [prompt], cfg, [0])[0].text
             reward = float(stack.rewards[o].score([prompt], [reply])[0])
-            cells.append(f"{_cell(reply)} ({reward:+.2f})")
-        lines.append(f"| {o} | {_cell(prompt)} | {cells[0]} | {cells[1]} |")
+            cells.append(f"{table_cell(reply)} ({reward:+.2f})")
+        lines.append(f"| {o} | {table_cell(prompt)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
+def table_cell(text: str) -> str:
     """Text safe inside a markdown table cell."""
     return " ".join(text.split()).replace("|", "/") or "(empty)"
 
