@@ -36,6 +36,8 @@ class TokenEvent:
         logprob: log-prob of the token under the method's sampling distribution (top-k, temperature).
         contributions: MAVIS only: objective -> β·λ_m·(Q_m(token) − mean of Q_m over the top-k).
         index: position of the token in the reply; row: which prompt of a batch.
+        alternatives: the most likely tokens of the method's sampling distribution at this step, as
+            (text, probability), most likely first (the chosen token is among them when it is that likely).
     """
 
     token_id: int
@@ -45,6 +47,7 @@ class TokenEvent:
     contributions: dict[str, float] | None = None
     index: int = 0
     row: int = 0
+    alternatives: list[tuple[str, float]] | None = None
 
 
 @dataclass
@@ -161,6 +164,8 @@ class MethodRunner:
         return self._logits(self.runner.step(tokens))
 
 
+ALTERNATIVES = 5  # top tokens of each step's sampling distribution reported with its event
+
 REF = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch: such a row runs the plain base
 
 
@@ -176,12 +181,13 @@ class Lane:
 @dataclass
 class LaneStep:
     """What one lane chose at one step: the token, log π_ref of it, its log-prob under the lane's own
-    distribution, and for MAVIS each objective's push on it (M,), else None."""
+    distribution, for MAVIS each objective's push on it (M,), else None, and that distribution's top tokens."""
 
     token: int
     base_logprob: float
     logprob: float
     contributions: torch.Tensor | None = None
+    alternatives: list[tuple[int, float]] | None = None  # (token id, probability), most likely first
 
 
 class _Rows:
@@ -299,10 +305,12 @@ class LaneDecoder:
                 cand_logits = mavis_tilt(cand_logits, values[i], plan.weights, cfg.beta)
             chosen = int(sample_index(cand_logits[None], [self.generators[i]])[0])
             token = int(cand_ids[chosen])
-            logprob = float(torch.log_softmax(cand_logits, -1)[chosen])
+            logprobs = torch.log_softmax(cand_logits, -1)
             base_logprob = float(torch.log_softmax(self.logits[plan.ref], -1)[token])
             pushed = None if contributions is None else contributions[:, chosen].cpu()
-            out[i] = LaneStep(token, base_logprob, logprob, pushed)
+            top = torch.topk(logprobs, min(ALTERNATIVES, logprobs.numel()))
+            alternatives = list(zip(cand_ids[top.indices].tolist(), top.values.exp().tolist(), strict=True))
+            out[i] = LaneStep(token, base_logprob, float(logprobs[chosen]), pushed, alternatives)
             self._pending[i] = (token, chosen)
         return out
 
@@ -451,7 +459,8 @@ class Decode:
             for i, step in dec.sample().items():
                 contrib = None if step.contributions is None else dict(zip(names, step.contributions.tolist(),
                                                                            strict=True))
-                event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i)
+                alternatives = [(self.stack.tokenizer.decode([t]), p) for t, p in step.alternatives]
+                event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i, alternatives)
                 yield from ((i, shown) for shown in self.rows[i].add(event))
                 if self.rows[i].done:
                     finished.add(i)
