@@ -166,9 +166,6 @@ class MethodRunner:
 
 ALTERNATIVES = 5  # top tokens of each step's sampling distribution reported with its event
 
-REF = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch: such a row runs the plain base
-
-
 @dataclass(frozen=True)
 class Lane:
     """One reply to decode: its method's settings, the row of its prompt in the batch's inputs, its seed."""
@@ -191,20 +188,22 @@ class LaneStep:
 
 
 class _Rows:
-    """Which rows of the one batched forward serve a lane: ``own`` gives its distribution (MOD: one row per
-    active policy, mixed), ``ref`` gives π_ref (the own row itself for base and MAVIS)."""
+    """Which rows of the one batched forward serve a lane, each with its mix of the policies (M,) (see
+    `RowLoRA`): ``own`` gives the lane's distribution (MOD: one row per active policy, mixed), ``ref`` gives
+    π_ref (the own row itself for base and MAVIS, whose own row is the plain base)."""
 
     def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
-        cfg = lane.cfg
+        cfg, m = lane.cfg, len(stack.objectives)
         self.weights = torch.tensor(cfg.normalised(stack.objectives))
         self.active = [i for i, w in enumerate(self.weights.tolist()) if w > 0]
+        plain = torch.zeros(m)
         if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
-            self.names = [stack.objectives[i] for i in self.active] + [REF]
-        elif cfg.method == "rsoup":  # one adapter whose weight change is exactly Σ λ_m B_m A_m
-            self.names = [stack.rsoup_adapter(self.weights.tolist()), REF]
+            self.scales = [torch.eye(m)[i] for i in self.active] + [plain]
+        elif cfg.method == "rsoup":  # θ_0 + Σ λ_m ΔW_m, exactly the interpolated weights
+            self.scales = [self.weights, plain]
         else:
-            self.names = [REF]
-        self.rows = list(range(first, first + len(self.names)))
+            self.scales = [plain]
+        self.rows = list(range(first, first + len(self.scales)))
 
     @property
     def own(self) -> list[int]:
@@ -219,9 +218,9 @@ class LaneDecoder:
     """Every lane of a request as rows of ONE batch over the shared base: a step costs one batched forward
     (plus one value pass for the MAVIS lanes), whatever the mix of methods, λ points and seeds.
 
-    Base and MAVIS lanes are plain base rows; MOD's active policies and RSoup's interpolated adapter are peft
-    mixed-adapter rows of the same forward, each beside a plain base row on the same sequence for the π_ref
-    log-probs. Finished lanes leave the batch. Usage::
+    Base and MAVIS lanes are plain base rows; MOD's active policies and RSoup's interpolated weights are rows
+    of the same forward with the policies' LoRA mixed in per row (`RowLoRA`), each beside a plain base row on
+    the same sequence for the π_ref log-probs. Finished lanes leave the batch. Usage::
 
         dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
         while dec.alive:
@@ -238,8 +237,6 @@ class LaneDecoder:
                 raise ValueError(f"method {lane.cfg.method!r} needs models this stack does not have; "
                                  f"available: {stack.methods}")
         self.stack, self.lanes = stack, lanes
-        self.mixed = stack.policies is not None  # every row goes through the peft model, named per row
-        self.model = stack.policies if self.mixed else stack.base
         self.plans: list[_Rows] = []
         for lane in lanes:
             self.plans.append(_Rows(stack, lane, sum(len(p.rows) for p in self.plans)))
@@ -270,17 +267,14 @@ class LaneDecoder:
 
     @torch.inference_mode()
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (R, V) of every row, one forward through the base (mixed adapters if any)."""
+        """Next-token logits (R, V) of every row, one forward through the base (each row's LoRA mix if any)."""
         kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
                       past_key_values=self.cache, use_cache=True)
-        if self.mixed:
-            names = [n for i in self.alive for n in self.plans[i].names]
-            self.stack.touch_adapters([n for n in names if n.startswith("rsoup_")])
-            with _PEFT_MIXED_BATCH_LOCK:  # peft routes adapter names through hooks on the shared model
-                out = self.model(**kwargs, adapter_names=names)
-        else:
-            out = self.model(**kwargs)
-        return out.logits[:, -1].float()
+        if self.stack.lora_rows is None:
+            return self.stack.base(**kwargs).logits[:, -1].float()
+        scales = torch.stack([s for i in self.alive for s in self.plans[i].scales]).to(input_ids.device)
+        with self.stack.lora_rows.rows(scales) as model:
+            return model(**kwargs).logits[:, -1].float()
 
     def _distribution(self, i: int) -> torch.Tensor:
         """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""

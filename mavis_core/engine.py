@@ -284,8 +284,8 @@ class Engine:
         return replies
 
     def warm_up(self) -> None:
-        """One short reply per method, scored: first-call costs (kernels, lazy loads, RSoup's merge for equal
-        weights) are paid at start-up, not by the first user."""
+        """One short reply per method, scored: first-call costs (kernels, lazy loads) are paid at
+        start-up, not by the first user."""
         settings = Settings(weights=dict.fromkeys(self.objectives, 1.0), max_new_tokens=2)
         self.replies(self.examples[0] if self.examples else "hello", self.methods, settings)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,14 +19,13 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from .config import StackSpec, is_local, read_stack_spec
 from .dialogue import PromptFormat
+from .lora_rows import RowLoRA
 from .rewards import load_reward
 from .sources import fetch
 from .tilts import rsoup_delta
 from .value_models import ValueModel, is_trunk, load_trunk
 
 RSOUP_CACHE_BYTES = 2 * 2**30  # memory for merged RSoup models (full copies of the base, beam search) per stack
-RSOUP_ADAPTERS = 16  # interpolated RSoup adapters (rank Σ r each) kept on the policies' peft model
-RSOUP_IDLE_S = 120.0  # only an adapter unused this long is removed (a running decode uses its adapter every step)
 
 
 @contextmanager
@@ -116,8 +114,8 @@ class Stack:
         self.policies = self._load_policies()
         self._rsoup_cache: OrderedDict[tuple[float, ...], torch.nn.Module] = OrderedDict()
         self._rsoup_lock = threading.Lock()
-        self._rsoup_adapters: OrderedDict[tuple[float, ...], str] = OrderedDict()
-        self._adapter_used: dict[str, float] = {}  # adapter name -> time.monotonic() of its last forward
+        # The decoding loop's MOD and RSoup rows: every policy's LoRA applied to the plain base per row.
+        self.lora_rows = RowLoRA(self.base, self.policies, self.objectives) if self.policies is not None else None
 
     @property
     def methods(self) -> list[str]:
@@ -188,38 +186,6 @@ class Stack:
             while len(self._rsoup_cache) > max(1, RSOUP_CACHE_BYTES // size):
                 self._rsoup_cache.popitem(last=False)
             return self._rsoup_cache[key]
-
-    def rsoup_adapter(self, weights: list[float]) -> str:
-        """The name of a peft adapter on ``self.policies`` whose weight change is exactly Σ_m λ_m B_m A_m.
-
-        Built by peft's ``add_weighted_adapter(combination_type="cat")`` (A = [λ_m s_m A_m], B = [B_m]: rank
-        Σ r, exact), once per λ and kept (the RSOUP_ADAPTERS most recently used): RSoup then runs as one
-        mixed-adapter row beside the other methods, with no merged copy of the base.
-        """
-        from .decoding import _PEFT_MIXED_BATCH_LOCK
-
-        key = tuple(round(w, 6) for w in weights)
-        with self._rsoup_lock, _PEFT_MIXED_BATCH_LOCK:  # no forward may run while adapters are added or removed
-            if key not in self._rsoup_adapters:
-                used = [(o, w) for o, w in zip(self.objectives, key, strict=True) if w > 0]
-                name = "rsoup_" + "_".join(f"{round(w * 1e6)}" for w in key)  # module names may not hold "."
-                self.policies.add_weighted_adapter([o for o, _ in used], [w for _, w in used], name,
-                                                   combination_type="cat")
-                self._rsoup_adapters[key] = name
-            self._rsoup_adapters.move_to_end(key)
-            name = self._rsoup_adapters[key]
-            self._adapter_used[name] = time.monotonic()
-            idle = [k for k, n in self._rsoup_adapters.items()
-                    if time.monotonic() - self._adapter_used.get(n, 0.0) > RSOUP_IDLE_S]
-            for k in idle[: max(0, len(self._rsoup_adapters) - RSOUP_ADAPTERS)]:
-                self.policies.delete_adapter(self._rsoup_adapters.pop(k))
-            return name
-
-    def touch_adapters(self, names: list[str]) -> None:
-        """Mark adapters as in use now (the decoding loop calls this every step)."""
-        now = time.monotonic()
-        for name in names:
-            self._adapter_used[name] = now
 
     def encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
         """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.

@@ -102,9 +102,12 @@ def test_sweep_runs_base_once_and_reports_progress(engine):
     assert [w for w, r in out if r.method == "mavis"][3] == {"helpful": 0.3, "harmless": 0.0, "humor": 0.7}
 
 
-def test_warm_up_runs_every_method(engine):
+def test_warm_up_runs_every_method(engine, monkeypatch):
+    seen = []
+    real = engine.stack.base.forward
+    monkeypatch.setattr(engine.stack.base, "forward", lambda *a, **k: seen.append(1) or real(*a, **k))
     engine.warm_up()
-    assert (round(1 / 3, 6),) * 3 in engine.stack._rsoup_adapters  # RSoup's adapter for equal weights is ready
+    assert seen  # the first user's request does not pay the first forward
 
 
 def test_examples_fall_back_to_eval_prompts_beside_the_stack(tiny_dir, tmp_path):

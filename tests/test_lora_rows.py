@@ -1,0 +1,65 @@
+"""RowLoRA: the policies' LoRA mixed per batch row into the plain base equals peft's adapters and the merged
+RSoup weights, and leaves the base plain outside its block and in other threads."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from mavis_core.stack import merge_policies
+
+PROMPT = "hello there, how are you?"
+
+
+def _ids(stack, n: int = 1) -> torch.Tensor:
+    return torch.tensor([stack.tokenizer.encode(PROMPT)] * n)
+
+
+@torch.inference_mode()
+def test_policy_rows_equal_each_peft_adapter_and_plain_rows_equal_the_base(tiny_stack):
+    m = len(tiny_stack.objectives)
+    scales = torch.cat([torch.eye(m), torch.zeros(1, m)])  # one row per policy, then a plain row
+    ids = _ids(tiny_stack, m + 1)
+    with tiny_stack.lora_rows.rows(scales) as model:
+        mixed = model(input_ids=ids).logits
+    for i, name in enumerate(tiny_stack.objectives):
+        tiny_stack.policies.set_adapter(name)
+        torch.testing.assert_close(mixed[i], tiny_stack.policies(input_ids=ids[:1]).logits[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed[m], tiny_stack.base(input_ids=ids[:1]).logits[0])
+
+
+@torch.inference_mode()
+def test_an_rsoup_row_equals_the_interpolated_weights(tiny_stack):
+    lam = [0.5, 0.2, 0.3]
+    merged = merge_policies(tiny_stack.base, tiny_stack.policies, dict(zip(tiny_stack.objectives, lam, strict=True)))
+    with tiny_stack.lora_rows.rows(torch.tensor([lam])) as model:
+        row = model(input_ids=_ids(tiny_stack)).logits
+    torch.testing.assert_close(row, merged(input_ids=_ids(tiny_stack)).logits, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_the_base_stays_plain_outside_the_block_and_in_other_threads(tiny_stack):
+    ids = _ids(tiny_stack)
+    plain = tiny_stack.base(input_ids=ids).logits
+    seen = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait()
+        with torch.inference_mode():
+            seen["other"] = tiny_stack.base(input_ids=ids).logits
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with tiny_stack.lora_rows.rows(torch.tensor([[1.0, 0.0, 0.0]])) as model:
+        inside.set()
+        done.wait(60)
+        seen["mixed"] = model(input_ids=ids).logits
+    thread.join()
+    torch.testing.assert_close(seen["other"], plain)
+    assert not torch.allclose(seen["mixed"], plain)
+    torch.testing.assert_close(tiny_stack.base(input_ids=ids).logits, plain)
+    with tiny_stack.lora_rows.rows(torch.zeros(1, 3)) as model:  # an all-plain batch runs no LoRA at all
+        torch.testing.assert_close(model(input_ids=ids).logits, plain)
