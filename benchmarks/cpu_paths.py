@@ -15,11 +15,14 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
 from mavis_core import DecodeConfig, generate_batch
 from mavis_core.training.value_training import load_training_stack

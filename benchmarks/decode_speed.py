@@ -16,11 +16,14 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
 from mavis_core import DecodeConfig, generate, load_stack
 from mavis_core.decoding import Decode

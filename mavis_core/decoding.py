@@ -7,12 +7,12 @@ its top-k after temperature, and reports the chosen token's log-prob under that 
 
 Every reply of a request is a *lane*, and all lanes are rows of one batch (`LaneDecoder`): the methods side
 by side, a sweep's λ points, several prompts and seeds cost about one batched forward per step.
-`CausalRunner` / `MethodRunner` serve beam search, which reorders its rows every step.
+`CausalRunner` / `MethodRunner` serve beam search, which reorders its rows every step; both run MOD's and
+RSoup's rows through `Stack.forward` (the policies' LoRA mixed per row, `RowLoRA`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -70,32 +70,23 @@ class Generation:
         return sum(e.logprob - e.base_logprob for e in self.events)
 
 
-_PEFT_MIXED_BATCH_LOCK = threading.Lock()
-
-
 class CausalRunner:
-    """A causal LM with its own KV cache, fed new tokens for every row.
+    """The base with its own KV cache, fed new tokens for every row.
 
-    ``adapter_names`` (peft mixed-adapter batches) runs several adapters of one peft model as one batch:
-    row r of the request is replicated once per adapter name, so MOD costs one forward per step.
+    ``scales`` (copies, M) replicates every request row ``copies`` times, copy c with the policies' LoRA mixed
+    in by ``scales[c]`` (`RowLoRA`): MOD's active policies (one-hot rows, mixed afterwards) or RSoup's λ.
     """
 
-    def __init__(self, model: torch.nn.Module, adapter_names: list[str] | None = None) -> None:
-        self.model = model
-        self.adapter_names = adapter_names
-        self.copies = len(adapter_names) if adapter_names else 1
+    def __init__(self, stack: Stack, scales: torch.Tensor | None = None) -> None:
+        self.stack = stack
+        self.scales = scales
+        self.copies = 1 if scales is None else scales.shape[0]
         self.cache = DynamicCache()
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
-                      past_key_values=self.cache, use_cache=True)
-        if self.adapter_names:
-            # peft passes adapter_names to its layers through hooks it adds to the shared model for the
-            # duration of the call, so two such calls at once (two app users) would see each other's names.
-            with _PEFT_MIXED_BATCH_LOCK:
-                out = self.model(**kwargs, adapter_names=self.adapter_names * (input_ids.shape[0] // self.copies))
-        else:
-            out = self.model(**kwargs)
+        scales = None if self.scales is None else self.scales.repeat(input_ids.shape[0] // self.copies, 1)
+        out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
+                                 position_ids=positions, past_key_values=self.cache, use_cache=True)
         b, n, v = out.logits.shape
         return out.logits.float().view(b // self.copies, self.copies, n, v)  # (B, copies, n, V)
 
@@ -129,7 +120,7 @@ class CausalRunner:
 
 
 class MethodRunner:
-    """Produces the logits of one decoding method's distribution, (B, V), for beam search (RSoup: a merged copy)."""
+    """Produces the logits of one decoding method's distribution, (B, V), for beam search."""
 
     def __init__(self, stack: Stack, cfg: DecodeConfig, weights: list[float]) -> None:
         if cfg.method not in stack.methods:
@@ -141,11 +132,11 @@ class MethodRunner:
         # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
         self.active = [i for i, w in enumerate(weights) if w > 0]
         if cfg.method == "rsoup":
-            self.runner = CausalRunner(stack.rsoup_model(weights))
+            self.runner = CausalRunner(stack, self.weights[None])
         elif cfg.method == "mod":
-            self.runner = CausalRunner(stack.policies, adapter_names=[stack.objectives[i] for i in self.active])
+            self.runner = CausalRunner(stack, torch.eye(len(weights))[self.active])
         else:
-            self.runner = CausalRunner(stack.base)
+            self.runner = CausalRunner(stack)
 
     @property
     def samples_from_base(self) -> bool:
@@ -268,13 +259,10 @@ class LaneDecoder:
     @torch.inference_mode()
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Next-token logits (R, V) of every row, one forward through the base (each row's LoRA mix if any)."""
-        kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
-                      past_key_values=self.cache, use_cache=True)
-        if self.stack.lora_rows is None:
-            return self.stack.base(**kwargs).logits[:, -1].float()
-        scales = torch.stack([s for i in self.alive for s in self.plans[i].scales]).to(input_ids.device)
-        with self.stack.lora_rows.rows(scales) as model:
-            return model(**kwargs).logits[:, -1].float()
+        scales = torch.stack([s for i in self.alive for s in self.plans[i].scales])
+        out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
+                                 position_ids=positions, past_key_values=self.cache, use_cache=True)
+        return out.logits[:, -1].float()
 
     def _distribution(self, i: int) -> torch.Tensor:
         """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""

@@ -218,12 +218,6 @@ class Engine:
             return [f"The prompt is longer than the model's context; only its last {room} tokens were used."]
         return []
 
-    def _prepare(self, method: str, settings: Settings) -> DecodeConfig:
-        cfg = settings.config(method)
-        if method == "rsoup" and settings.search == "beam":
-            self.stack.rsoup_model(cfg.normalised(self.objectives))  # beam search's merged copy, once per λ
-        return cfg
-
     def stream(self, prompt: str, methods: list[str], settings: Settings) -> Iterator[list[Reply]]:
         """Decode every method side by side as rows of one batch; yields the replies after each step.
 
@@ -251,7 +245,7 @@ class Engine:
         """``stream`` for a search: each method's winner in turn; the scores (its search's own) come last."""
         replies, scores = [Reply(m, search=settings.search_label) for m in methods], []
         for reply in replies:
-            result = search(self.stack, prompt, self._prepare(reply.method, settings))
+            result = search(self.stack, prompt, settings.config(reply.method))
             reply.events, reply.done = result.best.events, True
             scores.append(result.scores[result.index])
             if reply is not replies[-1]:
@@ -262,7 +256,7 @@ class Engine:
 
     def reply(self, prompt: str, method: str, settings: Settings) -> Reply:
         """One method's whole reply under ``settings.search``; searched replies come with their scores."""
-        cfg = self._prepare(method, settings)
+        cfg = settings.config(method)
         if settings.search == "sample":
             return Reply(method, events=generate_batch(self.stack, [prompt], cfg)[0].events, done=True)
         result = search(self.stack, prompt, cfg)

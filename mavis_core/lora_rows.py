@@ -10,11 +10,14 @@ step on 2 CPU cores (hooks registered on every call, a sub-batch per adapter per
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from .tilts import rsoup_delta
 
 
 class _Delta:
@@ -79,3 +82,19 @@ class RowLoRA:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+
+@torch.no_grad()
+def merge_policies(base: torch.nn.Module, policies, weights: dict[str, float]) -> torch.nn.Module:
+    """A copy of ``base`` whose LoRA-targeted weights are W_0 + Σ_m λ_m ΔW_m (peft's own ΔW = scale·B·A): the
+    RSoup model as a standalone copy, to save or to check `RowLoRA`'s RSoup rows against."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = copy.deepcopy(base)
+    for name, module in policies.base_model.model.named_modules():
+        if isinstance(module, LoraLayer):
+            deltas = [module.get_delta_weight(a) for a in weights if a in module.lora_A]
+            lams = [w for a, w in weights.items() if a in module.lora_A]
+            target = merged.get_submodule(name)
+            target.weight += rsoup_delta(deltas, lams).to(target.weight.dtype)
+    return merged.eval()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +20,7 @@ from .dialogue import PromptFormat
 from .lora_rows import RowLoRA
 from .rewards import load_reward
 from .sources import fetch
-from .tilts import rsoup_delta
 from .value_models import ValueModel, is_trunk, load_trunk
-
-RSOUP_CACHE_BYTES = 2 * 2**30  # memory for merged RSoup models (full copies of the base, beam search) per stack
 
 
 @contextmanager
@@ -112,8 +107,6 @@ class Stack:
                 self.rewards[o.name] = load_reward(o.reward, self.device)
         self.value_models = self._load_value_models()
         self.policies = self._load_policies()
-        self._rsoup_cache: OrderedDict[tuple[float, ...], torch.nn.Module] = OrderedDict()
-        self._rsoup_lock = threading.Lock()
         # The decoding loop's MOD and RSoup rows: every policy's LoRA applied to the plain base per row.
         self.lora_rows = RowLoRA(self.base, self.policies, self.objectives) if self.policies is not None else None
 
@@ -170,22 +163,13 @@ class Stack:
                 model.load_adapter(ref, adapter_name=name)
         return model.eval()
 
-    def rsoup_model(self, weights: list[float]) -> torch.nn.Module:
-        """The base with θ_0 + Σ_m λ_m ΔW_m merged in (exact RSoup for LoRA), cached per λ.
-
-        A merged copy decodes at the base's own speed (no LoRA layers in the forward). As many copies are
-        kept as fit in RSOUP_CACHE_BYTES (at least one), most recently used first.
-        """
-        key = tuple(round(w, 6) for w in weights)
-        with self._rsoup_lock:  # concurrent requests share the cache; a λ is merged once
-            if key not in self._rsoup_cache:
-                lam = dict(zip(self.objectives, weights, strict=True))
-                self._rsoup_cache[key] = merge_policies(self.base, self.policies, lam)
-            self._rsoup_cache.move_to_end(key)
-            size = sum(p.numel() * p.element_size() for p in self.base.parameters())
-            while len(self._rsoup_cache) > max(1, RSOUP_CACHE_BYTES // size):
-                self._rsoup_cache.popitem(last=False)
-            return self._rsoup_cache[key]
+    def forward(self, scales: torch.Tensor | None = None, **inputs):
+        """The base's forward, row r with the policies' LoRA mixed in by ``scales[r]`` (M,) (see `RowLoRA`):
+        e_m is policy m, λ the RSoup interpolation, zeros the plain base. ``None``: the plain base."""
+        if scales is None or self.lora_rows is None:
+            return self.base(**inputs)
+        with self.lora_rows.rows(scales.to(self.device)) as model:
+            return model(**inputs)
 
     def encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
         """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.
@@ -216,21 +200,6 @@ def _check_adapter_base(ref: str, name: str) -> None:
         raise ValueError(f"policy of {name!r} at {ref} is not a peft adapter folder (no adapter_config.json)")
     if is_local(ref) and json.loads(config.read_text()).get("peft_type", "LORA") != "LORA":
         raise ValueError(f"policy of {name!r} at {ref} is not a LoRA adapter; RSoup needs LoRA policies")
-
-
-@torch.no_grad()
-def merge_policies(base: torch.nn.Module, policies, weights: dict[str, float]) -> torch.nn.Module:
-    """A copy of ``base`` whose LoRA-targeted weights are W_0 + Σ_m λ_m ΔW_m (peft's own ΔW = scale·B·A)."""
-    from peft.tuners.lora import LoraLayer
-
-    merged = copy.deepcopy(base)
-    for name, module in policies.base_model.model.named_modules():
-        if isinstance(module, LoraLayer):
-            deltas = [module.get_delta_weight(a) for a in weights if a in module.lora_A]
-            lams = [w for a, w in weights.items() if a in module.lora_A]
-            target = merged.get_submodule(name)
-            target.weight += rsoup_delta(deltas, lams).to(target.weight.dtype)
-    return merged.eval()
 
 
 def load_stack(path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Stack:

@@ -7,7 +7,7 @@ import threading
 
 import torch
 
-from mavis_core.stack import merge_policies
+from mavis_core.lora_rows import merge_policies
 
 PROMPT = "hello there, how are you?"
 
