@@ -17,6 +17,7 @@ A stack is a TOML file (format in docs/stacks.md)::
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from .dialogue import FORMATS
 from .sources import WheelSource, model_dir, source_from_table
+
+PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
+SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 
 METHODS = ("base", "mavis", "mod", "rsoup")
 SEARCHES = ("sample", "best_of_n", "beam")
@@ -284,3 +288,27 @@ class DecodeConfig:
             raise ValueError(f"unknown objective(s) {unknown} in weights; this stack has {objectives}")
         total = sum(self.weights.values())
         return [self.weights.get(name, 0.0) / total for name in objectives]
+
+
+def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[list[float]]:
+    """λ points for a sweep: 11 points between two objectives (``axes``), else a simplex grid over all.
+
+    >>> weight_grid(3, axes=(0, 2))[:2]
+    [[0.0, 0.0, 1.0], [0.1, 0.0, 0.9]]
+    >>> len(weight_grid(3))
+    15
+    """
+    if axes is not None:
+        i, j = axes
+        if i == j:
+            raise ValueError("a sweep over a pair needs two different objectives; pick different chart axes")
+        points = []
+        for s in range(PAIR_GRID_POINTS):
+            lam = [0.0] * n_objectives
+            lam[i] = round(s / (PAIR_GRID_POINTS - 1), 6)
+            lam[j] = round(1 - lam[i], 6)
+            points.append(lam)
+        return points
+    n = SIMPLEX_GRID_STEPS
+    combos = itertools.product(range(n + 1), repeat=n_objectives)
+    return [[c / n for c in combo] for combo in combos if sum(combo) == n]

@@ -8,14 +8,13 @@ Every user mistake surfaces as a `ValueError` whose message a person can act on 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import prompts
-from .config import SEARCHES, DecodeConfig
+from .config import SEARCHES, DecodeConfig, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
 from .decoding import Decode, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
@@ -29,8 +28,6 @@ SEED_RANGE = (0, 2**31 - 1)
 CANDIDATES_RANGE = (1, 16)  # best-of-N: N replies per method cost N times the sampling time
 BEAMS_RANGE = (1, 8)
 WEIGHT_RANGE = (0.0, 1.0)
-PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
-SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 ALLOWED_CONTROL = {"\n", "\r", "\t"}
 
 
@@ -117,30 +114,6 @@ def clean_prompt(prompt: object) -> tuple[str, list[str]]:
         codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
         raise ValueError(f"The prompt contains control characters ({codes}); remove them and try again.")
     return prompt, warnings
-
-
-def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[list[float]]:
-    """λ points for a sweep: 11 points between two objectives (``axes``), else a simplex grid over all.
-
-    >>> weight_grid(3, axes=(0, 2))[:2]
-    [[0.0, 0.0, 1.0], [0.1, 0.0, 0.9]]
-    >>> len(weight_grid(3))
-    15
-    """
-    if axes is not None:
-        i, j = axes
-        if i == j:
-            raise ValueError("a sweep over a pair needs two different objectives; pick different chart axes")
-        points = []
-        for s in range(PAIR_GRID_POINTS):
-            lam = [0.0] * n_objectives
-            lam[i] = round(s / (PAIR_GRID_POINTS - 1), 6)
-            lam[j] = round(1 - lam[i], 6)
-            points.append(lam)
-        return points
-    n = SIMPLEX_GRID_STEPS
-    combos = itertools.product(range(n + 1), repeat=n_objectives)
-    return [[c / n for c in combo] for combo in combos if sum(combo) == n]
 
 
 def example_prompts(stack: Stack) -> list[str]:

@@ -1,7 +1,7 @@
 """Sweeps over λ and what they say: one tidy table per sweep, Pareto fronts, hypervolumes, weight checks.
 
 `python -m mavis_core sweep --stack assets/stack.toml --pair helpful,harmless` runs every method over the λ grid
-of `engine.weight_grid`, generating one batch of (prompt × seed) rows per (method, λ), and writes one row per
+of `config.weight_grid`, generating one batch of (prompt × seed) rows per (method, λ), and writes one row per
 (method, λ) to a CSV: the normalised weights (``w_<objective>``), mean rewards (``r_<objective>``), mean KL to the
 base, mean reply length and tokens/s. ``--search sample,best_of_n,beam`` adds test-time search as another axis:
 each search is a *series* of its own (``mavis``, ``mavis best-of-4``, ``mavis beam-4``) with its own front.
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import METHODS, SEARCHES, DecodeConfig
+from .config import METHODS, SEARCHES, DecodeConfig, weight_grid
 from .decoding import generate_batch
-from .engine import weight_grid
+from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
 from .search import search_batch
 from .stack import Stack
@@ -137,38 +137,12 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     return pd.DataFrame.from_records(records)
 
 
-def _non_dominated(points: np.ndarray) -> np.ndarray:
-    """Mask of rows no other row dominates (>= on every column, > on one; all maximised). Grids are small: O(n²)."""
-    keep = np.ones(len(points), dtype=bool)
-    for i, p in enumerate(points):
-        dominated = np.all(points >= p, axis=1) & np.any(points > p, axis=1)
-        keep[i] = not dominated.any()
-    return keep
-
-
 def pareto_front(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
     """Each series' (`series_of`) non-dominated rows on the mean rewards of ``objectives`` (all maximised)."""
     cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
-    parts = [group[_non_dominated(group[cols].to_numpy(dtype=float))]
+    parts = [group[non_dominated(group[cols].to_numpy(dtype=float))]
              for _, group in df.groupby(series_of(df), sort=False)]
     return pd.concat(parts) if parts else df.iloc[:0]
-
-
-def hypervolume(points: list[tuple[float, float]] | np.ndarray, reference: tuple[float, float]) -> float:
-    """Area dominated by ``points`` and dominating ``reference``, both objectives maximised (exact sweep-line).
-
-    >>> hypervolume([(2, 1), (1, 2)], (0, 0))
-    3.0
-    """
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    rx, ry = reference
-    pts = pts[(pts[:, 0] > rx) & (pts[:, 1] > ry)]  # points not beyond the reference add nothing
-    area, top = 0.0, ry
-    for x, y in sorted(map(tuple, pts), key=lambda p: -p[0]):  # right to left: each higher point adds a slab
-        if y > top:
-            area += (x - rx) * (y - top)
-            top = y
-    return float(area)
 
 
 def reference_point(df: pd.DataFrame, objectives: list[str], margin: float = REFERENCE_MARGIN) -> list[float]:

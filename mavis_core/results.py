@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import DecodeConfig
-from .engine import weight_grid
+from . import pareto
+from .config import DecodeConfig, weight_grid
 from .evaluation import (
     REWARD_PREFIX,
-    _non_dominated,
     all_pairs_grid,
     front_figure,
     pareto_front,
@@ -129,13 +128,7 @@ def _git_commit() -> str:
 def dominated_share(winner: pd.DataFrame, loser: pd.DataFrame, objectives: list[str]) -> float:
     """Share of ``loser``'s front points that some point of ``winner`` dominates (>= on all, > on one)."""
     cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
-    w = winner[cols].to_numpy(dtype=float)
-    lose = loser[cols].to_numpy(dtype=float)
-    lose = lose[_non_dominated(lose)]
-    if not len(lose):
-        return float("nan")
-    hits = [bool(np.any(np.all(w >= p, axis=1) & np.any(w > p, axis=1))) for p in lose]
-    return float(np.mean(hits))
+    return pareto.dominated_share(winner[cols].to_numpy(dtype=float), loser[cols].to_numpy(dtype=float))
 
 
 def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:

@@ -12,7 +12,6 @@ from mavis_core.cli import main
 from mavis_core.evaluation import (
     all_pairs_grid,
     front_figure,
-    hypervolume,
     hypervolumes,
     pareto_front,
     reference_point,
@@ -20,6 +19,7 @@ from mavis_core.evaluation import (
     sweep,
     weight_spearman,
 )
+from mavis_core.pareto import hypervolume
 from mavis_core.search import search_batch
 
 PROMPTS = ["hello there", "tell me a joke"]
