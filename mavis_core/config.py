@@ -234,6 +234,9 @@ class DecodeConfig:
             its own log-prob, as for base and MOD.
         num_candidates: N >= 1, samples drawn by best-of-N (seeds seed, seed + 1, …, seed + N − 1).
         num_beams: B >= 1, beams kept by beam search.
+        strength: α in [0, 1], how far MOD and RSoup move from the base: MOD samples from
+            (1 − α)·log π_ref + α·Σ λ_m log π_m, RSoup from θ_0 + α·Σ λ_m ΔW_m. 1 is the methods as published;
+            lower values trade reward for KL, so their curves can be compared with MAVIS's at a matched KL.
     """
 
     method: str = "mavis"
@@ -246,6 +249,7 @@ class DecodeConfig:
     search: str = "sample"
     num_candidates: int = 4
     num_beams: int = 4
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -267,6 +271,9 @@ class DecodeConfig:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not 0 <= self.strength <= 1:
+            raise ValueError(f"strength must be a number between 0 and 1, got {self.strength!r}")
         for name in ("num_candidates", "num_beams"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

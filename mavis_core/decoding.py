@@ -127,14 +127,17 @@ class MethodRunner:
             raise ValueError(
                 f"method {cfg.method!r} needs models this stack does not have; available: {stack.methods}"
             )
-        self.method = cfg.method
+        self.method, self.strength = cfg.method, cfg.strength
         self.weights = torch.tensor(weights)
         # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
         self.active = [i for i, w in enumerate(weights) if w > 0]
         if cfg.method == "rsoup":
-            self.runner = CausalRunner(stack, self.weights[None])
-        elif cfg.method == "mod":
-            self.runner = CausalRunner(stack, torch.eye(len(weights))[self.active])
+            self.runner = CausalRunner(stack, cfg.strength * self.weights[None])
+        elif cfg.method == "mod":  # the active policies, then (strength < 1) a plain row for π_ref
+            rows = torch.eye(len(weights))[self.active]
+            if cfg.strength < 1:
+                rows = torch.cat([rows, torch.zeros_like(rows[:1])])
+            self.runner = CausalRunner(stack, rows)
         else:
             self.runner = CausalRunner(stack)
 
@@ -144,8 +147,10 @@ class MethodRunner:
         return self.method in ("base", "mavis")
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
-        if self.method == "mod":  # out: (B, active, V), one row per policy
-            return mod_mix(out.transpose(0, 1), self.weights[self.active])
+        if self.method == "mod":  # out: (B, active [+ 1 plain], V), one row per policy
+            mixed = out.transpose(0, 1)
+            n = len(self.active)
+            return mod_mix(mixed[:n], self.weights[self.active], mixed[n] if n < len(mixed) else None, self.strength)
         return out[:, 0]
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -188,10 +193,11 @@ class _Rows:
         self.weights = torch.tensor(cfg.normalised(stack.objectives))
         self.active = [i for i, w in enumerate(self.weights.tolist()) if w > 0]
         plain = torch.zeros(m)
+        self.strength = cfg.strength
         if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
             self.scales = [torch.eye(m)[i] for i in self.active] + [plain]
-        elif cfg.method == "rsoup":  # θ_0 + Σ λ_m ΔW_m, exactly the interpolated weights
-            self.scales = [self.weights, plain]
+        elif cfg.method == "rsoup":  # θ_0 + α Σ λ_m ΔW_m, exactly the interpolated weights
+            self.scales = [cfg.strength * self.weights, plain]
         else:
             self.scales = [plain]
         self.rows = list(range(first, first + len(self.scales)))
@@ -268,7 +274,7 @@ class LaneDecoder:
         """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""
         plan = self.plans[i]
         if self.lanes[i].cfg.method == "mod":
-            return mod_mix(self.logits[plan.own], plan.weights[plan.active])
+            return mod_mix(self.logits[plan.own], plan.weights[plan.active], self.logits[plan.ref], plan.strength)
         return self.logits[plan.own[0]]
 
     @torch.inference_mode()

@@ -88,7 +88,7 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
 
 def _settings(cfg: DecodeConfig) -> dict[str, float | str]:
     """The decoding settings a row was made with, so tables from β, top-k or search sweeps simply concatenate."""
-    return {"beta": cfg.beta, "top_k": cfg.top_k, "temperature": cfg.temperature,
+    return {"beta": cfg.beta, "strength": cfg.strength, "top_k": cfg.top_k, "temperature": cfg.temperature,
             "max_new_tokens": cfg.max_new_tokens, "search": cfg.search,
             "search_size": {"sample": 1, "best_of_n": cfg.num_candidates, "beam": cfg.num_beams}[cfg.search]}
 
@@ -115,9 +115,9 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     `Generation.kl`; not zero for the base, whose top-k and temperature already move it off π_ref), tokens (mean
     reply length), tokens_per_s (all replies' tokens over the batch's generation time: throughput, not one reply's
     speed), seconds (generation wall time), seconds_per_reply (seconds / n: what a search costs per reply),
-    n (replies averaged), then the settings used (beta, top_k, temperature, max_new_tokens, search, search_size:
-    1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its search
-    included; its method and weights are replaced. Best-of-N and beam winners are kept whole (see `_generate`;
+    n (replies averaged), then the settings used (beta, strength, top_k, temperature, max_new_tokens, search,
+    search_size: 1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its
+    search included; its method and weights are replaced. Best-of-N and beam winners are kept whole (see `_generate`;
     beam search ignores the seeds, so n is the number of prompts).
     """
     if not prompts or not seeds:

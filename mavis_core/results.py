@@ -44,6 +44,7 @@ TOP_KS = (5, 10, 15, 25)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
 NAMES = {"base": "base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}  # how the prose names each method
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
+STRENGTHS = (0.25, 0.5)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ResultsConfig:
     num_beams: int = 4
     betas: tuple[float, ...] = BETAS
     top_ks: tuple[int, ...] = TOP_KS
+    strengths: tuple[float, ...] = STRENGTHS
     images: bool = True
 
     def decode(self, stack: Stack, **changes) -> DecodeConfig:
@@ -178,7 +180,7 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
         fig = front_figure(df, x, y, [row.ref_x, row.ref_y], title=f"{x} vs {y}: λ points and Pareto fronts")
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
-    report.facts.update(pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
+    report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
     return df
 
 
@@ -209,8 +211,120 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
                            for m in ["base", "mavis", *others])
         out.append(f"Mean KL to the base per reply: {listed}. KL is summed over a reply, so shorter replies have "
                    "less of it. A front bought with a larger KL is made of replies the base would rarely write; "
-                   "the paper compares methods at similar KL, which section 3 does per objective.")
+                   "the paper compares methods at similar KL, which section 2 does per pair and section 4 per "
+                   "objective.")
     return out
+
+
+def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: float,
+                   objectives: list[str]) -> dict[str, float] | None:
+    """``method``'s mean rewards at ``kl``, read off its curve over the strength α at one λ (α = 0 is the base's
+    own row, α = 1 the published method), by linear interpolation in KL; None when ``kl`` is outside the curve."""
+    at = np.ones(len(df), dtype=bool)
+    for o, w in lam.items():
+        at &= np.isclose(df[f"w_{o}"].to_numpy(float), w)
+    curve = pd.concat([df[df.method == "base"].assign(strength=0.0), df[(df.method == method) & at]])
+    curve = curve.sort_values(["strength"]).drop_duplicates("strength")
+    if len(curve) < 2:
+        return None
+    rewards = {o: reward_at_kl(curve, kl, o) for o in objectives}
+    return None if any(np.isnan(v) for v in rewards.values()) else rewards
+
+
+def matched_kl(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report,
+               pairs: pd.DataFrame) -> pd.DataFrame:
+    """Every pair's fronts at matched KL: at each λ point MOD and RSoup are read off their curve over the
+    strength α (section 1's α = 1 rows, the base as α = 0, and ``rc.strengths`` run here) at MAVIS's KL there."""
+    baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
+    runs = [sweep(stack, prompts, list(range(rc.seeds)), baselines, all_pairs_grid(len(stack.objectives)),
+                  rc.decode(stack, strength=a)) for a in rc.strengths]
+    df = pd.concat([pairs, *runs], ignore_index=True)
+    df.to_csv(report.data / "matched.csv", index=False)
+    rows, points = [], []
+    for x, y in itertools.combinations(stack.objectives, 2):
+        others = [o for o in stack.objectives if o not in (x, y)]
+        mavis = df[(df.method == "mavis") & (df.strength == 1.0)]
+        mavis = mavis[np.isclose(mavis[[f"w_{o}" for o in others]].to_numpy(float), 0).all(axis=1)]
+        ref = report.facts["pairs_volumes"].query("x == @x and y == @y").iloc[0]
+        fronts = {"mavis": mavis[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float)}
+        for method in baselines:
+            got = []
+            for _, p in mavis.iterrows():
+                lam = {o: float(p[f"w_{o}"]) for o in stack.objectives}
+                r = baseline_at_kl(df, method, lam, float(p.kl), stack.objectives)
+                points.append({"x": x, "y": y, "method": method, **{f"w_{o}": w for o, w in lam.items()},
+                               "kl": float(p.kl), **({f"{REWARD_PREFIX}{o}": v for o, v in r.items()} if r else {})})
+                if r is not None:
+                    got.append((r[x], r[y]))
+            fronts[method] = np.array(got).reshape(-1, 2)
+        for method, pts in fronts.items():
+            unmatched = pairs[(pairs.method == method)]
+            unmatched = unmatched[np.isclose(unmatched[[f"w_{o}" for o in others]].to_numpy(float), 0).all(axis=1)]
+            rows.append({"objective x": x, "objective y": y, "method": method,
+                         "matched points": len(pts), "of": len(mavis),
+                         "hypervolume at matched KL": pareto.hypervolume(pts, (ref.ref_x, ref.ref_y)),
+                         "hypervolume unmatched": pareto.hypervolume(
+                             unmatched[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
+                             (ref.ref_x, ref.ref_y))})
+    table = pd.DataFrame(rows)
+    table.to_csv(report.data / "matched_hypervolume.csv", index=False)
+    pd.DataFrame(points).to_csv(report.data / "matched_points.csv", index=False)
+    curves = df[df.method.isin(baselines)].groupby(["method", "strength"]).kl.mean().unstack("strength")
+    report.add("## 2. The fronts at matched KL", "",
+               "Section 1 compares each method as published, at whatever KL it lands. Here MOD and RSoup get a "
+               f"strength α (MOD: (1 − α)·log π_ref + α·Σ λ_m log π_m; RSoup: θ_0 + α·Σ λ_m ΔW_m), run at α ∈ "
+               f"{{{', '.join(f'{a:g}' for a in rc.strengths)}}} besides section 1's α = 1 and the base (α = 0). At "
+               "every λ point of a pair each baseline's rewards are read off its α curve at MAVIS's KL there "
+               "(linear in KL; a point where MAVIS's KL lies outside the curve is left out and counted). "
+               "Hypervolumes use section 1's reference points.", "")
+    report.table(table, ".2f")
+    report.add("Mean KL of the baselines at each strength (over all λ points):", "")
+    report.table(curves.reset_index(), ".2f")
+    report.facts["matched"] = table
+    report.add(*reading_matched(table), "")
+    return df
+
+
+def reading_matched(table: pd.DataFrame) -> list[str]:
+    """Per pair: who leads at matched KL, MAVIS's share of the best baseline, and the unmatched comparison."""
+    out = ["**Reading.**", ""]
+    for (x, y), t in table.groupby(["objective x", "objective y"], sort=False):
+        v = t.set_index("method")
+        best = v.drop(index="mavis")["hypervolume at matched KL"].idxmax()
+        m, b = v.loc["mavis", "hypervolume at matched KL"], v.loc[best, "hypervolume at matched KL"]
+        share = _share(m, b)
+        missing = ", ".join(f"{NAMES[k]} {int(r['matched points'])} of {int(r['of'])} points"
+                            for k, r in v.iterrows() if k != "mavis" and r["matched points"] < r["of"])
+        out.append(f"- *{x}–{y}*: at matched KL MAVIS {m:.2f} against the best baseline's ({NAMES[best]}) {b:.2f} "
+                   f"({share}); unmatched {v.loc['mavis', 'hypervolume unmatched']:.2f} against "
+                   f"{v.drop(index='mavis')['hypervolume unmatched'].max():.2f}"
+                   + (f"; matched: {missing}" if missing else "") + ".")
+    return out
+
+
+def _share(a: float, b: float) -> str:
+    """``a`` as a percentage of ``b`` ("–" when ``b`` is not positive: nothing to be a share of)."""
+    return f"{a / b:.0%}" if b > 0 and np.isfinite(a) else "–"
+
+
+def verdicts(facts: dict) -> list[str]:
+    """The page's first lines: does MAVIS's front lie beyond the baselines' (matched KL, then as published)?"""
+    t = facts.get("matched")
+    if t is None:
+        return []
+    wins, total, shares = 0, 0, []
+    for _, g in t.groupby(["objective x", "objective y"], sort=False):
+        v = g.set_index("method")
+        best = v.drop(index="mavis")["hypervolume at matched KL"].max()
+        total += 1
+        wins += bool(v.loc["mavis", "hypervolume at matched KL"] >= best)
+        shares.append(_share(v.loc["mavis", "hypervolume at matched KL"], best))
+    u = facts["pairs_volumes"].pivot_table(index=["x", "y"], columns="method", values="hypervolume", sort=False)
+    unmatched = [_share(u.loc[i, "mavis"], u.loc[i].drop(["mavis", "base"], errors="ignore").max()) for i in u.index]
+    return ["**Verdict.**", "",
+            f"- At matched KL MAVIS's front has at least the best baseline's hypervolume on {wins} of {total} pairs "
+            f"(MAVIS ÷ best baseline: {', '.join(shares)}; section 2).",
+            f"- As published (unmatched KL), MAVIS ÷ best baseline: {', '.join(unmatched)} (section 1).", ""]
 
 
 def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
@@ -219,7 +333,7 @@ def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: R
     df.to_csv(report.data / "simplex.csv", index=False)
     _, spearman = summarise(df, stack.objectives)
     spearman.to_csv(report.data / "simplex_spearman.csv", index=False)
-    report.add(f"## 2. The simplex of all {len(stack.objectives)} objectives", "",
+    report.add(f"## 3. The simplex of all {len(stack.objectives)} objectives", "",
                f"The 1/4 grid over the simplex ({len(weight_grid(len(stack.objectives)))} λ points), same prompts "
                "and seeds. Spearman's ρ between each objective's weight and its mean reward:", "")
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
@@ -258,7 +372,7 @@ def beta_curves(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     df = pd.concat(rows, ignore_index=True)
     df.to_csv(report.data / "beta.csv", index=False)
 
-    report.add("## 3. Single objective: MAVIS over β against the fine-tuned policy", "",
+    report.add("## 4. Single objective: MAVIS over β against the fine-tuned policy", "",
                f"λ one-hot on one objective. MAVIS at β ∈ {{{', '.join(f'{b:g}' for b in rc.betas)}}}; "
                "*policy* is that objective's LoRA policy sampled alone (what MOD and RSoup mix); the base for "
                "reference. Reward of the objective and KL to the base, same prompts and seeds as above.", "")
@@ -319,7 +433,7 @@ def top_k_ablation(stack: Stack, prompts: list[str], rc: ResultsConfig, report: 
     table["base KL"] = table.top_k.map(df[df.method == "base"].set_index("top_k").kl)
     table = table.rename(columns=lambda c: c.removeprefix(REWARD_PREFIX))
     table = table.rename(columns={"kl": "MAVIS KL", "ms_per_token": "MAVIS ms/token"})
-    report.add("## 4. Top-k ablation", "",
+    report.add("## 5. Top-k ablation", "",
                f"MAVIS with equal weights at β = {rc.beta:g}, k ∈ {{{', '.join(map(str, rc.top_ks))}}}: MAVIS scores "
                "every one of the k candidates with the value model, so k sets its cost. Time per token is a batch "
                f"of {len(prompts) * rc.seeds} replies' generation time over their tokens (throughput on this "
@@ -360,7 +474,7 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     volumes, _ = summarise(df, [x, y])
     volumes.to_csv(report.data / "search_hypervolume.csv", index=False)
 
-    report.add("## 5. Test-time search on top of each method", "",
+    report.add("## 6. Test-time search on top of each method", "",
                f"{x}–{y}, {len(grid)} λ points, {len(prompts)} prompts × {rc.search_seeds} seeds (beam search is "
                f"deterministic, so it runs once per prompt). best-of-{rc.num_candidates} keeps the sample with the "
                f"highest λ-weighted reward; beam-{rc.num_beams} is value-guided beam search for MAVIS and "
@@ -412,7 +526,7 @@ def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -
 def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
     """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
     volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
-    out = ["## 6. What this says", ""]
+    out = ["## 7. What this says", ""]
     r = rho.set_index(["method", "objective"]).spearman
     weakest = r.idxmin()
     weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
@@ -446,7 +560,8 @@ def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
             who = "the policy" if p[f"{REWARD_PREFIX}{o}"] > at else "MAVIS"
             matched.append(f"{o}: policy {p[f'{REWARD_PREFIX}{o}']:.2f}, MAVIS {at:.2f} — {who} is ahead")
     if matched or unmatched:
-        out.append("- **At matched KL** (section 3): " + ("; ".join(matched) if matched else "no objective")
+        out.append("- **Single objective at matched KL** (section 4): "
+                   + ("; ".join(matched) if matched else "no objective")
                    + (". Not comparable, because the policy's KL lies outside the range MAVIS's β curve covers: "
                       + ", ".join(unmatched)
                       if unmatched else "") + ".")
@@ -521,8 +636,9 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
                "it.",
                f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
                f"{torch.get_num_threads()} threads, device {stack.device}.", "")
-    timings = {}
+    timings, head = {}, len(report.lines)
     for name, step in (("pairs", lambda: pair_sweeps(stack, main_prompts, rc, report)),
+                       ("matched KL", lambda: matched_kl(stack, main_prompts, rc, report, report.facts["pairs"])),
                        ("simplex", lambda: simplex_sweep(stack, main_prompts, rc, report)),
                        ("beta", lambda: beta_curves(stack, main_prompts, rc, report)),
                        ("top-k", lambda: top_k_ablation(stack, main_prompts, rc, report)),
@@ -531,6 +647,7 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
         step()
         timings[name] = time.perf_counter() - t0
         print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
+    report.lines[head:head] = verdicts(report.facts)
     report.add(*summary(report.facts, stack.objectives, embedded))
     report.add("## Cost of this page", "",
                "Wall time of each section on the machine above: "
@@ -551,8 +668,10 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     parser.add_argument("--beta", type=float, default=d.beta, help=f"MAVIS β of the sweeps (default {d.beta:g})")
-    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 3")
-    parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 4")
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 4")
+    parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 5")
+    parser.add_argument("--strengths", default=",".join(f"{a:g}" for a in d.strengths),
+                        help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0)")
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
     parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
@@ -581,6 +700,7 @@ def run_results_command(args: argparse.Namespace) -> None:
     rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
                        betas=parse_numbers(args.betas, float, "--betas"),
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
+                       strengths=parse_numbers(args.strengths, float, "--strengths"),
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
                        images=not args.no_images)
     out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"))

@@ -56,17 +56,28 @@ def mavis_contributions(values: torch.Tensor, weights: torch.Tensor, beta: float
     return beta * weights.to(values)[:, None] * centred
 
 
-def mod_mix(policy_logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """MOD (Shi et al. 2024): Σ_m λ_m log π_m(a|s) over the whole vocabulary.
+def mod_mix(policy_logits: torch.Tensor, weights: torch.Tensor, ref_logits: torch.Tensor | None = None,
+            strength: float = 1.0) -> torch.Tensor:
+    """MOD (Shi et al. 2024): Σ_m λ_m log π_m(a|s) over the whole vocabulary; with ``strength`` α < 1,
+    (1 − α)·log π_ref + α·Σ_m λ_m log π_m (α = 0 is the base).
 
     Args:
         policy_logits: (M, ..., V) logits of each objective's policy.
         weights: (M,) λ.
+        ref_logits: (..., V) the base's logits; needed only when α < 1.
     Returns:
         (..., V) mixed log-scores (softmax of them is the MOD distribution).
     """
+    if weights.shape != policy_logits.shape[:1]:
+        raise ValueError(f"MOD needs one weight per policy: got {tuple(weights.shape)} weights for "
+                         f"{policy_logits.shape[0]} policies")
     logprobs = torch.log_softmax(policy_logits.float(), dim=-1)
-    return torch.einsum("m...v,m->...v", logprobs, weights.to(logprobs))
+    mixed = torch.einsum("m...v,m->...v", logprobs, weights.to(logprobs))
+    if strength == 1:
+        return mixed
+    if ref_logits is None:
+        raise ValueError("MOD at strength < 1 needs the base's logits")
+    return (1 - strength) * torch.log_softmax(ref_logits.float(), dim=-1) + strength * mixed
 
 
 def rsoup_delta(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:

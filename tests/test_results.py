@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.results import dominated_share, reward_at_kl
+from mavis_core.results import baseline_at_kl, dominated_share, reward_at_kl
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",
@@ -30,10 +30,14 @@ def page(tiny_dir, tmp_path_factory):
 def test_every_section_is_written(page):
     root, _ = page
     text = (root / "docs" / "results.md").read_text(encoding="utf-8")
-    for heading in ("## 1. Pareto fronts", "## 2. The simplex", "## 3. Single objective", "## 4. Top-k ablation",
-                    "## 5. Test-time search", "## Cost of this page"):
+    for heading in ("## 1. Pareto fronts", "## 2. The fronts at matched KL", "## 3. The simplex",
+                    "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## Cost of this page"):
         assert heading in text
-    assert text.count("**Reading.**") == 4
+    assert text.count("**Reading.**") == 5
+    assert text.index("**Verdict.**") < text.index("## 1. Pareto fronts")  # the verdicts come first
+    verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
+    assert re.search(r"on \d of 3 pairs", verdict)
+    assert len(re.findall(r"\d+%|–", verdict)) == 6  # a share per pair, matched and as published
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
 
@@ -45,6 +49,11 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     beta = pd.read_csv(data / "beta.csv")
     assert sorted(beta[beta.method == "mavis"].beta.unique()) == [1.0, 4.0]
     assert set(beta.method) == {"mavis", "base", "policy"}
+    matched = pd.read_csv(data / "matched.csv")
+    assert sorted(matched[matched.method == "rsoup"].strength.unique()) == [0.25, 0.5, 1.0]
+    table = pd.read_csv(data / "matched_hypervolume.csv")
+    assert len(table) == 3 * 3 and set(table.method) == {"mavis", "mod", "rsoup"}
+    assert (table["matched points"] <= table["of"]).all()
     top_k = pd.read_csv(data / "top_k.csv")
     assert sorted(top_k.top_k.unique()) == [3, 5] and (top_k.ms_per_token > 0).all()
     search = pd.read_csv(data / "search.csv")
@@ -79,3 +88,17 @@ def test_dominated_share_and_reward_at_kl():
     curve = pd.DataFrame({"kl": [2.0, 4.0], "r_x": [1.0, 3.0]})
     assert reward_at_kl(curve, 3.0, "x") == pytest.approx(2.0)
     assert pd.isna(reward_at_kl(curve, 5.0, "x"))
+
+
+def test_a_baseline_is_read_off_its_strength_curve_at_a_kl():
+    rows = [{"method": "base", "w_a": float("nan"), "w_b": float("nan"), "strength": 1.0, "kl": 2.0,
+             "r_a": 0.0, "r_b": 0.0}]
+    rows += [{"method": "mod", "w_a": 0.5, "w_b": 0.5, "strength": s, "kl": kl, "r_a": ra, "r_b": -ra}
+             for s, kl, ra in ((0.5, 4.0, 1.0), (1.0, 10.0, 4.0))]
+    rows += [{"method": "mod", "w_a": 1.0, "w_b": 0.0, "strength": 1.0, "kl": 50.0, "r_a": 9.0, "r_b": 9.0}]
+    df = pd.DataFrame(rows)
+    got = baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 7.0, ["a", "b"])
+    assert got == pytest.approx({"a": 2.5, "b": -2.5})  # halfway between α 0.5 (KL 4) and α 1 (KL 10)
+    assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 3.0, ["a", "b"]) == pytest.approx({"a": 0.5, "b": -0.5})
+    assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 11.0, ["a", "b"]) is None  # beyond the curve
+    assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 1.0, ["a", "b"]) is None  # below the base's own KL

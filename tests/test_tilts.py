@@ -43,7 +43,7 @@ def test_tilts_do_not_modify_inputs():
     logits, values, weights = LOGITS.clone(), VALUES.clone(), torch.tensor([0.3, 0.7])
     mavis_tilt(logits, values, weights, 1.0)
     mavis_contributions(values, weights, 1.0)
-    mod_mix(values, weights)
+    mod_mix(values.transpose(0, 1), weights)  # (M, B, k): one row of logits per policy
     top_k_logits(logits, 2, 0.5)
     assert torch.equal(logits, LOGITS) and torch.equal(values, VALUES)
     assert torch.equal(weights, torch.tensor([0.3, 0.7]))
@@ -102,3 +102,16 @@ def test_value_bonus_is_the_tilt_alone():
     bonus = value_bonus(values, weights, 2.0)
     torch.testing.assert_close(bonus, 2.0 * (0.25 * values[:, 0] + 0.75 * values[:, 1]))
     torch.testing.assert_close(mavis_tilt(logits, values, weights, 2.0), logits + bonus)
+
+
+def test_mod_mix_at_a_strength_moves_from_the_base_and_checks_shapes():
+    policy_logits, ref = torch.tensor([[[1.0, 0.0, -1.0]], [[0.0, 2.0, 0.0]]]), torch.tensor([[0.5, 0.5, 3.0]])
+    weights = torch.tensor([0.4, 0.6])
+    full = mod_mix(policy_logits, weights)
+    half = mod_mix(policy_logits, weights, ref, strength=0.5)
+    torch.testing.assert_close(half, 0.5 * torch.log_softmax(ref, -1) + 0.5 * full)
+    torch.testing.assert_close(mod_mix(policy_logits, weights, ref, strength=0.0), torch.log_softmax(ref, -1))
+    with pytest.raises(ValueError, match="one weight per policy"):
+        mod_mix(policy_logits, torch.tensor([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="needs the base's logits"):
+        mod_mix(policy_logits, weights, strength=0.5)
