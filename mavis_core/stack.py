@@ -106,9 +106,22 @@ class Stack:
             with loading(f"reward model of {o.name!r}", o.reward.path or o.reward.kind):
                 self.rewards[o.name] = load_reward(o.reward, self.device)
         self.value_models = self._load_value_models()
+        self.lora_rows: RowLoRA | None = None
         self.policies = self._load_policies()
-        # The decoding loop's MOD and RSoup rows: every policy's LoRA applied to the plain base per row.
-        self.lora_rows = RowLoRA(self.base, self.policies, self.objectives) if self.policies is not None else None
+
+    @property
+    def policies(self):
+        """All policies as named LoRA adapters on one peft copy of the base, or None."""
+        return self._policies
+
+    @policies.setter
+    def policies(self, model) -> None:
+        """Set the policies (training swaps in the model it trains); the decoding loop's MOD and RSoup rows
+        (`RowLoRA`, every policy's LoRA applied to the plain base per row) are rebuilt from their weights now."""
+        if self.lora_rows is not None:
+            self.lora_rows.remove()
+        self._policies = model
+        self.lora_rows = RowLoRA(self.base, model, self.objectives) if model is not None else None
 
     @property
     def methods(self) -> list[str]:

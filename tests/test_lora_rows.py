@@ -63,3 +63,29 @@ def test_the_base_stays_plain_outside_the_block_and_in_other_threads(tiny_stack)
     torch.testing.assert_close(tiny_stack.base(input_ids=ids).logits, plain)
     with tiny_stack.lora_rows.rows(torch.zeros(1, 3)) as model:  # an all-plain batch runs no LoRA at all
         torch.testing.assert_close(model(input_ids=ids).logits, plain)
+
+
+@torch.inference_mode()
+def test_swapping_the_policies_rebuilds_the_rows_and_leaves_one_set_of_hooks(tiny_stack):
+    """Training swaps in the policy it trains (policy_in_stack): MOD must then sample from it, not from the
+    policies the stack loaded, and restoring them must give the old rows back."""
+    import copy
+
+    from mavis_core.training.policies import policy_in_stack
+
+    ids, one_hot = _ids(tiny_stack), torch.tensor([[1.0, 0.0, 0.0]])
+    with tiny_stack.lora_rows.rows(one_hot) as model:
+        before = model(input_ids=ids).logits
+    trained = copy.deepcopy(tiny_stack.policies)
+    for name, p in trained.named_parameters():
+        if "lora_B" in name:
+            p.add_(0.5)
+    with policy_in_stack(tiny_stack, trained):
+        with tiny_stack.lora_rows.rows(one_hot) as model:
+            during = model(input_ids=ids).logits
+    with tiny_stack.lora_rows.rows(one_hot) as model:
+        after = model(input_ids=ids).logits
+    assert not torch.allclose(during, before)
+    torch.testing.assert_close(after, before)
+    hooks = sum(len(m._forward_hooks) for m in tiny_stack.base.modules())
+    assert hooks == len(tiny_stack.lora_rows._hooks)  # the swapped-out rows took their hooks with them
