@@ -39,6 +39,7 @@ from mavis_core.engine import (
     SEED_RANGE,
     TEMPERATURE_RANGE,
     TOP_K_RANGE,
+    WEIGHT_RANGE,
     Engine,
     Reply,
     Settings,
@@ -46,7 +47,14 @@ from mavis_core.engine import (
     clean_prompt,
     weight_grid,
 )
-from mavis_core.plots import explanation_html, pareto_figure, token_explanation
+from mavis_core.plots import (
+    TOKEN_VIEW_CSS,
+    dark_template,
+    explanation_html,
+    pareto_figure,
+    same_point,
+    token_explanation,
+)
 from mavis_core.study import RATING_RANGE, StudyDB, token_ok
 
 DEFAULT_STACK = "assets/stack.toml"
@@ -79,7 +87,55 @@ CSS = """
 #details { padding: 4px 8px; }
 .rating .wrap { gap: 4px !important; flex-wrap: nowrap !important; }
 .rating label { padding: 4px 8px !important; min-width: 0 !important; }
-"""
+#copy-link[data-copied]::after { content: "\\00a0✓ copied"; }
+#token-view { overflow: visible !important; }
+""" + TOKEN_VIEW_CSS
+SHARE_PROMPT_BYTES = 6000  # a prompt longer than this (URL-encoded) is left out of the share link: the page sends
+# its query string with every request, and servers refuse request lines of some 8-16 kB
+# Run once when the page loads: a click on a chart point writes "<sample id>:<click time>" (the id is the trace's
+# customdata; the time makes a second click on the point a change too) into the hidden #point-pick box, whose
+# change event shows that sample; in a dark page the chart swaps in the dark template after each draw (gradio draws
+# the server's figure with Plotly.react into the same div, so the listeners stay).
+PAGE_JS = """() => {
+  const DARK = DARK_TEMPLATE;
+  const isDark = () => document.body.classList.contains("dark")
+    || document.documentElement.classList.contains("dark");
+  const pick = (id) => {
+    const box = document.querySelector("#point-pick textarea");
+    if (!box || id === undefined || id === null) return;
+    box.value = id + ":" + Date.now();
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  };
+  const wire = (gd) => {
+    if (gd.mavisWired || typeof gd.on !== "function") return;
+    gd.mavisWired = true;
+    gd.on("plotly_click", (event) => pick(event && event.points && event.points.length
+      ? event.points[0].customdata : null));
+    const theme = () => {
+      if (!isDark() || !window.Plotly || gd.mavisLayout === gd.layout) return;
+      gd.mavisLayout = gd.layout;
+      window.Plotly.relayout(gd, {template: DARK});
+    };
+    gd.on("plotly_afterplot", theme);
+    theme();
+  };
+  const scan = () => document.querySelectorAll("#pareto .js-plotly-plot").forEach(wire);
+  new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
+  scan();
+}""".replace("DARK_TEMPLATE", json.dumps(dark_template()))
+# "Copy link": the address bar is the share link already (see share_js); the button flashes "copied".
+COPY_JS = """() => {
+  const url = window.location.href;
+  const button = document.querySelector("#copy-link");
+  const done = () => {
+    if (!button) return;
+    button.dataset.copied = "1";
+    setTimeout(() => delete button.dataset.copied, 2000);
+  };
+  const ask = () => window.prompt("Copy this link:", url);
+  if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(url).then(done, ask);
+  else ask();
+}"""
 LOG = logging.getLogger("mavis.app")
 
 
@@ -406,18 +462,22 @@ class Demo(gr.Blocks):
 
     def launch(self, *args, **kwargs):
         kwargs.setdefault("max_file_size", MAX_REQUEST_BYTES)
+        kwargs.setdefault("css", CSS)
+        kwargs.setdefault("js", PAGE_JS)
         app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(Guard, demo=self)]
         return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
-def _stats(reply: Reply | None, objectives: list[str]) -> str:
+def _stats(reply: Reply | None, objectives: list[str], seed: int) -> str:
+    """A column's line under its reply: the search and seed that made it, then its scores and KL."""
     if reply is None:
         return "*not selected*"
     if reply.scores is None:
-        return f"*{reply.search}: {'done, scoring' if reply.done else 'generating'}… {len(reply.events)} tokens*"
+        return (f"*{reply.search}: {'done, scoring' if reply.done else 'generating'}… {len(reply.events)} tokens "
+                f"· seed {seed}*")
     cells = " · ".join(f"{k} **{reply.scores[k]:+.3f}**" for k in objectives)
-    return f"*{reply.search}* · {cells} · KL **{reply.kl:.2f}** · {len(reply.events)} tokens"
+    return f"*{reply.search}* · seed {seed} · {cells} · KL **{reply.kl:.2f}** · {len(reply.events)} tokens"
 
 
 def _samples(replies: list[Reply], prompt: str, settings: Settings, source: str, start: int,
@@ -542,20 +602,19 @@ class Actions:
                 done = replies[0].scores is not None
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
                     last = time.monotonic()
-                    yield self._columns(replies) + ([gr.skip()] * 4 if not done else self._finish(
+                    yield self._columns(replies, settings.seed) + ([gr.skip()] * 4 if not done else self._finish(
                         replies, prompt, settings, (x, y, z), history))
 
-    def _columns(self, replies: list[Reply]) -> list:
+    def _columns(self, replies: list[Reply], seed: int) -> list:
         by_method = {r.method: r for r in replies}
         texts = [by_method[m].text if m in by_method else "" for m in self.engine.methods]
-        stats = [_stats(by_method.get(m), self.engine.objectives) for m in self.engine.methods]
+        stats = [_stats(by_method.get(m), self.engine.objectives, seed) for m in self.engine.methods]
         return texts + stats
 
     def _finish(self, replies, prompt, settings, axes, history) -> list:
         history = (history + _samples(replies, prompt, settings, "generate", _next_id(history)))[-MAX_HISTORY:]
-        mavis = [r for r in replies if r.method == "mavis"]
-        explanation = explanation_html(token_explanation(mavis[0].events if mavis else [], self.engine.objectives),
-                                       self.engine.objectives)
+        explanation = explanation_html({r.method: token_explanation(r.events) for r in replies},
+                                       self.engine.objectives, METHOD_TITLES)
         new = history[-len(replies):]
         newest = next((x["id"] for x in new if x["method"] == "mavis"), new[0]["id"])  # MAVIS is the one to read
         return [explanation, self._figure(history, *axes), history,
@@ -576,7 +635,8 @@ class Actions:
             return self._figure([], x, y, z), [], gr.Dropdown(choices=[], value=None), ""
 
     def show_sample(self, sample_id, history: list[dict]) -> str:
-        """The chosen sample's text, weights and scores (plotly clicks do not reach the server in gr.Plot).
+        """The chosen sample's text, weights and scores, and which other samples share its point on the chart
+        (a click reaches only the top one of them).
 
         Wired with preprocess=False, unchecked: the dropdown's choices change per session, so the id is checked
         here against this user's own chart."""
@@ -590,9 +650,33 @@ class Actions:
         scores = " · ".join(f"{k} **{v:+.3f}**" for k, v in s["scores"].items())
         weights = " · ".join(f"{k} {v:.2f}" for k, v in s["weights"].items())
         quoted = "\n".join("> " + line for line in (s["text"] or "(empty reply)").splitlines())
+        others = same_point(s, history)
+        shared = ("" if not others else "\n\n*Same point on the chart:* "
+                  + ", ".join(f"#{o['id']} {o['method']}" for o in others[:12])
+                  + (" …" if len(others) > 12 else "") + " (pick them in the list)")
         return (f"**#{s['id']} {s['method']}** ({s['source']}, {s.get('search', 'sample')}) · λ: {weights} · "
                 f"β {s['beta']} · seed {s['seed']}"
-                f"\n\n{scores} · KL **{s['kl']:.2f}**\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
+                f"\n\n{scores} · KL **{s['kl']:.2f}**{shared}\n\n**Prompt:** {s['prompt']}\n\n{quoted}")
+
+    def pick_point(self, point: str, history: list[dict]):
+        """A click on a chart point ("<sample id>:<click time>", written into the hidden box by PAGE_JS): the
+        "Show sample" list moves to that sample, which shows it; anything but a sample on this chart is ignored."""
+        ids = {s["id"] for s in history}
+        text = point.split(":")[0].strip() if isinstance(point, str) else ""
+        if not (text.isdigit() and len(text) < 12 and int(text) in ids):
+            return gr.skip()
+        return gr.update(value=int(text))  # the list's choices stay as they are
+
+    def new_seed(self, fresh: bool):
+        """The seed for the next Generate: a fresh random one when "new seed each time" is ticked."""
+        return random.SystemRandom().randint(*SEED_RANGE) if fresh is True else gr.skip()
+
+    def restore(self, request: gr.Request) -> list:
+        """On page load: the controls a share link (the page's query string) sets, in `share_keys` order then
+        "new seed each time"; what the link does not set, or sets wrongly, keeps its default."""
+        params = dict(getattr(request, "query_params", None) or {})
+        values = settings_from_query(params, self.engine)
+        return [values.get(key, gr.skip()) for key in [*share_keys(self.engine.objectives), "new_seed"]]
 
     def sweep(self, request: gr.Request, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x,
               y, z, history, search=SEARCH_DEFAULTS[0], num_candidates=SEARCH_DEFAULTS[1],
@@ -638,25 +722,46 @@ class Actions:
         for key, _, _ in keys:
             self.trials.add(key)
 
+    def _study_draw(self, prompt: str, rng: random.Random) -> tuple[str, dict[str, float], dict, Settings]:
+        """A study trial's prompt (the one typed, else a random example), random weights from the simplex grid, a
+        random seed and the fixed STUDY_SETTINGS: (prompt, λ, settings as stored, Settings)."""
+        if not (prompt or "").strip() and self.engine.examples:
+            prompt = rng.choice(self.engine.examples)
+        lam = dict(zip(self.engine.objectives, rng.choice(weight_grid(len(self.engine.objectives))), strict=True))
+        raw = {**STUDY_SETTINGS, "max_new_tokens": min(STUDY_SETTINGS["max_new_tokens"], self.engine.max_new_tokens)}
+        settings = self.engine.settings(lam, seed=rng.randint(*SEED_RANGE), **raw)
+        return self._prompt(prompt, settings.max_new_tokens), lam, raw, settings
+
+    def _study_decode(self, request: gr.Request | None, prompt: str, methods: list[str], settings: Settings,
+                      progress: gr.Progress, endpoint: str) -> dict[str, str]:
+        """method -> reply text, decoded side by side as one batch; one progress bar counts the tokens. Stops
+        once the client is gone."""
+        for replies in self.engine.stream(prompt, methods, settings):
+            if self._gone(request, endpoint):
+                raise Gone
+            progress((max(len(r.events) for r in replies), settings.max_new_tokens), desc="Generating the replies…",
+                     unit="tokens")
+        return {r.method: r.text for r in replies}
+
+    def _study_header(self, prompt: str, lam: dict[str, float], task: str) -> str:
+        """The prompt, the trial's weights, what the weights mean, and what to do."""
+        weights = " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
+        return (f"**Prompt:** {prompt}\n\n**Weights:** {weights} — how much each objective counts in this trial "
+                f"(they add up to 1; 0 means it does not count). {task}")
+
     def study_new(self, request: gr.Request, participant: str, prompt: str,
                   progress=gr.Progress()):  # noqa: B008 - as in sweep
         """A blinded trial: every method replies to one prompt under random weights, in a shuffled order."""
         with user_errors("study_new"):
             progress(0, desc="Generating the replies…")
-            rng = random.SystemRandom()
-            if not (prompt or "").strip() and self.engine.examples:
-                prompt = rng.choice(self.engine.examples)
-            lam = dict(zip(self.engine.objectives, rng.choice(weight_grid(len(self.engine.objectives))), strict=True))
-            raw = {**STUDY_SETTINGS,
-                   "max_new_tokens": min(STUDY_SETTINGS["max_new_tokens"], self.engine.max_new_tokens)}
-            settings = self.engine.settings(lam, seed=rng.randint(*SEED_RANGE), **raw)
-            prompt = self._prompt(prompt, settings.max_new_tokens)
+            prompt, lam, raw, settings = self._study_draw(prompt, random.SystemRandom())
             self._count_trial(request)
-            replies = self.engine.replies(prompt, self.engine.methods, settings)
+            replies = self._study_decode(request, prompt, self.engine.methods, settings, progress, "study_new")
             trial = self.study.add_trial((participant or "").strip()[:100] or "anonymous", prompt, lam, settings.seed,
-                                         raw, {r.method: r.text for r in replies})
-            weights = " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
-            header = f"**Prompt:** {prompt}\n\n**Weights:** {weights} — rate each reply on every objective."
+                                         raw, replies)
+            header = self._study_header(prompt, lam, "Rate every reply on each objective by itself (1 = poor, "
+                                                     "5 = excellent); pick as favourite the reply that best serves "
+                                                     "this weighted mix.")
             return [trial.id, header] + trial.texts + [None] * (len(trial.texts) * len(self.engine.objectives) + 1)
 
     def study_submit(self, trial_id: str | None, favourite: str | None, *ratings):
@@ -697,6 +802,51 @@ class Actions:
             self._admin(token, request)
             return str(self.study.export_csv(self.exports.new("study_ratings.csv")))
 
+    def arena_new(self, request: gr.Request, participant: str, prompt: str,
+                  progress=gr.Progress()):  # noqa: B008 - as in sweep
+        """A blinded pair: two methods drawn at random reply to one prompt under random weights, as A and B."""
+        with user_errors("arena_new"):
+            if len(self.engine.methods) < 2:
+                raise ValueError(f"The arena compares two methods; this stack has only {self.engine.methods}.")
+            progress(0, desc="Generating the replies…")
+            rng = random.SystemRandom()
+            prompt, lam, raw, settings = self._study_draw(prompt, rng)
+            self._count_trial(request)
+            pair = rng.sample(self.engine.methods, 2)  # add_arena_trial shuffles their slots again
+            replies = self._study_decode(request, prompt, pair, settings, progress, "arena_new")
+            trial = self.study.add_arena_trial((participant or "").strip()[:100] or "anonymous", prompt, lam,
+                                               settings.seed, raw, replies, rng=rng)
+            header = self._study_header(prompt, lam, "Vote for the reply that better serves this weighted mix.")
+            return [trial.id, header, *trial.texts, None]
+
+    def arena_vote(self, trial_id: str | None, vote: str | None):
+        """Save the vote on the pair shown (A, B, tie or both bad), once: the pair is then gone from the session."""
+        with user_errors("arena_vote"):
+            if not trial_id:
+                raise ValueError("No pair to vote on yet: press 'New pair' first.")
+            if not vote:
+                raise ValueError("vote: pick one of A, B, tie or both bad first.")
+            self.study.add_vote(trial_id, vote)
+            return None, "Thank you — vote saved. Press **New pair** for the next one."
+
+    def arena_leaderboard(self, request: gr.Request, token: str):
+        """Per method: Bradley–Terry strength, its 95 % bootstrap interval and vote counts (admin only)."""
+        with user_errors("arena_leaderboard"):
+            self._admin(token, request)
+            return self.study.arena_leaderboard()
+
+    def arena_export_csv(self, request: gr.Request, token: str) -> str:
+        """Every arena vote with its trial as CSV for the admin who asked: a single-use link, see `Exports`."""
+        with user_errors("arena_export_csv"):
+            self._admin(token, request)
+            return str(self.study.export_arena_csv(self.exports.new("arena_votes.csv")))
+
+    def arena_export_jsonl(self, request: gr.Request, token: str) -> str:
+        """Preference pairs (prompt, chosen, rejected) as JSON Lines for DPO: a single-use link, see `Exports`."""
+        with user_errors("arena_export_jsonl"):
+            self._admin(token, request)
+            return str(self.study.export_preferences(self.exports.new("arena_preferences.jsonl")))
+
 
 def _controls(engine: Engine, actions: Actions) -> dict:
     """The left column: prompt, objective weights, methods, decoding settings."""
@@ -717,6 +867,7 @@ def _controls(engine: Engine, actions: Actions) -> dict:
         button.click(functools.partial(list, weights), outputs=c["sliders"], api_visibility="private",
                      queue=False, show_progress="hidden")
     c["methods"] = gr.CheckboxGroup(engine.methods, value=engine.methods, label="Methods", elem_id="methods")
+    c["copy"] = gr.Button("Copy link", size="sm", elem_id="copy-link", variant="secondary")
     if engine.examples:
         with gr.Accordion("Example prompts", open=False):
             gr.Examples(examples=[[p] for p in engine.examples], inputs=[c["prompt"]], label=None)
@@ -731,8 +882,12 @@ def _controls(engine: Engine, actions: Actions) -> dict:
         c["max_new"] = gr.Slider(1, engine.max_new_tokens, value=min(DecodeConfig.default("max_new_tokens"),
                                                                      engine.max_new_tokens),
                                  step=1, label="max new tokens", info="reply length limit")
-        c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed",
-                              info="same seed + prompt + settings = the same replies")
+        with gr.Row(equal_height=True):
+            c["seed"] = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="seed",
+                                  info="same seed + prompt + settings = the same replies", elem_id="seed",
+                                  min_width=120)
+            c["new_seed"] = gr.Checkbox(True, label="new seed each time", elem_id="new-seed", min_width=120,
+                                        info="untick to replay the seed shown on a reply")
         c["search"] = gr.Radio(SEARCH_CHOICES, value=SEARCH_DEFAULTS[0], label="search (every ticked method)",
                                elem_id="search",
                                info="best-of-N keeps the best of N samples by λ-weighted reward; beam search "
@@ -753,6 +908,77 @@ KL_NOTE = ("**KL**: Σ log π − log π_ref over the reply, how far a method mo
            "base shows some: the cost of sampling from its top-k only).")
 
 
+def share_keys(objectives: list[str]) -> list[str]:
+    """The share link's query keys, in the order of the controls they follow (see `_generate_tab`)."""
+    return ["prompt", *[f"w_{k}" for k in objectives], "beta", "k", "temp", "len", "seed", "methods", "search", "n",
+            "b"]
+
+
+def share_js(keys: list[str]) -> str:
+    """JS run on every change of a shared control (its values in ``keys`` order): the page's query string follows
+    them (other keys, such as gradio's ``__theme``, are kept), so the address bar is always a share link."""
+    return f"""(...values) => {{
+  const keys = {json.dumps(keys)};
+  const query = new URLSearchParams(window.location.search);
+  keys.forEach((key, i) => {{
+    const value = Array.isArray(values[i]) ? values[i].join(",") : values[i];
+    if (value === null || value === undefined || value === "") query.delete(key);
+    else query.set(key, String(value));
+  }});
+  if (encodeURIComponent(query.get("prompt") || "").length > {SHARE_PROMPT_BYTES}) query.delete("prompt");
+  window.history.replaceState(window.history.state, "",
+    window.location.pathname + "?" + query.toString() + window.location.hash);
+}}"""
+
+
+def _query_number(text: str, low: float, high: float, integer: bool = False) -> float | int | None:
+    """``text`` as a number clipped to [low, high] (rounded if ``integer``); None for anything else."""
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    value = min(max(value, low), high)
+    return int(round(value)) if integer else value
+
+
+def settings_from_query(params: dict[str, str], engine: Engine) -> dict[str, object]:
+    """The settings a share link carries (query key -> value), each checked: numbers clipped to their control's
+    range, only known methods and searches, a prompt that `clean_prompt` accepts; anything else is left out, so a
+    bad link opens the page with its defaults. A link with a seed also turns "new seed each time" off ("new_seed":
+    False), so Generate replays it.
+
+    >>> from types import SimpleNamespace
+    >>> stub = SimpleNamespace(objectives=["helpful"], methods=["base", "mavis"], max_new_tokens=64)
+    >>> settings_from_query({"w_helpful": "7", "k": "x", "methods": "mavis,nope", "seed": "3.6"}, stub)
+    {'w_helpful': 1.0, 'seed': 4, 'new_seed': False, 'methods': ['mavis']}
+    """
+    params = {k: v for k, v in params.items() if isinstance(v, str)}
+    ranges = {**{f"w_{k}": (*WEIGHT_RANGE, False) for k in engine.objectives}, "beta": (*BETA_RANGE, False),
+              "k": (*TOP_K_RANGE, True), "temp": (*TEMPERATURE_RANGE, False), "len": (1, engine.max_new_tokens, True),
+              "seed": (*SEED_RANGE, True), "n": (*CANDIDATES_RANGE, True), "b": (*BEAMS_RANGE, True)}
+    out = {}
+    for key, (low, high, integer) in ranges.items():
+        value = _query_number(params[key], low, high, integer) if key in params else None
+        if value is not None:
+            out[key] = value
+    if not any(out.get(f"w_{k}", 0.5) for k in engine.objectives):  # sliders left at 0.5 stay so
+        out = {k: v for k, v in out.items() if not k.startswith("w_")}
+    if "seed" in out:
+        out["new_seed"] = False
+    methods = [m for m in engine.methods if m in params.get("methods", "").split(",")]
+    if methods:
+        out["methods"] = methods
+    if params.get("search") in [value for _, value in SEARCH_CHOICES]:
+        out["search"] = params["search"]
+    try:
+        out["prompt"] = clean_prompt(params["prompt"][:MAX_PROMPT_CHARS])[0]
+    except (KeyError, ValueError):
+        pass
+    return out
+
+
 def _presets(objectives: list[str]) -> dict[str, list[float]]:
     """Slider presets: each objective alone, and all balanced."""
     out = {f"{o} only": [1.0 if k == o else 0.0 for k in objectives] for o in objectives}
@@ -770,8 +996,8 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
                 c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
     scales = " · ".join(f"**{k}** {OBJECTIVE_INFO[k]}" for k in objectives if k in OBJECTIVE_INFO)
     gr.Markdown(f"{scales}  \n{KL_NOTE}" if scales else KL_NOTE, elem_id="kl-note")
-    with gr.Accordion("MAVIS per-token explanation", open=True):
-        c["explain"] = gr.HTML(explanation_html([], objectives), elem_id="explain")
+    with gr.Accordion("Per-token view", open=True, elem_id="token-view"):
+        c["explain"] = gr.HTML(explanation_html({}, objectives), elem_id="explain")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c["plot"] = gr.Plot(actions._figure([], objectives[0], objectives[-1]), label="Pareto chart",
@@ -786,8 +1012,10 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
             c["sweep"] = gr.Button("Sweep λ grid", elem_id="sweep")
             c["clear"] = gr.Button("Clear chart", variant="secondary", elem_id="clear")
             c["sweep_status"] = gr.Markdown("", elem_id="sweep-status")
-            c["sample"] = gr.Dropdown([], value=None, label="Show sample (hover a point for its #)",
+            c["sample"] = gr.Dropdown([], value=None, label="Show sample (or click a point)",
                                       elem_id="sample")
+            # Filled by PAGE_JS when a chart point is clicked; in the page, but never shown.
+            c["point"] = gr.Textbox("", visible="hidden", elem_id="point-pick", label="clicked point")
     return c
 
 
@@ -796,7 +1024,7 @@ def _listen(fn: Callable, inputs: list, endpoint: str) -> dict:
     return {"fn": checked(fn, inputs, endpoint), "inputs": inputs, "preprocess": False}
 
 
-def _generate_tab(engine: Engine, actions: Actions) -> None:
+def _generate_tab(engine: Engine, actions: Actions, demo: gr.Blocks) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
             c = _controls(engine, actions)
@@ -808,9 +1036,12 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
           outputs=c["lambda"], api_name="normalise", show_progress="hidden", queue=False)
     # The checks go through the queue (gradio 6 shows no error toast for queue=False events) without a limit.
     search = [c["search"], c["num_candidates"], c["num_beams"]]  # after the sliders: optional for API callers
-    generating = gr.on([c["go"].click, c["prompt"].submit],
-                       **_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
-                       api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
+    # With "new seed each time" ticked, a fresh seed goes into the seed box first, where the check and generate
+    # read it (API callers pass their own seed to /generate).
+    rolled = gr.on([c["go"].click, c["prompt"].submit], actions.new_seed, inputs=c["new_seed"], outputs=c["seed"],
+                   api_visibility="private", show_progress="hidden", queue=False, preprocess=False)
+    generating = rolled.success(**_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
+                                api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
         **_listen(actions.generate, [*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search], "generate"),
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate",
         **MODEL_WORK)
@@ -820,6 +1051,18 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
                      outputs=[c["plot"], history, c["sample"], c["details"]], api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
                        api_name="show_sample", preprocess=False)
+    c["point"].change(actions.pick_point, inputs=[c["point"], history], outputs=c["sample"], preprocess=False,
+                     api_visibility="private", show_progress="hidden", queue=False)
+    # The share link: the query string follows these controls (in share_keys order) and sets them on load.
+    shared = [c["prompt"], *c["sliders"], c["beta"], c["top_k"], c["temperature"], c["max_new"], c["seed"],
+              c["methods"], *search]
+    follow = {"fn": None, "inputs": shared, "js": share_js(share_keys(engine.objectives)),
+              "api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    gr.on([s.change for s in shared], **follow)
+    # After the restore, the address bar is rewritten once: clipped values and dropped junk then show there too.
+    demo.load(actions.restore, outputs=[*shared, c["new_seed"]], api_visibility="private",
+              show_progress="hidden").then(**follow)
+    c["copy"].click(None, js=COPY_JS, api_visibility="private", queue=False)
     sweeping = c["sweep"].click(**_listen(actions.check, settings, "check"), api_visibility="private",
                                 concurrency_limit=None, show_progress="hidden").success(
         **_listen(actions.sweep, [*settings, c["mode"], c["x"], c["y"], c["z"], history, *search], "sweep"),
@@ -829,25 +1072,29 @@ def _generate_tab(engine: Engine, actions: Actions) -> None:
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:
-    gr.Markdown("Each trial shows the replies of several assistants in a random order, without saying which is "
-                "which. Rate every reply on each objective (1 = poor, 5 = excellent) and pick your favourite.")
+    gr.Markdown("Each trial shows the replies of several assistants to one message, in a random order, without "
+                "saying which is which. Rate every reply on each objective by itself (1 = poor, 5 = excellent), "
+                "then pick as favourite the reply that best serves the trial's weights (how much each objective "
+                "counts).")
     with gr.Row():
         participant = gr.Textbox(label="Participant id (optional)", max_length=100, elem_id="participant")
         study_prompt = gr.Textbox(label="Prompt (leave empty for a random example)", elem_id="study-prompt")
         new_button = gr.Button("New trial", variant="primary", elem_id="study-new")
-    header = gr.Markdown("")
+    waiting = "Press **New trial** to see the replies."
+    header = gr.Markdown(waiting, elem_id="study-header")
     trial_id = gr.State(None)
     slots = [chr(ord("A") + i) for i in range(len(engine.methods))]
     texts, ratings = [], []
     with gr.Row(equal_height=False):
         for slot in slots:
             with gr.Column(min_width=200):
-                texts.append(gr.Textbox(label=f"Reply {slot}", lines=6, interactive=False))
+                texts.append(gr.Textbox(label=f"Reply {slot}", lines=6, interactive=False,
+                                        elem_id=f"study-reply-{slot}"))
                 ratings += [gr.Radio(list(range(RATING_RANGE[0], RATING_RANGE[1] + 1)), label=f"{slot}: {k}",
                                      elem_id=f"rate-{slot}-{k}", elem_classes="rating") for k in engine.objectives]
     favourite = gr.Radio(slots, label="Favourite reply", elem_id="favourite")
     submit = gr.Button("Submit ratings", elem_id="study-submit")
-    status = gr.Markdown("")
+    status = gr.Markdown("", elem_id="study-status")
     with gr.Accordion("Results (admin)", open=False):
         token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV})", type="password")
         with gr.Row():
@@ -855,16 +1102,77 @@ def _study_tab(engine: Engine, actions: Actions) -> None:
             export = gr.Button("Export CSV")
         results = gr.Dataframe(label="Per-method results", interactive=False)
         csv_file = gr.File(label="Ratings CSV (a single-use link: export again to download again)")
+    new_button.click(lambda: "", outputs=status, api_visibility="private", queue=False,
+                     show_progress="hidden")
+    # One progress bar per trial, on the header: gradio would otherwise draw one on every output.
     new_button.click(**_listen(actions.check_study, [participant, study_prompt], "check_study"),
                      api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
         **_listen(actions.study_new, [participant, study_prompt], "study_new"),
-        outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new", **MODEL_WORK)
+        outputs=[trial_id, header, *texts, *ratings, favourite], api_name="study_new", show_progress_on=header,
+        **MODEL_WORK)
+    # A saved trial clears the form (replies, ratings, favourite), so nothing stale invites a second submit.
     submit.click(**_listen(actions.study_submit, [trial_id, favourite, *ratings], "study_submit"),
-                 outputs=[trial_id, status], api_name="study_submit")
+                 outputs=[trial_id, status], api_name="study_submit").success(
+        functools.partial(list, [waiting, *[""] * len(texts), *[None] * (len(ratings) + 1)]),
+        outputs=[header, *texts, *ratings, favourite], api_visibility="private", queue=False, show_progress="hidden")
     show.click(**_listen(actions.study_results, [token], "study_results"), outputs=results,
                api_name="study_results")
     export.click(**_listen(actions.study_export, [token], "study_export"), outputs=csv_file,
                  api_name="study_export")
+
+
+def _arena_tab(engine: Engine, actions: Actions) -> None:
+    from mavis_core.arena import VOTES  # the stored vote values; the radio shows them in words
+
+    gr.Markdown("Two assistants, drawn at random, reply to the same message; you are not told which is which. "
+                "Vote for the reply that better serves the trial's weights (how much each objective counts), call "
+                "it a tie, or say both are bad.")
+    with gr.Row():
+        participant = gr.Textbox(label="Participant id (optional)", max_length=100, elem_id="arena-participant")
+        prompt = gr.Textbox(label="Prompt (leave empty for a random example)", elem_id="arena-prompt")
+        new_button = gr.Button("New pair", variant="primary", elem_id="arena-new")
+    waiting = "Press **New pair** to see two replies."
+    header = gr.Markdown(waiting, elem_id="arena-header")
+    trial_id = gr.State(None)
+    with gr.Row(equal_height=True):
+        texts = [gr.Textbox(label=f"Reply {slot}", lines=8, interactive=False, elem_id=f"arena-{slot}", min_width=300)
+                 for slot in ("A", "B")]  # min_width: one above the other on a phone
+    words = {"A": "A is better", "B": "B is better", "tie": "Tie: equally good", "both bad": "Both are bad"}
+    vote = gr.Radio([(words[v], v) for v in VOTES], label="Your vote", elem_id="arena-vote")
+    submit = gr.Button("Submit vote", elem_id="arena-submit")
+    status = gr.Markdown("", elem_id="arena-status")
+    with gr.Accordion("Leaderboard (admin)", open=False, elem_id="arena-admin"):
+        token = gr.Textbox(label=f"Admin token for the leaderboard ({ADMIN_TOKEN_ENV})", type="password",
+                           elem_id="arena-token")
+        with gr.Row():
+            show = gr.Button("Show leaderboard", elem_id="arena-show")
+            export_csv = gr.Button("Export votes CSV", elem_id="arena-export-csv")
+            export_jsonl = gr.Button("Export preference JSONL", elem_id="arena-export-jsonl")
+        gr.Markdown("**strength**: Bradley–Terry, P(i beats j) = s_i / (s_i + s_j), summing to 1 (a tie is half a "
+                    "win to each; *both bad* is counted, not fitted) · **low–high**: 95 % interval over 200 "
+                    "bootstrap resamples of the votes · **votes**: every vote the method was in.")
+        board = gr.Dataframe(label="Leaderboard per method", interactive=False, elem_id="arena-board")
+        with gr.Row():
+            csv_file = gr.File(label="Votes CSV (a single-use link: export again to download again)",
+                               elem_id="arena-csv", min_width=300)
+            jsonl_file = gr.File(label="Preference pairs, JSONL for DPO (prompt, chosen, rejected; single-use link)",
+                                 elem_id="arena-jsonl", min_width=300)
+    new_button.click(lambda: "", outputs=status, api_visibility="private", queue=False,
+                     show_progress="hidden")
+    new_button.click(**_listen(actions.check_study, [participant, prompt], "check_study"),
+                     api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
+        **_listen(actions.arena_new, [participant, prompt], "arena_new"),
+        outputs=[trial_id, header, *texts, vote], api_name="arena_new", show_progress_on=header, **MODEL_WORK)
+    submit.click(**_listen(actions.arena_vote, [trial_id, vote], "arena_vote"),
+                 outputs=[trial_id, status], api_name="arena_vote").success(
+        functools.partial(list, [waiting, "", "", None]), outputs=[header, *texts, vote], api_visibility="private",
+        queue=False, show_progress="hidden")
+    show.click(**_listen(actions.arena_leaderboard, [token], "arena_leaderboard"), outputs=board,
+               api_name="arena_leaderboard")
+    export_csv.click(**_listen(actions.arena_export_csv, [token], "arena_export_csv"), outputs=csv_file,
+                     api_name="arena_export_csv")
+    export_jsonl.click(**_listen(actions.arena_export_jsonl, [token], "arena_export_jsonl"), outputs=jsonl_file,
+                       api_name="arena_export_jsonl")
 
 
 def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_token: str | None = None) -> Demo:
@@ -878,16 +1186,19 @@ def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_to
     exports = Exports(Path(os.path.realpath(get_upload_folder())))
     actions = Actions(engine, study, admin_token or os.environ.get(ADMIN_TOKEN_ENV), exports)
     # delete_cache: gradio also drops this run's cached files after EXPORT_TTL_S, and all of them when it stops.
-    with Demo(title="MAVIS demo", delete_cache=(int(EXPORT_TTL_S), int(EXPORT_TTL_S))) as demo:
+    # analytics_enabled=False: gradio would report usage to its servers; the page loads nothing from outside.
+    with Demo(title="MAVIS demo", delete_cache=(int(EXPORT_TTL_S), int(EXPORT_TTL_S)), analytics_enabled=False) as demo:
         about = f"{engine.description} · " if engine.description else ""
         gr.Markdown(f"## MAVIS — steer a language model between objectives at inference time\n"
                     f"{about}Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
                     f"methods: {', '.join(engine.methods)}. Move the sliders, press **Generate**, and watch each "
                     f"method's reply land on the Pareto chart.")
         with gr.Tab("Generate", id="generate"):
-            _generate_tab(engine, actions)
+            _generate_tab(engine, actions, demo)
         with gr.Tab("User study", id="study"):
             _study_tab(engine, actions)
+        with gr.Tab("Arena", id="arena"):
+            _arena_tab(engine, actions)
     # api_open=False: a queued endpoint cannot be POSTed to /gradio_api/run/ directly, around every limit.
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
     demo.exports, actions.queue = exports, demo._queue
@@ -945,7 +1256,9 @@ def main(argv: list[str] | None = None) -> None:
     # `or`: a variable set but empty (MAVIS_STACK=) means the default, not a stack file named "".
     parser.add_argument("--stack", default=os.environ.get("MAVIS_STACK") or DEFAULT_STACK,
                         help=f"stack TOML file (default: $MAVIS_STACK or {DEFAULT_STACK})")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1")
+    # On Hugging Face Spaces (SPACE_ID set) the app must listen on every interface; Spaces sets GRADIO_SERVER_NAME too.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME")
+                        or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or "7860"))
     parser.add_argument("--study-db", default=os.environ.get("MAVIS_STUDY_DB") or DEFAULT_STUDY_DB,
                         help=f"SQLite file for user-study ratings (default: $MAVIS_STUDY_DB or {DEFAULT_STUDY_DB})")
@@ -955,7 +1268,7 @@ def main(argv: list[str] | None = None) -> None:
     set_torch_threads()
     engine = load_engine(args.stack)
     engine.warm_up()
-    build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port, css=CSS)
+    build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS
 
 
 if __name__ == "__main__":

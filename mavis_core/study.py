@@ -1,8 +1,10 @@
-"""User-study storage in SQLite: blinded trials, per-objective ratings, favourites, CSV export, results.
+"""User-study storage in SQLite: blinded trials, per-objective ratings, favourites, pairwise arena votes,
+CSV / preference-pair exports, results.
 
 A *trial* is one prompt + weights + seed for which every method replied; the participant sees the replies
-under slot letters in a shuffled order. The trial (with the hidden method of each slot) is written the moment
-it is shown, the ratings the moment they are given, so nothing is lost if the app restarts.
+under slot letters in a shuffled order. An *arena trial* is the same for two methods drawn at random, shown as
+A and B, with one vote (A, B, tie, both bad). A trial (with the hidden method of each slot) is written the
+moment it is shown, its ratings or vote the moment they are given, so nothing is lost if the app restarts.
 The database runs in WAL mode so readers (the results view, exports) never block a participant's write.
 """
 
@@ -22,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from .arena import VOTES, leaderboard
 
 RATING_RANGE = (1, 5)
 SLOTS = "ABCDEFGH"
@@ -44,6 +48,14 @@ CREATE TABLE IF NOT EXISTS favourites (
     trial_id TEXT PRIMARY KEY REFERENCES trials(id), created TEXT NOT NULL, slot TEXT NOT NULL,
     method TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS arena_trials (
+    id TEXT PRIMARY KEY, created TEXT NOT NULL, participant TEXT NOT NULL, prompt TEXT NOT NULL,
+    weights TEXT NOT NULL, seed INTEGER NOT NULL, settings TEXT NOT NULL,
+    method_a TEXT NOT NULL, method_b TEXT NOT NULL, text_a TEXT NOT NULL, text_b TEXT NOT NULL, abandoned TEXT
+);
+CREATE TABLE IF NOT EXISTS arena_votes (
+    trial_id TEXT PRIMARY KEY REFERENCES arena_trials(id), created TEXT NOT NULL, vote TEXT NOT NULL
+);
 """
 EXPORT_QUERY = """
 SELECT t.id AS trial_id, t.created AS shown_at, r.created AS rated_at, t.participant, t.prompt, t.weights,
@@ -52,11 +64,19 @@ SELECT t.id AS trial_id, t.created AS shown_at, r.created AS rated_at, t.partici
 FROM ratings r JOIN trials t ON t.id = r.trial_id LEFT JOIN favourites f ON f.trial_id = r.trial_id
 ORDER BY r.created, r.trial_id, r.slot, r.objective
 """
+ARENA_EXPORT_QUERY = """
+SELECT t.id AS trial_id, t.created AS shown_at, v.created AS voted_at, t.participant, t.prompt, t.weights, t.seed,
+       t.settings, t.method_a, t.method_b, t.text_a, t.text_b, v.vote,
+       CASE v.vote WHEN 'A' THEN t.method_a WHEN 'B' THEN t.method_b ELSE '' END AS winner
+FROM arena_votes v JOIN arena_trials t ON t.id = v.trial_id
+ORDER BY v.rowid  -- in the order voted
+"""
 
 
 @dataclass
 class Trial:
-    """What a participant is shown: slot letters and texts, never the methods behind them."""
+    """What a participant is shown: slot letters and texts, never the methods behind them (also an arena
+    trial's, with slots A and B)."""
 
     id: str
     prompt: str
@@ -130,14 +150,9 @@ class StudyDB:
     def add_trial(self, participant: str, prompt: str, weights: dict[str, float], seed: int,
                   settings: dict, replies: dict[str, str], rng: random.Random | None = None) -> Trial:
         """Store a trial with the methods' replies in a shuffled slot order; return its blinded view."""
-        _check_text("participant id", participant)
-        participant = printable(participant, one_line=True)
-        methods = list(replies)
-        (rng or random.SystemRandom()).shuffle(methods)
-        texts = [replies[m] for m in methods]
-        trial = Trial(uuid.uuid4().hex, prompt, weights, list(SLOTS[: len(methods)]), texts)
+        participant, methods, trial = _blinded(participant, prompt, weights, replies, rng)
         row = (trial.id, _now(), participant, prompt, json.dumps(weights), seed, json.dumps(settings),
-               json.dumps(methods), json.dumps(texts))
+               json.dumps(methods), json.dumps(trial.texts))
         with self._lock, self._connect() as db:
             db.execute("INSERT INTO trials (id, created, participant, prompt, weights, seed, settings, methods, texts) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -152,18 +167,20 @@ class StudyDB:
         return json.loads(row[0])
 
     def abandon_unrated(self) -> int:
-        """Mark every trial shown but never rated as abandoned (the app calls this once as it starts: a trial
-        left by a restart can no longer be rated, and is not counted); returns how many."""
+        """Mark every trial (ratings or arena) shown but never rated or voted on as abandoned (the app calls this
+        once as it starts: a trial left by a restart can no longer be rated, and is not counted); returns how many."""
         with self._lock, self._connect() as db:
             done = db.execute("UPDATE trials SET abandoned = ? WHERE abandoned IS NULL AND id NOT IN "
-                              "(SELECT trial_id FROM favourites)", (_now(),))
-            return done.rowcount
+                              "(SELECT trial_id FROM favourites)", (_now(),)).rowcount
+            return done + db.execute("UPDATE arena_trials SET abandoned = ? WHERE abandoned IS NULL AND id NOT IN "
+                                     "(SELECT trial_id FROM arena_votes)", (_now(),)).rowcount
 
-    def trial_counts(self) -> dict[str, int]:
-        """How many trials were rated, are shown and waiting for ratings, or were abandoned."""
+    def trial_counts(self, arena: bool = False) -> dict[str, int]:
+        """How many trials (``arena``: arena trials) were rated, are shown and waiting, or were abandoned."""
+        trials, done = ("arena_trials", "arena_votes") if arena else ("trials", "favourites")
         with self._connect() as db:
             rated, abandoned, total = db.execute(
-                "SELECT (SELECT COUNT(*) FROM favourites), COUNT(abandoned), COUNT(*) FROM trials").fetchone()
+                f"SELECT (SELECT COUNT(*) FROM {done}), COUNT(abandoned), COUNT(*) FROM {trials}").fetchone()
         return {"rated": rated, "waiting": total - rated - abandoned, "abandoned": abandoned}
 
     def add_ratings(self, trial_id: str, ratings: dict[str, dict[str, int]], favourite: str) -> None:
@@ -187,15 +204,76 @@ class StudyDB:
     def export_csv(self, out: str | Path) -> Path:
         """Every rating joined with its trial, one row per (trial, slot, objective): control characters and bidi
         overrides stripped, formula-safe. The file is created readable by its owner only."""
-        out = Path(out)
+        return self._write_csv(EXPORT_QUERY, Path(out))
+
+    def _write_csv(self, query: str, out: Path) -> Path:
         with self._connect() as db:
-            cursor = db.execute(EXPORT_QUERY)
+            cursor = db.execute(query)
             header = [c[0] for c in cursor.description]
             rows = cursor.fetchall()
-        with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="", encoding="utf-8") as f:
+        with _private(out) as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows([neutralise(printable(c) if isinstance(c, str) else c) for c in row] for row in rows)
+        return out
+
+    def add_arena_trial(self, participant: str, prompt: str, weights: dict[str, float], seed: int,
+                        settings: dict, replies: dict[str, str], rng: random.Random | None = None) -> Trial:
+        """Store a pairwise trial: two methods' replies, in a random order as A and B; return its blinded view."""
+        if len(replies) != 2:
+            raise ValueError(f"an arena trial compares the replies of 2 methods, got {sorted(replies)}")
+        participant, methods, trial = _blinded(participant, prompt, weights, replies, rng)
+        row = (trial.id, _now(), participant, prompt, json.dumps(weights), seed, json.dumps(settings),
+               *methods, *trial.texts)
+        with self._lock, self._connect() as db:
+            db.execute("INSERT INTO arena_trials (id, created, participant, prompt, weights, seed, settings, method_a, "
+                       "method_b, text_a, text_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return trial
+
+    def add_vote(self, trial_id: str, vote: str) -> None:
+        """Save the one vote of an arena trial: "A" or "B" (that reply is better), "tie" or "both bad"."""
+        if vote not in VOTES:
+            raise ValueError(f"The vote must be one of {', '.join(VOTES)}; got {vote!r:.40}.")
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # as in add_ratings: the check and the insert under one write lock
+            row = db.execute("SELECT abandoned FROM arena_trials WHERE id = ?", (trial_id,)).fetchone()
+            if row is None:
+                raise ValueError("This arena pair is unknown; press 'New pair' to get one.")
+            if row[0] is not None:
+                raise ValueError("This pair was abandoned when the app restarted; press 'New pair' for a new one.")
+            if db.execute("SELECT 1 FROM arena_votes WHERE trial_id = ?", (trial_id,)).fetchone():
+                raise ValueError("This pair was already voted on; press 'New pair' for the next one.")
+            db.execute("INSERT INTO arena_votes VALUES (?, ?, ?)", (trial_id, _now(), vote))
+
+    def arena_votes(self) -> pd.DataFrame:
+        """One row per vote: method_a, method_b, vote."""
+        with self._connect() as db:
+            return pd.read_sql_query("SELECT t.method_a, t.method_b, v.vote FROM arena_votes v "
+                                     "JOIN arena_trials t ON t.id = v.trial_id ORDER BY v.rowid", db)
+
+    def arena_leaderboard(self) -> pd.DataFrame:
+        """Per method: Bradley–Terry strength with its 95 % bootstrap interval and vote counts (`arena.leaderboard`)."""
+        return leaderboard(self.arena_votes()).round(3)
+
+    def export_arena_csv(self, out: str | Path) -> Path:
+        """Every arena vote with its trial (both methods, both texts, the winner's method), one row per vote:
+        cleaned and formula-safe as `export_csv`, readable by its owner only."""
+        return self._write_csv(ARENA_EXPORT_QUERY, Path(out))
+
+    def export_preferences(self, out: str | Path) -> Path:
+        """Preference pairs as JSON Lines, one ``{"prompt", "chosen", "rejected"}`` object per vote for A or B
+        (TRL's DPOTrainer reads this "standard" format); ties, "both bad" and pairs of equal texts carry no
+        preference and are left out. Control characters and bidi overrides are stripped; owner-only file."""
+        out = Path(out)
+        with self._connect() as db:
+            rows = db.execute("SELECT t.prompt, t.text_a, t.text_b, v.vote FROM arena_votes v JOIN arena_trials t "
+                              "ON t.id = v.trial_id WHERE v.vote IN ('A', 'B') ORDER BY v.rowid").fetchall()
+        with _private(out) as f:
+            for prompt, a, b, vote in rows:
+                chosen, rejected = (a, b) if vote == "A" else (b, a)
+                if chosen != rejected:
+                    pair = {"prompt": printable(prompt), "chosen": printable(chosen), "rejected": printable(rejected)}
+                    f.write(json.dumps(pair, ensure_ascii=False) + "\n")
         return out
 
     def results(self) -> pd.DataFrame:
@@ -211,6 +289,21 @@ class StudyDB:
         share = (favs["method"].value_counts() / max(1, len(favs))).rename("favourite share")
         table = pd.concat([trials, means, share], axis=1).fillna({"favourite share": 0.0})
         return table.round(3).rename_axis("method").reset_index()
+
+
+def _blinded(participant: str, prompt: str, weights: dict[str, float], replies: dict[str, str],
+             rng: random.Random | None) -> tuple[str, list[str], Trial]:
+    """The participant id as stored, the methods in a shuffled slot order, and the trial's blinded view."""
+    _check_text("participant id", participant)
+    methods = list(replies)
+    (rng or random.SystemRandom()).shuffle(methods)
+    trial = Trial(uuid.uuid4().hex, prompt, weights, list(SLOTS[: len(methods)]), [replies[m] for m in methods])
+    return printable(participant, one_line=True), methods, trial
+
+
+def _private(out: Path):
+    """``out`` opened for writing text, created readable by its owner only."""
+    return open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="", encoding="utf-8")
 
 
 def _check_text(what: str, text: str) -> None:

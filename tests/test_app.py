@@ -1,6 +1,10 @@
 """The app through gradio_client, launched in-process on the tiny stack: every endpoint, bad inputs, the CLI."""
 
 import csv
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from apputil import TOKEN
@@ -41,9 +45,14 @@ def test_same_seed_same_text_and_sample_details(client):
     first = client.predict(*generate_args(), api_name="/generate")
     again = client.predict(*generate_args(), api_name="/generate")
     assert first[:4] == again[:4]
+    assert all("seed 3" in stat for stat in again[4:8])  # each column names the seed that replays it
     newest = again[10]["value"]  # the dropdown points at the newest MAVIS sample
     details = client.predict(newest, api_name="/show_sample")
     assert f"#{newest} mavis" in details and "KL" in details and "helpful 0.50" in details
+    # The replay lands on the first one's point: drawn once, and the details name the sample underneath.
+    assert f"#{newest - 4} mavis" in details.split("Same point on the chart:")[1]
+    mavis = next(t for t in json.loads(again[9]["plot"])["data"] if t.get("name") == "mavis")
+    assert len(mavis["x"]) == 1 and re.search(r"×\d+ the same point: #", mavis["hovertext"][0])
 
 
 @pytest.mark.slow
@@ -158,3 +167,84 @@ def test_concurrent_users_with_different_weights(client):
     for job in jobs:  # all served by the one shared engine, none failing
         out = job.result(timeout=300)
         assert all(out[:4]) and all("KL" in s for s in out[4:8])
+
+
+STUB = SimpleNamespace(objectives=["helpful", "harmless", "humor"], methods=METHODS, max_new_tokens=32)
+
+
+def test_share_link_values_are_clipped_and_junk_is_ignored():
+    query = {"prompt": "why not?", "w_helpful": "0", "w_harmless": "1e9", "w_humor": "nan", "beta": "-3",
+             "k": "7.4", "temp": "inf", "len": "99999", "seed": "42", "methods": "rsoup,base,beam,base",
+             "search": "beam", "n": "x", "b": "3", "__theme": "dark", "junk": "1"}
+    assert app.settings_from_query(query, STUB) == {
+        "w_helpful": 0.0, "w_harmless": 1.0, "beta": 0.0, "k": 7, "len": 32, "seed": 42, "b": 3,
+        "new_seed": False, "methods": ["base", "rsoup"], "search": "beam", "prompt": "why not?"}
+
+
+@pytest.mark.parametrize("query", [
+    {"prompt": "hi\x07there"}, {"prompt": "   "}, {"prompt": "\udcff"}, {"search": "greedy"}, {"methods": ""},
+    {"methods": "beam,nope"}, {"seed": "-"}, {"k": "1" * 400}, {"w_helpful": "0", "w_harmless": "0", "w_humor": "0"},
+    {"w_helpful": ["1"]}, {"len": "0x10"},
+])
+def test_a_bad_share_link_sets_nothing(query):
+    assert app.settings_from_query(query, STUB) == {}
+
+
+def test_share_keys_follow_the_controls_the_page_restores(tiny_dir, tmp_path):
+    from apputil import app_engine
+
+    engine = app_engine(tiny_dir)
+    demo = app.build_demo(engine, tmp_path / "study.db")
+    keys = app.share_keys(engine.objectives)
+    restore = next(fn for fn in demo.fns.values() if fn.name == "restore")
+    assert len(restore.outputs) == len(keys) + 1  # every shared control, then "new seed each time"
+    assert "history.replaceState" in app.share_js(keys) and '"w_humor"' in app.share_js(keys)
+    labels = [str(getattr(c, "label", "")) for c in restore.outputs]
+    assert labels[0] == "Prompt" and labels[-1] == "new seed each time" and "seed" in labels
+
+
+def test_clicked_points_and_new_seeds():
+    actions = app.Actions(None, None, None, None)
+    history = [{"id": 3}, {"id": 4}]
+    assert actions.pick_point("4:1700000000000", history)["value"] == 4
+    for junk in ("9:1", "x", "", None, "4.5", "-4", "<b>"):
+        assert isinstance(actions.pick_point(junk, history), type(app.gr.skip()))
+    seeds = {actions.new_seed(True) for _ in range(5)}
+    assert len(seeds) > 1 and all(app.SEED_RANGE[0] <= s <= app.SEED_RANGE[1] for s in seeds)
+    assert isinstance(actions.new_seed(False), type(app.gr.skip()))  # unticked: the seed box is left as it is
+
+
+def test_spaces_front_matter_pins_the_gradio_of_requirements():
+    root = Path(app.__file__).parent
+    front = root.joinpath("README.md").read_text().split("---")[1]
+    sdk = re.search(r"^sdk_version:\s*(\S+)", front, re.M).group(1)
+    pinned = re.search(r"^gradio==(\S+)", root.joinpath("requirements.txt").read_text(), re.M).group(1)
+    assert re.search(r"^sdk:\s*gradio$", front, re.M) and re.search(r"^app_file:\s*app.py$", front, re.M)
+    assert sdk == pinned
+
+
+@pytest.mark.parametrize("env, host, port", [({}, "127.0.0.1", 7860),
+                                             ({"GRADIO_SERVER_NAME": "0.0.0.0"}, "0.0.0.0", 7860),
+                                             ({"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861"},
+                                              "0.0.0.0", 7861),
+                                             ({"SPACE_ID": "me/mavis"}, "0.0.0.0", 7860)])
+def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
+    """Spaces runs `python app.py` with GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT=7860 (SPACE_ID set);
+    the app must listen there, with its CSS and page script."""
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "SPACE_ID", "MAVIS_STACK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    launched = {}
+
+    class Built:
+        def launch(self, **kwargs):
+            launched.update(kwargs)
+
+    monkeypatch.setattr(app, "check_study_db", lambda path: None)
+    monkeypatch.setattr(app, "set_torch_threads", lambda: None)
+    monkeypatch.setattr(app, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None))
+    monkeypatch.setattr(app, "build_demo", lambda engine, db: Built())
+    app.main([])
+    assert launched == {"server_name": host, "server_port": port}
+    assert app.Demo.launch is not app.gr.Blocks.launch  # Demo.launch adds CSS, PAGE_JS and the Guard

@@ -1,8 +1,11 @@
 """The app in a real browser: Playwright driving Debian's headless Chromium (/usr/bin/chromium, never a
 downloaded browser). Loads the page, sees a bad prompt refused, moves a slider, clicks Generate, waits for
-every column and the chart, and saves a screenshot."""
+every column and the chart; a share link restores the controls and follows them; a click on a point shows its
+reply; every column's tokens have hover cards; new seeds and replays; dark mode; nothing fetched from outside.
+Screenshots are saved under the test's tmp_path and copied to /tmp/mavis-*.png to look at."""
 
 import shutil
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from apputil import app_engine, launch
@@ -60,7 +63,7 @@ def test_slider_generate_columns_and_chart(url, page, tmp_path):
                                timeout=TIMEOUT_MS)
     page.wait_for_selector("#pareto .scatterlayer .point", timeout=TIMEOUT_MS)
     assert page.locator("#pareto .scatterlayer .point").count() >= len(METHODS)
-    assert page.locator("#explain span[title]").count() > 0  # the MAVIS tokens, each with its hover text
+    assert page.locator("#explain .tv-cell[data-method=mavis] .tok .tip").count() > 0  # tokens with hover cards
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     assert (tmp_path / "app.png").stat().st_size > 10_000
 
@@ -86,3 +89,177 @@ def test_generate_and_replies_above_the_fold_and_presets(url, page, tmp_path):
     page.screenshot(path=str(tmp_path / "narrow.png"), full_page=True)
     shutil.copy(tmp_path / "fold.png", "/tmp/mavis-fold.png")
     shutil.copy(tmp_path / "narrow.png", "/tmp/mavis-narrow.png")
+
+
+def shot(page, tmp_path, name: str, full_page: bool = False) -> None:
+    """A screenshot kept with the test's files and copied to /tmp/mavis-<name>.png."""
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=full_page)
+    shutil.copy(tmp_path / f"{name}.png", f"/tmp/mavis-{name}.png")
+
+
+def generate_and_wait(page, methods=METHODS, points: int | None = None) -> None:
+    """Press Generate and wait for every ticked column's scores and (``points``) chart points."""
+    page.locator("#generate").click()
+    for m in methods:
+        page.wait_for_function(f"() => document.querySelector('#stats-{m}').innerText.includes('KL')",
+                               timeout=TIMEOUT_MS)
+    page.wait_for_function(f"() => document.querySelectorAll('#pareto .scatterlayer .point').length >= "
+                           f"{points or len(methods)}", timeout=TIMEOUT_MS)
+
+
+def query(page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+@pytest.mark.slow
+def test_share_link_restores_the_controls_and_follows_them(url, page, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(url + "?prompt=why+not%3F&w_helpful=0&w_harmless=0&w_humor=1&k=7&seed=77&methods=mavis,base"
+                    "&len=99999&temp=junk&search=nope")
+    page.wait_for_selector("#prompt textarea", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#prompt textarea').value === 'why not?'",
+                           timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#lambda').innerText.includes('humor 1.00')",
+                           timeout=TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('#methods input[name=mod]').checked", timeout=TIMEOUT_MS)
+    assert [m for m in METHODS if page.locator(f"#methods input[name={m}]").is_checked()] == ["base", "mavis"]
+    page.get_by_text("Decoding settings").click()
+    page.wait_for_selector("#seed input", timeout=TIMEOUT_MS)
+    assert page.locator("#seed input").input_value() == "77"
+    assert not page.locator("#new-seed input").is_checked()  # a link with a seed replays it
+    # The address bar was rewritten once after the restore: clipped (len), junk dropped (temp, search).
+    page.wait_for_function("() => new URLSearchParams(location.search).get('len') === '32'", timeout=TIMEOUT_MS)
+    q = query(page)
+    assert q["k"] == "7" and q["seed"] == "77" and q["temp"] == "1" and q["search"] == "sample"
+    assert q["methods"] == "base,mavis" and q["prompt"] == "why not?"
+    humor = page.locator("#weight-humor input[type=range]")
+    humor.focus()
+    humor.press("ArrowLeft")  # a slider moves: the link follows
+    page.wait_for_function("() => new URLSearchParams(location.search).get('w_humor') === '0.95'",
+                           timeout=TIMEOUT_MS)
+    page.locator("#copy-link").click()
+    page.wait_for_selector("#copy-link[data-copied]", timeout=TIMEOUT_MS)
+    assert page.evaluate("() => navigator.clipboard.readText()") == page.url
+    shot(page, tmp_path, "share")
+    link = {k: v for k, v in query(page).items() if k != "seed"}
+    page.goto(url + "?" + urlencode(link))  # the link, opened in a fresh page
+    page.wait_for_selector("#lambda", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#lambda').innerText.includes('humor 1.00')",
+                           timeout=TIMEOUT_MS)
+    assert page.locator("#prompt textarea").input_value() == "why not?"
+
+
+@pytest.mark.slow
+def test_click_a_point_shows_its_reply_and_every_column_has_token_cards(url, page, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    generate_and_wait(page)
+    page.wait_for_function("() => document.querySelector('#details').innerText.includes('mavis')",
+                           timeout=TIMEOUT_MS)  # after a generation the details show the MAVIS reply
+    base_text = page.locator("#reply-base textarea").input_value()
+    page.locator("#pareto").scroll_into_view_if_needed()
+    point = page.locator("#pareto .scatterlayer .trace").first.locator(".point").first  # the base column's point
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("() => /#\\d+ base/.test(document.querySelector('#details').innerText)",
+                           timeout=TIMEOUT_MS)
+    assert base_text.splitlines()[0].strip() in page.locator("#details").inner_text()
+    assert "base" in page.locator("#sample input").input_value()  # the list follows the click
+    shot(page, tmp_path, "clicked")
+
+    card = page.locator("#explain .tv-cell[data-method=mod] .tok").nth(1)
+    card.scroll_into_view_if_needed()
+    tip = card.locator(".tip")
+    assert not tip.is_visible()
+    card.hover()
+    tip.wait_for(state="visible", timeout=TIMEOUT_MS)
+    text = tip.inner_text()
+    assert "log π" in text and "log π_ref" in text and "likeliest tokens" in text
+    assert "tilt" not in text  # MOD has no objective pushes; MAVIS's cards do
+    assert "tilt" in page.locator("#explain .tv-cell[data-method=mavis] .tok .tip").first.inner_html()
+    shot(page, tmp_path, "token-card")
+    page.set_viewport_size({"width": 400, "height": 900})
+    card.scroll_into_view_if_needed()
+    card.hover()
+    tip.wait_for(state="visible", timeout=TIMEOUT_MS)
+    shot(page, tmp_path, "token-card-narrow")
+
+
+@pytest.mark.slow
+def test_new_seed_each_time_then_replay_draws_the_point_once(url, page, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    methods = ["base", "mod"]
+    for m in set(METHODS) - set(methods):
+        page.locator(f"#methods input[name={m}]").uncheck()
+    seeds = []
+    for n in (1, 2):
+        generate_and_wait(page, methods, points=n * len(methods))
+        stats = page.locator("#stats-mod").inner_text()
+        seeds.append(stats.split("seed ")[1].split(" ")[0].strip("*·: "))
+    assert seeds[0] != seeds[1]  # a fresh seed each time, shown on the reply
+    text = page.locator("#reply-mod textarea").input_value()
+    page.get_by_text("Decoding settings").click()
+    page.wait_for_selector("#seed input", timeout=TIMEOUT_MS)
+    assert page.locator("#seed input").input_value() == seeds[1]  # ... and written into the seed box
+    page.locator("#new-seed input").uncheck()
+    page.locator("#generate").click()  # a replay of the last reply: the same text, the same points
+    page.wait_for_function("() => /×2/.test(document.querySelector('#pareto .scatterlayer').textContent)",
+                           timeout=TIMEOUT_MS)
+    assert page.locator("#reply-mod textarea").input_value() == text
+    assert f"seed {seeds[1]}" in page.locator("#stats-mod").inner_text()
+    assert page.locator("#pareto .scatterlayer .point").count() == 2 * len(methods)  # drawn once, with "×2"
+    page.locator("#pareto").scroll_into_view_if_needed()
+    shot(page, tmp_path, "replay")
+
+
+@pytest.mark.slow
+def test_dark_mode_chart_and_token_view(url, page, tmp_path):
+    from mavis_core.plots import dark_template
+
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url + "?__theme=dark")
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    assert page.evaluate("() => document.body.classList.contains('dark')")
+    generate_and_wait(page)
+    font = dark_template()["layout"]["font"]["color"]
+    page.wait_for_function(f"() => document.querySelector('#pareto .js-plotly-plot')._fullLayout.font.color "
+                           f"=== '{font}'", timeout=TIMEOUT_MS)
+    caption = page.evaluate("() => getComputedStyle(document.querySelector('#explain .tv-caption')).color")
+    rgb = [int(v) for v in caption[caption.index("(") + 1:caption.index(")")].split(",")[:3]]
+    assert sum(rgb) / 3 > 150, caption  # light text on the dark page
+    assert "dark" in query(page).get("__theme", "")  # the share link keeps the theme
+    shot(page, tmp_path, "dark", full_page=True)
+    page.locator("#z-axis input").click()
+    page.get_by_role("option", name="harmless").click()
+    page.wait_for_selector("#pareto .gl-container canvas", timeout=TIMEOUT_MS)
+    page.wait_for_function(f"() => document.querySelector('#pareto .js-plotly-plot')._fullLayout.font.color "
+                           f"=== '{font}'", timeout=TIMEOUT_MS)
+    page.locator("#pareto").scroll_into_view_if_needed()
+    shot(page, tmp_path, "dark-3d")
+
+
+@pytest.mark.slow
+def test_the_page_makes_no_request_outside_the_server(url, page, tmp_path):
+    """So the app loads fully offline (and on Spaces asks nothing of third parties): every request of the page,
+    its scripts, fonts and chart included, goes to the app's own host."""
+    host = urlsplit(url).netloc
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if urlsplit(r.url).netloc not in (host, "") and
+            not r.url.startswith(("data:", "blob:")) else None)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    generate_and_wait(page)
+    for tab in ("User study", "Arena", "Generate"):
+        tab_button = page.get_by_role("tab", name=tab)
+        if tab_button.count():
+            tab_button.click()
+    page.set_viewport_size({"width": 400, "height": 900})
+    page.wait_for_function("() => document.querySelector('#pareto .main-svg').getBoundingClientRect().right <= 400",
+                           timeout=TIMEOUT_MS)  # plotly has resized the chart to the narrow page
+    shot(page, tmp_path, "narrow-offline", full_page=True)
+    assert outside == []

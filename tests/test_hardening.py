@@ -203,7 +203,7 @@ def test_model_requests_share_one_concurrency_limit_and_the_queue(served):
     demo, url = served
     model = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
              if fn.concurrency_id == app.MODEL_GROUP}
-    assert model == dict.fromkeys(["generate", "sweep", "study_new"], (app.MODEL_GROUP, app.CONCURRENCY))
+    assert model == dict.fromkeys(["generate", "sweep", "study_new", "arena_new"], (app.MODEL_GROUP, app.CONCURRENCY))
     direct = httpx.post(f"{url}gradio_api/run/generate", json={"data": GENERATE}, timeout=30)  # around the queue
     assert direct.status_code == 404 and "join the queue" in direct.text
 
@@ -326,8 +326,9 @@ def test_a_wrong_number_of_values_or_an_unknown_endpoint_is_named(served, caplog
         _plain(answer.json()["error"], "/generate takes 16 values (Prompt, β (MAVIS tilt strength), top-k")
         assert f"got {len(data)}." in answer.json()["error"]
     answer = _post(url, "nope", GENERATE)
-    assert answer.status_code == 404 and "No such endpoint: /gradio_api/call/nope; this app has /clear, /generate" \
-        in answer.json()["error"]
+    assert answer.status_code == 404
+    assert "No such endpoint: /gradio_api/call/nope; this app has /arena_export_csv, /arena_export_jsonl" \
+        in answer.json()["error"] and "/clear, /generate" in answer.json()["error"]
     answer = httpx.post(f"{url}gradio_api/queue/join", json={"data": [], "fn_index": 999, "session_hash": "x"})
     assert answer.status_code == 404 and "No such endpoint: fn_index 999" in answer.json()["error"]
     assert len(_logged(caplog)) == 4 and all(line.startswith("refused POST") for line in _logged(caplog))

@@ -1,7 +1,18 @@
-"""Chart and explanation helpers: the Pareto front, one trace per method, tokens shaded by their tilt."""
+"""Chart and per-token helpers: the Pareto front, one trace per method, duplicates once, labels that do not
+overprint, every method's tokens with their numbers."""
 
 from mavis_core.decoding import TokenEvent
-from mavis_core.plots import explanation_html, pareto_figure, pareto_front, token_explanation
+from mavis_core.plots import (
+    _label_box,
+    _overlaps,
+    dark_template,
+    explanation_html,
+    label_layout,
+    pareto_figure,
+    pareto_front,
+    same_point,
+    token_explanation,
+)
 
 OBJ = ["helpful", "humor"]
 
@@ -33,14 +44,61 @@ def test_figure_has_points_and_fronts_per_method():
 def test_explanation_shades_by_tilt_and_names_the_top_objective():
     events = [TokenEvent(1, "<hi>", -2.0, -1.0, {"helpful": 0.5, "humor": -2.0}),
               TokenEvent(2, " there", -1.0, -1.2, {"helpful": 0.1, "humor": 0.0})]
-    tokens = token_explanation(events, OBJ)
+    tokens = token_explanation(events)
     assert tokens[0]["top"] == "humor" and tokens[0]["tilt"] == -1.5 and tokens[1]["top"] == "helpful"
     assert tokens[0]["delta"] == 1.0
-    html = explanation_html(tokens, OBJ)
+    html = explanation_html({"mavis": tokens}, OBJ)
     assert "&lt;hi&gt;" in html and "<hi>" not in html
     assert "rgba(220, 38, 38, 0.75)" in html  # the most-lowered token gets full red
     assert "pushed most by humor" in html
-    assert "Generate with MAVIS" in explanation_html([], OBJ)
+    assert "with MAVIS ticked" in explanation_html({}, OBJ)
+
+
+def test_every_column_gets_tokens_with_log_probs_and_escaped_alternatives():
+    """A MOD token: no tilt, shaded by log π − log π_ref, its card shows both log-probs and the alternatives, the
+    chosen one (same text and probability) in bold; every text escaped."""
+    import math
+
+    chosen = math.exp(-0.5)
+    events = [TokenEvent(1, "<b>", -2.0, -0.5, None, alternatives=[("<b>", 0.2), ("<b>", chosen), ("x", 0.1)]),
+              TokenEvent(2, "&", -1.0, -1.0, None, alternatives=[("<script>alert(1)</script>", 0.9)])]
+    tokens = token_explanation(events)
+    assert "tilt" not in tokens[0] and tokens[0]["delta"] == 1.5
+    html = explanation_html({"base": [], "mod": tokens}, OBJ, {"mod": "MOD <i>"})
+    assert '<div class="tv-cell" data-method="mod">' in html and "MOD &lt;i&gt;" in html
+    assert "log π -0.50 (p 0.607) · log π_ref -2.00 (p 0.135)" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html.replace("<b>&#x27;", "")
+    rows = html.split('data-method="mod"')[1].split("</table>")[0].split("<tr ")
+    assert ['class="chosen"' in r for r in rows[1:]] == [False, True, False]  # the second "<b>" was sampled
+    assert "rgba(22, 163, 74, 0.75)" in html  # the token MOD made likelier than the base did: full green
+    assert "(empty reply)" in html  # the base column, ticked but empty
+
+
+def test_duplicates_are_drawn_once_with_their_count():
+    a, b = sample(1, "mod", "generate", 0.3, 0.4), sample(2, "mod", "generate", 0.3 + 4e-9, 0.4)  # batch noise
+    other = sample(3, "rsoup", "generate", 0.3, 0.4)  # one-hot MOD = RSoup: another method at the same spot
+    fig = pareto_figure([a, b, other], "helpful", "humor", ["mod", "rsoup"])
+    mod, rsoup = fig.data
+    assert list(mod.x) == [0.3] and list(mod.customdata) == [1] and "×2 the same point: #1, #2" in mod.hovertext[0]
+    assert list(mod.text) + list(rsoup.text) in (["#1 ×2 · #3", ""], ["", "#1 ×2 · #3"])  # one label for the spot
+    assert [s["id"] for s in same_point(a, [a, b, other])] == [2, 3]
+
+
+def test_labels_of_nearby_points_do_not_overprint():
+    close = [sample(i, "mavis", "generate", 0.001 * i, 0.0005 * (i % 3)) for i in range(1, 13)]
+    far = [sample(20, "mod", "generate", 1.0, 1.0)]
+    layout = label_layout([[s] for s in close + far], "helpful", "humor", close + far)
+    assert set(layout) == {s["id"] for s in close + far}
+
+    def box(s):  # the label's pixels, in label_layout's own frame
+        xs, ys = [p["scores"]["helpful"] for p in close + far], [p["scores"]["humor"] for p in close + far]
+        px = 12 + (s["scores"]["helpful"] - min(xs)) / (max(xs) - min(xs)) * (520 - 24)
+        py = 12 + (s["scores"]["humor"] - min(ys)) / (max(ys) - min(ys)) * (330 - 24)
+        return _label_box(px, py, *layout[s["id"]])
+
+    placed = [box(s) for s in close + far if layout[s["id"]][0]]
+    assert len(placed) >= 3 and layout[20][0] == "#20"  # the lone point is always labelled
+    assert not any(_overlaps(p, q) for i, p in enumerate(placed) for q in placed[i + 1:])
 
 
 def test_3d_view_has_one_trace_per_method_and_source():
@@ -50,3 +108,12 @@ def test_3d_view_has_one_trace_per_method_and_source():
     fig = pareto_figure(samples, "helpful", "humor", ["mavis", "mod"], z="harmless")
     assert [t.type for t in fig.data] == ["scatter3d", "scatter3d"]
     assert [t.name for t in fig.data] == ["mavis sweep", "mavis"] and list(fig.data[1].z) == [0.5]
+
+
+def test_3d_view_leaves_room_for_axis_titles_and_dark_template_is_transparent():
+    fig = pareto_figure([sample(1, "mavis", "generate", 0.1, 0.2) | {"scores": {"helpful": 0.1, "humor": 0.2,
+                                                                                "harmless": 0.3}}],
+                        "helpful", "humor", ["mavis"], z="harmless")
+    assert fig.layout.scene.camera.eye.x > 1.25 and fig.layout.margin.t >= 20  # stands back from plotly's default
+    dark = dark_template()
+    assert dark["layout"]["paper_bgcolor"] == "rgba(0,0,0,0)" and dark["layout"]["font"]["color"]
