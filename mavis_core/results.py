@@ -523,7 +523,7 @@ def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -
     return out
 
 
-def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
+def summary(facts: dict, objectives: list[str]) -> list[str]:
     """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
     volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
     out = ["## 7. What this says", ""]
@@ -586,14 +586,6 @@ def summary(facts: dict, objectives: list[str], embedded: bool) -> list[str]:
                + ("With one small value model and no fine-tuning, it raises every reward by more than two standard "
                   "errors without moving further from the base." if delivered else
                   "It does not raise every reward by more than two standard errors at no more KL than the base."))
-    if embedded:
-        out.append("- **Why the embedded stack is a hard case for MAVIS** (facts from assets/MODEL_CARD.md, not "
-                   "measured on this page): the value model is 2 blocks of a 3M-parameter base trained on trees "
-                   "from 192 prompts, and its helpful head barely generalises to held-out trees (validation "
-                   "correlation ≈ 0.2), which fits MAVIS's lower ρ for helpful; the DPO policies were not tuned "
-                   "for KL, and the harmless one drifted far (it also writes turn markers into replies). A larger "
-                   "value model, more rollout prompts, and policies trained to MAVIS's KL are what the paper's "
-                   "comparison assumes.")
     return [*out, ""]
 
 
@@ -648,7 +640,7 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
         timings[name] = time.perf_counter() - t0
         print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
     report.lines[head:head] = verdicts(report.facts)
-    report.add(*summary(report.facts, stack.objectives, embedded))
+    report.add(*summary(report.facts, stack.objectives))
     report.add("## Cost of this page", "",
                "Wall time of each section on the machine above: "
                + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
