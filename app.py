@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import inspect
 import json
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import random
+import re
 import secrets
 import shutil
 import threading
@@ -26,8 +28,10 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from queue import SimpleQueue
 
 import gradio as gr
+import numpy as np
 from starlette.middleware import Middleware
 
 from mavis_core.config import DecodeConfig
@@ -47,6 +51,7 @@ from mavis_core.engine import (
     clean_prompt,
     weight_grid,
 )
+from mavis_core.evaluation import _standard_error
 from mavis_core.plots import (
     TOKEN_VIEW_CSS,
     dark_template,
@@ -81,6 +86,11 @@ NO_Z = "none (2-D)"
 SEARCH_CHOICES = [("sample", "sample"), ("best-of-N", "best_of_n"), ("beam search", "beam")]
 SEARCH_DEFAULTS = ("sample", 4, 4)  # search, N, B: what API callers that leave them out get
 SWEEP_MODES = ("chart axes (11 λ points)", "all objectives (simplex grid)")
+SWEEP_PROMPTS_RANGE = (1, 8)  # prompts per λ point: the typed one, then the stack's first example prompts
+SWEEP_SEEDS_RANGE = (1, 8)  # seeds per λ point: the seed box's, then the next ones
+SWEEP_UPDATE_S = 2.0  # a running sweep sends its progress (and the chart, when points came) at most this often
+API_OPTIONAL = {"sweep": 2}  # trailing values an API call may leave out (options added later): their defaults
+GENERATING_NOTE = "Generating… every reply appears here token by token once it is done."
 FILLED_BY_GRADIO = ("request", "progress")  # listener parameters gradio fills itself: no component behind them
 CSS = """
 .reply textarea { font-size: 15px !important; }
@@ -89,6 +99,12 @@ CSS = """
 .rating label { padding: 4px 8px !important; min-width: 0 !important; }
 #copy-link[data-copied]::after { content: "\\00a0✓ copied"; }
 #token-view { overflow: visible !important; }
+#notice:empty, #notice .prose:empty { display: none; }
+@media (max-width: 720px) {  /* a phone: prompt and Generate, then the replies, then the settings, then the chart */
+  #gen-side, #gen-main { display: contents; }
+  #gen-top { order: 1; } #gen-replies { order: 2; } #gen-settings { order: 3; } #gen-chart { order: 4; }
+  #gen-top, #gen-replies, #gen-settings, #gen-chart { flex: 1 1 100%; min-width: 100% !important; }
+}
 """ + TOKEN_VIEW_CSS
 SHARE_PROMPT_BYTES = 6000  # a prompt longer than this (URL-encoded) is left out of the share link: the page sends
 # its query string with every request, and servers refuse request lines of some 8-16 kB
@@ -148,12 +164,91 @@ def user_errors(endpoint: str) -> Iterator[None]:
     """Show a ValueError from mavis_core as a plain gr.Error (a modal), never a stack trace; log one line."""
     try:
         yield
+    except gr.Error:
+        raise  # made (and logged) already: by a nested user_errors, e.g. in_background's thread
     except ValueError as err:
         LOG.warning("refused /%s: %s", endpoint, err)
         raise gr.Error(str(err), print_exception=False) from None
     except Gone:
         LOG.warning("stopped /%s: its client is gone", endpoint)
         raise gr.Error("Stopped: the client disconnected.", print_exception=False) from None
+
+
+def in_background(work: Callable[[Callable[..., None]], None], endpoint: str) -> Iterator[tuple]:
+    """Run ``work(report)`` in a thread and yield each tuple it reports, as it reports it, so that a generator
+    listener streams work that only has callbacks (Engine.sweep). An error in ``work`` is raised here as
+    `user_errors` makes it, and logged in the thread even when nobody reads on (a stopped sweep logs its stop).
+    Once this iterator is closed (gradio closes it on Stop), the next ``report`` raises `Gone` in the thread."""
+    messages, closed, end = SimpleQueue(), threading.Event(), object()
+
+    def report(*message) -> None:
+        if closed.is_set():
+            raise Gone
+        messages.put(message)
+
+    def run() -> None:
+        try:
+            with user_errors(endpoint):
+                work(report)
+            messages.put((end, None))
+        except BaseException as err:  # noqa: BLE001 - raised again in the reading thread
+            messages.put((end, err))
+
+    threading.Thread(target=run, name=f"mavis-{endpoint}", daemon=True).start()
+    try:
+        while (message := messages.get())[0] is not end:
+            yield message
+        if message[1] is not None:
+            raise message[1]
+    finally:
+        closed.set()
+
+
+def _problem(check: Callable, *values) -> str:
+    """What ``check(*values)`` refuses (its ValueError's message); "" when it accepts them."""
+    try:
+        check(*values)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _literal(text: str) -> str:
+    """``text`` for a Markdown component to show as it is: every ASCII punctuation mark backslash-escaped (a
+    reply's backslash or "*" would otherwise be read as Markdown).
+
+    >>> print(_literal("2*3 is 6_"))
+    2\\*3 is 6\\_
+    """
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and its noun, plural unless one.
+
+    >>> _count(1, "seed"), _count(3, "prompt")
+    ('1 seed', '3 prompts')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: every (prompt, seed) round runs the methods over the λ grid; ``line`` says in words what
+    it varies and holds."""
+
+    settings: Settings
+    methods: list[str]
+    grid: list[list[float]]
+    rounds: list[tuple[str, int]]  # prompt-major: prompt i with each seed in turn
+    prompts: int
+    seeds: int
+    line: str
+
+    @property
+    def keys(self) -> list[tuple]:
+        """(method, *λ) of every point, in the order Engine.sweep runs them (the base once: it ignores λ)."""
+        return [(m, *lam) for m in self.methods for lam in (self.grid[:1] if m == "base" else self.grid)]
 
 
 def _choices(component) -> list:
@@ -338,6 +433,22 @@ def _json(body: bytes) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
+def _completed(fn, scope: dict, body: bytes) -> tuple[dict, bytes]:
+    """A call to ``fn`` that leaves out some of its last API_OPTIONAL values, with their defaults filled in (gradio
+    wants every value), so callers from before those options existed keep working."""
+    payload, optional = _json(body), API_OPTIONAL.get(fn.api_name, 0)
+    data = payload.get("data") if payload else None
+    if not optional or not isinstance(data, list):
+        return scope, body
+    for full in (len(fn.inputs), len([c for c in fn.inputs if not c.skip_api])):
+        if full - optional <= len(data) < full:
+            payload["data"] = data + [c.value for c in fn.inputs[len(data) - full:]]
+            body = json.dumps(payload).encode()
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+            return {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}, body
+    return scope, body
+
+
 async def _answer(send: Callable, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
@@ -383,6 +494,8 @@ class Guard:
                        f"cut to its last {MAX_PROMPT_CHARS:,} characters anyway).")
             return await self._refuse(scope, send, *(_refusal(message) if call else (413, {"error": message})))
         fn = self._fn(path, call, body) if call else None
+        if fn is not None:
+            scope, body = _completed(fn, scope, body)
         async with self._admitting if fn is not None and fn.concurrency_id == MODEL_GROUP else nullcontext():
             refusal = self._check_call(path, fn, body, scope) if call else None
             if refusal:
@@ -516,6 +629,7 @@ class Actions:
         self.engine, self.study, self.admin_token, self.exports = engine, study, admin_token, exports
         self.queue = None  # gradio's queue, set by build_demo: its events say whose request is still wanted
         self.admin_failures, self.trials = Recent(), Recent()
+        self.stops: dict[str, float] = {}  # session -> when its Stop was last pressed (a sweep's thread reads it)
 
     def _settings(self, weights: tuple, beta, top_k, temperature, max_new_tokens, seed,
                   search: tuple = SEARCH_DEFAULTS) -> Settings:
@@ -546,8 +660,8 @@ class Actions:
         if work > MAX_REQUEST_WORK:
             raise ValueError(f"This request is too much work for a shared server: {replies} replies × {samples} "
                              f"samples × {settings.max_new_tokens} tokens = {work:,} token steps; the limit is "
-                             f"{MAX_REQUEST_WORK:,}. Use fewer tokens, a smaller N or B, fewer methods, or sweep "
-                             f"over the chart axes instead of all objectives.")
+                             f"{MAX_REQUEST_WORK:,}. Use fewer tokens, a smaller N or B, fewer methods, fewer "
+                             f"prompts or seeds per λ point, or sweep over the chart axes instead of all objectives.")
 
     def _gone(self, request: gr.Request | None, endpoint: str) -> bool:
         """Whether the client of this running request disconnected or cancelled it: gradio marks its event dead
@@ -567,17 +681,48 @@ class Actions:
             return "**λ = all zero** — raise at least one slider"
         return "**normalised λ:** " + " · ".join(f"{k} {v:.2f}" for k, v in lam.items())
 
-    def check(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, *rest) -> None:
-        """The browser's quick check before generate / sweep: a mistake then shows only as an error toast,
-        instead of an error badge over every output (the endpoints themselves check again, for API callers)."""
-        with user_errors("check"):
-            weights, search = self._split(rest)
-            settings = self._settings(weights or (1.0,) * len(self.engine.objectives), beta, top_k, temperature,
-                                      max_new_tokens, seed, search)
-            methods = self.engine.check_methods(methods)
-            if weights:  # generate's check (a sweep's work depends on its mode, which it checks itself)
-                self._check_work(len(methods), settings)
-            clean_prompt(prompt)
+    def _check_generate(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y, z,
+                        *rest) -> None:
+        weights, search = self._split(rest)
+        settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed, search)
+        self._check_work(len(self.engine.check_methods(methods)), settings)
+        self._check_axes(x, y, z)
+        clean_prompt(prompt)
+
+    def check(self, *values) -> None:
+        """The browser's check before a generate: a mistake stops it there and `notice` shows it under the button,
+        in place of toasts that pile up (the endpoint checks again, for API callers)."""
+        problem = _problem(self._check_generate, *values)
+        if problem:
+            raise gr.Error(problem, visible=False, print_exception=False)
+
+    def notice(self, *values) -> str:
+        """The line under Generate: what is wrong with the request, or nothing."""
+        problem = _problem(self._check_generate, *values)
+        return f"⚠️ {problem}" if problem else ""
+
+    def axes_notice(self, x: str, y: str, z: str) -> str:
+        """The line under the axis menus: why the chart was not redrawn, or nothing."""
+        problem = _problem(self._check_axes, x, y, z)
+        return f"⚠️ {problem}; the chart keeps its last axes." if problem else ""
+
+    def check_axes(self, x: str, y: str, z: str) -> None:
+        """The browser's check before a redraw: axes refused stop it, quietly (`axes_notice` says why)."""
+        problem = _problem(self._check_axes, x, y, z)
+        if problem:
+            raise gr.Error(problem, visible=False, print_exception=False)
+
+    def _check_axes(self, x: str, y: str, z: str = NO_Z) -> None:
+        """ValueError naming the field unless x, y (and z, when not "none") are different objectives."""
+        objectives = self.engine.objectives
+        if not {x, y} <= set(objectives) or z not in (NO_Z, *objectives):
+            raise ValueError(f"chart axes must be objectives of this stack: {objectives}")
+        if x == y:
+            raise ValueError(f"y ('y axis') is {y!r}, the same as x ('x axis'): pick two different objectives for "
+                             f"the chart")
+        if z in (x, y):
+            raise ValueError(f"z ('z axis (3-D view)') is {z!r}, already on the {'x' if z == x else 'y'} axis: pick "
+                             f"a third objective, or {NO_Z!r}")
 
     def check_study(self, participant: str, prompt: str) -> None:
         with user_errors("check_study"):
@@ -596,8 +741,13 @@ class Actions:
             settings = self._settings(weights, beta, top_k, temperature, max_new_tokens, seed, search)
             methods = self.engine.check_methods(methods)
             self._check_work(len(methods), settings)
+            self._check_axes(x, y, z)
             prompt = self._prompt(prompt, settings.max_new_tokens)
-            last = 0.0
+            # The last reply's columns and per-token view go at once; the view fills in when the replies are done.
+            started = [Reply(m, search=settings.search_label) for m in methods]
+            yield self._columns(started, settings.seed) + [
+                explanation_html({}, self.engine.objectives, note=GENERATING_NOTE), gr.skip(), gr.skip(), gr.skip()]
+            last = time.monotonic()
             for replies in self.engine.stream(prompt, methods, settings):
                 done = replies[0].scores is not None
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
@@ -622,8 +772,7 @@ class Actions:
 
     def _figure(self, history: list[dict], x: str, y: str, z: str = NO_Z):
         """The Pareto chart of ``history``: 2-D, or 3-D when ``z`` names a third objective."""
-        if not {x, y} <= set(self.engine.objectives) or z not in (NO_Z, *self.engine.objectives):
-            raise ValueError(f"chart axes must be objectives of this stack: {self.engine.objectives}")
+        self._check_axes(x, y, z)
         return pareto_figure(history, x, y, self.engine.methods, z=None if z == NO_Z else z)
 
     def redraw(self, x: str, y: str, z: str, history: list[dict]):
@@ -646,10 +795,13 @@ class Actions:
         match = [s for s in history if s["id"] == sample_id]
         if not match:
             return ""
-        s = match[0]
-        scores = " · ".join(f"{k} **{v:+.3f}**" for k, v in s["scores"].items())
+        s, se = match[0], match[0].get("se")
+        scores = " · ".join(f"{k} **{v:+.3f}**" + (f" ± {se[k]:.3f}" if se else "") for k, v in s["scores"].items())
+        if se:
+            scores += (f" · mean of {s['n']} replies (prompts × seeds) ± standard error; the reply shown is the "
+                       f"first of them")
         weights = " · ".join(f"{k} {v:.2f}" for k, v in s["weights"].items())
-        quoted = "\n".join("> " + line for line in (s["text"] or "(empty reply)").splitlines())
+        quoted = "\n".join("> " + _literal(line) for line in (s["text"] or "(empty reply)").splitlines())
         others = same_point(s, history)
         shared = ("" if not others else "\n\n*Same point on the chart:* "
                   + ", ".join(f"#{o['id']} {o['method']}" for o in others[:12])
@@ -678,36 +830,161 @@ class Actions:
         values = settings_from_query(params, self.engine)
         return [values.get(key, gr.skip()) for key in [*share_keys(self.engine.objectives), "new_seed"]]
 
+    def _sweep_plan(self, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z, search,
+                    num_candidates, num_beams, prompts_per_point, seeds_per_point, warn: bool = False) -> SweepPlan:
+        """A sweep's request checked and laid out in rounds; ValueError for anything wrong, too much work included.
+        ``warn``: show gr.Warning for a prompt that was cut (the sweep itself; its browser check stays quiet)."""
+        objectives = self.engine.objectives
+        settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed,
+                                  (search, num_candidates, num_beams))
+        methods = self.engine.check_methods(methods)
+        prompt = self._prompt(prompt, settings.max_new_tokens) if warn else clean_prompt(prompt)[0]
+        if mode not in SWEEP_MODES:
+            raise ValueError(f"sweep mode must be one of {list(SWEEP_MODES)}, got {mode!r}")
+        self._check_axes(x, y, z)
+        pair = (objectives.index(x), objectives.index(y)) if mode == SWEEP_MODES[0] else None
+        grid = weight_grid(len(objectives), axes=pair)
+        n_prompts = _number("prompts per λ point", prompts_per_point, *SWEEP_PROMPTS_RANGE, integer=True)
+        n_seeds = _number("seeds per λ point", seeds_per_point, *SWEEP_SEEDS_RANGE, integer=True)
+        prompts = [prompt, *[p for p in self.engine.examples if p != prompt]]
+        if n_prompts > len(prompts):
+            raise ValueError(f"prompts per λ point is {n_prompts}, but this stack has only {len(prompts)} prompts to "
+                             f"use (the one typed and {len(prompts) - 1} example prompts); use at most {len(prompts)}.")
+        if settings.search == "beam":
+            n_seeds = 1  # beam search draws nothing at random: every seed gives the same reply
+        step = settings.num_candidates if settings.search == "best_of_n" else 1  # best-of-N: no candidate twice
+        seeds = [(settings.seed + i * step) % (SEED_RANGE[1] + 1) for i in range(n_seeds)]
+        plan = SweepPlan(settings, methods, grid, [(p, s) for p in prompts[:n_prompts] for s in seeds], n_prompts,
+                         n_seeds, self._sweep_line(settings, grid, pair, n_prompts, seeds, int(seeds_per_point)))
+        self._check_work(len(plan.keys) * len(plan.rounds), settings)
+        return plan
+
+    def _sweep_line(self, settings: Settings, grid: list, pair: tuple[int, int] | None, n_prompts: int,
+                    seeds: list[int], asked_seeds: int) -> str:
+        """One line: what a sweep varies (λ over which grid) and what it holds (the current decoding settings)."""
+        objectives = self.engine.objectives
+        if pair:
+            others = [k for i, k in enumerate(objectives) if i not in pair]
+            varies = (f"λ from {objectives[pair[1]]} only to {objectives[pair[0]]} only, {len(grid)} points"
+                      + (f" ({', '.join(others)} at 0)" if others else ""))
+        else:
+            varies = f"λ over the simplex of {', '.join(objectives)}, {len(grid)} points"
+        beam = " (beam search draws nothing at random: one seed)" if asked_seeds > len(seeds) else ""
+        return (f"**Varies** {varies} · **holds** β {settings.beta:g}, top-k {settings.top_k}, temperature "
+                f"{settings.temperature:g}, {settings.max_new_tokens} tokens, {settings.search_label} · "
+                f"**per point** {_count(n_prompts, 'prompt')} × {_count(len(seeds), 'seed')} "
+                f"(seed {', '.join(map(str, seeds))}){beam}; the weight sliders are not used.")
+
+    def check_sweep(self, *values) -> None:
+        """The browser's check before a sweep: a mistake stops it, shown by `sweep_notice` beside the chart."""
+        problem = _problem(self._sweep_plan, *values)
+        if problem:
+            raise gr.Error(problem, visible=False, print_exception=False)
+
+    def sweep_notice(self, *values) -> str:
+        """The sweep status beside the chart when the Sweep button is pressed: what is wrong, or what will run."""
+        try:
+            plan = self._sweep_plan(*values)
+        except ValueError as err:
+            return f"⚠️ **Not swept:** {err}"
+        return f"**Sweep queued…**\n\n{plan.line}"
+
     def sweep(self, request: gr.Request, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x,
               y, z, history, search=SEARCH_DEFAULTS[0], num_candidates=SEARCH_DEFAULTS[1],
-              num_beams=SEARCH_DEFAULTS[2], progress=gr.Progress()):  # noqa: B008 - gradio finds it by this default
-        """Every ticked method over a λ grid, with the chosen search; the points join the chart as each
-        method's front. Stops at the next step once its client is gone."""
+              num_beams=SEARCH_DEFAULTS[2], prompts_per_point=1, seeds_per_point=1):
+        """Every ticked method over a λ grid with the chosen search, each point from prompts × seeds (drawn at
+        their mean with standard errors): yields the progress and the chart as points arrive, at most every
+        SWEEP_UPDATE_S, then the whole. Stops at the next step once its client is gone or it is stopped."""
         with user_errors("sweep"):
-            objectives = self.engine.objectives
-            settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed,
-                                      (search, num_candidates, num_beams))
-            methods = self.engine.check_methods(methods)
-            prompt = self._prompt(prompt, settings.max_new_tokens)
-            if mode not in SWEEP_MODES:
-                raise ValueError(f"sweep mode must be one of {list(SWEEP_MODES)}, got {mode!r}")
-            pair = (objectives.index(x), objectives.index(y)) if mode == SWEEP_MODES[0] else None
-            grid = weight_grid(len(objectives), axes=pair)
-            self._check_work(sum(1 if m == "base" else len(grid) for m in methods), settings)
+            plan = self._sweep_plan(prompt, beta, top_k, temperature, max_new_tokens, seed, methods, mode, x, y, z,
+                                    search, num_candidates, num_beams, prompts_per_point, seeds_per_point, warn=True)
+            got: dict[tuple, list[Reply]] = {key: [] for key in plan.keys}
+            steps = plan.settings.max_new_tokens if plan.settings.search == "sample" else len(plan.keys)
+            start, began, where = _next_id(history), time.monotonic(), (0, -1, steps)
+            yield gr.skip(), gr.skip(), gr.skip(), self._sweep_progress(plan, got, where)
+            last, fresh = time.monotonic(), False
+            work = functools.partial(self._sweep_rounds, request, plan, began)
+            for kind, *value in in_background(work, "sweep"):
+                if kind == "point":
+                    got[value[0]].append(value[1])
+                    fresh = True
+                else:
+                    where = tuple(value)
+                if time.monotonic() - last >= SWEEP_UPDATE_S:
+                    last = time.monotonic()
+                    chart = self._sweep_chart(plan, got, history, start, (x, y, z)) if fresh else [gr.skip()] * 3
+                    yield *chart, self._sweep_progress(plan, got, where)
+                    fresh = False
+            replies = sum(len(r) for r in got.values())
+            per = "" if len(plan.rounds) == 1 else (f" × {_count(plan.prompts, 'prompt')} × "
+                                                    f"{_count(plan.seeds, 'seed')}, drawn at their means ± se")
+            how = "" if plan.settings.search == "sample" else f", each by {plan.settings.search_label}"
+            status = (f"Swept {replies} replies ({len(plan.grid)} λ points{per}){how} in "
+                      f"{time.monotonic() - began:.1f} s.\n\n{plan.line}")
+            yield *self._sweep_chart(plan, got, history, start, (x, y, z)), status
 
-            def on_step(i: int, n: int, desc: str) -> None:
-                if self._gone(request, "sweep"):
+    def _sweep_rounds(self, request: gr.Request | None, plan: SweepPlan, began: float,
+                      report: Callable[..., None]) -> None:
+        """The sweep's work (in a thread of its own, see `in_background`): one Engine.sweep per (prompt, seed)
+        round; reports ("step", round, i, n) as it goes and ("point", key, reply) for each scored reply. Stops at
+        the next step once its client is gone or Stop was pressed."""
+        for r, (prompt, seed) in enumerate(plan.rounds):
+            def on_step(i: int, n: int, _text: str, r: int = r) -> None:
+                if self._gone(request, "sweep") or self._stopped_since(request, began):
                     raise Gone
-                progress((i, n), desc=desc, unit="steps")
+                report("step", r, i, n)
 
-            start = time.monotonic()
-            out = self.engine.sweep(prompt, methods, settings, grid, on_step=on_step)
-            replies, weights = [r for _, r in out], [w for w, _ in out]
-            history = (history + _samples(replies, prompt, settings, "sweep", _next_id(history), weights))
-            history = history[-MAX_HISTORY:]
-            how = "" if settings.search == "sample" else f", each by {settings.search_label}"
-            status = f"Swept {len(out)} replies ({len(grid)} λ points){how} in {time.monotonic() - start:.1f} s."
-            return self._figure(history, x, y, z), history, gr.Dropdown(choices=_sample_choices(history)), status
+            self.engine.sweep(prompt, plan.methods, dataclasses.replace(plan.settings, seed=seed), plan.grid,
+                              on_step=on_step, on_point=lambda w, reply: report("point", (reply.method,
+                                                                                          *w.values()), reply))
+
+    def _sweep_chart(self, plan: SweepPlan, got: dict[tuple, list[Reply]], history: list[dict], start: int,
+                     axes: tuple) -> list:
+        """The chart, the history and the sample list with the sweep's points so far (each at its mean)."""
+        objectives, (prompt, seed) = self.engine.objectives, plan.rounds[0]
+        points = []
+        for i, (key, replies) in enumerate(got.items()):
+            if not replies:
+                continue
+            scores = {k: np.array([r.scores[k] for r in replies]) for k in objectives}
+            point = {"id": start + i, "source": "sweep", "method": key[0], "prompt": prompt, "text": replies[0].text,
+                     "weights": dict(zip(objectives, key[1:], strict=True)), "beta": plan.settings.beta,
+                     "seed": seed, "scores": {k: float(v.mean()) for k, v in scores.items()},
+                     "kl": float(np.mean([r.kl for r in replies])), "search": replies[0].search, "n": len(replies)}
+            if len(replies) > 1:
+                point["se"] = {k: _standard_error(v) for k, v in scores.items()}
+            points.append(point)
+        history = (history + points)[-MAX_HISTORY:]
+        return [self._figure(history, *axes), history, gr.Dropdown(choices=_sample_choices(history))]
+
+    def _sweep_progress(self, plan: SweepPlan, got: dict[tuple, list[Reply]], where: tuple[int, int, int]) -> str:
+        """The status beside the chart while a sweep runs: a bar, the round and step it is on, points so far."""
+        r, i, n = where
+        share = min(1.0, (r + max(i, 0) / n) / len(plan.rounds))
+        bar = "▰" * round(share * 20) + "▱" * (20 - round(share * 20))
+        prompt, seed = plan.rounds[r]
+        step = f"{'token' if plan.settings.search == 'sample' else 'point'} {max(i, 0) + 1} of {n}"
+        rounds = (f" · round {r + 1} of {len(plan.rounds)} (prompt {r // plan.seeds + 1}, seed {seed})"
+                  if len(plan.rounds) > 1 else "")
+        done = sum(len(v) for v in got.values())
+        return (f"**Sweeping… {share:.0%}** `{bar}`{rounds} · {step} · {done} of "
+                f"{len(plan.keys) * len(plan.rounds)} replies in\n\n{plan.line}")
+
+    def _stopped_since(self, request: gr.Request | None, since: float) -> bool:
+        """Whether this session pressed Stop after ``since``: gradio's cancel reaches a sweep's thread only at the
+        sweep's next update, seconds later, so the thread asks here at every step."""
+        return self.stops.get(getattr(request, "session_hash", None) or "", -math.inf) > since
+
+    def stopped(self, request: gr.Request, status: str, explanation: str):
+        """Stop pressed: a running sweep stops at its next step and its status says where (its points so far stay
+        on the chart); a per-token view waiting for its replies goes back to its hint."""
+        now = time.monotonic()
+        self.stops = {k: t for k, t in self.stops.items() if t > now - 3600} | {request.session_hash: now}
+        sweeping = isinstance(status, str) and status.startswith(("**Sweeping", "**Sweep queued"))
+        waiting = isinstance(explanation, str) and GENERATING_NOTE in explanation
+        return (status.replace("**Sweeping…", "**Stopped at", 1).replace("**Sweep queued…**", "**Stopped.**", 1)
+                if sweeping else gr.skip(),
+                explanation_html({}, self.engine.objectives) if waiting else gr.skip())
 
     def _count_trial(self, request: gr.Request | None) -> None:
         """ValueError when this session or address started too many trials lately (one script cannot stuff the
@@ -849,13 +1126,23 @@ class Actions:
 
 
 def _controls(engine: Engine, actions: Actions) -> dict:
-    """The left column: prompt, objective weights, methods, decoding settings."""
-    objectives, c = engine.objectives, {}
-    c["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="Say something to the assistant…",
-                             elem_id="prompt", value=engine.examples[0] if engine.examples else "")
-    with gr.Row():
-        c["go"] = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=0)
-        c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=0)
+    """The left column: prompt, Generate and Stop; then objective weights, methods, decoding settings."""
+    c = {}
+    with gr.Column(elem_id="gen-top"):  # on a phone the replies come right after this (see CSS)
+        c["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="Say something to the assistant…",
+                                 elem_id="prompt", value=engine.examples[0] if engine.examples else "")
+        with gr.Row():
+            c["go"] = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=0)
+            c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=0)
+        c["notice"] = gr.Markdown("", elem_id="notice")  # what is wrong with the last Generate, if anything
+    with gr.Column(elem_id="gen-settings"):
+        _settings_controls(engine, actions, c)
+    return c
+
+
+def _settings_controls(engine: Engine, actions: Actions, c: dict) -> None:
+    """Under the prompt: objective weights with presets, methods, link, examples, decoding settings (into ``c``)."""
+    objectives = engine.objectives
     # Equal raw weights to start; only their ratios matter, and the normalised λ is shown below them.
     c["sliders"] = [gr.Slider(0, 1, value=0.5, step=0.05, label=f"weight: {k}", elem_id=f"weight-{k}")
                     for k in objectives]
@@ -896,7 +1183,6 @@ def _controls(engine: Engine, actions: Actions) -> dict:
                                         label="N (best-of-N samples)", elem_id="num-candidates")
         c["num_beams"] = gr.Slider(*BEAMS_RANGE, value=SEARCH_DEFAULTS[2], step=1, label="B (beams)",
                                    elem_id="num-beams")
-    return c
 
 
 OBJECTIVE_INFO = {
@@ -986,20 +1272,30 @@ def _presets(objectives: list[str]) -> dict[str, list[float]]:
 
 
 def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
-    """The right column: one streaming column per method, the MAVIS explanation, the Pareto chart."""
-    objectives, c = engine.objectives, {"texts": [], "stats": []}
-    with gr.Row(equal_height=True):
+    """The right column: one streaming column per method; then the per-token view, the Pareto chart."""
+    c = {"texts": [], "stats": []}
+    with gr.Column(elem_id="gen-replies"), gr.Row(equal_height=True):
         for m in engine.methods:
             with gr.Column(min_width=180, elem_id=f"col-{m}"):
                 c["texts"].append(gr.Textbox(label=METHOD_TITLES.get(m, m), lines=7, max_lines=14, interactive=False,
                                              elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
                 c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
+    with gr.Column(elem_id="gen-chart"):
+        _chart_controls(engine, actions, c)
+    return c
+
+
+def _chart_controls(engine: Engine, actions: Actions, c: dict) -> None:
+    """Under the replies: the reward scales, the per-token view, the Pareto chart and its sweep (into ``c``)."""
+    objectives = engine.objectives
     scales = " · ".join(f"**{k}** {OBJECTIVE_INFO[k]}" for k in objectives if k in OBJECTIVE_INFO)
     gr.Markdown(f"{scales}  \n{KL_NOTE}" if scales else KL_NOTE, elem_id="kl-note")
     with gr.Accordion("Per-token view", open=True, elem_id="token-view"):
         c["explain"] = gr.HTML(explanation_html({}, objectives), elem_id="explain")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
+            # The sweep's check, its progress and its summary: right above the chart it fills.
+            c["sweep_status"] = gr.Markdown("", elem_id="sweep-status")
             c["plot"] = gr.Plot(actions._figure([], objectives[0], objectives[-1]), label="Pareto chart",
                                 elem_id="pareto")
             c["details"] = gr.Markdown("", elem_id="details")
@@ -1008,15 +1304,21 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
             c["y"] = gr.Dropdown(objectives, value=objectives[-1], label="y axis", elem_id="y-axis")
             c["z"] = gr.Dropdown([NO_Z, *objectives], value=NO_Z, label="z axis (3-D view)", elem_id="z-axis",
                                  visible=len(objectives) > 2)
-            c["mode"] = gr.Radio(list(SWEEP_MODES), value=SWEEP_MODES[0], label="Sweep over")
+            c["axes_notice"] = gr.Markdown("", elem_id="axes-notice")
+            c["mode"] = gr.Radio(list(SWEEP_MODES), value=SWEEP_MODES[0], label="Sweep over", elem_id="sweep-mode",
+                                 info="λ from y alone to x alone, or a simplex grid; the other settings stay as set")
+            c["sweep_prompts"] = gr.Slider(SWEEP_PROMPTS_RANGE[0], min(SWEEP_PROMPTS_RANGE[1],
+                                                                       1 + len(engine.examples)),
+                                           value=1, step=1, label="prompts per λ point", elem_id="sweep-prompts",
+                                           info="the typed one, then examples")
+            c["sweep_seeds"] = gr.Slider(*SWEEP_SEEDS_RANGE, value=1, step=1, label="seeds per λ point",
+                                         elem_id="sweep-seeds", info="a point: their mean ± standard error")
             c["sweep"] = gr.Button("Sweep λ grid", elem_id="sweep")
             c["clear"] = gr.Button("Clear chart", variant="secondary", elem_id="clear")
-            c["sweep_status"] = gr.Markdown("", elem_id="sweep-status")
             c["sample"] = gr.Dropdown([], value=None, label="Show sample (or click a point)",
                                       elem_id="sample")
             # Filled by PAGE_JS when a chart point is clicked; in the page, but never shown.
             c["point"] = gr.Textbox("", visible="hidden", elem_id="point-pick", label="clicked point")
-    return c
 
 
 def _listen(fn: Callable, inputs: list, endpoint: str) -> dict:
@@ -1025,10 +1327,10 @@ def _listen(fn: Callable, inputs: list, endpoint: str) -> dict:
 
 
 def _generate_tab(engine: Engine, actions: Actions, demo: gr.Blocks) -> None:
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=280):
+    with gr.Row(equal_height=False, elem_id="gen-row"):
+        with gr.Column(scale=1, min_width=280, elem_id="gen-side"):
             c = _controls(engine, actions)
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, elem_id="gen-main"):
             c |= _replies_and_chart(engine, actions)
     history = gr.State([])
     settings = [c["prompt"], c["beta"], c["top_k"], c["temperature"], c["max_new"], c["seed"], c["methods"]]
@@ -1040,13 +1342,21 @@ def _generate_tab(engine: Engine, actions: Actions, demo: gr.Blocks) -> None:
     # read it (API callers pass their own seed to /generate).
     rolled = gr.on([c["go"].click, c["prompt"].submit], actions.new_seed, inputs=c["new_seed"], outputs=c["seed"],
                    api_visibility="private", show_progress="hidden", queue=False, preprocess=False)
-    generating = rolled.success(**_listen(actions.check, [*settings, *c["sliders"], *search], "check"),
+    checks = [*settings, c["x"], c["y"], c["z"], *c["sliders"], *search]  # generate's inputs, less the history
+    rolled.then(**_listen(actions.notice, checks, "notice"), outputs=c["notice"], api_visibility="private",
+                queue=False, show_progress="hidden")
+    generating = rolled.success(**_listen(actions.check, checks, "check"),
                                 api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
         **_listen(actions.generate, [*settings, c["x"], c["y"], c["z"], history, *c["sliders"], *search], "generate"),
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], history, c["sample"]], api_name="generate",
         **MODEL_WORK)
-    gr.on([c["x"].change, c["y"].change, c["z"].change],
-          **_listen(actions.redraw, [c["x"], c["y"], c["z"], history], "redraw"), outputs=c["plot"], api_name="redraw")
+    # Axes: two the same are refused in the line under them (the chart stays as it was); API callers get an error.
+    axes, changed = [c["x"], c["y"], c["z"]], [c["x"].change, c["y"].change, c["z"].change]
+    gr.on(changed, **_listen(actions.axes_notice, axes, "axes_notice"), outputs=c["axes_notice"],
+          api_visibility="private", queue=False, show_progress="hidden")
+    gr.on(changed, **_listen(actions.check_axes, axes, "check_axes"), api_visibility="private",
+          show_progress="hidden", concurrency_limit=None).success(
+        **_listen(actions.redraw, [*axes, history], "redraw"), outputs=c["plot"], api_name="redraw")
     c["clear"].click(**_listen(actions.clear, [c["x"], c["y"], c["z"]], "clear"),
                      outputs=[c["plot"], history, c["sample"], c["details"]], api_name="clear")
     c["sample"].change(actions.show_sample, inputs=[c["sample"], history], outputs=c["details"],
@@ -1063,12 +1373,21 @@ def _generate_tab(engine: Engine, actions: Actions, demo: gr.Blocks) -> None:
     demo.load(actions.restore, outputs=[*shared, c["new_seed"]], api_visibility="private",
               show_progress="hidden").then(**follow)
     c["copy"].click(None, js=COPY_JS, api_visibility="private", queue=False)
-    sweeping = c["sweep"].click(**_listen(actions.check, settings, "check"), api_visibility="private",
+    # The sweep: its check writes what will run (or what is wrong) beside the chart; the sweep then streams its
+    # progress there and its points into the chart, which stays in view (no progress overlay on it).
+    per_point = [c["sweep_prompts"], c["sweep_seeds"]]  # last: optional for API callers (API_OPTIONAL)
+    sweep_checks = [*settings, c["mode"], *axes, *search, *per_point]
+    c["sweep"].click(**_listen(actions.sweep_notice, sweep_checks, "sweep_notice"), outputs=c["sweep_status"],
+                     api_visibility="private", queue=False, show_progress="hidden")
+    sweeping = c["sweep"].click(**_listen(actions.check_sweep, sweep_checks, "check_sweep"), api_visibility="private",
                                 concurrency_limit=None, show_progress="hidden").success(
-        **_listen(actions.sweep, [*settings, c["mode"], c["x"], c["y"], c["z"], history, *search], "sweep"),
-        outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep", **MODEL_WORK)
+        **_listen(actions.sweep, [*settings, c["mode"], *axes, history, *search, *per_point], "sweep"),
+        outputs=[c["plot"], history, c["sample"], c["sweep_status"]], api_name="sweep", show_progress="minimal",
+        show_progress_on=[c["sweep_status"]], **MODEL_WORK)
     # One Stop for whatever this tab is running: the generation (with its search) and the sweep.
-    c["stop"].click(None, cancels=[generating, sweeping], api_visibility="private", queue=False)
+    c["stop"].click(actions.stopped, inputs=[c["sweep_status"], c["explain"]],
+                    outputs=[c["sweep_status"], c["explain"]], cancels=[generating, sweeping], api_visibility="private",
+                    queue=False, show_progress="hidden")
 
 
 def _study_tab(engine: Engine, actions: Actions) -> None:

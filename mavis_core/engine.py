@@ -257,11 +257,14 @@ class Engine:
         self.replies(self.examples[0] if self.examples else "hello", self.methods, settings)
 
     def sweep(self, prompt: str, methods: list[str], settings: Settings, grid: list[list[float]],
-              on_step: Callable[[int, int, str], None] | None = None) -> list[tuple[dict[str, float], Reply]]:
+              on_step: Callable[[int, int, str], None] | None = None,
+              on_point: Callable[[dict[str, float], Reply], None] | None = None,
+              ) -> list[tuple[dict[str, float], Reply]]:
         """Each method over the λ grid (the base once: it ignores λ). Returns (weights, scored reply) pairs.
 
         Sampled sweeps decode every (method, λ) point as a row of one batch; ``on_step(t, max_new_tokens, text)``
-        reports each step. Searches run point by point (``on_step(i, points, text)``).
+        reports each step. Searches run point by point (``on_step(i, points, text)``). ``on_point(weights, reply)``
+        gets each scored reply as soon as it is ready: a search's point by point, a sampled batch's at its end.
         """
         jobs = [(m, dict(zip(self.objectives, lam, strict=True)))
                 for m in methods for lam in (grid[:1] if m == "base" else grid)]
@@ -271,7 +274,8 @@ class Engine:
                 if on_step is not None:
                     on_step(i, len(jobs), f"{method} λ=({', '.join(f'{w:.2f}' for w in weights.values())})")
                 out.append((weights, self.reply(prompt, method, dataclasses.replace(settings, weights=weights))))
-            self.score(prompt, [r for _, r in out if r.scores is None])
+                if on_point is not None:
+                    on_point(*out[-1])  # a searched reply comes scored by its search
             return out
         cfgs = [dataclasses.replace(settings, method=m, weights=w) for m, w in jobs]
         run = Decode(self.stack, [prompt] * len(cfgs), cfgs, [settings.seed] * len(cfgs))
@@ -282,5 +286,8 @@ class Engine:
                 on_step(step, settings.max_new_tokens, f"token {step + 1} of {len(jobs)} replies side by side")
         out = [(w, Reply(m, events=g.events, done=True)) for (m, w), g in zip(jobs, run.generations, strict=True)]
         self.score(prompt, [r for _, r in out])
+        for weights, reply in out:
+            if on_point is not None:
+                on_point(weights, reply)
         return out
 

@@ -5,6 +5,9 @@ A *sample* is a plain dict (so it can live in a user's ``gr.State`` and go throu
     {"id": 3, "source": "generate" | "sweep", "method": "mavis", "prompt": "...", "text": "...",
      "weights": {"helpful": 0.5, ...}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.2, ...}, "kl": 1.3,
      "search": "sample" | "best-of-4" | "beam ×4"}   # "search" may be missing: plain sampling
+
+A sweep point made from several replies (prompts × seeds) carries their means in "scores" and "kl", their count
+in "n" and the standard error of each mean in "se" ({"helpful": 0.04, ...}); the chart draws it with error bars.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ LABEL_CHAR_PX, LABEL_HEIGHT_PX, MARKER_RADIUS_PX = 7.0, 14.0, 7.0
 LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "top left",
                    "bottom right", "bottom left")
 ALTERNATIVES_SHOWN = 5
+GENERATE_NOTE = "Generate to see every reply token by token; with MAVIS ticked, which objective pushed each token."
 SPOT_DIGITS = 6  # scores equal to this many decimals are one point on the chart
 
 
@@ -100,10 +104,28 @@ def _hover(group: list[dict], x: str, y: str) -> str:
     count = "" if len(group) == 1 else (f"<br>×{len(group)} the same point: "
                                         + ", ".join(f"#{s['id']}" for s in group[:8])
                                         + (" …" if len(group) > 8 else ""))
+    se = sample.get("se")
+    spread = "" if not se else (f"<br>mean of {sample['n']} replies · ± standard error: {x} {se[x]:.3f} · "
+                                f"{y} {se[y]:.3f}")
     return (f"<b>#{sample['id']} {sample['method']}</b> ({sample['source']}, {sample.get('search', 'sample')})"
             f"<br>λ: {_weights_text(sample['weights'])} · seed {sample.get('seed', '?')}"
             f"<br>{x} {sample['scores'][x]:.3f} · {y} {sample['scores'][y]:.3f} · KL {sample['kl']:.2f}"
-            f"{count}<br>{snippet}")
+            f"{spread}{count}<br>{snippet}")
+
+
+def error_bars(groups: list[list[dict]], *axes: str) -> dict:
+    """Plotly's ``error_x`` / ``error_y`` (/ ``error_z``) for points that carry standard errors ("se"), one per
+    axis in ``axes`` order; {} when none does, so points of single replies get no bars.
+
+    >>> bars = error_bars([[{"se": {"helpful": 0.1, "humor": 0.2}}], [{}]], "helpful", "humor")
+    >>> bars["error_y"]["array"]
+    [0.2, 0]
+    """
+    if not any("se" in g[0] for g in groups):
+        return {}
+    return {f"error_{name}": dict(type="data", array=[g[0].get("se", {}).get(key, 0) for g in groups], visible=True,
+                                  thickness=1.2, width=3)
+            for name, key in zip("xyz", axes, strict=False)}
 
 
 def _label(groups: list[list[dict]]) -> str:
@@ -183,7 +205,7 @@ def _figure_3d(samples: list[dict], x: str, y: str, z: str, methods: list[str]) 
                     z=[g[0]["scores"][z] for g in groups],
                     mode="markers", name=method if source == "generate" else f"{method} sweep",
                     marker=dict(size=size, color=METHOD_COLOURS.get(method, "#111827"),
-                                symbol=_symbols([g[0] for g in groups])),
+                                symbol=_symbols([g[0] for g in groups])), **error_bars(groups, x, y, z),
                     legendgroup=method, hoverinfo="text", customdata=[g[0]["id"] for g in groups],
                     hovertext=[_hover(g, x, y) + f"<br>{z} {g[0]['scores'][z]:.3f}" for g in groups]))
     _search_legend(fig, samples, go.Scatter3d)
@@ -211,7 +233,7 @@ def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str], z: st
         if swept:
             front = [swept[i] for i in pareto_front([(g[0]["scores"][x], g[0]["scores"][y]) for g in swept])]
             fig.add_trace(_trace(swept, x, y, method, mode="markers", name=f"{method} sweep", opacity=0.45,
-                                 marker_size=7, legendgroup=method))
+                                 marker_size=7, legendgroup=method, **error_bars(swept, x, y)))
             fig.add_trace(_trace(front, x, y, method, mode="lines+markers", name=f"{method} front",
                                  marker_size=7, line_width=2, legendgroup=method))
         if generated[method]:
@@ -307,11 +329,11 @@ def _column_html(method: str, title: str, tokens: list[dict], colours: dict[str,
 
 
 def explanation_html(columns: dict[str, list[dict]], objectives: list[str],
-                     titles: dict[str, str] | None = None) -> str:
+                     titles: dict[str, str] | None = None, note: str | None = None) -> str:
     """Every method's reply token by token (``columns``: method -> `token_explanation`), side by side. A token
     is shaded green when the method made it likelier than the base did, red when less likely (for MAVIS: by
     its tilt, and underlined in the colour of the objective that pushed it most); hovering or focusing a
-    token shows its numbers and the likeliest alternatives."""
+    token shows its numbers and the likeliest alternatives. With no columns, ``note`` (escaped) says why."""
     colours = {k: OBJECTIVE_COLOURS[i % len(OBJECTIVE_COLOURS)] for i, k in enumerate(objectives)}
     legend = " ".join(f'<span style="border-bottom: 3px solid {c}; margin-right: 8px">{html.escape(k)}</span>'
                       for k, c in colours.items())
@@ -319,8 +341,7 @@ def explanation_html(columns: dict[str, list[dict]], objectives: list[str],
         cells = "".join(_column_html(m, (titles or {}).get(m, m), tokens, colours) for m, tokens in columns.items())
         body = f'<div class="tv-grid">{cells}</div>'
     else:
-        body = ('<div class="tv-note">Generate to see every reply token by token; with MAVIS ticked, which '
-                "objective pushed each token.</div>")
+        body = f'<div class="tv-note">{html.escape(note or GENERATE_NOTE)}</div>'
     return (f'<div class="mavis-explain"><div class="tv-caption">Hover or tap a token for log π (the method), '
             f"log π_ref (the base) and the likeliest tokens. "
             f'<span class="tv-chip" style="background: rgba(22,163,74,0.5)">likelier</span> '

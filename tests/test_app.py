@@ -61,6 +61,10 @@ def test_sweep_fills_the_chart(client):
     plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["base", "mavis"], app.SWEEP_MODES[0],
                                           *AXES, api_name="/sweep")
     assert status.startswith("Swept 12 replies (11 λ points)") and len(sample["choices"]) == 12
+    # It says what it varied and what it held: the chart pair's grid, the settings as sent (not the sliders).
+    assert "**Varies** λ from humor only to helpful only, 11 points (harmless at 0)" in status
+    assert "**holds** β 1, top-k 8, temperature 1, 4 tokens, sample" in status
+    assert "1 prompt × 1 seed (seed 0)" in status
     plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mod"], app.SWEEP_MODES[1], *AXES,
                                           api_name="/sweep")
     assert "(15 λ points)" in status and len(sample["choices"]) == 12 + 15
@@ -248,3 +252,67 @@ def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
     app.main([])
     assert launched == {"server_name": host, "server_port": port}
     assert app.Demo.launch is not app.gr.Blocks.launch  # Demo.launch adds CSS, PAGE_JS and the Guard
+
+
+def sweep_args(methods=("base", "mavis"), mode=0, axes=AXES, prompts=1, seeds=1, tokens=4, search=("sample", 4, 4)):
+    return ("hello there", 1.0, 8, 1.0, tokens, 5, list(methods), app.SWEEP_MODES[mode], *axes, *search, prompts, seeds)
+
+
+@pytest.mark.slow
+def test_sweep_points_are_means_over_prompts_and_seeds_with_error_bars(client):
+    client.predict(api_name="/clear")
+    plot, sample, status = client.predict(*sweep_args(prompts=2, seeds=3), api_name="/sweep")
+    assert status.startswith("Swept 72 replies (11 λ points × 2 prompts × 3 seeds, drawn at their means ± se)")
+    assert "2 prompts × 3 seeds (seed 5, 6, 7)" in status
+    assert len(sample["choices"]) == 12  # one point per (method, λ): the base once, MAVIS at 11 λ
+    traces = {t["name"]: t for t in json.loads(plot["plot"])["data"]}
+    swept = traces["mavis sweep"]
+    assert len(swept["x"]) == 11 and len(swept["error_y"]["array"]) == 11 and len(swept["error_x"]["array"]) == 11
+    assert any(se > 0 for se in swept["error_y"]["array"])
+    assert "mean of 6 replies" in swept["hovertext"][0]
+    details = client.predict(sample["choices"][0][1], api_name="/show_sample")
+    assert "mean of 6 replies (prompts × seeds) ± standard error" in details and " ± " in details
+    # One prompt and one seed: single replies, no error bars (and callers that leave both out get that).
+    plot, _, status = client.predict(*sweep_args(methods=["mod"])[:-2], api_name="/sweep")
+    assert "1 prompt × 1 seed" in status
+    assert "error_y" not in next(t for t in json.loads(plot["plot"])["data"] if t["name"] == "mod sweep")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, words", [
+    (sweep_args(methods=METHODS, mode=1, prompts=2, seeds=8, tokens=32, search=("best_of_n", 2, 4)),
+     ["736 replies × 2 samples × 32 tokens = 47,104 token steps; the limit is 32,768",
+      "fewer prompts or seeds per λ point"]),
+    (sweep_args(prompts=3), ["prompts per λ point is 3, but this stack has only 2 prompts", "use at most 2"]),
+    (sweep_args(seeds=9), ["seeds_per_point ('seeds per λ point')"]),
+    (sweep_args(axes=("humor", "humor", app.NO_Z)), ["y ('y axis') is 'humor', the same as x ('x axis')",
+                                                     "two different objectives"]),
+    (sweep_args(mode=1, axes=("helpful", "humor", "humor")), ["z ('z axis (3-D view)') is 'humor'"]),
+])
+def test_a_sweep_too_big_or_with_the_same_axes_is_refused(client, args, words):
+    with pytest.raises(Exception) as err:  # noqa: PT011 - gradio_client's error carries the message
+        client.predict(*args, api_name="/sweep")
+    for w in words:
+        assert w in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_same_chart_axes_are_refused_by_name(client):
+    with pytest.raises(Exception, match=re.escape("y ('y axis') is 'helpful', the same as x ('x axis')")):
+        client.predict("helpful", "helpful", app.NO_Z, api_name="/redraw")
+    with pytest.raises(Exception, match=re.escape("z ('z axis (3-D view)') is 'helpful', already on the x axis")):
+        client.predict("helpful", "humor", "helpful", api_name="/redraw")
+    args = list(generate_args())
+    args[8] = "helpful"  # y = x
+    with pytest.raises(Exception, match="pick two different objectives"):
+        client.predict(*args, api_name="/generate")
+
+
+@pytest.mark.slow
+def test_generate_clears_the_last_per_token_view_first(client):
+    client.predict(*generate_args(methods=["mavis"]), api_name="/generate")
+    job = client.submit(*generate_args(methods=["mavis"], seed=4), api_name="/generate")
+    job.result()
+    first = job.outputs()[0]
+    assert first[1] == "" and "Generating" in first[8] and "tv-cell" not in first[8]  # not the last reply's tokens
+    assert "tv-cell" in job.outputs()[-1][8]

@@ -1,10 +1,12 @@
 """The app in a real browser: Playwright driving Debian's headless Chromium (/usr/bin/chromium, never a
 downloaded browser). Loads the page, sees a bad prompt refused, moves a slider, clicks Generate, waits for
 every column and the chart; a share link restores the controls and follows them; a click on a point shows its
-reply; every column's tokens have hover cards; new seeds and replays; dark mode; nothing fetched from outside.
+reply; every column's tokens have hover cards; new seeds and replays; dark mode; nothing fetched from outside;
+Stop ends a generation and a sweep; a sweep fills the chart with its progress beside it; the phone layout.
 Screenshots are saved under the test's tmp_path and copied to /tmp/mavis-*.png to look at."""
 
 import shutil
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -18,10 +20,42 @@ TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
 
 
 @pytest.fixture(scope="module")
-def url(tiny_dir, tmp_path_factory):
-    demo, url = launch(app_engine(tiny_dir), tmp_path_factory.mktemp("study") / "study.db")
-    yield url
+def served(tiny_dir, tmp_path_factory):
+    """(url, engine) of the app serving the tiny stack in this process."""
+    engine = app_engine(tiny_dir)
+    demo, url = launch(engine, tmp_path_factory.mktemp("study") / "study.db")
+    yield url, engine
     demo.close()
+
+
+@pytest.fixture()
+def url(served):
+    return served[0]
+
+
+@pytest.fixture()
+def slow(served, monkeypatch):
+    """The tiny stack slowed down (a pause per decoding step), so a run lasts long enough to watch and stop; the
+    list it gives grows by one per step taken."""
+    engine, steps = served[1], []
+    stream, sweep = engine.stream, engine.sweep
+
+    def slow_stream(*args, **kw):
+        for replies in stream(*args, **kw):
+            steps.append(1)
+            time.sleep(0.3)
+            yield replies
+
+    def slow_sweep(*args, on_step=None, **kw):
+        def step(*at):
+            steps.append(1)
+            time.sleep(0.3)
+            on_step(*at)
+        return sweep(*args, on_step=step, **kw)
+
+    monkeypatch.setattr(engine, "stream", slow_stream)
+    monkeypatch.setattr(engine, "sweep", slow_sweep)
+    return steps
 
 
 @pytest.fixture()
@@ -85,10 +119,18 @@ def test_generate_and_replies_above_the_fold_and_presets(url, page, tmp_path):
     page.wait_for_function("() => document.querySelector('#lambda').innerText.includes('humor 0.33')",
                            timeout=TIMEOUT_MS)
     page.screenshot(path=str(tmp_path / "fold.png"))
-    page.set_viewport_size({"width": 400, "height": 900})
-    page.screenshot(path=str(tmp_path / "narrow.png"), full_page=True)
     shutil.copy(tmp_path / "fold.png", "/tmp/mavis-fold.png")
-    shutil.copy(tmp_path / "narrow.png", "/tmp/mavis-narrow.png")
+    # On a phone: prompt and Generate, then the first reply column, then the weights and settings.
+    page.set_viewport_size({"width": 400, "height": 900})
+    page.wait_for_function("() => document.querySelector('#reply-base').getBoundingClientRect().top < "
+                           "document.querySelector('#weight-helpful').getBoundingClientRect().top", timeout=TIMEOUT_MS)
+    boxes = {s: page.locator(s).bounding_box() for s in ("#prompt", "#generate", "#reply-base", "#weight-helpful",
+                                                          "#methods", "#pareto")}
+    assert boxes["#prompt"]["y"] < boxes["#generate"]["y"] < boxes["#reply-base"]["y"] < boxes["#weight-helpful"]["y"]
+    assert boxes["#reply-base"]["y"] < boxes["#methods"]["y"] < boxes["#pareto"]["y"]
+    assert boxes["#reply-base"]["y"] + 40 < 900  # the first reply starts on the first screen
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 400 for b in boxes.values()), boxes  # nothing sticks out
+    shot(page, tmp_path, "narrow", full_page=True)
 
 
 def shot(page, tmp_path, name: str, full_page: bool = False) -> None:
@@ -165,7 +207,8 @@ def test_click_a_point_shows_its_reply_and_every_column_has_token_cards(url, pag
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function("() => /#\\d+ base/.test(document.querySelector('#details').innerText)",
                            timeout=TIMEOUT_MS)
-    assert base_text.splitlines()[0].strip() in page.locator("#details").inner_text()
+    words = " ".join(base_text.splitlines()[0].split())  # as HTML shows it: runs of blanks (tabs too) as one
+    assert words in " ".join(page.locator("#details").inner_text().split())
     assert "base" in page.locator("#sample input").input_value()  # the list follows the click
     shot(page, tmp_path, "clicked")
 
@@ -263,3 +306,105 @@ def test_the_page_makes_no_request_outside_the_server(url, page, tmp_path):
                            timeout=TIMEOUT_MS)  # plotly has resized the chart to the narrow page
     shot(page, tmp_path, "narrow-offline", full_page=True)
     assert outside == []
+
+
+def points(page) -> int:
+    return page.evaluate("() => document.querySelectorAll('#pareto .scatterlayer .point').length")
+
+
+@pytest.mark.slow
+def test_stop_ends_a_generation_and_generate_works_again(url, page, slow, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url + "?len=32&methods=base,mavis")
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('#methods input[name=mod]').checked", timeout=TIMEOUT_MS)
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#reply-mavis textarea').value.length > 0",
+                           timeout=TIMEOUT_MS)
+    page.locator("#stop").click()
+    page.wait_for_function("() => !document.querySelector('#explain').innerText.includes('Generating')",
+                           timeout=TIMEOUT_MS)  # Stop puts the per-token view back to its hint
+    page.wait_for_timeout(1000)  # the step under way ends
+    text, steps = page.locator("#reply-mavis textarea").input_value(), len(slow)
+    page.wait_for_timeout(2000)  # a running generation would add a token every 0.3 s meanwhile
+    assert page.locator("#reply-mavis textarea").input_value() == text and len(slow) == steps
+    assert "KL" not in page.locator("#stats-mavis").inner_text()  # it never finished
+    assert points(page) == 0
+    shot(page, tmp_path, "stopped")
+    generate_and_wait(page, ["base", "mavis"])  # the button works again, and this one runs to its end
+    assert len(page.locator("#reply-mavis textarea").input_value()) >= len(text)
+
+
+@pytest.mark.slow
+def test_a_sweep_fills_the_chart_with_progress_beside_it_and_stops(url, page, slow, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url + "?len=3&methods=base,mavis")
+    page.wait_for_selector("#sweep", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('#methods input[name=mod]').checked", timeout=TIMEOUT_MS)
+    for selector, value in (("#sweep-prompts", "2"), ("#sweep-seeds", "2")):
+        box = page.locator(f"{selector} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#sweep").click()
+    status = page.locator("#sweep-status")
+    # Round 1 of 4 lands on the chart while the later rounds still run; the progress is right above it.
+    page.wait_for_function("() => document.querySelector('#sweep-status').innerText.includes('Sweeping') && "
+                           "document.querySelectorAll('#pareto .scatterlayer .point').length > 0", timeout=TIMEOUT_MS)
+    assert "round" in status.inner_text() and "Varies" in status.inner_text()
+    chart, above = page.locator("#pareto").bounding_box(), status.bounding_box()
+    assert above["y"] + above["height"] <= chart["y"] + 2 and abs(above["x"] - chart["x"]) < 20  # right on top
+    page.evaluate("() => document.querySelector('#sweep-status').scrollIntoView()")  # the status, the chart below
+    shot(page, tmp_path, "sweep-running")
+    page.wait_for_function("() => document.querySelector('#sweep-status').innerText.includes('Swept')",
+                           timeout=TIMEOUT_MS)
+    assert "2 prompts × 2 seeds" in status.inner_text()
+    assert page.locator("#pareto .errorbars path").count() > 0  # each point at its mean, with error bars
+    assert points(page) >= 12  # 11 λ points of MAVIS and the base's one (the front draws some twice)
+    page.evaluate("() => document.querySelector('#sweep-status').scrollIntoView()")
+    shot(page, tmp_path, "sweep-done")
+
+    page.locator("#clear").click()
+    page.wait_for_function("() => document.querySelectorAll('#pareto .scatterlayer .point').length === 0",
+                           timeout=TIMEOUT_MS)
+    page.locator("#sweep").click()
+    page.wait_for_function("() => document.querySelector('#sweep-status').innerText.includes('Sweeping')",
+                           timeout=TIMEOUT_MS)
+    page.locator("#stop").click()
+    page.wait_for_function("() => document.querySelector('#sweep-status').innerText.includes('Stopped')",
+                           timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)  # the step under way ends
+    steps = len(slow)
+    page.wait_for_timeout(3000)  # a sweep still running would take ten more steps meanwhile
+    assert len(slow) == steps and "Swept" not in status.inner_text()
+    page.locator("#generate").click()  # the model slot is free again
+    page.wait_for_function("() => document.querySelector('#stats-mavis').innerText.includes('KL')",
+                           timeout=TIMEOUT_MS)
+    shot(page, tmp_path, "sweep-stopped")
+
+
+@pytest.mark.slow
+def test_same_axes_are_refused_beside_the_chart_and_errors_do_not_pile_up(url, page, tmp_path):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    prompt, notice = page.locator("#prompt textarea"), page.locator("#notice")
+    for text, words in (("   ", "prompt is empty"), ("a\x07b", "control characters"), ("  ", "prompt is empty")):
+        prompt.fill(text)  # three refusals in a row: each replaces the line under the button; no toasts
+        page.locator("#generate").click()
+        page.wait_for_function(f"() => document.querySelector('#notice').innerText.includes('{words}')",
+                               timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid=toast-body]").count() == 0 and notice.inner_text().count("⚠") == 1
+    page.locator("#y-axis input").click()
+    page.get_by_role("option", name="helpful").click()
+    page.wait_for_function("() => document.querySelector('#axes-notice').innerText.includes('two different')",
+                           timeout=TIMEOUT_MS)
+    assert "humor reward" in page.locator("#pareto").inner_text()  # the chart keeps its last axes
+    assert "y ('y axis')" in page.locator("#axes-notice").inner_text()
+    shot(page, tmp_path, "notices")
+    prompt.fill("hello there")
+    page.locator("#generate").click()  # Generate refuses the same axes too, and says so under the button
+    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('two different')",
+                           timeout=TIMEOUT_MS)
+    page.locator("#y-axis input").click()
+    page.get_by_role("option", name="humor").click()
+    page.wait_for_function("() => document.querySelector('#axes-notice').innerText.trim() === ''", timeout=TIMEOUT_MS)

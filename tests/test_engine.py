@@ -102,6 +102,21 @@ def test_sweep_runs_base_once_and_reports_progress(engine):
     assert [w for w, r in out if r.method == "mavis"][3] == {"helpful": 0.3, "harmless": 0.0, "humor": 0.7}
 
 
+@pytest.mark.parametrize("search", ["sample", "best_of_n"])
+def test_sweep_hands_over_each_scored_reply(engine, search):
+    """``on_point`` gets every (weights, reply) the sweep returns, scored; a search's point by point, before the
+    next point starts."""
+    seen, events = [], []
+    grid = weight_grid(3, axes=(0, 1))[:3]
+    out = engine.sweep("hello", ["base", "mavis"], settings(engine, max_new_tokens=2, search=search, num_candidates=2),
+                       grid, on_step=lambda i, n, desc: events.append("step"),
+                       on_point=lambda w, r: seen.append((w, r)) or events.append("point"))
+    assert [(w, r.text) for w, r in seen] == [(w, r.text) for w, r in out] and len(out) == 1 + 3
+    assert all(r.scores is not None for _, r in seen)
+    if search != "sample":
+        assert events == ["step", "point"] * 4
+
+
 def test_warm_up_runs_every_method(engine, monkeypatch):
     seen = []
     real = engine.stack.base.forward

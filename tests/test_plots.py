@@ -6,6 +6,7 @@ from mavis_core.plots import (
     _label_box,
     _overlaps,
     dark_template,
+    error_bars,
     explanation_html,
     label_layout,
     pareto_figure,
@@ -117,3 +118,23 @@ def test_3d_view_leaves_room_for_axis_titles_and_dark_template_is_transparent():
     assert fig.layout.scene.camera.eye.x > 1.25 and fig.layout.margin.t >= 20  # stands back from plotly's default
     dark = dark_template()
     assert dark["layout"]["paper_bgcolor"] == "rgba(0,0,0,0)" and dark["layout"]["font"]["color"]
+
+
+def test_sweep_points_with_standard_errors_get_error_bars():
+    means = [sample(1 + i, "mod", "sweep", h, u) | {"n": 4, "se": {"helpful": 0.1 * (i + 1), "humor": 0.05}}
+             for i, (h, u) in enumerate([(0, 1), (1, 0)])]
+    fig = pareto_figure(means + [sample(9, "mavis", "sweep", 0.5, 0.5)], "helpful", "humor", ["mavis", "mod"])
+    mavis, mavis_front, mod, mod_front = fig.data
+    assert list(mod.error_x.array) == [0.1, 0.2] and list(mod.error_y.array) == [0.05, 0.05] and mod.error_y.visible
+    assert mavis.error_x.array is None and mod_front.error_x.array is None  # single replies; the front line: none
+    assert "mean of 4 replies · ± standard error: helpful 0.100 · humor 0.050" in mod.hovertext[0]
+    for s in means:
+        s["scores"]["harmless"], s["se"]["harmless"] = 0.0, 0.3
+    fig3d = pareto_figure(means, "helpful", "humor", ["mod"], z="harmless")
+    assert list(fig3d.data[0].error_z.array) == [0.3, 0.3]
+    assert error_bars([[sample(1, "mod", "sweep", 0, 0)]], "helpful", "humor") == {}
+
+
+def test_the_per_token_view_can_say_it_is_waiting():
+    html = explanation_html({}, OBJ, note="Generating <now>…")
+    assert "Generating &lt;now&gt;…" in html and "tv-cell" not in html
