@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests run offline: no phoning home
@@ -15,6 +19,26 @@ from mavis_core import load_stack  # noqa: E402
 from mavis_core.engine import Engine  # noqa: E402
 
 TOKEN = "s3cret"
+CHROMIUM = "/usr/bin/chromium"  # Debian's: the tests never download a browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+METHODS = ["base", "mavis", "mod", "rsoup"]
+TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000, **options) -> Iterator:
+    """A Playwright page of headless Chromium at ``width`` × ``height``; the test is skipped where Chromium or
+    Playwright is missing. ``options`` go to ``new_page`` (e.g. ``accept_downloads=True``)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height}, **options)
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -10,13 +10,7 @@ import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from apputil import app_engine, launch
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-METHODS = ["base", "mavis", "mod", "rsoup"]
-TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
+from apputil import METHODS, TIMEOUT_MS, app_engine, browser_page, launch
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +54,8 @@ def slow(served, monkeypatch):
 
 @pytest.fixture()
 def page():
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    with browser_page(1500, 1200) as page:
         yield page
-        browser.close()
 
 
 @pytest.mark.slow

@@ -3,20 +3,13 @@ never a downloaded browser). A rater votes on a pair and the form clears; the ad
 downloads the preference JSONL; the ratings form clears after Submit. Screenshots at 1400×1000 and 400 px."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from apputil import TOKEN, app_engine, launch
+from apputil import METHODS, TIMEOUT_MS, TOKEN, app_engine, browser_page, launch
 
 import app
 from mavis_core.study import printable
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-METHODS = ["base", "mavis", "mod", "rsoup"]
-TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +21,8 @@ def url(tiny_dir, tmp_path_factory):
 
 @pytest.fixture()
 def page():
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    with browser_page(1400, 1000, accept_downloads=True) as page:
         yield page
-        browser.close()
 
 
 def wait_text(page, selector: str, text: str) -> None:

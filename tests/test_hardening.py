@@ -542,23 +542,15 @@ def test_a_forged_trial_id_is_not_taken_from_the_request(served):
     assert "**Prompt:**" in shown[0]
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 XSS = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
 
 
 @pytest.mark.slow
 def test_in_a_browser_markup_stays_text_and_the_admin_downloads_the_export(served, tmp_path):
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from apputil import TOKEN
+    from apputil import TOKEN, browser_page
 
     demo, url = served
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1200}, accept_downloads=True)
+    with browser_page(1500, 1200, accept_downloads=True) as page:
         page.goto(url)
         page.locator("#prompt textarea").fill(XSS)
         page.locator("#generate").click()
@@ -576,7 +568,6 @@ def test_in_a_browser_markup_stays_text_and_the_admin_downloads_the_export(serve
         with page.expect_download() as download:
             link.click()
         assert Path(download.value.path()).read_text().startswith("trial_id,")
-        browser.close()
     deadline = time.monotonic() + 10
     while demo.exports._deadlines and time.monotonic() < deadline:
         time.sleep(0.05)
