@@ -18,6 +18,7 @@ import math
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from . import pareto
 from .decoding import TokenEvent
 
 METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsoup": "#16a34a"}
@@ -55,21 +56,6 @@ def _search_legend(fig: go.Figure, samples: list[dict], scatter=go.Scatter) -> N
         fig.add_trace(scatter(x=[None], y=[None], **({"z": [None]} if scatter is go.Scatter3d else {}),
                               mode="markers", name=SEARCH_NAMES.get(kind, kind), hoverinfo="skip",
                               marker=dict(symbol=SEARCH_SYMBOLS.get(kind, "circle"), color="#6b7280", size=9)))
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (both maximised), sorted by x.
-
-    >>> pareto_front([(0, 1), (1, 0), (0.5, 0.5), (0.2, 0.2)])
-    [0, 2, 1]
-    """
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
-    front, best_y = [], float("-inf")
-    for i in order:  # sweep from the right: a point is on the front if it is higher than all to its right
-        if points[i][1] > best_y:
-            front.append(i)
-            best_y = points[i][1]
-    return front[::-1]
 
 
 def _weights_text(weights: dict[str, float]) -> str:
@@ -231,7 +217,7 @@ def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str], z: st
     for method in methods:
         swept = duplicate_groups([s for s in shown if s["method"] == method and s["source"] == "sweep"])
         if swept:
-            front = [swept[i] for i in pareto_front([(g[0]["scores"][x], g[0]["scores"][y]) for g in swept])]
+            front = [swept[i] for i in pareto.front([(g[0]["scores"][x], g[0]["scores"][y]) for g in swept])]
             fig.add_trace(_trace(swept, x, y, method, mode="markers", name=f"{method} sweep", opacity=0.45,
                                  marker_size=7, legendgroup=method, **error_bars(swept, x, y)))
             fig.add_trace(_trace(front, x, y, method, mode="lines+markers", name=f"{method} front",
