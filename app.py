@@ -51,7 +51,7 @@ from mavis_core.engine import (
     clean_prompt,
     weight_grid,
 )
-from mavis_core.evaluation import _standard_error
+from mavis_core.evaluation import standard_error
 from mavis_core.plots import (
     TOKEN_VIEW_CSS,
     dark_template,
@@ -952,7 +952,7 @@ class Actions:
                      "seed": seed, "scores": {k: float(v.mean()) for k, v in scores.items()},
                      "kl": float(np.mean([r.kl for r in replies])), "search": replies[0].search, "n": len(replies)}
             if len(replies) > 1:
-                point["se"] = {k: _standard_error(v) for k, v in scores.items()}
+                point["se"] = {k: standard_error(v) for k, v in scores.items()}
             points.append(point)
         history = (history + points)[-MAX_HISTORY:]
         return [self._figure(history, *axes), history, gr.Dropdown(choices=_sample_choices(history))]

@@ -43,7 +43,7 @@ def _jobs(methods: list[str], grid: list[list[float]]) -> list[tuple[str, list[f
     return [(m, None) if m == "base" else (m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
 
 
-def _standard_error(values: np.ndarray) -> float:
+def standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
@@ -79,7 +79,7 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
     out = {f"{REWARD_PREFIX}{name}": float(values.mean()) for name, values in scores.items()}
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
-    out.update({f"{SE_PREFIX}{name}": _standard_error(values) for name, values in scores.items()})
+    out.update({f"{SE_PREFIX}{name}": standard_error(values) for name, values in scores.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
                tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds,
                seconds_per_reply=seconds / len(gens), n=len(gens))
