@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.results import baseline_at_kl, dominated_share, reward_at_kl
+from mavis_core.results import baseline_at_kl, dominated_share, matched_table, reward_at_kl
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",
@@ -101,4 +101,23 @@ def test_a_baseline_is_read_off_its_strength_curve_at_a_kl():
     assert got == pytest.approx({"a": 2.5, "b": -2.5})  # halfway between α 0.5 (KL 4) and α 1 (KL 10)
     assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 3.0, ["a", "b"]) == pytest.approx({"a": 0.5, "b": -0.5})
     assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 11.0, ["a", "b"]) is None  # beyond the curve
-    assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 1.0, ["a", "b"]) is None  # below the base's own KL
+    # below the base's own KL: the base, which spends more KL than asked (a reading that favours the baseline)
+    assert baseline_at_kl(df, "mod", {"a": 0.5, "b": 0.5}, 1.0, ["a", "b"]) == {"a": 0.0, "b": 0.0}
+
+
+def test_matched_fronts_compare_every_method_on_the_same_lambda_points():
+    nan = float("nan")
+    rows = [{"method": "base", "w_a": nan, "w_b": nan, "strength": 1.0, "kl": 2.0, "r_a": 0.0, "r_b": 0.0}]
+    for (wa, wb), kl_mavis in (((1.0, 0.0), 3.0), ((0.0, 1.0), 20.0)):  # MOD reaches KL 10 at most
+        rows.append({"method": "mavis", "w_a": wa, "w_b": wb, "strength": 1.0, "kl": kl_mavis, "r_a": wa, "r_b": wb})
+        rows += [{"method": "mod", "w_a": wa, "w_b": wb, "strength": s, "kl": kl, "r_a": 2 * s * wa, "r_b": 2 * s * wb}
+                 for s, kl in ((0.5, 4.0), (1.0, 10.0))]
+    volumes = pd.DataFrame([{"x": "a", "y": "b", "ref_x": -1.0, "ref_y": -1.0}])
+    table, points = matched_table(pd.DataFrame(rows), ["a", "b"], ["mod"], volumes)
+    t = table.set_index("method")
+    assert t.loc["mavis", "matched points"] == t.loc["mod", "matched points"] == 1 and t.loc["mavis", "of"] == 2
+    # λ = (1, 0): MAVIS (1, 0) at KL 3; MOD read halfway between the base (KL 2) and α 0.5 (KL 4): (0.5, 0)
+    assert t.loc["mavis", "hypervolume at matched KL"] == pytest.approx(2.0 * 1.0)
+    assert t.loc["mod", "hypervolume at matched KL"] == pytest.approx(1.5 * 1.0)
+    assert t.loc["mod", "hypervolume unmatched"] == pytest.approx(3.0 * 3.0 - 2.0 * 2.0)  # (2, 0) and (0, 2)
+    assert len(points) == 2 and points.r_a.isna().sum() == 1  # the λ point MOD cannot reach is kept, unread
