@@ -32,16 +32,19 @@ from .evaluation import (
     REWARD_PREFIX,
     all_pairs_grid,
     front_figure,
+    hypervolumes,
     pareto_front,
     series_of,
     summarise,
     sweep,
+    weight_spearman,
 )
 from .stack import Stack
 
 BETAS = (1.0, 2.0, 4.0)
 TOP_KS = (5, 15)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
+STEERS_WELL = 0.9  # the ρ a method should reach on every objective (the verdict counts the cells that do)
 NAMES = {"base": "base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}  # how the prose names each method
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
@@ -134,6 +137,15 @@ def dominated_share(winner: pd.DataFrame, loser: pd.DataFrame, objectives: list[
     return pareto.dominated_share(winner[cols].to_numpy(dtype=float), loser[cols].to_numpy(dtype=float))
 
 
+def on_pair(df: pd.DataFrame, objectives: list[str], x: str, y: str) -> pd.DataFrame:
+    """The rows of a ``--pair all`` sweep that belong to the pair (x, y): every other objective at weight 0, and
+    the base's row (it ignores λ)."""
+    others = [f"w_{o}" for o in objectives if o not in (x, y)]
+    if not others:
+        return df
+    return df[np.isclose(df[others].to_numpy(float), 0).all(axis=1) | (df.method == "base").to_numpy()]
+
+
 def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:
     """The curve's reward linearly interpolated at ``kl`` (NaN outside the KL range the curve covers)."""
     c = curve.sort_values("kl")
@@ -149,7 +161,10 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     seeds = list(range(rc.seeds))
     df = sweep(stack, prompts, seeds, stack.methods, all_pairs_grid(len(stack.objectives)), rc.decode(stack))
     df.to_csv(report.data / "pairs.csv", index=False)
-    volumes, spearman = summarise(df, stack.objectives)
+    objectives = list(stack.objectives)
+    volumes = pd.concat([hypervolumes(on_pair(df, objectives, x, y), [x, y])
+                         for x, y in itertools.combinations(objectives, 2)], ignore_index=True)
+    spearman = weight_spearman(df)
     volumes.to_csv(report.data / "pairs_hypervolume.csv", index=False)
     spearman.to_csv(report.data / "pairs_spearman.csv", index=False)
     methods = [m for m in stack.methods if m in set(volumes.method)]
@@ -157,9 +172,9 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     report.add("## 1. Pareto fronts for every pair of objectives", "",
                f"Every method at 11 λ points per pair (`--pair all`, {len(df) - 1} rows besides the base, which "
                f"ignores λ and runs once); each point is the mean over {len(prompts)} prompts × {rc.seeds} seeds. "
-               "Hypervolume: the area the method's points dominate above a reference point shared by the methods "
-               "of a pair (each objective's minimum over all methods minus 10 % of its range), so compare within "
-               "a row only.", "")
+               "Hypervolume: the area a method's points on the pair (its 11 λ points there, the third objective at "
+               "weight 0) dominate above a reference point shared by the methods of a pair (each objective's "
+               "minimum over those points minus 10 % of its range), so compare within a row only.", "")
     hv = volumes.pivot_table(index=["x", "y"], columns="method", values="hypervolume", sort=False)
     hv = hv.reindex(columns=methods).reset_index().rename(columns={"x": "objective x", "y": "objective y"})
     report.table(hv, ".2f")
@@ -178,7 +193,8 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
 
     for x, y in itertools.combinations(stack.objectives, 2):
         row = volumes[(volumes.x == x) & (volumes.y == y)].iloc[0]
-        fig = front_figure(df, x, y, [row.ref_x, row.ref_y], title=f"{x} vs {y}: λ points and Pareto fronts")
+        fig = front_figure(on_pair(df, objectives, x, y), x, y, [row.ref_x, row.ref_y],
+                           title=f"{x} vs {y}: λ points and Pareto fronts")
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
     report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
@@ -191,13 +207,14 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
     for x, y in itertools.combinations(objectives, 2):
         v = volumes[(volumes.x == x) & (volumes.y == y)].set_index("method").hypervolume
         best = v.idxmax()
+        pair = on_pair(df, objectives, x, y)
         parts = [f"the largest hypervolume is {best}'s ({v[best]:.2f})"]
         if "mavis" in v and best != "mavis":
             parts.append(f"MAVIS has {v['mavis'] / v[best]:.0%} of it")
         for other in ("mod", "rsoup"):
             if "mavis" in v and other in v:
-                a = dominated_share(df[df.method == "mavis"], df[df.method == other], [x, y])
-                b = dominated_share(df[df.method == other], df[df.method == "mavis"], [x, y])
+                a = dominated_share(pair[pair.method == "mavis"], pair[pair.method == other], [x, y])
+                b = dominated_share(pair[pair.method == other], pair[pair.method == "mavis"], [x, y])
                 name = NAMES[other]
                 parts.append(f"MAVIS's points dominate {a:.0%} of {name}'s front points, {name}'s dominate {b:.0%} "
                              "of MAVIS's")
@@ -248,14 +265,9 @@ def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
     hypervolumes (their reference points are reused). A λ point enters a pair's matched fronts only when every
     baseline has a reading there, so all methods of a pair are compared on the same λ points.
     """
-    def on_pair(d: pd.DataFrame, others: list[str]) -> pd.DataFrame:
-        """The rows whose λ lies on the pair (every other objective at 0)."""
-        return d[np.isclose(d[[f"w_{o}" for o in others]].to_numpy(float), 0).all(axis=1)] if others else d
-
     rows, points = [], []
     for x, y in itertools.combinations(objectives, 2):
-        others = [o for o in objectives if o not in (x, y)]
-        mavis = on_pair(df[(df.method == "mavis") & (df.strength == 1.0)], others)
+        mavis = on_pair(df[(df.method == "mavis") & (df.strength == 1.0)], objectives, x, y)
         ref = volumes.query("x == @x and y == @y").iloc[0]
         fronts: dict[str, list[tuple[float, float]]] = {m: [] for m in ["mavis", *baselines]}
         for _, p in mavis.iterrows():
@@ -269,7 +281,7 @@ def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
                 for m, r in readings.items():
                     fronts[m].append((r[x], r[y]))
         for method, pts in fronts.items():
-            published = on_pair(df[(df.method == method) & (df.strength == 1.0)], others)
+            published = on_pair(df[(df.method == method) & (df.strength == 1.0)], objectives, x, y)
             rows.append({"objective x": x, "objective y": y, "method": method,
                          "matched points": len(pts), "of": len(mavis),
                          "hypervolume at matched KL": pareto.hypervolume(pts, (ref.ref_x, ref.ref_y)),
@@ -345,18 +357,26 @@ def verdicts(facts: dict) -> list[str]:
         shares.append(_share(v.loc["mavis", "hypervolume at matched KL"], best))
         unmatched.append(_share(v.loc["mavis", "hypervolume unmatched"],
                                 v.drop(index="mavis")["hypervolume unmatched"].max()))
+    lines = []
+    rho = facts.get("pairs_spearman")
+    if rho is not None and len(rho):
+        r = rho.set_index(["method", "objective"]).spearman
+        low = [f"{NAMES.get(m, m)}'s {o} {v:.2f}" for (m, o), v in r.items() if not v >= STEERS_WELL]
+        lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
+                     f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
+                     f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
     return ["**Verdict.**", "",
             f"- At matched KL MAVIS's front has at least the best baseline's hypervolume on {wins} of {total} pairs "
             f"(MAVIS ÷ best baseline: {', '.join(shares)}; section 2).",
             f"- As published (α = 1, unmatched KL) on each pair's own λ points, MAVIS ÷ best baseline: "
-            f"{', '.join(unmatched)} (section 2).", ""]
+            f"{', '.join(unmatched)} (section 2).", *lines, ""]
 
 
 def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
     df = sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),
                rc.decode(stack))
     df.to_csv(report.data / "simplex.csv", index=False)
-    _, spearman = summarise(df, stack.objectives)
+    spearman = weight_spearman(df)
     spearman.to_csv(report.data / "simplex_spearman.csv", index=False)
     report.add(f"## 3. The simplex of all {len(stack.objectives)} objectives", "",
                f"The 1/4 grid over the simplex ({len(weight_grid(len(stack.objectives)))} λ points), same prompts "

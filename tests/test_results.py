@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.results import baseline_at_kl, dominated_share, matched_table, reward_at_kl
+from mavis_core.results import baseline_at_kl, dominated_share, matched_table, on_pair, reward_at_kl
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",
@@ -38,6 +38,7 @@ def test_every_section_is_written(page):
     verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
     assert re.search(r"on \d of 3 pairs", verdict)
     assert len(re.findall(r"\d+%|–", verdict)) == 6  # a share per pair, matched and as published
+    assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
 
@@ -77,6 +78,14 @@ def test_bad_arguments_get_one_line(tiny_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "r.md")]) == 2
     assert "--betas" in capsys.readouterr().err
     assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--prompts", "-1"]) == 2
+
+
+def test_a_pair_keeps_its_own_lambda_points_and_the_base():
+    df = pd.DataFrame({"method": ["base", "mavis", "mavis", "mavis"], "w_a": [1 / 3, 1, 0.5, 0.0],
+                       "w_b": [1 / 3, 0, 0.5, 0.5], "w_c": [1 / 3, 0, 0, 0.5]})
+    assert list(on_pair(df, ["a", "b", "c"], "a", "b").index) == [0, 1, 2]
+    assert list(on_pair(df, ["a", "b", "c"], "b", "c").index) == [0, 3]
+    assert on_pair(df, ["a", "b"], "a", "b").equals(df)
 
 
 def test_dominated_share_and_reward_at_kl():
