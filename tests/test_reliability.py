@@ -301,6 +301,24 @@ def _assert_one_line_exit(done: subprocess.CompletedProcess, words: str) -> None
     assert "Traceback" not in done.stderr
 
 
+# Starting `python app.py` costs about 14 s of imports, so the bad start-ups below share one process: each runs
+# the app's main() as `python app.py --stack S` would, and reports what it raised and what else it wrote. One
+# start-up (the custom-code stack, further down) still runs as its own `python app.py`.
+STARTUPS = """
+import contextlib, io, json, sys
+import app
+for stack in sys.argv[1:]:
+    other = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(other), contextlib.redirect_stdout(other):
+            app.main(["--stack", stack, "--port", "0"])
+        code = None
+    except SystemExit as err:
+        code = err.code
+    print(json.dumps({"stack": stack, "code": code, "other": other.getvalue()}), flush=True)
+"""
+
+
 def _bad_stack(tmp_path: Path, kind: str) -> Path:
     path = tmp_path / f"{kind}.toml"
     content = {"malformed": "[base\nmodel = ", "binary": "\x00\xff",
@@ -310,18 +328,11 @@ def _bad_stack(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind, words", [("missing", "stack file not found"), ("malformed", "not valid TOML"),
-                                         ("binary", "not valid TOML"), ("no-objectives", "names no objectives")])
-def test_app_with_a_bad_stack_file_exits_with_one_line(tmp_path, kind, words):
-    _assert_one_line_exit(_run_app(_bad_stack(tmp_path, kind)), words)
-
-
 def _broken_model_stack(tmp_path: Path, tiny_dir: Path, kind: str) -> Path:
     """A copy of the tiny stack whose base model folder is damaged: bad config.json, bad weights, or empty."""
     import shutil
 
-    root = tmp_path / "stack"
+    root = tmp_path / f"stack-{kind}"
     shutil.copytree(tiny_dir, root)
     base = root / "base"
     if kind == "config":
@@ -334,15 +345,48 @@ def _broken_model_stack(tmp_path: Path, tiny_dir: Path, kind: str) -> Path:
     return root / "stack-sep.toml"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind, words", [
+BAD_STACKS = [("missing", "stack file not found"), ("malformed", "not valid TOML"), ("binary", "not valid TOML"),
+              ("no-objectives", "names no objectives")]
+BROKEN_MODELS = [
     ("config", "config.json' is not a valid JSON file"),
     # safetensors does not name the file; stack loading adds which model folder it was.
     ("weights", "/base: Error while deserializing header"),
     ("empty", "Unrecognized model in"),
-])
-def test_app_with_a_broken_model_folder_exits_with_one_line(tmp_path, tiny_dir, kind, words):
-    _assert_one_line_exit(_run_app(_broken_model_stack(tmp_path, tiny_dir, kind)), words)
+]
+
+
+@pytest.fixture(scope="module")
+def startups(tiny_dir, tmp_path_factory) -> dict[str, dict]:
+    """Every bad start-up of this section, run in one app process: kind -> {code, other}."""
+    root = tmp_path_factory.mktemp("startups")
+    stacks = {kind: _bad_stack(root, kind) for kind, _ in BAD_STACKS}
+    stacks |= {kind: _broken_model_stack(root, tiny_dir, kind) for kind, _ in BROKEN_MODELS}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "MAVIS_STACK": ""}
+    done = subprocess.run([sys.executable, "-c", STARTUPS, *map(str, stacks.values())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    reports = {r["stack"]: r for r in map(json.loads, done.stdout.splitlines())}
+    return {kind: reports[str(path)] for kind, path in stacks.items()}
+
+
+def _assert_one_line_error(report: dict, words: str) -> None:
+    """What `python app.py` would show: it exits with one "error: ..." line and writes nothing else."""
+    code = report["code"]
+    assert isinstance(code, str), f"main() did not exit with a message: {report}"
+    assert len(code.strip().splitlines()) == 1 and code.startswith("error:") and words in code, code
+    assert not report["other"].strip(), report["other"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, words", BAD_STACKS)
+def test_app_with_a_bad_stack_file_exits_with_one_line(startups, kind, words):
+    _assert_one_line_error(startups[kind], words)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, words", BROKEN_MODELS)
+def test_app_with_a_broken_model_folder_exits_with_one_line(startups, kind, words):
+    _assert_one_line_error(startups[kind], words)
 
 
 def _custom_code_model(folder: Path, marker: Path) -> Path:
