@@ -34,7 +34,7 @@ import gradio as gr
 import numpy as np
 from starlette.middleware import Middleware
 
-from mavis_core.config import DecodeConfig
+from mavis_core.config import METHOD_NAMES, DecodeConfig
 from mavis_core.engine import (
     BEAMS_RANGE,
     BETA_RANGE,
@@ -81,7 +81,6 @@ EXPORT_PREFIX = "mavis-export-"  # its private folder in gradio's cache, named w
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
-METHOD_TITLES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
 NO_Z = "none (2-D)"
 SEARCH_CHOICES = [("sample", "sample"), ("best-of-N", "best_of_n"), ("beam search", "beam")]
 SEARCH_DEFAULTS = ("sample", 4, 4)  # search, N, B: what API callers that leave them out get
@@ -764,7 +763,7 @@ class Actions:
     def _finish(self, replies, prompt, settings, axes, history) -> list:
         history = (history + _samples(replies, prompt, settings, "generate", _next_id(history)))[-MAX_HISTORY:]
         explanation = explanation_html({r.method: token_explanation(r.events) for r in replies},
-                                       self.engine.objectives, METHOD_TITLES)
+                                       self.engine.objectives, METHOD_NAMES)
         new = history[-len(replies):]
         newest = next((x["id"] for x in new if x["method"] == "mavis"), new[0]["id"])  # MAVIS is the one to read
         return [explanation, self._figure(history, *axes), history,
@@ -1068,16 +1067,23 @@ class Actions:
             LOG.warning("wrong admin token from %s (%d in the last %.0f s)", address, count, ADMIN_FAILURES[1])
             raise ValueError("Wrong admin token.")
 
-    def study_results(self, request: gr.Request, token: str):
-        with user_errors("study_results"):
+    def _admin_call(self, endpoint: str, request: gr.Request, token: str, action: Callable[[], object]):
+        """``action()`` for an admin whose token is right; every other caller gets `_admin`'s message."""
+        with user_errors(endpoint):
             self._admin(token, request)
-            return self.study.results()
+            return action()
+
+    def _admin_export(self, endpoint: str, request: gr.Request, token: str, write: Callable[[Path], Path],
+                      name: str) -> str:
+        """A file ``write`` fills, for the admin who asked only: a single-use link, see `Exports`."""
+        return self._admin_call(endpoint, request, token, lambda: str(write(self.exports.new(name))))
+
+    def study_results(self, request: gr.Request, token: str):
+        return self._admin_call("study_results", request, token, self.study.results)
 
     def study_export(self, request: gr.Request, token: str) -> str:
-        """The ratings CSV for the admin who asked: a single-use link, see `Exports`."""
-        with user_errors("study_export"):
-            self._admin(token, request)
-            return str(self.study.export_csv(self.exports.new("study_ratings.csv")))
+        """The ratings CSV."""
+        return self._admin_export("study_export", request, token, self.study.export_csv, "study_ratings.csv")
 
     def arena_new(self, request: gr.Request, participant: str, prompt: str,
                   progress=gr.Progress()):  # noqa: B008 - as in sweep
@@ -1108,21 +1114,17 @@ class Actions:
 
     def arena_leaderboard(self, request: gr.Request, token: str):
         """Per method: Bradley–Terry strength, its 95 % bootstrap interval and vote counts (admin only)."""
-        with user_errors("arena_leaderboard"):
-            self._admin(token, request)
-            return self.study.arena_leaderboard()
+        return self._admin_call("arena_leaderboard", request, token, self.study.arena_leaderboard)
 
     def arena_export_csv(self, request: gr.Request, token: str) -> str:
-        """Every arena vote with its trial as CSV for the admin who asked: a single-use link, see `Exports`."""
-        with user_errors("arena_export_csv"):
-            self._admin(token, request)
-            return str(self.study.export_arena_csv(self.exports.new("arena_votes.csv")))
+        """Every arena vote with its trial as CSV."""
+        return self._admin_export("arena_export_csv", request, token, self.study.export_arena_csv,
+                                  "arena_votes.csv")
 
     def arena_export_jsonl(self, request: gr.Request, token: str) -> str:
-        """Preference pairs (prompt, chosen, rejected) as JSON Lines for DPO: a single-use link, see `Exports`."""
-        with user_errors("arena_export_jsonl"):
-            self._admin(token, request)
-            return str(self.study.export_preferences(self.exports.new("arena_preferences.jsonl")))
+        """Preference pairs (prompt, chosen, rejected) as JSON Lines for DPO."""
+        return self._admin_export("arena_export_jsonl", request, token, self.study.export_preferences,
+                                  "arena_preferences.jsonl")
 
 
 def _controls(engine: Engine, actions: Actions) -> dict:
@@ -1277,7 +1279,7 @@ def _replies_and_chart(engine: Engine, actions: Actions) -> dict:
     with gr.Column(elem_id="gen-replies"), gr.Row(equal_height=True):
         for m in engine.methods:
             with gr.Column(min_width=180, elem_id=f"col-{m}"):
-                c["texts"].append(gr.Textbox(label=METHOD_TITLES.get(m, m), lines=7, max_lines=14, interactive=False,
+                c["texts"].append(gr.Textbox(label=METHOD_NAMES.get(m, m), lines=7, max_lines=14, interactive=False,
                                              elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
                 c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
     with gr.Column(elem_id="gen-chart"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from .config import METHODS, SEARCHES, DecodeConfig
@@ -41,6 +42,23 @@ def parse_weights(text: str, objectives: list[str]) -> dict[str, float]:
         if not sep:
             raise ValueError(f"weights must look like helpful=0.7,humor=0.3; got {part!r}")
     return out
+
+
+def parse_numbers(text: str, kind, name: str) -> tuple:
+    """'1,2,4' -> (1.0, 2.0, 4.0) for a comma-separated option ``name``; a clear ValueError otherwise."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} needs at least one value")
+    return values
+
+
+def invoked_command(subcommand: str) -> str:
+    """The command line that is running, for a generated page to name; the bare subcommand when called from code."""
+    args = sys.argv[1:] if sys.argv[1:2] == [subcommand] else [subcommand]
+    return "python -m mavis_core " + shlex.join(args)
 
 
 def run_generate(args: argparse.Namespace) -> None:

@@ -33,6 +33,28 @@ SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 
 
 METHODS = ("base", "mavis", "mod", "rsoup")
 SEARCHES = ("sample", "best_of_n", "beam")
+# How every page names a method: the app's column titles, the chart's legend and the results page's prose.
+METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
+
+
+def search_label(search: str, size: int) -> str:
+    """The one name of a search of ``size`` candidates (best-of-N) or beams, for a column, a chart point and a
+    table series alike.
+
+    >>> search_label("sample", 1), search_label("best_of_n", 4), search_label("beam", 2)
+    ('sample', 'best-of-4', 'beam-2')
+    """
+    return {"sample": "sample", "best_of_n": f"best-of-{size}", "beam": f"beam-{size}"}[search]
+
+
+def search_kind(label: str) -> str:
+    """The search a `search_label` names, without its size: "best-of-4" -> "best-of", "beam-2" -> "beam".
+
+    >>> search_kind("best-of-4"), search_kind("beam-2"), search_kind("sample")
+    ('best-of', 'beam', 'sample')
+    """
+    head, _, size = label.rpartition("-")
+    return head if head and size.isdigit() else label
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
 _TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
 _BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}

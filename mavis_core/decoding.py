@@ -58,7 +58,6 @@ class Generation:
     text: str
     events: list[TokenEvent] = field(default_factory=list)
     finish_reason: str = "length"  # "eos", "stop" (a new dialogue turn began) or "length"
-    prompt_truncated: bool = False
 
     @property
     def token_ids(self) -> list[int]:
@@ -368,10 +367,10 @@ def decode_steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Te
 class _Row:
     """Per-prompt reply state: its text so far, events held back while they may start a stop string."""
 
-    def __init__(self, stack: Stack, prompt: str, truncated: bool) -> None:
+    def __init__(self, stack: Stack, prompt: str) -> None:
         self.tokenizer = stack.tokenizer
         self.format = stack.format
-        self.gen = Generation(prompt=prompt, text="", prompt_truncated=truncated)
+        self.gen = Generation(prompt=prompt, text="")
         self.ids: list[int] = []
         self.full = ""  # decoded text of every token so far
         self.pending: list[TokenEvent] = []
@@ -429,10 +428,10 @@ class Decode:
             cfg.normalised(stack.objectives)  # validate the weights before any work
         unique = list(dict.fromkeys(prompts))
         self.stack = stack
-        self.input_ids, self.attention_mask, truncated = stack.encode(unique, max(c.max_new_tokens for c in cfgs))
+        self.input_ids, self.attention_mask, _ = stack.encode(unique, max(c.max_new_tokens for c in cfgs))
         where = {p: i for i, p in enumerate(unique)}
         self.lanes = [Lane(cfg, where[p], seed) for p, cfg, seed in zip(prompts, cfgs, seeds, strict=True)]
-        self.rows = [_Row(stack, p, truncated[where[p]]) for p in prompts]
+        self.rows = [_Row(stack, p) for p in prompts]
         self.t = 0  # the step being decoded (events held back by a stop-string check arrive later than theirs)
 
     @property

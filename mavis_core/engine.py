@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import prompts
-from .config import SEARCHES, DecodeConfig, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
+from .config import SEARCHES, DecodeConfig, search_label, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
 from .decoding import Decode, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
@@ -41,17 +41,8 @@ class Settings(DecodeConfig):
 
     @property
     def search_label(self) -> str:
-        """How the replies are chosen, for a column or a chart point: "sample", "best-of-4", "beam ×4"."""
-        return search_label(self.search, self.num_candidates, self.num_beams)
-
-
-def search_label(search: str, num_candidates: int, num_beams: int) -> str:
-    """How a column or a chart point names its search.
-
-    >>> search_label("best_of_n", 4, 2)
-    'best-of-4'
-    """
-    return {"sample": "sample", "best_of_n": f"best-of-{num_candidates}", "beam": f"beam ×{num_beams}"}[search]
+        """How the replies are chosen, for a column or a chart point: "sample", "best-of-4", "beam-4"."""
+        return search_label(self.search, self.num_beams if self.search == "beam" else self.num_candidates)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import METHODS, SEARCHES, DecodeConfig, weight_grid
+from .config import METHODS, SEARCHES, DecodeConfig, search_label, weight_grid
 from .decoding import generate_batch
 from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
@@ -63,11 +63,6 @@ def _generate(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeCon
     return _rows(prompts, seeds)[0], [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
 
 
-def search_label(search: str, size: int) -> str:
-    """How a series names its search of ``size`` candidates or beams: "" for sampling, "best-of-4", "beam-4"."""
-    return {"sample": "", "best_of_n": f"best-of-{size}", "beam": f"beam-{size}"}[search]
-
-
 def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
     """One (method, λ) cell: generate all rows (batched), score them, average."""
     start = time.perf_counter()
@@ -100,7 +95,7 @@ def series_of(df: pd.DataFrame) -> pd.Series:
     """
     if "search" not in df.columns:
         return df["method"].astype(str)
-    labels = [search_label(s, n) if isinstance(s, str) else "" for s, n in
+    labels = [search_label(s, n) if isinstance(s, str) and s != "sample" else "" for s, n in
               zip(df["search"], df.get("search_size", pd.Series(1, index=df.index)), strict=True)]
     return pd.Series([f"{m} {lab}" if lab else str(m) for m, lab in zip(df["method"], labels, strict=True)],
                      index=df.index)

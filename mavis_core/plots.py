@@ -4,7 +4,7 @@ A *sample* is a plain dict (so it can live in a user's ``gr.State`` and go throu
 
     {"id": 3, "source": "generate" | "sweep", "method": "mavis", "prompt": "...", "text": "...",
      "weights": {"helpful": 0.5, ...}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.2, ...}, "kl": 1.3,
-     "search": "sample" | "best-of-4" | "beam ×4"}   # "search" may be missing: plain sampling
+     "search": "sample" | "best-of-4" | "beam-4"}   # "search" may be missing: plain sampling
 
 A sweep point made from several replies (prompts × seeds) carries their means in "scores" and "kl", their count
 in "n" and the standard error of each mean in "se" ({"helpful": 0.04, ...}); the chart draws it with error bars.
@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from . import pareto
+from .config import search_kind
 from .decoding import TokenEvent
 
 METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsoup": "#16a34a"}
@@ -41,9 +42,8 @@ SPOT_DIGITS = 6  # scores equal to this many decimals are one point on the chart
 
 
 def _search_kind(sample: dict) -> str:
-    """"best-of-4" -> "best-of", "beam ×4" -> "beam"; samples without a search label were sampled."""
-    label = sample.get("search", "sample")
-    return "best-of" if label.startswith("best-of") else label.split(" ")[0]
+    """The sample's search without its size (`search_kind`); samples without a search label were sampled."""
+    return search_kind(sample.get("search", "sample"))
 
 
 def _symbols(samples: list[dict]) -> list[str]:

@@ -15,9 +15,7 @@ import dataclasses
 import itertools
 import os
 import platform
-import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import pareto
-from .config import DecodeConfig, weight_grid
+from .cli import invoked_command, parse_numbers
+from .config import METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
     REWARD_PREFIX,
     all_pairs_grid,
@@ -45,7 +44,6 @@ BETAS = (1.0, 2.0, 4.0)
 TOP_KS = (5, 15)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
 STEERS_WELL = 0.9  # the ρ a method should reach on every objective (the verdict counts the cells that do)
-NAMES = {"base": "base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}  # how the prose names each method
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
 
@@ -215,7 +213,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
             if "mavis" in v and other in v:
                 a = dominated_share(pair[pair.method == "mavis"], pair[pair.method == other], [x, y])
                 b = dominated_share(pair[pair.method == other], pair[pair.method == "mavis"], [x, y])
-                name = NAMES[other]
+                name = METHOD_NAMES[other]
                 parts.append(f"MAVIS's points dominate {a:.0%} of {name}'s front points, {name}'s dominate {b:.0%} "
                              "of MAVIS's")
         out.append(f"- *{x}–{y}*: " + "; ".join(parts) + ".")
@@ -224,7 +222,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
             "methods smaller than about twice that are within seed noise."]
     if {"base", "mavis"} <= set(kl.index):
         others = [m for m in ("mod", "rsoup") if m in kl.index]
-        listed = ", ".join(f"{NAMES[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
+        listed = ", ".join(f"{METHOD_NAMES[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
                            f"({kl.loc[m, 'mean_kl'] / kl.loc[m, 'tokens']:.2f} per token)"
                            for m in ["base", "mavis", *others])
         out.append(f"Mean KL to the base per reply: {listed}. KL is summed over a reply, so shorter replies have "
@@ -331,7 +329,8 @@ def reading_matched(table: pd.DataFrame) -> list[str]:
         mp = v.loc["mavis"]
         missing = (f"{int(mp['matched points'])} of {int(mp['of'])} λ points compared"
                    if mp["matched points"] < mp["of"] else "")
-        out.append(f"- *{x}–{y}*: at matched KL MAVIS {m:.2f} against the best baseline's ({NAMES[best]}) {b:.2f} "
+        out.append(f"- *{x}–{y}*: at matched KL MAVIS {m:.2f} against the best baseline's "
+                   f"({METHOD_NAMES[best]}) {b:.2f} "
                    f"({share}); unmatched {v.loc['mavis', 'hypervolume unmatched']:.2f} against "
                    f"{v.drop(index='mavis')['hypervolume unmatched'].max():.2f}"
                    + (f"; {missing} (the others lie beyond a baseline's reach)" if missing else "") + ".")
@@ -361,7 +360,7 @@ def verdicts(facts: dict) -> list[str]:
     rho = facts.get("pairs_spearman")
     if rho is not None and len(rho):
         r = rho.set_index(["method", "objective"]).spearman
-        low = [f"{NAMES.get(m, m)}'s {o} {v:.2f}" for (m, o), v in r.items() if not v >= STEERS_WELL]
+        low = [f"{METHOD_NAMES.get(m, m)}'s {o} {v:.2f}" for (m, o), v in r.items() if not v >= STEERS_WELL]
         lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
                      f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
                      f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
@@ -561,7 +560,7 @@ def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -
                   if m in t.index and t.loc[searched, "hypervolume"] > t.loc[m, "hypervolume"]]
         out.append(f"- MAVIS with best-of-{rc.num_candidates}: hypervolume {t.loc[searched, 'hypervolume']:.2f} at "
                    f"mean KL {t.loc[searched, 'mean KL']:.1f}"
-                   + (f", above plain sampling of {' and '.join(NAMES[m] for m in beaten)}"
+                   + (f", above plain sampling of {' and '.join(METHOD_NAMES[m] for m in beaten)}"
                       if beaten else "")
                    + "; " + ", ".join(f"{m} {t.loc[m, 'hypervolume']:.2f} at KL {t.loc[m, 'mean KL']:.1f}"
                                       for m in ("mod", "rsoup") if m in t.index) + ".")
@@ -713,23 +712,6 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
     parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
-
-
-def parse_numbers(text: str, kind, name: str) -> tuple:
-    """'1,2,4' -> (1.0, 2.0, 4.0) for a comma-separated option ``name``; a clear ValueError otherwise."""
-    try:
-        values = tuple(kind(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{name} needs at least one value")
-    return values
-
-
-def invoked_command(subcommand: str) -> str:
-    """The command line that is running, for a generated page to name; the bare subcommand when called from code."""
-    args = sys.argv[1:] if sys.argv[1:2] == [subcommand] else [subcommand]
-    return "python -m mavis_core " + shlex.join(args)
 
 
 def run_results_command(args: argparse.Namespace) -> None:

@@ -211,9 +211,9 @@ def fill_base_logprobs(stack: Stack, input_ids: torch.Tensor, beams: list[_Beam]
             event.base_logprob = float(taken[i, start + t])
 
 
-def to_generation(stack: Stack, prompt: str, truncated: bool, events: list[TokenEvent]) -> Generation:
+def to_generation(stack: Stack, prompt: str, events: list[TokenEvent]) -> Generation:
     """A beam's events as a Generation, cut at EOS / a new turn exactly as sampled replies are."""
-    row = _Row(stack, prompt, truncated)
+    row = _Row(stack, prompt)
     for event in events:
         row.add(dataclasses.replace(event))  # a copy: the row writes each event's text, beams share events
         if row.done:
@@ -256,11 +256,11 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 def beam_search(stack: Stack, prompt: str, cfg: DecodeConfig) -> SearchResult:
     """Value-guided beam search (see the module docstring) for one prompt; the best weighted reward wins."""
-    input_ids, attention_mask, truncated = stack.encode([prompt], cfg.max_new_tokens)
+    input_ids, attention_mask, _ = stack.encode([prompt], cfg.max_new_tokens)
     beams = run_beams(stack, input_ids, attention_mask, cfg)
     if cfg.method in ("mod", "rsoup"):
         fill_base_logprobs(stack, input_ids, beams)
-    replies = [to_generation(stack, prompt, truncated[0], b.events) for b in beams]
+    replies = [to_generation(stack, prompt, b.events) for b in beams]
     return pick_best(stack, prompt, replies, cfg)
 
 

@@ -158,7 +158,7 @@ def test_layout_follows_the_stack(tiny_dir, tmp_path, values, policies, methods)
     demo = app.build_demo(engine, tmp_path / "study.db")
     ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
     assert {f"reply-{m}" for m in methods} <= ids
-    assert not {f"reply-{m}" for m in set(app.METHOD_TITLES) - set(methods)} & ids
+    assert not {f"reply-{m}" for m in set(app.METHOD_NAMES) - set(methods)} & ids
 
 
 @pytest.mark.slow

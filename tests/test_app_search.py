@@ -14,7 +14,7 @@ def generate_args(*search, methods=("mavis", "mod")):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("search", "label"), [(("best_of_n", 3, 4), "best-of-3"), (("beam", 4, 2), "beam ×2"),
+@pytest.mark.parametrize(("search", "label"), [(("best_of_n", 3, 4), "best-of-3"), (("beam", 4, 2), "beam-2"),
                                                ((), "sample")])
 def test_generate_with_a_search_shows_it_per_column_and_on_the_chart(client, search, label):
     out = client.predict(*generate_args(*search), api_name="/generate")
@@ -22,7 +22,7 @@ def test_generate_with_a_search_shows_it_per_column_and_on_the_chart(client, sea
     for m, stat in zip(METHODS, stats, strict=True):
         assert (f"*{label}*" in stat) == (m in ("mavis", "mod")), (m, stat)
     assert texts[1] and texts[2]
-    symbol = {"sample": "circle", "best-of-3": "diamond", "beam ×2": "square"}[label]
+    symbol = {"sample": "circle", "best-of-3": "diamond", "beam-2": "square"}[label]
     details = client.predict(out[10]["value"], api_name="/show_sample")
     assert f"(generate, {label})" in details
     assert symbol in str(out[9])
@@ -42,8 +42,8 @@ def test_sweep_uses_the_chosen_search(client):
     client.predict(api_name="/clear")
     plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base", "mavis"], app.SWEEP_MODES[0], *AXES,
                                           "beam", 4, 2, api_name="/sweep")
-    assert "Swept 12 replies (11 λ points), each by beam ×2 in" in status
-    assert all("beam ×2" in label for label, _ in sample["choices"])
+    assert "Swept 12 replies (11 λ points), each by beam-2 in" in status
+    assert all("beam-2" in label for label, _ in sample["choices"])
     assert "square" in str(plot)
     _, _, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base"], app.SWEEP_MODES[0], *AXES,
                                   api_name="/sweep")

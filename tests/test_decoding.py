@@ -198,7 +198,7 @@ def test_logits_processor_gives_the_same_distribution_as_generate(tiny_stack):
 
 
 def feed(stack, text):
-    row = _Row(stack, "p", False)
+    row = _Row(stack, "p")
     shown = []
     for i, tok in enumerate(stack.tokenizer(text)["input_ids"]):
         shown += row.add(TokenEvent(tok, "", -1.0, -0.5, None, i))

@@ -229,7 +229,7 @@ def test_engine_refuses_search_settings_outside_the_apps_limits(engine, change, 
         settings(engine, **change)
 
 
-@pytest.mark.parametrize(("search_kind", "label"), [("best_of_n", "best-of-3"), ("beam", "beam ×2")])
+@pytest.mark.parametrize(("search_kind", "label"), [("best_of_n", "best-of-3"), ("beam", "beam-2")])
 def test_engine_streams_each_methods_search_winner(engine, tiny_stack, search_kind, label):
     s = settings(engine, search=search_kind, num_candidates=3, num_beams=2)
     rounds = list(engine.stream("hello there", ["mavis", "mod"], s))
@@ -247,7 +247,7 @@ def test_sampled_replies_say_so_and_sweeps_honour_the_search(engine):
     assert [r.search for r in engine.replies("hi", ["base"], settings(engine))] == ["sample"]
     out = engine.sweep("hi", ["base", "mavis"], settings(engine, search="beam", num_beams=2, max_new_tokens=3),
                        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    assert [r.search for _, r in out] == ["beam ×2"] * 3 and all(r.scores for _, r in out)
+    assert [r.search for _, r in out] == ["beam-2"] * 3 and all(r.scores for _, r in out)
 
 
 def test_chart_marks_searched_samples_with_their_own_shape():
@@ -258,11 +258,11 @@ def test_chart_marks_searched_samples_with_their_own_shape():
                 "weights": {"helpful": 1.0}, "beta": 1.0, "seed": 0, "scores": {"helpful": 0.1 * i, "humor": 0.2},
                 "kl": 0.1}
 
-    samples = [point(1, "generate", "sample"), point(2, "generate", "best-of-4"), point(3, "generate", "beam ×2")]
+    samples = [point(1, "generate", "sample"), point(2, "generate", "best-of-4"), point(3, "generate", "beam-2")]
     fig = pareto_figure(samples, "helpful", "humor", ["mavis"])
     assert list(fig.data[0].marker.symbol) == ["circle", "diamond", "square"]
     assert [t.name for t in fig.data[1:]] == ["beam search", "best-of-N"]  # legend entries for the shapes
-    assert "beam ×2" in fig.data[0].hovertext[2]
+    assert "beam-2" in fig.data[0].hovertext[2]
     fig3d = pareto_figure(samples, "helpful", "humor", ["mavis"], z="humor")
     assert list(fig3d.data[0].marker.symbol) == ["circle", "diamond", "square"]
 

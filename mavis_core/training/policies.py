@@ -454,5 +454,5 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     return reports
 
 
-if __name__ == "__main__":  # until the CLI wires it: python -m mavis_core.training.policies ...
+if __name__ == "__main__":  # also `python -m mavis_core.training.policies ...`, the same as train-policies
     run_train_policies(add_train_policies_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())

@@ -197,7 +197,7 @@ def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
 def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     import torch
 
-    from ..results import invoked_command, parse_numbers
+    from ..cli import invoked_command, parse_numbers
     from ..stack import load_stack
 
     betas = list(parse_numbers(args.betas, float, "--betas"))
@@ -215,7 +215,8 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
         models[folder.parent.name if folder.name == "best" else folder.name] = load_value_model(stack, folder)
     seeds = list(range(args.seeds))
     table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens)
-    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, 15, invoked_command("value-report"))
+    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, DecodeConfig.default("top_k"),
+                    invoked_command("value-report"))
     text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], args.max_new_tokens)
     print(text)
     if args.out:

@@ -625,5 +625,5 @@ def run_train_values(args: argparse.Namespace) -> list[dict]:
     return reports
 
 
-if __name__ == "__main__":  # until the CLI wires it: [accelerate launch -m] mavis_core.training.value_training ...
+if __name__ == "__main__":  # `accelerate launch -m mavis_core.training.value_training ...` starts it in every process
     run_train_values(add_train_values_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())
