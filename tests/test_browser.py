@@ -27,23 +27,27 @@ def url(served):
     return served[0]
 
 
+class Steps(list):
+    pause = 0.3  # seconds per decoding step
+
+
 @pytest.fixture()
 def slow(served, monkeypatch):
     """The tiny stack slowed down (a pause per decoding step), so a run lasts long enough to watch and stop; the
-    list it gives grows by one per step taken."""
-    engine, steps = served[1], []
+    list it gives grows by one per step taken, and setting its ``pause`` to 0 lets later runs go at full speed."""
+    engine, steps = served[1], Steps()
     stream, sweep = engine.stream, engine.sweep
 
     def slow_stream(*args, **kw):
         for replies in stream(*args, **kw):
             steps.append(1)
-            time.sleep(0.3)
+            time.sleep(steps.pause)
             yield replies
 
     def slow_sweep(*args, on_step=None, **kw):
         def step(*at):
             steps.append(1)
-            time.sleep(0.3)
+            time.sleep(steps.pause)
             on_step(*at)
         return sweep(*args, on_step=step, **kw)
 
@@ -56,6 +60,14 @@ def slow(served, monkeypatch):
 def page():
     with browser_page(1500, 1200) as page:
         yield page
+
+
+def open_app(page, url: str, query: str = "", ready: str = "#generate") -> None:
+    """Open the app at 1400 × 1000 (``query`` such as "?seed=1" appended to its URL) and wait until ``ready``
+    is on the page: gradio keeps connections open, so waiting for the network to settle would never end."""
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url + query)
+    page.wait_for_selector(ready, timeout=TIMEOUT_MS)
 
 
 @pytest.mark.slow
@@ -94,9 +106,7 @@ def test_slider_generate_columns_and_chart(url, page, tmp_path):
 def test_generate_and_replies_above_the_fold_and_presets(url, page, tmp_path):
     """At 1400×1000 the Generate button and the first reply column are in view without scrolling; a preset
     moves the sliders (and so λ)."""
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url)
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url)
     for selector in ("#generate", "#stop", "#reply-base"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["y"] + min(box["height"], 40) < 1000, (selector, box)
@@ -222,9 +232,7 @@ def test_click_a_point_shows_its_reply_and_every_column_has_token_cards(url, pag
 
 @pytest.mark.slow
 def test_new_seed_each_time_then_replay_draws_the_point_once(url, page, tmp_path):
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url)
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url)
     methods = ["base", "mod"]
     for m in set(METHODS) - set(methods):
         page.locator(f"#methods input[name={m}]").uncheck()
@@ -253,9 +261,7 @@ def test_new_seed_each_time_then_replay_draws_the_point_once(url, page, tmp_path
 def test_dark_mode_chart_and_token_view(url, page, tmp_path):
     from mavis_core.plots import dark_template
 
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url + "?__theme=dark")
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url, "?__theme=dark")
     assert page.evaluate("() => document.body.classList.contains('dark')")
     generate_and_wait(page)
     font = dark_template()["layout"]["font"]["color"]
@@ -283,9 +289,7 @@ def test_the_page_makes_no_request_outside_the_server(url, page, tmp_path):
     outside = []
     page.on("request", lambda r: outside.append(r.url) if urlsplit(r.url).netloc not in (host, "") and
             not r.url.startswith(("data:", "blob:")) else None)
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url)
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url)
     generate_and_wait(page)
     for tab in ("User study", "Arena", "Generate"):
         tab_button = page.get_by_role("tab", name=tab)
@@ -304,9 +308,7 @@ def points(page) -> int:
 
 @pytest.mark.slow
 def test_stop_ends_a_generation_and_generate_works_again(url, page, slow, tmp_path):
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url + "?len=32&methods=base,mavis")
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url, "?len=32&methods=base,mavis")
     page.wait_for_function("() => !document.querySelector('#methods input[name=mod]').checked", timeout=TIMEOUT_MS)
     page.locator("#generate").click()
     page.wait_for_function("() => document.querySelector('#reply-mavis textarea').value.length > 0",
@@ -321,15 +323,14 @@ def test_stop_ends_a_generation_and_generate_works_again(url, page, slow, tmp_pa
     assert "KL" not in page.locator("#stats-mavis").inner_text()  # it never finished
     assert points(page) == 0
     shot(page, tmp_path, "stopped")
+    slow.pause = 0
     generate_and_wait(page, ["base", "mavis"])  # the button works again, and this one runs to its end
     assert len(page.locator("#reply-mavis textarea").input_value()) >= len(text)
 
 
 @pytest.mark.slow
 def test_a_sweep_fills_the_chart_with_progress_beside_it_and_stops(url, page, slow, tmp_path):
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url + "?len=3&methods=base,mavis")
-    page.wait_for_selector("#sweep", timeout=TIMEOUT_MS)
+    open_app(page, url, "?len=3&methods=base,mavis", ready="#sweep")
     page.wait_for_function("() => !document.querySelector('#methods input[name=mod]').checked", timeout=TIMEOUT_MS)
     for selector, value in (("#sweep-prompts", "2"), ("#sweep-seeds", "2")):
         box = page.locator(f"{selector} input[type=number]")
@@ -374,9 +375,7 @@ def test_a_sweep_fills_the_chart_with_progress_beside_it_and_stops(url, page, sl
 
 @pytest.mark.slow
 def test_same_axes_are_refused_beside_the_chart_and_errors_do_not_pile_up(url, page, tmp_path):
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(url)
-    page.wait_for_selector("#generate", timeout=TIMEOUT_MS)
+    open_app(page, url)
     prompt, notice = page.locator("#prompt textarea"), page.locator("#notice")
     for text, words in (("   ", "prompt is empty"), ("a\x07b", "control characters"), ("  ", "prompt is empty")):
         prompt.fill(text)  # three refusals in a row: each replaces the line under the button; no toasts
