@@ -747,12 +747,14 @@ class Actions:
             yield self._columns(started, settings.seed) + [
                 explanation_html({}, self.engine.objectives, note=GENERATING_NOTE), gr.skip(), gr.skip(), gr.skip()]
             last = time.monotonic()
-            for replies in self.engine.stream(prompt, methods, settings):
-                done = replies[0].scores is not None
-                if done or time.monotonic() - last >= STREAM_INTERVAL_S:
-                    last = time.monotonic()
-                    yield self._columns(replies, settings.seed) + ([gr.skip()] * 4 if not done else self._finish(
-                        replies, prompt, settings, (x, y, z), history))
+            with THREADS.decoding():
+                for replies in THREADS.follow(self.engine.stream(prompt, methods, settings)):
+                    done = replies[0].scores is not None
+                    if done or time.monotonic() - last >= STREAM_INTERVAL_S:
+                        last = time.monotonic()
+                        yield self._columns(replies, settings.seed) + ([gr.skip()] * 4 if not done else
+                                                                       self._finish(replies, prompt, settings,
+                                                                                    (x, y, z), history))
 
     def _columns(self, replies: list[Reply], seed: int) -> list:
         by_method = {r.method: r for r in replies}
@@ -932,10 +934,12 @@ class Actions:
                 if self._gone(request, "sweep") or self._stopped_since(request, began):
                     raise Gone
                 report("step", r, i, n)
+                THREADS.apply()  # before the next step: another request may have started or ended
 
-            self.engine.sweep(prompt, plan.methods, dataclasses.replace(plan.settings, seed=seed), plan.grid,
-                              on_step=on_step, on_point=lambda w, reply: report("point", (reply.method,
-                                                                                          *w.values()), reply))
+            with THREADS.decoding():
+                self.engine.sweep(prompt, plan.methods, dataclasses.replace(plan.settings, seed=seed), plan.grid,
+                                  on_step=on_step, on_point=lambda w, reply: report("point", (reply.method,
+                                                                                              *w.values()), reply))
 
     def _sweep_chart(self, plan: SweepPlan, got: dict[tuple, list[Reply]], history: list[dict], start: int,
                      axes: tuple) -> list:
@@ -1012,11 +1016,12 @@ class Actions:
                       progress: gr.Progress, endpoint: str) -> dict[str, str]:
         """method -> reply text, decoded side by side as one batch; one progress bar counts the tokens. Stops
         once the client is gone."""
-        for replies in self.engine.stream(prompt, methods, settings):
-            if self._gone(request, endpoint):
-                raise Gone
-            progress((max(len(r.events) for r in replies), settings.max_new_tokens), desc="Generating the replies…",
-                     unit="tokens")
+        with THREADS.decoding():
+            for replies in THREADS.follow(self.engine.stream(prompt, methods, settings)):
+                if self._gone(request, endpoint):
+                    raise Gone
+                progress((max(len(r.events) for r in replies), settings.max_new_tokens),
+                         desc="Generating the replies…", unit="tokens")
         return {r.method: r.text for r in replies}
 
     def _study_header(self, prompt: str, lam: dict[str, float], task: str) -> str:
@@ -1554,22 +1559,59 @@ def check_study_db(path: str) -> None:
         raise SystemExit(f"error: --study-db {path}: {err}") from None
 
 
-def torch_threads(cores: int | None = None, concurrency: int = CONCURRENCY) -> int:
-    """Threads per decode so that (threads × concurrent decodes) ≤ cores: two 2-thread torch jobs on 2 cores run
-    many times slower than one (OpenMP threads spin while they wait for each other). ``MAVIS_THREADS`` overrides.
+def torch_threads(running: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``running`` decodes: all the cores for one alone, an equal share for several, so
+    that (threads × running decodes) ≤ cores: two 2-thread torch jobs on 2 cores run many times slower than one
+    (OpenMP threads spin while they wait for each other). ``MAVIS_THREADS`` fixes the number instead.
 
-    >>> torch_threads(cores=2, concurrency=2), torch_threads(cores=16, concurrency=2), torch_threads(cores=1)
-    (1, 8, 1)
+    >>> torch_threads(1, cores=2), torch_threads(2, cores=2), torch_threads(2, cores=16), torch_threads(3, cores=1)
+    (2, 1, 8, 1)
     """
     if os.environ.get("MAVIS_THREADS"):
         return max(1, int(os.environ["MAVIS_THREADS"]))
-    return max(1, (cores or os.cpu_count() or 1) // concurrency)
+    return max(1, (cores or os.cpu_count() or 1) // max(1, running))
 
 
-def set_torch_threads() -> None:
-    import torch  # imported here so `python app.py --help` stays instant
+class ThreadShare:
+    """How many decodes are running, and the torch thread count that follows it (`torch_threads`): a user alone
+    gets every core, and when a second request starts both drop to their share at their next step.
 
-    torch.set_num_threads(torch_threads())
+    `apply` runs in the thread that is about to decode, before each step: torch's thread setting is read per
+    calling thread, and gradio may resume a streaming handler on another worker thread each time."""
+
+    def __init__(self) -> None:
+        self.lock, self.running = threading.Lock(), 0
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        with self.lock:
+            self.running += 1
+        try:
+            self.apply()
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def apply(self) -> None:
+        import torch  # imported here so `python app.py --help` stays instant
+
+        threads = torch_threads(self.running)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+    def follow(self, steps: Iterator):
+        """``steps`` (a decode's stream), applying the current share before each step is taken."""
+        while True:
+            self.apply()
+            try:
+                step = next(steps)
+            except StopIteration:
+                return
+            yield step
+
+
+THREADS = ThreadShare()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1586,7 +1628,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     check_study_db(args.study_db)
-    set_torch_threads()
+    THREADS.apply()
     engine = load_engine(args.stack)
     engine.warm_up()
     build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS

@@ -246,7 +246,7 @@ def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
             launched.update(kwargs)
 
     monkeypatch.setattr(app, "check_study_db", lambda path: None)
-    monkeypatch.setattr(app, "set_torch_threads", lambda: None)
+    monkeypatch.setattr(app.THREADS, "apply", lambda: None)
     monkeypatch.setattr(app, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None))
     monkeypatch.setattr(app, "build_demo", lambda engine, db: Built())
     app.main([])
@@ -316,3 +316,30 @@ def test_generate_clears_the_last_per_token_view_first(client):
     first = job.outputs()[0]
     assert first[1] == "" and "Generating" in first[8] and "tv-cell" not in first[8]  # not the last reply's tokens
     assert "tv-cell" in job.outputs()[-1][8]
+
+
+def test_torch_threads_follow_the_running_decodes(monkeypatch):
+    """A user alone decodes with every core; a second request drops both to their share at their next step, and
+    the first gets every core back once the second has ended."""
+    import torch
+
+    monkeypatch.delenv("MAVIS_THREADS", raising=False)
+    monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
+    share, before = app.ThreadShare(), torch.get_num_threads()
+    try:
+        with share.decoding():
+            first = share.follow(iter(["step 1", "step 2"]))
+            assert next(first) == "step 1" and torch.get_num_threads() == 2
+            with share.decoding():
+                assert torch.get_num_threads() == 1 and share.running == 2
+            assert next(first) == "step 2" and torch.get_num_threads() == 2
+            assert list(first) == []
+        assert share.running == 0
+        with pytest.raises(RuntimeError), share.decoding():
+            raise RuntimeError("a decode that fails still leaves the count")
+        assert share.running == 0
+        monkeypatch.setenv("MAVIS_THREADS", "1")
+        share.apply()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
