@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from .results import add_results_arguments, run_results_command
     from .training.build import add_build_arguments, run_build
     from .training.policies import add_train_policies_arguments, run_train_policies
+    from .training.value_agreement import add_value_agreement_arguments, run_value_agreement
     from .training.value_report import add_value_report_arguments, run_value_report
     from .training.value_training import add_train_values_arguments, run_train_values
 
@@ -138,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
     add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
     add_value_report_arguments(sub.add_parser("value-report", help="held-out reward gain of MAVIS per objective"))
+    add_value_agreement_arguments(sub.add_parser("value-agreement",
+                                                 help="do the value models order sibling continuations as their "
+                                                      "rewards do? (held-out trees)"))
     add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
     add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md"))
     args = parser.parse_args(argv)
     commands = {"build": run_build, "fetch": run_fetch, "generate": run_generate, "train-values": run_train_values,
                 "train-policies": run_train_policies, "sweep": run_sweep,
-                "results": run_results_command, "value-report": run_value_report}
+                "results": run_results_command, "value-report": run_value_report,
+                "value-agreement": run_value_agreement}
     try:
         commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback
