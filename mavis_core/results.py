@@ -1,7 +1,8 @@
 """`python -m mavis_core results`: run every measurement docs/results.md reports, and write it.
 
 One command regenerates the page from nothing: the λ sweeps over every pair and over the simplex, the β curves
-(single-objective MAVIS against the objective's fine-tuned policy), the top-k ablation and the search axis. Each
+(single-objective MAVIS against the objective's fine-tuned policy), the top-k ablation and the search axis (the
+measurements are `experiments`' functions; this module writes their sections). Each
 experiment's table goes to ``--data`` as CSV (with plotly HTML charts); static PNG images (plotly through
 kaleido, which drives a local Chrome/Chromium) and the markdown go to ``--out``. Numbers and the sentences that
 compare them are computed from the tables, so the reading cannot drift from the data; the paragraphs that
@@ -11,7 +12,6 @@ explain *why* name the measurements they rest on.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import os
 import platform
@@ -22,57 +22,37 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from . import pareto
 from .cli import invoked_command, parse_numbers
-from .config import METHOD_NAMES, DecodeConfig, weight_grid
+from .config import METHOD_NAMES, weight_grid
 from .evaluation import (
     REWARD_PREFIX,
-    all_pairs_grid,
     front_figure,
-    hypervolumes,
     pareto_front,
     series_of,
     summarise,
-    sweep,
     weight_spearman,
+)
+from .experiments import (
+    ResultsConfig,
+    dominated_share,
+    matched_table,
+    on_pair,
+    pair_volumes,
+    reward_at_kl,
+    run_betas,
+    run_pairs,
+    run_searches,
+    run_simplex,
+    run_strengths,
+    run_top_ks,
+    search_grid,
+    search_pair,
 )
 from .stack import Stack
 
-BETAS = (1.0, 2.0, 4.0)
-TOP_KS = (5, 15)
 STEERS = 0.5  # a weight–reward Spearman ρ below this does not count as steering
 STEERS_WELL = 0.9  # the ρ a method should reach on every objective (the verdict counts the cells that do)
-SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
-STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
-
-
-@dataclass(frozen=True)
-class ResultsConfig:
-    """What `run_results` measures. The defaults are what docs/results.md was generated with: sized so the
-    default stack (SmolLM2-135M) runs in about an hour on 2 CPU cores; pass more prompts and seeds on a GPU."""
-
-    prompts: int = 8  # 0: every held-out prompt
-    seeds: int = 2
-    max_new_tokens: int = 32
-    beta: float = DecodeConfig.default("beta")
-    top_k: int = DecodeConfig.default("top_k")
-    search_prompts: int = 4
-    search_seeds: int = 1
-    search_pair: tuple[str, str] | None = None  # default: the stack's first and last objectives
-    num_candidates: int = 4
-    num_beams: int = 4
-    betas: tuple[float, ...] = BETAS
-    top_ks: tuple[int, ...] = TOP_KS
-    strengths: tuple[float, ...] = STRENGTHS
-    images: bool = True
-
-    def decode(self, stack: Stack, **changes) -> DecodeConfig:
-        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=self.beta, top_k=self.top_k,
-                           max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
-                           num_beams=self.num_beams)
-        return dataclasses.replace(cfg, **changes)
 
 
 @dataclass
@@ -126,42 +106,14 @@ def _git_commit() -> str:
         return "unknown"
 
 
-# ---- comparisons computed from the tables ----------------------------------------------------------------
+# ---- the page's sections: tables, figures and the sentences computed from them -------------------------
 
 
-def dominated_share(winner: pd.DataFrame, loser: pd.DataFrame, objectives: list[str]) -> float:
-    """Share of ``loser``'s front points that some point of ``winner`` dominates (>= on all, > on one)."""
-    cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
-    return pareto.dominated_share(winner[cols].to_numpy(dtype=float), loser[cols].to_numpy(dtype=float))
-
-
-def on_pair(df: pd.DataFrame, objectives: list[str], x: str, y: str) -> pd.DataFrame:
-    """The rows of a ``--pair all`` sweep that belong to the pair (x, y): every other objective at weight 0, and
-    the base's row (it ignores λ)."""
-    others = [f"w_{o}" for o in objectives if o not in (x, y)]
-    if not others:
-        return df
-    return df[np.isclose(df[others].to_numpy(float), 0).all(axis=1) | (df.method == "base").to_numpy()]
-
-
-def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:
-    """The curve's reward linearly interpolated at ``kl`` (NaN outside the KL range the curve covers)."""
-    c = curve.sort_values("kl")
-    if not len(c) or kl < c.kl.min() or kl > c.kl.max():
-        return float("nan")
-    return float(np.interp(kl, c.kl.to_numpy(float), c[f"{REWARD_PREFIX}{objective}"].to_numpy(float)))
-
-
-# ---- the experiments -------------------------------------------------------------------------------------
-
-
-def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
-    seeds = list(range(rc.seeds))
-    df = sweep(stack, prompts, seeds, stack.methods, all_pairs_grid(len(stack.objectives)), rc.decode(stack))
+def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[str], rc: ResultsConfig) -> None:
+    """Section 1 from `run_pairs`' table."""
     df.to_csv(report.data / "pairs.csv", index=False)
     objectives = list(stack.objectives)
-    volumes = pd.concat([hypervolumes(on_pair(df, objectives, x, y), [x, y])
-                         for x, y in itertools.combinations(objectives, 2)], ignore_index=True)
+    volumes = pair_volumes(df, objectives)
     spearman = weight_spearman(df)
     volumes.to_csv(report.data / "pairs_hypervolume.csv", index=False)
     spearman.to_csv(report.data / "pairs_spearman.csv", index=False)
@@ -196,7 +148,6 @@ def pair_sweeps(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
     report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
-    return df
 
 
 def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, objectives: list[str]) -> list[str]:
@@ -232,71 +183,9 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
     return out
 
 
-def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: float,
-                   objectives: list[str]) -> dict[str, float] | None:
-    """``method``'s mean rewards at ``kl``, read off its curve over the strength α at one λ (α = 0 is the base's
-    own row, α = 1 the published method), by linear interpolation in KL.
-
-    Below the base's own KL the base's rewards are returned: no strength gets closer to the base than the base,
-    and it already spends more KL than asked, so the reading can only favour the baseline. Above the curve's
-    largest KL there is no reading (None): the baseline cannot spend that much.
-    """
-    at = np.ones(len(df), dtype=bool)
-    for o, w in lam.items():
-        at &= np.isclose(df[f"w_{o}"].to_numpy(float), w)
-    curve = pd.concat([df[df.method == "base"].assign(strength=0.0), df[(df.method == method) & at]])
-    curve = curve.sort_values(["strength"]).drop_duplicates("strength")
-    if len(curve) < 2:
-        return None
-    base = curve[curve.strength == 0.0]
-    if len(base) and kl < float(base.kl.iloc[0]):
-        return {o: float(base[f"{REWARD_PREFIX}{o}"].iloc[0]) for o in objectives}
-    rewards = {o: reward_at_kl(curve, kl, o) for o in objectives}
-    return None if any(np.isnan(v) for v in rewards.values()) else rewards
-
-
-def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
-                  volumes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per pair and method: hypervolume at matched KL and as published; and every baseline reading.
-
-    ``df`` holds MAVIS's rows, the baselines' rows at every strength and the base's row; ``volumes`` section 1's
-    hypervolumes (their reference points are reused). A λ point enters a pair's matched fronts only when every
-    baseline has a reading there, so all methods of a pair are compared on the same λ points.
-    """
-    rows, points = [], []
-    for x, y in itertools.combinations(objectives, 2):
-        mavis = on_pair(df[(df.method == "mavis") & (df.strength == 1.0)], objectives, x, y)
-        ref = volumes.query("x == @x and y == @y").iloc[0]
-        fronts: dict[str, list[tuple[float, float]]] = {m: [] for m in ["mavis", *baselines]}
-        for _, p in mavis.iterrows():
-            lam = {o: float(p[f"w_{o}"]) for o in objectives}
-            readings = {m: baseline_at_kl(df, m, lam, float(p.kl), objectives) for m in baselines}
-            for m, r in readings.items():
-                points.append({"x": x, "y": y, "method": m, **{f"w_{o}": w for o, w in lam.items()},
-                               "kl": float(p.kl), **({f"{REWARD_PREFIX}{o}": v for o, v in r.items()} if r else {})})
-            if all(r is not None for r in readings.values()):
-                fronts["mavis"].append((float(p[f"{REWARD_PREFIX}{x}"]), float(p[f"{REWARD_PREFIX}{y}"])))
-                for m, r in readings.items():
-                    fronts[m].append((r[x], r[y]))
-        for method, pts in fronts.items():
-            published = on_pair(df[(df.method == method) & (df.strength == 1.0)], objectives, x, y)
-            rows.append({"objective x": x, "objective y": y, "method": method,
-                         "matched points": len(pts), "of": len(mavis),
-                         "hypervolume at matched KL": pareto.hypervolume(pts, (ref.ref_x, ref.ref_y)),
-                         "hypervolume unmatched": pareto.hypervolume(
-                             published[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
-                             (ref.ref_x, ref.ref_y))})
-    return pd.DataFrame(rows), pd.DataFrame(points)
-
-
-def matched_kl(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report,
-               pairs: pd.DataFrame) -> pd.DataFrame:
-    """Every pair's fronts at matched KL: at each λ point MOD and RSoup are read off their curve over the
-    strength α (section 1's α = 1 rows, the base as α = 0, and ``rc.strengths`` run here) at MAVIS's KL there."""
+def matched_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
+    """Section 2 from `run_strengths`' table: every pair's fronts at matched KL."""
     baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
-    runs = [sweep(stack, prompts, list(range(rc.seeds)), baselines, all_pairs_grid(len(stack.objectives)),
-                  rc.decode(stack, strength=a)) for a in rc.strengths]
-    df = pd.concat([pairs, *runs], ignore_index=True)
     df.to_csv(report.data / "matched.csv", index=False)
     table, points = matched_table(df, list(stack.objectives), baselines, report.facts["pairs_volumes"])
     table.to_csv(report.data / "matched_hypervolume.csv", index=False)
@@ -315,7 +204,6 @@ def matched_kl(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Repo
     report.table(curves.reset_index(), ".2f")
     report.facts["matched"] = table
     report.add(*reading_matched(table), "")
-    return df
 
 
 def reading_matched(table: pd.DataFrame) -> list[str]:
@@ -371,9 +259,8 @@ def verdicts(facts: dict) -> list[str]:
             f"{', '.join(unmatched)} (section 2).", *lines, ""]
 
 
-def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
-    df = sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),
-               rc.decode(stack))
+def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
+    """Section 3 from `run_simplex`' table."""
     df.to_csv(report.data / "simplex.csv", index=False)
     spearman = weight_spearman(df)
     spearman.to_csv(report.data / "simplex_spearman.csv", index=False)
@@ -395,25 +282,14 @@ def simplex_sweep(stack: Stack, prompts: list[str], rc: ResultsConfig, report: R
     report.add(f"Points on each method's own {len(stack.objectives)}-objective Pareto front (of "
                f"{len(weight_grid(len(stack.objectives)))}): "
                + ", ".join(f"{m} {counts.get(m, 0)}" for m in stack.methods if m != "base") + ".", "")
-    return df
 
 
-def beta_curves(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
-    """Single-objective MAVIS over β against the objective's fine-tuned policy (MOD with λ one-hot decodes the
-    policy alone) and the base, on reward vs KL."""
+def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
+    """Section 4 from `run_betas`' table: single-objective MAVIS over β against the objective's policy."""
     import plotly.graph_objects as go
 
     from .plots import METHOD_COLOURS
 
-    seeds, rows = list(range(rc.seeds)), []
-    steps = [(o, "mavis", b) for o in stack.objectives for b in rc.betas] + [(None, "base", 0.0)]
-    steps += [(o, "mod", 0.0) for o in stack.objectives if "mod" in stack.methods]
-    for objective, method, beta in tqdm(steps, desc="β curves", unit="point"):
-        grid = [[1.0 if o == objective else 0.0 for o in stack.objectives]] if objective else \
-            [[1.0] * len(stack.objectives)]
-        part = sweep(stack, prompts, seeds, [method], grid, rc.decode(stack, beta=beta))
-        rows.append(part.assign(objective=objective or "all", method="policy" if method == "mod" else method))
-    df = pd.concat(rows, ignore_index=True)
     df.to_csv(report.data / "beta.csv", index=False)
 
     report.add("## 4. Single objective: MAVIS over β against the fine-tuned policy", "",
@@ -458,16 +334,10 @@ def beta_curves(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
     report.table(pd.DataFrame(table).fillna("–"))
     report.add(" ".join(reading), "")
     report.facts["beta"] = df
-    return df
 
 
-def top_k_ablation(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
-    seeds, parts = list(range(rc.seeds)), []
-    equal = [[1.0] * len(stack.objectives)]
-    for k in tqdm(rc.top_ks, desc="top-k", unit="k"):
-        parts.append(sweep(stack, prompts, seeds, ["base", "mavis"], equal, rc.decode(stack, top_k=k)))
-    df = pd.concat(parts, ignore_index=True)
-    df["ms_per_token"] = 1000 / df.tokens_per_s
+def top_k_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[str], rc: ResultsConfig) -> None:
+    """Section 5 from `run_top_ks`' table."""
     df.to_csv(report.data / "top_k.csv", index=False)
     wide = df.pivot_table(index="top_k", columns="method", values="ms_per_token")
     table = df[df.method == "mavis"][["top_k", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl",
@@ -484,7 +354,6 @@ def top_k_ablation(stack: Stack, prompts: list[str], rc: ResultsConfig, report: 
                "machine; the ratio to the base at the same k, taken in the same run, is what carries over).", "")
     report.table(table, ".3f")
     report.add(reading_top_k(table, df, stack.objectives), "")
-    return df
 
 
 def reading_top_k(table: pd.DataFrame, df: pd.DataFrame, objectives: list[str]) -> str:
@@ -503,16 +372,10 @@ def reading_top_k(table: pd.DataFrame, df: pd.DataFrame, objectives: list[str]) 
             + ", ".join(moved) + ".")
 
 
-def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Report) -> pd.DataFrame:
-    objectives = stack.objectives
-    x, y = rc.search_pair or (objectives[0], objectives[-1])
-    axes = (objectives.index(x), objectives.index(y))
-    full = weight_grid(len(objectives), axes=axes)
-    grid = [full[i] for i in np.linspace(0, len(full) - 1, SEARCH_GRID_POINTS).round().astype(int)]
-    seeds, parts = list(range(rc.search_seeds)), []
-    for search in ("sample", "best_of_n", "beam"):
-        parts.append(sweep(stack, prompts, seeds, stack.methods, grid, rc.decode(stack, search=search)))
-    df = pd.concat(parts, ignore_index=True)
+def search_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[str], rc: ResultsConfig) -> None:
+    """Section 6 from `run_searches`' table."""
+    x, y = search_pair(stack, rc)
+    grid = search_grid(stack, rc)
     series = series_of(df)
     df.assign(series=series).to_csv(report.data / "search.csv", index=False)
     volumes, _ = summarise(df, [x, y])
@@ -543,7 +406,6 @@ def search_axis(stack: Stack, prompts: list[str], rc: ResultsConfig, report: Rep
                                title=f"{x} vs {y}: sampling, best-of-{rc.num_candidates}, beam-{rc.num_beams}"),
                   f"search_{x}_{y}", f"Fronts with and without search, {x} vs {y}")
     report.add(*reading_search(table, stack.methods, rc), "")
-    return df
 
 
 def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -> list[str]:
@@ -673,12 +535,15 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
                f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
                f"{torch.get_num_threads()} threads, device {stack.device}.", "")
     timings, head = {}, len(report.lines)
-    for name, step in (("pairs", lambda: pair_sweeps(stack, main_prompts, rc, report)),
-                       ("matched KL", lambda: matched_kl(stack, main_prompts, rc, report, report.facts["pairs"])),
-                       ("simplex", lambda: simplex_sweep(stack, main_prompts, rc, report)),
-                       ("beta", lambda: beta_curves(stack, main_prompts, rc, report)),
-                       ("top-k", lambda: top_k_ablation(stack, main_prompts, rc, report)),
-                       ("search", lambda: search_axis(stack, search_prompts, rc, report))):
+    p, sp = main_prompts, search_prompts
+    for name, step in (
+            ("pairs", lambda: pairs_section(report, run_pairs(stack, p, rc), stack, p, rc)),
+            ("matched KL", lambda: matched_section(report, run_strengths(stack, p, rc, report.facts["pairs"]),
+                                                   stack, rc)),
+            ("simplex", lambda: simplex_section(report, run_simplex(stack, p, rc), stack)),
+            ("beta", lambda: beta_section(report, run_betas(stack, p, rc), stack, rc)),
+            ("top-k", lambda: top_k_section(report, run_top_ks(stack, p, rc), stack, p, rc)),
+            ("search", lambda: search_section(report, run_searches(stack, sp, rc), stack, sp, rc))):
         t0 = time.perf_counter()
         step()
         timings[name] = time.perf_counter() - t0

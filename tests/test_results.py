@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.results import baseline_at_kl, dominated_share, matched_table, on_pair, reward_at_kl
+from mavis_core.experiments import baseline_at_kl, dominated_share, matched_table, on_pair, reward_at_kl
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",

@@ -1,0 +1,210 @@
+"""The measurements docs/results.md reports, each a function that returns its table (one row per method and
+setting, as `evaluation.sweep` makes them), and the pure comparisons computed from those tables.
+
+`results` writes the page from these; call them directly to reuse a measurement without writing a page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import pareto
+from .config import DecodeConfig, weight_grid
+from .evaluation import REWARD_PREFIX, all_pairs_grid, hypervolumes, sweep
+from .stack import Stack
+
+BETAS = (1.0, 2.0, 4.0)
+TOP_KS = (5, 15)
+SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
+STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """What `run_results` measures. The defaults are what docs/results.md was generated with: sized so the
+    default stack (SmolLM2-135M) runs in about an hour on 2 CPU cores; pass more prompts and seeds on a GPU."""
+
+    prompts: int = 8  # 0: every held-out prompt
+    seeds: int = 2
+    max_new_tokens: int = 32
+    beta: float = DecodeConfig.default("beta")
+    top_k: int = DecodeConfig.default("top_k")
+    search_prompts: int = 4
+    search_seeds: int = 1
+    search_pair: tuple[str, str] | None = None  # default: the stack's first and last objectives
+    num_candidates: int = 4
+    num_beams: int = 4
+    betas: tuple[float, ...] = BETAS
+    top_ks: tuple[int, ...] = TOP_KS
+    strengths: tuple[float, ...] = STRENGTHS
+    images: bool = True
+
+    def decode(self, stack: Stack, **changes) -> DecodeConfig:
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=self.beta, top_k=self.top_k,
+                           max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
+                           num_beams=self.num_beams)
+        return dataclasses.replace(cfg, **changes)
+
+
+# ---- comparisons computed from the tables ----------------------------------------------------------------
+
+
+def dominated_share(winner: pd.DataFrame, loser: pd.DataFrame, objectives: list[str]) -> float:
+    """Share of ``loser``'s front points that some point of ``winner`` dominates (>= on all, > on one)."""
+    cols = [f"{REWARD_PREFIX}{o}" for o in objectives]
+    return pareto.dominated_share(winner[cols].to_numpy(dtype=float), loser[cols].to_numpy(dtype=float))
+
+
+def on_pair(df: pd.DataFrame, objectives: list[str], x: str, y: str) -> pd.DataFrame:
+    """The rows of a ``--pair all`` sweep that belong to the pair (x, y): every other objective at weight 0, and
+    the base's row (it ignores λ)."""
+    others = [f"w_{o}" for o in objectives if o not in (x, y)]
+    if not others:
+        return df
+    return df[np.isclose(df[others].to_numpy(float), 0).all(axis=1) | (df.method == "base").to_numpy()]
+
+
+def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:
+    """The curve's reward linearly interpolated at ``kl`` (NaN outside the KL range the curve covers)."""
+    c = curve.sort_values("kl")
+    if not len(c) or kl < c.kl.min() or kl > c.kl.max():
+        return float("nan")
+    return float(np.interp(kl, c.kl.to_numpy(float), c[f"{REWARD_PREFIX}{objective}"].to_numpy(float)))
+
+
+def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: float,
+                   objectives: list[str]) -> dict[str, float] | None:
+    """``method``'s mean rewards at ``kl``, read off its curve over the strength α at one λ (α = 0 is the base's
+    own row, α = 1 the published method), by linear interpolation in KL.
+
+    Below the base's own KL the base's rewards are returned: no strength gets closer to the base than the base,
+    and it already spends more KL than asked, so the reading can only favour the baseline. Above the curve's
+    largest KL there is no reading (None): the baseline cannot spend that much.
+    """
+    at = np.ones(len(df), dtype=bool)
+    for o, w in lam.items():
+        at &= np.isclose(df[f"w_{o}"].to_numpy(float), w)
+    curve = pd.concat([df[df.method == "base"].assign(strength=0.0), df[(df.method == method) & at]])
+    curve = curve.sort_values(["strength"]).drop_duplicates("strength")
+    if len(curve) < 2:
+        return None
+    base = curve[curve.strength == 0.0]
+    if len(base) and kl < float(base.kl.iloc[0]):
+        return {o: float(base[f"{REWARD_PREFIX}{o}"].iloc[0]) for o in objectives}
+    rewards = {o: reward_at_kl(curve, kl, o) for o in objectives}
+    return None if any(np.isnan(v) for v in rewards.values()) else rewards
+
+
+def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
+                  volumes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair and method: hypervolume at matched KL and as published; and every baseline reading.
+
+    ``df`` holds MAVIS's rows, the baselines' rows at every strength and the base's row; ``volumes`` section 1's
+    hypervolumes (their reference points are reused). A λ point enters a pair's matched fronts only when every
+    baseline has a reading there, so all methods of a pair are compared on the same λ points.
+    """
+    rows, points = [], []
+    for x, y in itertools.combinations(objectives, 2):
+        mavis = on_pair(df[(df.method == "mavis") & (df.strength == 1.0)], objectives, x, y)
+        ref = volumes.query("x == @x and y == @y").iloc[0]
+        fronts: dict[str, list[tuple[float, float]]] = {m: [] for m in ["mavis", *baselines]}
+        for _, p in mavis.iterrows():
+            lam = {o: float(p[f"w_{o}"]) for o in objectives}
+            readings = {m: baseline_at_kl(df, m, lam, float(p.kl), objectives) for m in baselines}
+            for m, r in readings.items():
+                points.append({"x": x, "y": y, "method": m, **{f"w_{o}": w for o, w in lam.items()},
+                               "kl": float(p.kl), **({f"{REWARD_PREFIX}{o}": v for o, v in r.items()} if r else {})})
+            if all(r is not None for r in readings.values()):
+                fronts["mavis"].append((float(p[f"{REWARD_PREFIX}{x}"]), float(p[f"{REWARD_PREFIX}{y}"])))
+                for m, r in readings.items():
+                    fronts[m].append((r[x], r[y]))
+        for method, pts in fronts.items():
+            published = on_pair(df[(df.method == method) & (df.strength == 1.0)], objectives, x, y)
+            rows.append({"objective x": x, "objective y": y, "method": method,
+                         "matched points": len(pts), "of": len(mavis),
+                         "hypervolume at matched KL": pareto.hypervolume(pts, (ref.ref_x, ref.ref_y)),
+                         "hypervolume unmatched": pareto.hypervolume(
+                             published[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
+                             (ref.ref_x, ref.ref_y))})
+    return pd.DataFrame(rows), pd.DataFrame(points)
+
+
+# ---- the experiments -------------------------------------------------------------------------------------
+
+
+def run_pairs(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """Every method at every λ point of every pair (`all_pairs_grid`); the base once."""
+    return sweep(stack, prompts, list(range(rc.seeds)), stack.methods, all_pairs_grid(len(stack.objectives)),
+                 rc.decode(stack))
+
+
+def pair_volumes(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Each pair's hypervolumes from its own λ points (`on_pair`), one reference point per pair."""
+    return pd.concat([hypervolumes(on_pair(df, objectives, x, y), [x, y])
+                      for x, y in itertools.combinations(objectives, 2)], ignore_index=True)
+
+
+def run_strengths(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+    """MOD and RSoup at every strength α of ``rc.strengths`` over the pairs' λ points, with ``pairs`` (α = 1
+    and the base, α = 0): the curves `matched_table` reads at MAVIS's KL."""
+    baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
+    runs = [sweep(stack, prompts, list(range(rc.seeds)), baselines, all_pairs_grid(len(stack.objectives)),
+                  rc.decode(stack, strength=a)) for a in rc.strengths]
+    return pd.concat([pairs, *runs], ignore_index=True)
+
+
+def run_simplex(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """Every method over the 1/4 grid of the whole simplex."""
+    return sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),
+                 rc.decode(stack))
+
+
+def run_betas(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """Single-objective MAVIS at every β of ``rc.betas`` (column objective), the objective's fine-tuned policy
+    (MOD with λ one-hot decodes it alone; method "policy") and the base (objective "all")."""
+    seeds, rows = list(range(rc.seeds)), []
+    steps = [(o, "mavis", b) for o in stack.objectives for b in rc.betas] + [(None, "base", 0.0)]
+    steps += [(o, "mod", 0.0) for o in stack.objectives if "mod" in stack.methods]
+    for objective, method, beta in tqdm(steps, desc="β curves", unit="point"):
+        grid = [[1.0 if o == objective else 0.0 for o in stack.objectives]] if objective else \
+            [[1.0] * len(stack.objectives)]
+        part = sweep(stack, prompts, seeds, [method], grid, rc.decode(stack, beta=beta))
+        rows.append(part.assign(objective=objective or "all", method="policy" if method == "mod" else method))
+    return pd.concat(rows, ignore_index=True)
+
+
+def run_top_ks(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """The base and equal-weight MAVIS at every k of ``rc.top_ks``, with milliseconds per token."""
+    seeds, parts = list(range(rc.seeds)), []
+    equal = [[1.0] * len(stack.objectives)]
+    for k in tqdm(rc.top_ks, desc="top-k", unit="k"):
+        parts.append(sweep(stack, prompts, seeds, ["base", "mavis"], equal, rc.decode(stack, top_k=k)))
+    df = pd.concat(parts, ignore_index=True)
+    df["ms_per_token"] = 1000 / df.tokens_per_s
+    return df
+
+
+def search_pair(stack: Stack, rc: ResultsConfig) -> tuple[str, str]:
+    """The pair the search axis runs on: ``rc.search_pair``, or the stack's first and last objectives."""
+    return rc.search_pair or (stack.objectives[0], stack.objectives[-1])
+
+
+def search_grid(stack: Stack, rc: ResultsConfig) -> list[list[float]]:
+    """`SEARCH_GRID_POINTS` λ points evenly spread over the search pair's grid."""
+    x, y = search_pair(stack, rc)
+    full = weight_grid(len(stack.objectives), axes=(stack.objectives.index(x), stack.objectives.index(y)))
+    return [full[i] for i in np.linspace(0, len(full) - 1, SEARCH_GRID_POINTS).round().astype(int)]
+
+
+def run_searches(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """Every method sampled, by best-of-N and by beam search, over `search_grid`."""
+    seeds = list(range(rc.search_seeds))
+    return pd.concat([sweep(stack, prompts, seeds, stack.methods, search_grid(stack, rc),
+                            rc.decode(stack, search=search)) for search in ("sample", "best_of_n", "beam")],
+                     ignore_index=True)
