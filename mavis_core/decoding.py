@@ -239,13 +239,27 @@ class LaneDecoder:
         self.alive = list(range(len(lanes)))
         self.t = 0
         self.generators = [torch.Generator().manual_seed(int(lane.seed)) for lane in lanes]
-        prompt_rows = torch.tensor([lane.prompt for lane, p in zip(lanes, self.plans, strict=True) for _ in p.rows],
-                                   device=input_ids.device)
         self.cache = DynamicCache()
-        self.attention_mask = attention_mask[prompt_rows]
-        self.logits = self._forward(input_ids[prompt_rows], positions_from_mask(self.attention_mask))
+        self.logits = self._prefill(input_ids, attention_mask)
         self.scorers = self._start_scorers(input_ids, attention_mask)
         self._pending: dict[int, tuple[int, int]] = {}  # lane -> (token, index of the chosen candidate)
+
+    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The prompts' forward for every row, run once per distinct (prompt, LoRA mix): the plain rows of
+        base, MAVIS and the π_ref rows (and MOD's policy rows across λ points) share one, then the cache is
+        copied out to every row. Side by side that is 5 prompt rows instead of 8."""
+        keys = [(lane.prompt, tuple(s.tolist())) for lane, plan in zip(self.lanes, self.plans, strict=True)
+                for s in plan.scales]
+        distinct = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+        prompts = torch.tensor([prompt for prompt, _ in distinct], device=input_ids.device)
+        self.attention_mask = attention_mask[prompts]
+        logits = self._forward(input_ids[prompts], positions_from_mask(self.attention_mask),
+                               torch.tensor([mix for _, mix in distinct]))
+        index = torch.tensor([distinct[key] for key in keys], device=input_ids.device)
+        if len(distinct) < len(keys):
+            self.cache.batch_select_indices(index)
+        self.attention_mask = self.attention_mask[index]
+        return logits[index]
 
     def _start_scorers(self, input_ids, attention_mask) -> dict[int, tuple[ValueScorer, list[int]]]:
         """One ValueScorer per top-k among the MAVIS lanes (its lanes score k candidates in one pass)."""
@@ -262,9 +276,12 @@ class LaneDecoder:
         return scorers
 
     @torch.inference_mode()
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (R, V) of every row, one forward through the base (each row's LoRA mix if any)."""
-        scales = torch.stack([s for i in self.alive for s in self.plans[i].scales])
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                 scales: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (R, V) of every row, one forward through the base (each row's LoRA mix if any;
+        ``scales`` (R, M) instead of the alive rows' own)."""
+        if scales is None:
+            scales = torch.stack([s for i in self.alive for s in self.plans[i].scales])
         out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
                                  position_ids=positions, past_key_values=self.cache, use_cache=True)
         return out.logits[:, -1].float()

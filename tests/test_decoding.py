@@ -297,6 +297,29 @@ def test_side_by_side_lambda_points_equal_separate_runs(tiny_stack):
         assert gen.token_ids == generate_reply(tiny_stack, PROMPTS[0], c).token_ids, (c.method, c.weights)
 
 
+def test_prefill_runs_each_distinct_prompt_row_once(tiny_stack, monkeypatch):
+    """Four methods side by side have 8 rows (base, MAVIS, 3 MOD policies + π_ref, RSoup + π_ref) but 5 distinct
+    (prompt, LoRA mix) pairs: the plain rows share one prefill, and every row's cache and logits still match."""
+    sizes, forward = [], tiny_stack.forward
+
+    def counting(scales, **inputs):
+        sizes.append(inputs["input_ids"].shape)
+        return forward(scales, **inputs)
+
+    monkeypatch.setattr(tiny_stack, "forward", counting)
+    lanes = [Lane(cfg(m), 0, 0) for m in METHODS]
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), lanes)
+    assert sizes[0][0] == 5 and dec.logits.shape[0] == 8
+    assert dec.cache.layers[0].keys.shape[0] == 8 and dec.attention_mask.shape[0] == 8
+    plain = [dec.plans[i].ref for i in range(len(lanes))]  # base, MAVIS and both π_ref rows
+    for r in plain[1:]:
+        torch.testing.assert_close(dec.logits[r], dec.logits[plain[0]])
+    dec.sample()
+    dec.advance()
+    assert sizes[1][0] == 8  # from then on every row takes its own token
+
+
 def test_rsoup_row_equals_the_merged_model(tiny_stack):
     lam = [0.2, 0.5, 0.3]
     c = cfg("rsoup", weights=dict(zip(tiny_stack.objectives, lam, strict=True)))
