@@ -22,6 +22,7 @@ from .stack import Stack
 BETAS = (1.0, 2.0, 4.0)
 TOP_KS = (5, 15)
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
+TREE_TOKENS = 48  # the value models' held-out trees: as long as value training grows them (values-fused card)
 STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
 
 
@@ -43,6 +44,7 @@ class ResultsConfig:
     betas: tuple[float, ...] = BETAS
     top_ks: tuple[int, ...] = TOP_KS
     strengths: tuple[float, ...] = STRENGTHS
+    tree_tokens: int = TREE_TOKENS
     images: bool = True
 
     def decode(self, stack: Stack, **changes) -> DecodeConfig:
@@ -208,3 +210,14 @@ def run_searches(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.Data
     return pd.concat([sweep(stack, prompts, seeds, stack.methods, search_grid(stack, rc),
                             rc.decode(stack, search=search)) for search in ("sample", "best_of_n", "beam")],
                      ignore_index=True)
+
+
+def run_agreement(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """The value models against the Monte-Carlo targets of held-out trees rolled out from the base, per
+    objective (`training.value_agreement`); empty for a stack without value models."""
+    from .training.value_agreement import TREE, agreement_table, held_out_trees
+
+    if not stack.value_models:
+        return pd.DataFrame()
+    tree = dataclasses.replace(TREE, max_new_tokens=max(rc.tree_tokens, TREE.levels))
+    return agreement_table(stack, held_out_trees(stack, prompts, tree))

@@ -40,6 +40,7 @@ from .experiments import (
     on_pair,
     pair_volumes,
     reward_at_kl,
+    run_agreement,
     run_betas,
     run_pairs,
     run_searches,
@@ -252,6 +253,13 @@ def verdicts(facts: dict) -> list[str]:
         lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
                      f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
                      f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
+    agreement = facts.get("agreement")
+    if agreement is not None and len(agreement):
+        a = agreement.set_index("objective")
+        lines.append("- Why (section 7): on held-out trees the value models' sibling r (1 is perfect) is "
+                     + ", ".join(f"{o} {r['sibling r']:.2f}" for o, r in a.iterrows())
+                     + "; their predictions vary " + "/".join(f"{v:.2f}" for v in a["prediction sd"])
+                     + " against the targets' " + "/".join(f"{v:.2f}" for v in a["target sd"]) + ".")
     return ["**Verdict.**", "",
             f"- At matched KL MAVIS's front has at least the best baseline's hypervolume on {wins} of {total} pairs "
             f"(MAVIS ÷ best baseline: {', '.join(shares)}; section 2).",
@@ -429,10 +437,35 @@ def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -
     return out
 
 
+def agreement_section(report: Report, table: pd.DataFrame, prompts: list[str], rc: ResultsConfig) -> None:
+    """Section 7 from `run_agreement`'s table: how well the value models rank what MAVIS chooses between."""
+    report.add("## 7. Why: the value models on held-out trees", "",
+               f"MAVIS tilts each of the k candidates by β·Σ λ_m V_m, so what counts is whether the value models order "
+               f"sibling continuations as their rewards do. Trees of the first {len(prompts)} held-out prompts rolled "
+               f"out from the base (4 root children, then 2, 3 levels, {rc.tree_tokens} tokens, as value training "
+               "grows them); a node's target is the mean reward of the leaves below it. *value r*: prediction against "
+               "target over all nodes; *sibling r*: the same within sibling groups (each group's mean taken out); "
+               "*pair order*: sibling pairs ordered right (0.5 is a coin); *leaf sibling r*: finished replies only, "
+               "whose targets are their rewards (no sampling noise); the spread of the predictions against the "
+               "targets'. `python -m mavis_core value-agreement` measures the same on its own.", "")
+    if not len(table):
+        report.add("This stack has no value models.", "")
+        return
+    table.to_csv(report.data / "value_agreement.csv", index=False)
+    report.table(table, ".2f")
+    t = table.set_index("objective")
+    report.add("**Reading.** " + "; ".join(
+        f"*{o}*: sibling r {r['sibling r']:.2f}, pairs ordered right {r['pair order']:.0%}, predictions vary "
+        f"{r['prediction sd']:.2f} against the targets' {r['target sd']:.2f}" for o, r in t.iterrows())
+        + ". A value model whose predictions vary by s moves sibling candidates' logits apart by about β·s, "
+        "whatever its ranking.", "")
+    report.facts["agreement"] = table
+
+
 def summary(facts: dict, objectives: list[str]) -> list[str]:
     """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
     volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
-    out = ["## 7. What this says", ""]
+    out = ["## 8. What this says", ""]
     r = rho.set_index(["method", "objective"]).spearman
     weakest = r.idxmin()
     weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
@@ -543,7 +576,8 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
             ("simplex", lambda: simplex_section(report, run_simplex(stack, p, rc), stack)),
             ("beta", lambda: beta_section(report, run_betas(stack, p, rc), stack, rc)),
             ("top-k", lambda: top_k_section(report, run_top_ks(stack, p, rc), stack, p, rc)),
-            ("search", lambda: search_section(report, run_searches(stack, sp, rc), stack, sp, rc))):
+            ("search", lambda: search_section(report, run_searches(stack, sp, rc), stack, sp, rc)),
+            ("value models", lambda: agreement_section(report, run_agreement(stack, p, rc), p, rc))):
         t0 = time.perf_counter()
         step()
         timings[name] = time.perf_counter() - t0
@@ -574,19 +608,24 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 5")
     parser.add_argument("--strengths", default=",".join(f"{a:g}" for a in d.strengths),
                         help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0)")
+    parser.add_argument("--tree-tokens", type=int, default=d.tree_tokens,
+                        help=f"reply length of section 7's held-out trees (default {d.tree_tokens})")
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
     parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
 
 
 def run_results_command(args: argparse.Namespace) -> None:
-    if min(args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens) < 1 or args.prompts < 0:
-        raise ValueError("--seeds, --search-prompts, --search-seeds and --max-new-tokens must be >= 1, --prompts >= 0")
+    if min(args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens, args.tree_tokens) < 1 \
+            or args.prompts < 0:
+        raise ValueError("--seeds, --search-prompts, --search-seeds, --max-new-tokens and --tree-tokens must be >= 1, "
+                         "--prompts >= 0")
     rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
                        betas=parse_numbers(args.betas, float, "--betas"),
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
                        strengths=parse_numbers(args.strengths, float, "--strengths"),
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
+                       tree_tokens=args.tree_tokens,
                        images=not args.no_images)
     out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"))
     print(f"wrote {out}")

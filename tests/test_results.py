@@ -13,7 +13,7 @@ from mavis_core.experiments import baseline_at_kl, dominated_share, matched_tabl
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",
-         "--search-prompts", "1", "--search-seeds", "1"]
+         "--search-prompts", "1", "--search-seeds", "1", "--tree-tokens", "6"]
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,16 @@ def test_every_section_is_written(page):
     root, _ = page
     text = (root / "docs" / "results.md").read_text(encoding="utf-8")
     for heading in ("## 1. Pareto fronts", "## 2. The fronts at matched KL", "## 3. The simplex",
-                    "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## Cost of this page"):
+                    "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## 7. Why: the value",
+                    "## 8. What this says", "## Cost of this page"):
         assert heading in text
-    assert text.count("**Reading.**") == 5
+    assert text.count("**Reading.**") == 6
     assert text.index("**Verdict.**") < text.index("## 1. Pareto fronts")  # the verdicts come first
     verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
     assert re.search(r"on \d of 3 pairs", verdict)
     assert len(re.findall(r"\d+%|–", verdict)) == 6  # a share per pair, matched and as published
     assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
+    assert re.search(r"Why \(section 7\).*sibling r .*helpful -?\d\.\d\d", verdict)  # and why, in numbers
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
 
@@ -57,6 +59,8 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     assert (table["matched points"] <= table["of"]).all()
     top_k = pd.read_csv(data / "top_k.csv")
     assert sorted(top_k.top_k.unique()) == [3, 5] and (top_k.ms_per_token > 0).all()
+    agreement = pd.read_csv(data / "value_agreement.csv")
+    assert list(agreement.objective) == list(tiny_stack.objectives) and agreement["pair order"].between(0, 1).all()
     search = pd.read_csv(data / "search.csv")
     assert set(search.search) == {"sample", "best_of_n", "beam"}
     assert {"mavis beam-4", "mod best-of-4"} <= set(search.series)

@@ -55,7 +55,8 @@ def test_cli_on_the_tiny_stack(tiny_dir, tmp_path, capsys):
     assert main(["value-agreement", "--stack", str(tiny_dir / "stack-fused.toml"), "--prompts", "2",
                  "--levels", "2", "--max-new-tokens", "6", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| objective | nodes | sibling pairs | value r | sibling r | pair order | leaf sibling r |" in printed
+    assert ("| objective | nodes | sibling pairs | value r | sibling r | pair order | leaf sibling r | prediction sd "
+            "| target sd |") in printed
     table = pd.read_csv(out)
     assert set(table.objective) == {"helpful", "harmless", "humor"}
     assert (table["nodes"] == 2 * (4 + 4 * 2)).all()  # 4 root children, 2 children each, per prompt

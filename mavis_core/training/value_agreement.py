@@ -12,7 +12,9 @@ reports per objective:
 - *pair order*: the share of sibling pairs with distinct targets that the prediction orders the same way
   (0.5 is a coin);
 - *leaf sibling r*: sibling r over the groups of finished replies only. A leaf's target is its reward itself,
-  while an inner node's is a mean over a few sampled leaves (noisy), so this part is free of sampling noise.
+  while an inner node's is a mean over a few sampled leaves (noisy), so this part is free of sampling noise;
+- *prediction sd* and *target sd*: how much the predictions and the targets vary over the nodes. A model whose
+  predictions barely vary tilts decoding little at any β.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from ..values import values_uncached
 from .trees import Tree, TreeConfig, grow_trees, node_targets, rollout_config
 
 DEFAULT_PROMPTS = 8
+# The shape value training grows (assets' values-fused card: 4 root children, then 2, 3 levels, 48 tokens).
+TREE = TreeConfig(root_children=4, inner_children=2, levels=3, max_new_tokens=48)
 
 
 def sibling_agreement(pred: list[float], target: list[float], groups: list[list[int]]) -> dict[str, float]:
@@ -79,8 +83,8 @@ def node_values(stack: Stack, trees: list[Tree]) -> np.ndarray:
 
 
 def agreement_table(stack: Stack, trees: list[Tree]) -> pd.DataFrame:
-    """One row per objective served by a value model: nodes, sibling pairs, value r, sibling r, pair order and
-    leaf sibling r (see the module docstring)."""
+    """One row per objective served by a value model: nodes, sibling pairs, value r, sibling r, pair order,
+    leaf sibling r, prediction sd and target sd (see the module docstring)."""
     preds = node_values(stack, trees)
     groups, leaf_groups, offset = [], [], 0
     for tree in trees:  # node i of a tree is row offset + i - 1 of preds
@@ -99,8 +103,16 @@ def agreement_table(stack: Stack, trees: list[Tree]) -> pd.DataFrame:
         leaves = sibling_agreement(list(preds[:, m]), target, leaf_groups)
         rows.append({"objective": objective, "nodes": len(target), "sibling pairs": r["pairs"],
                      "value r": r["value_r"], "sibling r": r["sibling_r"], "pair order": r["pair_order"],
-                     "leaf sibling r": leaves["sibling_r"]})
+                     "leaf sibling r": leaves["sibling_r"], "prediction sd": float(np.std(preds[:, m])),
+                     "target sd": float(np.std(target))})
     return pd.DataFrame(rows)
+
+
+def held_out_trees(stack: Stack, prompts: list[str], cfg: TreeConfig) -> list[Tree]:
+    """Trees of ``prompts`` rolled out from the base, with a progress bar."""
+    batches = grow_trees(stack, list(enumerate(prompts)), cfg, rollout_config(stack, cfg, None, 0.0))
+    return [t for batch in tqdm(batches, desc="trees", total=-(-len(prompts) // cfg.prompts_per_batch))
+            for t in batch]
 
 
 def markdown(table: pd.DataFrame, prompts: int, cfg: TreeConfig, command: str) -> str:
@@ -117,13 +129,13 @@ def markdown(table: pd.DataFrame, prompts: int, cfg: TreeConfig, command: str) -
 
 
 def add_value_agreement_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TreeConfig()
+    d = TREE
     parser.add_argument("--stack", type=Path, default=Path("assets/stack.toml"))
     parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
                         help=f"first N held-out prompts (default {DEFAULT_PROMPTS})")
-    parser.add_argument("--root-children", type=int, default=4)
-    parser.add_argument("--inner-children", type=int, default=2)
-    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--root-children", type=int, default=d.root_children)
+    parser.add_argument("--inner-children", type=int, default=d.inner_children)
+    parser.add_argument("--levels", type=int, default=d.levels)
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--out", type=Path, help="also write the table as CSV here")
@@ -143,10 +155,7 @@ def run_value_agreement(args: argparse.Namespace) -> pd.DataFrame:
     prompts = heldout_prompts(args.stack, stack.spec.prompts)[:args.prompts]
     if not prompts:
         raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
-    batches = grow_trees(stack, list(enumerate(prompts)), cfg, rollout_config(stack, cfg, None, 0.0))
-    trees = [t for batch in tqdm(batches, desc="trees", total=-(-len(prompts) // cfg.prompts_per_batch))
-             for t in batch]
-    table = agreement_table(stack, trees)
+    table = agreement_table(stack, held_out_trees(stack, prompts, cfg))
     print(markdown(table, len(prompts), cfg, invoked_command("value-agreement")))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
