@@ -456,21 +456,28 @@ class Decode:
         return [row.gen for row in self.rows]
 
     def __iter__(self) -> Iterator[tuple[int, TokenEvent]]:
+        for shown in self.steps():
+            yield from shown
+
+    def steps(self) -> Iterator[list[tuple[int, TokenEvent]]]:
+        """Run to the end, yielding each step's shown (lane, event) pairs as soon as the step is sampled, before
+        the next forward runs (so a caller can show them meanwhile); ``generations`` already hold them. The
+        last list releases the text held back from replies that ran to max_new_tokens."""
         names = self.stack.objectives
         dec = LaneDecoder(self.stack, self.input_ids, self.attention_mask, self.lanes)
         while dec.alive:
-            finished, self.t = set(), dec.t
+            finished, shown, self.t = set(), [], dec.t
             for i, step in dec.sample().items():
                 contrib = None if step.contributions is None else dict(zip(names, step.contributions.tolist(),
                                                                            strict=True))
                 alternatives = [(self.stack.tokenizer.decode([t]), p) for t, p in step.alternatives]
                 event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i, alternatives)
-                yield from ((i, shown) for shown in self.rows[i].add(event))
+                shown.extend((i, e) for e in self.rows[i].add(event))
                 if self.rows[i].done:
                     finished.add(i)
+            yield shown
             dec.advance(finished)
-        for i, row in enumerate(self.rows):  # replies that ran to max_new_tokens: release what was held back
-            yield from ((i, shown) for shown in row.finish())
+        yield [(i, e) for i, row in enumerate(self.rows) for e in row.finish()]
 
 
 def generate(stack: Stack, prompt: str, cfg: DecodeConfig) -> Iterator[TokenEvent]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import prompts
 from .config import SEARCHES, DecodeConfig, search_label, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
-from .decoding import Decode, TokenEvent, generate_batch
+from .decoding import Decode, Generation, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
 
@@ -47,22 +47,26 @@ class Settings(DecodeConfig):
 
 @dataclass
 class Reply:
-    """One method's reply as it grows, then its reward per objective."""
+    """One method's reply (its `Generation`, which grows while it decodes), then its reward per objective."""
 
     method: str
-    events: list[TokenEvent] = field(default_factory=list)
+    gen: Generation = field(default_factory=lambda: Generation(prompt="", text=""))
     done: bool = False
     scores: dict[str, float] | None = None
     search: str = "sample"  # how it was chosen: Settings.search_label
 
     @property
+    def events(self) -> list[TokenEvent]:
+        return self.gen.events
+
+    @property
     def text(self) -> str:
-        return "".join(e.text for e in self.events)
+        return self.gen.text
 
     @property
     def kl(self) -> float:
         """Sequence estimate of KL(π ‖ π_ref) over the tokens shown: Σ_t log π − log π_ref."""
-        return sum(e.logprob - e.base_logprob for e in self.events)
+        return self.gen.kl
 
 
 def _number(name: str, value: object, low: float, high: float, integer: bool = False) -> float:
@@ -192,14 +196,11 @@ class Engine:
         if settings.search != "sample":
             yield from self._stream_searched(prompt, methods, settings)
             return
-        replies = [Reply(m) for m in methods]
         cfgs = [settings.config(m) for m in methods]
-        run, step = Decode(self.stack, [prompt] * len(cfgs), cfgs, [c.seed for c in cfgs]), 0
-        for i, event in run:
-            if run.t != step:  # a new step began: show the last one's tokens
-                step = run.t
-                yield replies
-            replies[i].events.append(event)
+        run = Decode(self.stack, [prompt] * len(cfgs), cfgs, [c.seed for c in cfgs])
+        replies = [Reply(m, gen) for m, gen in zip(methods, run.generations, strict=True)]  # they grow as it runs
+        for _ in run.steps():  # each step's tokens, shown while the next forward has not run yet
+            yield replies
         for reply in replies:
             reply.done = True
         self.score(prompt, replies)
@@ -210,7 +211,7 @@ class Engine:
         replies, scores = [Reply(m, search=settings.search_label) for m in methods], []
         for reply in replies:
             result = search(self.stack, prompt, settings.config(reply.method))
-            reply.events, reply.done = result.best.events, True
+            reply.gen, reply.done = result.best, True
             scores.append(result.scores[result.index])
             if reply is not replies[-1]:
                 yield replies
@@ -222,9 +223,9 @@ class Engine:
         """One method's whole reply under ``settings.search``; searched replies come with their scores."""
         cfg = settings.config(method)
         if settings.search == "sample":
-            return Reply(method, events=generate_batch(self.stack, [prompt], cfg)[0].events, done=True)
+            return Reply(method, generate_batch(self.stack, [prompt], cfg)[0], done=True)
         result = search(self.stack, prompt, cfg)
-        return Reply(method, events=result.best.events, done=True, scores=result.scores[result.index],
+        return Reply(method, result.best, done=True, scores=result.scores[result.index],
                      search=settings.search_label)
 
     def score(self, prompt: str, replies: list[Reply]) -> None:
@@ -270,12 +271,12 @@ class Engine:
             return out
         cfgs = [dataclasses.replace(settings, method=m, weights=w) for m, w in jobs]
         run = Decode(self.stack, [prompt] * len(cfgs), cfgs, [settings.seed] * len(cfgs))
-        step = -1
-        for _ in run:
-            if on_step is not None and run.t != step:
-                step = run.t
-                on_step(step, settings.max_new_tokens, f"token {step + 1} of {len(jobs)} replies side by side")
-        out = [(w, Reply(m, events=g.events, done=True)) for (m, w), g in zip(jobs, run.generations, strict=True)]
+        reported = -1
+        for _ in run.steps():  # the last "step" only releases held-back text: not a step of its own
+            if on_step is not None and run.t != reported:
+                reported = run.t
+                on_step(run.t, settings.max_new_tokens, f"token {run.t + 1} of {len(jobs)} replies side by side")
+        out = [(w, Reply(m, g, done=True)) for (m, w), g in zip(jobs, run.generations, strict=True)]
         self.score(prompt, [r for _, r in out])
         for weights, reply in out:
             if on_point is not None:

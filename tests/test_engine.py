@@ -145,3 +145,22 @@ def test_examples_fall_back_to_eval_prompts_beside_the_stack(tiny_dir, tmp_path)
     (tmp_path / "eval_prompts.json").write_text('{"not": "a list"}')
     with pytest.raises(ValueError, match="JSON list"):
         example_prompts(stack)
+
+
+def test_stream_shows_a_steps_tokens_before_the_next_forward(engine, monkeypatch):
+    """Each yield holds tokens of the steps decoded so far and no later one, and the first comes right after the
+    prompt's forward: the columns show a token while the next forward has not started."""
+    forwards, forward = [], engine.stack.forward
+
+    def counting(scales, **inputs):
+        forwards.append(inputs["input_ids"].shape[1])
+        return forward(scales, **inputs)
+
+    monkeypatch.setattr(engine.stack, "forward", counting)
+    stream = engine.stream("hello", engine.methods, settings(engine, max_new_tokens=5))
+    first = next(stream)
+    assert len(forwards) == 1  # the prompt's forward only
+    assert all(e.index == 0 for r in first for e in r.events) and any(r.events for r in first)
+    for k, replies in enumerate(stream, start=1):
+        assert all(e.index <= k for r in replies for e in r.events)
+    assert all(r.scores is not None for r in replies)
