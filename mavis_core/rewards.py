@@ -270,15 +270,11 @@ class ProfanityReward:
         return (torch.log1p(-p) - torch.log(p)).float()
 
 
-def load_reward(
-    spec: RewardSpec, device: torch.device, dtype: torch.dtype = torch.float32
-) -> SequenceClassificationReward | MiniLMReward | ProfanityReward:
-    """Load the reward model a stack names; every kind has ``score(prompts, responses) -> Tensor[n]``.
-
-    ``dtype`` applies to sequence-classification models; the MiniLM heads always run in float32.
-    """
+def load_reward(spec: RewardSpec,
+                device: torch.device) -> SequenceClassificationReward | MiniLMReward | ProfanityReward:
+    """Load the reward model a stack names (float32); every kind has ``score(prompts, responses) -> Tensor[n]``."""
     if spec.kind == "sequence-classification":
-        return SequenceClassificationReward(spec, device, dtype)
+        return SequenceClassificationReward(spec, device)
     if spec.kind in ("minilm-ranker", "minilm-classifier"):
         return MiniLMReward(spec, device)
     if spec.kind == "profanity":

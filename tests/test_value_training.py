@@ -138,10 +138,25 @@ def test_continuing_from_the_prompt_equals_the_decoding_core(tiny_stack, method)
             assert chunk.log_ratio == pytest.approx(gen.kl, abs=1e-4)
 
 
+def _truncation_ratio(stack, tree, i: int, top_k: int) -> float:
+    """What node i's log-ratio is when its tokens were sampled from the base's top-k alone: Σ over its tokens
+    of −log(the top-k's probability mass)."""
+    start = len(tree.prompt_ids) + len(tree.path(i)) - len(tree.nodes[i].tokens)
+    ids = torch.tensor([tree.prompt_ids + tree.path(i)])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(stack.base(input_ids=ids).logits[0].float(), -1)
+    return sum(-float(torch.logsumexp(logprobs[t - 1].topk(top_k).values, -1)) for t in range(start, ids.shape[1]))
+
+
 def test_guided_trees_record_the_mavis_log_ratio(tiny_stack):
-    tree = grow(tiny_stack, PROMPTS[:1], guide="humor")[0]
-    ratios = path_sums([n.parent for n in tree.nodes], [n.log_ratio for n in tree.nodes])
-    assert all(r != 0 for r in ratios[1:])
+    """Base trees' log-ratios are only top-k's truncation; MAVIS-guided trees' carry the tilt on top of it."""
+    base, guided = grow(tiny_stack, PROMPTS[:1])[0], grow(tiny_stack, PROMPTS[:1], guide="humor")[0]
+    for i in range(1, len(base.nodes)):
+        assert base.nodes[i].log_ratio == pytest.approx(_truncation_ratio(tiny_stack, base, i, SMALL_TREES.top_k),
+                                                        abs=1e-3)
+    tilted = [abs(guided.nodes[i].log_ratio - _truncation_ratio(tiny_stack, guided, i, SMALL_TREES.top_k)) > 1e-3
+              for i in range(1, len(guided.nodes))]
+    assert all(tilted), tilted
 
 
 def test_value_model_starts_from_the_bases_lower_layers_and_reads_values_like_decoding(tiny_stack):
