@@ -1601,14 +1601,19 @@ class ThreadShare:
             torch.set_num_threads(threads)
 
     def follow(self, steps: Iterator):
-        """``steps`` (a decode's stream), applying the current share before each step is taken."""
-        while True:
-            self.apply()
-            try:
-                step = next(steps)
-            except StopIteration:
-                return
-            yield step
+        """``steps`` (a decode's stream), applying the current share before each step is taken; closing this
+        closes ``steps`` too (a stopped generation frees its caches at once)."""
+        try:
+            while True:
+                self.apply()
+                try:
+                    step = next(steps)
+                except StopIteration:
+                    return
+                yield step
+        finally:
+            if hasattr(steps, "close"):
+                steps.close()
 
 
 THREADS = ThreadShare()
