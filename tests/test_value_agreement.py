@@ -61,5 +61,12 @@ def test_cli_on_the_tiny_stack(tiny_dir, tmp_path, capsys):
     assert set(table.objective) == {"helpful", "harmless", "humor"}
     assert (table["nodes"] == 2 * (4 + 4 * 2)).all()  # 4 root children, 2 children each, per prompt
     assert table["pair order"].between(0, 1).all()
+    compared = tmp_path / "compared.csv"
+    assert main(["value-agreement", "--stack", str(tiny_dir / "stack-fused.toml"), "--prompts", "1", "--levels", "2",
+                 "--max-new-tokens", "4", "--compare", str(tiny_dir / "values" / "fused"), "--out", str(compared)]) == 0
+    both = pd.read_csv(compared)  # the same model twice, on the same trees: the same numbers
+    assert list(both.model.unique()) == ["stack", "fused"]
+    pd.testing.assert_frame_equal(both[both.model == "stack"].drop(columns="model").reset_index(drop=True),
+                                  both[both.model == "fused"].drop(columns="model").reset_index(drop=True))
     assert main(["value-agreement", "--stack", str(tiny_dir / "stack-fused.toml"), "--prompts", "0"]) == 2
     assert "--prompts must be >= 1" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from ..prompts import heldout_prompts
 from ..stack import Stack
 from ..values import values_uncached
 from .trees import Tree, TreeConfig, grow_trees, node_targets, rollout_config
+from .value_training import guided_by, load_value_model
 
 DEFAULT_PROMPTS = 8
 # The shape value training grows (assets' values-fused card: 4 root children, then 2, 3 levels, 48 tokens).
@@ -138,6 +139,8 @@ def add_value_agreement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", type=int, default=d.levels)
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="another value model to measure on the same trees (repeatable), e.g. iteration 0's")
     parser.add_argument("--out", type=Path, help="also write the table as CSV here")
 
 
@@ -155,7 +158,17 @@ def run_value_agreement(args: argparse.Namespace) -> pd.DataFrame:
     prompts = heldout_prompts(args.stack, stack.spec.prompts)[:args.prompts]
     if not prompts:
         raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
-    table = agreement_table(stack, held_out_trees(stack, prompts, cfg))
+    trees = held_out_trees(stack, prompts, cfg)
+    parts = [agreement_table(stack, trees).assign(model="stack")]
+    for folder in args.compare:
+        with guided_by(stack, load_value_model(stack, folder)):
+            name = folder.parent.name if folder.name == "best" else folder.name
+            parts.append(agreement_table(stack, trees).assign(model=name))
+    table = pd.concat(parts, ignore_index=True)
+    if not args.compare:
+        table = table.drop(columns="model")
+    else:
+        table = table[["model", *[c for c in table.columns if c != "model"]]]
     print(markdown(table, len(prompts), cfg, invoked_command("value-agreement")))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
