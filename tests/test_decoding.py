@@ -248,7 +248,7 @@ def test_base_logprobs_equal_a_full_base_pass_over_the_reply(tiny_stack, method)
 
 
 def test_concurrent_mod_requests_with_different_weights_do_not_mix(tiny_stack):
-    """peft's mixed-adapter batches hook the shared model during a call; concurrent users must not collide."""
+    """RowLoRA's hooks sit on the one shared base and read each thread's own mix: concurrent users never collide."""
     weights = [{"helpful": 1}, {"helpful": 1, "humor": 1}, {"harmless": 1, "humor": 2}, {"humor": 1},
                {"helpful": 1, "harmless": 1, "humor": 1}, {"harmless": 1}]
     configs = [DecodeConfig(method="mod", weights=w, max_new_tokens=12, seed=i) for i, w in enumerate(weights)]
