@@ -42,9 +42,12 @@ def sibling_agreement(pred: list[float], target: list[float], groups: list[list[
     """Agreement of ``pred`` with ``target`` (one value per node) overall and within sibling ``groups`` (lists
     of node indices sharing a parent, each of 2 or more).
 
-    >>> r = sibling_agreement([1.0, 2.0, 3.0, 0.0], [1.0, 3.0, 2.0, 0.5], [[0, 1], [2, 3]])
+    Here each group's differences are predicted exactly, but the second group sits 10 higher than predicted:
+    sibling r is perfect, value r is not.
+
+    >>> r = sibling_agreement([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 13.0, 7.0], [[0, 1], [2, 3]])
     >>> round(r["value_r"], 2), r["sibling_r"], r["pair_order"], r["pairs"]
-    (0.85, 1.0, 1.0, 2)
+    (0.44, 1.0, 1.0, 2)
     """
     p, t = np.asarray(pred, float), np.asarray(target, float)
     dp, dt, agree, pairs = [], [], 0, 0
