@@ -20,6 +20,16 @@ from mavis_core.testing import (  # noqa: F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium context for every browser test of the session (its cache shared by their pages);
+    the tests that use it are skipped where Chromium or Playwright is missing."""
+    from apputil import browser_context
+
+    with browser_context(accept_downloads=True) as context:
+        yield context
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """Folders of a tiny stack: stack-sep.toml (a value model per objective) and stack-fused.toml."""
     return build_random_stack(tmp_path_factory.mktemp("tiny-stack"))

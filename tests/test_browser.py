@@ -57,8 +57,8 @@ def slow(served, monkeypatch):
 
 
 @pytest.fixture()
-def page():
-    with browser_page(1500, 1200) as page:
+def page(browser):
+    with browser_page(browser, 1500, 1200) as page:
         yield page
 
 

@@ -20,8 +20,8 @@ def url(tiny_dir, tmp_path_factory):
 
 
 @pytest.fixture()
-def page():
-    with browser_page(1400, 1000, accept_downloads=True) as page:
+def page(browser):
+    with browser_page(browser, 1400, 1000) as page:
         yield page
 
 

@@ -546,11 +546,11 @@ XSS = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
 
 
 @pytest.mark.slow
-def test_in_a_browser_markup_stays_text_and_the_admin_downloads_the_export(served, tmp_path):
+def test_in_a_browser_markup_stays_text_and_the_admin_downloads_the_export(served, browser, tmp_path):
     from apputil import TOKEN, browser_page
 
     demo, url = served
-    with browser_page(1500, 1200, accept_downloads=True) as page:
+    with browser_page(browser, 1500, 1200) as page:
         page.goto(url)
         page.locator("#prompt textarea").fill(XSS)
         page.locator("#generate").click()
