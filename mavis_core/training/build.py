@@ -45,7 +45,8 @@ WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "report")
 # The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
 # One iteration: iteration 1 as 2 CPU cores afforded it (8 guided trees per objective, trained from a zero head)
 # came out near-untrained (held-out sibling r -0.05-0.19 against iteration 0's 0.28-0.32, predictions varying
-# 0.07-0.15 against 0.6-1.2; `value-agreement --compare`), so the stack ships iteration 0.
+# 0.07-0.15 against 0.6-1.2; `value-agreement --compare`), so the stack ships iteration 0. Iterations >= 1 now
+# start from V_{k-1} (warm_start), but the default stack has not been rebuilt with a warm iteration 1.
 VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
                "--guided-prompts", "8", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
                "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "1",

@@ -5,9 +5,10 @@ Per iteration k (default k = 0, 1):
 1. ``rollouts``: trees from π_k (π_0 = the base; π_k = MAVIS guided by V_{k-1}, λ one-hot), see
    `mavis_core.training.trees`. Iteration 0's trees come from the base alone, so they are shared by every
    objective (and by the fused model) in ``WORK/iter0-base``.
-2. ``train``: a value model initialised from the base's embeddings, first ``layers`` blocks and final norm,
-   regressed with MSE on (prompt ⊕ reply up to the node's end) -> the node's target, read exactly as decoding
-   reads it: the per-position score head at the last token (`mavis_core.values.values_uncached`).
+2. ``train``: a value model initialised from the base's embeddings, first ``layers`` blocks and final norm
+   (from iteration 1 on: from V_{k-1}, ``warm_start``), regressed with MSE on (prompt ⊕ reply up to the
+   node's end) -> the node's target, read exactly as decoding reads it: the per-position score head at the last
+   token (`mavis_core.values.values_uncached`).
    Targets subtract ζ·E[log π_k/π_ref] from iteration 1 on. Best checkpoint by validation MSE.
 3. ``eval``: on held-out prompts, mean reward and mean KL of single-objective MAVIS vs the base.
 
@@ -74,6 +75,8 @@ class ValueTrainConfig:
         layers: transformer blocks of the base (its lower layers) the value model is made of.
         guided_prompts: trees per objective from the guided policies of iterations >= 1 (the first this many
             prompts; None: all). Guided rollouts cost a value pass per step, so on a CPU they are the budget.
+        warm_start: iteration k >= 1 starts from V_{k-1} (False: from the base, with a zero head, as iteration
+            0 does). A fresh start on the few guided trees a CPU affords came out near-untrained (docs/training.md).
         zeta: ζ, weight of E[log π_k/π_ref] subtracted from targets from iteration 1 on.
         beta: β of the MAVIS guidance in rollouts (k >= 1) and in the evaluation.
         val_fraction: share of trees (whole prompts, not nodes: siblings share a prefix) held out.
@@ -85,6 +88,7 @@ class ValueTrainConfig:
     layers: int = 2
     lora_r: int = 16
     guided_prompts: int | None = None
+    warm_start: bool = True
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-4
@@ -189,6 +193,19 @@ def init_value_model(base: PreTrainedModel, cfg: ValueTrainConfig, labels: list[
     if cfg.kind == "trunk":
         return trunk_model(base, cfg.layers, labels, cfg.lora_r)
     return lower_layers_model(base, cfg.layers, labels)
+
+
+def warm_value_model(base: PreTrainedModel, folder: Path, labels: list[str]) -> PreTrainedModel:
+    """A trainable float32 copy of the value model saved in ``folder`` (the previous iteration's best), to go on
+    training from. Its heads must be ``labels``, in that order."""
+    if is_trunk(folder):
+        model = load_trunk(base, folder, trainable=True)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32)
+    found = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if found != list(labels):
+        raise ValueError(f"{folder} has heads {found}, not {list(labels)}: it is not this run's previous iteration")
+    return model
 
 
 def target_offsets(examples: Examples) -> torch.Tensor:
@@ -362,10 +379,11 @@ def evaluate_guidance(stack: Stack, objective: str, prompts: list[str], value_mo
 
 @dataclass(frozen=True)
 class Run:
-    """What one ``train-values`` invocation trains: ``name`` is the objective, or "fused" for all heads."""
+    """What one ``train-values`` invocation trains: ``name`` is the objective, or "fused" for all of them;
+    ``objectives`` are the objectives of its heads, in head order."""
 
     name: str
-    heads: tuple[str, ...]
+    objectives: tuple[str, ...]
 
 
 def _sha(obj: object) -> str:
@@ -420,10 +438,10 @@ def iteration_examples(trees_by_guide: dict[str | None, list[Tree]], run: Run, z
     """(train, validation) examples: base trees train every head, trees guided by objective m train head m."""
     train, val = [], []
     for guide, trees in trees_by_guide.items():
-        trained = list(run.heads) if guide is None else [guide]
+        trained = list(run.objectives) if guide is None else [guide]
         tr, va = split_trees(trees, cfg.val_fraction, cfg.seed)
-        train.append(tree_examples(tr, list(run.heads), trained, zeta))
-        val.append(tree_examples(va, list(run.heads), trained, zeta))
+        train.append(tree_examples(tr, list(run.objectives), trained, zeta))
+        val.append(tree_examples(va, list(run.objectives), trained, zeta))
     return concat_examples(train), concat_examples(val)
 
 
@@ -434,7 +452,9 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
         return json.loads((folder / "train.json").read_text())
     train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
     torch.manual_seed(cfg.seed + k)
-    model = init_value_model(stack.base, cfg, list(run.heads))
+    previous = folder.parent / f"iter{k - 1}" / BEST
+    model = (warm_value_model(stack.base, previous, list(run.objectives)) if k > 0 and cfg.warm_start
+             else init_value_model(stack.base, cfg, list(run.objectives)))
     report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator)
     report.update(train_examples=len(train), val_examples=len(val))
     if accelerator.is_main_process:
@@ -448,7 +468,7 @@ def eval_stage(stack: Stack, run: Run, value_model: ValueModel, prompts: list[st
     """Held-out reward and KL of single-objective MAVIS vs the base, per objective (main process only)."""
     if not (folder / "eval.json").exists() and accelerator.is_main_process:
         report = {name: evaluate_guidance(stack, name, prompts, value_model, cfg.beta, cfg.eval_max_new_tokens,
-                                          tree_cfg.top_k, cfg.seed) for name in run.heads}
+                                          tree_cfg.top_k, cfg.seed) for name in run.objectives}
         (folder / "eval.json").write_text(json.dumps(report, indent=1))
     accelerator.wait_for_everyone()
     return json.loads((folder / "eval.json").read_text())
@@ -460,7 +480,7 @@ def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: lis
     value_model, reports = None, []
     for k in range(cfg.iterations):
         folder = work / run.name / f"iter{k}"
-        guides = [None] if k == 0 else list(run.heads)
+        guides = [None] if k == 0 else list(run.objectives)
         trees_by_guide = {
             g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}",
                              prompts if g is None else prompts[: cfg.guided_prompts], tree_cfg,
@@ -523,6 +543,8 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--prompts-per-batch", type=int, default=t.prompts_per_batch,
                         help="trees grown together (more fill the batch better; the unit of resuming)")
     parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
+    parser.add_argument("--cold-start", dest="warm_start", action="store_false",
+                        help="start iterations >= 1 from the base with a zero head instead of from V_{k-1}")
     parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
     parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                         help="dtype of the saved value model (default float16)")
@@ -539,7 +561,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainC
                           prompts_per_batch=args.prompts_per_batch,
                           chunk_range=chunk_range, max_new_tokens=args.max_new_tokens, seed=args.seed)
     cfg = ValueTrainConfig(iterations=args.iterations, kind=args.kind, lora_r=args.lora_r, layers=args.layers,
-                           guided_prompts=args.guided_prompts, epochs=args.epochs,
+                           guided_prompts=args.guided_prompts, warm_start=args.warm_start, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
                            eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.quick:
