@@ -121,19 +121,19 @@ class CausalRunner:
 class MethodRunner:
     """Produces the logits of one decoding method's distribution, (B, V), for beam search."""
 
-    def __init__(self, stack: Stack, cfg: DecodeConfig, weights: list[float]) -> None:
+    def __init__(self, stack: Stack, cfg: DecodeConfig, lam: list[float]) -> None:
         if cfg.method not in stack.methods:
             raise ValueError(
                 f"method {cfg.method!r} needs models this stack does not have; available: {stack.methods}"
             )
         self.method, self.strength = cfg.method, cfg.strength
-        self.weights = torch.tensor(weights)
+        self.lam = torch.tensor(lam)
         # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
-        self.active = [i for i, w in enumerate(weights) if w > 0]
+        self.active = [i for i, w in enumerate(lam) if w > 0]
         if cfg.method == "rsoup":
-            self.runner = CausalRunner(stack, cfg.strength * self.weights[None])
+            self.runner = CausalRunner(stack, cfg.strength * self.lam[None])
         elif cfg.method == "mod":  # the active policies, then (strength < 1) a plain row for π_ref
-            rows = torch.eye(len(weights))[self.active]
+            rows = torch.eye(len(lam))[self.active]
             if cfg.strength < 1:
                 rows = torch.cat([rows, torch.zeros_like(rows[:1])])
             self.runner = CausalRunner(stack, rows)
@@ -149,7 +149,7 @@ class MethodRunner:
         if self.method == "mod":  # out: (B, active [+ 1 plain], V), one row per policy
             mixed = out.transpose(0, 1)
             n = len(self.active)
-            return mod_mix(mixed[:n], self.weights[self.active], mixed[n] if n < len(mixed) else None, self.strength)
+            return mod_mix(mixed[:n], self.lam[self.active], mixed[n] if n < len(mixed) else None, self.strength)
         return out[:, 0]
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -189,14 +189,14 @@ class _Rows:
 
     def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
         cfg, m = lane.cfg, len(stack.objectives)
-        self.weights = torch.tensor(cfg.normalised(stack.objectives))
-        self.active = [i for i, w in enumerate(self.weights.tolist()) if w > 0]
+        self.lam = torch.tensor(cfg.normalised(stack.objectives))
+        self.active = [i for i, w in enumerate(self.lam.tolist()) if w > 0]
         plain = torch.zeros(m)
         self.strength = cfg.strength
         if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
             self.scales = [torch.eye(m)[i] for i in self.active] + [plain]
         elif cfg.method == "rsoup":  # θ_0 + α Σ λ_m ΔW_m, exactly the interpolated weights
-            self.scales = [cfg.strength * self.weights, plain]
+            self.scales = [cfg.strength * self.lam, plain]
         else:
             self.scales = [plain]
         self.rows = list(range(first, first + len(self.scales)))
@@ -290,7 +290,7 @@ class LaneDecoder:
         """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""
         plan = self.plans[i]
         if self.lanes[i].cfg.method == "mod":
-            return mod_mix(self.logits[plan.own], plan.weights[plan.active], self.logits[plan.ref], plan.strength)
+            return mod_mix(self.logits[plan.own], plan.lam[plan.active], self.logits[plan.ref], plan.strength)
         return self.logits[plan.own[0]]
 
     @torch.inference_mode()
@@ -305,8 +305,8 @@ class LaneDecoder:
             cand_logits, cand_ids = candidates[i]
             contributions = None
             if i in values:
-                contributions = mavis_contributions(values[i], plan.weights, cfg.beta)  # (M, k)
-                cand_logits = mavis_tilt(cand_logits, values[i], plan.weights, cfg.beta)
+                contributions = mavis_contributions(values[i], plan.lam, cfg.beta)  # (M, k)
+                cand_logits = mavis_tilt(cand_logits, values[i], plan.lam, cfg.beta)
             chosen = int(sample_index(cand_logits[None], [self.generators[i]])[0])
             token = int(cand_ids[chosen])
             logprobs = torch.log_softmax(cand_logits, -1)
@@ -323,7 +323,7 @@ class LaneDecoder:
         out = {}
         for scorer, members in self.scorers.values():
             ids = torch.stack([candidates[i][1] for i in members])  # (B_k, k)
-            for i, v in zip(members, scorer.score(ids), strict=True):  # (M, k) each
+            for i, v in zip(members, scorer.q_values(ids), strict=True):  # (M, k) each
                 out[i] = v
         return out
 

@@ -117,7 +117,7 @@ class _Expansion:
     contributions: torch.Tensor | None
 
 
-def expand(logits: torch.Tensor, cumulative: torch.Tensor, scorer: ValueScorer | None, weights: torch.Tensor,
+def expand(logits: torch.Tensor, cumulative: torch.Tensor, scorer: ValueScorer | None, lam: torch.Tensor,
            cfg: DecodeConfig, from_base: bool) -> _Expansion:
     """Score the top-k expansions of every alive beam.
 
@@ -125,15 +125,15 @@ def expand(logits: torch.Tensor, cumulative: torch.Tensor, scorer: ValueScorer |
         logits: (n, V) next-token logits of the method (of π_ref for base and MAVIS).
         cumulative: (n,) each beam's cumulative ranking log-prob so far.
         scorer: the value models (MAVIS), holding the n beams' prefixes in their caches; else None.
-        weights: (M,) λ.
+        lam: (M,) λ.
     """
     cand_logits, cand_ids = top_k_logits(logits, cfg.top_k, cfg.temperature)  # (n, k)
     base_lp = torch.log_softmax(logits.float(), -1).gather(1, cand_ids) if from_base else None  # (n, k)
     bonus, contributions = torch.zeros_like(cand_logits), None
     if scorer is not None:
-        values = scorer.score(cand_ids)  # (n, M, k)
-        contributions = mavis_contributions(values, weights, cfg.beta)
-        bonus = value_bonus(values, weights, cfg.beta)  # β·Σ_m λ_m V_m
+        values = scorer.q_values(cand_ids)  # (n, M, k)
+        contributions = mavis_contributions(values, lam, cfg.beta)
+        bonus = value_bonus(values, lam, cfg.beta)  # β·Σ_m λ_m V_m
         cand_logits = cand_logits + bonus
     method_lp = torch.log_softmax(cand_logits, -1)  # (n, k)
     logprob = cumulative[:, None] + (base_lp if scorer is not None else method_lp)
@@ -174,7 +174,7 @@ def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_b
 
 
 def reorder_scorer(scorer: ValueScorer, rows: torch.Tensor, chosen: torch.Tensor) -> None:
-    """After ``scorer.score``: new beam i continues beam ``rows[i]`` with its candidate ``chosen[i]``.
+    """After ``scorer.q_values``: new beam i continues beam ``rows[i]`` with its candidate ``chosen[i]``.
 
     The caches still hold prefix + k candidates per row; rows are selected first (with their candidates),
     then each row keeps its chosen candidate, so no value model re-runs anything.
@@ -228,9 +228,9 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
     Returns the ended beams once B of them have ended; else (at max_new_tokens) the ended beams, then the
     alive ones, which ran to the length limit as a sampled reply would.
     """
-    weights = cfg.normalised(stack.objectives)
-    lam = torch.tensor(weights)
-    runner, scorer = MethodRunner(stack, cfg, weights), None
+    lam = cfg.normalised(stack.objectives)
+    lam_vector = torch.tensor(lam)
+    runner, scorer = MethodRunner(stack, cfg, lam), None
     if cfg.method == "mavis":
         scorer = ValueScorer(stack.value_models, len(stack.objectives))
         scorer.start(input_ids, attention_mask)
@@ -238,7 +238,7 @@ def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tenso
     alive, ended = [_Beam()], []
     for t in range(cfg.max_new_tokens):
         cumulative = torch.tensor([b.logprob for b in alive], device=logits.device)
-        step = expand(logits, cumulative, scorer, lam, cfg, runner.samples_from_base)
+        step = expand(logits, cumulative, scorer, lam_vector, cfg, runner.samples_from_base)
         kept = select_beams(step, alive, ended, cfg.num_beams, stack.format, t, stack.objectives)
         alive = [beam for _, _, beam in kept]
         if len(ended) >= cfg.num_beams:

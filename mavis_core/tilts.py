@@ -1,6 +1,7 @@
 """The combination rules of every method, as small pure functions (none modifies its inputs).
 
-Notation: k candidates (the top-k tokens), M objectives, λ the weights on the simplex, β the tilt strength.
+Notation: k candidates (the top-k tokens), M objectives, λ (``lam``) the objective weights normalised onto the
+simplex, β the tilt strength. ``weights`` elsewhere are a user's raw weights, before that normalisation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def top_k_logits(logits: torch.Tensor, top_k: int, temperature: float) -> tuple[
     return torch.topk(logits.float() / temperature, k, dim=-1)
 
 
-def mavis_tilt(topk_logits: torch.Tensor, values: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
+def mavis_tilt(topk_logits: torch.Tensor, values: torch.Tensor, lam: torch.Tensor, beta: float) -> torch.Tensor:
     """MAVIS (arXiv 2508.13415, eq. for π_MAVIS): log π_ref(a|s) + β · Σ_m λ_m Q_m(s, a), per candidate.
 
     Softmax of the result over the k candidates is the tilted sampling distribution.
@@ -28,51 +29,51 @@ def mavis_tilt(topk_logits: torch.Tensor, values: torch.Tensor, weights: torch.T
     Args:
         topk_logits: (..., k) base logits (after temperature) of the k candidates.
         values: (..., M, k) Q_m(s, a) of each candidate for each objective.
-        weights: (M,) λ, non-negative, summing to 1.
+        lam: (M,) λ, non-negative, summing to 1.
         beta: tilt strength; β = 0 gives the base distribution over the top-k.
     Returns:
         (..., k) tilted logits.
     """
-    return topk_logits + value_bonus(values, weights, beta)
+    return topk_logits + value_bonus(values, lam, beta)
 
 
-def value_bonus(values: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
+def value_bonus(values: torch.Tensor, lam: torch.Tensor, beta: float) -> torch.Tensor:
     """The MAVIS tilt alone: β · Σ_m λ_m Q_m(s, a) per candidate, (..., M, k) -> (..., k).
 
-    ``mavis_tilt(logits, values, weights, beta) == logits + value_bonus(values, weights, beta)``.
+    ``mavis_tilt(logits, values, lam, beta) == logits + value_bonus(values, lam, beta)``.
     """
-    return beta * torch.einsum("...mk,m->...k", values, weights.to(values))
+    return beta * torch.einsum("...mk,m->...k", values, lam.to(values))
 
 
-def mavis_contributions(values: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
+def mavis_contributions(values: torch.Tensor, lam: torch.Tensor, beta: float) -> torch.Tensor:
     """β · λ_m · (Q_m(s, a) − mean over the k candidates of Q_m): how much each objective pushed each candidate.
 
     Args:
-        values: (..., M, k); weights: (M,).
+        values: (..., M, k); lam: (M,).
     Returns:
         (..., M, k)
     """
     centred = values - values.mean(dim=-1, keepdim=True)
-    return beta * weights.to(values)[:, None] * centred
+    return beta * lam.to(values)[:, None] * centred
 
 
-def mod_mix(policy_logits: torch.Tensor, weights: torch.Tensor, ref_logits: torch.Tensor | None = None,
+def mod_mix(policy_logits: torch.Tensor, lam: torch.Tensor, ref_logits: torch.Tensor | None = None,
             strength: float = 1.0) -> torch.Tensor:
     """MOD (Shi et al. 2024): Σ_m λ_m log π_m(a|s) over the whole vocabulary; with ``strength`` α < 1,
     (1 − α)·log π_ref + α·Σ_m λ_m log π_m (α = 0 is the base).
 
     Args:
         policy_logits: (M, ..., V) logits of each objective's policy.
-        weights: (M,) λ.
+        lam: (M,) λ.
         ref_logits: (..., V) the base's logits; needed only when α < 1.
     Returns:
         (..., V) mixed log-scores (softmax of them is the MOD distribution).
     """
-    if weights.shape != policy_logits.shape[:1]:
-        raise ValueError(f"MOD needs one weight per policy: got {tuple(weights.shape)} weights for "
+    if lam.shape != policy_logits.shape[:1]:
+        raise ValueError(f"MOD needs one weight per policy: got {tuple(lam.shape)} weights for "
                          f"{policy_logits.shape[0]} policies")
     logprobs = torch.log_softmax(policy_logits.float(), dim=-1)
-    mixed = torch.einsum("m...v,m->...v", logprobs, weights.to(logprobs))
+    mixed = torch.einsum("m...v,m->...v", logprobs, lam.to(logprobs))
     if strength == 1:
         return mixed
     if ref_logits is None:
@@ -80,13 +81,13 @@ def mod_mix(policy_logits: torch.Tensor, weights: torch.Tensor, ref_logits: torc
     return (1 - strength) * torch.log_softmax(ref_logits.float(), dim=-1) + strength * mixed
 
 
-def rsoup_delta(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+def rsoup_delta(deltas: list[torch.Tensor], lam: list[float]) -> torch.Tensor:
     """RSoup (Ramé et al. 2023) for LoRA policies: the exact weight change Σ_m λ_m B_m A_m (scaled).
 
     Mixing A's and B's separately would give Σλ_m B_m · Σλ_m A_m, which is not an interpolation of the
     policies; the per-policy products are summed instead.
     """
-    return sum(w * d for w, d in zip(weights, deltas, strict=True))
+    return sum(w * d for w, d in zip(lam, deltas, strict=True))
 
 
 def sample_index(logits: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:

@@ -61,7 +61,7 @@ def keep_candidate(cache: DynamicCache, prefix_len: int, chosen: torch.Tensor) -
 class ValueScorer:
     """Per-request state of every value model of a stack: caches, masks, positions.
 
-    Usage: ``start(input_ids, mask)``, then per step ``q = score(candidates)`` and ``keep(chosen)``.
+    Usage: ``start(input_ids, mask)``, then per step ``q = q_values(candidates)`` and ``keep(chosen)``.
     """
 
     def __init__(self, value_models: list[ValueModel], num_objectives: int) -> None:
@@ -83,7 +83,7 @@ class ValueScorer:
             self.caches.append(cache)
 
     @torch.inference_mode()
-    def score(self, candidates: torch.Tensor) -> torch.Tensor:
+    def q_values(self, candidates: torch.Tensor) -> torch.Tensor:
         """Q_m(s, a) for each candidate a: one forward pass per value model over the cached prefix.
 
         Args:
@@ -148,17 +148,17 @@ class MavisLogitsProcessor(LogitsProcessor):
 
     Args:
         value_models: ``stack.value_models``; num_objectives: ``len(stack.objectives)``.
-        weights: (M,) λ on the simplex, in the stack's objective order.
+        lam: (M,) λ on the simplex, in the stack's objective order.
     """
 
-    def __init__(self, value_models: list, num_objectives: int, weights: list[float], beta: float,
+    def __init__(self, value_models: list, num_objectives: int, lam: list[float], beta: float,
                  top_k: int = 15, temperature: float = 1.0) -> None:
-        if len(weights) != num_objectives or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
-            raise ValueError(f"weights must be {num_objectives} non-negative numbers summing to 1, got {weights}")
+        if len(lam) != num_objectives or min(lam) < 0 or abs(sum(lam) - 1) > 1e-6:
+            raise ValueError(f"λ must be {num_objectives} non-negative numbers summing to 1, got {lam}")
         if beta < 0 or top_k < 1 or temperature <= 0:
             raise ValueError(f"need beta >= 0, top_k >= 1, temperature > 0; got {beta}, {top_k}, {temperature}")
         self.scorer = ValueScorer(value_models, num_objectives)
-        self.weights, self.beta, self.top_k, self.temperature = torch.tensor(weights), beta, top_k, temperature
+        self.lam, self.beta, self.top_k, self.temperature = torch.tensor(lam), beta, top_k, temperature
         self._candidates: torch.Tensor | None = None  # (B, k) of the previous call
         self._length = -1
 
@@ -175,8 +175,8 @@ class MavisLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self._follow(input_ids)
         cand_logits, cand_ids = top_k_logits(scores, self.top_k, self.temperature)  # (B, k)
-        values = self.scorer.score(cand_ids)  # (B, M, k)
-        tilted = mavis_tilt(cand_logits, values, self.weights, self.beta)
+        values = self.scorer.q_values(cand_ids)  # (B, M, k)
+        tilted = mavis_tilt(cand_logits, values, self.lam, self.beta)
         self._candidates, self._length = cand_ids, input_ids.shape[1]
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter(1, cand_ids, tilted).to(scores.dtype)

@@ -45,7 +45,7 @@ def test_cached_candidate_values_equal_uncached(stack_name, request):
     prefixes = [ids_of(stack, p)[0] for p in PROMPTS]
     for _ in range(3):  # three steps: score candidates, keep one, repeat
         cands = torch.randint(1, len(stack.tokenizer), (2, 5))
-        got = scorer.score(cands)  # (B, M, k)
+        got = scorer.q_values(cands)  # (B, M, k)
         for b, prefix in enumerate(prefixes):
             seqs = torch.stack([torch.cat([prefix, c.view(1)]) for c in cands[b]])
             want = sum(values_uncached(vm, seqs, 3) for vm in stack.value_models)  # (k, M)
@@ -113,7 +113,7 @@ def test_one_hot_mavis_step_uses_that_objectives_values(tiny_stack):
     q = values_uncached(humor, seqs, 3)[:, 2]  # (k,)
     scorer = ValueScorer(tiny_stack.value_models, 3)
     scorer.start(input_ids, mask)
-    tilted = mavis_tilt(cand_logits, scorer.score(cand_ids), torch.tensor([0.0, 0.0, 1.0]), 2.0)
+    tilted = mavis_tilt(cand_logits, scorer.q_values(cand_ids), torch.tensor([0.0, 0.0, 1.0]), 2.0)
     torch.testing.assert_close(tilted[0], cand_logits[0] + 2.0 * q, atol=1e-4, rtol=1e-4)
 
 
@@ -191,7 +191,7 @@ def test_logits_processor_gives_the_same_distribution_as_generate(tiny_stack):
         prefix = out.sequences[:, : input_ids.shape[1] + t]
         cand_logits, cand_ids = top_k_logits(tiny_stack.base(input_ids=prefix).logits[:, -1], 8, 0.7)
         scorer.start(prefix, torch.ones_like(prefix))
-        want = torch.log_softmax(mavis_tilt(cand_logits, scorer.score(cand_ids), torch.tensor(lam), 2.0), -1)
+        want = torch.log_softmax(mavis_tilt(cand_logits, scorer.q_values(cand_ids), torch.tensor(lam), 2.0), -1)
         got = torch.log_softmax(scores, -1)
         torch.testing.assert_close(got.gather(1, cand_ids), want, atol=1e-4, rtol=1e-4)
         assert torch.isinf(got).sum() == got.shape[1] - 8

@@ -140,11 +140,11 @@ def test_value_caches_after_beam_reordering_equal_uncached(stack_name, request):
     prefixes = [ids_of(stack, p) for p in PROMPTS]
     for rows, chosen in ([[1, 0, 1], [2, 0, 4]], [[2, 2, 0], [1, 3, 0]]):  # grow to three beams, then reshuffle
         cands = torch.randint(1, len(stack.tokenizer), (len(prefixes), 5))
-        scorer.score(cands)
+        scorer.q_values(cands)
         reorder_scorer(scorer, torch.tensor(rows), torch.tensor(chosen))
         prefixes = [torch.cat([prefixes[r], cands[r, j].view(1)]) for r, j in zip(rows, chosen, strict=True)]
         probe = torch.randint(1, len(stack.tokenizer), (3, 4))
-        got = scorer.score(probe)  # (3, M, 4): values over the reordered caches
+        got = scorer.q_values(probe)  # (3, M, 4): values over the reordered caches
         for b, prefix in enumerate(prefixes):
             seqs = torch.stack([torch.cat([prefix, a.view(1)]) for a in probe[b]])
             want = sum(values_uncached(vm, seqs, 3) for vm in stack.value_models)  # (4, M)

@@ -20,8 +20,8 @@ VALUES = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]]])  # (B=1, M=2, k=3)
 
 
 def test_mavis_tilt_closed_form():
-    weights = torch.tensor([0.25, 0.75])
-    got = mavis_tilt(LOGITS, VALUES, weights, beta=2.0)
+    lam = torch.tensor([0.25, 0.75])
+    got = mavis_tilt(LOGITS, VALUES, lam, beta=2.0)
     expected = [2.0 + 2 * (0.25 * 0 + 0.75 * 3), 1.0 + 2 * (0.25 * 1 + 0), 0.5 + 2 * (0.25 * 2 + 0.75 * -1)]
     torch.testing.assert_close(got, torch.tensor([expected]))
 
@@ -40,13 +40,13 @@ def test_one_hot_weights_use_one_objective_only():
 
 
 def test_tilts_do_not_modify_inputs():
-    logits, values, weights = LOGITS.clone(), VALUES.clone(), torch.tensor([0.3, 0.7])
-    mavis_tilt(logits, values, weights, 1.0)
-    mavis_contributions(values, weights, 1.0)
-    mod_mix(values.transpose(0, 1), weights)  # (M, B, k): one row of logits per policy
+    logits, values, lam = LOGITS.clone(), VALUES.clone(), torch.tensor([0.3, 0.7])
+    mavis_tilt(logits, values, lam, 1.0)
+    mavis_contributions(values, lam, 1.0)
+    mod_mix(values.transpose(0, 1), lam)  # (M, B, k): one row of logits per policy
     top_k_logits(logits, 2, 0.5)
     assert torch.equal(logits, LOGITS) and torch.equal(values, VALUES)
-    assert torch.equal(weights, torch.tensor([0.3, 0.7]))
+    assert torch.equal(lam, torch.tensor([0.3, 0.7]))
 
 
 def test_contributions_are_centred_weighted_values():
@@ -97,21 +97,21 @@ def test_tilt_keeps_shape_for_batches(beta):
 
 def test_value_bonus_is_the_tilt_alone():
     values = torch.tensor([[[1.0, -2.0, 0.5]], [[0.0, 3.0, 1.0]]]).transpose(0, 1)  # (1, M=2, k=3)
-    weights = torch.tensor([0.25, 0.75])
+    lam = torch.tensor([0.25, 0.75])
     logits = torch.tensor([[0.1, 0.2, 0.3]])
-    bonus = value_bonus(values, weights, 2.0)
+    bonus = value_bonus(values, lam, 2.0)
     torch.testing.assert_close(bonus, 2.0 * (0.25 * values[:, 0] + 0.75 * values[:, 1]))
-    torch.testing.assert_close(mavis_tilt(logits, values, weights, 2.0), logits + bonus)
+    torch.testing.assert_close(mavis_tilt(logits, values, lam, 2.0), logits + bonus)
 
 
 def test_mod_mix_at_a_strength_moves_from_the_base_and_checks_shapes():
     policy_logits, ref = torch.tensor([[[1.0, 0.0, -1.0]], [[0.0, 2.0, 0.0]]]), torch.tensor([[0.5, 0.5, 3.0]])
-    weights = torch.tensor([0.4, 0.6])
-    full = mod_mix(policy_logits, weights)
-    half = mod_mix(policy_logits, weights, ref, strength=0.5)
+    lam = torch.tensor([0.4, 0.6])
+    full = mod_mix(policy_logits, lam)
+    half = mod_mix(policy_logits, lam, ref, strength=0.5)
     torch.testing.assert_close(half, 0.5 * torch.log_softmax(ref, -1) + 0.5 * full)
-    torch.testing.assert_close(mod_mix(policy_logits, weights, ref, strength=0.0), torch.log_softmax(ref, -1))
+    torch.testing.assert_close(mod_mix(policy_logits, lam, ref, strength=0.0), torch.log_softmax(ref, -1))
     with pytest.raises(ValueError, match="one weight per policy"):
         mod_mix(policy_logits, torch.tensor([0.2, 0.3, 0.5]))
     with pytest.raises(ValueError, match="needs the base's logits"):
-        mod_mix(policy_logits, weights, strength=0.5)
+        mod_mix(policy_logits, lam, strength=0.5)

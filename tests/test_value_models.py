@@ -146,7 +146,7 @@ def test_merged_trunk_cached_scores_equal_uncached(base, tmp_path):
     torch.manual_seed(2)
     for _ in range(3):
         cands = torch.randint(1, 64, (2, 4))  # (B, k)
-        got = scorer.score(cands)  # (B, M, k)
+        got = scorer.q_values(cands)  # (B, M, k)
         for b, prefix in enumerate(prefixes):
             seqs = torch.stack([torch.cat([prefix, c.view(1)]) for c in cands[b]])  # (k, T_b + 1)
             torch.testing.assert_close(got[b].T, values_uncached(vm, seqs, 3), atol=1e-4, rtol=1e-4)
