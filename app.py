@@ -80,7 +80,7 @@ EXPORT_TTL_S = 300.0  # a study export not downloaded within this is deleted
 EXPORT_PREFIX = "mavis-export-"  # its private folder in gradio's cache, named with an unguessable token
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
-STUDY_SETTINGS = {"beta": 1.0, "top_k": 15, "temperature": 1.0, "max_new_tokens": 64}
+STUDY_SETTINGS = {"top_k": 15, "temperature": 1.0, "max_new_tokens": 64}  # and the stack's β (Engine.default_beta)
 NO_Z = "none (2-D)"
 SEARCH_CHOICES = [("sample", "sample"), ("best-of-N", "best_of_n"), ("beam search", "beam")]
 SEARCH_DEFAULTS = ("sample", 4, 4)  # search, N, B: what API callers that leave them out get
@@ -1015,7 +1015,8 @@ class Actions:
         if not (prompt or "").strip() and self.engine.examples:
             prompt = rng.choice(self.engine.examples)
         lam = dict(zip(self.engine.objectives, rng.choice(weight_grid(len(self.engine.objectives))), strict=True))
-        raw = {**STUDY_SETTINGS, "max_new_tokens": min(STUDY_SETTINGS["max_new_tokens"], self.engine.max_new_tokens)}
+        raw = {"beta": self.engine.default_beta, **STUDY_SETTINGS,
+               "max_new_tokens": min(STUDY_SETTINGS["max_new_tokens"], self.engine.max_new_tokens)}
         settings = self.engine.settings(lam, seed=rng.randint(*SEED_RANGE), **raw)
         return self._prompt(prompt, settings.max_new_tokens), lam, raw, settings
 
@@ -1173,7 +1174,7 @@ def _settings_controls(engine: Engine, actions: Actions, c: dict) -> None:
         with gr.Accordion("Example prompts", open=False):
             gr.Examples(examples=[[p] for p in engine.examples], inputs=[c["prompt"]], label=None)
     with gr.Accordion("Decoding settings", open=False):
-        c["beta"] = gr.Slider(*BETA_RANGE, value=DecodeConfig.default("beta"), step=0.1,
+        c["beta"] = gr.Slider(*BETA_RANGE, value=engine.default_beta, step=0.1,
                               label="β (MAVIS tilt strength)",
                               info="how hard MAVIS pushes towards the weighted objectives; 0 = the base model")
         c["top_k"] = gr.Slider(*TOP_K_RANGE, value=DecodeConfig.default("top_k"), step=1, label="top-k",

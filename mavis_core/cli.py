@@ -16,7 +16,8 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
     parser.add_argument("--method", choices=METHODS, default=d("method"))
     parser.add_argument("--weights", default="", help="objective=weight,... (default: equal weights)")
-    parser.add_argument("--beta", type=float, default=d("beta"))
+    parser.add_argument("--beta", type=float, help="MAVIS tilt strength (default: the stack's beta, else "
+                        f"{d('beta'):g})")
     parser.add_argument("--top-k", type=int, default=d("top_k"))
     parser.add_argument("--temperature", type=float, default=d("temperature"))
     parser.add_argument("--max-new-tokens", type=int, default=d("max_new_tokens"))
@@ -65,7 +66,8 @@ def run_generate(args: argparse.Namespace) -> None:
     from . import DecodeConfig, generate, load_stack
 
     stack = load_stack(args.stack)
-    cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives), beta=args.beta,
+    beta = stack.default_beta if args.beta is None else args.beta
+    cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives), beta=beta,
                        top_k=args.top_k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                        seed=args.seed, search=args.search, num_candidates=args.num_candidates,
                        num_beams=args.num_beams)
@@ -81,7 +83,7 @@ def run_generate(args: argparse.Namespace) -> None:
     scores = {k: float(v[0]) for k, v in stack.score([args.prompt], [text]).items()}
     kl = sum(e.logprob - e.base_logprob for e in events)
     if args.json:
-        print(json.dumps({"text": text, "scores": scores, "kl": kl, "tokens": len(events)}))
+        print(json.dumps({"text": text, "scores": scores, "kl": kl, "tokens": len(events), "beta": cfg.beta}))
     else:
         print(f"\n\nscores: {scores}  KL: {kl:.3f}  tokens: {len(events)}")
 

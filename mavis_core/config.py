@@ -13,6 +13,11 @@ A stack is a TOML file (format in docs/stacks.md)::
     reward = { kind = "sequence-classification", path = "hf:Ray2333/gpt2-large-helpful-reward_model" }
     value = "values/helpful"       # AutoModelForSequenceClassification folder (num_labels 1, or fused)
     policy = "policies/helpful"    # peft LoRA adapter on the base, for MOD and RSoup
+
+Words used alike across the package: ``weights`` are a user's raw objective weights (any non-negative scale,
+as the sliders give them); ``lam`` (λ) is the same normalised onto the simplex (`DecodeConfig.normalised`);
+a value model's ``heads`` map its outputs to objective indices; a ``score`` is a reward model's judgement of a
+whole reply, and ``q_values`` are a value model's estimates for next-token candidates.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def search_kind(label: str) -> str:
     head, _, size = label.rpartition("-")
     return head if head and size.isdigit() else label
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
-_TOP_KEYS = {"name", "description", "base", "objectives", "prompts"}
+_TOP_KEYS = {"name", "description", "base", "objectives", "prompts", "beta"}
 _BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}
 _OBJECTIVE_KEYS = {"reward", "value", "policy"}
 _REWARD_KEYS = {"kind", "path", "template", "label", "max_length"}
@@ -135,6 +140,7 @@ class StackSpec:
     system_prompt: str | None = None
     base_source: WheelSource | None = None
     description: str = ""
+    beta: float | None = None  # the MAVIS β the stack's value models are tuned for (None: DecodeConfig's)
 
     @property
     def objective_names(self) -> list[str]:
@@ -193,6 +199,14 @@ def _check_prompts(prompts: object, path: Path) -> tuple[str, ...]:
     return tuple(prompts)
 
 
+def _check_beta(raw: object, path: Path) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw < 0:
+        raise ValueError(f"beta in {path} must be a number >= 0 (MAVIS's default tilt strength), got {raw!r}")
+    return float(raw)
+
+
 def read_stack_spec(path: str | Path) -> StackSpec:
     """Parse and validate a stack TOML file; relative paths are resolved against its folder."""
     path = Path(path)
@@ -234,7 +248,7 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
         objectives=specs, dtype=base.get("dtype", "auto"), prompts=_check_prompts(raw.get("prompts", []), path),
         prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
-        description=str(raw.get("description", "")),
+        description=str(raw.get("description", "")), beta=_check_beta(raw.get("beta"), path),
     )
 
 

@@ -126,6 +126,7 @@ class Engine:
         self.examples = example_prompts(stack)
         # Half the context at most, so a reply always leaves room for the prompt.
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, stack.context_length // 2))
+        self.default_beta = _number("the stack's beta", stack.default_beta, *BETA_RANGE)
 
     @property
     def name(self) -> str:
@@ -145,11 +146,11 @@ class Engine:
         unknown = sorted(set(weights) - set(self.objectives))
         if unknown:
             raise ValueError(f"unknown objective(s) {unknown}; this stack has {self.objectives}")
-        lam = {k: _number(f"the weight of {k}", weights.get(k, 0.0), *WEIGHT_RANGE) for k in self.objectives}
-        if sum(lam.values()) <= 0:
+        checked = {k: _number(f"the weight of {k}", weights.get(k, 0.0), *WEIGHT_RANGE) for k in self.objectives}
+        if sum(checked.values()) <= 0:
             raise ValueError("All objective weights are zero: raise at least one slider above 0.")
         return Settings(
-            weights=lam,
+            weights=checked,
             beta=_number("beta", beta, *BETA_RANGE),
             top_k=_number("top-k", top_k, *TOP_K_RANGE, integer=True),
             temperature=_number("temperature", temperature, *TEMPERATURE_RANGE),
@@ -163,9 +164,9 @@ class Engine:
     def normalised(self, weights: dict[str, float]) -> dict[str, float]:
         """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception). A weight
         that is no number in WEIGHT_RANGE (NaN, negative, text) is a ValueError, never a silent 0."""
-        lam = {k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()}
-        total = sum(lam.values())
-        return {k: (w / total if total > 0 else 0.0) for k, w in lam.items()}
+        checked = {k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()}
+        total = sum(checked.values())
+        return {k: (w / total if total > 0 else 0.0) for k, w in checked.items()}
 
     def check_methods(self, methods: list[str] | None) -> list[str]:
         """The ticked methods in the stack's order; ValueError for none, unknown ones, or anything but a list."""

@@ -243,7 +243,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=0, help="use the first N held-out prompts (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per prompt (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--beta", type=float, help="MAVIS tilt strength (default: the stack's beta, else "
+                        f"{DecodeConfig.default('beta'):g})")
     parser.add_argument("--top-k", type=int, default=DecodeConfig.default("top_k"))
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--search", default="sample",
@@ -321,7 +322,8 @@ def run_sweep(args: argparse.Namespace) -> None:
     prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods)
     parts = []
     for search in searches:
-        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=args.beta, top_k=args.top_k,
+        beta = stack.default_beta if args.beta is None else args.beta
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=args.top_k,
                            temperature=args.temperature, max_new_tokens=args.max_new_tokens, search=search,
                            num_candidates=args.num_candidates, num_beams=args.num_beams)
         parts.append(sweep(stack, prompts, list(range(args.seeds)), methods, grid, cfg))

@@ -34,7 +34,7 @@ class ResultsConfig:
     prompts: int = 8  # 0: every held-out prompt
     seeds: int = 2
     max_new_tokens: int = 32
-    beta: float = DecodeConfig.default("beta")
+    beta: float | None = None  # None: the stack's (`Stack.default_beta`), what the app starts with
     top_k: int = DecodeConfig.default("top_k")
     search_prompts: int = 4
     search_seeds: int = 1
@@ -47,8 +47,13 @@ class ResultsConfig:
     tree_tokens: int = TREE_TOKENS
     images: bool = True
 
+    def for_stack(self, stack: Stack) -> ResultsConfig:
+        """These settings with β filled in from the stack where it was left to it."""
+        return self if self.beta is not None else dataclasses.replace(self, beta=stack.default_beta)
+
     def decode(self, stack: Stack, **changes) -> DecodeConfig:
-        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=self.beta, top_k=self.top_k,
+        beta = stack.default_beta if self.beta is None else self.beta
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=self.top_k,
                            max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
                            num_beams=self.num_beams)
         return dataclasses.replace(cfg, **changes)

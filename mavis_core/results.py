@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .cli import invoked_command, parse_numbers
-from .config import METHOD_NAMES, weight_grid
+from .config import METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
     REWARD_PREFIX,
     front_figure,
@@ -540,6 +540,7 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
 
     start = time.perf_counter()
     stack = load_stack(stack_path)
+    rc = rc.for_stack(stack)
     prompts = heldout_prompts(stack_path, stack.spec.prompts)
     if not prompts:
         raise ValueError(f"stack {stack_path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
@@ -603,7 +604,8 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"first N held-out prompts (default {d.prompts}; 0: all)")
     parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    parser.add_argument("--beta", type=float, default=d.beta, help=f"MAVIS β of the sweeps (default {d.beta:g})")
+    parser.add_argument("--beta", type=float, help="MAVIS β of the sweeps (default: the stack's beta, else "
+                        f"{DecodeConfig.default('beta'):g})")
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 4")
     parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 5")
     parser.add_argument("--strengths", default=",".join(f"{a:g}" for a in d.strengths),

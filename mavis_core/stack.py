@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import StackSpec, is_local, read_stack_spec
+from .config import DecodeConfig, StackSpec, is_local, read_stack_spec
 from .dialogue import PromptFormat
 from .lora_rows import RowLoRA
 from .rewards import load_reward
@@ -128,6 +128,12 @@ class Stack:
         have = {"base": True, "mavis": bool(self.value_models), "mod": self.policies is not None,
                 "rsoup": self.policies is not None}
         return [m for m, ok in have.items() if ok]
+
+    @property
+    def default_beta(self) -> float:
+        """The MAVIS β to start from: the stack file's ``beta`` (what its value models are tuned for), else
+        DecodeConfig's default."""
+        return DecodeConfig.default("beta") if self.spec.beta is None else self.spec.beta
 
     @property
     def context_length(self) -> int:

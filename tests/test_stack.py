@@ -1,5 +1,6 @@
 """Stack files: the errors a user meets, and the paper stack's loading path on tiny random models."""
 
+import json
 import re
 import shutil
 
@@ -46,10 +47,32 @@ def copy_stack(tiny_dir, tmp_path, text_edit=lambda s: s, name="stack-sep.toml")
     (lambda s: s.replace('value = "values/humor"\n', ""), r"objective\(s\) \['humor'\] have no value model"),
     (lambda s: s.split("[objectives")[0], "names no objectives"),
     (lambda s: s + "\n[[[", "is not valid TOML"),
+    (lambda s: 'beta = "2"\n' + s, r"beta in .* must be a number >= 0 \(MAVIS's default tilt strength\), got '2'"),
+    (lambda s: "beta = -1\n" + s, "beta in .* must be a number >= 0"),
+    (lambda s: "beta = nan\n" + s, "beta in .* must be a number >= 0"),
 ])
 def test_bad_stack_files_raise_clear_errors(tiny_dir, tmp_path, edit, message):
     with pytest.raises(ValueError, match=message):
         load_stack(copy_stack(tiny_dir, tmp_path, edit), device=torch.device("cpu"))
+
+
+def test_a_stack_sets_the_beta_that_the_app_the_cli_and_the_results_start_from(tiny_dir, tmp_path, capsys):
+    import app
+    from mavis_core.cli import main
+    from mavis_core.engine import Engine
+    from mavis_core.experiments import ResultsConfig
+
+    assert load_stack(tiny_dir / "stack-sep.toml").default_beta == DecodeConfig.default("beta")  # none set
+    path = copy_stack(tiny_dir, tmp_path, lambda s: "beta = 2.5\n" + s)
+    stack = load_stack(path, device=torch.device("cpu"))
+    assert stack.spec.beta == stack.default_beta == Engine(stack).default_beta == 2.5
+    demo = app.build_demo(Engine(stack), tmp_path / "study.db", admin_token="t")
+    sliders = [b for b in demo.blocks.values() if getattr(b, "label", None) == "β (MAVIS tilt strength)"]
+    assert [s.value for s in sliders] == [2.5]
+    assert ResultsConfig().for_stack(stack).beta == 2.5 and ResultsConfig(beta=1.0).for_stack(stack).beta == 1.0
+    for extra, beta in (([], 2.5), (["--beta", "0.5"], 0.5)):
+        main(["generate", "hi", "--stack", str(path), "--method", "mavis", "--max-new-tokens", "2", "--json", *extra])
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["beta"] == beta
 
 
 def test_missing_stack_file(tmp_path):

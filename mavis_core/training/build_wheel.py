@@ -168,16 +168,18 @@ SAMPLE_PROMPTS = 4  # held-out prompts shown in the card with every method's rep
 
 
 def build_samples(args: argparse.Namespace, stack) -> None:
-    """Every method's reply to a few held-out prompts (equal weights, default β, seed 0), as the app shows them."""
+    """Every method's reply to a few held-out prompts (equal weights, the stack's β, seed 0), as the app shows
+    them."""
     from ..decoding import generate_batch
 
     prompts = json.loads((args.out / "eval_prompts.json").read_text(encoding="utf-8"))[:SAMPLE_PROMPTS]
     weights = dict.fromkeys(stack.objectives, 1.0)
-    lines = ["Replies of every method to held-out prompts (equal weights, default β and top-k, seed 0, 64 new "
-             "tokens); after each reply its rewards (helpful / harmless / humor) and KL to the base.", "",
+    lines = [f"Replies of every method to held-out prompts (equal weights, the stack's β = {stack.default_beta:g}, "
+             "default top-k, seed 0, 64 new tokens); after each reply its rewards (helpful / harmless / humor) and "
+             "KL to the base.", "",
              "| prompt | method | reply | rewards | KL |", "|---|---|---|---|---|"]
     for method in stack.methods:
-        cfg = DecodeConfig(method=method, weights=weights, max_new_tokens=64)
+        cfg = DecodeConfig(method=method, weights=weights, beta=stack.default_beta, max_new_tokens=64)
         gens = generate_batch(stack, prompts, cfg, [0] * len(prompts))
         scores = stack.score(prompts, [g.text for g in gens])
         for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):

@@ -56,8 +56,8 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
         value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
     Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
     gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
-    The *equal* rows are MAVIS with equal weights on every objective at each β
-    (``DecodeConfig.default("beta")``), scored on each objective: the app's balanced setting.
+    The *equal* rows are MAVIS with equal weights on every objective at each β, scored on each objective: the
+    app's balanced setting (its β is the stack's, `Stack.default_beta`).
     """
     rows = []
     bar = tqdm(total=len(stack.objectives) * (2 + 2 * len(value_models) * len(betas)), desc="value report",
