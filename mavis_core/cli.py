@@ -66,11 +66,10 @@ def run_generate(args: argparse.Namespace) -> None:
     from . import DecodeConfig, generate, load_stack
 
     stack = load_stack(args.stack)
-    beta = stack.default_beta if args.beta is None else args.beta
-    cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives), beta=beta,
-                       top_k=args.top_k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                       seed=args.seed, search=args.search, num_candidates=args.num_candidates,
-                       num_beams=args.num_beams)
+    cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives),
+                       beta=stack.beta_or_default(args.beta), top_k=args.top_k, temperature=args.temperature,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed, search=args.search,
+                       num_candidates=args.num_candidates, num_beams=args.num_beams)
     if cfg.search != "sample":
         run_search(stack, args.prompt, cfg, args.json)
         return

@@ -320,9 +320,8 @@ def run_sweep(args: argparse.Namespace) -> None:
     stack = load_stack(args.stack)
     grid, swept = _grid(args, stack.objectives)
     prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods)
-    parts = []
+    parts, beta = [], stack.beta_or_default(args.beta)
     for search in searches:
-        beta = stack.default_beta if args.beta is None else args.beta
         cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=args.top_k,
                            temperature=args.temperature, max_new_tokens=args.max_new_tokens, search=search,
                            num_candidates=args.num_candidates, num_beams=args.num_beams)

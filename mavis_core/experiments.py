@@ -28,8 +28,8 @@ STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the p
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    """What `run_results` measures. The defaults are what docs/results.md was generated with: sized so the
-    default stack (SmolLM2-135M) runs in about an hour on 2 CPU cores; pass more prompts and seeds on a GPU."""
+    """What `run_results` measures, sized for the default stack (SmolLM2-135M) on 2 CPU cores (docs/results.md
+    was generated with fewer: its first line names the command); pass more prompts and seeds on a GPU."""
 
     prompts: int = 8  # 0: every held-out prompt
     seeds: int = 2
@@ -49,12 +49,11 @@ class ResultsConfig:
 
     def for_stack(self, stack: Stack) -> ResultsConfig:
         """These settings with β filled in from the stack where it was left to it."""
-        return self if self.beta is not None else dataclasses.replace(self, beta=stack.default_beta)
+        return dataclasses.replace(self, beta=stack.beta_or_default(self.beta))
 
     def decode(self, stack: Stack, **changes) -> DecodeConfig:
-        beta = stack.default_beta if self.beta is None else self.beta
-        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=self.top_k,
-                           max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
+        cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=stack.beta_or_default(self.beta),
+                           top_k=self.top_k, max_new_tokens=self.max_new_tokens, num_candidates=self.num_candidates,
                            num_beams=self.num_beams)
         return dataclasses.replace(cfg, **changes)
 

@@ -135,6 +135,10 @@ class Stack:
         DecodeConfig's default."""
         return DecodeConfig.default("beta") if self.spec.beta is None else self.spec.beta
 
+    def beta_or_default(self, beta: float | None) -> float:
+        """``beta`` as given (a ``--beta`` option, a setting), or the stack's when it was left out (None)."""
+        return self.default_beta if beta is None else beta
+
     @property
     def context_length(self) -> int:
         config = self.base.config

@@ -283,12 +283,12 @@ def test_fused_value_model_trains_two_iterations_and_loads_in_a_stack(tiny_dir, 
 
 def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tiny_dir, tmp_path, monkeypatch):
     started: list[Path] = []
-    real = value_training.warm_value_model
+    real, stack = value_training.warm_value_model, load_stack(tiny_dir / "stack-sep.toml")
 
     def spy(base, folder, labels):
         started.append(folder)
         model = real(base, folder, labels)
-        saved = load_value_model(load_stack(tiny_dir / "stack-sep.toml"), folder).model.state_dict()
+        saved = load_value_model(stack, folder).model.state_dict()
         for key, value in model.state_dict().items():  # the very weights iteration 0 kept as its best
             if key in saved:
                 assert torch.equal(value.float(), saved[key].float()), key
@@ -302,7 +302,7 @@ def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tin
     run_train_values(cli_args(tiny_dir, tmp_path / "cold", *args, "--cold-start"))
     assert len(started) == 1  # --cold-start: iteration 1 starts from the base with a zero head
     with pytest.raises(ValueError, match="not this run's previous iteration"):
-        real(load_stack(tiny_dir / "stack-sep.toml").base, started[0], ["helpful"])
+        real(stack.base, started[0], ["helpful"])
 
 
 def test_a_trunk_value_model_goes_on_training_from_its_stored_adapter_and_heads(tmp_path):
