@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from transformers import AutoModelForSequenceClassification
 
 from mavis_core import DecodeConfig, generate_batch, load_stack
 from mavis_core.testing import write_stack
@@ -217,6 +218,29 @@ def test_training_resumed_after_an_interruption_ends_with_the_same_weights(tiny_
     assert again["history"] == full["history"]
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_a_warm_start_keeps_the_starting_model_when_no_epoch_beats_it(tiny_stack, tmp_path):
+    ex = examples_of(tiny_stack, grow(tiny_stack))
+    train, val = ex.subset(list(range(8, len(ex)))), ex.subset(list(range(8)))
+    torch.manual_seed(0)
+    model = init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful"])
+    first = train_value_model(model, train, val, ValueTrainConfig(epochs=2, batch_size=8, lr=3e-3),
+                              tmp_path / "iter0", 0, Accelerator(cpu=True))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    offsets = torch.tensor(first["offsets"])
+    # A step size that wrecks the model: every epoch validates worse than the model it started from.
+    wreck = ValueTrainConfig(epochs=2, batch_size=8, lr=10.0, grad_clip=1e6)
+    report = train_value_model(model, train, val, wreck, tmp_path / "iter1", 0, Accelerator(cpu=True),
+                               start_offsets=offsets)
+    assert [h["epoch"] for h in report["history"]] == [0, 1, 2] and report["history"][0]["train_mse"] is None
+    assert report["best_epoch"] == 0 and report["best_val_mse"] == report["history"][0]["val_mse"]
+    assert all(h["val_mse"] > report["best_val_mse"] for h in report["history"][1:])
+    assert report["offsets"] == pytest.approx(first["offsets"])
+    kept = AutoModelForSequenceClassification.from_pretrained(tmp_path / "iter1" / "best")
+    assert kept.config.value_offsets == pytest.approx(first["offsets"])
+    for key, value in kept.state_dict().items():
+        assert torch.equal(value, start[key]), key
 
 
 def test_rollouts_resume_after_an_interruption_with_the_same_trees(tiny_stack, tmp_path, monkeypatch):

@@ -109,11 +109,13 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
         "algorithm: trained on trees rolled out from the base (128 prompts; 4 root children, then 2, 3 levels, 48 "
-        "tokens). Iteration 1 is not shipped: on 2 CPU cores it could be trained only on MAVIS-guided trees of 8 "
-        "prompts per objective, from a zero head, and came out near-untrained (on held-out base trees its "
+        "tokens). Iteration 1 is not shipped. On 2 CPU cores it could be trained only on MAVIS-guided trees of 8 "
+        "prompts per objective. From a zero head it came out near-untrained (on held-out base trees its "
         "predictions varied 0.07-0.15 against iteration 0's 0.6-1.2, sibling r -0.05-0.19 against 0.28-0.32; "
-        "`python -m mavis_core value-agreement --compare`). `iter0_*` metrics: 32 held-out prompts, one seed, "
-        "β = 1, 48 tokens."
+        "`python -m mavis_core value-agreement --compare`). Started from iteration 0's weights, every epoch on those "
+        "trees validated worse than iteration 0 itself (MSE on the guided trees' validation split 3.11-3.48 "
+        "against 1.71), so training keeps iteration 0 unchanged. `iter0_*` metrics: 32 held-out prompts, one "
+        "seed, β = 1, 48 tokens."
     )
     _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
 

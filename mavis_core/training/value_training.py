@@ -53,6 +53,7 @@ from ..value_models import (
     is_trunk,
     load_trunk,
     lower_layers_model,
+    read_trunk_config,
     save_trunk,
     trunk_model,
 )
@@ -208,6 +209,14 @@ def warm_value_model(base: PreTrainedModel, folder: Path, labels: list[str]) -> 
     return model
 
 
+def stored_offsets(folder: Path) -> torch.Tensor:
+    """The per-head offsets a saved value model predicts with (V + offset is in reward units)."""
+    if is_trunk(folder):
+        return torch.tensor(read_trunk_config(folder)["value_offsets"], dtype=torch.float32)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return torch.tensor(config["value_offsets"], dtype=torch.float32)
+
+
 def target_offsets(examples: Examples) -> torch.Tensor:
     """Per-head mean target (H,). The model learns targets minus it: a score head has no bias, and a
     constant per head never changes which candidate MAVIS prefers (its softmax is shift-invariant)."""
@@ -297,20 +306,36 @@ def train_epoch(module: nn.Module, optimizer, train: Examples, offsets: torch.Te
 
 
 def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cfg: ValueTrainConfig, work: Path,
-                      pad_id: int, accelerator, stop_after_epochs: int | None = None) -> dict:
+                      pad_id: int, accelerator, stop_after_epochs: int | None = None,
+                      start_offsets: torch.Tensor | None = None) -> dict:
     """Regress ``model`` on ``train``; keep the best epoch by validation MSE in ``work/best``.
+
+    ``start_offsets``: ``model`` starts trained (a warm start), with these offsets. It is then validated before
+    the first epoch (history's epoch 0) and kept as the best unless an epoch beats it, so training on a small
+    new set never leaves a worse model than it started from (by validation MSE).
 
     State is saved after every epoch to ``work/train_state.pt``: calling again with the same arguments
     resumes and ends with the same weights. ``stop_after_epochs`` returns early as if interrupted (tests).
 
     Returns:
-        {"best_val_mse", "history": [{"epoch", "train_mse", "val_mse"}...], "offsets"}
+        {"best_val_mse", "best_epoch", "history": [{"epoch", "train_mse", "val_mse"}...], "offsets"} (the
+        offsets the best model predicts with)
     """
     work.mkdir(parents=True, exist_ok=True)
     offsets = target_offsets(train)  # (H,)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = _load_state(work / TRAIN_STATE, model, optimizer, cfg)
     module, optimizer = accelerator.prepare(LastTokenValue(model), optimizer)
+    if start_offsets is not None and not history and len(val):
+        val_mse = validation_mse(module, val, start_offsets, cfg.batch_size, pad_id, accelerator)
+        history.append({"epoch": 0, "train_mse": None, "val_mse": val_mse})
+        best = val_mse
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(module).model
+            _save_best(unwrapped, start_offsets, work / BEST)
+            _save_state(work / TRAIN_STATE, unwrapped, optimizer, 0, best, history, cfg)
+            tqdm.write(f"epoch 0 (the starting model): val mse {val_mse:.4f}")
+        accelerator.wait_for_everyone()
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     for epoch in range(start, end):
         batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, epoch, accelerator.process_index,
@@ -328,7 +353,10 @@ def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cf
             _save_state(work / TRAIN_STATE, unwrapped, optimizer, epoch + 1, best, history, cfg)
             tqdm.write(f"epoch {epoch + 1}: train mse {train_mse:.4f}, val mse {val_mse:.4f}")
         accelerator.wait_for_everyone()
-    return {"best_val_mse": best, "history": history, "offsets": offsets.tolist()}
+    scored = [h for h in history if h["val_mse"] is not None and not math.isnan(h["val_mse"])]
+    best_epoch = min(scored, key=lambda h: h["val_mse"])["epoch"] if scored else len(history)
+    kept = start_offsets if best_epoch == 0 else offsets
+    return {"best_val_mse": best, "best_epoch": best_epoch, "history": history, "offsets": kept.tolist()}
 
 
 @contextlib.contextmanager
@@ -453,9 +481,11 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
     train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
     torch.manual_seed(cfg.seed + k)
     previous = folder.parent / f"iter{k - 1}" / BEST
-    model = (warm_value_model(stack.base, previous, list(run.objectives)) if k > 0 and cfg.warm_start
+    warm = k > 0 and cfg.warm_start
+    model = (warm_value_model(stack.base, previous, list(run.objectives)) if warm
              else init_value_model(stack.base, cfg, list(run.objectives)))
-    report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator)
+    report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator,
+                               start_offsets=stored_offsets(previous) if warm else None)
     report.update(train_examples=len(train), val_examples=len(val))
     if accelerator.is_main_process:
         (folder / "train.json").write_text(json.dumps(report, indent=1))
