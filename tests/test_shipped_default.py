@@ -50,14 +50,7 @@ def test_manifest_verifies():
     assert verify_manifest(ASSETS) == []
 
 
-# The value model trained on 2 CPU cores (iteration 0, 2026-12-01, 200 replies per setting) at the stack's β = 2:
-# helpful +0.40 ± 0.17 and humor +0.95 ± 0.20 clear 2 standard errors, harmless +0.17 ± 0.11 does not (it does at
-# β = 4: +0.43 ± 0.11, at about twice the KL). Its held-out sibling r for harmless is 0.32.
-HARMLESS_NOT_MET = pytest.mark.xfail(strict=False, reason="at β = 2 the 2026-12-01 CPU-trained value model raises "
-                                     "harmless by 0.17 ± 0.11, under 2 standard errors; see the values-fused card")
-
-
-@pytest.mark.parametrize("objective", ["helpful", pytest.param("harmless", marks=HARMLESS_NOT_MET), "humor"])
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_recorded_one_hot_mavis_raises_its_objective_by_two_standard_errors(recorded, objective):
     gain = recorded[f"heldout_{objective}_gain_{KEY}"]
     se = recorded[f"heldout_{objective}_gain_se_{KEY}"]
@@ -76,13 +69,7 @@ def test_recorded_mavis_replies_stay_fluent(recorded, objective):
         assert recorded[f"heldout_{objective}_nll_{key}"] <= base + 0.5, (objective, key)
 
 
-POLICY_KL_HIGH = pytest.mark.xfail(strict=False, reason="the DPO policies (β_DPO 0.1) reach KL 16.6 (harmless) and "
-                                   "19.2 (humor) per 32 tokens against MAVIS's 8.6 and 11.3 at β = 2: a larger DPO β "
-                                   "is needed, not trained yet")
-
-
-@pytest.mark.parametrize("objective", ["helpful", *(pytest.param(o, marks=POLICY_KL_HIGH)
-                                                    for o in ("harmless", "humor"))])
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_recorded_policy_kl_is_comparable_with_mavis(recorded, objective):
     assert recorded[f"heldout_{objective}_kl_policy"] <= 1.5 * recorded[f"heldout_{objective}_kl_{KEY}"], objective
 
