@@ -40,6 +40,7 @@ METHODS = ("base", "mavis", "mod", "rsoup")
 SEARCHES = ("sample", "best_of_n", "beam")
 # How every page names a method: the app's column titles, the chart's legend and the results page's prose.
 METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
+MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapolates past the policies
 
 
 def search_label(search: str, size: int) -> str:
@@ -270,9 +271,10 @@ class DecodeConfig:
             its own log-prob, as for base and MOD.
         num_candidates: N >= 1, samples drawn by best-of-N (seeds seed, seed + 1, …, seed + N − 1).
         num_beams: B >= 1, beams kept by beam search.
-        strength: α in [0, 1], how far MOD and RSoup move from the base: MOD samples from
+        strength: α in [0, 2], how far MOD and RSoup move from the base: MOD samples from
             (1 − α)·log π_ref + α·Σ λ_m log π_m, RSoup from θ_0 + α·Σ λ_m ΔW_m. 1 is the methods as published;
-            lower values trade reward for KL, so their curves can be compared with MAVIS's at a matched KL.
+            lower values trade reward for KL, higher ones extrapolate past the policies (more reward and KL, until
+            the replies break), so their curves can be compared with MAVIS's at a matched KL.
     """
 
     method: str = "mavis"
@@ -308,8 +310,8 @@ class DecodeConfig:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
-                or not 0 <= self.strength <= 1:
-            raise ValueError(f"strength must be a number between 0 and 1, got {self.strength!r}")
+                or not 0 <= self.strength <= MAX_STRENGTH:
+            raise ValueError(f"strength must be a number between 0 and {MAX_STRENGTH:g}, got {self.strength!r}")
         for name in ("num_candidates", "num_beams"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -132,9 +132,9 @@ class MethodRunner:
         self.active = [i for i, w in enumerate(lam) if w > 0]
         if cfg.method == "rsoup":
             self.runner = CausalRunner(stack, cfg.strength * self.lam[None])
-        elif cfg.method == "mod":  # the active policies, then (strength < 1) a plain row for π_ref
+        elif cfg.method == "mod":  # the active policies, then (strength ≠ 1) a plain row for π_ref
             rows = torch.eye(len(lam))[self.active]
-            if cfg.strength < 1:
+            if cfg.strength != 1:
                 rows = torch.cat([rows, torch.zeros_like(rows[:1])])
             self.runner = CausalRunner(stack, rows)
         else:

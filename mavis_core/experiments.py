@@ -23,7 +23,10 @@ BETAS = (1.0, 2.0, 4.0)
 TOP_KS = (5, 15)
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 TREE_TOKENS = 48  # the value models' held-out trees: as long as value training grows them (values-fused card)
-STRENGTHS = (0.5,)  # MOD/RSoup strengths α between the base (α = 0) and the published methods (α = 1)
+# MOD/RSoup strengths α besides the base (α = 0) and the published methods (α = 1): 0.5 lies between, 1.5 beyond
+# (extrapolating past the policies, so the baselines' curves reach MAVIS's KL at a large β).
+STRENGTHS = (0.5, 1.5)
+BUDGET_BETAS = (1.0, 2.0, 4.0)  # MAVIS's β at which section 2 compares the fronts at matched KL: several budgets
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ResultsConfig:
     betas: tuple[float, ...] = BETAS
     top_ks: tuple[int, ...] = TOP_KS
     strengths: tuple[float, ...] = STRENGTHS
+    budget_betas: tuple[float, ...] = BUDGET_BETAS
     tree_tokens: int = TREE_TOKENS
     images: bool = True
 
@@ -108,16 +112,20 @@ def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: flo
 
 
 def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
-                  volumes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  volumes: pd.DataFrame, beta: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per pair and method: hypervolume at matched KL and as published; and every baseline reading.
 
     ``df`` holds MAVIS's rows, the baselines' rows at every strength and the base's row; ``volumes`` section 1's
-    hypervolumes (their reference points are reused). A λ point enters a pair's matched fronts only when every
-    baseline has a reading there, so all methods of a pair are compared on the same λ points.
+    hypervolumes (their reference points are reused). ``beta``: compare MAVIS's rows at that β (its KL is the
+    budget the baselines are read at); None: every MAVIS row. A λ point enters a pair's matched fronts only when
+    every baseline has a reading there, so all methods of a pair are compared on the same λ points.
     """
     rows, points = [], []
+    own = (df.method == "mavis") & (df.strength == 1.0)
+    if beta is not None:
+        own &= np.isclose(df.beta.to_numpy(float), beta)
     for x, y in itertools.combinations(objectives, 2):
-        mavis = on_pair(df[(df.method == "mavis") & (df.strength == 1.0)], objectives, x, y)
+        mavis = on_pair(df[own], objectives, x, y)
         ref = volumes.query("x == @x and y == @y").iloc[0]
         fronts: dict[str, list[tuple[float, float]]] = {m: [] for m in ["mavis", *baselines]}
         for _, p in mavis.iterrows():
@@ -157,11 +165,15 @@ def pair_volumes(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
 
 
 def run_strengths(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
-    """MOD and RSoup at every strength α of ``rc.strengths`` over the pairs' λ points, with ``pairs`` (α = 1
-    and the base, α = 0): the curves `matched_table` reads at MAVIS's KL."""
+    """MOD and RSoup at every strength α of ``rc.strengths``, and MAVIS at every β of ``rc.budget_betas``
+    besides the page's, over the pairs' λ points, with ``pairs`` (α = 1, the page's β and the base, α = 0): the
+    baselines' curves `matched_table` reads at MAVIS's KL at each β."""
     baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
-    runs = [sweep(stack, prompts, list(range(rc.seeds)), baselines, all_pairs_grid(len(stack.objectives)),
-                  rc.decode(stack, strength=a)) for a in rc.strengths]
+    seeds, grid = list(range(rc.seeds)), all_pairs_grid(len(stack.objectives))
+    beta = stack.beta_or_default(rc.beta)
+    runs = [sweep(stack, prompts, seeds, baselines, grid, rc.decode(stack, strength=a)) for a in rc.strengths]
+    runs += [sweep(stack, prompts, seeds, ["mavis"], grid, rc.decode(stack, beta=b))
+             for b in rc.budget_betas if not np.isclose(b, beta)]
     return pd.concat([pairs, *runs], ignore_index=True)
 
 

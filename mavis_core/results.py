@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .cli import invoked_command, parse_numbers
-from .config import METHOD_NAMES, DecodeConfig, weight_grid
+from .config import MAX_STRENGTH, METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
     REWARD_PREFIX,
     front_figure,
@@ -185,26 +185,69 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
 
 
 def matched_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
-    """Section 2 from `run_strengths`' table: every pair's fronts at matched KL."""
+    """Section 2 from `run_strengths`' table: every pair's fronts at matched KL, at the page's β and at every KL
+    budget MAVIS's β of ``rc.budget_betas`` buys."""
     baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
+    objectives, volumes = list(stack.objectives), report.facts["pairs_volumes"]
     df.to_csv(report.data / "matched.csv", index=False)
-    table, points = matched_table(df, list(stack.objectives), baselines, report.facts["pairs_volumes"])
+    table, points = matched_table(df, objectives, baselines, volumes, beta=rc.beta)
     table.to_csv(report.data / "matched_hypervolume.csv", index=False)
     points.to_csv(report.data / "matched_points.csv", index=False)
+    budgets = budget_table(df, objectives, baselines, volumes, sorted({*rc.budget_betas, rc.beta}))
+    budgets.to_csv(report.data / "matched_budgets.csv", index=False)
     curves = df[df.method.isin(baselines)].groupby(["method", "strength"]).kl.mean().unstack("strength")
     report.add("## 2. The fronts at matched KL", "",
                "Section 1 compares each method as published, at whatever KL it lands. Here MOD and RSoup get a "
                f"strength α (MOD: (1 − α)·log π_ref + α·Σ λ_m log π_m; RSoup: θ_0 + α·Σ λ_m ΔW_m), run at α ∈ "
-               f"{{{', '.join(f'{a:g}' for a in rc.strengths)}}} besides section 1's α = 1 and the base (α = 0). At "
+               f"{{{', '.join(f'{a:g}' for a in rc.strengths)}}} besides section 1's α = 1 and the base (α = 0); "
+               "α above 1 extrapolates past the policies, so the baselines can spend more KL than as published. At "
                "every λ point of a pair each baseline's rewards are read off its α curve at MAVIS's KL there "
                "(linear in KL; where MAVIS's KL is below the base's own, the baseline is read as the base, which "
                "favours the baseline; a λ point where some baseline cannot reach MAVIS's KL is left out for every "
-               "method of the pair, and counted). Hypervolumes use section 1's reference points.", "")
+               "method of the pair, and counted). Hypervolumes use section 1's reference points.", "",
+               f"At the page's β = {rc.beta:g}:", "")
     report.table(table, ".2f")
     report.add("Mean KL of the baselines at each strength (over all λ points):", "")
     report.table(curves.reset_index(), ".2f")
-    report.facts["matched"] = table
+    report.facts["matched"], report.facts["budgets"] = table, budgets
     report.add(*reading_matched(table), "")
+    report.add("**At several KL budgets.** MAVIS at β ∈ {" + ", ".join(f"{b:g}" for b in budgets["β"].unique())
+               + "} over the same λ points; each β's KL is the budget the baselines are read at. *MAVIS ÷ best*: "
+               "MAVIS's hypervolume at matched KL over the best baseline's there.", "")
+    report.table(budgets.assign(**{"β": budgets["β"].map("{:g}".format)}), ".2f")
+    report.add(*reading_budgets(budgets), "")
+
+
+def budget_table(df: pd.DataFrame, objectives: list[str], baselines: list[str], volumes: pd.DataFrame,
+                 betas: list[float]) -> pd.DataFrame:
+    """Per MAVIS β and pair: MAVIS's mean KL there, the λ points compared, MAVIS's and the best baseline's
+    hypervolume at matched KL, and their ratio."""
+    rows = []
+    for beta in betas:
+        table, _ = matched_table(df, objectives, baselines, volumes, beta=beta)
+        own = df[(df.method == "mavis") & np.isclose(df.beta.to_numpy(float), beta)]
+        for (x, y), t in table.groupby(["objective x", "objective y"], sort=False):
+            v = t.set_index("method")
+            best = v.drop(index="mavis")["hypervolume at matched KL"].idxmax()
+            m, b = v.loc["mavis", "hypervolume at matched KL"], v.loc[best, "hypervolume at matched KL"]
+            rows.append({"β": beta, "objective x": x, "objective y": y,
+                         "MAVIS mean KL": on_pair(own, objectives, x, y).kl.mean(),
+                         "matched points": int(v.loc["mavis", "matched points"]), "of": int(v.loc["mavis", "of"]),
+                         "MAVIS": m, "best baseline": METHOD_NAMES[best], "its hypervolume": b,
+                         "MAVIS ÷ best": _share(m, b)})
+    return pd.DataFrame(rows)
+
+
+def reading_budgets(budgets: pd.DataFrame) -> list[str]:
+    """Per β: MAVIS's KL, its share of the best baseline on every pair, and the pairs where it is at least level."""
+    out = ["**Reading.**", ""]
+    for beta, t in budgets.groupby("β", sort=True):
+        level = int((t["MAVIS"] >= t["its hypervolume"]).sum())
+        compared = f"{int(t['matched points'].sum())} of {int(t['of'].sum())} λ points compared"
+        out.append(f"- β = {beta:g} (MAVIS's mean KL {t['MAVIS mean KL'].mean():.1f}): MAVIS ÷ best baseline "
+                   + ", ".join(f"{r['MAVIS ÷ best']} ({r['objective x']}–{r['objective y']})" for _, r in t.iterrows())
+                   + f"; at least level on {level} of {len(t)} pairs; {compared}.")
+    return out
 
 
 def reading_matched(table: pd.DataFrame) -> list[str]:
@@ -246,6 +289,12 @@ def verdicts(facts: dict) -> list[str]:
         unmatched.append(_share(v.loc["mavis", "hypervolume unmatched"],
                                 v.drop(index="mavis")["hypervolume unmatched"].max()))
     lines = []
+    budgets = facts.get("budgets")
+    if budgets is not None and len(budgets):
+        per = [f"β = {b:g} (KL {t['MAVIS mean KL'].mean():.1f}): {int((t['MAVIS'] >= t['its hypervolume']).sum())} of "
+               f"{len(t)}, " + "/".join(t["MAVIS ÷ best"]) for b, t in budgets.groupby("β", sort=True)]
+        lines.append("- At each KL budget (MAVIS's β, its mean KL), pairs where MAVIS is at least level at matched KL "
+                     "and its shares of the best baseline: " + "; ".join(per) + " (section 2).")
     rho = facts.get("pairs_spearman")
     if rho is not None and len(rho):
         r = rho.set_index(["method", "objective"]).spearman
@@ -609,7 +658,9 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 4")
     parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 5")
     parser.add_argument("--strengths", default=",".join(f"{a:g}" for a in d.strengths),
-                        help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0)")
+                        help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0; at most 2)")
+    parser.add_argument("--budget-betas", default=",".join(f"{b:g}" for b in d.budget_betas),
+                        help="MAVIS β values whose KL section 2 compares the fronts at (besides the page's β)")
     parser.add_argument("--tree-tokens", type=int, default=d.tree_tokens,
                         help=f"reply length of section 7's held-out trees (default {d.tree_tokens})")
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
@@ -622,10 +673,15 @@ def run_results_command(args: argparse.Namespace) -> None:
             or args.prompts < 0:
         raise ValueError("--seeds, --search-prompts, --search-seeds, --max-new-tokens and --tree-tokens must be >= 1, "
                          "--prompts >= 0")
+    strengths = parse_numbers(args.strengths, float, "--strengths")
+    budget_betas = parse_numbers(args.budget_betas, float, "--budget-betas")
+    if not all(0 <= a <= MAX_STRENGTH for a in strengths) or not all(0 <= b for b in budget_betas):
+        raise ValueError(f"--strengths must lie in [0, {MAX_STRENGTH:g}] and --budget-betas be >= 0, got "
+                         f"{args.strengths!r} and {args.budget_betas!r}")
     rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
                        betas=parse_numbers(args.betas, float, "--betas"),
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
-                       strengths=parse_numbers(args.strengths, float, "--strengths"),
+                       strengths=strengths, budget_betas=budget_betas,
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
                        tree_tokens=args.tree_tokens,
                        images=not args.no_images)

@@ -59,13 +59,13 @@ def mavis_contributions(values: torch.Tensor, lam: torch.Tensor, beta: float) ->
 
 def mod_mix(policy_logits: torch.Tensor, lam: torch.Tensor, ref_logits: torch.Tensor | None = None,
             strength: float = 1.0) -> torch.Tensor:
-    """MOD (Shi et al. 2024): Σ_m λ_m log π_m(a|s) over the whole vocabulary; with ``strength`` α < 1,
-    (1 − α)·log π_ref + α·Σ_m λ_m log π_m (α = 0 is the base).
+    """MOD (Shi et al. 2024): Σ_m λ_m log π_m(a|s) over the whole vocabulary; with ``strength`` α ≠ 1,
+    (1 − α)·log π_ref + α·Σ_m λ_m log π_m (α = 0 is the base; α > 1 extrapolates past the policies).
 
     Args:
         policy_logits: (M, ..., V) logits of each objective's policy.
         lam: (M,) λ.
-        ref_logits: (..., V) the base's logits; needed only when α < 1.
+        ref_logits: (..., V) the base's logits; needed only when α ≠ 1.
     Returns:
         (..., V) mixed log-scores (softmax of them is the MOD distribution).
     """
@@ -77,7 +77,7 @@ def mod_mix(policy_logits: torch.Tensor, lam: torch.Tensor, ref_logits: torch.Te
     if strength == 1:
         return mixed
     if ref_logits is None:
-        raise ValueError("MOD at strength < 1 needs the base's logits")
+        raise ValueError("MOD at a strength other than 1 needs the base's logits")
     return (1 - strength) * torch.log_softmax(ref_logits.float(), dim=-1) + strength * mixed
 
 

@@ -349,15 +349,16 @@ def test_finished_lanes_leave_the_batch(tiny_stack):
 
 
 def test_strength_zero_is_the_base_and_strength_scales_the_baselines(tiny_stack):
-    """α = 0: RSoup is exactly the base and MOD the base's distribution; in between they move from it, and
-    beam search's runner gives the same distribution as the sampling loop."""
+    """α = 0: RSoup is exactly the base and MOD the base's distribution; in between they move from it, past 1
+    they move further (extrapolating past the policies), and beam search's runner gives the same distribution
+    as the sampling loop."""
     base = generate_reply(tiny_stack, PROMPTS[0], cfg("base"))
     assert generate_reply(tiny_stack, PROMPTS[0], cfg("rsoup", strength=0.0)).token_ids == base.token_ids
     input_ids = ids_of(tiny_stack, PROMPTS[0])
     ref = torch.log_softmax(tiny_stack.base(input_ids=input_ids).logits[0, -1], -1)
     for method in ("mod", "rsoup"):
         logits = {}
-        for alpha in (0.0, 0.5, 1.0):
+        for alpha in (0.0, 0.5, 1.0, 1.5):
             c = cfg(method, strength=alpha)
             dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(c, 0, 0)])
             logits[alpha] = torch.log_softmax(dec._distribution(0), -1)
@@ -366,6 +367,6 @@ def test_strength_zero_is_the_base_and_strength_scales_the_baselines(tiny_stack)
             torch.testing.assert_close(beam, logits[alpha], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(logits[0.0], ref, atol=1e-4, rtol=1e-4)
         kl = {a: float((lp.exp() * (lp - ref)).sum()) for a, lp in logits.items()}
-        assert kl[0.0] < kl[0.5] < kl[1.0], (method, kl)
-    with pytest.raises(ValueError, match="strength must be a number between 0 and 1"):
-        cfg("mod", strength=1.5)
+        assert kl[0.0] < kl[0.5] < kl[1.0] < kl[1.5], (method, kl)
+    with pytest.raises(ValueError, match="strength must be a number between 0 and 2"):
+        cfg("mod", strength=2.5)

@@ -34,11 +34,14 @@ def test_every_section_is_written(page):
                     "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## 7. Why: the value",
                     "## 8. What this says", "## Cost of this page"):
         assert heading in text
-    assert text.count("**Reading.**") == 6
+    assert text.count("**Reading.**") == 7  # section 2 reads its page-β table and its KL budgets
     assert text.index("**Verdict.**") < text.index("## 1. Pareto fronts")  # the verdicts come first
     verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
     assert re.search(r"on \d of 3 pairs", verdict)
-    assert len(re.findall(r"\d+%|–", verdict)) == 6  # a share per pair, matched and as published
+    lines = verdict.split("\n- ")
+    assert len(re.findall(r"\d+%|–", lines[1] + lines[2])) == 6  # a share per pair, matched and as published
+    budgets = next(line for line in lines if line.startswith("At each KL budget"))
+    assert len(re.findall(r"β = \d", budgets)) == 3 and len(re.findall(r"\d+%|–", budgets)) == 3 * 3
     assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
     assert re.search(r"Why \(section 7\).*sibling r .*helpful -?\d\.\d\d", verdict)  # and why, in numbers
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
@@ -53,7 +56,11 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     assert sorted(beta[beta.method == "mavis"].beta.unique()) == [1.0, 4.0]
     assert set(beta.method) == {"mavis", "base", "policy"}
     matched = pd.read_csv(data / "matched.csv")
-    assert sorted(matched[matched.method == "rsoup"].strength.unique()) == [0.5, 1.0]
+    assert sorted(matched[matched.method == "rsoup"].strength.unique()) == [0.5, 1.0, 1.5]
+    assert sorted(matched[matched.method == "mavis"].beta.unique()) == [1.0, 2.0, 4.0]  # the KL budgets
+    budgets = pd.read_csv(data / "matched_budgets.csv")
+    assert sorted(budgets["β"].unique()) == [1.0, 2.0, 4.0] and len(budgets) == 3 * 3
+    assert (budgets["matched points"] <= budgets["of"]).all() and (budgets["MAVIS mean KL"] > 0).all()
     table = pd.read_csv(data / "matched_hypervolume.csv")
     assert len(table) == 3 * 3 and set(table.method) == {"mavis", "mod", "rsoup"}
     assert (table["matched points"] <= table["of"]).all()
@@ -82,6 +89,9 @@ def test_bad_arguments_get_one_line(tiny_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "r.md")]) == 2
     assert "--betas" in capsys.readouterr().err
     assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--prompts", "-1"]) == 2
+    assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--strengths", "0.5,3",
+                 "--out", str(tmp_path / "r.md")]) == 2
+    assert "--strengths must lie in [0, 2]" in capsys.readouterr().err
 
 
 def test_a_pair_keeps_its_own_lambda_points_and_the_base():
@@ -134,3 +144,26 @@ def test_matched_fronts_compare_every_method_on_the_same_lambda_points():
     assert t.loc["mod", "hypervolume at matched KL"] == pytest.approx(1.5 * 1.0)
     assert t.loc["mod", "hypervolume unmatched"] == pytest.approx(3.0 * 3.0 - 2.0 * 2.0)  # (2, 0) and (0, 2)
     assert len(points) == 2 and points.r_a.isna().sum() == 1  # the λ point MOD cannot reach is kept, unread
+
+
+def test_each_kl_budget_compares_mavis_at_its_own_beta():
+    from mavis_core.results import budget_table
+
+    nan = float("nan")
+    rows = [{"method": "base", "w_a": nan, "w_b": nan, "strength": 1.0, "beta": 1.0, "kl": 2.0, "r_a": 0.0, "r_b": 0.0}]
+    for wa, wb in ((1.0, 0.0), (0.0, 1.0)):
+        rows += [{"method": "mod", "w_a": wa, "w_b": wb, "strength": s, "beta": 1.0, "kl": kl,
+                  "r_a": 2 * s * wa, "r_b": 2 * s * wb} for s, kl in ((0.5, 4.0), (1.0, 10.0))]
+        # β 1 spends KL 4 for reward 0.5; β 4 spends KL 10 for reward 3 (more than MOD's 2 there)
+        rows += [{"method": "mavis", "w_a": wa, "w_b": wb, "strength": 1.0, "beta": b, "kl": kl,
+                  "r_a": r * wa, "r_b": r * wb} for b, kl, r in ((1.0, 4.0, 0.5), (4.0, 10.0, 3.0))]
+    volumes = pd.DataFrame([{"x": "a", "y": "b", "ref_x": -1.0, "ref_y": -1.0}])
+    t = budget_table(pd.DataFrame(rows), ["a", "b"], ["mod"], volumes, [1.0, 4.0]).set_index("β")
+    assert t.loc[1.0, "MAVIS mean KL"] == 4.0 and t.loc[4.0, "MAVIS mean KL"] == 10.0
+    # MOD read at KL 4 is its α = 0.5 points (1, 0) and (0, 1): hypervolume 3 above (−1, −1); MAVIS's (0.5, 0)
+    # and (0, 0.5): 2
+    assert t.loc[1.0, "MAVIS"] == pytest.approx(2.0) and t.loc[1.0, "its hypervolume"] == pytest.approx(3.0)
+    assert t.loc[1.0, "MAVIS ÷ best"] == "67%" and t.loc[1.0, "best baseline"] == "MOD"
+    # at KL 10 MOD is as published, (2, 0) and (0, 2): 5; MAVIS's (3, 0) and (0, 3): 7
+    assert t.loc[4.0, "MAVIS"] == pytest.approx(7.0) and t.loc[4.0, "MAVIS ÷ best"] == "140%"
+    assert (t["matched points"] == 2).all()
