@@ -36,10 +36,13 @@ from .sources import WheelSource, model_dir, source_from_table
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 
-METHODS = ("base", "mavis", "mod", "rsoup")
+METHODS = ("base", "mavis", "mod", "rsoup", "morlhf")
+# MORLHF: the stack's policies fine-tuned for one exact preference λ ([references] tables; an objective's own
+# policy at λ one-hot). It is a reference, not a steering method: it decodes only at the λ it was trained for.
+STEERING_METHODS = METHODS[:4]
 SEARCHES = ("sample", "best_of_n", "beam")
 # How every page names a method: the app's column titles, the chart's legend and the results page's prose.
-METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"}
+METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup", "morlhf": "MORLHF"}
 MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapolates past the policies
 
 
@@ -62,7 +65,8 @@ def search_kind(label: str) -> str:
     head, _, size = label.rpartition("-")
     return head if head and size.isdigit() else label
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
-_TOP_KEYS = {"name", "description", "base", "objectives", "prompts", "beta"}
+_TOP_KEYS = {"name", "description", "base", "objectives", "prompts", "beta", "references"}
+_REFERENCE_KEYS = {"policy", "weights"}
 _BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}
 _OBJECTIVE_KEYS = {"reward", "value", "policy"}
 _REWARD_KEYS = {"kind", "path", "template", "label", "max_length"}
@@ -129,6 +133,16 @@ class ObjectiveSpec:
 
 
 @dataclass(frozen=True)
+class ReferenceSpec:
+    """A policy fine-tuned for one exact preference (the paper's MORLHF): its LoRA adapter and its λ
+    (normalised, in the stack's objective order; objectives it leaves out weigh 0)."""
+
+    name: str
+    policy: str
+    lam: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class StackSpec:
     path: Path
     name: str
@@ -142,6 +156,7 @@ class StackSpec:
     base_source: WheelSource | None = None
     description: str = ""
     beta: float | None = None  # the MAVIS β the stack's value models are tuned for (None: DecodeConfig's)
+    references: tuple[ReferenceSpec, ...] = ()
 
     @property
     def objective_names(self) -> list[str]:
@@ -189,6 +204,42 @@ def _objective_spec(name: str, raw: dict, root: Path) -> ObjectiveSpec:
     what = {k: f"{k} model of {name!r}" for k in ("value", "policy")}
     refs = {k: _check_exists(resolve(raw[k], root, what[k]), what[k]) for k in ("value", "policy") if k in raw}
     return ObjectiveSpec(name=name, reward=_reward_spec(name, raw["reward"], root), **refs)
+
+
+def _reference_specs(raw: object, objectives: tuple[ObjectiveSpec, ...], root: Path,
+                     path: Path) -> tuple[ReferenceSpec, ...]:
+    """``[references.NAME]`` tables: ``policy`` (a LoRA adapter folder) and ``weights`` (objective -> weight)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ValueError(f"references in {path} must be tables [references.NAME], got {raw!r}")
+    names = [o.name for o in objectives]
+    if raw and not all(o.policy for o in objectives):
+        raise ValueError(f"references in {path} need the objectives' own policies too (they share their LoRA "
+                         "rows); give every objective a 'policy'")
+    out, seen = [], {}
+    for name, table in raw.items():
+        where = f"references.{name}"
+        if not isinstance(table, dict) or set(table) != _REFERENCE_KEYS:
+            raise ValueError(f"{where} in {path} needs exactly 'policy' and 'weights', got {table!r}")
+        weights = table["weights"]
+        bad = not isinstance(weights, dict) or not weights or any(
+            k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+            for k, v in weights.items())
+        if bad or not sum(weights.values()) > 0:
+            raise ValueError(f"{where}.weights in {path} must map objectives of {names} to weights >= 0, not all "
+                             f"0; got {weights!r}")
+        total = sum(weights.values())
+        lam = tuple(round(weights.get(o, 0.0) / total, 6) for o in names)
+        if lam in seen:
+            raise ValueError(f"{where} in {path} has the same weights as references.{seen[lam]}")
+        if max(lam) == 1.0:
+            raise ValueError(f"{where} in {path} is one-hot: at λ one-hot the objective's own policy is the "
+                             "reference already")
+        seen[lam] = name
+        what = f"reference policy {name!r}"
+        out.append(ReferenceSpec(name, _check_exists(resolve(table["policy"], root, what), what), lam))
+    return tuple(out)
 
 
 def _check_prompts(prompts: object, path: Path) -> tuple[str, ...]:
@@ -250,6 +301,7 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         objectives=specs, dtype=base.get("dtype", "auto"), prompts=_check_prompts(raw.get("prompts", []), path),
         prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
         description=str(raw.get("description", "")), beta=_check_beta(raw.get("beta"), path),
+        references=_reference_specs(raw.get("references"), specs, root, path),
     )
 
 

@@ -122,7 +122,7 @@ class MethodRunner:
     """Produces the logits of one decoding method's distribution, (B, V), for beam search."""
 
     def __init__(self, stack: Stack, cfg: DecodeConfig, lam: list[float]) -> None:
-        if cfg.method not in stack.methods:
+        if not stack.can_decode(cfg.method):
             raise ValueError(
                 f"method {cfg.method!r} needs models this stack does not have; available: {stack.methods}"
             )
@@ -131,12 +131,14 @@ class MethodRunner:
         # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
         self.active = [i for i, w in enumerate(lam) if w > 0]
         if cfg.method == "rsoup":
-            self.runner = CausalRunner(stack, cfg.strength * self.lam[None])
+            self.runner = CausalRunner(stack, stack.objective_mix(cfg.strength * self.lam)[None])
+        elif cfg.method == "morlhf":
+            self.runner = CausalRunner(stack, stack.morlhf_mix(list(lam))[None])
         elif cfg.method == "mod":  # the active policies, then (strength ≠ 1) a plain row for π_ref
-            rows = torch.eye(len(lam))[self.active]
+            rows = [stack.objective_mix(torch.eye(len(lam))[i]) for i in self.active]
             if cfg.strength != 1:
-                rows = torch.cat([rows, torch.zeros_like(rows[:1])])
-            self.runner = CausalRunner(stack, rows)
+                rows.append(stack.plain_mix())
+            self.runner = CausalRunner(stack, torch.stack(rows))
         else:
             self.runner = CausalRunner(stack)
 
@@ -188,15 +190,17 @@ class _Rows:
     π_ref (the own row itself for base and MAVIS, whose own row is the plain base)."""
 
     def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
-        cfg, m = lane.cfg, len(stack.objectives)
+        cfg = lane.cfg
         self.lam = torch.tensor(cfg.normalised(stack.objectives))
         self.active = [i for i, w in enumerate(self.lam.tolist()) if w > 0]
-        plain = torch.zeros(m)
+        plain = stack.plain_mix()
         self.strength = cfg.strength
         if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
-            self.scales = [torch.eye(m)[i] for i in self.active] + [plain]
+            self.scales = [stack.objective_mix(torch.eye(len(self.lam))[i]) for i in self.active] + [plain]
         elif cfg.method == "rsoup":  # θ_0 + α Σ λ_m ΔW_m, exactly the interpolated weights
-            self.scales = [cfg.strength * self.lam, plain]
+            self.scales = [stack.objective_mix(cfg.strength * self.lam), plain]
+        elif cfg.method == "morlhf":  # the policy fine-tuned for exactly this λ
+            self.scales = [stack.morlhf_mix(self.lam.tolist()), plain]
         else:
             self.scales = [plain]
         self.rows = list(range(first, first + len(self.scales)))
@@ -229,7 +233,7 @@ class LaneDecoder:
     def __init__(self, stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  lanes: list[Lane]) -> None:
         for lane in lanes:
-            if lane.cfg.method not in stack.methods:
+            if not stack.can_decode(lane.cfg.method):
                 raise ValueError(f"method {lane.cfg.method!r} needs models this stack does not have; "
                                  f"available: {stack.methods}")
         self.stack, self.lanes = stack, lanes

@@ -38,9 +38,17 @@ def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
     return [p for p, _ in pairs], [s for _, s in pairs]
 
 
-def _jobs(methods: list[str], grid: list[list[float]]) -> list[tuple[str, list[float] | None]]:
-    """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN)."""
-    return [(m, None) if m == "base" else (m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)]
+def _jobs(methods: list[str], grid: list[list[float]],
+          morlhf: list[tuple[float, ...]] = ()) -> list[tuple[str, list[float] | None]]:
+    """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN); MORLHF
+    runs only at the λ points of ``morlhf`` (where a policy was fine-tuned for exactly that preference)."""
+    def trained(lam: list[float]) -> bool:
+        total = sum(lam)
+        return total > 0 and any(all(abs(w / total - p) < 1e-4 for w, p in zip(lam, point, strict=True))
+                                 for point in morlhf)
+
+    return [(m, None) if m == "base" else (m, lam) for m in methods
+            for lam in (grid[:1] if m == "base" else grid) if m != "morlhf" or trained(lam)]
 
 
 def standard_error(values: np.ndarray) -> float:
@@ -117,11 +125,11 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
-    unknown = [m for m in methods if m not in stack.methods]
+    unknown = [m for m in methods if not stack.can_decode(m)]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
     records = []
-    jobs = _jobs(methods, weight_grid)
+    jobs = _jobs(methods, weight_grid, stack.morlhf_points)
     for method, lam in tqdm(jobs, desc="sweep", unit="point"):
         # the base's λ is irrelevant but DecodeConfig needs one: equal weights
         weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
@@ -239,7 +247,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "points in one table")
     grid.add_argument("--simplex", action="store_true", help="a 1/4 grid over the simplex of all objectives")
     parser.add_argument("--methods", default="", help=f"comma-separated, from {','.join(METHODS)} "
-                                                      "(default: every method the stack supports)")
+                                                      "(default: every steering method the stack supports; "
+                                                      "morlhf runs only at the λ its policies were trained for)")
     parser.add_argument("--prompts", type=int, default=0, help="use the first N held-out prompts (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per prompt (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -279,11 +288,12 @@ def all_pairs_grid(n_objectives: int) -> list[list[float]]:
     return list(seen.values())
 
 
-def _methods(text: str, available: list[str]) -> list[str]:
+def _methods(text: str, available: list[str], extra: list[str] = ()) -> list[str]:
+    """``--methods``: every steering method of the stack by default; ``extra`` ones (MORLHF) when named."""
     methods = [m.strip() for m in text.split(",") if m.strip()] if text else list(available)
-    unknown = [m for m in methods if m not in available]
+    unknown = [m for m in methods if m not in [*available, *extra]]
     if unknown or not methods:
-        raise ValueError(f"--methods must be some of {available} for this stack, got {text!r}")
+        raise ValueError(f"--methods must be some of {[*available, *extra]} for this stack, got {text!r}")
     return methods
 
 
@@ -319,7 +329,8 @@ def run_sweep(args: argparse.Namespace) -> None:
     searches = _searches(args.search)
     stack = load_stack(args.stack)
     grid, swept = _grid(args, stack.objectives)
-    prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods)
+    extra = ["morlhf"] if stack.can_decode("morlhf") else []  # named only: it runs only where it was trained
+    prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods, extra)
     parts, beta = [], stack.beta_or_default(args.beta)
     for search in searches:
         cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=args.top_k,

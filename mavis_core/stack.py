@@ -121,7 +121,47 @@ class Stack:
         if self.lora_rows is not None:
             self.lora_rows.remove()
         self._policies = model
-        self.lora_rows = RowLoRA(self.base, model, self.objectives) if model is not None else None
+        self.lora_rows = RowLoRA(self.base, model, self.lora_columns) if model is not None else None
+
+    @property
+    def lora_columns(self) -> list[str]:
+        """The adapters a row's LoRA mix (`forward`'s ``scales``) weighs, in order: each objective's policy,
+        then each exact-preference reference (adapter ``reference<i>``)."""
+        return [*self.objectives, *(f"reference{i}" for i in range(len(self.spec.references)))]
+
+    def plain_mix(self) -> torch.Tensor:
+        """(columns,) zeros: the plain base."""
+        return torch.zeros(len(self.lora_columns))
+
+    def objective_mix(self, lam: torch.Tensor) -> torch.Tensor:
+        """(columns,) the objectives' policies mixed by ``lam`` (M,) (RSoup's interpolation, or e_m)."""
+        return torch.cat([lam.float(), torch.zeros(len(self.lora_columns) - len(lam))])
+
+    @property
+    def morlhf_points(self) -> list[tuple[float, ...]]:
+        """The λ points (normalised, objective order) where a policy fine-tuned for exactly that preference
+        exists: each objective alone (its own policy) and every [references] table. Empty without policies."""
+        if self.policies is None:
+            return []
+        one_hot = [tuple(float(i == m) for i in range(len(self.objectives))) for m in range(len(self.objectives))]
+        return one_hot + [r.lam for r in self.spec.references]
+
+    def morlhf_mix(self, lam: list[float]) -> torch.Tensor:
+        """(columns,) the LoRA mix of the policy fine-tuned for exactly ``lam``: e_m for objective m alone, the
+        matching reference's column otherwise; ValueError when no policy was trained for ``lam``."""
+        for column, point in enumerate(self.morlhf_points):
+            if all(abs(a - b) < 1e-4 for a, b in zip(lam, point, strict=True)):
+                mix = self.plain_mix()
+                mix[column] = 1.0
+                return mix
+        shown = "; ".join("/".join(f"{w:g}" for w in p) for p in self.morlhf_points) or "none"
+        raise ValueError(f"MORLHF has no policy fine-tuned for λ {'/'.join(f'{w:g}' for w in lam)} "
+                         f"({'/'.join(self.objectives)}); this stack has them at: {shown}")
+
+    def can_decode(self, method: str) -> bool:
+        """Whether ``method`` runs on this stack: a steering method of `methods`, or MORLHF where there are
+        policies (at `morlhf_points` only)."""
+        return method in self.methods or (method == "morlhf" and self.policies is not None)
 
     @property
     def methods(self) -> list[str]:
@@ -184,11 +224,17 @@ class Stack:
         for name, ref in refs[1:]:
             with loading(f"policy of {name!r}", ref):
                 model.load_adapter(ref, adapter_name=name)
+        for i, reference in enumerate(self.spec.references):
+            what = f"reference policy {reference.name!r}"
+            _check_vocab(reference.policy, what, self.base.config.vocab_size, self.tokenizer)
+            _check_adapter_base(reference.policy, reference.name)
+            with loading(what, reference.policy):
+                model.load_adapter(reference.policy, adapter_name=f"reference{i}")
         return model.eval()
 
     def forward(self, scales: torch.Tensor | None = None, **inputs):
-        """The base's forward, row r with the policies' LoRA mixed in by ``scales[r]`` (M,) (see `RowLoRA`):
-        e_m is policy m, λ the RSoup interpolation, zeros the plain base. ``None``: the plain base."""
+        """The base's forward, row r with the policies' LoRA mixed in by ``scales[r]`` (`lora_columns`, see
+        `RowLoRA`): e_m is policy m, λ the RSoup interpolation, zeros the plain base. ``None``: the plain base."""
         if scales is None or self.lora_rows is None:
             return self.base(**inputs)
         with self.lora_rows.rows(scales.to(self.device)) as model:

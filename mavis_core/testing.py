@@ -63,8 +63,14 @@ def save_policy(folder: Path, base_dir: Path, seed: int) -> None:
     get_peft_model(base, config).save_pretrained(folder)
 
 
-def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None, policies: bool = True) -> Path:
-    """A stack TOML over the folders ``build_random_stack`` writes."""
+REFERENCES = {"helpful0.25-humor0.75": {"helpful": 0.25, "humor": 0.75},
+              "helpful0.75-humor0.25": {"helpful": 0.75, "humor": 0.25}}  # stack-refs.toml's MORLHF policies
+
+
+def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None, policies: bool = True,
+                references: dict[str, dict[str, float]] | None = None) -> Path:
+    """A stack TOML over the folders ``build_random_stack`` writes (``references``: name -> weights, each a
+    policy in ``references/NAME``)."""
     lines = ['name = "random"', 'prompts = ["hello there", "tell me a joke"]', "",
              "[base]", 'model = "base"', 'tokenizer = "tokenizer"', ""]
     for obj in OBJECTIVES:
@@ -74,6 +80,9 @@ def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None
         if policies:
             lines.append(f'policy = "policies/{obj}"')
         lines.append("")
+    for ref, weights in (references or {}).items():
+        table = ", ".join(f"{o} = {w}" for o, w in weights.items())
+        lines += [f'[references."{ref}"]', f'policy = "references/{ref}"', f"weights = {{ {table} }}", ""]
     path = root / name
     path.write_text("\n".join(lines))
     return path
@@ -83,8 +92,9 @@ def build_random_stack(root: Path, base: dict | None = None, value: dict | None 
                        vocab_size: int = 320) -> Path:
     """Write base, tokenizer, rewards, per-objective and fused value models and LoRA policies under ``root``.
 
-    Writes ``stack-sep.toml`` (one value model per objective) and ``stack-fused.toml`` (one fused model);
-    returns ``root``. ``base`` / ``value`` override GPT2Config fields (default: tiny, for tests).
+    Writes ``stack-sep.toml`` (one value model per objective), ``stack-fused.toml`` (one fused model) and
+    ``stack-refs.toml`` (stack-sep's models and two exact-preference policies, `REFERENCES`); returns ``root``.
+    ``base`` / ``value`` override GPT2Config fields (default: tiny, for tests).
     """
     tok = build_tokenizer(root / "tokenizer", vocab_size)
     torch.manual_seed(0)
@@ -96,6 +106,9 @@ def build_random_stack(root: Path, base: dict | None = None, value: dict | None 
         save_value_model(root / "values" / name, len(tok), [name], seed=20 + i, **(value or {}))
         save_policy(root / "policies" / name, root / "base", seed=30 + i)
     save_value_model(root / "values" / "fused", len(tok), list(OBJECTIVES), seed=40, **(value or {}))
+    for i, name in enumerate(REFERENCES):
+        save_policy(root / "references" / name, root / "base", seed=50 + i)
     write_stack(root, "stack-sep.toml", {n: f"values/{n}" for n in OBJECTIVES})
     write_stack(root, "stack-fused.toml", {n: "values/fused" for n in OBJECTIVES})
+    write_stack(root, "stack-refs.toml", {n: f"values/{n}" for n in OBJECTIVES}, references=REFERENCES)
     return root
