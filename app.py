@@ -34,7 +34,7 @@ import gradio as gr
 import numpy as np
 from starlette.middleware import Middleware
 
-from mavis_core.config import METHOD_NAMES, DecodeConfig
+from mavis_core.config import METHOD_NAMES, DecodeConfig, sweep_jobs
 from mavis_core.engine import (
     BEAMS_RANGE,
     BETA_RANGE,
@@ -243,11 +243,14 @@ class SweepPlan:
     prompts: int
     seeds: int
     line: str
+    morlhf: tuple[tuple[float, ...], ...] = ()  # λ points MORLHF was fine-tuned for (`Stack.morlhf_points`)
 
     @property
     def keys(self) -> list[tuple]:
-        """(method, *λ) of every point, in the order Engine.sweep runs them (the base once: it ignores λ)."""
-        return [(m, *lam) for m in self.methods for lam in (self.grid[:1] if m == "base" else self.grid)]
+        """(method, *λ) of every point, in the order Engine.sweep runs them (the base once: it ignores λ;
+        MORLHF only where it was trained)."""
+        return [(m, *(self.grid[0] if lam is None else lam)) for m, lam in sweep_jobs(self.methods, self.grid,
+                                                                                         self.morlhf)]
 
 
 def _choices(component) -> list:
@@ -781,7 +784,7 @@ class Actions:
     def _figure(self, history: list[dict], x: str, y: str, z: str = NO_Z):
         """The Pareto chart of ``history``: 2-D, or 3-D when ``z`` names a third objective."""
         self._check_axes(x, y, z)
-        return pareto_figure(history, x, y, self.engine.methods, z=None if z == NO_Z else z)
+        return pareto_figure(history, x, y, self.engine.methods + self.engine.references, z=None if z == NO_Z else z)
 
     def redraw(self, x: str, y: str, z: str, history: list[dict]):
         with user_errors("redraw"):
@@ -845,7 +848,7 @@ class Actions:
         objectives = self.engine.objectives
         settings = self._settings((1.0,) * len(objectives), beta, top_k, temperature, max_new_tokens, seed,
                                   (search, num_candidates, num_beams))
-        methods = self.engine.check_methods(methods)
+        methods = self.engine.check_methods(methods) + self.engine.references
         prompt = self._prompt(prompt, settings.max_new_tokens) if warn else clean_prompt(prompt)[0]
         if mode not in SWEEP_MODES:
             raise ValueError(f"sweep mode must be one of {list(SWEEP_MODES)}, got {mode!r}")
@@ -862,8 +865,14 @@ class Actions:
             n_seeds = 1  # beam search draws nothing at random: every seed gives the same reply
         step = settings.num_candidates if settings.search == "best_of_n" else 1  # best-of-N: no candidate twice
         seeds = [(settings.seed + i * step) % (SEED_RANGE[1] + 1) for i in range(n_seeds)]
+        morlhf = tuple(self.engine.stack.morlhf_points)
+        line = self._sweep_line(settings, grid, pair, n_prompts, seeds, int(seeds_per_point))
+        trained = sum(m == "morlhf" for m, _ in sweep_jobs(methods, grid, morlhf))
+        if trained:
+            line += (f" MORLHF: the policy fine-tuned for exactly that preference, at the {_count(trained, 'λ point')}"
+                     " it was trained for.")
         plan = SweepPlan(settings, methods, grid, [(p, s) for p in prompts[:n_prompts] for s in seeds], n_prompts,
-                         n_seeds, self._sweep_line(settings, grid, pair, n_prompts, seeds, int(seeds_per_point)))
+                         n_seeds, line, morlhf)
         self._check_work(len(plan.keys) * len(plan.rounds), settings)
         return plan
 

@@ -409,3 +409,16 @@ def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[
     n = SIMPLEX_GRID_STEPS
     combos = itertools.product(range(n + 1), repeat=n_objectives)
     return [[c / n for c in combo] for combo in combos if sum(combo) == n]
+
+
+def sweep_jobs(methods: list[str], grid: list[list[float]],
+               morlhf: list[tuple[float, ...]] = ()) -> list[tuple[str, list[float] | None]]:
+    """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN); MORLHF
+    runs only at the λ points of ``morlhf`` (where a policy was fine-tuned for exactly that preference)."""
+    def trained(lam: list[float]) -> bool:
+        total = sum(lam)
+        return total > 0 and any(all(abs(w / total - p) < 1e-4 for w, p in zip(lam, point, strict=True))
+                                 for point in morlhf)
+
+    return [(m, None) if m == "base" else (m, lam) for m in methods
+            for lam in (grid[:1] if m == "base" else grid) if m != "morlhf" or trained(lam)]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import prompts
-from .config import SEARCHES, DecodeConfig, search_label, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
+from .config import SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
 from .decoding import Decode, Generation, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
@@ -123,6 +123,9 @@ class Engine:
         self.stack = stack
         self.objectives: list[str] = list(stack.objectives)
         self.methods: list[str] = list(stack.methods)
+        # Sweeps add MORLHF (the policies fine-tuned for one exact preference) at the λ points it was trained for,
+        # where the stack names such references; it is not a column of Generate (it has no policy for most λ).
+        self.references: list[str] = ["morlhf"] if stack.spec.references and stack.can_decode("morlhf") else []
         self.examples = example_prompts(stack)
         # Half the context at most, so a reply always leaves room for the prompt.
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, stack.context_length // 2))
@@ -259,8 +262,8 @@ class Engine:
         reports each step. Searches run point by point (``on_step(i, points, text)``). ``on_point(weights, reply)``
         gets each scored reply as soon as it is ready: a search's point by point, a sampled batch's at its end.
         """
-        jobs = [(m, dict(zip(self.objectives, lam, strict=True)))
-                for m in methods for lam in (grid[:1] if m == "base" else grid)]
+        jobs = [(m, dict(zip(self.objectives, grid[0] if lam is None else lam, strict=True)))
+                for m, lam in sweep_jobs(methods, grid, self.stack.morlhf_points)]
         if settings.search != "sample":
             out = []
             for i, (method, weights) in enumerate(jobs):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import METHODS, SEARCHES, DecodeConfig, search_label, weight_grid
+from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid
 from .decoding import generate_batch
 from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
@@ -36,19 +36,6 @@ def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
     """Every prompt with every seed, prompt-major: row i·S + s is prompt i with seed s."""
     pairs = list(itertools.product(prompts, seeds))
     return [p for p, _ in pairs], [s for _, s in pairs]
-
-
-def _jobs(methods: list[str], grid: list[list[float]],
-          morlhf: list[tuple[float, ...]] = ()) -> list[tuple[str, list[float] | None]]:
-    """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN); MORLHF
-    runs only at the λ points of ``morlhf`` (where a policy was fine-tuned for exactly that preference)."""
-    def trained(lam: list[float]) -> bool:
-        total = sum(lam)
-        return total > 0 and any(all(abs(w / total - p) < 1e-4 for w, p in zip(lam, point, strict=True))
-                                 for point in morlhf)
-
-    return [(m, None) if m == "base" else (m, lam) for m in methods
-            for lam in (grid[:1] if m == "base" else grid) if m != "morlhf" or trained(lam)]
 
 
 def standard_error(values: np.ndarray) -> float:
@@ -129,7 +116,7 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
     records = []
-    jobs = _jobs(methods, weight_grid, stack.morlhf_points)
+    jobs = sweep_jobs(methods, weight_grid, stack.morlhf_points)
     for method, lam in tqdm(jobs, desc="sweep", unit="point"):
         # the base's λ is irrelevant but DecodeConfig needs one: equal weights
         weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))

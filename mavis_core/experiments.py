@@ -177,6 +177,41 @@ def run_strengths(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd
     return pd.concat([pairs, *runs], ignore_index=True)
 
 
+def reference_pair(stack: Stack) -> tuple[str, str] | None:
+    """The pair of objectives most of the stack's exact-preference references lie on (None without any)."""
+    counts: dict[tuple[str, str], int] = {}
+    for ref in stack.spec.references:
+        on = tuple(o for o, w in zip(stack.objectives, ref.lam, strict=True) if w > 0)
+        if len(on) == 2:
+            counts[on] = counts.get(on, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def reference_points(stack: Stack, x: str, y: str) -> list[list[float]]:
+    """MORLHF's λ points on the pair (x, y): both ends (each objective's own policy) and the references there,
+    ordered by x's weight."""
+    others = [i for i, o in enumerate(stack.objectives) if o not in (x, y)]
+    points = [list(p) for p in stack.morlhf_points if all(p[i] == 0 for i in others) and sum(p) > 0]
+    return sorted(points, key=lambda p: p[stack.objectives.index(x)])
+
+
+def run_references(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+    """MORLHF at its λ points on `reference_pair`, and every other method at the same λ: ``pairs``' rows where
+    the pair grid has them (references on tenths), a sweep of its own where not; empty without references."""
+    pair = reference_pair(stack)
+    if pair is None:
+        return pd.DataFrame()
+    points = reference_points(stack, *pair)
+    seeds, methods = list(range(rc.seeds)), [m for m in stack.methods if m != "base"]
+    w = pairs[[f"w_{o}" for o in stack.objectives]].to_numpy(float)
+    found = [np.isclose(w, p, atol=1e-6).all(axis=1) & (pairs.method != "base").to_numpy() for p in points]
+    missing = [p for p, at in zip(points, found, strict=True) if not at.any()]
+    parts = [pairs[np.logical_or.reduce(found)], sweep(stack, prompts, seeds, ["morlhf"], points, rc.decode(stack))]
+    if missing:
+        parts.append(sweep(stack, prompts, seeds, methods, missing, rc.decode(stack)))
+    return pd.concat(parts, ignore_index=True)
+
+
 def run_simplex(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
     """Every method over the 1/4 grid of the whole simplex."""
     return sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),

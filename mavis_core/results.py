@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import pareto
 from .cli import invoked_command, parse_numbers
 from .config import MAX_STRENGTH, METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
@@ -39,10 +40,12 @@ from .experiments import (
     matched_table,
     on_pair,
     pair_volumes,
+    reference_pair,
     reward_at_kl,
     run_agreement,
     run_betas,
     run_pairs,
+    run_references,
     run_searches,
     run_simplex,
     run_strengths,
@@ -295,6 +298,13 @@ def verdicts(facts: dict) -> list[str]:
                f"{len(t)}, " + "/".join(t["MAVIS ÷ best"]) for b, t in budgets.groupby("β", sort=True)]
         lines.append("- At each KL budget (MAVIS's β, its mean KL), pairs where MAVIS is at least level at matched KL "
                      "and its shares of the best baseline: " + "; ".join(per) + " (section 2).")
+    refs = facts.get("references")
+    if refs is not None and len(refs):
+        r = refs.set_index("method")
+        lines.append(f"- Against policies fine-tuned for each exact preference (MORLHF, {r.pair.iloc[0]}, "
+                     f"{int(r.points.iloc[0])} λ points), hypervolume as a share of MORLHF's: "
+                     + ", ".join(f"{m} {v}" for m, v in r["÷ MORLHF"].items() if m != "MORLHF")
+                     + "; mean KL " + ", ".join(f"{m} {v:.1f}" for m, v in r["mean KL"].items()) + " (section 8).")
     rho = facts.get("pairs_spearman")
     if rho is not None and len(rho):
         r = rho.set_index(["method", "objective"]).spearman
@@ -511,10 +521,52 @@ def agreement_section(report: Report, table: pd.DataFrame, prompts: list[str], r
     report.facts["agreement"] = table
 
 
+def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
+    """Section 8 from `run_references`' table: every method against the policies fine-tuned for each exact
+    preference (the paper's MORLHF), on the pair the references lie on."""
+    report.add("## 8. Against policies fine-tuned for each exact preference (MORLHF)", "")
+    pair = reference_pair(stack)
+    if pair is None or not len(df):
+        report.add("This stack names no exact-preference policies (`[references.NAME]` tables in its stack file; "
+                   "`python -m mavis_core train-policies --preference helpful=0.4,humor=0.6` trains one).", "")
+        return
+    x, y = pair
+    df.to_csv(report.data / "references.csv", index=False)
+    ref = report.facts["pairs_volumes"].query("x == @x and y == @y").iloc[0]
+    methods = [m for m in (*stack.methods, "morlhf") if m in set(df.method) and m != "base"]
+    rows, volumes = [], {}
+    for m in methods:
+        own = df[df.method == m].sort_values(f"w_{x}")
+        volumes[m] = pareto.hypervolume(own[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
+                                        (ref.ref_x, ref.ref_y))
+        for _, r in own.iterrows():
+            rows.append({f"λ {x}": r[f"w_{x}"], "method": METHOD_NAMES[m], x: r[f"{REWARD_PREFIX}{x}"],
+                         y: r[f"{REWARD_PREFIX}{y}"], "kl": r.kl})
+    table = pd.DataFrame(rows)
+    summary_rows = pd.DataFrame([{"method": METHOD_NAMES[m], "hypervolume": v,
+                                  "÷ MORLHF": _share(v, volumes["morlhf"]),
+                                  "mean KL": df[df.method == m].kl.mean()} for m, v in volumes.items()])
+    n = int((df.method == "morlhf").sum())
+    report.add(f"*MORLHF*: on the {x}–{y} pair, a LoRA policy trained by the same DPO recipe on the weighted "
+               f"reward λ·r_{x} + (1 − λ)·r_{y} for each λ of the stack's `[references]` tables, and each "
+               f"objective's own policy at the ends: {n} λ points. Every other method at the same λ points "
+               "(section 1's rows); hypervolume over those points with section 1's reference point for the pair.",
+               "")
+    report.table(summary_rows, ".2f")
+    report.table(table, ".3f")
+    report.facts["references"] = summary_rows.assign(pair=f"{x}–{y}", points=n)
+    mavis = volumes.get("mavis", float("nan"))
+    behind = [f"{METHOD_NAMES[m]} {_share(v, volumes['morlhf'])}" for m, v in volumes.items() if m != "morlhf"]
+    report.add(f"**Reading.** Hypervolume as a share of MORLHF's ({volumes['morlhf']:.2f}): " + ", ".join(behind)
+               + f". MAVIS {'reaches' if mavis >= volumes['morlhf'] else 'does not reach'} the front of the "
+               "policies fine-tuned for each preference; mean KL: "
+               + ", ".join(f"{r['method']} {r['mean KL']:.1f}" for _, r in summary_rows.iterrows()) + ".", "")
+
+
 def summary(facts: dict, objectives: list[str]) -> list[str]:
     """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
     volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
-    out = ["## 8. What this says", ""]
+    out = ["## 9. What this says", ""]
     r = rho.set_index(["method", "objective"]).spearman
     weakest = r.idxmin()
     weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
@@ -627,7 +679,9 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
             ("beta", lambda: beta_section(report, run_betas(stack, p, rc), stack, rc)),
             ("top-k", lambda: top_k_section(report, run_top_ks(stack, p, rc), stack, p, rc)),
             ("search", lambda: search_section(report, run_searches(stack, sp, rc), stack, sp, rc)),
-            ("value models", lambda: agreement_section(report, run_agreement(stack, p, rc), p, rc))):
+            ("value models", lambda: agreement_section(report, run_agreement(stack, p, rc), p, rc)),
+            ("references", lambda: references_section(report, run_references(stack, p, rc, report.facts["pairs"]),
+                                                      stack, rc))):
         t0 = time.perf_counter()
         step()
         timings[name] = time.perf_counter() - t0

@@ -63,8 +63,9 @@ def save_policy(folder: Path, base_dir: Path, seed: int) -> None:
     get_peft_model(base, config).save_pretrained(folder)
 
 
-REFERENCES = {"helpful0.25-humor0.75": {"helpful": 0.25, "humor": 0.75},
-              "helpful0.75-humor0.25": {"helpful": 0.75, "humor": 0.25}}  # stack-refs.toml's MORLHF policies
+# stack-refs.toml's MORLHF policies: one on the pair grid's tenths, one off it
+REFERENCES = {"helpful0.2-humor0.8": {"helpful": 0.2, "humor": 0.8},
+              "helpful0.75-humor0.25": {"helpful": 0.75, "humor": 0.25}}
 
 
 def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None, policies: bool = True,

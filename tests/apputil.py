@@ -59,12 +59,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_engine(tiny_dir: Path) -> Engine:
-    """The tiny stack with its reward models capped at their 64-position context: replies of random models
-    re-tokenize into long texts, and the default reward max_length (512) would overrun the position table."""
-    text = (tiny_dir / "stack-sep.toml").read_text()
+def app_engine(tiny_dir: Path, name: str = "stack-sep.toml") -> Engine:
+    """The tiny stack (``name``) with its reward models capped at their 64-position context: replies of random
+    models re-tokenize into long texts, and the default reward max_length (512) would overrun the position table."""
+    text = (tiny_dir / name).read_text()
     text = re.sub(r'(path = "rewards/\w+")', r"\1, max_length = 64", text)
-    path = tiny_dir / "stack-app.toml"
+    path = tiny_dir / f"app-{name}"
     path.write_text(text)
     return Engine(load_stack(path, device=torch.device("cpu")))
 

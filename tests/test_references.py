@@ -23,15 +23,15 @@ def refs_stack(tiny_dir):
 def test_references_are_read_with_their_normalised_lambda(tiny_dir):
     spec = read_stack_spec(tiny_dir / "stack-refs.toml")
     assert [r.name for r in spec.references] == list(REFERENCES)
-    assert spec.references[0].lam == (0.25, 0.0, 0.75)  # helpful / harmless / humor, in the stack's order
+    assert spec.references[0].lam == (0.2, 0.0, 0.8)  # helpful / harmless / humor, in the stack's order
     assert read_stack_spec(tiny_dir / "stack-sep.toml").references == ()
 
 
 @pytest.mark.parametrize("table, message", [
-    ('policy = "references/helpful0.25-humor0.75"\nweights = { funny = 1.0 }', "must map objectives"),
-    ('policy = "references/helpful0.25-humor0.75"\nweights = { helpful = 0.0 }', "not all 0"),
-    ('policy = "references/helpful0.25-humor0.75"\nweights = { helpful = -1.0, humor = 2.0 }', "weights >= 0"),
-    ('policy = "references/helpful0.25-humor0.75"\nweights = { humor = 3.0 }', "is one-hot"),
+    ('policy = "references/helpful0.2-humor0.8"\nweights = { funny = 1.0 }', "must map objectives"),
+    ('policy = "references/helpful0.2-humor0.8"\nweights = { helpful = 0.0 }', "not all 0"),
+    ('policy = "references/helpful0.2-humor0.8"\nweights = { helpful = -1.0, humor = 2.0 }', "weights >= 0"),
+    ('policy = "references/helpful0.2-humor0.8"\nweights = { humor = 3.0 }', "is one-hot"),
     ('weights = { helpful = 0.5, humor = 0.5 }', "needs exactly 'policy' and 'weights'"),
     ('policy = "references/nowhere"\nweights = { helpful = 0.5, humor = 0.5 }', "not found"),
 ])
@@ -49,10 +49,10 @@ def test_references_need_the_objectives_own_policies_and_differ_from_each_other(
         (tmp_path / folder).symlink_to(tiny_dir / folder)
     with pytest.raises(ValueError, match="need the objectives' own policies"):
         read_stack_spec(write_stack(tmp_path, "a.toml", policies=False, references=REFERENCES))
-    twice = {"one": {"helpful": 1, "humor": 3}, "two": {"helpful": 0.25, "humor": 0.75}}
+    twice = {"one": {"helpful": 1, "humor": 4}, "two": {"helpful": 0.2, "humor": 0.8}}
     path = write_stack(tmp_path, "b.toml", references=twice)
-    path.write_text(path.read_text().replace("references/one", "references/helpful0.25-humor0.75")
-                    .replace("references/two", "references/helpful0.25-humor0.75"))
+    path.write_text(path.read_text().replace("references/one", "references/helpful0.2-humor0.8")
+                    .replace("references/two", "references/helpful0.2-humor0.8"))
     with pytest.raises(ValueError, match="same weights as references.one"):
         read_stack_spec(path)
 
@@ -61,7 +61,7 @@ def test_morlhf_decodes_the_reference_fine_tuned_for_exactly_that_lambda(refs_st
     """At a reference's λ MORLHF's distribution is that adapter's alone (a merged copy of it agrees); at an
     objective alone it is that objective's own policy, the same reply as MOD one-hot."""
     ids, mask, _ = refs_stack.encode([PROMPT], 8)
-    cfg = DecodeConfig(method="morlhf", weights={"helpful": 1, "humor": 3}, max_new_tokens=8)
+    cfg = DecodeConfig(method="morlhf", weights={"helpful": 1, "humor": 4}, max_new_tokens=8)
     dec = LaneDecoder(refs_stack, ids, mask, [Lane(cfg, 0, 0)])
     merged = merge_policies(refs_stack.base, refs_stack.policies, {"reference0": 1.0})
     want = merged(input_ids=ids, attention_mask=mask).logits[0, -1]
@@ -82,7 +82,7 @@ def test_morlhf_side_by_side_equals_its_own_run_and_refuses_an_untrained_lambda(
         alone = generate_batch(refs_stack, [PROMPT], cfg, [cfg.seed])[0]
         assert gen.token_ids == alone.token_ids, cfg.method
     with pytest.raises(ValueError, match=r"no policy fine-tuned for λ 0.5/0/0.5 .*this stack has them at: 1/0/0; "
-                                         r"0/1/0; 0/0/1; 0.25/0/0.75; 0.75/0/0.25"):
+                                         r"0/1/0; 0/0/1; 0.2/0/0.8; 0.75/0/0.25"):
         generate_batch(refs_stack, [PROMPT], DecodeConfig(method="morlhf", weights={"helpful": 1, "humor": 1},
                                                           max_new_tokens=4))
 
@@ -91,7 +91,7 @@ def test_a_sweep_runs_morlhf_only_where_it_was_fine_tuned(refs_stack, tiny_stack
     grid = [[1 - i / 4, 0.0, i / 4] for i in range(5)]  # helpful–humor at 0, 0.25, … 1
     df = sweep(refs_stack, [PROMPT], [0], ["morlhf", "mavis"], grid,
                DecodeConfig(weights={"helpful": 1.0}, max_new_tokens=4))
-    assert sorted(df[df.method == "morlhf"].w_humor) == [0.0, 0.25, 0.75, 1.0]  # both ends and both references
+    assert sorted(df[df.method == "morlhf"].w_humor) == [0.0, 0.25, 1.0]  # both ends and the reference on the grid
     assert sorted(df[df.method == "mavis"].w_humor) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert tiny_stack.morlhf_points == [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]  # no [references]
     assert "morlhf" not in refs_stack.methods  # a reference, not a steering method: not a column of the app

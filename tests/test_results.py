@@ -21,7 +21,7 @@ def page(tiny_dir, tmp_path_factory):
     """One quick run; PNG images only where Chromium is there for kaleido (CI installs it)."""
     root = tmp_path_factory.mktemp("results")
     images = [] if shutil.which(CHROMIUM) else ["--no-images"]
-    code = main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--out", str(root / "docs" / "results.md"),
+    code = main(["results", "--stack", str(tiny_dir / "stack-refs.toml"), "--out", str(root / "docs" / "results.md"),
                  "--data", str(root / "data"), *QUICK, *images])
     assert code == 0
     return root, not images
@@ -32,9 +32,9 @@ def test_every_section_is_written(page):
     text = (root / "docs" / "results.md").read_text(encoding="utf-8")
     for heading in ("## 1. Pareto fronts", "## 2. The fronts at matched KL", "## 3. The simplex",
                     "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## 7. Why: the value",
-                    "## 8. What this says", "## Cost of this page"):
+                    "## 8. Against policies fine-tuned", "## 9. What this says", "## Cost of this page"):
         assert heading in text
-    assert text.count("**Reading.**") == 7  # section 2 reads its page-β table and its KL budgets
+    assert text.count("**Reading.**") == 8  # section 2 reads its page-β table and its KL budgets
     assert text.index("**Verdict.**") < text.index("## 1. Pareto fronts")  # the verdicts come first
     verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
     assert re.search(r"on \d of 3 pairs", verdict)
@@ -43,6 +43,8 @@ def test_every_section_is_written(page):
     budgets = next(line for line in lines if line.startswith("At each KL budget"))
     assert len(re.findall(r"β = \d", budgets)) == 3 and len(re.findall(r"\d+%|–", budgets)) == 3 * 3
     assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
+    assert re.search(r"exact preference \(MORLHF, helpful–humor, 4 λ points\).*MAVIS \d+%, MOD \d+%, RSoup \d+%",
+                     verdict)  # the second verdict: how close MAVIS comes to the exact-preference policies
     assert re.search(r"Why \(section 7\).*sibling r .*helpful -?\d\.\d\d", verdict)  # and why, in numbers
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
@@ -64,6 +66,10 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     table = pd.read_csv(data / "matched_hypervolume.csv")
     assert len(table) == 3 * 3 and set(table.method) == {"mavis", "mod", "rsoup"}
     assert (table["matched points"] <= table["of"]).all()
+    references = pd.read_csv(data / "references.csv")
+    assert sorted(references[references.method == "morlhf"].w_humor) == pytest.approx([0.0, 0.25, 0.8, 1.0])
+    for method in ("mavis", "mod", "rsoup"):  # at the same λ points: section 1's rows, and 0.25 (not a tenth) anew
+        assert sorted(references[references.method == method].w_humor) == pytest.approx([0.0, 0.25, 0.8, 1.0])
     top_k = pd.read_csv(data / "top_k.csv")
     assert sorted(top_k.top_k.unique()) == [3, 5] and (top_k.ms_per_token > 0).all()
     agreement = pd.read_csv(data / "value_agreement.csv")

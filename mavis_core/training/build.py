@@ -18,6 +18,8 @@ WHEEL_STEPS (the default stack; the base is not trained, only fetched):
 - ``data``, ``rewards``: as above (the reward heads do not depend on the base).
 - ``values``: ``train-values`` with VALUES_ARGS (trunk value models, iteration 0) -> ``values/fused``.
 - ``policies``: ``train-policies`` with POLICIES_ARGS (a LoRA DPO policy per objective) -> ``policies/``.
+- ``references``: ``train-policies --preference`` with REFERENCES_ARGS (helpful–humor MORLHF policies) ->
+  ``references/``.
 - ``report``: ``value-report`` on every held-out prompt × 4 seeds, written into the values' card.
 
 ``--quick`` builds tiny versions of everything in seconds (for tests), never the shipped assets.
@@ -41,7 +43,7 @@ from . import base, data, tokenizer
 from .manifest import record_artifact, write_model_card
 
 STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
-WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "report")
+WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "references", "report")
 # The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
 # One iteration: iteration 1 as 2 CPU cores afforded it (8 guided trees per objective, trained from a zero head)
 # came out near-untrained (held-out sibling r -0.05-0.19 against iteration 0's 0.28-0.32, predictions varying
@@ -54,6 +56,12 @@ VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", 
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
                  "--max-new-tokens", "48", "--out-dtype", "float16")
+# The exact-preference (MORLHF) references on helpful-humor: the policies' recipe at rank 4, so the four fit in
+# assets/'s 30 MB (at rank 8 they would take 9.7 MB and the folder 31 MB).
+REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
+REFERENCES_ARGS = (*POLICIES_ARGS[:POLICIES_ARGS.index("--lora-r") + 1], "4",
+                   *POLICIES_ARGS[POLICIES_ARGS.index("--lora-r") + 2:],
+                   *(a for h, u in REFERENCE_WEIGHTS for a in ("--preference", f"helpful={h},humor={u}")))
 REPORT_ARGS = ("--seeds", "4", "--betas", "1,2,4", "--max-new-tokens", "32")
 EVAL_PROMPTS = "eval_prompts.json"
 N_EVAL_PROMPTS = 50
@@ -66,7 +74,8 @@ QUICK_CONVERSATIONS, QUICK_VOCAB = 50, 400
 def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``build`` options to ``parser`` (a subcommand parser of the CLI)."""
     parser.add_argument("--steps", default="all",
-                        help=f"comma-separated subset of {','.join(STEPS)}, or 'all' (default)")
+                        help=f"comma-separated subset of {','.join(WHEEL_STEPS)} (a wheel-shipped base, the default "
+                        f"stack) or {','.join(TINY_STEPS)} (the tiny stack), or 'all' (default)")
     parser.add_argument("--out", type=Path, default=Path("assets"), help="assets folder to write (default assets)")
     parser.add_argument("--work", type=Path, default=Path("build"),
                         help="scratch folder for checkpoints; rerun to resume (default build)")

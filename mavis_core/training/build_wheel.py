@@ -21,6 +21,7 @@ from ..sources import fetch, model_dir
 from .build import (
     N_SAMPLES,
     POLICIES_ARGS,
+    REFERENCES_ARGS,
     REPORT_ARGS,
     SAMPLE_TOP_K,
     VALUES_ARGS,
@@ -152,6 +153,29 @@ def build_wheel_policies(args: argparse.Namespace) -> None:
     _record_trained(args, "policies", out, argv, "prompts", metrics, card)
 
 
+def build_wheel_references(args: argparse.Namespace) -> None:
+    """The exact-preference (MORLHF) policies on helpful–humor by ``train-policies --preference``, recorded with
+    each one's rewards and KL; the stack file's ``[references]`` tables name them."""
+    out = args.out / "references"
+    work = args.work / "references"
+    argv = _command("train-policies", REFERENCES_ARGS, args.out, work, args.seed, ("--out", str(out)))
+    start = time.time()
+    _run(argv)
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        report = json.loads((work / folder.name / "report.json").read_text())["eval"]
+        metrics.update({f"{folder.name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
+    card = (
+        "The paper's MORLHF references: one LoRA adapter per preference λ·helpful + (1 − λ)·humor, λ ∈ {0.2, 0.4, "
+        "0.6, 0.8}, trained by the policies' DPO recipe (β 0.1, 2 epochs, best and worst of 4 base samples per "
+        "prompt by the weighted reward, 128 train prompts) at rank 4 on q/v/o/down projections of all 30 blocks "
+        "(stored float16; rank 8, as the policies, would have taken assets/ past 30 MB). `NAME_helpful`, "
+        "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
+        "sequence KL to the base."
+    )
+    _record_trained(args, "references", out, argv, "prompts", metrics, card)
+
+
 def build_wheel_report(args: argparse.Namespace) -> None:
     """``value-report`` over every held-out prompt × 4 seeds, recorded into the value models' card; then the
     reward audit on the base's own replies (`mavis_core.training.reward_audit`), recorded as ``reward-audit``."""
@@ -212,4 +236,5 @@ def build_reward_audit(args: argparse.Namespace, stack) -> None:
 
 
 WHEEL_BUILDERS = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,
-                  "values": build_wheel_values, "policies": build_wheel_policies, "report": build_wheel_report}
+                  "values": build_wheel_values, "policies": build_wheel_policies,
+                  "references": build_wheel_references, "report": build_wheel_report}
