@@ -534,15 +534,15 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
     df.to_csv(report.data / "references.csv", index=False)
     ref = report.facts["pairs_volumes"].query("x == @x and y == @y").iloc[0]
     methods = [m for m in (*stack.methods, "morlhf") if m in set(df.method) and m != "base"]
-    rows, volumes = [], {}
+    volumes, cells = {}, {}
     for m in methods:
         own = df[df.method == m].sort_values(f"w_{x}")
         volumes[m] = pareto.hypervolume(own[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
                                         (ref.ref_x, ref.ref_y))
         for _, r in own.iterrows():
-            rows.append({f"λ {x}": r[f"w_{x}"], "method": METHOD_NAMES[m], x: r[f"{REWARD_PREFIX}{x}"],
-                         y: r[f"{REWARD_PREFIX}{y}"], "kl": r.kl})
-    table = pd.DataFrame(rows)
+            cells.setdefault(round(float(r[f"w_{x}"]), 6), {})[METHOD_NAMES[m]] = (
+                f"{r[f'{REWARD_PREFIX}{x}']:.2f} / {r[f'{REWARD_PREFIX}{y}']:.2f} (KL {r.kl:.1f})")
+    table = pd.DataFrame([{f"λ {x}": f"{lam:g}", **row} for lam, row in sorted(cells.items())])
     summary_rows = pd.DataFrame([{"method": METHOD_NAMES[m], "hypervolume": v,
                                   "÷ MORLHF": _share(v, volumes["morlhf"]),
                                   "mean KL": df[df.method == m].kl.mean()} for m, v in volumes.items()])
@@ -550,10 +550,11 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
     report.add(f"*MORLHF*: on the {x}–{y} pair, a LoRA policy trained by the same DPO recipe on the weighted "
                f"reward λ·r_{x} + (1 − λ)·r_{y} for each λ of the stack's `[references]` tables, and each "
                f"objective's own policy at the ends: {n} λ points. Every other method at the same λ points "
-               "(section 1's rows); hypervolume over those points with section 1's reference point for the pair.",
-               "")
+               "(section 1's rows where its grid has them), each at its own KL (not matched); hypervolume over "
+               "those points with section 1's reference point for the pair.", "")
     report.table(summary_rows, ".2f")
-    report.table(table, ".3f")
+    report.add(f"Mean rewards {x} / {y} (KL) at each λ point:", "")
+    report.table(table)
     report.facts["references"] = summary_rows.assign(pair=f"{x}–{y}", points=n)
     mavis = volumes.get("mavis", float("nan"))
     behind = [f"{METHOD_NAMES[m]} {_share(v, volumes['morlhf'])}" for m, v in volumes.items() if m != "morlhf"]

@@ -74,12 +74,22 @@ def test_recorded_policy_kl_is_comparable_with_mavis(recorded, objective):
     assert recorded[f"heldout_{objective}_kl_policy"] <= 1.5 * recorded[f"heldout_{objective}_kl_{KEY}"], objective
 
 
+def test_the_morlhf_references_lie_on_helpful_humor_and_are_recorded(stack):
+    lam = [r.lam for r in stack.spec.references]
+    assert lam == [(0.2, 0.0, 0.8), (0.4, 0.0, 0.6), (0.6, 0.0, 0.4), (0.8, 0.0, 0.2)]
+    metrics = read_manifest(ASSETS)["artifacts"]["references"]["metrics"]
+    for ref in stack.spec.references:
+        assert math.isfinite(metrics[f"{ref.name}_policy_kl"]) and f"{ref.name}_policy_humor" in metrics
+
+
 def test_every_method_replies_side_by_side_without_leaking_chat_markers(stack):
     assert stack.methods == ["base", "mavis", "mod", "rsoup"]
     assert stack.format.kind == "chatml"
     weights = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
     prompts = ["What is the capital of France?", PROMPTS[0]]
     cfgs = [DecodeConfig(method=m, weights=weights, max_new_tokens=48, seed=s) for m in stack.methods for s in (0, 1)]
+    # and a MORLHF reference, the policy fine-tuned for helpful 0.4 / humor 0.6, in the same batch
+    cfgs += [DecodeConfig(method="morlhf", weights={"helpful": 0.4, "humor": 0.6}, max_new_tokens=48, seed=0)]
     run = Decode(stack, [p for p in prompts for _ in cfgs], cfgs * len(prompts), [c.seed for c in cfgs] * 2)
     list(run)
     for gen in run.generations:
