@@ -95,3 +95,13 @@ def test_a_sweep_runs_morlhf_only_where_it_was_fine_tuned(refs_stack, tiny_stack
     assert sorted(df[df.method == "mavis"].w_humor) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert tiny_stack.morlhf_points == [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]  # no [references]
     assert "morlhf" not in refs_stack.methods  # a reference, not a steering method: not a column of the app
+
+
+def test_training_loads_a_stack_with_references_without_them(tiny_dir):
+    """Training needs only the base and rewards: a stack file naming references (not trained yet, or being
+    trained) still loads for it."""
+    from mavis_core.training.value_training import load_training_stack
+
+    stack = load_training_stack(tiny_dir / "stack-refs.toml", torch.device("cpu"))
+    assert stack.spec.references == () and stack.policies is None and stack.objectives == ["helpful", "harmless",
+                                                                                            "humor"]

@@ -63,6 +63,8 @@ from .trees import Tree, TreeConfig, append_trees, grow_trees, node_targets, rea
 TRAIN_STATE = "train_state.pt"
 BEST = "best"
 _VALUE_OR_POLICY = re.compile(r"\s*(value|policy)\s*=")  # a stack file's value / policy lines
+_TABLE = re.compile(r"\s*\[")  # a TOML table header
+_REFERENCES_TABLE = re.compile(r"""\s*\[\s*references\s*[.\]]""")
 VALUE_KINDS = ("copy", "trunk")
 
 
@@ -622,14 +624,20 @@ def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], lis
 
 
 def load_training_stack(path: Path, device: torch.device) -> Stack:
-    """The stack without its value models and policies: training needs only the base, tokenizer and rewards.
+    """The stack without its value models, policies and references: training needs only the base, tokenizer
+    and rewards.
 
     The stack file may already name the value models and policies being trained (and they may not exist yet),
-    so their ``value = …`` / ``policy = …`` lines are left out of a temporary copy beside the file (relative
-    paths keep their meaning), which is loaded and removed.
+    so their ``value = …`` / ``policy = …`` lines and its ``[references.*]`` tables are left out of a temporary
+    copy beside the file (relative paths keep their meaning), which is loaded and removed.
     """
-    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-                   if not _VALUE_OR_POLICY.match(line))
+    kept, references = [], False
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if _TABLE.match(line):
+            references = bool(_REFERENCES_TABLE.match(line))
+        if not references and not _VALUE_OR_POLICY.match(line):
+            kept.append(line)
+    text = "".join(kept)
     copy_path = path.with_name(f".{path.stem}.training-{os.getpid()}.toml")
     copy_path.write_text(text, encoding="utf-8")
     try:
