@@ -132,18 +132,24 @@ def _record_trained(args: argparse.Namespace, name: str, folder: Path, argv: lis
                     metrics=metrics, card=card)
 
 
-def build_wheel_policies(args: argparse.Namespace) -> None:
-    """A LoRA DPO policy per objective by ``train-policies``, recorded with each one's reward and KL."""
-    out = args.out / "policies"
-    work = args.work / "policies"
-    argv = _command("train-policies", POLICIES_ARGS, args.out, work, args.seed, ("--out", str(out)))
+def _train_policies(args: argparse.Namespace, folder: str, train_args: tuple[str, ...],
+                    names: list[str]) -> tuple[Path, list[str], dict]:
+    """Run ``train-policies`` into ``OUT/folder`` (resumable from ``WORK/folder``); returns the folder, the
+    command and the metrics to record: the run's minutes and each named policy's held-out evaluation."""
+    out, work = args.out / folder, args.work / folder
+    argv = _command("train-policies", train_args, args.out, work, args.seed, ("--out", str(out)))
     start = time.time()
     _run(argv)
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
-    spec = wheel_stack(args.out)
-    for name in spec.objective_names:
+    for name in names:
         report = json.loads((work / name / "report.json").read_text())["eval"]
         metrics.update({f"{name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
+    return out, argv, metrics
+
+
+def build_wheel_policies(args: argparse.Namespace) -> None:
+    """A LoRA DPO policy per objective by ``train-policies``, recorded with each one's reward and KL."""
+    out, argv, metrics = _train_policies(args, "policies", POLICIES_ARGS, wheel_stack(args.out).objective_names)
     card = (
         "One LoRA adapter per objective (rank 8 on q/v/o/down projections of all 30 blocks, stored float16), "
         "trained by DPO (β 0.1, 2 epochs) on pairs of the best and worst of 4 base samples per prompt by that "
@@ -156,15 +162,8 @@ def build_wheel_policies(args: argparse.Namespace) -> None:
 def build_wheel_references(args: argparse.Namespace) -> None:
     """The exact-preference (MORLHF) policies on helpful–humor by ``train-policies --preference``, recorded with
     each one's rewards and KL; the stack file's ``[references]`` tables name them."""
-    out = args.out / "references"
-    work = args.work / "references"
-    argv = _command("train-policies", REFERENCES_ARGS, args.out, work, args.seed, ("--out", str(out)))
-    start = time.time()
-    _run(argv)
-    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
-    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        report = json.loads((work / folder.name / "report.json").read_text())["eval"]
-        metrics.update({f"{folder.name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
+    names = [r.name for r in wheel_stack(args.out).references]
+    out, argv, metrics = _train_policies(args, "references", REFERENCES_ARGS, names)
     card = (
         "The paper's MORLHF references: one LoRA adapter per preference λ·helpful + (1 − λ)·humor, λ ∈ {0.2, 0.4, "
         "0.6, 0.8}, trained by the policies' DPO recipe (β 0.1, 2 epochs, best and worst of 4 base samples per "
