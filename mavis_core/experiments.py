@@ -139,7 +139,8 @@ def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
                 for m, r in readings.items():
                     fronts[m].append((r[x], r[y]))
         for method, pts in fronts.items():
-            published = on_pair(df[(df.method == method) & (df.strength == 1.0)], objectives, x, y)
+            at = own if method == "mavis" else (df.method == method) & (df.strength == 1.0)  # MAVIS at its β only
+            published = on_pair(df[at], objectives, x, y)
             rows.append({"objective x": x, "objective y": y, "method": method,
                          "matched points": len(pts), "of": len(mavis),
                          "hypervolume at matched KL": pareto.hypervolume(pts, (ref.ref_x, ref.ref_y)),

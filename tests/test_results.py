@@ -173,3 +173,6 @@ def test_each_kl_budget_compares_mavis_at_its_own_beta():
     # at KL 10 MOD is as published, (2, 0) and (0, 2): 5; MAVIS's (3, 0) and (0, 3): 7
     assert t.loc[4.0, "MAVIS"] == pytest.approx(7.0) and t.loc[4.0, "MAVIS ÷ best"] == "140%"
     assert (t["matched points"] == 2).all()
+    # MAVIS as published is its own β's points only, not every β's
+    table, _ = matched_table(pd.DataFrame(rows), ["a", "b"], ["mod"], volumes, beta=1.0)
+    assert table.set_index("method").loc["mavis", "hypervolume unmatched"] == pytest.approx(2.0)
