@@ -39,7 +39,6 @@ SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 
 METHODS = ("base", "mavis", "mod", "rsoup", "morlhf")
 # MORLHF: the stack's policies fine-tuned for one exact preference λ ([references] tables; an objective's own
 # policy at λ one-hot). It is a reference, not a steering method: it decodes only at the λ it was trained for.
-STEERING_METHODS = METHODS[:4]
 SEARCHES = ("sample", "best_of_n", "beam")
 # How every page names a method: the app's column titles, the chart's legend and the results page's prose.
 METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup", "morlhf": "MORLHF"}
