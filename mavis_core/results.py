@@ -221,6 +221,23 @@ def matched_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsC
     report.add(*reading_budgets(budgets), "")
 
 
+def pair_shares(table: pd.DataFrame) -> list[dict]:
+    """Per pair of `matched_table`'s ``table``: MAVIS's hypervolume at matched KL and as published, the best
+    baseline at matched KL (its method and hypervolume), the best baseline's as published, and the λ points
+    compared."""
+    out = []
+    for (x, y), t in table.groupby(["objective x", "objective y"], sort=False):
+        v = t.set_index("method")
+        others = v.drop(index="mavis")
+        best = others["hypervolume at matched KL"].idxmax()
+        out.append({"x": x, "y": y, "mavis": v.loc["mavis", "hypervolume at matched KL"], "best": best,
+                    "best hv": v.loc[best, "hypervolume at matched KL"],
+                    "mavis unmatched": v.loc["mavis", "hypervolume unmatched"],
+                    "best unmatched": others["hypervolume unmatched"].max(),
+                    "matched points": int(v.loc["mavis", "matched points"]), "of": int(v.loc["mavis", "of"])})
+    return out
+
+
 def budget_table(df: pd.DataFrame, objectives: list[str], baselines: list[str], volumes: pd.DataFrame,
                  betas: list[float]) -> pd.DataFrame:
     """Per MAVIS β and pair: MAVIS's mean KL there, the λ points compared, MAVIS's and the best baseline's
@@ -229,15 +246,12 @@ def budget_table(df: pd.DataFrame, objectives: list[str], baselines: list[str], 
     for beta in betas:
         table, _ = matched_table(df, objectives, baselines, volumes, beta=beta)
         own = df[(df.method == "mavis") & np.isclose(df.beta.to_numpy(float), beta)]
-        for (x, y), t in table.groupby(["objective x", "objective y"], sort=False):
-            v = t.set_index("method")
-            best = v.drop(index="mavis")["hypervolume at matched KL"].idxmax()
-            m, b = v.loc["mavis", "hypervolume at matched KL"], v.loc[best, "hypervolume at matched KL"]
-            rows.append({"β": beta, "objective x": x, "objective y": y,
-                         "MAVIS mean KL": on_pair(own, objectives, x, y).kl.mean(),
-                         "matched points": int(v.loc["mavis", "matched points"]), "of": int(v.loc["mavis", "of"]),
-                         "MAVIS": m, "best baseline": METHOD_NAMES[best], "its hypervolume": b,
-                         "MAVIS ÷ best": _share(m, b)})
+        for p in pair_shares(table):
+            rows.append({"β": beta, "objective x": p["x"], "objective y": p["y"],
+                         "MAVIS mean KL": on_pair(own, objectives, p["x"], p["y"]).kl.mean(),
+                         "matched points": p["matched points"], "of": p["of"], "MAVIS": p["mavis"],
+                         "best baseline": METHOD_NAMES[p["best"]], "its hypervolume": p["best hv"],
+                         "MAVIS ÷ best": _share(p["mavis"], p["best hv"])})
     return pd.DataFrame(rows)
 
 
@@ -256,18 +270,12 @@ def reading_budgets(budgets: pd.DataFrame) -> list[str]:
 def reading_matched(table: pd.DataFrame) -> list[str]:
     """Per pair: who leads at matched KL, MAVIS's share of the best baseline, and the unmatched comparison."""
     out = ["**Reading.**", ""]
-    for (x, y), t in table.groupby(["objective x", "objective y"], sort=False):
-        v = t.set_index("method")
-        best = v.drop(index="mavis")["hypervolume at matched KL"].idxmax()
-        m, b = v.loc["mavis", "hypervolume at matched KL"], v.loc[best, "hypervolume at matched KL"]
-        share = _share(m, b)
-        mp = v.loc["mavis"]
-        missing = (f"{int(mp['matched points'])} of {int(mp['of'])} λ points compared"
-                   if mp["matched points"] < mp["of"] else "")
-        out.append(f"- *{x}–{y}*: at matched KL MAVIS {m:.2f} against the best baseline's "
-                   f"({METHOD_NAMES[best]}) {b:.2f} "
-                   f"({share}); unmatched {v.loc['mavis', 'hypervolume unmatched']:.2f} against "
-                   f"{v.drop(index='mavis')['hypervolume unmatched'].max():.2f}"
+    for p in pair_shares(table):
+        missing = (f"{p['matched points']} of {p['of']} λ points compared" if p["matched points"] < p["of"] else "")
+        out.append(f"- *{p['x']}–{p['y']}*: at matched KL MAVIS {p['mavis']:.2f} against the best baseline's "
+                   f"({METHOD_NAMES[p['best']]}) {p['best hv']:.2f} "
+                   f"({_share(p['mavis'], p['best hv'])}); unmatched {p['mavis unmatched']:.2f} against "
+                   f"{p['best unmatched']:.2f}"
                    + (f"; {missing} (the others lie beyond a baseline's reach)" if missing else "") + ".")
     return out
 
@@ -282,15 +290,10 @@ def verdicts(facts: dict) -> list[str]:
     t = facts.get("matched")
     if t is None:
         return []
-    wins, total, shares, unmatched = 0, 0, [], []
-    for _, g in t.groupby(["objective x", "objective y"], sort=False):
-        v = g.set_index("method")
-        best = v.drop(index="mavis")["hypervolume at matched KL"].max()
-        total += 1
-        wins += bool(v.loc["mavis", "hypervolume at matched KL"] >= best)
-        shares.append(_share(v.loc["mavis", "hypervolume at matched KL"], best))
-        unmatched.append(_share(v.loc["mavis", "hypervolume unmatched"],
-                                v.drop(index="mavis")["hypervolume unmatched"].max()))
+    pairs = pair_shares(t)
+    total, wins = len(pairs), sum(bool(p["mavis"] >= p["best hv"]) for p in pairs)
+    shares = [_share(p["mavis"], p["best hv"]) for p in pairs]
+    unmatched = [_share(p["mavis unmatched"], p["best unmatched"]) for p in pairs]
     lines = []
     budgets = facts.get("budgets")
     if budgets is not None and len(budgets):
