@@ -17,6 +17,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ SLOTS = "ABCDEFGH"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet apps run cells that start with these
 FORMULA_CHARS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # also after blanks; full-width too
 BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder shown text
-TEXT_CONTROLS = {"\n", "\r", "\t"}  # kept inside stored text (prompts and replies span lines)
+TEXT_CONTROLS = {"\n", "\t"}  # kept inside stored text (prompts and replies span lines)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, created TEXT NOT NULL, participant TEXT NOT NULL, prompt TEXT NOT NULL,
@@ -103,14 +104,31 @@ def neutralise(cell: object) -> object:
     return cell
 
 
+def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch ``db`` to write-ahead logging. SQLite answers "database is locked" at once, without waiting out the
+    busy timeout, when another connection holds the file while the mode changes (several app processes opening
+    one file), so this retries for up to about ten seconds."""
+    for attempt in range(tries):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # a file system without WAL keeps its mode: that still works
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == tries - 1:
+                raise
+        time.sleep(0.1)
+
+
 def printable(text: str, one_line: bool = False) -> str:
     """``text`` without control characters (NUL, ESC, …) and bidi overrides (U+202E, …); newlines and tabs
-    stay unless ``one_line``.
+    stay unless ``one_line``. Line breaks become ``\\n`` (``\\r\\n`` and a lone ``\\r`` too), as a browser's text box
+    reports them, so an export holds the reply the rater read.
 
-    >>> printable("ab\\x00c\\x1b[31m\\u202eok\\n"), printable("id\\n1", one_line=True)
-    ('abc[31mok\\n', 'id1')
+    >>> printable("ab\\x00c\\x1b[31m\\u202eok\\r\\n"), printable("a\\rb"), printable("id\\n1", one_line=True)
+    ('abc[31mok\\n', 'a\\nb', 'id1')
     """
     keep = set() if one_line else TEXT_CONTROLS
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return "".join(c for c in text if c in keep or (unicodedata.category(c) != "Cc" and c not in BIDI_CONTROLS))
 
 
@@ -130,7 +148,7 @@ class StudyDB:
         self._lock = threading.Lock()  # one writer at a time inside this process; WAL handles readers
         try:
             with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
+                _use_wal(db)
                 db.executescript(_SCHEMA)
                 db.execute("BEGIN IMMEDIATE")  # two processes opening an old file add the column once
                 if "abandoned" not in {row[1] for row in db.execute("PRAGMA table_info(trials)")}:
