@@ -1,10 +1,11 @@
 """Sweeps over λ and what they say: one tidy table per sweep, Pareto fronts, hypervolumes, weight checks.
 
 `python -m mavis_core sweep --stack assets/stack.toml --pair helpful,harmless` runs every method over the λ grid
-of `config.weight_grid`, generating one batch of (prompt × seed) rows per (method, λ), and writes one row per
-(method, λ) to a CSV: the normalised weights (``w_<objective>``), mean rewards (``r_<objective>``), mean KL to the
-base, mean reply length and tokens/s. ``--search sample,best_of_n,beam`` adds test-time search as another axis:
-each search is a *series* of its own (``mavis``, ``mavis best-of-4``, ``mavis beam-4``) with its own front.
+of `config.weight_grid`, decoding the (prompt × seed) rows of several λ points of a method as one batch, and
+writes one row per (method, λ) to a CSV: the normalised weights (``w_<objective>``), mean rewards
+(``r_<objective>``), mean KL to the base, mean reply length and tokens/s. ``--search sample,best_of_n,beam`` adds
+test-time search as another axis: each search is a *series* of its own (``mavis``, ``mavis best-of-4``,
+``mavis beam-4``) with its own front.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid
-from .decoding import generate_batch
+from .decoding import Decode, generate_batch
 from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
 from .search import search_batch
@@ -29,6 +30,7 @@ from .stack import Stack
 WEIGHT_PREFIX = "w_"
 REWARD_PREFIX = "r_"
 SE_PREFIX = "se_"
+LANES_PER_BATCH = 96  # replies decoded as one batch in a sampling sweep (λ points × prompts × seeds)
 REFERENCE_MARGIN = 0.1  # hypervolume reference: min over all methods minus this share of the observed range
 
 
@@ -64,16 +66,38 @@ def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig
     row_prompts, gens = _generate(stack, prompts, seeds, cfg)
     # generation (and a search's own scoring of its candidates) only: scoring the winners is the evaluator's cost
     seconds = time.perf_counter() - start
+    tokens = sum(len(g.events) for g in gens)
+    return _summary(stack, row_prompts, gens, seconds, tokens / seconds if seconds > 0 else float("nan"))
+
+
+def _summary(stack: Stack, row_prompts: list[str], gens: list, seconds: float, tokens_per_s: float) -> dict:
+    """A cell's table entries from its replies: mean rewards and their standard errors, KL, length, cost."""
     scores = stack.score(row_prompts, [g.text for g in gens])
-    tokens = [len(g.events) for g in gens]
     scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
     out = {f"{REWARD_PREFIX}{name}": float(values.mean()) for name, values in scores.items()}
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
     out.update({f"{SE_PREFIX}{name}": standard_error(values) for name, values in scores.items()})
-    out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean(tokens)),
-               tokens_per_s=sum(tokens) / seconds if seconds > 0 else float("nan"), seconds=seconds,
-               seconds_per_reply=seconds / len(gens), n=len(gens))
+    out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean([len(g.events) for g in gens])),
+               tokens_per_s=tokens_per_s, seconds=seconds, seconds_per_reply=seconds / len(gens), n=len(gens))
     return out
+
+
+def _sampled_points(stack: Stack, prompts: list[str], seeds: list[int],
+                    cfgs: list[DecodeConfig]) -> list[dict[str, float]]:
+    """Several sampling cells decoded as one batch (`Decode`): every (prompt, seed) row of every cell is a lane.
+
+    Each reply is what the cell's own batch gives (lanes do not interact). The batch's generation time is shared
+    out by replies: each cell's ``seconds`` is its share, and ``tokens_per_s`` is the whole batch's throughput."""
+    row_prompts, row_seeds = _rows(prompts, seeds)
+    start = time.perf_counter()
+    run = Decode(stack, row_prompts * len(cfgs), [c for c in cfgs for _ in row_prompts], row_seeds * len(cfgs))
+    for _ in run:
+        pass
+    seconds = time.perf_counter() - start
+    gens, n = run.generations, len(row_prompts)
+    tokens_per_s = sum(len(g.events) for g in gens) / seconds if seconds > 0 else float("nan")
+    return [_summary(stack, row_prompts, gens[j * n:(j + 1) * n], seconds * n / len(gens), tokens_per_s)
+            for j in range(len(cfgs))]
 
 
 def _settings(cfg: DecodeConfig) -> dict[str, float | str]:
@@ -97,7 +121,7 @@ def series_of(df: pd.DataFrame) -> pd.Series:
 
 
 def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
-          base_cfg: DecodeConfig) -> pd.DataFrame:
+          base_cfg: DecodeConfig, lanes_per_batch: int = LANES_PER_BATCH) -> pd.DataFrame:
     """Run each method at each λ of ``weight_grid`` over all prompts × seeds; one row per (method, λ).
 
     Columns: method, ``w_<objective>`` (normalised λ; NaN for the base, which runs once since it ignores λ),
@@ -107,23 +131,41 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     speed), seconds (generation wall time), seconds_per_reply (seconds / n: what a search costs per reply),
     n (replies averaged), then the settings used (beta, strength, top_k, temperature, max_new_tokens, search,
     search_size: 1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its
-    search included; its method and weights are replaced. Best-of-N and beam winners are kept whole (see `_generate`;
-    beam search ignores the seeds, so n is the number of prompts).
+    search included; its method and weights are replaced. Sampled λ points of one method decode together, up to
+    ``lanes_per_batch`` replies a batch (see `_sampled_points` for what their timings then mean). Best-of-N and
+    beam winners are kept whole (see `_generate`; beam search ignores the seeds, so n is the number of prompts).
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
     unknown = [m for m in methods if not stack.can_decode(m)]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
-    records = []
     jobs = sweep_jobs(methods, weight_grid, stack.morlhf_points)
-    for method, lam in tqdm(jobs, desc="sweep", unit="point"):
+    cells = []
+    for method, lam in jobs:
         # the base's λ is irrelevant but DecodeConfig needs one: equal weights
         weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
         cfg = dataclasses.replace(base_cfg, method=method, weights=weights)
         norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
-        record = {"method": method, **{f"{WEIGHT_PREFIX}{o}": w for o, w in zip(stack.objectives, norm, strict=True)}}
-        records.append({**record, **_point(stack, prompts, seeds, cfg), **_settings(cfg)})
+        cells.append((cfg, {"method": method, **{f"{WEIGHT_PREFIX}{o}": w
+                                                 for o, w in zip(stack.objectives, norm, strict=True)}}))
+    # several λ points of one method as one batch: on 2 CPU cores 8 points of 12 replies take 0.44x the time of
+    # one point a batch (benchmarks/sweep_speed.py); a method's points stay together so its throughput is its own
+    per_batch = max(1, lanes_per_batch // (len(prompts) * len(seeds)))
+    records: list[dict] = []
+    with tqdm(total=len(cells), desc="sweep", unit="point") as bar:
+        i = 0
+        while i < len(cells):
+            cfg = cells[i][0]
+            chunk = [cells[i]]
+            while (cfg.search == "sample" and len(chunk) < per_batch and i + len(chunk) < len(cells)
+                   and cells[i + len(chunk)][0].method == cfg.method):
+                chunk.append(cells[i + len(chunk)])
+            points = (_sampled_points(stack, prompts, seeds, [c for c, _ in chunk]) if cfg.search == "sample"
+                      else [_point(stack, prompts, seeds, cfg)])
+            records += [{**record, **point, **_settings(c)} for (c, record), point in zip(chunk, points, strict=True)]
+            i += len(chunk)
+            bar.update(len(chunk))
     return pd.DataFrame.from_records(records)
 
 

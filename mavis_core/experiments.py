@@ -31,12 +31,12 @@ BUDGET_BETAS = (1.0, 2.0, 4.0)  # MAVIS's β at which section 2 compares the fro
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    """What `run_results` measures, sized for the default stack (SmolLM2-135M) on 2 CPU cores (docs/results.md
-    was generated with fewer: its first line names the command); pass more prompts and seeds on a GPU."""
+    """What `run_results` measures, sized for the default stack (SmolLM2-135M) to fit about 50 min on 2 CPU cores
+    (docs/results.md's first line names the command it was made with); pass more prompts and seeds on a GPU."""
 
-    prompts: int = 8  # 0: every held-out prompt
+    prompts: int = 12  # 0: every held-out prompt
     seeds: int = 2
-    max_new_tokens: int = 32
+    max_new_tokens: int = 24
     beta: float | None = None  # None: the stack's (`Stack.default_beta`), what the app starts with
     top_k: int = DecodeConfig.default("top_k")
     search_prompts: int = 4

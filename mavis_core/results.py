@@ -27,6 +27,7 @@ from . import pareto
 from .cli import invoked_command, parse_numbers
 from .config import MAX_STRENGTH, METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
+    LANES_PER_BATCH,
     REWARD_PREFIX,
     front_figure,
     pareto_front,
@@ -135,9 +136,12 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
 
     kl = df.groupby("method", sort=False).agg(mean_kl=("kl", "mean"), min_kl=("kl", "min"), max_kl=("kl", "max"),
                                               tokens=("tokens", "mean"), tokens_per_s=("tokens_per_s", "mean"))
+    replies = len(prompts) * rc.seeds
+    together = max(1, LANES_PER_BATCH // replies)
     report.add("Mean KL to the base over each method's λ points (Σ log π/π_ref per reply; the base's own value is "
-               "the cost of sampling from its top-k), reply length and throughput (tokens/s of a batch of "
-               f"{len(prompts) * rc.seeds} replies):", "")
+               "the cost of sampling from its top-k), reply length and throughput (tokens/s of the batches the "
+               f"method decoded in: the base's {replies} replies, every other method's λ points {together} at a "
+               f"time, {together * replies} replies a batch, so compare the steered methods with each other):", "")
     report.table(kl.reset_index(), ".2f")
 
     report.add("Does the weight do what it says? Spearman's ρ between an objective's weight and its mean reward "

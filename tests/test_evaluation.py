@@ -64,6 +64,16 @@ def test_sweep_values_equal_direct_generation(table, tiny_stack):
     assert row.tokens == pytest.approx(np.mean([len(g.events) for g in gens]))
 
 
+def test_batched_lambda_points_equal_one_point_per_batch(table, tiny_stack):
+    # the fixture decodes every method's 3 λ points (2 replies each) as one batch; here each point runs alone
+    alone = sweep(tiny_stack, PROMPTS, SEEDS, METHODS, GRID, BASE_CFG, lanes_per_batch=1)
+    same = [c for c in table.columns if c.startswith(("w_", "r_", "se_")) or c in ("method", "kl", "tokens", "n")]
+    pd.testing.assert_frame_equal(table[same], alone[same], rtol=1e-5)
+    batched = table[table.method == "mod"]
+    assert batched.tokens_per_s.nunique() == 1  # one batch: its throughput, shared by its points
+    assert batched.seconds_per_reply.tolist() == pytest.approx((batched.seconds / batched.n).tolist())
+
+
 def test_sweep_rejects_methods_the_stack_lacks(tiny_stack):
     with pytest.raises(ValueError, match="can't run"):
         sweep(tiny_stack, PROMPTS, SEEDS, ["nope"], GRID, BASE_CFG)
