@@ -10,7 +10,7 @@ from mavis_core.config import read_stack_spec
 from mavis_core.decoding import Decode, Lane, LaneDecoder, generate_batch
 from mavis_core.evaluation import sweep
 from mavis_core.lora_rows import merge_policies
-from mavis_core.testing import REFERENCES, write_stack
+from mavis_core.testing import OBJECTIVES, REFERENCES, write_stack
 
 PROMPT = "hello there"
 
@@ -95,6 +95,16 @@ def test_a_sweep_runs_morlhf_only_where_it_was_fine_tuned(refs_stack, tiny_stack
     assert sorted(df[df.method == "mavis"].w_humor) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert tiny_stack.morlhf_points == [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]  # no [references]
     assert "morlhf" not in refs_stack.methods  # a reference, not a steering method: not a column of the app
+
+
+def test_a_stack_without_policies_cannot_decode_morlhf(tiny_dir, tmp_path):
+    for folder in ("base", "tokenizer", "rewards", "values"):
+        (tmp_path / folder).symlink_to(tiny_dir / folder)
+    values = {n: f"values/{n}" for n in OBJECTIVES}
+    stack = load_stack(write_stack(tmp_path, "values-only.toml", values, policies=False), device=torch.device("cpu"))
+    assert stack.methods == ["base", "mavis"] and not stack.can_decode("morlhf")
+    with pytest.raises(ValueError, match=r"\['morlhf'\] can't run on this stack"):
+        sweep(stack, [PROMPT], [0], ["morlhf"], [[1.0, 0.0, 0.0]], DecodeConfig(weights={"helpful": 1.0}))
 
 
 def test_training_loads_a_stack_with_references_without_them(tiny_dir):

@@ -98,6 +98,10 @@ def test_bad_arguments_get_one_line(tiny_dir, tmp_path, capsys):
     assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--strengths", "0.5,3",
                  "--out", str(tmp_path / "r.md")]) == 2
     assert "--strengths must lie in [0, 2]" in capsys.readouterr().err
+    assert main(["results", "--stack", str(tiny_dir / "stack-sep.toml"), "--budget-betas", "1,-2",
+                 "--out", str(tmp_path / "r.md")]) == 2
+    assert "--budget-betas be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()  # refused before any work
 
 
 def test_a_pair_keeps_its_own_lambda_points_and_the_base():
