@@ -1593,11 +1593,13 @@ class ThreadShare:
     """How many decodes are running, and the torch thread count that follows it (`torch_threads`): a user alone
     gets every core, and when a second request starts both drop to their share at their next step.
 
-    `apply` runs in the thread that is about to decode, before each step: torch's thread setting is read per
-    calling thread, and gradio may resume a streaming handler on another worker thread each time."""
+    `apply` runs in the thread that is about to decode, before each step: torch's thread setting belongs to the
+    calling thread (a thread started later begins with the last count set anywhere), and gradio may resume a
+    streaming handler on another worker thread each time. So what was set is remembered per thread: with one
+    shared record, the first of two decodes never dropped to its share once the second had set the same count."""
 
     def __init__(self) -> None:
-        self.lock, self.running, self.applied = threading.Lock(), 0, None
+        self.lock, self.running, self.local = threading.Lock(), 0, threading.local()
 
     @contextmanager
     def decoding(self) -> Iterator[None]:
@@ -1614,9 +1616,9 @@ class ThreadShare:
         import torch  # imported here so `python app.py --help` stays instant
 
         threads = torch_threads(self.running)
-        if threads != self.applied:  # only when the share changes: asking torch every step cost seconds
+        if threads != getattr(self.local, "threads", None):  # only on a change: asking torch every step cost seconds
             torch.set_num_threads(threads)
-            self.applied = threads
+            self.local.threads = threads
 
     def follow(self, steps: Iterator):
         """``steps`` (a decode's stream), applying the current share before each step is taken; closing this

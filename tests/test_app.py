@@ -3,6 +3,8 @@
 import csv
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -316,6 +318,50 @@ def test_generate_clears_the_last_per_token_view_first(client):
     first = job.outputs()[0]
     assert first[1] == "" and "Generating" in first[8] and "tv-cell" not in first[8]  # not the last reply's tokens
     assert "tv-cell" in job.outputs()[-1][8]
+
+
+def test_two_decodes_on_their_own_threads_each_drop_to_their_share(monkeypatch):
+    """torch's thread count belongs to the thread that sets it: the first decode's thread must set its own share
+    when a second decode, on another thread, starts and ends."""
+    import torch
+
+    monkeypatch.delenv("MAVIS_THREADS", raising=False)
+    monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
+    share, before, seen = app.ThreadShare(), torch.get_num_threads(), []
+    second_running, second_done, first_looked = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with share.decoding():
+            steps = share.follow(iter(range(3)))
+            next(steps)
+            seen.append(torch.get_num_threads())  # alone: every core
+            second_running.wait(10)
+            next(steps)
+            seen.append(torch.get_num_threads())  # beside the second: its share
+            first_looked.set()
+            second_done.wait(10)
+            next(steps)
+            seen.append(torch.get_num_threads())  # alone again
+
+    def second() -> None:
+        with share.decoding():
+            seen.append(("second", torch.get_num_threads()))
+            second_running.set()
+            first_looked.wait(10)
+        second_done.set()
+
+    try:
+        a = threading.Thread(target=first)
+        a.start()
+        while not seen:
+            time.sleep(0.01)
+        b = threading.Thread(target=second)
+        b.start()
+        a.join(20)
+        b.join(20)
+        assert seen == [2, ("second", 1), 1, 2]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_torch_threads_follow_the_running_decodes(monkeypatch):
