@@ -286,8 +286,9 @@ class LaneDecoder:
         ``scales`` (R, M) instead of the alive rows' own)."""
         if scales is None:
             scales = torch.stack([s for i in self.alive for s in self.plans[i].scales])
+        # logits of the last position only: a prompt's other positions would cost the LM head's matmul for nothing
         out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
-                                 position_ids=positions, past_key_values=self.cache, use_cache=True)
+                                 position_ids=positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
 
     def _distribution(self, i: int) -> torch.Tensor:
