@@ -9,6 +9,7 @@ never asserted).
 
 Batch 1, 64 new tokens, equal weights over all 3 objectives, k = 15. ``all``: the four methods decoded side by
 side (one batched forward per step, as the app's Generate does), seconds per step ÷ the base's seconds per token.
+``all_first_step_ms``: how long those four wait for their first tokens (every row's prefill, then the first step).
 """
 
 from __future__ import annotations
