@@ -365,7 +365,9 @@ def run_sweep(args: argparse.Namespace) -> None:
         cfg = DecodeConfig(weights=dict.fromkeys(stack.objectives, 1.0), beta=beta, top_k=args.top_k,
                            temperature=args.temperature, max_new_tokens=args.max_new_tokens, search=search,
                            num_candidates=args.num_candidates, num_beams=args.num_beams)
-        parts.append(sweep(stack, prompts, list(range(args.seeds)), methods, grid, cfg))
+        # beside a search, sampling is timed one λ point a batch as each search is, so their seconds compare
+        lanes = 1 if len(searches) > 1 else LANES_PER_BATCH
+        parts.append(sweep(stack, prompts, list(range(args.seeds)), methods, grid, cfg, lanes_per_batch=lanes))
     df = pd.concat(parts, ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

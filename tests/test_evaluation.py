@@ -190,6 +190,8 @@ def test_cli_sweeps_search_as_an_axis(tiny_dir, tmp_path):
     df = pd.read_csv(out)
     assert df.groupby("search").size().to_dict() == {"beam": 11, "sample": 11}
     assert set(pd.read_csv(tmp_path / "search_hypervolume.csv").method) == {"mavis", "mavis beam-2"}
+    # beside a search, every sampled point is its own batch (timed as a search's point is), not a share of one
+    assert df[df.search == "sample"].tokens_per_s.nunique() > 1
 
 
 def test_cli_rejects_bad_search(tiny_dir, capsys):

@@ -180,3 +180,16 @@ def test_each_kl_budget_compares_mavis_at_its_own_beta():
     # MAVIS as published is its own β's points only, not every β's
     table, _ = matched_table(pd.DataFrame(rows), ["a", "b"], ["mod"], volumes, beta=1.0)
     assert table.set_index("method").loc["mavis", "hypervolume unmatched"] == pytest.approx(2.0)
+
+
+def test_the_search_section_times_sampling_one_point_a_batch_as_the_searches(tiny_stack, monkeypatch):
+    """Section 6 divides each search's seconds per reply by sampling's: sampling batched over λ points would make
+    every search look several times dearer than it is."""
+    from mavis_core import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "sweep", lambda *args, **kwargs: calls.append((args[5].search, kwargs))
+                        or pd.DataFrame())
+    experiments.run_searches(tiny_stack, ["hello there"], experiments.ResultsConfig())
+    assert [(search, kwargs.get("lanes_per_batch")) for search, kwargs in calls] == [
+        ("sample", 1), ("best_of_n", 1), ("beam", 1)]
