@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid
-from .decoding import Decode, generate_batch
+from .decoding import Decode
 from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
 from .search import search_batch
@@ -44,27 +44,19 @@ def standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def _generate(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> tuple[list[str], list]:
-    """The replies of one cell, prompt-major like `_rows`: (row prompts, generations).
-
-    Sampling: every (prompt, seed) row in one batch. Best-of-N: one batched search per seed s, its N candidates
-    drawn with seeds s·N … s·N + N − 1, so different seeds never share a candidate. Beam search has no
-    randomness: each prompt is searched once, whatever ``seeds`` holds.
-    """
-    if cfg.search == "sample":
-        row_prompts, row_seeds = _rows(prompts, seeds)
-        return row_prompts, generate_batch(stack, row_prompts, cfg, row_seeds)
-    if cfg.search == "beam":
-        return list(prompts), [r.best for r in search_batch(stack, prompts, cfg)]
-    per_seed = [search_batch(stack, prompts, dataclasses.replace(cfg, seed=s * cfg.num_candidates)) for s in seeds]
-    return _rows(prompts, seeds)[0], [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
-
-
-def _point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
-    """One (method, λ) cell: generate all rows (batched), score them, average."""
+def _searched_point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
+    """One (method, λ) cell of a search, its replies prompt-major like `_rows`. Best-of-N: one batched search per
+    seed s, its N candidates drawn with seeds s·N … s·N + N − 1, so different seeds never share a candidate. Beam
+    search has no randomness: each prompt is searched once, whatever ``seeds`` holds."""
     start = time.perf_counter()
-    row_prompts, gens = _generate(stack, prompts, seeds, cfg)
-    # generation (and a search's own scoring of its candidates) only: scoring the winners is the evaluator's cost
+    if cfg.search == "beam":
+        row_prompts, gens = list(prompts), [r.best for r in search_batch(stack, prompts, cfg)]
+    else:
+        per_seed = [search_batch(stack, prompts, dataclasses.replace(cfg, seed=s * cfg.num_candidates))
+                    for s in seeds]
+        row_prompts = _rows(prompts, seeds)[0]
+        gens = [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
+    # generation and the search's own scoring of its candidates only: scoring the winners is the evaluator's cost
     seconds = time.perf_counter() - start
     tokens = sum(len(g.events) for g in gens)
     return _summary(stack, row_prompts, gens, seconds, tokens / seconds if seconds > 0 else float("nan"))
@@ -133,7 +125,7 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     search_size: 1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its
     search included; its method and weights are replaced. Sampled λ points of one method decode together, up to
     ``lanes_per_batch`` replies a batch (see `_sampled_points` for what their timings then mean). Best-of-N and
-    beam winners are kept whole (see `_generate`; beam search ignores the seeds, so n is the number of prompts).
+    beam winners are kept whole (see `_searched_point`; beam search ignores the seeds, so n is the number of prompts).
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
@@ -154,18 +146,16 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     per_batch = max(1, lanes_per_batch // (len(prompts) * len(seeds)))
     records: list[dict] = []
     with tqdm(total=len(cells), desc="sweep", unit="point") as bar:
-        i = 0
-        while i < len(cells):
-            cfg = cells[i][0]
-            chunk = [cells[i]]
-            while (cfg.search == "sample" and len(chunk) < per_batch and i + len(chunk) < len(cells)
-                   and cells[i + len(chunk)][0].method == cfg.method):
-                chunk.append(cells[i + len(chunk)])
-            points = (_sampled_points(stack, prompts, seeds, [c for c, _ in chunk]) if cfg.search == "sample"
-                      else [_point(stack, prompts, seeds, cfg)])
-            records += [{**record, **point, **_settings(c)} for (c, record), point in zip(chunk, points, strict=True)]
-            i += len(chunk)
-            bar.update(len(chunk))
+        for (_, search), group in itertools.groupby(cells, key=lambda cell: (cell[0].method, cell[0].search)):
+            group = list(group)
+            size = per_batch if search == "sample" else 1
+            for chunk in (group[i:i + size] for i in range(0, len(group), size)):
+                cfgs = [cfg for cfg, _ in chunk]
+                points = (_sampled_points(stack, prompts, seeds, cfgs) if search == "sample"
+                          else [_searched_point(stack, prompts, seeds, cfgs[0])])
+                records += [{**record, **point, **_settings(cfg)}
+                            for (cfg, record), point in zip(chunk, points, strict=True)]
+                bar.update(len(chunk))
     return pd.DataFrame.from_records(records)
 
 
