@@ -4,6 +4,7 @@ never asserted).
     python benchmarks/decode_speed.py                       # the default stack (SmolLM2-135M-Instruct)
     python benchmarks/decode_speed.py --stack assets/tiny/stack.toml
     python benchmarks/decode_speed.py --random              # random weights shaped like the tiny stack
+    python benchmarks/decode_speed.py --dtype float32       # the base in another dtype than the stack's
     python benchmarks/decode_speed.py --json                # one JSON object: mavis, mod, rsoup, all, base_ms,
                                                             # all_first_step_ms
 
@@ -28,7 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
 from mavis_core import DecodeConfig, generate, load_stack
+from mavis_core.config import DTYPES
 from mavis_core.decoding import Decode
+from mavis_core.stack import pick_device, pick_dtype
 from mavis_core.testing import build_random_stack
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
@@ -83,12 +86,14 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=DecodeConfig.default("top_k"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--dtype", choices=DTYPES, help="the base's dtype instead of the stack's [base] dtype")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = load_stack(random_stack(Path(tmp), args.fused) if args.random else args.stack)
+        path = random_stack(Path(tmp), args.fused) if args.random else args.stack
+        stack = load_stack(path, dtype=pick_dtype(args.dtype, pick_device()) if args.dtype else None)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
                                    max_new_tokens=args.tokens, seed=0) for m in stack.methods}
@@ -99,9 +104,11 @@ def main() -> None:
     if args.json:
         print(json.dumps({**ratios, "base_ms": 1000 * times["base"], "all_first_step_ms": 1000 * first_step,
                           "ms_per_token": {m: 1000 * t for m, t in times.items()}, "peak_rss_mb": peak_mb,
-                          "device": str(stack.device), "threads": torch.get_num_threads()}))
+                          "device": str(stack.device),
+                          "dtype": str(stack.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}))
         return
-    print(f"device {stack.device}, batch 1, {args.tokens} new tokens, k = {args.top_k}, torch threads "
+    dtype = str(stack.dtype).removeprefix("torch.")
+    print(f"device {stack.device}, {dtype}, batch 1, {args.tokens} new tokens, k = {args.top_k}, torch threads "
           f"{torch.get_num_threads()}")
     for method, t in times.items():
         ratio = "" if method == "base" else f"   {ratios[method]:.2f}x base"

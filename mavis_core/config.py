@@ -250,6 +250,15 @@ def _check_prompts(prompts: object, path: Path) -> tuple[str, ...]:
     return tuple(prompts)
 
 
+DTYPES = ("auto", "bfloat16-if-native", "float32", "float16", "bfloat16")  # [base] dtype (stack.pick_dtype)
+
+
+def _check_dtype(raw: object, path: Path) -> str:
+    if raw not in DTYPES:
+        raise ValueError(f"[base] dtype in {path} must be one of {', '.join(DTYPES)}; got {raw!r}")
+    return str(raw)
+
+
 def _check_beta(raw: object, path: Path) -> float | None:
     if raw is None:
         return None
@@ -297,7 +306,8 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
     return StackSpec(
         path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
-        objectives=specs, dtype=base.get("dtype", "auto"), prompts=_check_prompts(raw.get("prompts", []), path),
+        objectives=specs, dtype=_check_dtype(base.get("dtype", "auto"), path),
+        prompts=_check_prompts(raw.get("prompts", []), path),
         prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
         description=str(raw.get("description", "")), beta=_check_beta(raw.get("beta"), path),
         references=_reference_specs(raw.get("references"), specs, root, path),

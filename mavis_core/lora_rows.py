@@ -30,8 +30,10 @@ class _Delta:
             if name in getattr(layer, "lora_variant", {}) or layer.lora_B[name].bias is not None:
                 raise ValueError(f"policy of {name!r} is not a plain LoRA (DoRA or LoRA bias); RSoup and "
                                  "MOD rows need plain LoRA adapters")
-        self.a_t = torch.cat([layer.lora_A[n].weight for n in names]).detach().T.contiguous()  # (d_in, R)
-        self.b_t = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in names], dim=1).detach().T.contiguous()
+        dtype = layer.get_base_layer().weight.dtype  # peft keeps adapters in float32 under a bfloat16 base
+        self.a_t = torch.cat([layer.lora_A[n].weight for n in names]).detach().T.to(dtype).contiguous()  # (d_in, R)
+        self.b_t = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in names], dim=1).detach().T \
+            .to(dtype).contiguous()
         # objective of each rank; layers whose policies agree on it share one per-row scale tensor per forward
         self.owner = tuple(objectives.index(n) for n in names for _ in range(layer.lora_A[n].weight.shape[0]))
 

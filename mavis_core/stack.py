@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import DecodeConfig, StackSpec, is_local, read_stack_spec
+from .config import DTYPES, DecodeConfig, StackSpec, is_local, read_stack_spec
 from .dialogue import PromptFormat
 from .lora_rows import RowLoRA
 from .rewards import load_reward
@@ -36,12 +36,31 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (oneDNN's bf16
+    kernels). Elsewhere bfloat16 is emulated and several times slower than float32."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype a stack's ``[base] dtype`` names on ``device``.
+
+    ``auto``: bfloat16 on CUDA, float32 elsewhere. ``bfloat16-if-native``: bfloat16 wherever the device computes it
+    natively (`native_bfloat16`), float32 elsewhere; for a stack whose next-token distributions were measured to
+    stay close to float32's in bfloat16 (the default stack: docs/benchmarks.md).
+    """
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name == "bfloat16-if-native":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if name not in dtypes:
-        raise ValueError(f"dtype {name!r} is not known; allowed: auto, {', '.join(dtypes)}")
+        raise ValueError(f"dtype {name!r} is not known; allowed: {', '.join(DTYPES)}")
     return dtypes[name]
 
 
@@ -76,6 +95,10 @@ def _value_heads(ref: str, names: list[str], objectives: list[str], config) -> l
             "a fused value model needs config.id2label naming each objective"
         )
     return [objectives.index(label) if label in names else -1 for label in labels]
+
+
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
 
 
 class Stack:
@@ -188,6 +211,9 @@ class Stack:
         with loading("base model", ref):
             model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype,
                                                          use_safetensors=True)  # never unpickle weights
+        head = model.get_output_embeddings()
+        if head is not None:  # a prefill's last positions reach the head strided; contiguous, a bfloat16 CPU head is
+            head.register_forward_pre_hook(_contiguous_input)  # one matmul, not a bmm over 8 copies of its weight
         return model.to(self.device).eval()
 
     def _load_value_models(self) -> list[ValueModel]:

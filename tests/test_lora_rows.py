@@ -89,3 +89,21 @@ def test_swapping_the_policies_rebuilds_the_rows_and_leaves_one_set_of_hooks(tin
     torch.testing.assert_close(after, before)
     hooks = sum(len(m._forward_hooks) for m in tiny_stack.base.modules())
     assert hooks == len(tiny_stack.lora_rows._hooks)  # the swapped-out rows took their hooks with them
+
+
+def test_every_method_decodes_side_by_side_in_bfloat16(tiny_dir):
+    """A stack loaded in bfloat16 (``dtype = "bfloat16-if-native"`` on a CPU with bf16 instructions) runs every
+    method in one batch: the policies' LoRA (peft keeps it in float32) and the value models follow the base's dtype."""
+    from mavis_core import DecodeConfig, load_stack
+    from mavis_core.decoding import Decode
+
+    stack = load_stack(tiny_dir / "stack-refs.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert {p.dtype for p in stack.base.parameters()} == {torch.bfloat16}
+    methods = [*stack.methods, "morlhf"]  # morlhf: the reference fine-tuned for helpful 0.2 / humor 0.8
+    assert {"mavis", "mod", "rsoup"} <= set(methods)
+    cfgs = [DecodeConfig(method=m, weights={"helpful": 0.2, "humor": 0.8}, max_new_tokens=4, seed=1)
+            for m in methods]
+    run = Decode(stack, [PROMPT] * len(cfgs), cfgs, [c.seed for c in cfgs])
+    list(run)
+    for gen in run.generations:
+        assert gen.events and all(torch.isfinite(torch.tensor([e.logprob, e.base_logprob])).all() for e in gen.events)

@@ -47,6 +47,8 @@ def copy_stack(tiny_dir, tmp_path, text_edit=lambda s: s, name="stack-sep.toml")
     (lambda s: s.replace('value = "values/humor"\n', ""), r"objective\(s\) \['humor'\] have no value model"),
     (lambda s: s.split("[objectives")[0], "names no objectives"),
     (lambda s: s + "\n[[[", "is not valid TOML"),
+    (lambda s: s.replace("[base]", '[base]\ndtype = "bf16"'),
+     r"\[base\] dtype in .* must be one of auto, bfloat16-if-native, float32, float16, bfloat16; got 'bf16'"),
     (lambda s: 'beta = "2"\n' + s, r"beta in .* must be a number >= 0 \(MAVIS's default tilt strength\), got '2'"),
     (lambda s: "beta = -1\n" + s, "beta in .* must be a number >= 0"),
     (lambda s: "beta = nan\n" + s, "beta in .* must be a number >= 0"),
@@ -202,3 +204,18 @@ def test_sequence_classification_rewards_take_replies_longer_than_their_context(
     scores = tiny_stack.score(["hi"], ["word " * 300])
     assert all(torch.isfinite(s).all() for s in scores.values())
     assert tiny_stack.rewards["helpful"].max_length == 64
+
+
+def test_bfloat16_if_native_follows_the_cpus_instructions(monkeypatch):
+    """``bfloat16-if-native`` picks bfloat16 only where the CPU has bf16 instructions (emulated bf16 is several
+    times slower than float32), always on CUDA; ``auto`` keeps float32 on any CPU."""
+    from mavis_core.stack import pick_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for avx512_bf16, amx, expected in ((True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                       (False, False, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert pick_dtype("bfloat16-if-native", cpu) == expected
+        assert pick_dtype("auto", cpu) == torch.float32
+    assert pick_dtype("bfloat16-if-native", cuda) == pick_dtype("auto", cuda) == torch.bfloat16
