@@ -12,7 +12,9 @@ explain *why* name the measurements they rest on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
 import os
 import platform
 import subprocess
@@ -290,7 +292,9 @@ def _share(a: float, b: float) -> str:
 
 
 def verdicts(facts: dict) -> list[str]:
-    """The page's first lines: does MAVIS's front lie beyond the baselines' (matched KL, then as published)?"""
+    """The page's first lines: the issue's two verdicts, one line each with their numbers (does MAVIS's front lie
+    beyond MOD's and RSoup's at matched KL; how close does it come to the exact-preference policies), then what
+    they rest on (KL budgets, how well the weights steer, the value models' accuracy)."""
     t = facts.get("matched")
     if t is None:
         return []
@@ -298,6 +302,20 @@ def verdicts(facts: dict) -> list[str]:
     total, wins = len(pairs), sum(bool(p["mavis"] >= p["best hv"]) for p in pairs)
     shares = [_share(p["mavis"], p["best hv"]) for p in pairs]
     unmatched = [_share(p["mavis unmatched"], p["best unmatched"]) for p in pairs]
+    head = [f"**Verdict 1: MAVIS against MOD and RSoup.** At matched KL MAVIS's front has at least the best "
+            f"baseline's hypervolume on {wins} of {total} pairs (MAVIS ÷ best baseline: {', '.join(shares)}; "
+            f"as published, α = 1 at unmatched KL: {', '.join(unmatched)}; section 2)."]
+    refs = facts.get("references")
+    if refs is not None and len(refs):
+        ref_table = refs.set_index("method")
+        mavis = ref_table["÷ MORLHF"].get("MAVIS", "–")
+        others = ", ".join(f"{m} {v}" for m, v in ref_table["÷ MORLHF"].items() if m not in ("MORLHF", "MAVIS"))
+        head.append(f"**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** On "
+                    f"{ref_table.pair.iloc[0]} MAVIS's front has {mavis} of MORLHF's hypervolume ({others}; "
+                    f"{int(ref_table.points.iloc[0])} λ points; section 8).")
+    else:
+        head.append("**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** Not measured: "
+                    "this stack ships no MORLHF references.")
     lines = []
     budgets = facts.get("budgets")
     if budgets is not None and len(budgets):
@@ -305,13 +323,9 @@ def verdicts(facts: dict) -> list[str]:
                f"{len(t)}, " + "/".join(t["MAVIS ÷ best"]) for b, t in budgets.groupby("β", sort=True)]
         lines.append("- At each KL budget (MAVIS's β, its mean KL), pairs where MAVIS is at least level at matched KL "
                      "and its shares of the best baseline: " + "; ".join(per) + " (section 2).")
-    refs = facts.get("references")
     if refs is not None and len(refs):
-        r = refs.set_index("method")
-        lines.append(f"- Against policies fine-tuned for each exact preference (MORLHF, {r.pair.iloc[0]}, "
-                     f"{int(r.points.iloc[0])} λ points), hypervolume as a share of MORLHF's: "
-                     + ", ".join(f"{m} {v}" for m, v in r["÷ MORLHF"].items() if m != "MORLHF")
-                     + "; mean KL " + ", ".join(f"{m} {v:.1f}" for m, v in r["mean KL"].items()) + " (section 8).")
+        lines.append("- Mean KL on the references' λ points: "
+                     + ", ".join(f"{m} {v:.1f}" for m, v in ref_table["mean KL"].items()) + " (section 8).")
     rho = facts.get("pairs_spearman")
     if rho is not None and len(rho):
         r = rho.set_index(["method", "objective"]).spearman
@@ -326,11 +340,7 @@ def verdicts(facts: dict) -> list[str]:
                      + ", ".join(f"{o} {r['sibling r']:.2f}" for o, r in a.iterrows())
                      + "; their predictions vary " + "/".join(f"{v:.2f}" for v in a["prediction sd"])
                      + " against the targets' " + "/".join(f"{v:.2f}" for v in a["target sd"]) + ".")
-    return ["**Verdict.**", "",
-            f"- At matched KL MAVIS's front has at least the best baseline's hypervolume on {wins} of {total} pairs "
-            f"(MAVIS ÷ best baseline: {', '.join(shares)}; section 2).",
-            f"- As published (α = 1, unmatched KL) on each pair's own λ points, MAVIS ÷ best baseline: "
-            f"{', '.join(unmatched)} (section 2).", *lines, ""]
+    return [head[0], "", head[1], "", *(["What they rest on:", "", *lines, ""] if lines else [])]
 
 
 def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
@@ -640,14 +650,50 @@ def summary(facts: dict, objectives: list[str]) -> list[str]:
 # ---- command ---------------------------------------------------------------------------------------------
 
 
-def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, command: str) -> Path:
-    """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``."""
+RUN_RECORD = "run.json"  # beside the tables: what made them (command, commit, settings, timings), for --from-tables
+RAW_TABLES = {"pairs": "pairs.csv", "matched KL": "matched.csv", "simplex": "simplex.csv", "beta": "beta.csv",
+              "top-k": "top_k.csv", "search": "search.csv", "value models": "value_agreement.csv",
+              "references": "references.csv"}  # each section's measured table, as its section writes it
+
+
+def _record_run(data: Path, record: dict) -> None:
+    (data / RUN_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_run(data: Path) -> tuple[dict, ResultsConfig, dict[str, pd.DataFrame]]:
+    """An earlier run's record, settings and measured tables, from ``data`` (what `run_results` wrote there)."""
+    path = data / RUN_RECORD
+    if not path.exists():
+        raise ValueError(f"{path} not found: --from-tables re-renders the tables of an earlier run of `results` "
+                         f"with this version (one that records {RUN_RECORD}); rerun `results` without it first")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(ResultsConfig)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items() if k in known}
+    tables = {}
+    for name, file in RAW_TABLES.items():
+        if not (data / file).exists():
+            raise ValueError(f"{data / file} not found: the run recorded in {path} wrote every section's table there")
+        tables[name] = pd.read_csv(data / file).drop(columns=["series"], errors="ignore")  # series: search's own
+    return record, ResultsConfig(**settings), tables
+
+
+def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, command: str,
+                from_tables: bool = False) -> Path:
+    """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``.
+
+    ``from_tables``: decode nothing; re-render the page (every table, figure and sentence) from the tables and
+    record an earlier run left in ``data``, with this version's text. Its stack and settings are the run's.
+    """
     import torch
 
     from .prompts import heldout_prompts
     from .stack import load_stack
 
     start = time.perf_counter()
+    record, tables = None, {}
+    if from_tables:
+        record, recorded_rc, tables = read_run(data)
+        stack_path, rc = record["stack"], dataclasses.replace(recorded_rc, images=rc.images)
     stack = load_stack(stack_path)
     rc = rc.for_stack(stack)
     prompts = heldout_prompts(stack_path, stack.spec.prompts)
@@ -662,9 +708,16 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
     main_prompts, search_prompts = prompts[:rc.prompts or None], prompts[:rc.search_prompts]
     embedded = stack.spec.name == "embedded"
     source = "`eval_prompts.json`, chitchat test split" if embedded else "the stack's held-out prompts"
+    dtype = str(stack.dtype).removeprefix("torch.")
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+               f"{torch.get_num_threads()} threads, device {stack.device}, {dtype} weights")
+    run = record or {"command": command, "commit": _git_commit(), "date": time.strftime("%Y-%m-%d"),
+                     "stack": str(stack_path), "machine": machine}
     report.add("# Results on the embedded stack" if embedded else f"# Results on the `{stack.spec.name}` stack", "",
-               f"Generated by `{command}` (commit {_git_commit()}, {time.strftime('%Y-%m-%d')}). Do not edit by "
-               "hand: rerun the command. Tables as CSV and interactive charts (HTML) are in "
+               f"Generated by `{run['command']}` (commit {run['commit']}, {run['date']})"
+               + (f"; text re-rendered from its tables by `{command}` (commit {_git_commit()}, "
+                  f"{time.strftime('%Y-%m-%d')})" if record else "")
+               + ". Do not edit by hand: rerun the command. Tables as CSV and interactive charts (HTML) are in "
                f"`{data.as_posix()}/`.", "",
                f"- Stack: `{stack_path}` (objectives {', '.join(stack.objectives)}; methods "
                f"{', '.join(stack.methods)}).",
@@ -675,32 +728,37 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
                f"{rc.beta:g} unless a section varies it. Rewards are the stack's reward models' raw scores "
                "(scales differ between objectives). KL is Σ log π/π_ref over a reply, as the decoding core reports "
                "it.",
-               f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
-               f"{torch.get_num_threads()} threads, device {stack.device}.", "")
+               f"- Machine: {run['machine']}.", "")
     timings, head = {}, len(report.lines)
     p, sp = main_prompts, search_prompts
-    for name, step in (
-            ("pairs", lambda: pairs_section(report, run_pairs(stack, p, rc), stack, p, rc)),
-            ("matched KL", lambda: matched_section(report, run_strengths(stack, p, rc, report.facts["pairs"]),
-                                                   stack, rc)),
-            ("simplex", lambda: simplex_section(report, run_simplex(stack, p, rc), stack)),
-            ("beta", lambda: beta_section(report, run_betas(stack, p, rc), stack, rc)),
-            ("top-k", lambda: top_k_section(report, run_top_ks(stack, p, rc), stack, p, rc)),
-            ("search", lambda: search_section(report, run_searches(stack, sp, rc), stack, sp, rc)),
-            ("value models", lambda: agreement_section(report, run_agreement(stack, p, rc), p, rc)),
-            ("references", lambda: references_section(report, run_references(stack, p, rc, report.facts["pairs"]),
-                                                      stack, rc))):
+    for name, measure, write in (
+            ("pairs", lambda: run_pairs(stack, p, rc), lambda df: pairs_section(report, df, stack, p, rc)),
+            ("matched KL", lambda: run_strengths(stack, p, rc, report.facts["pairs"]),
+             lambda df: matched_section(report, df, stack, rc)),
+            ("simplex", lambda: run_simplex(stack, p, rc), lambda df: simplex_section(report, df, stack)),
+            ("beta", lambda: run_betas(stack, p, rc), lambda df: beta_section(report, df, stack, rc)),
+            ("top-k", lambda: run_top_ks(stack, p, rc), lambda df: top_k_section(report, df, stack, p, rc)),
+            ("search", lambda: run_searches(stack, sp, rc), lambda df: search_section(report, df, stack, sp, rc)),
+            ("value models", lambda: run_agreement(stack, p, rc), lambda df: agreement_section(report, df, p, rc)),
+            ("references", lambda: run_references(stack, p, rc, report.facts["pairs"]),
+             lambda df: references_section(report, df, stack, rc))):
         t0 = time.perf_counter()
-        step()
+        write(tables[name] if from_tables else measure())
         timings[name] = time.perf_counter() - t0
         print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
     report.lines[head:head] = verdicts(report.facts)
     report.add(*summary(report.facts, stack.objectives))
+    if record:
+        timings, total = record["timings"], record["total_s"]
+    else:
+        total = time.perf_counter() - start
     report.add("## Cost of this page", "",
                "Wall time of each section on the machine above: "
                + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-               + f"; {(time.perf_counter() - start) / 60:.1f} min in all.", "")
+               + f"; {total / 60:.1f} min in all.", "")
     report.write(rc.images)
+    if not record:
+        _record_run(data, {**run, "settings": dataclasses.asdict(rc), "timings": timings, "total_s": total})
     return out
 
 
@@ -728,6 +786,9 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
     parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
+    parser.add_argument("--from-tables", action="store_true",
+                        help=f"decode nothing: re-render the page from an earlier run's tables and {RUN_RECORD} in "
+                             "--data, with this version's text (its stack and settings are the run's; minutes)")
 
 
 def run_results_command(args: argparse.Namespace) -> None:
@@ -747,5 +808,5 @@ def run_results_command(args: argparse.Namespace) -> None:
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
                        tree_tokens=args.tree_tokens,
                        images=not args.no_images)
-    out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"))
+    out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"), from_tables=args.from_tables)
     print(f"wrote {out}")

@@ -35,16 +35,17 @@ def test_every_section_is_written(page):
                     "## 8. Against policies fine-tuned", "## 9. What this says", "## Cost of this page"):
         assert heading in text
     assert text.count("**Reading.**") == 8  # section 2 reads its page-β table and its KL budgets
-    assert text.index("**Verdict.**") < text.index("## 1. Pareto fronts")  # the verdicts come first
-    verdict = text[text.index("**Verdict.**"):text.index("## 1.")]
-    assert re.search(r"on \d of 3 pairs", verdict)
+    assert text.index("**Verdict 1:") < text.index("## 1. Pareto fronts")  # the verdicts come first
+    verdict = text[text.index("**Verdict 1:"):text.index("## 1.")]
+    first, second = verdict.split("\n\n")[:2]  # the issue's two verdicts, one line each with their numbers
+    assert first.startswith("**Verdict 1: MAVIS against MOD and RSoup.**") and re.search(r"on \d of 3 pairs", first)
+    assert len(re.findall(r"\d+%|–", first)) == 6  # a share per pair, matched and as published
+    assert re.search(r"^\*\*Verdict 2: .*\*\* On helpful–humor MAVIS's front has (\d+%|–) of MORLHF's hypervolume "
+                     r"\(MOD \d+%, RSoup \d+%; 4 λ points", second)  # how close MAVIS comes to the references
     lines = verdict.split("\n- ")
-    assert len(re.findall(r"\d+%|–", lines[1] + lines[2])) == 6  # a share per pair, matched and as published
     budgets = next(line for line in lines if line.startswith("At each KL budget"))
     assert len(re.findall(r"β = \d", budgets)) == 3 and len(re.findall(r"\d+%|–", budgets)) == 3 * 3
     assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
-    assert re.search(r"exact preference \(MORLHF, helpful–humor, 4 λ points\).*MAVIS \d+%, MOD \d+%, RSoup \d+%",
-                     verdict)  # the second verdict: how close MAVIS comes to the exact-preference policies
     assert re.search(r"Why \(section 7\).*sibling r .*helpful -?\d\.\d\d", verdict)  # and why, in numbers
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
@@ -88,6 +89,32 @@ def test_figures_are_saved(page):
         pngs = list((root / "docs" / "results").glob("*.png"))
         assert {p.stem for p in pngs} == names
         assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_the_page_re_renders_from_its_tables_without_decoding(page, tmp_path, monkeypatch):
+    """``--from-tables`` rebuilds the same page from the run's CSVs and run.json (its stack and settings), decoding
+    nothing; the header names both the run and the re-render."""
+    import mavis_core.results as results
+
+    root, _ = page
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    for name in [n for n in vars(results) if n.startswith("run_") and n not in ("run_results", "run_results_command")]:
+        monkeypatch.setattr(results, name, lambda *a, **k: pytest.fail("--from-tables ran an experiment"))
+    assert main(["results", "--from-tables", "--no-images", "--data", str(data), "--out", str(tmp_path / "r.md")]) == 0
+    before = (root / "docs" / "results.md").read_text(encoding="utf-8").split("\n")
+    after = (tmp_path / "r.md").read_text(encoding="utf-8").split("\n")
+    assert "; text re-rendered from its tables by `python -m mavis_core results` (commit " in after[2]
+    assert after[2].startswith(before[2].split(". Do not edit")[0])  # the run's command, commit and date kept
+    assert [line.replace(str(data.as_posix()), "DATA") for line in after[3:]] == \
+        [line.replace(str((root / "data").as_posix()), "DATA") for line in before[3:]]
+    for f in ("pairs.csv", "search.csv", "pairs_hypervolume.csv"):
+        assert (data / f).read_text() == (root / "data" / f).read_text()
+
+
+def test_from_tables_needs_a_recorded_run(tmp_path, capsys):
+    assert main(["results", "--from-tables", "--data", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
+    assert "run.json not found" in capsys.readouterr().err and not (tmp_path / "r.md").exists()
 
 
 def test_bad_arguments_get_one_line(tiny_dir, tmp_path, capsys):
