@@ -1033,12 +1033,18 @@ class Actions:
                       progress: gr.Progress, endpoint: str) -> dict[str, str]:
         """method -> reply text, decoded side by side as one batch; one progress bar counts the tokens. Stops
         once the client is gone."""
-        with THREADS.decoding():
-            for replies in THREADS.follow(self.engine.stream(prompt, methods, settings)):
-                if self._gone(request, endpoint):
-                    raise Gone
-                progress((max(len(r.events) for r in replies), settings.max_new_tokens),
-                         desc="Generating the replies…", unit="tokens")
+        def decode(report: Callable[..., None]) -> None:
+            # On a thread that ends with the decode, as Generate's: a gradio worker thread lives on, and the
+            # OpenMP pool it would keep slows every later decode (see off_main_thread).
+            with THREADS.decoding():
+                for replies in THREADS.follow(self.engine.stream(prompt, methods, settings)):
+                    report(replies)
+
+        for (replies,) in in_background(decode, endpoint):
+            if self._gone(request, endpoint):
+                raise Gone
+            progress((max(len(r.events) for r in replies), settings.max_new_tokens),
+                     desc="Generating the replies…", unit="tokens")
         return {r.method: r.text for r in replies}
 
     def _study_header(self, prompt: str, lam: dict[str, float], task: str) -> str:
@@ -1548,6 +1554,19 @@ def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_to
     return demo
 
 
+def off_main_thread(work: Callable[[], object]) -> object:
+    """``work()`` in a thread that ends with it; its result, or its exception raised here.
+
+    torch's OpenMP keeps a pool of worker threads for every thread that ran parallel work, for as long as that
+    thread lives. Once the main thread has one (from loading the stack), every decode on another thread ran about
+    1.4× slower on 2 cores (4.3 against 5.7–7.0 s for a 64-token four-column reply): with more OpenMP threads
+    than cores, libgomp stops letting idle workers spin between parallel regions. Work done here leaves no pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mavis-load") as pool:
+        return pool.submit(work).result()
+
+
 def load_engine(path: str) -> Engine:
     """Load the stack once; SystemExit with one plain line (no traceback) if it cannot be used."""
     from mavis_core import load_stack  # imported here so `python app.py --help` stays instant
@@ -1556,7 +1575,7 @@ def load_engine(path: str) -> Engine:
         raise SystemExit(f"error: no stack at {DEFAULT_STACK} yet (the embedded stack is not built); pick one with "
                          f"--stack PATH or MAVIS_STACK=PATH, e.g. --stack stacks/hh-rlhf.toml")
     try:
-        return Engine(load_stack(path))
+        return off_main_thread(lambda: Engine(load_stack(path)))
     except Exception as err:  # noqa: BLE001 - any loading failure ends in one readable line
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise SystemExit(f"error: cannot load stack {path}: {first_line}") from None
@@ -1655,7 +1674,7 @@ def main(argv: list[str] | None = None) -> None:
     check_study_db(args.study_db)
     THREADS.apply()
     engine = load_engine(args.stack)
-    engine.warm_up()
+    off_main_thread(engine.warm_up)  # on a thread of its own, like every decode (see off_main_thread)
     build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS
 
 

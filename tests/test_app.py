@@ -389,3 +389,33 @@ def test_torch_threads_follow_the_running_decodes(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_loading_and_study_decodes_leave_no_thread_behind_that_ran_torch(monkeypatch, tmp_path):
+    """torch's OpenMP keeps a worker pool for each thread that ran parallel work while it lives, and decodes on
+    other threads then ran about 1.4x slower: the stack loads on a thread that ends with it (the main thread runs
+    no torch work), and a study or arena trial decodes on a thread of its own, never on gradio's worker thread."""
+    import mavis_core
+
+    seen = []
+
+    def fake_load(path):
+        seen.append(("load", threading.current_thread()))
+        return SimpleNamespace(objectives=["helpful"], methods=["base"], spec=SimpleNamespace(references=()),
+                               context_length=64)
+
+    monkeypatch.setattr(mavis_core, "load_stack", fake_load)
+    monkeypatch.setattr(app, "Engine", lambda stack: ("engine", stack))
+    assert app.load_engine(str(tmp_path / "stack.toml"))[0] == "engine"
+    assert seen[0][1] is not threading.main_thread() and not seen[0][1].is_alive()
+
+    def stream(prompt, methods, settings):
+        seen.append(("decode", threading.current_thread()))
+        reply = SimpleNamespace(method="base", text="hi", events=[1])
+        yield [reply]
+
+    actions = object.__new__(app.Actions)
+    actions.engine, actions.queue = SimpleNamespace(stream=stream), None
+    got = actions._study_decode(None, "p", ["base"], SimpleNamespace(max_new_tokens=4), lambda *a, **k: None, "study")
+    assert got == {"base": "hi"}
+    assert seen[1][1] is not threading.current_thread()
