@@ -788,7 +788,7 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
     parser.add_argument("--from-tables", action="store_true",
                         help=f"decode nothing: re-render the page from an earlier run's tables and {RUN_RECORD} in "
-                             "--data, with this version's text (its stack and settings are the run's; minutes)")
+                             "--data, with this version's text (its stack and settings are the run's; about a minute)")
 
 
 def run_results_command(args: argparse.Namespace) -> None:
