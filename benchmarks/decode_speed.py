@@ -101,13 +101,12 @@ def main() -> None:
     first_step = times.pop("all_first_step")
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dtype = str(stack.dtype).removeprefix("torch.")
     if args.json:
         print(json.dumps({**ratios, "base_ms": 1000 * times["base"], "all_first_step_ms": 1000 * first_step,
                           "ms_per_token": {m: 1000 * t for m, t in times.items()}, "peak_rss_mb": peak_mb,
-                          "device": str(stack.device),
-                          "dtype": str(stack.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}))
+                          "device": str(stack.device), "dtype": dtype, "threads": torch.get_num_threads()}))
         return
-    dtype = str(stack.dtype).removeprefix("torch.")
     print(f"device {stack.device}, {dtype}, batch 1, {args.tokens} new tokens, k = {args.top_k}, torch threads "
           f"{torch.get_num_threads()}")
     for method, t in times.items():

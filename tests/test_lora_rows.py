@@ -107,3 +107,17 @@ def test_every_method_decodes_side_by_side_in_bfloat16(tiny_dir):
     list(run)
     for gen in run.generations:
         assert gen.events and all(torch.isfinite(torch.tensor([e.logprob, e.base_logprob])).all() for e in gen.events)
+
+
+@torch.inference_mode()
+def test_the_lm_head_gets_a_contiguous_input_at_a_batched_prefill(tiny_stack):
+    """``logits_to_keep=1`` hands the head a strided view of each row's last position; in bfloat16 on a CPU torch
+    then copied the head's weight once per row. The stack's pre-hook makes the input contiguous first."""
+    seen = []
+    head = tiny_stack.base.get_output_embeddings()
+    probe = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    try:
+        tiny_stack.base(input_ids=_ids(tiny_stack, 3), logits_to_keep=1)
+    finally:
+        probe.remove()
+    assert seen == [True]
