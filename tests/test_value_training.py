@@ -329,6 +329,38 @@ def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tin
         real(stack.base, started[0], ["helpful"])
 
 
+def test_start_from_takes_a_saved_model_as_iteration_0_and_goes_on_from_it(tiny_dir, tmp_path, monkeypatch):
+    stack = load_stack(tiny_dir / "stack-sep.toml")
+    first = tmp_path / "first"
+    run_train_values(cli_args(tiny_dir, tmp_path / "w0", "--objective", "humor", "--iterations", "1",
+                              "--out", str(first)))
+    started, guides = [], []
+    real_warm, real_rollout = value_training.warm_value_model, value_training.rollout_stage
+
+    def spy_warm(base, folder, labels):
+        started.append(folder)
+        return real_warm(base, folder, labels)
+
+    def spy_rollout(stack, folder, prompts, tree_cfg, guide, beta, value_model, accelerator):
+        guides.append((guide, value_model.path if value_model else None))
+        return real_rollout(stack, folder, prompts, tree_cfg, guide, beta, value_model, accelerator)
+
+    monkeypatch.setattr(value_training, "warm_value_model", spy_warm)
+    monkeypatch.setattr(value_training, "rollout_stage", spy_rollout)
+    work = tmp_path / "w1"
+    reports = run_train_values(cli_args(tiny_dir, work, "--objective", "humor", "--start-from", str(first),
+                                        "--out", str(tmp_path / "out")))
+    assert reports[0] == {"iteration": 0, "start_from": str(first)} and reports[1]["iteration"] == 1
+    assert guides == [("humor", str(first))]  # no base trees: only iteration 1's, guided by the saved model
+    assert started == [first] and not (work / "humor" / "iter0").exists()
+    assert load_value_model(stack, tmp_path / "out").heads == [stack.objectives.index("humor")]
+    with pytest.raises(ValueError, match="heads"):
+        run_train_values(cli_args(tiny_dir, tmp_path / "w2", "--objective", "helpful", "--start-from", str(first)))
+    with pytest.raises(ValueError, match="iterations >= 2"):
+        run_train_values(cli_args(tiny_dir, tmp_path / "w3", "--objective", "humor", "--iterations", "1",
+                                  "--start-from", str(first)))
+
+
 def test_a_trunk_value_model_goes_on_training_from_its_stored_adapter_and_heads(tmp_path):
     from test_value_models import LABELS, tiny_llama, trained
 

@@ -80,6 +80,8 @@ class ValueTrainConfig:
             prompts; None: all). Guided rollouts cost a value pass per step, so on a CPU they are the budget.
         warm_start: iteration k >= 1 starts from V_{k-1} (False: from the base, with a zero head, as iteration
             0 does). A fresh start on the few guided trees a CPU affords came out near-untrained (docs/training.md).
+        start_from: a saved value model (the one a stack ships, say) taken as iteration 0: its rollouts and
+            training are skipped, and iteration 1 rolls out guided by it and goes on from its weights.
         zeta: ζ, weight of E[log π_k/π_ref] subtracted from targets from iteration 1 on.
         beta: β of the MAVIS guidance in rollouts (k >= 1) and in the evaluation.
         val_fraction: share of trees (whole prompts, not nodes: siblings share a prefix) held out.
@@ -92,6 +94,7 @@ class ValueTrainConfig:
     lora_r: int = 16
     guided_prompts: int | None = None
     warm_start: bool = True
+    start_from: str | None = None
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-4
@@ -110,6 +113,9 @@ class ValueTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.kind not in VALUE_KINDS:
             raise ValueError(f"kind {self.kind!r} is not known; allowed: {', '.join(VALUE_KINDS)}")
+        if self.start_from is not None and self.iterations < 2:
+            raise ValueError(f"start_from {self.start_from} stands for iteration 0; with iterations="
+                             f"{self.iterations} nothing is left to train (use iterations >= 2)")
         if self.zeta < 0 or self.beta < 0:
             raise ValueError(f"zeta and beta must be >= 0, got zeta={self.zeta}, beta={self.beta}")
 
@@ -482,7 +488,7 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
         return json.loads((folder / "train.json").read_text())
     train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
     torch.manual_seed(cfg.seed + k)
-    previous = folder.parent / f"iter{k - 1}" / BEST
+    previous = previous_model(folder.parent, k, cfg)
     warm = k > 0 and cfg.warm_start
     model = (warm_value_model(stack.base, previous, list(run.objectives)) if warm
              else init_value_model(stack.base, cfg, list(run.objectives)))
@@ -493,6 +499,13 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
         (folder / "train.json").write_text(json.dumps(report, indent=1))
     accelerator.wait_for_everyone()
     return report
+
+
+def previous_model(work_run: Path, k: int, cfg: ValueTrainConfig) -> Path:
+    """Where V_{k-1} is: ``start_from`` for iteration 1 when given, else the previous iteration's best."""
+    if k == 1 and cfg.start_from is not None:
+        return Path(cfg.start_from)
+    return work_run / f"iter{k - 1}" / BEST
 
 
 def eval_stage(stack: Stack, run: Run, value_model: ValueModel, prompts: list[str], cfg: ValueTrainConfig,
@@ -512,6 +525,16 @@ def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: lis
     value_model, reports = None, []
     for k in range(cfg.iterations):
         folder = work / run.name / f"iter{k}"
+        if k == 0 and cfg.start_from is not None:
+            value_model = load_value_model(stack, Path(cfg.start_from))
+            found = [stack.objectives[h] for h in value_model.heads]
+            if found != list(run.objectives):
+                raise ValueError(f"--start-from {cfg.start_from} has heads {found}, not this run's "
+                                 f"{list(run.objectives)}")
+            reports.append({"iteration": 0, "start_from": cfg.start_from})
+            if accelerator.is_main_process:
+                print(f"[train-values] {run.name} iteration 0: taken from {cfg.start_from}", flush=True)
+            continue
         guides = [None] if k == 0 else list(run.objectives)
         trees_by_guide = {
             g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}",
@@ -525,7 +548,7 @@ def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: lis
         reports.append({"iteration": k, "best_val_mse": train["best_val_mse"], "eval": evaluation})
         if accelerator.is_main_process:
             print(f"[train-values] {run.name} iteration {k}: " + format_report(reports[-1]), flush=True)
-    return work / run.name / f"iter{cfg.iterations - 1}" / BEST, reports
+    return work / run.name / f"iter{cfg.iterations - 1}" / BEST, reports  # start_from needs iterations >= 2
 
 
 def format_report(report: dict) -> str:
@@ -577,6 +600,9 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
     parser.add_argument("--cold-start", dest="warm_start", action="store_false",
                         help="start iterations >= 1 from the base with a zero head instead of from V_{k-1}")
+    parser.add_argument("--start-from", type=Path,
+                        help="a saved value model (e.g. the stack's shipped one) to take as iteration 0: no base "
+                        "trees or training for it; iteration 1 is guided by it and goes on from its weights")
     parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
     parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                         help="dtype of the saved value model (default float16)")
@@ -593,7 +619,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainC
                           prompts_per_batch=args.prompts_per_batch,
                           chunk_range=chunk_range, max_new_tokens=args.max_new_tokens, seed=args.seed)
     cfg = ValueTrainConfig(iterations=args.iterations, kind=args.kind, lora_r=args.lora_r, layers=args.layers,
-                           guided_prompts=args.guided_prompts, warm_start=args.warm_start, epochs=args.epochs,
+                           guided_prompts=args.guided_prompts, warm_start=args.warm_start,
+                           start_from=str(args.start_from) if args.start_from else None, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
                            eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.quick:
