@@ -121,3 +121,27 @@ def test_the_lm_head_gets_a_contiguous_input_at_a_batched_prefill(tiny_stack):
     finally:
         probe.remove()
     assert seen == [True]
+
+
+@torch.inference_mode()
+def test_in_bfloat16_an_rsoup_row_matches_the_merged_weights_at_a_step_and_at_a_prefill(tiny_dir):
+    """A one-token step computes the low-rank delta in float32 (tiny bfloat16 GEMMs are slow on a CPU), a longer
+    input in the base's bfloat16; both give the interpolated weights' next-token distribution."""
+    from transformers import DynamicCache
+
+    from mavis_core import load_stack
+
+    stack = load_stack(tiny_dir / "stack-refs.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+    lam = [0.5, 0.2, 0.3]
+    merged = merge_policies(stack.base, stack.policies, dict(zip(stack.objectives, lam, strict=True)))
+    ids = _ids(stack)
+    prefix, last = ids[:, :-1], ids[:, -1:]
+    cache = DynamicCache()
+    with stack.lora_rows.rows(stack.objective_mix(torch.tensor(lam))[None]) as model:
+        whole = model(input_ids=ids).logits[:, -1].float()  # bfloat16 path (several tokens)
+        model(input_ids=prefix, past_key_values=cache, use_cache=True)
+        step = model(input_ids=last, past_key_values=cache, use_cache=True).logits[:, -1].float()  # float32 path
+    want = torch.log_softmax(merged(input_ids=ids).logits[:, -1].float(), -1)
+    for got in (whole, step):
+        kl = (want.exp() * (want - torch.log_softmax(got, -1))).sum()
+        assert kl < 0.01, kl
