@@ -115,3 +115,21 @@ def test_live_replay_agrees_with_the_recorded_direction(stack, recorded):
     scores = stack.rewards[objective].score(rows * 2, [g.text for g in run.generations])
     base, mavis = float(scores[: len(rows)].mean()), float(scores[len(rows):].mean())
     assert mavis > base, (objective, base, mavis)
+
+
+def test_the_iteration_1_stack_is_the_default_but_for_its_value_model(stack):
+    """assets/stack-iter1.toml: the default stack with iteration 1 of its value model, recorded in the manifest."""
+    from mavis_core.training.value_training import load_value_model
+
+    default, other = read_stack_spec(ASSETS / "stack.toml"), read_stack_spec(ASSETS / "stack-iter1.toml")
+    def same(spec):
+        return (spec.beta, spec.prompt_format, spec.system_prompt, spec.dtype, spec.base_source, spec.prompts,
+                spec.references, [(o.name, o.reward, o.policy) for o in spec.objectives])
+
+    assert same(other) == same(default)
+    assert [o.value for o in other.objectives] == [str(ASSETS / "values" / "fused-iter1")] * 3 != [
+        o.value for o in default.objectives]
+    entry = read_manifest(ASSETS)["artifacts"]["values-fused-iter1"]
+    files = ("value_config.json", "value_weights.safetensors")
+    assert set(entry["files"]) == {f"values/fused-iter1/{f}" for f in files}
+    assert load_value_model(stack, ASSETS / "values" / "fused-iter1").heads == [0, 1, 2]
