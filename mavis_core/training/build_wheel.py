@@ -25,6 +25,8 @@ from .build import (
     REPORT_ARGS,
     SAMPLE_TOP_K,
     VALUES_ARGS,
+    VALUES_ITER1_ARGS,
+    VALUES_ITER1_REPORT_ARGS,
     _samples_markdown,
     build_data,
     build_rewards_step,
@@ -110,22 +112,63 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
         "algorithm: trained on trees rolled out from the base (128 prompts; 4 root children, then 2, 3 levels, 48 "
-        "tokens). Iteration 1 is not shipped. On 2 CPU cores it could be trained only on MAVIS-guided trees of 8 "
-        "prompts per objective. From a zero head it came out near-untrained (on held-out base trees its "
-        "predictions varied 0.07-0.15 against iteration 0's 0.6-1.2, sibling r -0.05-0.19 against 0.28-0.32; "
-        "`python -m mavis_core value-agreement --compare`). Started from iteration 0's weights, every epoch on those "
-        "trees validated worse than iteration 0 itself (MSE on the guided trees' validation split 3.11-3.48 "
-        "against 1.71), so training keeps iteration 0 unchanged. `iter0_*` metrics: 32 held-out prompts, one "
-        "seed, β = 1, 48 tokens."
+        "tokens). Iteration 1 goes on from it in its own step (values-fused-iter1, `stack-iter1.toml`). "
+        "`iter0_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
     )
     _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
 
 
+ITER1_STACK = "stack-iter1.toml"  # the default stack with values/fused-iter1 for every objective
+
+
+def build_wheel_values_iter1(args: argparse.Namespace) -> None:
+    """Iteration 1 of the trunk value model by ``train-values --start-from values/fused``, recorded with its
+    training metrics; then ``value-report`` of it against iteration 0 on the same rows, written into its card."""
+    first, out = args.out / "values" / "fused", args.out / "values" / "fused-iter1"
+    if not (first / "value_config.json").exists():
+        raise ValueError(f"run the values step first: iteration 1 goes on from its model ({first})")
+    if not (args.out / ITER1_STACK).exists():
+        raise ValueError(f"{args.out / ITER1_STACK} is missing: it names the model this step trains")
+    work = args.work / "values-iter1"
+    argv = _command("train-values", VALUES_ITER1_ARGS, args.out, work, args.seed,
+                    ("--start-from", str(first), "--out", str(out)))
+    start = time.time()
+    _run(argv)
+    report = json.loads((work / "fused" / "report.json").read_text())[-1]
+    train = json.loads((work / "fused" / "iter1" / "train.json").read_text())
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1), "iter1_val_mse":
+               round(report["best_val_mse"], 4), "iter1_best_epoch": train["best_epoch"],
+               "iter1_train_examples": train["train_examples"], "iter1_val_examples": train["val_examples"]}
+    start_model = [h["val_mse"] for h in train["history"] if h["epoch"] == 0]  # iteration 0 on these trees
+    if start_model:
+        metrics["iter1_val_mse_of_iteration_0"] = round(start_model[0], 4)
+    for name, e in report["eval"].items():
+        metrics.update({f"iter1_{name}_reward_base": round(e["base_reward"], 3),
+                        f"iter1_{name}_reward_mavis": round(e["mavis_reward"], 3),
+                        f"iter1_{name}_kl_mavis": round(e["mavis_kl"], 2)})
+    card = (
+        "Iteration 1 of the default stack's fused trunk value model (same architecture as values-fused: the base's "
+        "first 4 blocks, LoRA rank 16, one head per objective, stored float16). Iteration 0 is values-fused itself "
+        "(`--start-from`, so its base trees and training are not redone). Rollouts: one tree per prompt for the 128 "
+        "training prompts and each objective, from MAVIS λ one-hot on it, guided by iteration 0 at β = 4 (the "
+        "stack's β); 4 root children, then 2, 3 levels, 48 tokens; targets reward − ζ·Σ log π_1/π_ref with ζ = "
+        "0.05. Training goes on from iteration 0's weights, 3 epochs, keeping the best by validation MSE on the "
+        "guided trees' held-out 10 % (epoch 0: iteration 0 itself). Named by `stack-iter1.toml`; not the default "
+        "stack's model while its equal-weight helpful reward is below the base's (table). `iter1_*` metrics: the "
+        "run's own evaluation, 32 held-out prompts, one seed, β = 4, 48 tokens."
+    )
+    _record_trained(args, "values-fused-iter1", out, argv, "rollout prompts", metrics, card,
+                    models="this stack's values-fused (iteration 0), base and reward models (manifest entries "
+                    "values-fused, base, reward-*)")
+    _run(["value-report", "--stack", str(args.out / ITER1_STACK), "--compare", str(first), *VALUES_ITER1_REPORT_ARGS,
+          "--record", "values-fused-iter1", "--out", str(args.work / "value-report-iter1.csv")])
+
+
 def _record_trained(args: argparse.Namespace, name: str, folder: Path, argv: list[str], prompts: str, metrics: dict,
-                    card: str) -> None:
+                    card: str, models: str = "the base and reward models of this stack (manifest entries base, "
+                    "reward-helpful, reward-harmless, reward-humor)") -> None:
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
-    source = (f"the base and reward models of this stack (manifest entries base, reward-helpful, reward-harmless, "
-              f"reward-humor); {prompts}: the first 128 distinct opening human turns (4-30 words) of the "
+    source = (f"{models}; {prompts}: the first 128 distinct opening human turns (4-30 words) of the "
               f"{DATA_SOURCE['name']} train split; evaluation prompts: eval_prompts.json (test split)")
     record_artifact(args.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
                     "Apache-2.0 (base)", command="python -m mavis_core " + shlex.join(argv), seed=args.seed,
@@ -235,5 +278,6 @@ def build_reward_audit(args: argparse.Namespace, stack) -> None:
 
 
 WHEEL_BUILDERS = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,
-                  "values": build_wheel_values, "policies": build_wheel_policies,
+                  "values": build_wheel_values, "values-iter1": build_wheel_values_iter1,
+                  "policies": build_wheel_policies,
                   "references": build_wheel_references, "report": build_wheel_report}
