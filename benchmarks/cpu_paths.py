@@ -6,7 +6,9 @@ For every path: ms per cached decoding step at batch 1 and batch 6 (over each he
 and the mean KL(p_float32 ‖ p_path) of the next-token distribution over every position of the base's replies
 to held-out prompts (nats per token). A path is worth keeping only if it is faster here and its KL stays
 below 0.01. Paths: float32 (the reference), bfloat16 weights (oneDNN/AMX kernels where the CPU has them),
-float32 under bfloat16 autocast, float16 weights, and float32 with one torch thread instead of two.
+float32 under bfloat16 autocast, float16 weights, bfloat16 with fused projections (q, k, v as one matmul and
+gate, up as another), float32 with one torch thread instead of two, and with ``--compile`` bfloat16 under
+``torch.compile(dynamic=True)`` (each new shape class compiles for minutes on 2 cores, so it is opt-in).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
@@ -28,27 +31,76 @@ from mavis_core import DecodeConfig, generate_batch
 from mavis_core.training.value_training import load_training_stack
 
 
+class _Fused(torch.nn.Module):
+    """One matmul for several projections of the same input; each projection's module reads its slice."""
+
+    def __init__(self, linears: list[torch.nn.Linear]):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.cat([lin.weight for lin in linears]), requires_grad=False)
+        self.sizes = [lin.weight.shape[0] for lin in linears]
+        self.input, self.parts = None, ()
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if index == 0 or self.input is not x:  # the first projection of an input computes all of them
+            self.input, self.parts = x, F.linear(x, self.weight).split(self.sizes, -1)
+        return self.parts[index]
+
+
+class _Part(torch.nn.Module):
+    def __init__(self, fused: _Fused, index: int):
+        super().__init__()
+        self.fused, self.index = [fused], index  # a list, so the shared module is not registered three times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused[0].part(x, self.index)
+
+
+def fuse_projections(model):
+    """q/k/v and gate/up of every Llama block as one matmul each (the attention and MLP call them in that order)."""
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        attn.qkv = _Fused([attn.q_proj, attn.k_proj, attn.v_proj])
+        attn.q_proj, attn.k_proj, attn.v_proj = (_Part(attn.qkv, i) for i in range(3))
+        mlp.gate_up = _Fused([mlp.gate_proj, mlp.up_proj])
+        mlp.gate_proj, mlp.up_proj = (_Part(mlp.gate_up, i) for i in range(2))
+    return model
+
+
+def _context(autocast: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+
+
 @torch.inference_mode()
-def step_ms(model, prefix: torch.Tensor, steps: int, autocast: bool = False) -> float:
-    """Median ms of one cached decoding step after ``prefix`` (B, T)."""
-    cache = DynamicCache()
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
-    with ctx:
-        model(input_ids=prefix, past_key_values=cache, use_cache=True)
-        token = prefix[:, -1:]
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            model(input_ids=token, past_key_values=cache, use_cache=True)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[2:])
+def step_ms(paths: dict[str, tuple], prefix: torch.Tensor, steps: int) -> dict[str, float]:
+    """Median ms of one cached decoding step after ``prefix`` (B, T) for every path (name -> (model, autocast)).
+
+    The paths take turns step by step (the order turning each round), so this machine's drift between seconds
+    falls on all of them alike; each path's first two steps (a compiled path compiles there) are not counted.
+    """
+    caches, times = {}, {name: [] for name in paths}
+    token = prefix[:, -1:]
+    for name, (model, autocast) in paths.items():
+        with _context(autocast):
+            caches[name] = DynamicCache()
+            model(input_ids=prefix, past_key_values=caches[name], use_cache=True)
+            for _ in range(2):
+                model(input_ids=token, past_key_values=caches[name], use_cache=True, logits_to_keep=1)
+    names = list(paths)
+    for i in range(steps):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            model, autocast = paths[name]
+            with _context(autocast):
+                start = time.perf_counter()
+                model(input_ids=token, past_key_values=caches[name], use_cache=True, logits_to_keep=1)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 @torch.inference_mode()
 def kl_to_float32(reference, model, sequences: list[torch.Tensor], autocast: bool = False) -> float:
     """Mean over positions of KL(p_ref ‖ p_model), nats per token."""
     total, count = 0.0, 0
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+    ctx = _context(autocast)
     for ids in sequences:
         p = torch.log_softmax(reference(input_ids=ids[None]).logits[0].float(), -1)
         with ctx:
@@ -64,6 +116,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time bfloat16 under torch.compile (several minutes of compiling on 2 cores)")
     args = parser.parse_args()
     stack = load_training_stack(args.stack, torch.device("cpu"))
     prompts = json.loads((args.stack.parent / "eval_prompts.json").read_text())[: args.prompts]
@@ -74,16 +128,23 @@ def main() -> None:
     prefix6 = torch.stack([s[:40] for s in sequences[:6]])
     base = stack.base
     paths = {"float32": (base, False), "bfloat16 weights": (copy.deepcopy(base).to(torch.bfloat16), False),
-             "bfloat16 autocast": (base, True), "float16 weights": (copy.deepcopy(base).to(torch.float16), False)}
+             "bfloat16 autocast": (base, True), "float16 weights": (copy.deepcopy(base).to(torch.float16), False),
+             "bfloat16 fused proj": (fuse_projections(copy.deepcopy(base).to(torch.bfloat16)), False)}
+    if args.compile:
+        compiled = copy.deepcopy(base).to(torch.bfloat16)
+        compiled.forward = torch.compile(compiled.forward, dynamic=True)
+        paths["bfloat16 compiled"] = (compiled, False)
     threads = torch.get_num_threads()
-    rows = {}
-    for name, (model, autocast) in paths.items():
-        rows[name] = {"batch1_ms": step_ms(model, prefix1, args.steps, autocast),
-                      "batch6_ms": step_ms(model, prefix6, args.steps, autocast),
-                      "kl": 0.0 if name == "float32" else kl_to_float32(base, model, sequences, autocast)}
+    start = time.perf_counter()
+    batch1, batch6 = step_ms(paths, prefix1, args.steps), step_ms(paths, prefix6, args.steps)
+    rows = {name: {"batch1_ms": batch1[name], "batch6_ms": batch6[name],
+                   "kl": 0.0 if name == "float32" else kl_to_float32(base, model, sequences, autocast)}
+            for name, (model, autocast) in paths.items()}
+    timing_seconds = time.perf_counter() - start  # compiling included
     torch.set_num_threads(1)
-    rows["float32, 1 thread"] = {"batch1_ms": step_ms(base, prefix1, args.steps),
-                                 "batch6_ms": step_ms(base, prefix6, args.steps), "kl": 0.0}
+    one = step_ms({"float32": paths["float32"]}, prefix1, args.steps)["float32"]
+    six = step_ms({"float32": paths["float32"]}, prefix6, args.steps)["float32"]
+    rows["float32, 1 thread"] = {"batch1_ms": one, "batch6_ms": six, "kl": 0.0}
     torch.set_num_threads(threads)
     ref = rows["float32"]
     if args.json:
@@ -93,6 +154,7 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:20s} batch 1 {r['batch1_ms']:6.1f} ms ({r['batch1_ms'] / ref['batch1_ms']:.2f}x)   "
               f"batch 6 {r['batch6_ms']:6.1f} ms ({r['batch6_ms'] / ref['batch6_ms']:.2f}x)   KL {r['kl']:.4f}")
+    print(f"({timing_seconds:.0f} s for the paths' timings and KLs, compiling included)")
 
 
 if __name__ == "__main__":
