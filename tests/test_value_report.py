@@ -87,3 +87,20 @@ def test_cli_prints_table_and_rejects_bad_betas(tiny_dir, tmp_path, capsys):
     assert main(["value-report", "--stack", str(tiny_dir / "stack-fused.toml"), "--betas", "a"]) == 2
     assert "--betas" in capsys.readouterr().err
     assert set(pd.read_csv(out).objective) == {"helpful", "harmless", "humor"}
+
+
+def test_equal_only_measures_the_balanced_rows_alone_and_as_the_whole_table_does(fused_stack, table):
+    equal = guidance_table(fused_stack, PROMPTS, SEEDS, [2.0], {"MAVIS": None}, max_new_tokens=4, top_k=5,
+                           equal_only=True)
+    assert set(equal.setting) == {"base", "MAVIS equal β=2"}
+    whole = table[table.setting.isin(set(equal.setting))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(equal.reset_index(drop=True), whole)  # same seeds, same replies, same rows
+
+
+def test_cli_equal_only_in_another_dtype_and_refuses_to_record_it(tiny_dir, capsys):
+    stack = str(tiny_dir / "stack-fused.toml")
+    assert main(["value-report", "--stack", stack, "--prompts", "1", "--seeds", "1", "--betas", "1",
+                 "--max-new-tokens", "3", "--equal-only", "--dtype", "float32"]) == 0
+    assert "MAVIS equal β=1" in capsys.readouterr().out
+    assert main(["value-report", "--stack", stack, "--equal-only", "--record", "values-fused"]) == 2
+    assert "without --equal-only" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import DecodeConfig
+from ..config import DTYPES, DecodeConfig
 from ..decoding import generate_batch
 from ..prompts import heldout_prompts
 from ..stack import Stack
@@ -49,19 +49,21 @@ def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConf
 
 def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: list[float],
                    value_models: dict[str, ValueModel | None], max_new_tokens: int = 32,
-                   top_k: int = DecodeConfig.default("top_k")) -> pd.DataFrame:
+                   top_k: int = DecodeConfig.default("top_k"), equal_only: bool = False) -> pd.DataFrame:
     """One row per (objective, setting): reward mean, paired gain over the base ± its standard error, KL, tokens.
 
     Args:
         value_models: label -> value model used for that label's MAVIS rows (None: the stack's own).
+        equal_only: only the base and the *equal* rows (no one-hot MAVIS, no policy): a check of the balanced
+            setting on more seeds for the time of one setting per value model and β.
     Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
     gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
     The *equal* rows are MAVIS with equal weights on every objective at each β, scored on each objective: the
     app's balanced setting (its β is the stack's, `Stack.default_beta`).
     """
     rows = []
-    bar = tqdm(total=len(stack.objectives) * (2 + 2 * len(value_models) * len(betas)), desc="value report",
-               unit="setting")
+    settings = (1 if equal_only else 2) * len(value_models) * len(betas) + (1 if equal_only else 2)
+    bar = tqdm(total=len(stack.objectives) * settings, desc="value report", unit="setting")
     rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
     equal = dict.fromkeys(stack.objectives, 1.0)
     base_cfg = DecodeConfig(method="base", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
@@ -81,7 +83,7 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
 
         for label, model in value_models.items():
             with guided_by(stack, model):
-                for beta in betas:
+                for beta in betas if not equal_only else ():
                     cfg = DecodeConfig(method="mavis", weights={o: 1.0}, beta=beta, top_k=top_k,
                                        max_new_tokens=max_new_tokens)
                     add(f"{label} β={beta:g}", *_replies(stack, prompts, seeds, cfg, o))
@@ -94,10 +96,11 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
                     add(f"{label} equal β={beta:g}", *_replies(stack, prompts, seeds, equal_cfg, o,
                                                                equal_gens[label, beta]))
                     bar.update()
-        if "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
+        if "mod" in stack.methods and not equal_only:  # MOD with λ one-hot decodes that objective's policy alone
             cfg = DecodeConfig(method="mod", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
             add("policy", *_replies(stack, prompts, seeds, cfg, o))
-        bar.update()
+        if not equal_only:
+            bar.update()
     bar.close()
     return pd.DataFrame(rows)
 
@@ -190,6 +193,10 @@ def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--betas", default="1,2,4", help="MAVIS β values (default 1,2,4)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--out", type=Path, help="also write the table as CSV here")
+    parser.add_argument("--equal-only", action="store_true",
+                        help="only the base and MAVIS with equal weights (a cheaper check on more seeds)")
+    parser.add_argument("--dtype", choices=DTYPES, help="the base's dtype instead of the stack's [base] dtype "
+                        "(e.g. float32, to compare with a record made in float32)")
     parser.add_argument("--record", default="", metavar="ARTIFACT",
                         help="write the table into this manifest artifact's card (e.g. values-fused)")
 
@@ -198,12 +205,16 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     import torch
 
     from ..cli import invoked_command, parse_numbers
-    from ..stack import load_stack
+    from ..stack import load_stack, pick_device, pick_dtype
 
     betas = list(parse_numbers(args.betas, float, "--betas"))
     if args.seeds < 1 or args.prompts < 0:
         raise ValueError("--seeds must be >= 1 and --prompts >= 0")
-    stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
+    if args.record and args.equal_only:
+        raise ValueError("--record writes the whole table into the card: run it without --equal-only")
+    device = torch.device("cpu") if not torch.cuda.is_available() else None
+    stack = load_stack(args.stack, device=device, dtype=pick_dtype(args.dtype, device or pick_device())
+                       if args.dtype else None)
     if not stack.value_models:
         raise ValueError(f"stack {args.stack} names no value models: nothing to report")
     prompts = heldout_prompts(args.stack, stack.spec.prompts)
@@ -214,7 +225,7 @@ def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
     for folder in args.compare:
         models[folder.parent.name if folder.name == "best" else folder.name] = load_value_model(stack, folder)
     seeds = list(range(args.seeds))
-    table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens)
+    table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens, equal_only=args.equal_only)
     text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, DecodeConfig.default("top_k"),
                     invoked_command("value-report"))
     text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], args.max_new_tokens)
