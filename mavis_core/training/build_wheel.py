@@ -154,8 +154,8 @@ def build_wheel_values_iter1(args: argparse.Namespace) -> None:
         "stack's β); 4 root children, then 2, 3 levels, 48 tokens; targets reward − ζ·Σ log π_1/π_ref with ζ = "
         "0.05. Training goes on from iteration 0's weights, 3 epochs, keeping the best by validation MSE on the "
         "guided trees' held-out 10 % (epoch 0: iteration 0 itself). Named by `stack-iter1.toml`; not the default "
-        "stack's model while its equal-weight helpful reward is below the base's (table). `iter1_*` metrics: the "
-        "run's own evaluation, 32 held-out prompts, one seed, β = 4, 48 tokens."
+        "stack's model while it gains less than iteration 0 on helpful with equal weights (table). `iter1_*` "
+        "metrics: the run's own evaluation, 32 held-out prompts, one seed, β = 4, 48 tokens."
     )
     _record_trained(args, "values-fused-iter1", out, argv, "rollout prompts", metrics, card,
                     models="this stack's values-fused (iteration 0), base and reward models (manifest entries "
