@@ -69,7 +69,6 @@ VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", 
 # bfloat16. 24 guided trees per objective overfitted (docs/training.md).
 VALUES_ITER1_ARGS = with_options(VALUES_ARGS, {"--guided-prompts": "128", "--prompts-per-batch": "8",
                                               "--iterations": "2", "--beta": "4.0"})
-VALUES_ITER1_REPORT_ARGS = ("--seeds", "4", "--betas", "2,4", "--max-new-tokens", "32")
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
                  "--max-new-tokens", "48", "--out-dtype", "float16")
@@ -79,6 +78,7 @@ REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
 REFERENCES_ARGS = (*with_options(POLICIES_ARGS, {"--lora-r": "4"}),
                    *(a for h, u in REFERENCE_WEIGHTS for a in ("--preference", f"helpful={h},humor={u}")))
 REPORT_ARGS = ("--seeds", "4", "--betas", "1,2,4", "--max-new-tokens", "32")
+VALUES_ITER1_REPORT_ARGS = with_options(REPORT_ARGS, {"--betas": "2,4"})  # the betas iteration 1 was compared at
 EVAL_PROMPTS = "eval_prompts.json"
 N_EVAL_PROMPTS = 50
 N_SAMPLES = 10

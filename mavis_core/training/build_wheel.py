@@ -100,12 +100,7 @@ def build_wheel_values(args: argparse.Namespace) -> None:
     reports = json.loads((work / "fused" / "report.json").read_text())
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
     for r in reports:
-        k = r["iteration"]
-        metrics[f"iter{k}_val_mse"] = round(r["best_val_mse"], 4)
-        for name, e in r["eval"].items():
-            metrics[f"iter{k}_{name}_reward_base"] = round(e["base_reward"], 3)
-            metrics[f"iter{k}_{name}_reward_mavis"] = round(e["mavis_reward"], 3)
-            metrics[f"iter{k}_{name}_kl_mavis"] = round(e["mavis_kl"], 2)
+        metrics.update(_iteration_metrics(r))
     card = (
         "A *trunk* value model (`mavis_core.value_models`): the base's embeddings and first 4 of its 30 blocks, "
         "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
@@ -116,6 +111,18 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "`iter0_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
     )
     _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
+
+
+def _iteration_metrics(report: dict) -> dict:
+    """Manifest metrics of one iteration's entry in train-values' report.json: validation MSE, and per objective
+    the base's and MAVIS's reward and MAVIS's KL on the run's own held-out evaluation."""
+    k = report["iteration"]
+    metrics = {f"iter{k}_val_mse": round(report["best_val_mse"], 4)}
+    for name, e in report["eval"].items():
+        metrics.update({f"iter{k}_{name}_reward_base": round(e["base_reward"], 3),
+                        f"iter{k}_{name}_reward_mavis": round(e["mavis_reward"], 3),
+                        f"iter{k}_{name}_kl_mavis": round(e["mavis_kl"], 2)})
+    return metrics
 
 
 ITER1_STACK = "stack-iter1.toml"  # the default stack with values/fused-iter1 for every objective
@@ -136,16 +143,12 @@ def build_wheel_values_iter1(args: argparse.Namespace) -> None:
     _run(argv)
     report = json.loads((work / "fused" / "report.json").read_text())[-1]
     train = json.loads((work / "fused" / "iter1" / "train.json").read_text())
-    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1), "iter1_val_mse":
-               round(report["best_val_mse"], 4), "iter1_best_epoch": train["best_epoch"],
-               "iter1_train_examples": train["train_examples"], "iter1_val_examples": train["val_examples"]}
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1), **_iteration_metrics(report),
+               "iter1_best_epoch": train["best_epoch"], "iter1_train_examples": train["train_examples"],
+               "iter1_val_examples": train["val_examples"]}
     start_model = [h["val_mse"] for h in train["history"] if h["epoch"] == 0]  # iteration 0 on these trees
     if start_model:
         metrics["iter1_val_mse_of_iteration_0"] = round(start_model[0], 4)
-    for name, e in report["eval"].items():
-        metrics.update({f"iter1_{name}_reward_base": round(e["base_reward"], 3),
-                        f"iter1_{name}_reward_mavis": round(e["mavis_reward"], 3),
-                        f"iter1_{name}_kl_mavis": round(e["mavis_kl"], 2)})
     card = (
         "Iteration 1 of the default stack's fused trunk value model (same architecture as values-fused: the base's "
         "first 4 blocks, LoRA rank 16, one head per objective, stored float16). Iteration 0 is values-fused itself "

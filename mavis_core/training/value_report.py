@@ -62,8 +62,9 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
     app's balanced setting (its β is the stack's, `Stack.default_beta`).
     """
     rows = []
-    settings = (1 if equal_only else 2) * len(value_models) * len(betas) + (1 if equal_only else 2)
-    bar = tqdm(total=len(stack.objectives) * settings, desc="value report", unit="setting")
+    per_setting = 1 if equal_only else 2  # equal rows alone, or one-hot rows beside them and the policy beside the base
+    bar = tqdm(total=len(stack.objectives) * per_setting * (len(value_models) * len(betas) + 1),
+               desc="value report", unit="setting")
     rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
     equal = dict.fromkeys(stack.objectives, 1.0)
     base_cfg = DecodeConfig(method="base", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
