@@ -30,8 +30,8 @@ from mavis_core.training.trees import (
     rollout_config,
 )
 from mavis_core.training.value_training import (
-    LastTokenValue,
     Run,
+    ValuesAt,
     ValueTrainConfig,
     add_train_values_arguments,
     collate,
@@ -41,10 +41,12 @@ from mavis_core.training.value_training import (
     rollout_stage,
     run_iterations,
     run_train_values,
+    spans,
     target_offsets,
     train_value_model,
     tree_examples,
 )
+from mavis_core.value_models import ValueModel
 from mavis_core.values import values_uncached
 
 SMALL_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=10, prompts_per_batch=2,
@@ -169,8 +171,7 @@ def test_value_model_starts_from_the_bases_lower_layers_and_reads_values_like_de
     torch.nn.init.normal_(model.score.weight)
     seqs = [[3, 4, 5, 0], [6, 7]]  # a reply ending in eos (= pad) must be read at the eos itself
     ids, mask, last = collate(seqs, pad_id=0)
-    got = LastTokenValue(model)(ids, mask, last)  # (2, 2)
-    from mavis_core.stack import ValueModel
+    got = ValuesAt(model)(ids, mask, torch.arange(2), last)  # (2, 2)
 
     vm = ValueModel("x", model.eval(), [0, 2])
     for row, seq in enumerate(seqs):
@@ -191,7 +192,9 @@ def test_a_few_training_steps_reduce_the_loss_and_change_the_parameters(tiny_sta
 
     def loss() -> float:
         with torch.no_grad():
-            return float(masked_mse(LastTokenValue(model)(*collate(ex.ids, 0)), ex.targets - offsets, ex.mask))
+            ids, mask, last = collate(ex.ids, 0)
+            pred = ValuesAt(model)(ids, mask, torch.arange(len(last)), last)
+            return float(masked_mse(pred, ex.targets - offsets, ex.mask))
 
     start = loss()
     cfg = ValueTrainConfig(epochs=3, batch_size=8, lr=3e-3)
@@ -199,6 +202,53 @@ def test_a_few_training_steps_reduce_the_loss_and_change_the_parameters(tiny_sta
     assert loss() < start
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(report["history"]) == 3 and (tmp_path / "best" / "config.json").exists()
+
+
+def test_dense_examples_train_every_position_of_a_nodes_chunk_on_its_target(tiny_stack):
+    trees = grow(tiny_stack)
+    sparse = tree_examples(trees, ["helpful"], ["helpful"], 0.0)
+    dense = tree_examples(trees, ["helpful"], ["helpful"], 0.0, dense=True)
+    assert sparse.ids == dense.ids and torch.equal(sparse.targets, dense.targets)
+    assert sparse.starts == [len(i) - 1 for i in sparse.ids]
+    n = 0
+    for tree in trees:
+        for i in range(1, len(tree.nodes)):  # a node's chunk: the positions after its parent's path
+            assert dense.starts[n] == len(tree.prompt_ids) + len(tree.path(tree.nodes[i].parent))
+            n += 1
+    assert any(len(i) - s > 1 for i, s in zip(dense.ids, dense.starts, strict=True))
+
+
+def test_values_at_every_position_equal_the_uncached_values_of_each_prefix(tiny_stack):
+    model = init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful"])
+    torch.nn.init.normal_(model.score.weight)
+    seqs = [[3, 4, 5, 6], [7, 8]]
+    ids, mask, last = collate(seqs, pad_id=0)
+    rows, positions = spans(torch.tensor([1, 0]), last)
+    assert rows.tolist() == [0, 0, 0, 1, 1] and positions.tolist() == [1, 2, 3, 0, 1]
+    got = ValuesAt(model.eval())(ids, mask, rows, positions)[:, 0]  # (5,)
+    vm = ValueModel("x", model, [0])
+    want = [values_uncached(vm, torch.tensor([seqs[r][: p + 1]]), 1)[0, 0]
+            for r, p in zip(rows.tolist(), positions.tolist(), strict=True)]
+    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+
+
+def test_dense_training_reduces_the_loss_on_every_position(tiny_stack, tmp_path):
+    ex = tree_examples(grow(tiny_stack), ["helpful"], ["helpful"], 0.0, dense=True)
+    torch.manual_seed(0)
+    model = init_value_model(tiny_stack.base, ValueTrainConfig(layers=1), ["helpful"])
+    offsets = target_offsets(ex)
+
+    def loss() -> float:
+        with torch.no_grad():
+            ids, mask, last = collate(ex.ids, 0)
+            rows, positions = spans(torch.tensor(ex.starts), last)
+            pred = ValuesAt(model)(ids, mask, rows, positions)
+            return float(masked_mse(pred, (ex.targets - offsets)[rows], ex.mask[rows]))
+
+    start = loss()
+    cfg = ValueTrainConfig(epochs=3, batch_size=8, lr=3e-3, dense=True)
+    train_value_model(model, ex, ex.subset([0, 1, 2]), cfg, tmp_path, 0, Accelerator(cpu=True))
+    assert loss() < start
 
 
 def test_training_resumed_after_an_interruption_ends_with_the_same_weights(tiny_stack, tmp_path):

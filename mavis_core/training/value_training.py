@@ -8,7 +8,9 @@ Per iteration k (default k = 0, 1):
 2. ``train``: a value model initialised from the base's embeddings, first ``layers`` blocks and final norm
    (from iteration 1 on: from V_{k-1}, ``warm_start``), regressed with MSE on (prompt ⊕ reply up to the
    node's end) -> the node's target, read exactly as decoding reads it: the per-position score head at the last
-   token (`mavis_core.values.values_uncached`).
+   token (`mavis_core.values.values_uncached`). With ``dense`` every position of the node's chunk is trained on
+   the node's target, not only its last: each of those prefixes has the leaves below the node as its
+   Monte-Carlo continuations, so one forward gives a target per token instead of one per node.
    Targets subtract ζ·E[log π_k/π_ref] from iteration 1 on. Best checkpoint by validation MSE.
 3. ``eval``: on held-out prompts, mean reward and mean KL of single-objective MAVIS vs the base.
 
@@ -84,6 +86,8 @@ class ValueTrainConfig:
             training are skipped, and iteration 1 rolls out guided by it and goes on from its weights.
         zeta: ζ, weight of E[log π_k/π_ref] subtracted from targets from iteration 1 on.
         beta: β of the MAVIS guidance in rollouts (k >= 1) and in the evaluation.
+        dense: train every position of a node's chunk on the node's target (see the module docstring), not
+            only the chunk's last token.
         val_fraction: share of trees (whole prompts, not nodes: siblings share a prefix) held out.
         eval_prompts / eval_max_new_tokens: size of the held-out reward/KL evaluation.
     """
@@ -98,6 +102,7 @@ class ValueTrainConfig:
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-4
+    dense: bool = False
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     val_fraction: float = 0.1
@@ -126,34 +131,41 @@ class Examples:
 
     Attributes:
         ids: N lists of token ids; targets: (N, H) float32; mask: (N, H) bool, False where a head has no target.
+        starts: N positions: example n trains the values read at positions starts[n] .. len(ids[n]) − 1 (its
+            last token alone unless dense).
     """
 
     ids: list[list[int]]
     targets: torch.Tensor
     mask: torch.Tensor
+    starts: list[int]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index: list[int]) -> Examples:
-        return Examples([self.ids[i] for i in index], self.targets[index], self.mask[index])
+        return Examples([self.ids[i] for i in index], self.targets[index], self.mask[index],
+                        [self.starts[i] for i in index])
 
 
-def tree_examples(trees: list[Tree], heads: list[str], trained: list[str], zeta: float) -> Examples:
-    """One example per non-root node of every tree; head h gets a target only if ``heads[h]`` is in ``trained``."""
-    ids, rows = [], []
+def tree_examples(trees: list[Tree], heads: list[str], trained: list[str], zeta: float,
+                  dense: bool = False) -> Examples:
+    """One example per non-root node of every tree; head h gets a target only if ``heads[h]`` is in ``trained``.
+    ``dense``: the example trains every position of the node's chunk, else only its last token."""
+    ids, rows, starts = [], [], []
     for tree in trees:
         targets = {h: node_targets(tree, h, zeta) if h in trained else None for h in heads}
         for i in range(1, len(tree.nodes)):
             ids.append(tree.prompt_ids + tree.path(i))
             rows.append([targets[h][i] if targets[h] is not None else 0.0 for h in heads])
+            starts.append(len(ids[-1]) - len(tree.nodes[i].tokens) if dense else len(ids[-1]) - 1)
     mask = torch.tensor([[h in trained for h in heads]] * len(ids), dtype=torch.bool).view(len(ids), len(heads))
-    return Examples(ids, torch.tensor(rows, dtype=torch.float32).view(len(ids), len(heads)), mask)
+    return Examples(ids, torch.tensor(rows, dtype=torch.float32).view(len(ids), len(heads)), mask, starts)
 
 
 def concat_examples(parts: list[Examples]) -> Examples:
     return Examples([i for p in parts for i in p.ids], torch.cat([p.targets for p in parts]),
-                    torch.cat([p.mask for p in parts]))
+                    torch.cat([p.mask for p in parts]), [s for p in parts for s in p.starts])
 
 
 def split_trees(trees: list[Tree], val_fraction: float, seed: int) -> tuple[list[Tree], list[Tree]]:
@@ -172,8 +184,21 @@ def collate(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
     return input_ids, mask, torch.tensor([len(x) - 1 for x in ids])
 
 
-class LastTokenValue(nn.Module):
-    """V(s) at the last real token of each right-padded row: the value model's score head applied per position.
+def spans(first: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, positions) of every position from first[b] to last[b] of each row b, row by row.
+
+    >>> spans(torch.tensor([2, 0]), torch.tensor([3, 0]))
+    (tensor([0, 0, 1]), tensor([2, 3, 0]))
+    """
+    lengths = last - first + 1  # (B,)
+    rows = torch.repeat_interleave(torch.arange(len(first), device=first.device), lengths)  # (N,)
+    offset = torch.arange(len(rows), device=first.device) - (lengths.cumsum(0) - lengths)[rows]
+    return rows, first[rows] + offset
+
+
+class ValuesAt(nn.Module):
+    """V at chosen positions of right-padded rows: the value model's score head applied per position, read at
+    (rows[n], positions[n]) — each row's last real token for a node's value, a whole chunk when dense.
 
     Not the model's own pooled output: that picks the last non-pad token, and replies ending in eos (which is
     also the pad token) would be read one token early. Wrapping the model keeps DDP's gradient hooks in play.
@@ -183,11 +208,12 @@ class LastTokenValue(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(B, T), (B, T), (B,) -> (B, H) float32 values."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                positions: torch.Tensor) -> torch.Tensor:
+        """(B, T), (B, T), (N,), (N,) -> (N, H) float32 values."""
         body, head = backbone_and_head(self.model)
         hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, E)
-        return head(hidden[torch.arange(len(last), device=hidden.device), last]).float()  # (B, H)
+        return head(hidden[rows, positions]).float()  # (N, H)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -253,7 +279,7 @@ def validation_mse(module: nn.Module, examples: Examples, offsets: torch.Tensor,
     for start in range(accelerator.process_index * batch_size, len(examples), batch_size * accelerator.num_processes):
         part = examples.subset(list(range(start, min(start + batch_size, len(examples)))))
         ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
-        pred = module(ids, mask, last) + offsets.to(device)
+        pred = module(ids, mask, torch.arange(len(last), device=device), last) + offsets.to(device)
         err = (pred - part.targets.to(device)).pow(2) * part.mask.to(device)
         total += torch.stack([err.sum(), part.mask.sum().to(err)])
     total = accelerator.reduce(total, reduction="sum")
@@ -302,7 +328,9 @@ def train_epoch(module: nn.Module, optimizer, train: Examples, offsets: torch.Te
     for index in bar:
         part = train.subset(index)
         ids, mask, last = (t.to(device) for t in collate(part.ids, pad_id))
-        loss = masked_mse(module(ids, mask, last), (part.targets - offsets).to(device), part.mask.to(device))
+        rows, positions = spans(torch.tensor(part.starts, device=device), last)  # one row per trained position
+        loss = masked_mse(module(ids, mask, rows, positions), (part.targets - offsets).to(device)[rows],
+                          part.mask.to(device)[rows])
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -333,7 +361,7 @@ def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cf
     offsets = target_offsets(train)  # (H,)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = _load_state(work / TRAIN_STATE, model, optimizer, cfg)
-    module, optimizer = accelerator.prepare(LastTokenValue(model), optimizer)
+    module, optimizer = accelerator.prepare(ValuesAt(model), optimizer)
     if start_offsets is not None and not history and len(val):
         val_mse = validation_mse(module, val, start_offsets, cfg.batch_size, pad_id, accelerator)
         history.append({"epoch": 0, "train_mse": None, "val_mse": val_mse})
@@ -476,8 +504,8 @@ def iteration_examples(trees_by_guide: dict[str | None, list[Tree]], run: Run, z
     for guide, trees in trees_by_guide.items():
         trained = list(run.objectives) if guide is None else [guide]
         tr, va = split_trees(trees, cfg.val_fraction, cfg.seed)
-        train.append(tree_examples(tr, list(run.objectives), trained, zeta))
-        val.append(tree_examples(va, list(run.objectives), trained, zeta))
+        train.append(tree_examples(tr, list(run.objectives), trained, zeta, cfg.dense))
+        val.append(tree_examples(va, list(run.objectives), trained, zeta))  # validated on node values either way
     return concat_examples(train), concat_examples(val)
 
 
@@ -591,6 +619,8 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--dense", action="store_true",
+                        help="train every position of a node's chunk on the node's target, not only its last token")
     parser.add_argument("--max-new-tokens", type=int, default=t.max_new_tokens, help="reply length of rollouts")
     parser.add_argument("--levels", type=int, default=t.levels, help="chunk levels of a rollout tree")
     parser.add_argument("--root-children", type=int, default=t.root_children)
@@ -621,7 +651,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainC
     cfg = ValueTrainConfig(iterations=args.iterations, kind=args.kind, lora_r=args.lora_r, layers=args.layers,
                            guided_prompts=args.guided_prompts, warm_start=args.warm_start,
                            start_from=str(args.start_from) if args.start_from else None, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, zeta=args.zeta, beta=args.beta,
+                           batch_size=args.batch_size, lr=args.lr, dense=args.dense, zeta=args.zeta, beta=args.beta,
                            eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.quick:
         tree_cfg = replace(QUICK_TREES, seed=args.seed)
