@@ -6,8 +6,9 @@ For every path: ms per cached decoding step at batch 1 and batch 6 (over each he
 and the mean KL(p_float32 ‖ p_path) of the next-token distribution over every position of the base's replies
 to held-out prompts (nats per token). A path is worth keeping only if it is faster here and its KL stays
 below 0.01. Paths: float32 (the reference), bfloat16 weights (oneDNN/AMX kernels where the CPU has them),
-float32 under bfloat16 autocast, float16 weights, bfloat16 with fused projections (q, k, v as one matmul and
-gate, up as another), float32 with one torch thread instead of two, and with ``--compile`` bfloat16 under
+bfloat16 weights pre-packed for oneDNN (reordered once, not at every call), float32
+under bfloat16 autocast, float16 weights, bfloat16 with fused projections (q, k, v as one matmul and gate, up as
+another), float32 with one torch thread instead of two, and with ``--compile`` bfloat16 under
 ``torch.compile(dynamic=True)`` (each new shape class compiles for minutes on 2 cores, so it is opt-in).
 """
 
@@ -66,6 +67,15 @@ def fuse_projections(model):
     return model
 
 
+def pack_linears(model):
+    """Every nn.Linear of a bfloat16 model on oneDNN's pre-packed weight (inference only)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1)
+            m.forward = lambda x, w=packed, b=m.bias: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return model
+
+
 def _context(autocast: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
 
@@ -119,7 +129,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time bfloat16 under torch.compile (several minutes of compiling on 2 cores)")
     args = parser.parse_args()
-    stack = load_training_stack(args.stack, torch.device("cpu"))
+    # float32, whatever the stack's [base] dtype: it is the reference every path is compared with
+    stack = load_training_stack(args.stack, torch.device("cpu"), torch.float32)
     prompts = json.loads((args.stack.parent / "eval_prompts.json").read_text())[: args.prompts]
     gens = generate_batch(stack, prompts, DecodeConfig(method="base", weights={stack.objectives[0]: 1.0},
                                                        max_new_tokens=48), list(range(len(prompts))))
@@ -127,8 +138,10 @@ def main() -> None:
     prefix1 = sequences[0][None, :60]
     prefix6 = torch.stack([s[:40] for s in sequences[:6]])
     base = stack.base
+    packed = pack_linears(copy.deepcopy(base).to(torch.bfloat16))
     paths = {"float32": (base, False), "bfloat16 weights": (copy.deepcopy(base).to(torch.bfloat16), False),
-             "bfloat16 autocast": (base, True), "float16 weights": (copy.deepcopy(base).to(torch.float16), False),
+             "bfloat16 pre-packed": (packed, False), "bfloat16 autocast": (base, True),
+             "float16 weights": (copy.deepcopy(base).to(torch.float16), False),
              "bfloat16 fused proj": (fuse_projections(copy.deepcopy(base).to(torch.bfloat16)), False)}
     if args.compile:
         compiled = copy.deepcopy(base).to(torch.bfloat16)

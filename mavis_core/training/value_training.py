@@ -680,7 +680,7 @@ def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], lis
     return prompts[:n], eval_prompts[:n_eval]
 
 
-def load_training_stack(path: Path, device: torch.device) -> Stack:
+def load_training_stack(path: Path, device: torch.device, dtype: torch.dtype | None = None) -> Stack:
     """The stack without its value models, policies and references: training needs only the base, tokenizer
     and rewards.
 
@@ -698,7 +698,7 @@ def load_training_stack(path: Path, device: torch.device) -> Stack:
     copy_path = path.with_name(f".{path.stem}.training-{os.getpid()}.toml")
     copy_path.write_text(text, encoding="utf-8")
     try:
-        return load_stack(copy_path, device=device)
+        return load_stack(copy_path, device=device, dtype=dtype)
     finally:
         copy_path.unlink()
 
