@@ -49,6 +49,7 @@ class ResultsConfig:
     strengths: tuple[float, ...] = STRENGTHS
     budget_betas: tuple[float, ...] = BUDGET_BETAS
     tree_tokens: int = TREE_TOKENS
+    next_iteration: str | None = None  # a value model folder: iteration k + 1 of the stack's, compared at matched KL
     images: bool = True
 
     def for_stack(self, stack: Stack) -> ResultsConfig:
@@ -231,6 +232,51 @@ def run_betas(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFra
         part = sweep(stack, prompts, seeds, [method], grid, rc.decode(stack, beta=beta))
         rows.append(part.assign(objective=objective or "all", method="policy" if method == "mod" else method))
     return pd.concat(rows, ignore_index=True)
+
+
+def run_next_iteration(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+    """Single-objective MAVIS at every β of ``rc.betas`` guided by ``rc.next_iteration`` (the value model of the
+    next iteration) instead of the stack's own: `run_betas`' MAVIS rows for that model. Empty without one."""
+    from pathlib import Path
+
+    from .training.value_training import guided_by, load_value_model
+
+    if rc.next_iteration is None:
+        return pd.DataFrame()
+    seeds, rows = list(range(rc.seeds)), []
+    with guided_by(stack, load_value_model(stack, Path(rc.next_iteration))):
+        for objective, beta in tqdm([(o, b) for o in stack.objectives for b in rc.betas], desc="next iteration",
+                                    unit="point"):
+            grid = [[1.0 if o == objective else 0.0 for o in stack.objectives]]
+            part = sweep(stack, prompts, seeds, ["mavis"], grid, rc.decode(stack, beta=beta))
+            rows.append(part.assign(objective=objective))
+    return pd.concat(rows, ignore_index=True)
+
+
+def iteration_gains(current: pd.DataFrame, following: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Per objective and β of ``current``: the next iteration's reward at the current one's KL, read off its β curve
+    (linear in KL, the base as both curves' β = 0 point), minus the current one's, with a standard error.
+
+    Args:
+        current: `run_betas`' table (the stack's value model; its base row is the curves' common start).
+        following: `run_next_iteration`'s table.
+    Returns:
+        columns objective, beta, kl, reward, next_reward (NaN where the next curve does not reach that KL), gain,
+        gain_se.
+    """
+    base = current[current.method == "base"]
+    rows = []
+    for o in objectives:
+        now = current[(current.method == "mavis") & (current.objective == o)]
+        nxt = pd.concat([base, following[following.objective == o]]).sort_values("kl")
+        for _, r in now.sort_values("beta").iterrows():
+            reading = reward_at_kl(nxt, float(r.kl), o)
+            se_next = float(np.interp(r.kl, nxt.kl.to_numpy(float), nxt[f"se_{o}"].to_numpy(float)))
+            rows.append({"objective": o, "beta": float(r.beta), "kl": float(r.kl),
+                         "reward": float(r[f"{REWARD_PREFIX}{o}"]), "next_reward": reading,
+                         "gain": reading - float(r[f"{REWARD_PREFIX}{o}"]),
+                         "gain_se": float(np.hypot(r[f"se_{o}"], se_next))})
+    return pd.DataFrame(rows)
 
 
 def run_top_ks(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from .evaluation import (
 from .experiments import (
     ResultsConfig,
     dominated_share,
+    iteration_gains,
     matched_table,
     on_pair,
     pair_volumes,
@@ -47,6 +48,7 @@ from .experiments import (
     reward_at_kl,
     run_agreement,
     run_betas,
+    run_next_iteration,
     run_pairs,
     run_references,
     run_searches,
@@ -333,6 +335,12 @@ def verdicts(facts: dict) -> list[str]:
         lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
                      f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
                      f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
+    iterations = facts.get("iterations")
+    if iterations is not None and len(iterations):
+        per = iterations.groupby("objective", sort=False).gain.mean()  # NaN where no KL point could be read
+        lines.append("- The next iteration's value model against the shipped one at matched KL, mean reward "
+                     "difference per objective: " + ", ".join(f"{o} {'–' if np.isnan(v) else f'{v:+.2f}'}"
+                                                              for o, v in per.items()) + " (section 9).")
     agreement = facts.get("agreement")
     if agreement is not None and len(agreement):
         a = agreement.set_index("objective")
@@ -581,10 +589,49 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
                + ", ".join(f"{r['method']} {r['mean KL']:.1f}" for _, r in summary_rows.iterrows()) + ".", "")
 
 
+def iteration_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
+    """Section 9 from `run_next_iteration`'s table: the next iteration's value model against the stack's own at
+    matched KL, per objective (the paper's Theorem 1: iteration k + 1 is no worse than iteration k)."""
+    report.add("## 9. The next iteration of the value model at matched KL", "")
+    if not len(df):
+        report.add("Not measured: `results --next-iteration FOLDER` names the value model of the next iteration "
+                   "(for the default stack `assets/values/fused-iter1`, trained from the shipped one on MAVIS-guided "
+                   "rollouts).", "")
+        return
+    df.to_csv(report.data / "next_iteration.csv", index=False)
+    gains = iteration_gains(report.facts["beta"], df, stack.objectives)
+    report.facts["iterations"] = gains
+    report.add(f"Theorem 1 of the paper: the policy of iteration k + 1, guided by a value model trained on iteration "
+               f"k's own rollouts, is no worse than iteration k's. Single-objective MAVIS guided by "
+               f"`{rc.next_iteration}` at β ∈ {{{', '.join(f'{b:g}' for b in rc.betas)}}}, same prompts and seeds "
+               "as section 4, which guides with the stack's own value model (iteration k). At each of section 4's "
+               "points the next iteration's reward is read off its β curve at the same KL (linear in KL, the base "
+               "as both curves' start); *difference* ± the standard error of the difference.", "")
+    rows = []
+    for _, g in gains.iterrows():
+        own = df[(df.objective == g.objective) & np.isclose(df.beta, g.beta)]
+        nxt = own.iloc[0] if len(own) else None
+        rows.append({"objective": g.objective, "β": f"{g.beta:g}",
+                     "iteration k": f"{g.reward:.3f} (KL {g.kl:.1f})",
+                     "iteration k + 1 at the same β": "–" if nxt is None else
+                     f"{nxt[f'{REWARD_PREFIX}{g.objective}']:.3f} (KL {nxt.kl:.1f})",
+                     "iteration k + 1 at iteration k's KL": "–" if np.isnan(g.next_reward) else f"{g.next_reward:.3f}",
+                     "difference": "–" if np.isnan(g.gain) else f"{g.gain:+.3f} ± {g.gain_se:.3f}"})
+    report.table(pd.DataFrame(rows))
+    reading = ["**Reading.**"]
+    for o, g in gains.dropna(subset=["gain"]).groupby("objective", sort=False):
+        worse = g[g.gain < -2 * g.gain_se]
+        reading.append(f"*{o}*: mean difference {g.gain.mean():+.3f} over {len(g)} KL points; "
+                       + ("below iteration k by more than two standard errors at β = "
+                          + ", ".join(f"{b:g}" for b in worse.beta) if len(worse) else
+                          "nowhere below iteration k by more than two standard errors") + ".")
+    report.add(" ".join(reading), "")
+
+
 def summary(facts: dict, objectives: list[str]) -> list[str]:
     """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
     volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
-    out = ["## 9. What this says", ""]
+    out = ["## 10. What this says", ""]
     r = rho.set_index(["method", "objective"]).spearman
     weakest = r.idxmin()
     weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
@@ -653,7 +700,8 @@ def summary(facts: dict, objectives: list[str]) -> list[str]:
 RUN_RECORD = "run.json"  # beside the tables: what made them (command, commit, settings, timings), for --from-tables
 RAW_TABLES = {"pairs": "pairs.csv", "matched KL": "matched.csv", "simplex": "simplex.csv", "beta": "beta.csv",
               "top-k": "top_k.csv", "search": "search.csv", "value models": "value_agreement.csv",
-              "references": "references.csv"}  # each section's measured table, as its section writes it
+              "references": "references.csv", "next iteration": "next_iteration.csv"}  # as each section writes it
+OPTIONAL_TABLES = {"references", "next iteration"}  # sections a stack or a run may not have: no table, no section
 
 
 def _record_run(data: Path, record: dict) -> None:
@@ -671,6 +719,9 @@ def read_run(data: Path) -> tuple[dict, ResultsConfig, dict[str, pd.DataFrame]]:
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items() if k in known}
     tables = {}
     for name, file in RAW_TABLES.items():
+        if not (data / file).exists() and name in OPTIONAL_TABLES:
+            tables[name] = pd.DataFrame()
+            continue
         if not (data / file).exists():
             raise ValueError(f"{data / file} not found: the run recorded in {path} wrote every section's table there")
         tables[name] = pd.read_csv(data / file).drop(columns=["series"], errors="ignore")  # series: search's own
@@ -741,7 +792,9 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
             ("search", lambda: run_searches(stack, sp, rc), lambda df: search_section(report, df, stack, sp, rc)),
             ("value models", lambda: run_agreement(stack, p, rc), lambda df: agreement_section(report, df, p, rc)),
             ("references", lambda: run_references(stack, p, rc, report.facts["pairs"]),
-             lambda df: references_section(report, df, stack, rc))):
+             lambda df: references_section(report, df, stack, rc)),
+            ("next iteration", lambda: run_next_iteration(stack, p, rc),
+             lambda df: iteration_section(report, df, stack, rc))):
         t0 = time.perf_counter()
         write(tables[name] if from_tables else measure())
         timings[name] = time.perf_counter() - t0
@@ -783,6 +836,9 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MAVIS β values whose KL section 2 compares the fronts at (besides the page's β)")
     parser.add_argument("--tree-tokens", type=int, default=d.tree_tokens,
                         help=f"reply length of section 7's held-out trees (default {d.tree_tokens})")
+    parser.add_argument("--next-iteration", metavar="FOLDER",
+                        help="a value model of the next iteration (e.g. assets/values/fused-iter1) to compare with the "
+                             "stack's own at matched KL (section 9)")
     parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
     parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
     parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
@@ -796,6 +852,8 @@ def run_results_command(args: argparse.Namespace) -> None:
             or args.prompts < 0:
         raise ValueError("--seeds, --search-prompts, --search-seeds, --max-new-tokens and --tree-tokens must be >= 1, "
                          "--prompts >= 0")
+    if args.next_iteration and not Path(args.next_iteration).is_dir():
+        raise ValueError(f"--next-iteration {args.next_iteration}: no such value model folder")
     strengths = parse_numbers(args.strengths, float, "--strengths")
     budget_betas = parse_numbers(args.budget_betas, float, "--budget-betas")
     if not all(0 <= a <= MAX_STRENGTH for a in strengths) or not all(0 <= b for b in budget_betas):
@@ -806,7 +864,7 @@ def run_results_command(args: argparse.Namespace) -> None:
                        top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
                        strengths=strengths, budget_betas=budget_betas,
                        search_prompts=args.search_prompts, search_seeds=args.search_seeds,
-                       tree_tokens=args.tree_tokens,
+                       tree_tokens=args.tree_tokens, next_iteration=args.next_iteration,
                        images=not args.no_images)
     out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"), from_tables=args.from_tables)
     print(f"wrote {out}")

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.experiments import baseline_at_kl, dominated_share, matched_table, on_pair, reward_at_kl
+from mavis_core.experiments import (
+    baseline_at_kl,
+    dominated_share,
+    iteration_gains,
+    matched_table,
+    on_pair,
+    reward_at_kl,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 QUICK = ["--prompts", "2", "--seeds", "1", "--max-new-tokens", "3", "--betas", "1,4", "--top-ks", "3,5",
@@ -22,7 +29,8 @@ def page(tiny_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     images = [] if shutil.which(CHROMIUM) else ["--no-images"]
     code = main(["results", "--stack", str(tiny_dir / "stack-refs.toml"), "--out", str(root / "docs" / "results.md"),
-                 "--data", str(root / "data"), *QUICK, *images])
+                 "--data", str(root / "data"), *QUICK, *images,
+                 "--next-iteration", str(tiny_dir / "values" / "fused")])  # another value model stands for it
     assert code == 0
     return root, not images
 
@@ -32,9 +40,10 @@ def test_every_section_is_written(page):
     text = (root / "docs" / "results.md").read_text(encoding="utf-8")
     for heading in ("## 1. Pareto fronts", "## 2. The fronts at matched KL", "## 3. The simplex",
                     "## 4. Single objective", "## 5. Top-k ablation", "## 6. Test-time search", "## 7. Why: the value",
-                    "## 8. Against policies fine-tuned", "## 9. What this says", "## Cost of this page"):
+                    "## 8. Against policies fine-tuned", "## 9. The next iteration", "## 10. What this says",
+                    "## Cost of this page"):
         assert heading in text
-    assert text.count("**Reading.**") == 8  # section 2 reads its page-β table and its KL budgets
+    assert text.count("**Reading.**") == 9  # section 2 reads its page-β table and its KL budgets
     assert text.index("**Verdict 1:") < text.index("## 1. Pareto fronts")  # the verdicts come first
     verdict = text[text.index("**Verdict 1:"):text.index("## 1.")]
     first, second = verdict.split("\n\n")[:2]  # the issue's two verdicts, one line each with their numbers
@@ -47,6 +56,9 @@ def test_every_section_is_written(page):
     assert len(re.findall(r"β = \d", budgets)) == 3 and len(re.findall(r"\d+%|–", budgets)) == 3 * 3
     assert re.search(r"for \d+ of \d+ \(method, objective\) cells", verdict)  # the Spearman goal, counted
     assert re.search(r"Why \(section 7\).*sibling r .*helpful -?\d\.\d\d", verdict)  # and why, in numbers
+    number = r"([+-]\d\.\d\d|–)"  # – where the next iteration's curve reaches none of the KLs
+    assert re.search(rf"next iteration's value model .* helpful {number}, harmless {number}, humor {number} "
+                     r"\(section 9\)", verdict)
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)  # missing numbers show as "–", never as nan
 
 
@@ -75,6 +87,9 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     assert sorted(top_k.top_k.unique()) == [3, 5] and (top_k.ms_per_token > 0).all()
     agreement = pd.read_csv(data / "value_agreement.csv")
     assert list(agreement.objective) == list(tiny_stack.objectives) and agreement["pair order"].between(0, 1).all()
+    following = pd.read_csv(data / "next_iteration.csv")  # single-objective MAVIS at section 4's β, other model
+    assert sorted(following.beta.unique()) == [1.0, 4.0] and set(following.method) == {"mavis"}
+    assert sorted(following.objective.unique()) == sorted(tiny_stack.objectives)
     search = pd.read_csv(data / "search.csv")
     assert set(search.search) == {"sample", "best_of_n", "beam"}
     assert {"mavis beam-4", "mod best-of-4"} <= set(search.series)
@@ -137,6 +152,22 @@ def test_a_pair_keeps_its_own_lambda_points_and_the_base():
     assert list(on_pair(df, ["a", "b", "c"], "a", "b").index) == [0, 1, 2]
     assert list(on_pair(df, ["a", "b", "c"], "b", "c").index) == [0, 3]
     assert on_pair(df, ["a", "b"], "a", "b").equals(df)
+
+
+def test_the_next_iteration_is_read_at_each_current_points_kl_by_hand():
+    """Iteration k at β 1 and 2 (KL 6 and 10); iteration k + 1's curve from the base (KL 4, reward 0) through
+    (8, 2) and (12, 6): at KL 6 it reads 1.0, at KL 10 it reads 4.0."""
+    base = {"method": "base", "objective": "all", "beta": 0.0, "kl": 4.0, "r_a": 0.0, "se_a": 0.1}
+    mavis = {"method": "mavis", "objective": "a"}
+    current = pd.DataFrame([base, {**mavis, "beta": 1.0, "kl": 6.0, "r_a": 0.5, "se_a": 0.3},
+                            {**mavis, "beta": 2.0, "kl": 10.0, "r_a": 5.0, "se_a": 0.4}])
+    following = pd.DataFrame([{**mavis, "beta": 1.0, "kl": 8.0, "r_a": 2.0, "se_a": 0.4},
+                              {**mavis, "beta": 2.0, "kl": 12.0, "r_a": 6.0, "se_a": 0.4}])
+    g = iteration_gains(current, following, ["a"])
+    assert g.next_reward.tolist() == pytest.approx([1.0, 4.0]) and g.gain.tolist() == pytest.approx([0.5, -1.0])
+    assert g.gain_se.iloc[0] == pytest.approx((0.3 ** 2 + 0.25 ** 2) ** 0.5)  # se of the reading: 0.1 → 0.4 at KL 6
+    far = iteration_gains(current.assign(kl=[4.0, 6.0, 13.0]), following, ["a"])
+    assert far.next_reward.isna().tolist() == [False, True]  # KL 13 lies beyond the next iteration's curve
 
 
 def test_dominated_share_and_reward_at_kl():
