@@ -344,6 +344,8 @@ def test_fused_value_model_trains_two_iterations_and_loads_in_a_stack(tiny_dir, 
     assert [r["iteration"] for r in reports] == [0, 1]
     assert set(reports[1]["eval"]) == {"helpful", "harmless", "humor"}
     assert (tmp_path / "work" / "fused" / "iter1" / "trees-humor" / "done").exists()  # one tree set per head
+    for r in reports:  # each stage's wall time, as the run that finished it recorded it (the build's metrics)
+        assert r["minutes"]["rollouts"] >= 0 and r["minutes"]["training"] >= 0
     stack = load_stack(write_stack(tiny_dir, "stack-trained.toml", {n: "values/trained-fused" for n in
                                                                     ("helpful", "harmless", "humor")}),
                        device=torch.device("cpu"))

@@ -59,16 +59,15 @@ def with_options(argv: tuple[str, ...], values: dict[str, str]) -> tuple[str, ..
 
 # The default stack's training settings (docs/training.md says why). The values step is iteration 0 alone (the
 # default stack's model); iteration 1 is its own step (values-iter1) so that it goes on from the model the stack
-# ships. An iteration 1 of 8 guided trees per objective from a zero head came out near-untrained (docs/training.md).
-VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "128",
-               "--guided-prompts", "8", "--prompts-per-batch", "16", "--levels", "3", "--root-children", "4",
-               "--inner-children", "2", "--max-new-tokens", "48", "--epochs", "3", "--iterations", "1",
-               "--beta", "1.0", "--num-eval-prompts", "32")
-# Iteration 1 (what assets/stack-iter1.toml ships): one MAVIS-guided tree per training prompt and objective at the
-# stack's beta, from iteration 0's weights (--start-from, so iteration 0 is not redone); 48.7 min on 2 cores in
-# bfloat16. 24 guided trees per objective overfitted (docs/training.md).
-VALUES_ITER1_ARGS = with_options(VALUES_ARGS, {"--guided-prompts": "128", "--prompts-per-batch": "8",
-                                              "--iterations": "2", "--beta": "4.0"})
+# ships. Both train on dense targets (every reply position, not only a node's end) from 4 replies to each of
+# 2,048 prompts: on the held-out trees that doubled the sibling agreement the 128-prompt, 3-level trees gave.
+VALUES_ARGS = ("--fused", "--kind", "trunk", "--layers", "4", "--lora-r", "16", "--num-prompts", "2048",
+               "--guided-prompts", "512", "--prompts-per-batch", "16", "--levels", "1", "--root-children", "4",
+               "--inner-children", "1", "--max-new-tokens", "48", "--dense", "--epochs", "4", "--lr", "0.001",
+               "--iterations", "1", "--beta", "4.0", "--num-eval-prompts", "32")
+# Iteration 1 (what assets/stack-iter1.toml ships): 4 MAVIS-guided replies to each of the first 512 training prompts
+# per objective at the stack's beta, from iteration 0's weights (--start-from, so iteration 0 is not redone).
+VALUES_ITER1_ARGS = with_options(VALUES_ARGS, {"--iterations": "2"})
 POLICIES_ARGS = ("--target-modules", "q_proj,v_proj,o_proj,down_proj", "--lora-r", "8", "--num-prompts", "128",
                  "--samples-per-prompt", "4", "--rounds", "1", "--epochs", "2", "--dpo-beta", "0.1",
                  "--max-new-tokens", "48", "--out-dtype", "float16")

@@ -106,11 +106,14 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
-        "algorithm: trained on trees rolled out from the base (128 prompts; 4 root children, then 2, 3 levels, 48 "
-        "tokens). Iteration 1 goes on from it in its own step (values-fused-iter1, `stack-iter1.toml`). "
-        "`iter0_*` metrics: 32 held-out prompts, one seed, β = 1, 48 tokens."
+        "algorithm: 4 replies (48 tokens) sampled from the base for each of 2,048 training prompts, each scored by "
+        "the three reward models, and *dense* Monte-Carlo targets: the value read after every token of a reply is "
+        "regressed on that reply's reward (`train-values --dense`), 4 epochs at learning rate 0.001, keeping the "
+        "best epoch by validation MSE on 10 % of the prompts. Iteration 1 goes on from it in its own step "
+        "(values-fused-iter1, `stack-iter1.toml`). `iter0_*` metrics: 32 held-out prompts, one seed, β = 4, 48 "
+        "tokens."
     )
-    _record_trained(args, "values-fused", out, argv, "rollout prompts", metrics, card)
+    _record_trained(args, "values-fused", out, argv, "rollout prompts: the first 2,048", metrics, card)
 
 
 def _iteration_metrics(report: dict) -> dict:
@@ -118,6 +121,9 @@ def _iteration_metrics(report: dict) -> dict:
     the base's and MAVIS's reward and MAVIS's KL on the run's own held-out evaluation."""
     k = report["iteration"]
     metrics = {f"iter{k}_val_mse": round(report["best_val_mse"], 4)}
+    for stage, minutes in report.get("minutes", {}).items():  # recorded by the runs that finished each stage
+        if minutes is not None:
+            metrics[f"iter{k}_{stage}_minutes"] = minutes
     for name, e in report["eval"].items():
         metrics.update({f"iter{k}_{name}_reward_base": round(e["base_reward"], 3),
                         f"iter{k}_{name}_reward_mavis": round(e["mavis_reward"], 3),
@@ -152,15 +158,15 @@ def build_wheel_values_iter1(args: argparse.Namespace) -> None:
     card = (
         "Iteration 1 of the default stack's fused trunk value model (same architecture as values-fused: the base's "
         "first 4 blocks, LoRA rank 16, one head per objective, stored float16). Iteration 0 is values-fused itself "
-        "(`--start-from`, so its base trees and training are not redone). Rollouts: one tree per prompt for the 128 "
-        "training prompts and each objective, from MAVIS λ one-hot on it, guided by iteration 0 at β = 4 (the "
-        "stack's β); 4 root children, then 2, 3 levels, 48 tokens; targets reward − ζ·Σ log π_1/π_ref with ζ = "
-        "0.05. Training goes on from iteration 0's weights, 3 epochs, keeping the best by validation MSE on the "
-        "guided trees' held-out 10 % (epoch 0: iteration 0 itself). Named by `stack-iter1.toml`; not the default "
-        "stack's model while it gains less than iteration 0 on helpful with equal weights (table). `iter1_*` "
-        "metrics: the run's own evaluation, 32 held-out prompts, one seed, β = 4, 48 tokens."
+        "(`--start-from`, so its rollouts and training are not redone). Rollouts: 4 replies (48 tokens) to each of "
+        "the first 512 training prompts per objective, from MAVIS λ one-hot on it, guided by iteration 0 at β = 4 "
+        "(the stack's β); dense targets reward − ζ·Σ log π_1/π_ref with ζ = 0.05 after every token. Training goes "
+        "on from iteration 0's weights, 4 epochs, keeping the best by validation MSE on the guided replies' held-out "
+        "10 % of prompts (epoch 0: iteration 0 itself). Named by `stack-iter1.toml`, beside the default stack "
+        "(table: the two iterations on the same held-out rows). `iter1_*` metrics: the run's own evaluation, 32 "
+        "held-out prompts, one seed, β = 4, 48 tokens."
     )
-    _record_trained(args, "values-fused-iter1", out, argv, "rollout prompts", metrics, card,
+    _record_trained(args, "values-fused-iter1", out, argv, "rollout prompts: the first 512", metrics, card,
                     models="this stack's values-fused (iteration 0), base and reward models (manifest entries "
                     "values-fused, base, reward-*)")
     _run(["value-report", "--stack", str(args.out / ITER1_STACK), "--compare", str(first), *VALUES_ITER1_REPORT_ARGS,
@@ -171,7 +177,7 @@ def _record_trained(args: argparse.Namespace, name: str, folder: Path, argv: lis
                     card: str, models: str = "the base and reward models of this stack (manifest entries base, "
                     "reward-helpful, reward-harmless, reward-humor)") -> None:
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
-    source = (f"{models}; {prompts}: the first 128 distinct opening human turns (4-30 words) of the "
+    source = (f"{models}; {prompts} distinct opening human turns (4-30 words) of the "
               f"{DATA_SOURCE['name']} train split; evaluation prompts: eval_prompts.json (test split)")
     record_artifact(args.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
                     "Apache-2.0 (base)", command="python -m mavis_core " + shlex.join(argv), seed=args.seed,
@@ -202,7 +208,7 @@ def build_wheel_policies(args: argparse.Namespace) -> None:
         "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
         "prompts, comparable with MAVIS's KL in the value models' card."
     )
-    _record_trained(args, "policies", out, argv, "prompts", metrics, card)
+    _record_trained(args, "policies", out, argv, "prompts: the first 128", metrics, card)
 
 
 def build_wheel_references(args: argparse.Namespace) -> None:
@@ -218,7 +224,7 @@ def build_wheel_references(args: argparse.Namespace) -> None:
         "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
         "sequence KL to the base."
     )
-    _record_trained(args, "references", out, argv, "prompts", metrics, card)
+    _record_trained(args, "references", out, argv, "prompts: the first 128", metrics, card)
 
 
 def build_wheel_report(args: argparse.Namespace) -> None:

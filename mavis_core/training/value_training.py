@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -477,6 +478,7 @@ def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: Tree
             "value_model": value_model.path if value_model else None, "base": stack.spec.base_model}
     _check_meta(folder, meta, accelerator)
     if not (folder / "done").exists():
+        start = time.perf_counter()
         done = {t.index for t in read_trees(sorted(folder.glob("trees-*.jsonl")))}
         rank, world = accelerator.process_index, accelerator.num_processes
         mine = [(i, p) for i, p in enumerate(prompts) if i % world == rank and i not in done]
@@ -488,8 +490,8 @@ def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: Tree
                 bar.update(len(trees))
         bar.close()
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (folder / "done").write_text("")
+        if accelerator.is_main_process:  # the run that finished the stage records its wall time
+            (folder / "done").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
     accelerator.wait_for_everyone()
     trees = read_trees(sorted(folder.glob("trees-*.jsonl")))
     if len(trees) != len(prompts):
@@ -514,6 +516,7 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
     """Train iteration k's value model into ``folder/best`` (skipped when ``folder/train.json`` exists)."""
     if (folder / "train.json").exists():
         return json.loads((folder / "train.json").read_text())
+    start = time.perf_counter()
     train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
     torch.manual_seed(cfg.seed + k)
     previous = previous_model(folder.parent, k, cfg)
@@ -522,7 +525,7 @@ def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: Value
              else init_value_model(stack.base, cfg, list(run.objectives)))
     report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator,
                                start_offsets=stored_offsets(previous) if warm else None)
-    report.update(train_examples=len(train), val_examples=len(val))
+    report.update(train_examples=len(train), val_examples=len(val), seconds=round(time.perf_counter() - start, 1))
     if accelerator.is_main_process:
         (folder / "train.json").write_text(json.dumps(report, indent=1))
     accelerator.wait_for_everyone()
@@ -573,10 +576,24 @@ def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: lis
         train = train_stage(stack, trees_by_guide, run, k, cfg, folder, accelerator)
         value_model = load_value_model(stack, folder / BEST)
         evaluation = eval_stage(stack, run, value_model, eval_prompts, cfg, tree_cfg, folder, accelerator)
-        reports.append({"iteration": k, "best_val_mse": train["best_val_mse"], "eval": evaluation})
+        folders = [work / "iter0-base" if g is None else folder / f"trees-{g}" for g in guides]
+        reports.append({"iteration": k, "best_val_mse": train["best_val_mse"], "eval": evaluation,
+                        "minutes": stage_minutes(folders, train)})
         if accelerator.is_main_process:
             print(f"[train-values] {run.name} iteration {k}: " + format_report(reports[-1]), flush=True)
     return work / run.name / f"iter{cfg.iterations - 1}" / BEST, reports  # start_from needs iterations >= 2
+
+
+def stage_minutes(tree_folders: list[Path], train: dict) -> dict[str, float | None]:
+    """Wall minutes of an iteration's rollouts (summed over its tree folders) and training, as the runs that
+    finished each stage recorded them; None where a stage was finished by a version that did not record it."""
+    seconds = []
+    for folder in tree_folders:
+        text = (folder / "done").read_text() if (folder / "done").exists() else ""
+        seconds.append(json.loads(text).get("seconds") if text.strip() else None)
+    rollouts = None if None in seconds else round(sum(seconds) / 60, 1)
+    training = train.get("seconds")
+    return {"rollouts": rollouts, "training": None if training is None else round(training / 60, 1)}
 
 
 def format_report(report: dict) -> str:
