@@ -138,3 +138,23 @@ def test_an_exact_preference_policy_trains_and_reports_each_objective(tiny_dir, 
     e = reports["helpful0.4-humor0.6"]["eval"]
     assert e["policy_reward"] == pytest.approx(0.4 * e["policy_helpful"] + 0.6 * e["policy_humor"], abs=1e-5)
     assert (tiny_dir / "trained-policies" / "helpful0.4-humor0.6" / "adapter_config.json").exists()
+
+
+def test_the_policies_of_a_run_share_one_sampling_of_the_base(tiny_dir, tmp_path, monkeypatch):
+    """Round 0's base replies do not depend on the weights: 3 objectives and a preference sample them once, and
+    each policy's samples are those replies with its own weighted reward, as sampling for it alone gives."""
+    calls = []
+    sample = policies._sample
+    monkeypatch.setattr(policies, "_sample", lambda *a, **kw: calls.append(a[4]) or sample(*a, **kw))
+    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--objectives", "helpful,harmless,humor",
+                                             "--preference", "helpful=0.4,humor=0.6"))
+    assert len(reports) == 4 and calls == [0]  # one round 0 for all four
+    work = tmp_path / "work"
+    assert len(list(work.glob("base-samples-*.json"))) == 1
+    stack = load_stack(tiny_dir / "stack-sep.toml", device=torch.device("cpu"))
+    cfg = policies.policy_config_from_args(policy_args(tiny_dir, tmp_path))
+    for name, weights in [("humor", {"humor": 1.0}), ("helpful0.4-humor0.6", {"helpful": 0.4, "humor": 0.6})]:
+        alone = policies.sample_replies(stack, weights, PROMPTS[: cfg.num_prompts], cfg, 0)
+        shared = json.loads((work / name / "round0-samples.json").read_text())
+        assert [s["text"] for s in shared] == [s["text"] for s in alone]
+        assert [s["reward"] for s in shared] == pytest.approx([s["reward"] for s in alone], abs=1e-6)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import json
 import random
 import shutil
@@ -154,12 +155,9 @@ def weighted_rewards(stack: Stack, weights: dict[str, float], prompts: list[str]
     return sum(w * each[m] for m, w in weights.items()), each
 
 
-def sample_replies(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
-                   round_: int, policy=None) -> list[dict]:
-    """``samples_per_prompt`` replies per prompt scored by Σ λ_m r_m, from the base or (online) ``policy``.
-
-    Returns one dict per reply (prompt order, then sample order): prompt, text, finish_reason, reward.
-    """
+def _sample(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig, round_: int,
+            policy=None) -> tuple[list[str], list]:
+    """``samples_per_prompt`` replies per prompt from the base or (online) ``policy``: (rows, generations)."""
     rows = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
     seeds = [cfg.seed * 1_000_003 + round_ * 100_003 + i for i in range(len(rows))]
     decode_cfg = DecodeConfig(method="base" if policy is None else "mod", weights={adapter_name(weights): 1.0},
@@ -169,9 +167,49 @@ def sample_replies(stack: Stack, weights: dict[str, float], prompts: list[str], 
         for start in tqdm(range(0, len(rows), SAMPLE_ROWS), desc=f"samples (round {round_})"):
             gens += generate_batch(stack, rows[start : start + SAMPLE_ROWS], decode_cfg,
                                    seeds[start : start + SAMPLE_ROWS])
+    return rows, gens
+
+
+def sample_replies(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
+                   round_: int, policy=None) -> list[dict]:
+    """``samples_per_prompt`` replies per prompt scored by Σ λ_m r_m, from the base or (online) ``policy``.
+
+    Returns one dict per reply (prompt order, then sample order): prompt, text, finish_reason, reward.
+    """
+    rows, gens = _sample(stack, weights, prompts, cfg, round_, policy)
     rewards, _ = weighted_rewards(stack, weights, rows, [g.text for g in gens])  # (n,)
     return [{"prompt": p, "text": g.text, "finish_reason": g.finish_reason, "reward": float(r)}
             for p, g, r in zip(rows, gens, rewards, strict=True)]
+
+
+def base_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
+                 work: Path) -> list[dict]:
+    """Round 0's samples (`sample_replies` from the base), drawn once per ``work`` folder and shared.
+
+    The base's replies do not depend on the weights, only their rewards' weighting does: every policy trained
+    on the same prompts with the same sampling settings (a build's 3 objectives and 4 references) reads one
+    ``base-samples-KEY.json`` holding each objective's reward, instead of sampling and scoring them again.
+    """
+    settings = dict(prompts=prompts, seed=cfg.seed, samples_per_prompt=cfg.samples_per_prompt, top_k=cfg.top_k,
+                    temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, dtype=str(stack.dtype),
+                    objectives=list(stack.objectives))
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = work / f"base-samples-{key}.json"
+    if path.exists():
+        shared = json.loads(path.read_text())
+    else:
+        rows, gens = _sample(stack, weights, prompts, cfg, 0)
+        texts = [g.text for g in gens]
+        each = {m: stack.rewards[m].score(rows, texts).tolist() for m in stack.objectives}
+        shared = [{"prompt": p, "text": g.text, "finish_reason": g.finish_reason,
+                   "rewards": {m: each[m][i] for m in stack.objectives}}
+                  for i, (p, g) in enumerate(zip(rows, gens, strict=True))]
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(shared))
+    # Σ λ_m r_m in float32 as `weighted_rewards` sums it (the same pairs as sampling for this policy alone)
+    rewards = sum(w * torch.tensor([s["rewards"][m] for s in shared]) for m, w in weights.items())
+    return [{"prompt": s["prompt"], "text": s["text"], "finish_reason": s["finish_reason"], "reward": float(r)}
+            for s, r in zip(shared, rewards, strict=True)]
 
 
 def make_pairs(stack: Stack, samples: list[dict], k: int, min_margin: float) -> list[Pair]:
@@ -309,7 +347,8 @@ def _round_samples(stack: Stack, weights: dict[str, float], prompts: list[str], 
     path = folder / f"round{round_}-samples.json"
     if path.exists():
         return json.loads(path.read_text())
-    samples = sample_replies(stack, weights, prompts, cfg, round_, None if round_ == 0 else model)
+    samples = (base_samples(stack, weights, prompts, cfg, folder.parent) if round_ == 0
+               else sample_replies(stack, weights, prompts, cfg, round_, model))
     path.write_text(json.dumps(samples))
     return samples
 
