@@ -152,6 +152,14 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
                "over the λ points:", "")
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
     report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
+    within = within_pair_spearman(df, objectives)
+    report.add("The same within each pair (its 11 λ points, the third objective at weight 0), ρ of the pair's first "
+               "objective / its second. The table above pools an objective's two pairs and also counts, at weight 0, "
+               "the pair it is not in, where its reward moves with which other objective is steered.", "")
+    table = within.assign(rho=[f"{a:.2f} / {b:.2f}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]) \
+        .assign(pair=within.x + "–" + within.y) \
+        .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False)
+    report.table(table.reset_index(), ".2f")
 
     for x, y in itertools.combinations(stack.objectives, 2):
         row = volumes[(volumes.x == x) & (volumes.y == y)].iloc[0]
@@ -160,6 +168,32 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
     report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
+
+
+def within_pair_spearman(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Per method and pair (x, y): Spearman's ρ of x's weight and reward and of y's over the pair's own λ points
+    (`on_pair`), columns method, x, y, rho_x, rho_y."""
+    rows = []
+    for x, y in itertools.combinations(objectives, 2):
+        rho = weight_spearman(on_pair(df, objectives, x, y)).set_index(["method", "objective"]).spearman
+        for method in dict.fromkeys(m for m, _ in rho.index):
+            rows.append({"method": method, "x": x, "y": y, "rho_x": rho.get((method, x), np.nan),
+                         "rho_y": rho.get((method, y), np.nan)})
+    return pd.DataFrame(rows, columns=["method", "x", "y", "rho_x", "rho_y"])
+
+
+def _steering_diagnosis(df: pd.DataFrame, objectives: list[str], method: str, objective: str) -> str:
+    """Why a pooled ρ is low: the objective's ρ within each pair it is in, and the range of its reward over the
+    points where its weight is 0 (the pair it is not in, and the far ends of its own pairs)."""
+    within = within_pair_spearman(df, objectives)
+    parts = []
+    for r in within[within.method == method].itertuples():
+        if objective in (r.x, r.y):
+            parts.append(f"{r.rho_x if objective == r.x else r.rho_y:.2f} with {r.y if objective == r.x else r.x}")
+    rows = df[(series_of(df) == method).to_numpy()]
+    zero = rows.loc[np.isclose(rows[f"w_{objective}"].astype(float), 0), f"r_{objective}"]
+    span = f", its reward at weight 0 {zero.min():.2f} to {zero.max():.2f}" if len(zero) else ""
+    return f"{METHOD_NAMES.get(method, method)}'s {objective}: within its pairs {', '.join(parts)}{span}"
 
 
 def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, objectives: list[str]) -> list[str]:
@@ -335,6 +369,13 @@ def verdicts(facts: dict) -> list[str]:
         lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
                      f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
                      f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
+        pairs = facts.get("pairs")
+        if low and pairs is not None:
+            lacking = [(m, o) for (m, o), v in r.items() if not v >= STEERS_WELL]
+            objectives = [c[len("w_"):] for c in pairs.columns if c.startswith("w_")]
+            lines.append("- Why those fall short (section 1): pooled over both pairs, an objective's reward at weight "
+                         "0 moves with which other objective is steered; "
+                         + "; ".join(_steering_diagnosis(pairs, objectives, m, o) for m, o in lacking) + ".")
     iterations = facts.get("iterations")
     if iterations is not None and len(iterations):
         per = iterations.groupby("objective", sort=False).gain.mean()  # NaN where no KL point could be read

@@ -154,6 +154,27 @@ def test_a_pair_keeps_its_own_lambda_points_and_the_base():
     assert on_pair(df, ["a", "b"], "a", "b").equals(df)
 
 
+def test_steering_within_each_pair_and_why_the_pooled_rho_is_low():
+    """Pooled over a sweep, an objective's weight-0 points include the pair it is not in; within its own pairs
+    the weight may still order its reward perfectly."""
+    from mavis_core.results import _steering_diagnosis, within_pair_spearman
+
+    grid = [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    rows = []
+    for w in grid:  # a rises with its weight in both its pairs; with b and c steered, it is 5 (b) or 0 (c)
+        rows.append({"method": "m", "w_a": w[0], "w_b": w[1], "w_c": 0.0, "r_a": 10 * w[0] + 5 * w[1], "r_b": w[1]})
+        rows.append({"method": "m", "w_a": w[0], "w_b": 0.0, "w_c": w[1], "r_a": 10 * w[0], "r_b": 0.0})
+        rows.append({"method": "m", "w_a": 0.0, "w_b": w[0], "w_c": w[1], "r_a": 5 * w[0], "r_b": w[0]})
+    df = pd.DataFrame(rows).drop_duplicates(subset=["w_a", "w_b", "w_c"])
+    df["r_c"] = df.w_c
+    within = within_pair_spearman(df, ["a", "b", "c"]).set_index(["x", "y"])
+    assert within.loc[("a", "b")].rho_x == pytest.approx(1.0) and within.loc[("a", "c")].rho_x == pytest.approx(1.0)
+    pooled = df.w_a.corr(df.r_a, method="spearman")
+    assert pooled < 0.9
+    assert _steering_diagnosis(df, ["a", "b", "c"], "m", "a") == \
+        "m's a: within its pairs 1.00 with b, 1.00 with c, its reward at weight 0 0.00 to 5.00"
+
+
 def test_the_next_iteration_is_read_at_each_current_points_kl_by_hand():
     """Iteration k at β 1 and 2 (KL 6 and 10); iteration k + 1's curve from the base (KL 4, reward 0) through
     (8, 2) and (12, 6): at KL 6 it reads 1.0, at KL 10 it reads 4.0."""
