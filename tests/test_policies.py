@@ -158,3 +158,17 @@ def test_the_policies_of_a_run_share_one_sampling_of_the_base(tiny_dir, tmp_path
         shared = json.loads((work / name / "round0-samples.json").read_text())
         assert [s["text"] for s in shared] == [s["text"] for s in alone]
         assert [s["reward"] for s in shared] == pytest.approx([s["reward"] for s in alone], abs=1e-6)
+
+
+def test_base_samples_are_shared_between_runs_through_one_folder(tiny_dir, tmp_path, monkeypatch):
+    """The build's policies and references steps have work folders of their own and one --base-samples."""
+    calls = []
+    sample = policies._sample
+    monkeypatch.setattr(policies, "_sample", lambda *a, **kw: calls.append(a[4]) or sample(*a, **kw))
+    shared = tmp_path / "shared"
+    for work, extra in [("w1", ["--objectives", "humor"]), ("w2", ["--preference", "helpful=0.4,humor=0.6"])]:
+        args = policy_args(tiny_dir, tmp_path, *extra, "--base-samples", str(shared))
+        args.work = tmp_path / work
+        run_train_policies(args)
+    assert calls == [0] and len(list(shared.glob("base-samples-*.json"))) == 1
+    assert not list((tmp_path / "w1").glob("base-samples-*.json"))

@@ -189,7 +189,9 @@ def _train_policies(args: argparse.Namespace, folder: str, train_args: tuple[str
     """Run ``train-policies`` into ``OUT/folder`` (resumable from ``WORK/folder``); returns the folder, the
     command and the metrics to record: the run's minutes and each named policy's held-out evaluation."""
     out, work = args.out / folder, args.work / folder
-    argv = _command("train-policies", train_args, args.out, work, args.seed, ("--out", str(out)))
+    # the policies and the references sample the same base replies: one folder for both (`base_samples`)
+    argv = _command("train-policies", train_args, args.out, work, args.seed,
+                    ("--out", str(out), "--base-samples", str(args.work / "base-samples")))
     start = time.time()
     _run(argv)
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}

@@ -342,23 +342,26 @@ def evaluate_policy(stack: Stack, weights: dict[str, float], model, prompts: lis
 
 
 def _round_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
-                   round_: int, model, folder: Path) -> list[dict]:
-    """The samples of one round, cached in ``folder/round{r}-samples.json``."""
+                   round_: int, model, folder: Path, shared: Path) -> list[dict]:
+    """The samples of one round, cached in ``folder/round{r}-samples.json`` (round 0's base replies in
+    ``shared``)."""
     path = folder / f"round{round_}-samples.json"
     if path.exists():
         return json.loads(path.read_text())
-    samples = (base_samples(stack, weights, prompts, cfg, folder.parent) if round_ == 0
+    samples = (base_samples(stack, weights, prompts, cfg, shared) if round_ == 0
                else sample_replies(stack, weights, prompts, cfg, round_, model))
     path.write_text(json.dumps(samples))
     return samples
 
 
 def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], eval_prompts: list[str],
-                 cfg: PolicyTrainConfig, work: Path, out: Path, out_dtype: str = "float32") -> dict:
+                 cfg: PolicyTrainConfig, work: Path, out: Path, out_dtype: str = "float32",
+                 base_samples_dir: Path | None = None) -> dict:
     """Train (or resume) the LoRA policy for reward Σ λ_m r_m into ``out``; returns its report.
 
     ``weights`` = {objective: 1} gives an objective's baseline policy; several weights an exact-preference
     policy. Skipped when ``work/NAME/report.json`` and the adapter exist; finished rounds are not redone.
+    Round 0's base replies are shared through ``base_samples_dir`` (default ``work``; `base_samples`).
     """
     folder = work / out.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -373,7 +376,8 @@ def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], ev
             load_adapter_weights(model, objective, done)
             rounds.append(json.loads((done / "stats.json").read_text()))
             continue
-        pairs = make_pairs(stack, _round_samples(stack, weights, prompts, cfg, r, model, folder),
+        pairs = make_pairs(stack, _round_samples(stack, weights, prompts, cfg, r, model, folder,
+                                                 base_samples_dir or work),
                            cfg.samples_per_prompt, cfg.min_margin)
         if not pairs:
             raise ValueError(f"no preference pairs for {out.name!r}: every prompt's samples tie on reward")
@@ -403,6 +407,8 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
                         "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
     parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
     parser.add_argument("--work", type=Path, default=Path("build/policies"), help="resumable scratch folder")
+    parser.add_argument("--base-samples", type=Path, metavar="DIR",
+                        help="where round 0's base replies are kept and shared between runs (default: --work)")
     parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
     parser.add_argument("--num-prompts", type=int, default=d.num_prompts)
     parser.add_argument("--eval-prompts", type=Path,
@@ -486,7 +492,7 @@ def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
     reports = {}
     for name, weights in targets.items():
         reports[name] = train_policy(stack, weights, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work,
-                                     out / name, args.out_dtype)
+                                     out / name, args.out_dtype, args.base_samples)
         e = reports[name]["eval"]
         print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "
               f"KL {e['policy_kl']:.2f} (base {e['base_kl']:.2f}); adapter -> {out / name}", flush=True)
