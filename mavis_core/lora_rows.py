@@ -24,7 +24,7 @@ class _Delta:
     """One LoRA-targeted layer: every policy's A stacked (R, d_in), B·scale stacked (d_out, R), and which
     objective owns each of the R ranks."""
 
-    def __init__(self, layer, objectives: list[str]) -> None:
+    def __init__(self, layer, objectives: list[str], dtype: torch.dtype) -> None:
         names = [o for o in objectives if o in layer.lora_A]
         for name in names:
             if name in getattr(layer, "lora_variant", {}) or layer.lora_B[name].bias is not None:
@@ -36,7 +36,8 @@ class _Delta:
         a32 = torch.cat([layer.lora_A[n].weight for n in names]).detach().T.float().contiguous()  # (d_in, R)
         b32 = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in names], dim=1).detach().T \
             .float().contiguous()  # (R, d_out)
-        dtype = layer.get_base_layer().weight.dtype
+        # ``dtype``: the hooked base layer's, which may differ from the policies' own base (training keeps a
+        # float32 copy of a bfloat16 stack's base under the adapter it trains, `make_policy`)
         self.by_dtype = {torch.float32: (a32, b32), dtype: (a32.to(dtype), b32.to(dtype))}
         # objective of each rank; layers whose policies agree on it share one per-row scale tensor per forward
         self.owner = tuple(objectives.index(n) for n in names for _ in range(layer.lora_A[n].weight.shape[0]))
@@ -55,7 +56,7 @@ class RowLoRA:
         self._hooks, self._owners = [], set()
         for name, layer in policies.base_model.model.named_modules():
             if isinstance(layer, LoraLayer):
-                delta = _Delta(layer, objectives)
+                delta = _Delta(layer, objectives, base.get_submodule(name).weight.dtype)
                 self._owners.add(delta.owner)
                 self._hooks.append(base.get_submodule(name).register_forward_hook(self._hook(delta)))
 

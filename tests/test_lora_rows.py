@@ -145,3 +145,20 @@ def test_in_bfloat16_an_rsoup_row_matches_the_merged_weights_at_a_step_and_at_a_
     for got in (whole, step):
         kl = (want.exp() * (want - torch.log_softmax(got, -1))).sum()
         assert kl < 0.01, kl
+
+
+def test_a_float32_policy_model_decodes_in_a_bfloat16_stack(tiny_dir):
+    """Training keeps a float32 copy of the base under the adapter it trains (`make_policy`) and decodes with it
+    swapped into the stack (`policy_in_stack`); on a bfloat16 stack every row, at a prefill and a step, is
+    the base's dtype's (once: a KeyError at the held-out evaluation of the build's policies step)."""
+    from mavis_core import DecodeConfig, generate_batch, load_stack
+    from mavis_core.training.policies import PolicyTrainConfig, make_policy, policy_in_stack
+
+    stack = load_stack(tiny_dir / "stack-sep.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+    model = make_policy(stack, "humor", PolicyTrainConfig())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with policy_in_stack(stack, model):
+        for method in ("base", "mod", "rsoup"):
+            cfg = DecodeConfig(method=method, weights={"humor": 1.0}, max_new_tokens=3, seed=0)
+            gens = generate_batch(stack, [PROMPT, "tell me a joke"], cfg, [0, 1])
+            assert all(g.events for g in gens)
