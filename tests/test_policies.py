@@ -172,3 +172,16 @@ def test_base_samples_are_shared_between_runs_through_one_folder(tiny_dir, tmp_p
         run_train_policies(args)
     assert calls == [0] and len(list(shared.glob("base-samples-*.json"))) == 1
     assert not list((tmp_path / "w1").glob("base-samples-*.json"))
+
+
+def test_base_samples_of_another_stack_are_kept_apart(tiny_dir, tmp_path):
+    """One folder, other stacks (another dtype, another base named in the file): each gets its own sampling."""
+    import dataclasses
+
+    cfg = PolicyTrainConfig(**{**QUICK, "num_prompts": 2})
+    for dtype in (torch.float32, torch.bfloat16):
+        stack = load_stack(tiny_dir / "stack-sep.toml", device=torch.device("cpu"), dtype=dtype)
+        policies.base_samples(stack, {"humor": 1.0}, PROMPTS[:2], cfg, tmp_path)
+    stack.spec = dataclasses.replace(stack.spec, base_model=stack.spec.base_model + "-other")
+    policies.base_samples(stack, {"humor": 1.0}, PROMPTS[:2], cfg, tmp_path)
+    assert len(list(tmp_path.glob("base-samples-*.json"))) == 3

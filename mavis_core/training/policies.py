@@ -190,9 +190,11 @@ def base_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cf
     on the same prompts with the same sampling settings (a build's 3 objectives and 4 references) reads one
     ``base-samples-KEY.json`` holding each objective's reward, instead of sampling and scoring them again.
     """
+    spec = stack.spec  # what writes and scores the replies: another stack in the same folder gets its own file
     settings = dict(prompts=prompts, seed=cfg.seed, samples_per_prompt=cfg.samples_per_prompt, top_k=cfg.top_k,
                     temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, dtype=str(stack.dtype),
-                    objectives=list(stack.objectives))
+                    base=[str(spec.base_model), str(spec.base_source), str(spec.tokenizer), spec.prompt_format,
+                          spec.system_prompt], rewards=[[o.name, str(o.reward)] for o in spec.objectives])
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = work / f"base-samples-{key}.json"
     if path.exists():
