@@ -31,6 +31,7 @@ from .config import MAX_STRENGTH, METHOD_NAMES, DecodeConfig, weight_grid
 from .evaluation import (
     LANES_PER_BATCH,
     REWARD_PREFIX,
+    WEIGHT_PREFIX,
     front_figure,
     pareto_front,
     series_of,
@@ -167,7 +168,7 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
                            title=f"{x} vs {y}: λ points and Pareto fronts")
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
-    report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman)
+    report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman, pairs_within=within)
 
 
 def within_pair_spearman(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
@@ -182,16 +183,16 @@ def within_pair_spearman(df: pd.DataFrame, objectives: list[str]) -> pd.DataFram
     return pd.DataFrame(rows, columns=["method", "x", "y", "rho_x", "rho_y"])
 
 
-def _steering_diagnosis(df: pd.DataFrame, objectives: list[str], method: str, objective: str) -> str:
-    """Why a pooled ρ is low: the objective's ρ within each pair it is in, and the range of its reward over the
-    points where its weight is 0 (the pair it is not in, and the far ends of its own pairs)."""
-    within = within_pair_spearman(df, objectives)
+def _steering_diagnosis(df: pd.DataFrame, within: pd.DataFrame, method: str, objective: str) -> str:
+    """Why a pooled ρ is low: the objective's ρ within each pair it is in (``within``: `within_pair_spearman`),
+    and the range of its reward over the points where its weight is 0 (the pair it is not in, and the far ends
+    of its own pairs)."""
     parts = []
     for r in within[within.method == method].itertuples():
         if objective in (r.x, r.y):
             parts.append(f"{r.rho_x if objective == r.x else r.rho_y:.2f} with {r.y if objective == r.x else r.x}")
     rows = df[(series_of(df) == method).to_numpy()]
-    zero = rows.loc[np.isclose(rows[f"w_{objective}"].astype(float), 0), f"r_{objective}"]
+    zero = rows.loc[np.isclose(rows[f"{WEIGHT_PREFIX}{objective}"].astype(float), 0), f"{REWARD_PREFIX}{objective}"]
     span = f", its reward at weight 0 {zero.min():.2f} to {zero.max():.2f}" if len(zero) else ""
     return f"{METHOD_NAMES.get(method, method)}'s {objective}: within its pairs {', '.join(parts)}{span}"
 
@@ -369,13 +370,12 @@ def verdicts(facts: dict) -> list[str]:
         lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
                      f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
                      f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
-        pairs = facts.get("pairs")
-        if low and pairs is not None:
+        pairs, within = facts.get("pairs"), facts.get("pairs_within")
+        if low and pairs is not None and within is not None:
             lacking = [(m, o) for (m, o), v in r.items() if not v >= STEERS_WELL]
-            objectives = [c[len("w_"):] for c in pairs.columns if c.startswith("w_")]
             lines.append("- Why those fall short (section 1): pooled over both pairs, an objective's reward at weight "
                          "0 moves with which other objective is steered; "
-                         + "; ".join(_steering_diagnosis(pairs, objectives, m, o) for m, o in lacking) + ".")
+                         + "; ".join(_steering_diagnosis(pairs, within, m, o) for m, o in lacking) + ".")
     iterations = facts.get("iterations")
     if iterations is not None and len(iterations):
         per = iterations.groupby("objective", sort=False).gain.mean()  # NaN where no KL point could be read

@@ -171,7 +171,7 @@ def test_steering_within_each_pair_and_why_the_pooled_rho_is_low():
     assert within.loc[("a", "b")].rho_x == pytest.approx(1.0) and within.loc[("a", "c")].rho_x == pytest.approx(1.0)
     pooled = df.w_a.corr(df.r_a, method="spearman")
     assert pooled < 0.9
-    assert _steering_diagnosis(df, ["a", "b", "c"], "m", "a") == \
+    assert _steering_diagnosis(df, within_pair_spearman(df, ["a", "b", "c"]), "m", "a") == \
         "m's a: within its pairs 1.00 with b, 1.00 with c, its reward at weight 0 0.00 to 5.00"
 
 
