@@ -11,6 +11,7 @@ never asserted).
 Batch 1, 64 new tokens, equal weights over all 3 objectives, k = 15. ``all``: the four methods decoded side by
 side (one batched forward per step, as the app's Generate does), seconds per step ÷ the base's seconds per token.
 ``all_first_step_ms``: how long those four wait for their first tokens (every row's prefill, then the first step).
+Every round decodes one reply of each method and the side-by-side run, taking turns step by step (`turns`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
-from mavis_core import DecodeConfig, generate, load_stack
+from mavis_core import DecodeConfig, load_stack
 from mavis_core.config import DTYPES
 from mavis_core.decoding import Decode
 from mavis_core.stack import pick_device, pick_dtype
@@ -37,38 +38,39 @@ from mavis_core.testing import build_random_stack
 PROMPT = "hi! how was your weekend? did you do anything fun?"
 
 
-def seconds_per_token(stack, cfg: DecodeConfig) -> float:
-    start = time.perf_counter()
-    n = sum(1 for _ in generate(stack, PROMPT, cfg))
-    return (time.perf_counter() - start) / max(n, 1)
-
-
-def side_by_side(stack, configs: list[DecodeConfig]) -> tuple[float, float]:
-    """Every method as rows of one batch: (wall time ÷ the steps decoded (the longest reply's tokens), seconds
-    from the start to the first step's tokens: the prompt's prefill for every row, the value model's, and the
-    first sample, which is what the app's first token waits for besides gradio)."""
-    start = time.perf_counter()
-    run = Decode(stack, [PROMPT] * len(configs), configs, [c.seed for c in configs])
+def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
+    """One reply of each method and one of all of them side by side ("all"), the runs taking turns STEP BY
+    STEP: seconds per token of each method (its prefill included, as a visitor waits for it), per step of
+    "all" (÷ the longest reply's tokens), and "all_first_step" (from the start to the side-by-side run's first
+    tokens: every row's prefill, the value model's, and the first sample, which the app's first token waits
+    for besides gradio). Taking turns at every step puts this shared machine's drift, which moves a run's speed
+    by a third within a minute, on every method alike; one whole reply after another did not (the same script
+    gave MOD 1.13x and 1.46x in two runs an hour apart)."""
+    runs = {m: Decode(stack, [PROMPT], [cfg], [cfg.seed]) for m, cfg in configs.items()}
+    runs["all"] = Decode(stack, [PROMPT] * len(configs), list(configs.values()), [c.seed for c in configs.values()])
+    steps = {m: run.steps() for m, run in runs.items()}
+    spent = dict.fromkeys(runs, 0.0)
     first = None
-    for _ in run.steps():
-        first = first if first is not None else time.perf_counter() - start
-    return (time.perf_counter() - start) / max(1, max(len(g.events) for g in run.generations)), first
+    while steps:
+        for m in list(steps):
+            start = time.perf_counter()
+            try:
+                next(steps[m])
+            except StopIteration:
+                del steps[m]
+            spent[m] += time.perf_counter() - start
+            if m == "all" and first is None:
+                first = spent["all"]
+    out = {m: spent[m] / max(1, max(len(g.events) for g in run.generations)) for m, run in runs.items()}
+    return {**out, "all_first_step": first}
 
 
 def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
-    """Median seconds per token of each method, and per step of all of them side by side ("all"); they take
-    turns in every round, so drift in the machine's load hits all of them alike (the ratios are the point)."""
-    for cfg in configs.values():  # warm-up: first-call costs, RSoup's adapter for this λ
-        seconds_per_token(stack, cfg)
-    times: dict[str, list[float]] = {m: [] for m in [*configs, "all", "all_first_step"]}
-    for r in range(repeats):
-        seeded = {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()}
-        for method, cfg in seeded.items():
-            times[method].append(seconds_per_token(stack, cfg))
-        per_step, first = side_by_side(stack, list(seeded.values()))
-        times["all"].append(per_step)
-        times["all_first_step"].append(first)
-    return {m: statistics.median(t) for m, t in times.items()}
+    """Median over ``repeats`` rounds (seed = round) of `turns`."""
+    turns(stack, configs)  # warm-up: first-call costs, RSoup's and MOD's sliced ranks
+    rounds = [turns(stack, {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()})
+              for r in range(repeats)]
+    return {m: statistics.median(t[m] for t in rounds) for m in rounds[0]}
 
 
 def random_stack(folder: Path, fused: bool) -> Path:

@@ -19,6 +19,9 @@ import torch
 
 from .tilts import rsoup_delta
 
+# sets of active columns whose sliced ranks each layer keeps (about 20 MB a set over the default stack's layers)
+_PARTS_KEPT = 4
+
 
 class _Delta:
     """One LoRA-targeted layer: every policy's A stacked (R, d_in), B·scale stacked (d_out, R), and which
@@ -41,6 +44,22 @@ class _Delta:
         self.by_dtype = {torch.float32: (a32, b32), dtype: (a32.to(dtype), b32.to(dtype))}
         # objective of each rank; layers whose policies agree on it share one per-row scale tensor per forward
         self.owner = tuple(objectives.index(n) for n in names for _ in range(layer.lora_A[n].weight.shape[0]))
+        self._parts: dict[frozenset[int], tuple[tuple[int, ...], dict]] = {}
+
+    def part(self, active: frozenset[int]) -> tuple[tuple[int, ...], dict]:
+        """Only the ranks of the columns in ``active`` (those some row of the forward weighs): their owners and
+        dtype -> (A, B). A batch of the objectives' policies then skips the references' ranks, which it would
+        multiply by zero (a third of the low-rank work on the default stack). Kept for the last few sets."""
+        part = self._parts.get(active)
+        if part is None:
+            keep = [j for j, o in enumerate(self.owner) if o in active]
+            by_dtype = self.by_dtype if len(keep) == len(self.owner) else {
+                d: (a[:, keep].contiguous(), b[keep].contiguous()) for d, (a, b) in self.by_dtype.items()}
+            part = (tuple(self.owner[j] for j in keep), by_dtype)
+            if len(self._parts) >= _PARTS_KEPT:  # a benign race between threads: both store the same thing
+                self._parts.pop(next(iter(self._parts)), None)
+            self._parts[active] = part
+        return part
 
 
 class RowLoRA:
@@ -53,11 +72,12 @@ class RowLoRA:
 
         self.base = base
         self._local = threading.local()
-        self._hooks, self._owners = [], set()
+        self._hooks, self._owners, self.deltas = [], set(), []
         for name, layer in policies.base_model.model.named_modules():
             if isinstance(layer, LoraLayer):
                 delta = _Delta(layer, objectives, base.get_submodule(name).weight.dtype)
                 self._owners.add(delta.owner)
+                self.deltas.append(delta)
                 self._hooks.append(base.get_submodule(name).register_forward_hook(self._hook(delta)))
 
     def _hook(self, delta: _Delta):
@@ -67,11 +87,14 @@ class RowLoRA:
             per_rank = getattr(local, "per_rank", None)
             if per_rank is None:
                 return None
+            owner, by_dtype = delta.part(local.active)
+            if not owner:  # none of this layer's adapters is weighed by any row
+                return None
             x = inputs[0]
             # one token per row (a decoding step): the low-rank product in float32, the faster there
             dtype = torch.float32 if x.shape[-2] == 1 else x.dtype
-            a_t, b_t = delta.by_dtype[dtype]
-            low = (x.to(dtype) @ a_t).mul_(per_rank[dtype][delta.owner])
+            a_t, b_t = by_dtype[dtype]
+            low = (x.to(dtype) @ a_t).mul_(per_rank[dtype][owner])
             if dtype == output.dtype:  # out += low·B in place: no new (B, T, d_out) tensor
                 return output.view(-1, output.shape[-1]).addmm_(low.view(-1, low.shape[-1]), b_t).view_as(output)
             return output.add_(low @ b_t)  # the layer's output is its own fresh tensor; decoding has no autograd
@@ -81,15 +104,19 @@ class RowLoRA:
     @contextmanager
     def rows(self, scales: torch.Tensor) -> Iterator[torch.nn.Module]:
         """Forwards inside the block give row r the policies' mix ``scales[r]``; yields the base to call."""
-        before = getattr(self._local, "per_rank", None)
+        before = getattr(self._local, "per_rank", None), getattr(self._local, "active", None)
         dtype = next(self.base.parameters()).dtype
-        # dtype -> owner -> (B, 1, R): row r's scale of every rank, computed once per forward, not per layer
-        self._local.per_rank = {d: {owner: scales[:, list(owner)].to(d)[:, None, :] for owner in self._owners}
-                                for d in {dtype, torch.float32}} if bool(scales.any()) else None
+        active = frozenset(torch.nonzero(scales.any(0)).flatten().tolist())
+        # dtype -> the active part of an owner -> (B, 1, R'): row r's scale of every rank some row weighs,
+        # computed once per forward, not per layer
+        parts = {tuple(o for o in owner if o in active) for owner in self._owners}
+        self._local.per_rank = {d: {part: scales[:, list(part)].to(d)[:, None, :] for part in parts}
+                                for d in {dtype, torch.float32}} if active else None
+        self._local.active = active
         try:
             yield self.base
         finally:
-            self._local.per_rank = before
+            self._local.per_rank, self._local.active = before
 
     def remove(self) -> None:
         """Take the hooks off the base."""

@@ -162,3 +162,35 @@ def test_a_float32_policy_model_decodes_in_a_bfloat16_stack(tiny_dir):
             cfg = DecodeConfig(method=method, weights={"humor": 1.0}, max_new_tokens=3, seed=0)
             gens = generate_batch(stack, [PROMPT, "tell me a joke"], cfg, [0, 1])
             assert all(g.events for g in gens)
+
+
+@torch.inference_mode()
+def test_rows_that_weigh_only_some_adapters_skip_the_others_ranks_and_still_equal_peft(tiny_dir):
+    """A batch computes only the ranks of the columns some row weighs (an RSoup row with a zero λ skips that
+    policy, a MORLHF row skips every other adapter); its rows must still equal peft's adapters and the merged
+    RSoup weights, and each layer keeps its sliced ranks for a few sets of columns only."""
+    from mavis_core import load_stack
+    from mavis_core.lora_rows import _PARTS_KEPT
+
+    stack = load_stack(tiny_dir / "stack-refs.toml", device=torch.device("cpu"))
+    columns = stack.lora_columns
+    ids = _ids(stack)
+    lam = [0.6, 0.0, 0.4]
+    merged = merge_policies(stack.base, stack.policies, dict(zip(stack.objectives, lam, strict=True)))
+    with stack.lora_rows.rows(torch.stack([stack.objective_mix(torch.tensor(lam)), stack.plain_mix()])) as model:
+        rows = model(input_ids=_ids(stack, 2)).logits
+    torch.testing.assert_close(rows[0], merged(input_ids=ids).logits[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rows[1], stack.base(input_ids=ids).logits[0])
+    for column, name in enumerate(columns):  # one adapter alone: a MOD policy row or a MORLHF reference row
+        mix = stack.plain_mix()
+        mix[column] = 1.0
+        with stack.lora_rows.rows(mix[None]) as model:
+            row = model(input_ids=ids).logits
+        stack.policies.set_adapter(name)
+        torch.testing.assert_close(row, stack.policies(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+    for n in range(1, 2 ** len(columns)):  # every set of columns: each layer still keeps only a few
+        mix = torch.tensor([float(n >> c & 1) for c in range(len(columns))])
+        with stack.lora_rows.rows(mix[None]) as model:
+            model(input_ids=ids)
+    assert 2 ** len(columns) - 1 > _PARTS_KEPT
+    assert {len(delta._parts) for delta in stack.lora_rows.deltas} == {_PARTS_KEPT}
