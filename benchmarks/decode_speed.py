@@ -8,7 +8,8 @@ never asserted).
     python benchmarks/decode_speed.py --json                # one JSON object: mavis, mod, rsoup, all, base_ms,
                                                             # all_first_step_ms
 
-Batch 1, 64 new tokens, equal weights over all 3 objectives, k = 15. ``all``: the four methods decoded side by
+Batch 1, 64 new tokens (every reply runs to 64: `NoEnd`), equal weights over all 3 objectives, k = 15. A method's
+time per token is its time per decoding step after its first tokens. ``all``: the four methods decoded side by
 side (one batched forward per step, as the app's Generate does), seconds per step ÷ the base's seconds per token.
 ``all_first_step_ms``: how long those four wait for their first tokens (every row's prefill, then the first step).
 Every round decodes one reply of each method and the side-by-side run, taking turns step by step (`turns`).
@@ -38,19 +39,36 @@ from mavis_core.testing import build_random_stack
 PROMPT = "hi! how was your weekend? did you do anything fun?"
 
 
+class NoEnd:
+    """The stack's prompt format, except that no reply ends before its length limit (no end token, no stop
+    string): every method decodes the same number of steps, so their times per token compare like for like
+    (a tiny-stack base reply can end after 3 tokens)."""
+
+    def __init__(self, fmt) -> None:
+        self.fmt = fmt
+
+    def __getattr__(self, name: str):
+        return getattr(self.fmt, name)
+
+    def ends(self, token_id: int) -> bool:
+        return False
+
+    def cut(self, text: str) -> tuple[str, bool]:
+        return text, False
+
+
 def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
     """One reply of each method and one of all of them side by side ("all"), the runs taking turns STEP BY
-    STEP: seconds per token of each method (its prefill included, as a visitor waits for it), per step of
-    "all" (÷ the longest reply's tokens), and "all_first_step" (from the start to the side-by-side run's first
-    tokens: every row's prefill, the value model's, and the first sample, which the app's first token waits
-    for besides gradio). Taking turns at every step puts this shared machine's drift, which moves a run's speed
-    by a third within a minute, on every method alike; one whole reply after another did not (the same script
-    gave MOD 1.13x and 1.46x in two runs an hour apart)."""
+    STEP: seconds per decoding step of each (after its first tokens; the prefill is a cost of the prompt, not of a
+    token), and "all_first_step" (from the start to
+    the side-by-side run's first tokens: every row's prefill, the value model's, and the first sample, which
+    the app's first token waits for besides gradio). Taking turns at every step puts this shared machine's
+    drift, which moves a run's speed by a third within a minute, on every method alike; one whole reply after
+    another did not (the same script gave MOD 1.13x and 1.46x in two runs an hour apart)."""
     runs = {m: Decode(stack, [PROMPT], [cfg], [cfg.seed]) for m, cfg in configs.items()}
     runs["all"] = Decode(stack, [PROMPT] * len(configs), list(configs.values()), [c.seed for c in configs.values()])
     steps = {m: run.steps() for m, run in runs.items()}
-    spent = dict.fromkeys(runs, 0.0)
-    first = None
+    spent, first = dict.fromkeys(runs, 0.0), {}
     while steps:
         for m in list(steps):
             start = time.perf_counter()
@@ -58,11 +76,12 @@ def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
                 next(steps[m])
             except StopIteration:
                 del steps[m]
-            spent[m] += time.perf_counter() - start
-            if m == "all" and first is None:
-                first = spent["all"]
-    out = {m: spent[m] / max(1, max(len(g.events) for g in run.generations)) for m, run in runs.items()}
-    return {**out, "all_first_step": first}
+            if m in first:
+                spent[m] += time.perf_counter() - start
+            else:  # the prefill and the first sample: timed apart
+                first[m] = time.perf_counter() - start
+    out = {m: spent[m] / max(1, max(len(g.events) for g in run.generations) - 1) for m, run in runs.items()}
+    return {**out, "all_first_step": first["all"]}
 
 
 def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
@@ -96,6 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = random_stack(Path(tmp), args.fused) if args.random else args.stack
         stack = load_stack(path, dtype=pick_dtype(args.dtype, pick_device()) if args.dtype else None)
+        stack.format = NoEnd(stack.format)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
                                    max_new_tokens=args.tokens, seed=0) for m in stack.methods}
