@@ -21,6 +21,7 @@ from .tilts import rsoup_delta
 
 # sets of active columns whose sliced ranks each layer keeps (about 20 MB a set over the default stack's layers)
 _PARTS_KEPT = 4
+_PARTS_LOCK = threading.Lock()
 
 
 class _Delta:
@@ -56,9 +57,10 @@ class _Delta:
             by_dtype = self.by_dtype if len(keep) == len(self.owner) else {
                 d: (a[:, keep].contiguous(), b[keep].contiguous()) for d, (a, b) in self.by_dtype.items()}
             part = (tuple(self.owner[j] for j in keep), by_dtype)
-            if len(self._parts) >= _PARTS_KEPT:  # a benign race between threads: both store the same thing
-                self._parts.pop(next(iter(self._parts)), None)
-            self._parts[active] = part
+            with _PARTS_LOCK:  # concurrent decodes: evicting iterates the dict another thread may be filling
+                while len(self._parts) >= _PARTS_KEPT:
+                    self._parts.pop(next(iter(self._parts)))
+                self._parts[active] = part
         return part
 
 

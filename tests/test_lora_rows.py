@@ -194,3 +194,29 @@ def test_rows_that_weigh_only_some_adapters_skip_the_others_ranks_and_still_equa
             model(input_ids=ids)
     assert 2 ** len(columns) - 1 > _PARTS_KEPT
     assert {len(delta._parts) for delta in stack.lora_rows.deltas} == {_PARTS_KEPT}
+
+
+def test_concurrent_decodes_can_ask_a_layer_for_new_sets_of_columns_at_once(tiny_stack):
+    """Several decodes at once (the app's CONCURRENCY) each ask for their sets of columns; evicting the oldest
+    set while another thread adds one must neither fail nor let a layer keep more than a few."""
+    from mavis_core.lora_rows import _PARTS_KEPT
+
+    delta = tiny_stack.lora_rows.deltas[0]
+    sets = [frozenset(c for c in range(3) if n >> c & 1) for n in range(1, 8)]
+    errors = []
+
+    def ask(offset: int) -> None:
+        try:
+            for i in range(300):
+                wanted = sets[(i + offset) % len(sets)]
+                owner, by_dtype = delta.part(wanted)
+                assert set(owner) <= wanted and by_dtype[torch.float32][0].shape[1] == len(owner)
+        except Exception as e:  # noqa: BLE001 - reported below with the thread's failure
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(delta._parts) <= _PARTS_KEPT
