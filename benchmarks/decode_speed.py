@@ -59,12 +59,11 @@ class NoEnd:
 
 def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
     """One reply of each method and one of all of them side by side ("all"), the runs taking turns STEP BY
-    STEP: seconds per decoding step of each (after its first tokens; the prefill is a cost of the prompt, not of a
-    token), and "all_first_step" (from the start to
-    the side-by-side run's first tokens: every row's prefill, the value model's, and the first sample, which
-    the app's first token waits for besides gradio). Taking turns at every step puts this shared machine's
-    drift, which moves a run's speed by a third within a minute, on every method alike; one whole reply after
-    another did not (the same script gave MOD 1.13x and 1.46x in two runs an hour apart)."""
+    STEP: seconds per decoding step of each after its first tokens (the prefill is a cost of the prompt, not of
+    a token), and "all_first_step": from the start to the side-by-side run's first tokens (every row's prefill,
+    the value model's, and the first sample: what the app's first token waits for besides gradio). Taking turns
+    at every step puts this shared machine's drift, which moves a run's speed by a third within a minute, on
+    every method alike; one whole reply after another did not (MOD 1.13x and 1.46x in two runs an hour apart)."""
     runs = {m: Decode(stack, [PROMPT], [cfg], [cfg.seed]) for m, cfg in configs.items()}
     runs["all"] = Decode(stack, [PROMPT] * len(configs), list(configs.values()), [c.seed for c in configs.values()])
     steps = {m: run.steps() for m, run in runs.items()}

@@ -50,7 +50,7 @@ class _Delta:
     def part(self, active: frozenset[int]) -> tuple[tuple[int, ...], dict]:
         """Only the ranks of the columns in ``active`` (those some row of the forward weighs): their owners and
         dtype -> (A, B). A batch of the objectives' policies then skips the references' ranks, which it would
-        multiply by zero (a third of the low-rank work on the default stack). Kept for the last few sets."""
+        multiply by zero (16 of the default stack's 40 ranks). Kept for the last few sets."""
         part = self._parts.get(active)
         if part is None:
             keep = [j for j, o in enumerate(self.owner) if o in active]
