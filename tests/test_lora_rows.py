@@ -3,6 +3,7 @@ RSoup weights, and leaves the base plain outside its block and in other threads.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import torch
@@ -207,7 +208,7 @@ def test_concurrent_decodes_can_ask_a_layer_for_new_sets_of_columns_at_once(tiny
 
     def ask(offset: int) -> None:
         try:
-            for i in range(300):
+            for i in range(20_000):
                 wanted = sets[(i + offset) % len(sets)]
                 owner, by_dtype = delta.part(wanted)
                 assert set(owner) <= wanted and by_dtype[torch.float32][0].shape[1] == len(owner)
@@ -215,8 +216,13 @@ def test_concurrent_decodes_can_ask_a_layer_for_new_sets_of_columns_at_once(tiny
             errors.append(e)
 
     threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns every few bytecodes: without the lock this fails
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
     assert not errors and len(delta._parts) <= _PARTS_KEPT

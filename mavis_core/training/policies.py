@@ -202,7 +202,7 @@ def base_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cf
     else:
         rows, gens = _sample(stack, weights, prompts, cfg, 0)
         texts = [g.text for g in gens]
-        each = {m: stack.rewards[m].score(rows, texts).tolist() for m in stack.objectives}
+        each = {m: r.tolist() for m, r in stack.score(rows, texts).items()}  # every objective, one batch each
         shared = [{"prompt": p, "text": g.text, "finish_reason": g.finish_reason,
                    "rewards": {m: each[m][i] for m in stack.objectives}}
                   for i, (p, g) in enumerate(zip(rows, gens, strict=True))]
