@@ -29,6 +29,7 @@ from transformers import DynamicCache
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
 from mavis_core import DecodeConfig, generate_batch
+from mavis_core.prompts import read_prompts
 from mavis_core.training.value_training import load_training_stack
 
 
@@ -131,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     # float32, whatever the stack's [base] dtype: it is the reference every path is compared with
     stack = load_training_stack(args.stack, torch.device("cpu"), torch.float32)
-    prompts = json.loads((args.stack.parent / "eval_prompts.json").read_text())[: args.prompts]
+    prompts = read_prompts(args.stack.parent / "eval_prompts.json")[: args.prompts]
     gens = generate_batch(stack, prompts, DecodeConfig(method="base", weights={stack.objectives[0]: 1.0},
                                                        max_new_tokens=48), list(range(len(prompts))))
     sequences = [torch.tensor(stack.format.encode(p) + g.token_ids) for p, g in zip(prompts, gens, strict=True)]

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.evaluation import sweep
+from mavis_core.prompts import read_prompts
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     stack = load_stack(args.stack)
-    prompts = json.loads((args.stack.parent / "eval_prompts.json").read_text())[: args.prompts]
+    prompts = read_prompts(args.stack.parent / "eval_prompts.json")[: args.prompts]
     seeds = list(range(args.seeds))
     m = len(stack.objectives)
     grid = [[1 - t, t, *[0.0] * (m - 2)] for t in np.linspace(0, 1, args.points)]

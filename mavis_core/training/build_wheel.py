@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import DecodeConfig
+from ..prompts import read_prompts
 from ..sources import fetch, model_dir
 from .build import (
     N_SAMPLES,
@@ -251,7 +252,7 @@ def build_samples(args: argparse.Namespace, stack) -> None:
     them."""
     from ..decoding import generate_batch
 
-    prompts = json.loads((args.out / "eval_prompts.json").read_text(encoding="utf-8"))[:SAMPLE_PROMPTS]
+    prompts = read_prompts(args.out / "eval_prompts.json")[:SAMPLE_PROMPTS]
     weights = dict.fromkeys(stack.objectives, 1.0)
     lines = [f"Replies of every method to held-out prompts (equal weights, the stack's β = {stack.default_beta:g}, "
              "default top-k, seed 0, 64 new tokens); after each reply its rewards (helpful / harmless / humor) and "

@@ -1,111 +1,82 @@
-"""The embedded stack's dialogue corpus: chitchat-dataset conversations, split by conversation.
+"""Training data of the embedded stacks: the chitchat corpus, and the default stack's held-out prompt mix.
 
-A conversation is a list of turns (strings), alternating speakers; the first turn is read as the
-human's and the reply as the assistant's, which gives the HH format both stacks share::
-
-    >>> format_dialogue(["hi, how are you?", "good thanks, you?"])
-    '\\n\\nHuman: hi, how are you?\\n\\nAssistant: good thanks, you?'
+The chitchat corpus lives in `mavis_core.chitchat` (a leaf of the core, so that `mavis_core.prompts` can read
+its openers without importing training code); its names are kept here for the training steps.
+`build_prompt_data` writes the default stack's ``eval_prompts.json``: harmful, benign and chitchat prompts from
+their test splits, each tagged with its kind (and risk area), recorded in the manifest as ``data``.
 """
 
 from __future__ import annotations
 
-import random
-import re
-from functools import lru_cache
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import chitchat_dataset
-
-from ..dialogue import format_dialogue
-
-DATA_SOURCE = {"name": "chitchat-dataset 0.9.0 (PyPI)", "licence": "MIT"}
-SPLITS = ("train", "validation", "test")
-# Fractions of conversations held out; the rest is train.
-HELD_OUT_FRACTION = 0.05
-# Opening turns used as eval prompts must say something: "hi" tells a reward model nothing.
-PROMPT_MIN_WORDS, PROMPT_MAX_WORDS = 4, 30
-# Openers about the chat platform itself ("anyone there?") are not prompts a user of the demo would write.
-_META_CHAT = re.compile(
-    r"anyone|anybody|someone|somebody|you there|still here|is it working|glitch|chat score|chit ?chat"
-    r"|hello\?",
-    re.IGNORECASE,
+from .. import prompts
+from ..chitchat import (
+    DATA_SOURCE,
+    HELD_OUT_FRACTION,
+    PROMPT_MAX_WORDS,
+    PROMPT_MIN_WORDS,
+    SPLITS,
+    dialogue_texts,
+    eval_prompts,
+    load_conversations,
 )
-# "how are you?" openers are a third of the questions; a few are enough to show small talk.
-_HOW_ARE_YOU = re.compile(r"\bhow('?s| is| are| have)\b", re.IGNORECASE)
-MAX_HOW_ARE_YOU = 3
-_SPACE = re.compile(r"\s+")
-_NOT_LETTER = re.compile(r"[^a-z]+")
+from .manifest import record_artifact
+
+__all__ = ["DATA_SOURCE", "HELD_OUT_FRACTION", "PROMPT_MAX_WORDS", "PROMPT_MIN_WORDS", "SPLITS", "dialogue_texts",
+           "eval_prompts", "load_conversations", "PromptDataConfig", "build_prompt_data"]
 
 
-def _turn_text(messages: list[dict]) -> str:
-    """One turn = the consecutive messages of one sender, joined, whitespace collapsed."""
-    return _SPACE.sub(" ", " ".join(m["text"] for m in messages)).strip()
-
-
-@lru_cache(maxsize=1)
-def _all_conversations() -> dict[str, tuple[str, ...]]:
-    """Conversation id -> turns, for every conversation with at least one non-empty turn."""
-    out = {}
-    for conv_id, conv in chitchat_dataset.Dataset().items():
-        turns = tuple(t for t in (_turn_text(m) for m in conv["messages"]) if t)
-        if turns:
-            out[conv_id] = turns
-    return out
-
-
-@lru_cache(maxsize=4)
-def _split_ids(seed: int) -> dict[str, tuple[str, ...]]:
-    """Seeded 90/5/5 split of conversation ids; sorting first makes it independent of dict order."""
-    ids = sorted(_all_conversations())
-    random.Random(seed).shuffle(ids)
-    n_held = round(HELD_OUT_FRACTION * len(ids))
-    return {
-        "validation": tuple(ids[:n_held]),
-        "test": tuple(ids[n_held : 2 * n_held]),
-        "train": tuple(ids[2 * n_held :]),
-    }
-
-
-def load_conversations(split: str, seed: int = 0) -> list[list[str]]:
-    """Conversations of one split, each a list of turn strings (speakers alternate, human first).
+@dataclass(frozen=True)
+class PromptDataConfig:
+    """The held-out prompt mix of a stack folder.
 
     Args:
-        split: "train" (90% of conversations), "validation" (5%) or "test" (5%).
-        seed: seeds the shuffle of conversation ids; the same seed gives the same split.
+        out_dir: the assets folder (holds manifest.json); ``eval_prompts.json`` is written there.
+        seed: seeds the split of harmful/benign prompts, the chitchat split and the draw within each.
+        counts: prompts of each kind (`mavis_core.prompts.EVAL_MIX` by default).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not known; allowed: {', '.join(SPLITS)}")
-    convs = _all_conversations()
-    return [list(convs[i]) for i in _split_ids(seed)[split]]
+
+    out_dir: Path
+    seed: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict(prompts.EVAL_MIX))
+
+    def __post_init__(self) -> None:
+        if set(self.counts) - set(prompts.KINDS) or any(n < 0 for n in self.counts.values()):
+            raise ValueError(f"counts must map kinds among {prompts.KINDS} to numbers >= 0, got {self.counts}")
 
 
-def dialogue_texts(split: str, seed: int = 0) -> list[str]:
-    """Conversations of one split in the HH format (``\\n\\nHuman: …\\n\\nAssistant: …``)."""
-    return [format_dialogue(turns) for turns in load_conversations(split, seed)]
+def split_sizes(seed: int) -> dict[str, int]:
+    """Prompts per kind and split, e.g. ``harmful_train``: what the model card reports."""
+    return {f"{kind}_{split}": len(prompts.prompt_set(kind, split, seed))
+            for kind in prompts.KINDS for split in prompts.SPLIT_FRACTIONS}
 
 
-def _is_eval_prompt(text: str) -> bool:
-    return PROMPT_MIN_WORDS <= len(text.split()) <= PROMPT_MAX_WORDS and not _META_CHAT.search(text)
-
-
-def eval_prompts(n: int = 50, seed: int = 0) -> list[str]:
-    """Held-out prompts: distinct opening human turns of test conversations.
-
-    Kept: 4-30 words, not about the chat platform itself. Order: seeded shuffle, then questions first
-    (a question gives a reward model more to judge), so any first-n slice is varied and stable.
-    """
-    seen, prompts, small_talk = set(), [], 0
-    for turns in load_conversations("test", seed):
-        key = _NOT_LETTER.sub("", turns[0].lower())
-        if not _is_eval_prompt(turns[0]) or key in seen:
-            continue
-        is_small_talk = bool(_HOW_ARE_YOU.search(turns[0]))
-        if is_small_talk and small_talk >= MAX_HOW_ARE_YOU:
-            continue
-        small_talk += is_small_talk
-        seen.add(key)
-        prompts.append(turns[0])
-    if n > len(prompts):
-        raise ValueError(f"asked for {n} eval prompts; the test split has {len(prompts)}")
-    random.Random(seed).shuffle(prompts)
-    prompts.sort(key=lambda p: "?" not in p)  # stable: keeps the shuffled order within each group
-    return prompts[:n]
+def build_prompt_data(cfg: PromptDataConfig) -> Path:
+    """Write ``eval_prompts.json`` (tagged, interleaved by kind) and record it as the ``data`` artifact."""
+    out = Path(cfg.out_dir)
+    held_out = prompts.eval_prompt_set(cfg.seed, cfg.counts)
+    path = out / prompts.EVAL_PROMPTS_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    prompts.write_prompt_set(path, held_out)
+    areas = Counter(p.risk_area for p in held_out if p.kind == "harmful")
+    metrics = split_sizes(cfg.seed) | {f"heldout_{k}": n for k, n in Counter(p.kind for p in held_out).items()}
+    card = (
+        "Prompts come in three kinds (`mavis_core.prompts`), tagged in `eval_prompts.json` and wherever results are "
+        f"averaged. **harmful**: {prompts.HARMFUL_SOURCES}; risk area = the Do-Not-Answer file, or `harmbench`. "
+        "**benign**: `mavis_core/data/benign_prompts.txt`, written for this project (MIT), some only looking risky "
+        "(\"How do I kill a Python process?\"). **chitchat**: opening human turns of chitchat-dataset (MIT), split "
+        "by conversation 90/5/5. Harmful and benign prompts are split 80/10/10 by a seeded hash of their text. "
+        "Training steps draw from the train splits; `eval_prompts.json` from the test splits, interleaved so any "
+        "first-N slice is mixed. Held-out harmful prompts per risk area: "
+        + ", ".join(f"{a} {n}" for a, n in sorted(areas.items())) + "."
+    )
+    command = shlex.join(["python", "-m", "mavis_core", "build", "--steps", "data", "--out", str(out),
+                          "--seed", str(cfg.seed)])
+    record_artifact(out, "data", [path], source=f"{prompts.HARMFUL_SOURCES}; mavis_core/data/benign_prompts.txt; "
+                    f"{DATA_SOURCE['name']}", licence="Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, "
+                    "benign prompts)", command=command, seed=cfg.seed, metrics=metrics, card=card)
+    return path

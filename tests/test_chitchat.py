@@ -1,9 +1,9 @@
-"""The embedded corpus: splits by conversation, deterministic, HH format, held-out eval prompts."""
+"""The chitchat corpus (mavis_core.chitchat): splits by conversation, deterministic, HH format, openers."""
 
 import pytest
 
+from mavis_core import chitchat as data
 from mavis_core.dialogue import ASSISTANT, HUMAN
-from mavis_core.training import data
 
 
 def _keys(convs: list[list[str]]) -> set[tuple[str, ...]]:
@@ -53,3 +53,12 @@ def test_eval_prompts_are_distinct_opening_turns_of_the_test_split():
 def test_unknown_split_is_rejected():
     with pytest.raises(ValueError, match="allowed: train, validation, test"):
         data.load_conversations("dev")
+
+
+def test_openers_are_distinct_prompt_like_first_turns_of_their_split():
+    openers = data.openers("test")
+    firsts = {c[0] for c in data.load_conversations("test")}
+    assert openers and set(openers) <= firsts
+    assert all(data.PROMPT_MIN_WORDS <= len(t.split()) <= data.PROMPT_MAX_WORDS for t in openers)
+    assert len({t.lower() for t in openers}) == len(openers)
+    assert set(data.eval_prompts(50)) <= set(openers)
