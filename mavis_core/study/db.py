@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .arena import VOTES, leaderboard
+from ..arena import VOTES, leaderboard
 
 RATING_RANGE = (1, 5)
 SLOTS = "ABCDEFGH"
