@@ -36,12 +36,17 @@ from .sources import WheelSource, model_dir, source_from_table
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 
-METHODS = ("base", "mavis", "mod", "rsoup", "morlhf")
+METHODS = ("base", "mavis", "mod", "rsoup", "morlhf", "prompted")
 # MORLHF: the stack's policies fine-tuned for one exact preference λ ([references] tables; an objective's own
 # policy at λ one-hot). It is a reference, not a steering method: it decodes only at the λ it was trained for.
+# Prompted: the base with λ written into its system prompt in words (`dialogue.weights_prompt`), no training.
+# The methods whose own rows are not π_ref on the plain prompt: each also gets a plain base row over the plain
+# prompt, for the π_ref log-probs of its tokens (base and MAVIS read those from their own row).
+NEEDS_REF_ROW = frozenset({"mod", "rsoup", "morlhf", "prompted"})
 SEARCHES = ("sample", "best_of_n", "beam")
 # How every page names a method: the app's column titles, the chart's legend and the results page's prose.
-METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup", "morlhf": "MORLHF"}
+METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup", "morlhf": "MORLHF",
+                "prompted": "Prompted"}
 MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapolates past the policies
 
 
@@ -319,7 +324,8 @@ class DecodeConfig:
     """Decoding settings shared by every method.
 
     Args:
-        method: one of "base", "mavis", "mod", "rsoup".
+        method: one of `METHODS`: "base", "mavis", "mod", "rsoup", "morlhf" (at a λ with a policy fine-tuned for
+            it) or "prompted" (the base, λ written into its system prompt).
         weights: objective -> non-negative weight λ; normalised to sum to 1 (see `normalised`).
         beta: strength of the MAVIS tilt, β >= 0.
         top_k: every method samples from the top-k of its own distribution.

@@ -1,18 +1,19 @@
 """The one generation loop behind every method: KV caches, top-k, temperature, seed, streaming events.
 
 Per step each method produces the logits of its own distribution (base: π_ref; MOD: Σ λ_m log π_m; RSoup:
-the policies' interpolated adapter; MAVIS: π_ref, tilted over its top-k by the value models), samples from
-its top-k after temperature, and reports the chosen token's log-prob under that distribution and under π_ref
-(full vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖ π_ref) for the reply.
+the policies' interpolated adapter; MORLHF: the policy fine-tuned for λ; Prompted: π_ref over the prompt with λ
+in its system prompt; MAVIS: π_ref, tilted over its top-k by the value models), samples from its top-k after
+temperature, and reports the chosen token's log-prob under that distribution and under π_ref on the plain
+prompt (full vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖ π_ref) for the reply.
 
 Every reply of a request is a *lane*, and all lanes are rows of one batch (`LaneDecoder`): the methods side
-by side, a sweep's λ points, several prompts and seeds cost about one batched forward per step.
-`CausalRunner` / `MethodRunner` serve beam search, which reorders its rows every step; both run MOD's and
-RSoup's rows through `Stack.forward` (the policies' LoRA mixed per row, `RowLoRA`).
+by side, a sweep's λ points, several prompts and seeds, tree rollouts and beam search's beams cost about one
+batched forward per step. `lanes.RowPlan` is the one planner of which rows serve a lane.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,8 +21,9 @@ import torch
 from transformers import DynamicCache
 
 from .config import DecodeConfig
+from .lanes import Lane, RowPlan, plan_lanes
 from .stack import Stack
-from .tilts import mavis_contributions, mavis_tilt, mod_mix, sample_index, top_k_logits
+from .tilts import mavis_contributions, mavis_tilt, mod_mix, sample_index, top_k_logits, value_bonus
 from .values import ValueScorer, positions_from_mask
 
 
@@ -69,107 +71,28 @@ class Generation:
         return sum(e.logprob - e.base_logprob for e in self.events)
 
 
-class CausalRunner:
-    """The base with its own KV cache, fed new tokens for every row.
-
-    ``scales`` (copies, M) replicates every request row ``copies`` times, copy c with the policies' LoRA mixed
-    in by ``scales[c]`` (`RowLoRA`): MOD's active policies (one-hot rows, mixed afterwards) or RSoup's λ.
-    """
-
-    def __init__(self, stack: Stack, scales: torch.Tensor | None = None) -> None:
-        self.stack = stack
-        self.scales = scales
-        self.copies = 1 if scales is None else scales.shape[0]
-        self.cache = DynamicCache()
-
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        scales = None if self.scales is None else self.scales.repeat(input_ids.shape[0] // self.copies, 1)
-        out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
-                                 position_ids=positions, past_key_values=self.cache, use_cache=True)
-        b, n, v = out.logits.shape
-        return out.logits.float().view(b // self.copies, self.copies, n, v)  # (B, copies, n, V)
-
-    @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Run the prompts (B, T). Returns next-token logits (B, copies, V)."""
-        self.attention_mask = attention_mask.repeat_interleave(self.copies, dim=0)
-        ids = input_ids.repeat_interleave(self.copies, dim=0)
-        return self._forward(ids, positions_from_mask(self.attention_mask))[:, :, -1]
-
-    @torch.inference_mode()
-    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append n tokens per row (B, n). Returns the logits after each of them (B, copies, n, V)."""
-        n = tokens.shape[1]
-        start = self.attention_mask.long().sum(-1, keepdim=True)  # (B*copies, 1)
-        positions = start + torch.arange(n, device=start.device)  # (B*copies, n)
-        self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(positions)], dim=1)
-        return self._forward(tokens.repeat_interleave(self.copies, dim=0), positions)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append one token per row (B,). Returns next-token logits (B, copies, V)."""
-        return self.extend(tokens[:, None])[:, :, -1]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep request rows ``rows`` (n,) of the cache (rows may repeat: beams grown from one parent each get
-        a copy); each request row holds ``copies`` cache rows."""
-        rows = rows.to(self.attention_mask.device)
-        flat = (rows[:, None] * self.copies + torch.arange(self.copies, device=rows.device)).flatten()
-        self.cache.batch_select_indices(flat)
-        self.attention_mask = self.attention_mask[flat]
-
-
-class MethodRunner:
-    """Produces the logits of one decoding method's distribution, (B, V), for beam search."""
-
-    def __init__(self, stack: Stack, cfg: DecodeConfig, lam: list[float]) -> None:
-        if not stack.can_decode(cfg.method):
-            raise ValueError(
-                f"method {cfg.method!r} needs models this stack does not have; available: {stack.methods}"
-            )
-        self.method, self.strength = cfg.method, cfg.strength
-        self.lam = torch.tensor(lam)
-        # Only objectives with λ > 0 contribute to MOD; skipping the rest keeps one-hot MOD as cheap as one policy.
-        self.active = [i for i, w in enumerate(lam) if w > 0]
-        if cfg.method == "rsoup":
-            self.runner = CausalRunner(stack, stack.objective_mix(cfg.strength * self.lam)[None])
-        elif cfg.method == "morlhf":
-            self.runner = CausalRunner(stack, stack.morlhf_mix(list(lam))[None])
-        elif cfg.method == "mod":  # the active policies, then (strength ≠ 1) a plain row for π_ref
-            rows = [stack.objective_mix(torch.eye(len(lam))[i]) for i in self.active]
-            if cfg.strength != 1:
-                rows.append(stack.plain_mix())
-            self.runner = CausalRunner(stack, torch.stack(rows))
-        else:
-            self.runner = CausalRunner(stack)
-
-    @property
-    def samples_from_base(self) -> bool:
-        """Base and MAVIS sample from π_ref's own logits; MOD and RSoup need π_ref on the side."""
-        return self.method in ("base", "mavis")
-
-    def _logits(self, out: torch.Tensor) -> torch.Tensor:
-        if self.method == "mod":  # out: (B, active [+ 1 plain], V), one row per policy
-            mixed = out.transpose(0, 1)
-            n = len(self.active)
-            return mod_mix(mixed[:n], self.lam[self.active], mixed[n] if n < len(mixed) else None, self.strength)
-        return out[:, 0]
-
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._logits(self.runner.prefill(input_ids, attention_mask))
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._logits(self.runner.step(tokens))
-
-
 ALTERNATIVES = 5  # top tokens of each step's sampling distribution reported with its event
 
-@dataclass(frozen=True)
-class Lane:
-    """One reply to decode: its method's settings, the row of its prompt in the batch's inputs, its seed."""
 
-    cfg: DecodeConfig
-    prompt: int
-    seed: int
+@dataclass
+class Proposal:
+    """One lane's step before its choice: the top-k candidates of its distribution, each (k,).
+
+    Attributes:
+        ids: the candidates' token ids, best first (by the untilted logits).
+        logits: the lane's sampling logits over them (after temperature; MAVIS: tilted).
+        logprobs: log-softmax of ``logits``: the candidates' log-probs under the lane's distribution.
+        base_logprobs: log π_ref of each candidate over the full vocabulary (temperature 1, the plain prompt).
+        bonus: MAVIS only: β·Σ_m λ_m Q_m(s, a) per candidate, else None.
+        contributions: MAVIS only: (M, k) each objective's push β·λ_m·(Q_m − mean over the top-k), else None.
+    """
+
+    ids: torch.Tensor
+    logits: torch.Tensor
+    logprobs: torch.Tensor
+    base_logprobs: torch.Tensor
+    bonus: torch.Tensor | None = None
+    contributions: torch.Tensor | None = None
 
 
 @dataclass
@@ -184,50 +107,23 @@ class LaneStep:
     alternatives: list[tuple[int, float]] | None = None  # (token id, probability), most likely first
 
 
-class _Rows:
-    """Which rows of the one batched forward serve a lane, each with its mix of the policies (M,) (see
-    `RowLoRA`): ``own`` gives the lane's distribution (MOD: one row per active policy, mixed), ``ref`` gives
-    π_ref (the own row itself for base and MAVIS, whose own row is the plain base)."""
-
-    def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
-        cfg = lane.cfg
-        self.lam = torch.tensor(cfg.normalised(stack.objectives))
-        self.active = [i for i, w in enumerate(self.lam.tolist()) if w > 0]
-        plain = stack.plain_mix()
-        self.strength = cfg.strength
-        if cfg.method == "mod":  # only objectives with λ > 0 contribute: one-hot MOD costs one policy row
-            self.scales = [stack.objective_mix(torch.eye(len(self.lam))[i]) for i in self.active] + [plain]
-        elif cfg.method == "rsoup":  # θ_0 + α Σ λ_m ΔW_m, exactly the interpolated weights
-            self.scales = [stack.objective_mix(cfg.strength * self.lam), plain]
-        elif cfg.method == "morlhf":  # the policy fine-tuned for exactly this λ
-            self.scales = [stack.morlhf_mix(self.lam.tolist()), plain]
-        else:
-            self.scales = [plain]
-        self.rows = list(range(first, first + len(self.scales)))
-
-    @property
-    def own(self) -> list[int]:
-        return self.rows[:-1] if len(self.rows) > 1 else self.rows
-
-    @property
-    def ref(self) -> int:
-        return self.rows[-1]
-
-
 class LaneDecoder:
     """Every lane of a request as rows of ONE batch over the shared base: a step costs one batched forward
     (plus one value pass for the MAVIS lanes), whatever the mix of methods, λ points and seeds.
 
-    Base and MAVIS lanes are plain base rows; MOD's active policies and RSoup's interpolated weights are rows
-    of the same forward with the policies' LoRA mixed in per row (`RowLoRA`), each beside a plain base row on
-    the same sequence for the π_ref log-probs. Finished lanes leave the batch. Usage::
+    Base, MAVIS and Prompted lanes are plain base rows; MOD's active policies, RSoup's interpolated weights and
+    MORLHF's policy are rows of the same forward with the policies' LoRA mixed in per row (`RowLoRA`). Every
+    method of `NEEDS_REF_ROW` has a plain base row beside it on the plain prompt, for the π_ref log-probs.
+    Finished lanes leave the batch. Sampling (and every caller that samples: sweeps, tree rollouts)::
 
         dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
         while dec.alive:
             steps = dec.sample()      # lane -> LaneStep
             dec.advance(finished)     # drop finished lanes (and those at their length limit), one forward
 
-    Each lane draws from its own generator, so a lane's reply does not depend on the other lanes.
+    Beam search replaces ``sample`` by ``propose`` (lane -> its top-k `Proposal`) and `select` (which lanes go on,
+    with which candidate) before ``advance``. Each lane draws from its own generator, so a lane's reply does not
+    depend on the other lanes.
     """
 
     def __init__(self, stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -236,10 +132,12 @@ class LaneDecoder:
             if not stack.can_decode(lane.cfg.method):
                 raise ValueError(f"method {lane.cfg.method!r} needs models this stack does not have; "
                                  f"available: {stack.methods}")
-        self.stack, self.lanes = stack, lanes
-        self.plans: list[_Rows] = []
+            if lane.cfg.method == "prompted" and lane.context is None:
+                raise ValueError("a Prompted lane needs the input row of its prompted context (see plan_lanes)")
+        self.stack, self.lanes = stack, list(lanes)
+        self.plans: list[RowPlan] = []
         for lane in lanes:
-            self.plans.append(_Rows(stack, lane, sum(len(p.rows) for p in self.plans)))
+            self.plans.append(RowPlan(stack, lane, sum(len(p.rows) for p in self.plans)))
         self.alive = list(range(len(lanes)))
         self.t = 0
         self.generators = [torch.Generator().manual_seed(int(lane.seed)) for lane in lanes]
@@ -247,15 +145,15 @@ class LaneDecoder:
         self.logits = self._prefill(input_ids, attention_mask)
         self.scorers = self._start_scorers(input_ids, attention_mask)
         self._pending: dict[int, tuple[int, int]] = {}  # lane -> (token, index of the chosen candidate)
+        self._proposals: dict[int, Proposal] = {}
 
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The prompts' forward for every row, run once per distinct (prompt, LoRA mix): the plain rows of
+        """The contexts' forward for every row, run once per distinct (input row, LoRA mix): the plain rows of
         base, MAVIS and the π_ref rows (and MOD's policy rows across λ points) share one, then the cache is
         copied out to every row. Side by side that is 5 prompt rows instead of 8."""
-        keys = [(lane.prompt, tuple(s.tolist())) for lane, plan in zip(self.lanes, self.plans, strict=True)
-                for s in plan.scales]
+        keys = [(row, tuple(mix.tolist())) for plan in self.plans for row, mix in plan.inputs]
         distinct = {key: n for n, key in enumerate(dict.fromkeys(keys))}
-        prompts = torch.tensor([prompt for prompt, _ in distinct], device=input_ids.device)
+        prompts = torch.tensor([row for row, _ in distinct], device=input_ids.device)
         self.attention_mask = attention_mask[prompts]
         logits = self._forward(input_ids[prompts], positions_from_mask(self.attention_mask),
                                torch.tensor([mix for _, mix in distinct]))
@@ -291,36 +189,47 @@ class LaneDecoder:
                                  position_ids=positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
 
-    def _distribution(self, i: int) -> torch.Tensor:
-        """Lane i's next-token logits (V,) before top-k: π_ref, MOD's Σ λ_m log π_m, or RSoup's adapter."""
+    def distribution(self, i: int) -> torch.Tensor:
+        """Lane i's next-token logits (V,) before top-k: π_ref (base, MAVIS; Prompted's over its own context),
+        MOD's Σ λ_m log π_m, or RSoup's / MORLHF's adapter."""
         plan = self.plans[i]
         if self.lanes[i].cfg.method == "mod":
             return mod_mix(self.logits[plan.own], plan.lam[plan.active], self.logits[plan.ref], plan.strength)
         return self.logits[plan.own[0]]
 
     @torch.inference_mode()
-    def sample(self) -> dict[int, LaneStep]:
-        """Top-k → (MAVIS: values, tilt) → sample, for every alive lane. Returns lane -> LaneStep."""
-        candidates = {i: top_k_logits(self._distribution(i), self.lanes[i].cfg.top_k, self.lanes[i].cfg.temperature)
+    def propose(self) -> dict[int, Proposal]:
+        """One step of every alive lane's method up to its choice: top-k of its distribution and, for MAVIS,
+        the tilt π(a|s) ∝ π_ref(a|s)·exp(β·Σ_m λ_m Q_m(s, a)) over those k (arXiv 2508.13415). Lane -> Proposal."""
+        candidates = {i: top_k_logits(self.distribution(i), self.lanes[i].cfg.top_k, self.lanes[i].cfg.temperature)
                       for i in self.alive}  # lane -> ((k,) logits, (k,) ids)
-        values = self._values(candidates)  # MAVIS lane -> (M, k)
+        values = self._values(candidates)  # MAVIS lane -> (M, k): Q_m(s, a) of each candidate
         out = {}
         for i in self.alive:
             cfg, plan = self.lanes[i].cfg, self.plans[i]
-            cand_logits, cand_ids = candidates[i]
-            contributions = None
+            logits, ids = candidates[i]
+            bonus = contributions = None
             if i in values:
+                bonus = value_bonus(values[i], plan.lam, cfg.beta)  # β·Σ_m λ_m Q_m, (k,)
                 contributions = mavis_contributions(values[i], plan.lam, cfg.beta)  # (M, k)
-                cand_logits = mavis_tilt(cand_logits, values[i], plan.lam, cfg.beta)
-            chosen = int(sample_index(cand_logits[None], [self.generators[i]])[0])
-            token = int(cand_ids[chosen])
-            logprobs = torch.log_softmax(cand_logits, -1)
-            base_logprob = float(torch.log_softmax(self.logits[plan.ref], -1)[token])
-            pushed = None if contributions is None else contributions[:, chosen].cpu()
-            top = torch.topk(logprobs, min(ALTERNATIVES, logprobs.numel()))
-            alternatives = list(zip(cand_ids[top.indices].tolist(), top.values.exp().tolist(), strict=True))
-            out[i] = LaneStep(token, base_logprob, float(logprobs[chosen]), pushed, alternatives)
-            self._pending[i] = (token, chosen)
+                logits = mavis_tilt(logits, values[i], plan.lam, cfg.beta)
+            base_logprobs = torch.log_softmax(self.logits[plan.ref], -1)[ids]  # log π_ref, full vocabulary
+            out[i] = Proposal(ids, logits, torch.log_softmax(logits, -1), base_logprobs, bonus, contributions)
+        self._proposals = out
+        return out
+
+    @torch.inference_mode()
+    def sample(self) -> dict[int, LaneStep]:
+        """`propose`, then draw each alive lane's token from its own generator. Returns lane -> LaneStep."""
+        out = {}
+        for i, p in self.propose().items():
+            chosen = int(sample_index(p.logits[None], [self.generators[i]])[0])
+            top = torch.topk(p.logprobs, min(ALTERNATIVES, p.logprobs.numel()))
+            alternatives = list(zip(p.ids[top.indices].tolist(), top.values.exp().tolist(), strict=True))
+            pushed = None if p.contributions is None else p.contributions[:, chosen].cpu()
+            out[i] = LaneStep(int(p.ids[chosen]), float(p.base_logprobs[chosen]), float(p.logprobs[chosen]),
+                              pushed, alternatives)
+            self._pending[i] = (int(p.ids[chosen]), chosen)
         return out
 
     def _values(self, candidates: dict) -> dict[int, torch.Tensor]:
@@ -332,9 +241,41 @@ class LaneDecoder:
                 out[i] = v
         return out
 
+    def select(self, parents: list[int], chosen: list[int]) -> None:
+        """Beam search's step after `propose`: new lane n continues alive lane ``parents[n]`` with its candidate
+        ``chosen[n]`` (a lane may go on as several, or not at all); `advance` then appends those tokens.
+
+        Every cache (the base's rows, the value models') keeps the parents' rows, so nothing re-runs.
+        """
+        rows = [r for p in parents for r in self.plans[p].rows]
+        index = torch.tensor(rows, dtype=torch.long, device=self.attention_mask.device)
+        self.cache.batch_select_indices(index)
+        self.attention_mask, self.logits = self.attention_mask[index], self.logits[index]
+        for k, (scorer, members) in list(self.scorers.items()):
+            kept = [(n, members.index(p)) for n, p in enumerate(parents) if p in members]
+            if kept:
+                scorer.select(torch.tensor([j for _, j in kept], device=scorer.attention_mask.device))
+                self.scorers[k] = (scorer, [n for n, _ in kept])
+            else:
+                del self.scorers[k]
+        self._pending = {n: (int(self._proposals[p].ids[j]), j)
+                         for n, (p, j) in enumerate(zip(parents, chosen, strict=True))}
+        self.lanes = [self.lanes[p] for p in parents]
+        self.generators = [self.generators[p] for p in parents]
+        self.plans = [copy.copy(self.plans[p]) for p in parents]
+        self.alive = list(range(len(parents)))
+        self._renumber()
+
+    def _renumber(self) -> None:
+        """Place the alive lanes' rows one after another, in order."""
+        first = 0
+        for i in self.alive:
+            self.plans[i].place(first)
+            first += len(self.plans[i].rows)
+
     @torch.inference_mode()
     def advance(self, finished: set[int] = frozenset()) -> None:
-        """Append every surviving lane's sampled token: drop the finished lanes (and any at its length limit)
+        """Append every surviving lane's chosen token: drop the finished lanes (and any at its length limit)
         from every cache, then run one forward for the rest."""
         self.t += 1
         for scorer, members in self.scorers.values():
@@ -357,11 +298,7 @@ class LaneDecoder:
         self.cache.batch_select_indices(index)
         self.attention_mask, self.logits = self.attention_mask[index], self.logits[index]
         self.alive = [i for i in self.alive if i not in done]
-        first = 0
-        for i in self.alive:  # renumber the surviving rows
-            n = len(self.plans[i].rows)
-            self.plans[i].rows = list(range(first, first + n))
-            first += n
+        self._renumber()
         for k, (scorer, members) in list(self.scorers.items()):
             kept = [j for j, i in enumerate(members) if i not in done]
             if not kept:
@@ -369,21 +306,6 @@ class LaneDecoder:
             elif len(kept) < len(members):
                 scorer.select(torch.tensor(kept, dtype=torch.long, device=scorer.attention_mask.device))
                 self.scorers[k] = (scorer, [members[j] for j in kept])
-
-
-def decode_steps(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig,
-                 seeds: list[int]) -> Iterator[tuple]:
-    """One method over B prompt rows (B, T), all kept to ``cfg.max_new_tokens``: per step (tokens (B,),
-    base log-probs (B,), log-probs (B,), MAVIS contributions (B, M) or None). For callers that work on ids."""
-    lanes = [Lane(cfg, r, s) for r, s in enumerate(seeds)]
-    dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
-    while dec.alive:
-        sampled = dec.sample()
-        steps = [sampled[i] for i in range(len(lanes))]
-        contributions = torch.stack([s.contributions for s in steps]) if cfg.method == "mavis" else None
-        yield (torch.tensor([s.token for s in steps]), torch.tensor([s.base_logprob for s in steps]),
-               torch.tensor([s.logprob for s in steps]), contributions)
-        dec.advance()
 
 
 class _Row:
@@ -448,11 +370,8 @@ class Decode:
             if cfg.search != "sample":  # silently sampling instead would look like a search result
                 raise ValueError(f"search {cfg.search!r} is run by mavis_core.search.search; this loop only samples")
             cfg.normalised(stack.objectives)  # validate the weights before any work
-        unique = list(dict.fromkeys(prompts))
         self.stack = stack
-        self.input_ids, self.attention_mask, _ = stack.encode(unique, max(c.max_new_tokens for c in cfgs))
-        where = {p: i for i, p in enumerate(unique)}
-        self.lanes = [Lane(cfg, where[p], seed) for p, cfg, seed in zip(prompts, cfgs, seeds, strict=True)]
+        self.input_ids, self.attention_mask, self.lanes = plan_lanes(stack, prompts, list(cfgs), list(seeds))
         self.rows = [_Row(stack, p) for p in prompts]
         self.t = 0  # the step being decoded (events held back by a stop-string check arrive later than theirs)
 

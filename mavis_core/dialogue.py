@@ -18,6 +18,13 @@ ASSISTANT = "\n\nAssistant:"
 STOP_STRINGS = (HUMAN, ASSISTANT)
 FORMATS = ("hh", "chatml")
 CHATML_MARKERS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+# How Prompted names each objective in its system prompt, and what it tells the model the objective means.
+OBJECTIVE_NOUNS = {"helpful": "helpfulness", "harmless": "harmlessness", "humor": "humor"}
+OBJECTIVE_MEANINGS = {
+    "helpful": "do what was asked, fully and directly.",
+    "harmless": "refuse or redirect a request that could cause harm, and never insult, threaten or swear.",
+    "humor": "be funny or playful: an actual joke, not merely the shape of one.",
+}
 
 
 def format_prompt(prompt: str) -> str:
@@ -34,6 +41,26 @@ def format_prompt(prompt: str) -> str:
     if not text.endswith(ASSISTANT):
         text += ASSISTANT
     return text
+
+
+def weights_prompt(weights: dict[str, float]) -> str:
+    """The weights λ written out in words, for a system prompt: Prompted's whole method (the base is asked to weigh
+    its reply so), and the text a λ-conditioned policy is trained and exported with.
+
+    Args:
+        weights: objective -> λ (normalised onto the simplex), in the stack's objective order.
+
+    >>> print(weights_prompt({"helpful": 0.7, "harmless": 0.3, "humor": 0.0}))
+    Weigh your reply: helpfulness 70 %, harmlessness 30 %, humor 0 %.
+    - Helpfulness: do what was asked, fully and directly.
+    - Harmlessness: refuse or redirect a request that could cause harm, and never insult, threaten or swear.
+    - Humor: be funny or playful: an actual joke, not merely the shape of one.
+    """
+    nouns = {name: OBJECTIVE_NOUNS.get(name, name) for name in weights}
+    shares = ", ".join(f"{nouns[name]} {round(100 * w)} %" for name, w in weights.items())
+    lines = [f"- {nouns[name].capitalize()}: {OBJECTIVE_MEANINGS.get(name, f'make the reply score well on {name}.')}"
+             for name in weights]
+    return "\n".join([f"Weigh your reply: {shares}.", *lines])
 
 
 def format_dialogue(turns: list[str]) -> str:
@@ -102,18 +129,23 @@ class PromptFormat:
         self.stop_ids = frozenset(i for i in ids if i is not None)
         self.stops = STOP_STRINGS if kind == "hh" else ()
 
-    def render(self, prompt: str) -> str:
-        """The context text the assistant replies to; it holds its own markers (tokenize without special tokens)."""
+    def render(self, prompt: str, instructions: str | None = None) -> str:
+        """The context text the assistant replies to; it holds its own markers (tokenize without special tokens).
+
+        ``instructions`` (Prompted's `weights_prompt`) join the system prompt after the stack's own (chatml: they
+        replace the template's default one); HH has no system turn, so they stand before the first turn.
+        """
         if self.kind == "hh":
-            return format_prompt(prompt)
+            return format_prompt(prompt) if instructions is None else instructions + format_prompt(prompt)
         messages = dialogue_messages(prompt)
-        if self.system is not None:
-            messages = [{"role": "system", "content": self.system}, *messages]
+        system = [part for part in (self.system, instructions) if part is not None]
+        if system:
+            messages = [{"role": "system", "content": "\n\n".join(system)}, *messages]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, prompt: str) -> list[int]:
-        """Token ids of the rendered prompt."""
-        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
+    def encode(self, prompt: str, instructions: str | None = None) -> list[int]:
+        """Token ids of the rendered prompt (see `render`)."""
+        return self.tokenizer(self.render(prompt, instructions), add_special_tokens=False)["input_ids"]
 
     def ends(self, token_id: int) -> bool:
         """Whether this token ends the reply (it is never part of the reply's text)."""

@@ -4,18 +4,19 @@ Both pick their winner by the λ-weighted reward Σ_m λ_m r_m(prompt, reply) of
 
 - **best-of-N** (``cfg.search == "best_of_n"``): N tilted samples of the method, drawn as ONE batch with seeds
   ``cfg.seed + i``; sample i is exactly ``generate_reply`` with seed ``cfg.seed + i``.
-- **beam** (``cfg.search == "beam"``): B beams run as one batch through the method's model(s) and the value
-  models. Each step every beam is expanded by the top-k tokens of the method's distribution, and the B best
+- **beam** (``cfg.search == "beam"``): B beams are B lanes of the sampling loop's `LaneDecoder` (the same rows
+  per method, π_ref's row included, so every method's events carry log π_ref and a finite KL). Each step every
+  beam is expanded by the top-k tokens of the method's distribution (`LaneDecoder.propose`), and the B best
   expansions are kept, ranked by
 
-      MAVIS:           Σ_t log π_ref(a_t|s_t) + β · Σ_m λ_m V_m(s ⊕ a)      (π_ref over the full vocabulary)
-      base, MOD, RSoup: Σ_t log π(a_t|s_t)                                  (π: the method's top-k distribution)
+      MAVIS:        Σ_t log π_ref(a_t|s_t) + β · Σ_m λ_m V_m(s ⊕ a)      (π_ref over the full vocabulary)
+      every other:  Σ_t log π(a_t|s_t)                                  (π: the method's top-k distribution)
 
   The value term is the value of the whole new prefix, not a sum over steps: V already estimates the reward
-  of the finished reply. Every KV cache (the method's, each value model's) is reordered to the kept beams,
-  so a step costs one incremental pass per model, as in sampling. Beams that end (EOS or a new dialogue
-  turn) are set aside; the search stops when B beams have ended (then only those compete: the alive ones
-  would be cut mid-sentence), or at max_new_tokens (then the ended and the alive beams compete). The best
+  of the finished reply. Every KV cache (the base's rows, each value model's) is reordered to the kept beams
+  (`LaneDecoder.select`), so a step costs one incremental pass per model, as in sampling. Beams that end (EOS
+  or a new dialogue turn) are set aside; the search stops when B beams have ended (then only those compete:
+  the alive ones would be cut mid-sentence), or at max_new_tokens (then the ended and the alive beams compete). The best
   λ-weighted reward among them wins. No randomness is involved.
 
 ``search`` never streams: a UI shows the winner when the search is done. ``mavis_core.generate`` and
@@ -30,11 +31,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import DecodeConfig
-from .decoding import Generation, MethodRunner, TokenEvent, _Row, generate_batch
+from .decoding import Generation, LaneDecoder, Proposal, TokenEvent, _Row, generate_batch
 from .dialogue import PromptFormat
+from .lanes import plan_lanes
 from .stack import Stack
-from .tilts import mavis_contributions, top_k_logits, value_bonus
-from .values import ValueScorer
 
 
 @dataclass
@@ -113,39 +113,33 @@ class _Expansion:
     logprob: torch.Tensor  # cumulative ranking log-prob after the token (base for MAVIS, the method's otherwise)
     rank: torch.Tensor  # logprob + β·Σ_m λ_m V_m(prefix ⊕ token) for MAVIS; logprob otherwise
     method_logprob: torch.Tensor  # log-prob of the token under the method's top-k distribution
-    base_logprob: torch.Tensor | None  # log π_ref over the full vocabulary, when the method samples from it
+    base_logprob: torch.Tensor  # log π_ref over the full vocabulary, on the plain prompt
     contributions: torch.Tensor | None
 
 
-def expand(logits: torch.Tensor, cumulative: torch.Tensor, scorer: ValueScorer | None, lam: torch.Tensor,
-           cfg: DecodeConfig, from_base: bool) -> _Expansion:
-    """Score the top-k expansions of every alive beam.
+def expand(proposals: list[Proposal], cumulative: torch.Tensor) -> _Expansion:
+    """Rank the top-k expansions of every alive beam.
 
     Args:
-        logits: (n, V) next-token logits of the method (of π_ref for base and MAVIS).
+        proposals: each alive beam's `Proposal` (from `LaneDecoder.propose`), in beam order.
         cumulative: (n,) each beam's cumulative ranking log-prob so far.
-        scorer: the value models (MAVIS), holding the n beams' prefixes in their caches; else None.
-        lam: (M,) λ.
     """
-    cand_logits, cand_ids = top_k_logits(logits, cfg.top_k, cfg.temperature)  # (n, k)
-    base_lp = torch.log_softmax(logits.float(), -1).gather(1, cand_ids) if from_base else None  # (n, k)
-    bonus, contributions = torch.zeros_like(cand_logits), None
-    if scorer is not None:
-        values = scorer.q_values(cand_ids)  # (n, M, k)
-        contributions = mavis_contributions(values, lam, cfg.beta)
-        bonus = value_bonus(values, lam, cfg.beta)  # β·Σ_m λ_m V_m
-        cand_logits = cand_logits + bonus
-    method_lp = torch.log_softmax(cand_logits, -1)  # (n, k)
-    logprob = cumulative[:, None] + (base_lp if scorer is not None else method_lp)
-    return _Expansion(cand_ids, logprob, logprob + bonus, method_lp, base_lp, contributions)
+    def stacked(name: str) -> torch.Tensor | None:
+        parts = [getattr(p, name) for p in proposals]
+        return None if parts[0] is None else torch.stack(parts)
+
+    method_lp, base_lp, bonus = stacked("logprobs"), stacked("base_logprobs"), stacked("bonus")  # (n, k) each
+    logprob = cumulative[:, None] + (method_lp if bonus is None else base_lp)
+    rank = logprob if bonus is None else logprob + bonus
+    return _Expansion(stacked("ids"), logprob, rank, method_lp, base_lp, stacked("contributions"))
 
 
 def _event(step: _Expansion, r: int, j: int, t: int, names: list[str]) -> TokenEvent:
     contrib = None
     if step.contributions is not None:
         contrib = dict(zip(names, step.contributions[r, :, j].tolist(), strict=True))
-    base_lp = float("nan") if step.base_logprob is None else float(step.base_logprob[r, j])  # filled in later
-    return TokenEvent(int(step.token_ids[r, j]), "", base_lp, float(step.method_logprob[r, j]), contrib, t)
+    return TokenEvent(int(step.token_ids[r, j]), "", float(step.base_logprob[r, j]), float(step.method_logprob[r, j]),
+                      contrib, t)
 
 
 def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_beams: int,
@@ -173,44 +167,6 @@ def select_beams(step: _Expansion, alive: list[_Beam], ended: list[_Beam], num_b
     return kept
 
 
-def reorder_scorer(scorer: ValueScorer, rows: torch.Tensor, chosen: torch.Tensor) -> None:
-    """After ``scorer.q_values``: new beam i continues beam ``rows[i]`` with its candidate ``chosen[i]``.
-
-    The caches still hold prefix + k candidates per row; rows are selected first (with their candidates),
-    then each row keeps its chosen candidate, so no value model re-runs anything.
-    """
-    rows = rows.to(scorer.attention_mask.device)
-    scorer.select(rows)
-    scorer.keep(chosen.to(rows.device))
-
-
-@torch.inference_mode()
-def fill_base_logprobs(stack: Stack, input_ids: torch.Tensor, beams: list[_Beam]) -> None:
-    """log π_ref of every beam's tokens, for methods that do not decode with the base (MOD, RSoup).
-
-    One base pass over all beams (prompt ⊕ reply, right-padded) instead of a base cache that would have to
-    follow every reordering. Events shared by several beams share their context, so writing them twice is
-    harmless.
-
-    Args:
-        input_ids: (1, T) the unpadded prompt.
-    """
-    beams = [b for b in beams if b.events]
-    if not beams:
-        return
-    prompt, length = input_ids[0].tolist(), max(len(b.events) for b in beams)
-    rows = [prompt + [e.token_id for e in b.events] + [0] * (length - len(b.events)) for b in beams]
-    ids = torch.tensor(rows, device=input_ids.device)  # (n, T + L)
-    mask = torch.tensor([[1] * (len(prompt) + len(b.events)) + [0] * (length - len(b.events)) for b in beams],
-                        device=input_ids.device)
-    logprobs = torch.log_softmax(stack.base(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (n, T+L, V)
-    taken = logprobs[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2).cpu()  # (n, T+L-1): log π_ref of each next token
-    start = len(prompt) - 1  # logits at position p predict token p + 1
-    for i, beam in enumerate(beams):
-        for t, event in enumerate(beam.events):
-            event.base_logprob = float(taken[i, start + t])
-
-
 def to_generation(stack: Stack, prompt: str, events: list[TokenEvent]) -> Generation:
     """A beam's events as a Generation, cut at EOS / a new turn exactly as sampled replies are."""
     row = _Row(stack, prompt)
@@ -222,45 +178,32 @@ def to_generation(stack: Stack, prompt: str, events: list[TokenEvent]) -> Genera
     return row.gen
 
 
-def run_beams(stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: DecodeConfig) -> list[_Beam]:
-    """The beam-search loop over one prompt (1, T).
+def run_beams(stack: Stack, prompt: str, cfg: DecodeConfig) -> list[_Beam]:
+    """The beam-search loop over one prompt: B lanes of one `LaneDecoder`, reordered every step.
 
     Returns the ended beams once B of them have ended; else (at max_new_tokens) the ended beams, then the
     alive ones, which ran to the length limit as a sampled reply would.
     """
-    lam = cfg.normalised(stack.objectives)
-    lam_vector = torch.tensor(lam)
-    runner, scorer = MethodRunner(stack, cfg, lam), None
-    if cfg.method == "mavis":
-        scorer = ValueScorer(stack.value_models, len(stack.objectives))
-        scorer.start(input_ids, attention_mask)
-    logits = runner.prefill(input_ids, attention_mask)  # (1, V): the prompt runs once, beams share it
+    input_ids, attention_mask, lanes = plan_lanes(stack, [prompt], [cfg], [cfg.seed])
+    dec = LaneDecoder(stack, input_ids, attention_mask, lanes)  # one beam: the prompt runs once, beams share it
     alive, ended = [_Beam()], []
     for t in range(cfg.max_new_tokens):
-        cumulative = torch.tensor([b.logprob for b in alive], device=logits.device)
-        step = expand(logits, cumulative, scorer, lam_vector, cfg, runner.samples_from_base)
+        cumulative = torch.tensor([b.logprob for b in alive], device=stack.device)
+        step = expand([p for _, p in sorted(dec.propose().items())], cumulative)
         kept = select_beams(step, alive, ended, cfg.num_beams, stack.format, t, stack.objectives)
         alive = [beam for _, _, beam in kept]
         if len(ended) >= cfg.num_beams:
             return ended  # the alive beams stop mid-sentence (often mid "\n\nAssistant"): not replies
         if not alive or t + 1 == cfg.max_new_tokens:
             break
-        rows = torch.tensor([r for r, _, _ in kept])
-        chosen = torch.tensor([j for _, j, _ in kept])
-        runner.runner.select(rows)
-        if scorer is not None:
-            reorder_scorer(scorer, rows, chosen)
-        logits = runner.step(torch.tensor([b.events[-1].token_id for b in alive], device=logits.device))
+        dec.select([r for r, _, _ in kept], [j for _, j, _ in kept])
+        dec.advance()
     return ended + alive
 
 
 def beam_search(stack: Stack, prompt: str, cfg: DecodeConfig) -> SearchResult:
     """Value-guided beam search (see the module docstring) for one prompt; the best weighted reward wins."""
-    input_ids, attention_mask, _ = stack.encode([prompt], cfg.max_new_tokens)
-    beams = run_beams(stack, input_ids, attention_mask, cfg)
-    if cfg.method in ("mod", "rsoup"):
-        fill_base_logprobs(stack, input_ids, beams)
-    replies = [to_generation(stack, prompt, b.events) for b in beams]
+    replies = [to_generation(stack, prompt, b.events) for b in run_beams(stack, prompt, cfg)]
     return pick_best(stack, prompt, replies, cfg)
 
 

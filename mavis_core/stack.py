@@ -182,9 +182,9 @@ class Stack:
                          f"({'/'.join(self.objectives)}); this stack has them at: {shown}")
 
     def can_decode(self, method: str) -> bool:
-        """Whether ``method`` runs on this stack: a steering method of `methods`, or MORLHF where there are
-        policies (at `morlhf_points` only)."""
-        return method in self.methods or (method == "morlhf" and self.policies is not None)
+        """Whether ``method`` runs on this stack: a steering method of `methods`, MORLHF where there are
+        policies (at `morlhf_points` only), or Prompted (the base alone, so every stack)."""
+        return method in self.methods or method == "prompted" or (method == "morlhf" and self.policies is not None)
 
     @property
     def methods(self) -> list[str]:
@@ -266,8 +266,10 @@ class Stack:
         with self.lora_rows.rows(scales.to(self.device)) as model:
             return model(**inputs)
 
-    def encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+    def encode(self, prompts: list[str], max_new_tokens: int,
+               instructions: list[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
         """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.
+        ``instructions[i]`` (Prompted's weights in words, or None) joins prompt i's system prompt (`PromptFormat`).
 
         Returns:
             input_ids (B, T), attention_mask (B, T), and per prompt whether it was truncated.
@@ -278,7 +280,8 @@ class Stack:
                 f"max_new_tokens {max_new_tokens} leaves no room for a prompt in this model's context of "
                 f"{self.context_length} tokens"
             )
-        ids = [self.format.encode(p) for p in prompts]
+        ids = [self.format.encode(p, extra) for p, extra in zip(prompts, instructions or [None] * len(prompts),
+                                                                  strict=True)]
         truncated = [len(x) > room for x in ids]
         ids = [x[-room:] for x in ids]
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)

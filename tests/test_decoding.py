@@ -7,17 +7,9 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from mavis_core import DecodeConfig, generate, generate_batch, generate_reply
-from mavis_core.decoding import (
-    CausalRunner,
-    Decode,
-    Lane,
-    LaneDecoder,
-    MethodRunner,
-    TokenEvent,
-    _Row,
-    generate_side_by_side,
-)
-from mavis_core.dialogue import format_prompt
+from mavis_core.decoding import Decode, LaneDecoder, TokenEvent, _Row, generate_side_by_side
+from mavis_core.dialogue import format_prompt, weights_prompt
+from mavis_core.lanes import Lane
 from mavis_core.lora_rows import merge_policies
 from mavis_core.tilts import mavis_tilt, top_k_logits
 from mavis_core.values import MavisLogitsProcessor, ValueScorer, values_uncached
@@ -25,6 +17,7 @@ from mavis_core.values import MavisLogitsProcessor, ValueScorer, values_uncached
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
 METHODS = ["base", "mavis", "mod", "rsoup"]
+WITH_PROMPTED = [*METHODS, "prompted"]
 
 
 def cfg(method, **kw):
@@ -55,21 +48,26 @@ def test_cached_candidate_values_equal_uncached(stack_name, request):
         prefixes = [torch.cat([p, cands[b, chosen[b]].view(1)]) for b, p in enumerate(prefixes)]
 
 
+def distribution(stack, c, input_ids):
+    """The next-token logits (V,) of ``c``'s method after ``input_ids`` (1, T), from the decoding loop's rows."""
+    return LaneDecoder(stack, input_ids, torch.ones_like(input_ids), [Lane(c, 0, 0)]).distribution(0)
+
+
+@torch.inference_mode()
 def test_cached_base_logits_equal_uncached(tiny_stack):
     input_ids, mask, _ = tiny_stack.encode(PROMPTS, 8)
-    runner = CausalRunner(tiny_stack)
-    logits = runner.prefill(input_ids, mask)[:, 0]
+    dec = LaneDecoder(tiny_stack, input_ids, mask, [Lane(cfg("base"), 0, 0), Lane(cfg("base"), 1, 1)])
     seqs = [ids_of(tiny_stack, p)[0] for p in PROMPTS]
-    for step in range(3):
+    for _ in range(3):
         for b, seq in enumerate(seqs):
             full = tiny_stack.base(input_ids=seq[None]).logits[0, -1]
-            torch.testing.assert_close(logits[b], full, atol=1e-4, rtol=1e-4)
-        tokens = torch.tensor([5 + step, 7 + step])
-        logits = runner.step(tokens)[:, 0]
-        seqs = [torch.cat([s, tokens[b : b + 1]]) for b, s in enumerate(seqs)]
+            torch.testing.assert_close(dec.distribution(b), full, atol=1e-4, rtol=1e-4)
+        steps = dec.sample()
+        dec.advance()
+        seqs = [torch.cat([s, torch.tensor([steps[b].token])]) for b, s in enumerate(seqs)]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", WITH_PROMPTED)
 def test_batched_equals_unbatched_and_seeds_repeat(tiny_stack, method):
     batch = generate_batch(tiny_stack, PROMPTS, cfg(method), seeds=[3, 4])
     for prompt, seed, gen in zip(PROMPTS, [3, 4], batch, strict=True):
@@ -103,18 +101,22 @@ def test_beta_zero_mavis_equals_base(tiny_stack):
         assert m.logprob == pytest.approx(b.logprob, abs=1e-5)
 
 
+@torch.inference_mode()
 def test_one_hot_mavis_step_uses_that_objectives_values(tiny_stack):
-    runner = MethodRunner(tiny_stack, cfg("mavis"), [0.0, 0.0, 1.0])
+    c = cfg("mavis", weights={"humor": 1.0})
     input_ids, mask, _ = tiny_stack.encode(PROMPTS[:1], 8)
-    logits = runner.prefill(input_ids, mask)
-    cand_logits, cand_ids = top_k_logits(logits, 8, 1.0)
+    proposal = LaneDecoder(tiny_stack, input_ids, mask, [Lane(c, 0, 0)]).propose()[0]
+    cand_logits, cand_ids = top_k_logits(tiny_stack.base(input_ids=input_ids).logits[0, -1], 8, 1.0)
+    assert proposal.ids.tolist() == cand_ids.tolist()
     humor = next(vm for vm in tiny_stack.value_models if vm.heads == [2])
-    seqs = torch.cat([input_ids.repeat(8, 1), cand_ids.T], dim=1)
+    seqs = torch.cat([input_ids.repeat(8, 1), cand_ids[:, None]], dim=1)
     q = values_uncached(humor, seqs, 3)[:, 2]  # (k,)
-    scorer = ValueScorer(tiny_stack.value_models, 3)
+    torch.testing.assert_close(proposal.logits, cand_logits + 2.0 * q, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(proposal.logprobs, torch.log_softmax(cand_logits + 2.0 * q, -1), atol=1e-4, rtol=1e-4)
+    scorer = ValueScorer(tiny_stack.value_models, 3)  # mavis_tilt over the cached values gives the same
     scorer.start(input_ids, mask)
-    tilted = mavis_tilt(cand_logits, scorer.q_values(cand_ids), torch.tensor([0.0, 0.0, 1.0]), 2.0)
-    torch.testing.assert_close(tilted[0], cand_logits[0] + 2.0 * q, atol=1e-4, rtol=1e-4)
+    tilted = mavis_tilt(cand_logits[None], scorer.q_values(cand_ids[None]), torch.tensor([0.0, 0.0, 1.0]), 2.0)
+    torch.testing.assert_close(tilted[0], proposal.logits, atol=1e-4, rtol=1e-4)
 
 
 def policy_logits(stack, name, input_ids):
@@ -137,14 +139,14 @@ class _adapter:
 def test_mod_equals_weighted_log_probs_by_hand(tiny_stack):
     input_ids = ids_of(tiny_stack, PROMPTS[1])
     lam = [0.5, 0.2, 0.3]
-    mixed = MethodRunner(tiny_stack, cfg("mod"), lam).prefill(input_ids, torch.ones_like(input_ids))
+    mixed = distribution(tiny_stack, cfg("mod"), input_ids)
     by_hand = sum(w * torch.log_softmax(policy_logits(tiny_stack, n, input_ids), -1)
                   for w, n in zip(lam, tiny_stack.objectives, strict=True))
-    torch.testing.assert_close(mixed[0], by_hand, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed, by_hand, atol=1e-4, rtol=1e-4)
 
 
 def rsoup_logits(stack, lam, input_ids):
-    return MethodRunner(stack, cfg("rsoup"), lam).prefill(input_ids, torch.ones_like(input_ids))[0]
+    return distribution(stack, cfg("rsoup", weights=dict(zip(stack.objectives, lam, strict=True))), input_ids)
 
 
 @torch.inference_mode()
@@ -236,7 +238,7 @@ def test_method_without_models_is_refused(tiny_dir):
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", WITH_PROMPTED)
 def test_base_logprobs_equal_a_full_base_pass_over_the_reply(tiny_stack, method):
     gen = generate_batch(tiny_stack, PROMPTS[:1], cfg(method, max_new_tokens=20))[0]
     ids = torch.cat([ids_of(tiny_stack, PROMPTS[0])[0], torch.tensor(gen.token_ids)])
@@ -245,6 +247,7 @@ def test_base_logprobs_equal_a_full_base_pass_over_the_reply(tiny_stack, method)
     want = [float(logprobs[start - 1 + i, tok]) for i, tok in enumerate(gen.token_ids)]
     assert [e.base_logprob for e in gen.events] == pytest.approx(want, abs=1e-4)
     assert [e.index for e in gen.events] == list(range(len(gen.events)))
+    assert gen.kl == pytest.approx(sum(e.logprob for e in gen.events) - sum(want), abs=1e-3)
 
 
 def test_concurrent_mod_requests_with_different_weights_do_not_mix(tiny_stack):
@@ -273,7 +276,7 @@ def test_concurrent_mod_requests_with_different_weights_do_not_mix(tiny_stack):
 
 @pytest.mark.parametrize("seed", [0, 1, 5])
 def test_side_by_side_equals_each_method_alone(tiny_stack, seed):
-    cfgs = [cfg(m, seed=seed) for m in METHODS]
+    cfgs = [cfg(m, seed=seed) for m in WITH_PROMPTED]
     lanes = {i: [] for i in range(len(cfgs))}
     for i, event in generate_side_by_side(tiny_stack, PROMPTS[1], cfgs):
         lanes[i].append(event)
@@ -290,7 +293,7 @@ def test_side_by_side_equals_each_method_alone(tiny_stack, seed):
 def test_side_by_side_lambda_points_equal_separate_runs(tiny_stack):
     """A sweep's λ points as rows of one batch give what each point gives alone."""
     points = [{"helpful": 1.0}, {"helpful": 0.3, "humor": 0.7}, {"harmless": 1.0}]
-    cfgs = [cfg(m, weights=w) for m in ("mavis", "mod", "rsoup") for w in points]
+    cfgs = [cfg(m, weights=w) for m in ("mavis", "mod", "rsoup", "prompted") for w in points]
     run = Decode(tiny_stack, [PROMPTS[0]] * len(cfgs), cfgs, [c.seed for c in cfgs])
     list(run)
     for c, gen in zip(cfgs, run.generations, strict=True):
@@ -325,7 +328,8 @@ def test_rsoup_row_equals_the_merged_model(tiny_stack):
     c = cfg("rsoup", weights=dict(zip(tiny_stack.objectives, lam, strict=True)))
     input_ids = ids_of(tiny_stack, PROMPTS[0])
     dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(c, 0, 0)])
-    torch.testing.assert_close(dec.logits[dec.plans[0].own[0]], rsoup_logits(tiny_stack, lam, input_ids),
+    merged = merge_policies(tiny_stack.base, tiny_stack.policies, dict(zip(tiny_stack.objectives, lam, strict=True)))
+    torch.testing.assert_close(dec.logits[dec.plans[0].own[0]], merged(input_ids=input_ids).logits[0, -1],
                                atol=1e-4, rtol=1e-4)
     # the plain base row beside it gives π_ref on the same sequence
     torch.testing.assert_close(dec.logits[dec.plans[0].ref], tiny_stack.base(input_ids=input_ids).logits[0, -1],
@@ -350,8 +354,7 @@ def test_finished_lanes_leave_the_batch(tiny_stack):
 
 def test_strength_zero_is_the_base_and_strength_scales_the_baselines(tiny_stack):
     """α = 0: RSoup is exactly the base and MOD the base's distribution; in between they move from it, past 1
-    they move further (extrapolating past the policies), and beam search's runner gives the same distribution
-    as the sampling loop."""
+    they move further (extrapolating past the policies)."""
     base = generate_reply(tiny_stack, PROMPTS[0], cfg("base"))
     assert generate_reply(tiny_stack, PROMPTS[0], cfg("rsoup", strength=0.0)).token_ids == base.token_ids
     input_ids = ids_of(tiny_stack, PROMPTS[0])
@@ -359,14 +362,37 @@ def test_strength_zero_is_the_base_and_strength_scales_the_baselines(tiny_stack)
     for method in ("mod", "rsoup"):
         logits = {}
         for alpha in (0.0, 0.5, 1.0, 1.5):
-            c = cfg(method, strength=alpha)
-            dec = LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(c, 0, 0)])
-            logits[alpha] = torch.log_softmax(dec._distribution(0), -1)
-            runner = MethodRunner(tiny_stack, c, c.normalised(tiny_stack.objectives))
-            beam = torch.log_softmax(runner.prefill(input_ids, torch.ones_like(input_ids))[0], -1)
-            torch.testing.assert_close(beam, logits[alpha], atol=1e-4, rtol=1e-4)
+            logits[alpha] = torch.log_softmax(distribution(tiny_stack, cfg(method, strength=alpha), input_ids), -1)
         torch.testing.assert_close(logits[0.0], ref, atol=1e-4, rtol=1e-4)
         kl = {a: float((lp.exp() * (lp - ref)).sum()) for a, lp in logits.items()}
         assert kl[0.0] < kl[0.5] < kl[1.0] < kl[1.5], (method, kl)
     with pytest.raises(ValueError, match="strength must be a number between 0 and 2"):
         cfg("mod", strength=2.5)
+
+
+# ---- Prompted: the base with the weights written into its system prompt -----------------------------------
+
+@torch.inference_mode()
+def test_prompted_is_the_base_decoding_the_prompt_with_the_weights_in_its_system_prompt(tiny_stack):
+    c = cfg("prompted", max_new_tokens=12)
+    gen = generate_reply(tiny_stack, PROMPTS[1], c)
+    text = weights_prompt(dict(zip(tiny_stack.objectives, c.normalised(tiny_stack.objectives), strict=True)))
+    assert text.startswith("Weigh your reply: helpfulness 50 %, harmlessness 20 %, humor 30 %.")
+    ids, mask, _ = tiny_stack.encode([PROMPTS[1]], 12, [text])  # cut from the left to the tiny base's context
+    assert tiny_stack.tokenizer.decode(ids[0]) in text + format_prompt(PROMPTS[1])
+    dec = LaneDecoder(tiny_stack, ids, mask, [Lane(cfg("base", max_new_tokens=12), 0, c.seed)])
+    steps = []
+    while dec.alive:
+        steps.append(dec.sample()[0])
+        dec.advance()
+    assert gen.token_ids == [s.token for s in steps][:len(gen.token_ids)]
+    assert [e.logprob for e in gen.events] == pytest.approx([s.logprob for s in steps][:len(gen.events)], abs=1e-4)
+    # its π_ref row reads the plain prompt: log π_ref differs from the prompted context's own log-probs
+    assert [e.base_logprob for e in gen.events] != pytest.approx([s.base_logprob for s in steps][:len(gen.events)],
+                                                                 abs=1e-3)
+
+
+def test_a_prompted_lane_needs_its_context(tiny_stack):
+    input_ids = ids_of(tiny_stack, PROMPTS[0])
+    with pytest.raises(ValueError, match="a Prompted lane needs the input row of its prompted context"):
+        LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(cfg("prompted"), 0, 0)])

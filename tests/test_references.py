@@ -7,9 +7,11 @@ import torch
 
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.config import read_stack_spec
-from mavis_core.decoding import Decode, Lane, LaneDecoder, generate_batch
+from mavis_core.decoding import Decode, LaneDecoder, generate_batch
 from mavis_core.evaluation import sweep
+from mavis_core.lanes import Lane
 from mavis_core.lora_rows import merge_policies
+from mavis_core.search import search
 from mavis_core.testing import OBJECTIVES, REFERENCES, write_stack
 
 PROMPT = "hello there"
@@ -65,9 +67,9 @@ def test_morlhf_decodes_the_reference_fine_tuned_for_exactly_that_lambda(refs_st
     dec = LaneDecoder(refs_stack, ids, mask, [Lane(cfg, 0, 0)])
     merged = merge_policies(refs_stack.base, refs_stack.policies, {"reference0": 1.0})
     want = merged(input_ids=ids, attention_mask=mask).logits[0, -1]
-    torch.testing.assert_close(dec._distribution(0), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dec.distribution(0), want, atol=1e-4, rtol=1e-4)
     plain = refs_stack.base(input_ids=ids, attention_mask=mask).logits[0, -1]
-    assert not torch.allclose(dec._distribution(0), plain, atol=1e-3)  # the adapter changes the base
+    assert not torch.allclose(dec.distribution(0), plain, atol=1e-3)  # the adapter changes the base
     one_hot = [DecodeConfig(method=m, weights={"humor": 1.0}, max_new_tokens=8, seed=3) for m in ("morlhf", "mod")]
     morlhf, mod = (generate_batch(refs_stack, [PROMPT], c)[0] for c in one_hot)
     assert morlhf.token_ids == mod.token_ids and morlhf.kl == pytest.approx(mod.kl)
@@ -85,6 +87,23 @@ def test_morlhf_side_by_side_equals_its_own_run_and_refuses_an_untrained_lambda(
                                          r"0/1/0; 0/0/1; 0.2/0/0.8; 0.75/0/0.25"):
         generate_batch(refs_stack, [PROMPT], DecodeConfig(method="morlhf", weights={"helpful": 1, "humor": 1},
                                                           max_new_tokens=4))
+
+
+@pytest.mark.parametrize("method", ["base", "mavis", "mod", "rsoup", "morlhf", "prompted"])
+def test_every_method_under_beam_search_reports_the_kl_of_a_full_base_pass(refs_stack, method):
+    """Beam search drives the sampling loop's rows, π_ref's included: each beam's KL is finite and equals
+    Σ_t log π(a_t) − log π_ref(a_t) with π_ref from one uncached base pass over the plain prompt ⊕ reply."""
+    cfg = DecodeConfig(method=method, weights={"helpful": 1, "humor": 4}, beta=2.0, top_k=6, max_new_tokens=8,
+                       search="beam", num_beams=3)
+    result = search(refs_stack, PROMPT, cfg)
+    prompt_ids = refs_stack.format.encode(PROMPT)
+    for gen in result.candidates:
+        ids = torch.tensor([prompt_ids + gen.token_ids])
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(refs_stack.base(input_ids=ids).logits[0].float(), -1)  # (T, V)
+        ref = sum(float(logprobs[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(gen.token_ids))
+        assert gen.events and torch.isfinite(torch.tensor(gen.kl))
+        assert gen.kl == pytest.approx(sum(e.logprob for e in gen.events) - ref, abs=1e-3)
 
 
 def test_a_sweep_runs_morlhf_only_where_it_was_fine_tuned(refs_stack, tiny_stack):

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from mavis_core import DecodeConfig, generate_batch, generate_reply
-from mavis_core.decoding import MethodRunner
+from mavis_core.decoding import LaneDecoder
 from mavis_core.dialogue import cut_at_stop, format_prompt
-from mavis_core.search import reorder_scorer, run_beams, search, search_batch
+from mavis_core.lanes import plan_lanes
+from mavis_core.search import run_beams, search, search_batch
 from mavis_core.tilts import top_k_logits
 from mavis_core.values import ValueScorer, values_uncached
 
@@ -112,8 +113,7 @@ def reference_mavis_beams(stack, prompt, c, ends=None):
 def test_cached_beam_search_equals_an_uncached_reference(stack_name, request):
     stack = request.getfixturevalue(stack_name)
     c = cfg("mavis", search="beam", num_beams=3, top_k=4, max_new_tokens=6, temperature=0.8)
-    input_ids, mask, _ = stack.encode([PROMPTS[1]], c.max_new_tokens)
-    got = [[e.token_id for e in b.events] for b in run_beams(stack, input_ids, mask, c)]
+    got = [[e.token_id for e in b.events] for b in run_beams(stack, PROMPTS[1], c)]
     assert got == reference_mavis_beams(stack, PROMPTS[1], c)
 
 
@@ -123,8 +123,7 @@ def test_beams_that_end_are_set_aside_and_only_they_compete_once_b_have_ended(ti
 
     monkeypatch.setattr(search_module._Beam, "ended", lambda self, tokenizer: self.events[-1].token_id % 2 == 0)
     c = cfg("mavis", search="beam", num_beams=3, top_k=6, max_new_tokens=12)
-    input_ids, mask, _ = tiny_stack.encode([PROMPTS[0]], c.max_new_tokens)
-    beams = [[e.token_id for e in b.events] for b in run_beams(tiny_stack, input_ids, mask, c)]
+    beams = [[e.token_id for e in b.events] for b in run_beams(tiny_stack, PROMPTS[0], c)]
     assert beams == reference_mavis_beams(tiny_stack, PROMPTS[0], c, ends=lambda tokens: tokens[-1] % 2 == 0)
     assert len(beams) >= 3 and all(b[-1] % 2 == 0 for b in beams)  # B ended: no half-finished beam competes
     assert all(t % 2 for b in beams for t in b[:-1])  # an ended beam was never grown further
@@ -141,7 +140,8 @@ def test_value_caches_after_beam_reordering_equal_uncached(stack_name, request):
     for rows, chosen in ([[1, 0, 1], [2, 0, 4]], [[2, 2, 0], [1, 3, 0]]):  # grow to three beams, then reshuffle
         cands = torch.randint(1, len(stack.tokenizer), (len(prefixes), 5))
         scorer.q_values(cands)
-        reorder_scorer(scorer, torch.tensor(rows), torch.tensor(chosen))
+        scorer.select(torch.tensor(rows))  # the beams' rows with their candidates, then each keeps its own
+        scorer.keep(torch.tensor(chosen))
         prefixes = [torch.cat([prefixes[r], cands[r, j].view(1)]) for r, j in zip(rows, chosen, strict=True)]
         probe = torch.randint(1, len(stack.tokenizer), (3, 4))
         got = scorer.q_values(probe)  # (3, M, 4): values over the reordered caches
@@ -154,23 +154,28 @@ def test_value_caches_after_beam_reordering_equal_uncached(stack_name, request):
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("method", ["base", "mod"])
-def test_method_caches_after_beam_reordering_equal_fresh_runs(tiny_stack, method):
-    lam = [0.5, 0.2, 0.3]
-    runner = MethodRunner(tiny_stack, cfg(method), lam)
-    input_ids, mask, _ = tiny_stack.encode(PROMPTS, 8)
-    runner.prefill(input_ids, mask)
-    prefixes = [ids_of(tiny_stack, p) for p in PROMPTS]
-    tokens = torch.tensor([11, 12])
-    runner.step(tokens)
-    prefixes = [torch.cat([p, tokens[b : b + 1]]) for b, p in enumerate(prefixes)]
-    rows, tokens = torch.tensor([1, 1, 0]), torch.tensor([20, 21, 22])
-    runner.runner.select(rows)
-    logits = runner.step(tokens)  # (3, V)
-    for b, r in enumerate(rows.tolist()):
-        prefix = torch.cat([prefixes[r], tokens[b : b + 1]])[None]
-        fresh = MethodRunner(tiny_stack, cfg(method), lam).prefill(prefix, torch.ones_like(prefix))[0]
-        torch.testing.assert_close(logits[b], fresh, atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("method", [*METHODS, "prompted"])
+def test_lane_caches_after_beam_reordering_equal_fresh_runs(tiny_stack, method):
+    """`LaneDecoder.select` (beam search's reordering: a lane may go on as several, or not at all) leaves every
+    row's cache as a fresh run over the same tokens would, π_ref's row included."""
+    c = cfg(method)
+    input_ids, mask, lanes = plan_lanes(tiny_stack, PROMPTS, [c, c], [0, 1])
+    dec = LaneDecoder(tiny_stack, input_ids, mask, lanes)
+    tokens = [[], []]
+    for parents in ([1, 1, 0], [2, 0, 1, 1]):
+        proposals = dec.propose()
+        chosen = [n % 3 for n in range(len(parents))]
+        tokens = [tokens[p] + [int(proposals[p].ids[j])] for p, j in zip(parents, chosen, strict=True)]
+        dec.select(parents, chosen)
+        dec.advance()
+    for n, lane in enumerate(dec.lanes):
+        fresh_ids, fresh_mask, fresh = plan_lanes(tiny_stack, [PROMPTS[lane.prompt]], [c], [0])
+        grown = torch.cat([fresh_ids, torch.tensor([tokens[n]] * len(fresh_ids))], dim=1)
+        grown_mask = torch.cat([fresh_mask, torch.ones(len(fresh_ids), len(tokens[n]), dtype=torch.long)], dim=1)
+        again = LaneDecoder(tiny_stack, grown, grown_mask, fresh)
+        torch.testing.assert_close(dec.distribution(n), again.distribution(0), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(dec.logits[dec.plans[n].ref], again.logits[again.plans[0].ref],
+                                   atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("search_kind", ["sample", "best_of_n", "beam"])
@@ -185,8 +190,9 @@ def test_batched_search_equals_unbatched_and_repeats(tiny_stack, search_kind):
     assert [r.best.text for r in again] == [r.best.text for r in batch]
 
 
-@pytest.mark.parametrize("method", ["mod", "rsoup"])
-def test_beam_base_logprobs_equal_a_full_base_pass(tiny_stack, method):
+@pytest.mark.parametrize("method", [*METHODS, "prompted"])
+def test_beam_kl_is_the_sum_of_log_pi_minus_log_pi_ref_of_a_full_base_pass(tiny_stack, method):
+    """Every method's beams carry log π_ref of their tokens (the plain prompt, full vocabulary): a finite KL."""
     result = search(tiny_stack, PROMPTS[0], cfg(method, search="beam", max_new_tokens=10))
     for gen in result.candidates:
         ids = torch.cat([ids_of(tiny_stack, PROMPTS[0]), torch.tensor(gen.token_ids, dtype=torch.long)])
@@ -195,6 +201,7 @@ def test_beam_base_logprobs_equal_a_full_base_pass(tiny_stack, method):
         start = len(ids) - len(gen.token_ids)
         want = [float(logprobs[start - 1 + i, tok]) for i, tok in enumerate(gen.token_ids)]
         assert [e.base_logprob for e in gen.events] == pytest.approx(want, abs=1e-4)
+        assert gen.kl == pytest.approx(sum(e.logprob for e in gen.events) - sum(want), abs=1e-3)
 
 
 def test_beam_search_keeps_its_best_weighted_candidate_and_beats_no_candidate(tiny_stack):

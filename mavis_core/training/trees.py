@@ -23,10 +23,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
-import torch
-
 from ..config import DecodeConfig
-from ..decoding import Lane, LaneDecoder  # the core loop over token ids; see continue_batch for why
+from ..decoding import LaneDecoder  # the core loop over token ids; see continue_batch for why
+from ..lanes import Lane
 from ..stack import Stack
 
 
@@ -129,14 +128,6 @@ def node_seed(seed: int, tree: int, node: int, purpose: str = "sample") -> int:
     return int.from_bytes(digest, "little") % (2**62)
 
 
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists. Returns input_ids (B, T) and attention_mask (B, T)."""
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids, mask
-
-
 def ends_reply(stack: Stack, reply_ids: list[int], max_new_tokens: int) -> bool:
     """Whether a reply is over: a stop token, a new dialogue turn begun (as decoding cuts it), or the length limit."""
     return len(reply_ids) >= max_new_tokens or stack.format.finished(reply_ids)
@@ -161,9 +152,9 @@ def continue_batch(stack: Stack, contexts: list[list[int]], reply_starts: list[i
         contexts: per row, prompt ids followed by the reply so far; reply_starts: where the reply begins.
         max_new_tokens: the whole reply's length limit (a row reaching it is finished).
     """
-    ids, mask = left_pad(contexts, stack.tokenizer.pad_token_id)  # (B, T)
+    batch = stack.tokenizer.pad({"input_ids": contexts}, padding=True, padding_side="left", return_tensors="pt")
     lanes = [Lane(replace(cfg, max_new_tokens=n), r, s) for r, (n, s) in enumerate(zip(lengths, seeds, strict=True))]
-    dec = LaneDecoder(stack, ids.to(stack.device), mask.to(stack.device), lanes)
+    dec = LaneDecoder(stack, batch["input_ids"].to(stack.device), batch["attention_mask"].to(stack.device), lanes)
     chunks = [Chunk([], 0.0, False) for _ in contexts]
     while dec.alive:
         done = set()
