@@ -9,8 +9,10 @@ never asserted).
                                                             # all_first_step_ms
 
 Batch 1, 64 new tokens (every reply runs to 64: `NoEnd`), equal weights over all 3 objectives, k = 15. A method's
-time per token is its time per decoding step after its first tokens. ``all``: the four methods decoded side by
-side (one batched forward per step, as the app's Generate does), seconds per step ÷ the base's seconds per token.
+time per token is its time per decoding step after its first tokens; Prompted (the base reading λ in its system
+prompt, beside a π_ref row on the plain prompt) is timed alone. ``all``: the stack's steering methods (the app's
+four columns) decoded side by side (one batched forward per step, as the app's Generate does), seconds per step ÷
+the base's seconds per token.
 ``all_first_step_ms``: how long those four wait for their first tokens (every row's prefill, then the first step).
 Every round decodes one reply of each method and the side-by-side run, taking turns step by step (`turns`).
 """
@@ -57,7 +59,7 @@ class NoEnd:
         return text, False
 
 
-def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
+def turns(stack, configs: dict[str, DecodeConfig], together: list[str]) -> dict[str, float]:
     """One reply of each method and one of all of them side by side ("all"), the runs taking turns STEP BY
     STEP: seconds per decoding step of each after its first tokens (the prefill is a cost of the prompt, not of
     a token), and "all_first_step": from the start to the side-by-side run's first tokens (every row's prefill,
@@ -65,7 +67,8 @@ def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
     at every step puts this shared machine's drift, which moves a run's speed by a third within a minute, on
     every method alike; one whole reply after another did not (MOD 1.13x and 1.46x in two runs an hour apart)."""
     runs = {m: Decode(stack, [PROMPT], [cfg], [cfg.seed]) for m, cfg in configs.items()}
-    runs["all"] = Decode(stack, [PROMPT] * len(configs), list(configs.values()), [c.seed for c in configs.values()])
+    side = [configs[m] for m in together]  # "all": these methods as rows of one batch
+    runs["all"] = Decode(stack, [PROMPT] * len(side), side, [c.seed for c in side])
     steps = {m: run.steps() for m, run in runs.items()}
     spent, first = dict.fromkeys(runs, 0.0), {}
     while steps:
@@ -84,10 +87,10 @@ def turns(stack, configs: dict[str, DecodeConfig]) -> dict[str, float]:
 
 
 def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
-    """Median over ``repeats`` rounds (seed = round) of `turns`."""
-    turns(stack, configs)  # warm-up: first-call costs, RSoup's and MOD's sliced ranks
-    rounds = [turns(stack, {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()})
-              for r in range(repeats)]
+    """Median over ``repeats`` rounds (seed = round) of `turns`, the stack's steering methods side by side."""
+    turns(stack, configs, stack.methods)  # warm-up: first-call costs, RSoup's and MOD's sliced ranks
+    rounds = [turns(stack, {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()},
+                    stack.methods) for r in range(repeats)]
     return {m: statistics.median(t[m] for t in rounds) for m in rounds[0]}
 
 
@@ -102,7 +105,7 @@ def main() -> None:
     parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML (default assets/stack.toml)")
     parser.add_argument("--random", action="store_true", help="a random stack shaped like the tiny one instead")
     parser.add_argument("--fused", action="store_true", help="random stack: one fused value model for all 3")
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=DecodeConfig.default("max_new_tokens"))
     parser.add_argument("--top-k", type=int, default=DecodeConfig.default("top_k"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -117,7 +120,7 @@ def main() -> None:
         stack.format = NoEnd(stack.format)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
-                                   max_new_tokens=args.tokens, seed=0) for m in stack.methods}
+                                   max_new_tokens=args.tokens, seed=0) for m in [*stack.methods, "prompted"]}
         times = median_times(stack, configs, args.repeats)
     first_step = times.pop("all_first_step")
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
@@ -133,7 +136,7 @@ def main() -> None:
     for method, t in times.items():
         ratio = "" if method == "base" else f"   {ratios[method]:.2f}x base"
         unit = "ms/step (all methods side by side)" if method == "all" else "ms/token"
-        print(f"{method:6s} {1000 * t:7.2f} {unit}{ratio}")
+        print(f"{method:8s} {1000 * t:7.2f} {unit}{ratio}")
     print(f"all methods side by side: first step's tokens after {1000 * first_step:.0f} ms (prefill included)")
     print(f"peak memory (RSS) {peak_mb:.0f} MB")
 

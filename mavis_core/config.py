@@ -50,6 +50,30 @@ METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup"
 MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapolates past the policies
 
 
+def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
+    """λ: a user's raw weights (non-negative, not all 0) divided by their sum, so they lie on the simplex.
+
+    >>> normalise_weights({"helpful": 3, "humor": 1})
+    {'helpful': 0.75, 'humor': 0.25}
+    """
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
+
+
+def lambda_index(lam: list[float] | tuple[float, ...], points: list[tuple[float, ...]]) -> int | None:
+    """Which of ``points`` (normalised λ, one order) the weights ``lam`` (same order, any scale) equal, or None:
+    where a policy was fine-tuned for exactly that preference (MORLHF), up to the rounding of a stack file.
+
+    >>> lambda_index([1, 0, 4], [(1.0, 0.0, 0.0), (0.2, 0.0, 0.8)]), lambda_index([1, 1, 0], [(1.0, 0.0, 0.0)])
+    (1, None)
+    """
+    total = sum(lam)
+    if total <= 0:
+        return None
+    return next((i for i, point in enumerate(points)
+                 if all(abs(w / total - p) < 1e-4 for w, p in zip(lam, point, strict=True))), None)
+
+
 def search_label(search: str, size: int) -> str:
     """The one name of a search of ``size`` candidates (best-of-N) or beams, for a column, a chart point and a
     table series alike.
@@ -233,8 +257,7 @@ def _reference_specs(raw: object, objectives: tuple[ObjectiveSpec, ...], root: P
         if bad or not sum(weights.values()) > 0:
             raise ValueError(f"{where}.weights in {path} must map objectives of {names} to weights >= 0, not all "
                              f"0; got {weights!r}")
-        total = sum(weights.values())
-        lam = tuple(round(weights.get(o, 0.0) / total, 6) for o in names)
+        lam = tuple(round(normalise_weights(weights).get(o, 0.0), 6) for o in names)
         if lam in seen:
             raise ValueError(f"{where} in {path} has the same weights as references.{seen[lam]}")
         if max(lam) == 1.0:
@@ -398,8 +421,13 @@ class DecodeConfig:
         unknown = sorted(set(self.weights) - set(objectives))
         if unknown:
             raise ValueError(f"unknown objective(s) {unknown} in weights; this stack has {objectives}")
-        total = sum(self.weights.values())
-        return [self.weights.get(name, 0.0) / total for name in objectives]
+        lam = normalise_weights(self.weights)
+        return [lam.get(name, 0.0) for name in objectives]
+
+    @property
+    def search_size(self) -> int:
+        """How many replies the search weighs: 1 for sampling, N for best-of-N, B for beam search."""
+        return {"sample": 1, "best_of_n": self.num_candidates, "beam": self.num_beams}[self.search]
 
 
 def weight_grid(n_objectives: int, axes: tuple[int, int] | None = None) -> list[list[float]]:
@@ -430,10 +458,5 @@ def sweep_jobs(methods: list[str], grid: list[list[float]],
                morlhf: list[tuple[float, ...]] = ()) -> list[tuple[str, list[float] | None]]:
     """(method, λ) pairs to run. The base ignores λ, so it runs once, with no λ (its weights are NaN); MORLHF
     runs only at the λ points of ``morlhf`` (where a policy was fine-tuned for exactly that preference)."""
-    def trained(lam: list[float]) -> bool:
-        total = sum(lam)
-        return total > 0 and any(all(abs(w / total - p) < 1e-4 for w, p in zip(lam, point, strict=True))
-                                 for point in morlhf)
-
-    return [(m, None) if m == "base" else (m, lam) for m in methods
-            for lam in (grid[:1] if m == "base" else grid) if m != "morlhf" or trained(lam)]
+    return [(m, None) if m == "base" else (m, lam) for m in methods for lam in (grid[:1] if m == "base" else grid)
+            if m != "morlhf" or lambda_index(lam, list(morlhf)) is not None]

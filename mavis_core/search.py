@@ -35,6 +35,7 @@ from .decoding import Generation, LaneDecoder, Proposal, TokenEvent, _Row, gener
 from .dialogue import PromptFormat
 from .lanes import plan_lanes
 from .stack import Stack
+from .tilts import weighted_reward
 
 
 @dataclass
@@ -58,22 +59,22 @@ class SearchResult:
     search: str
 
 
-def weighted_rewards(stack: Stack, prompt: str, replies: list[Generation],
-                     weights: list[float]) -> tuple[list[dict[str, float]], list[float]]:
-    """Every reply's reward per objective (one batch per reward model) and Σ_m λ_m r_m.
+def score_replies(stack: Stack, prompt: str, replies: list[Generation],
+                  weights: list[float]) -> tuple[list[dict[str, float]], list[float]]:
+    """Every reply's reward per objective (one batch per reward model) and Σ_m λ_m r_m (`weighted_reward`).
 
     Args:
         weights: λ in the stack's objective order (``cfg.normalised(stack.objectives)``).
     """
-    raw = stack.score([prompt] * len(replies), [g.text for g in replies])
+    raw = {name: r.double() for name, r in stack.score([prompt] * len(replies), [g.text for g in replies]).items()}
     scores = [{name: float(raw[name][i]) for name in stack.objectives} for i in range(len(replies))]
-    weighted = [sum(w * s[name] for name, w in zip(stack.objectives, weights, strict=True)) for s in scores]
-    return scores, weighted
+    weighted = weighted_reward(raw, dict(zip(stack.objectives, weights, strict=True)))  # (n,)
+    return scores, weighted.tolist()
 
 
 def pick_best(stack: Stack, prompt: str, replies: list[Generation], cfg: DecodeConfig) -> SearchResult:
     """Score ``replies`` and keep the one with the highest λ-weighted reward (the first one on ties)."""
-    scores, weighted = weighted_rewards(stack, prompt, replies, cfg.normalised(stack.objectives))
+    scores, weighted = score_replies(stack, prompt, replies, cfg.normalised(stack.objectives))
     index = max(range(len(replies)), key=lambda i: (weighted[i], -i))
     return SearchResult(replies[index], index, replies, scores, weighted, cfg.search)
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import DTYPES, DecodeConfig, StackSpec, is_local, read_stack_spec
+from .config import DTYPES, DecodeConfig, StackSpec, is_local, lambda_index, read_stack_spec
 from .dialogue import PromptFormat
 from .lora_rows import RowLoRA
 from .rewards import load_reward
@@ -172,11 +172,11 @@ class Stack:
     def morlhf_mix(self, lam: list[float]) -> torch.Tensor:
         """(columns,) the LoRA mix of the policy fine-tuned for exactly ``lam``: e_m for objective m alone, the
         matching reference's column otherwise; ValueError when no policy was trained for ``lam``."""
-        for column, point in enumerate(self.morlhf_points):
-            if all(abs(a - b) < 1e-4 for a, b in zip(lam, point, strict=True)):
-                mix = self.plain_mix()
-                mix[column] = 1.0
-                return mix
+        column = lambda_index(lam, self.morlhf_points)
+        if column is not None:
+            mix = self.plain_mix()
+            mix[column] = 1.0
+            return mix
         shown = "; ".join("/".join(f"{w:g}" for w in p) for p in self.morlhf_points) or "none"
         raise ValueError(f"MORLHF has no policy fine-tuned for λ {'/'.join(f'{w:g}' for w in lam)} "
                          f"({'/'.join(self.objectives)}); this stack has them at: {shown}")

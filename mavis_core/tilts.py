@@ -90,6 +90,21 @@ def rsoup_delta(deltas: list[torch.Tensor], lam: list[float]) -> torch.Tensor:
     return sum(w * d for w, d in zip(lam, deltas, strict=True))
 
 
+def weighted_reward(rewards: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The scalarised reward Σ_m λ_m r_m that best-of-N and beam search pick by (objectives left out weigh 0).
+
+    Args:
+        rewards: objective -> (n,) each reply's reward; weights: objective -> λ_m.
+    Returns:
+        (n,)
+
+    >>> weighted_reward({"helpful": torch.tensor([1.0, 0.0]), "humor": torch.tensor([0.5, 1.0])},
+    ...                 {"helpful": 0.5, "humor": 0.5})
+    tensor([0.7500, 0.5000])
+    """
+    return sum(w * rewards[name] for name, w in weights.items())
+
+
 def sample_index(logits: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """Sample one index per row from softmax(logits), row i drawing from ``generators[i]``.
 

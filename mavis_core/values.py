@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, LogitsProcessor
 
+from .config import DecodeConfig
 from .tilts import mavis_tilt, top_k_logits
 from .value_models import ValueModel
 
@@ -152,7 +153,7 @@ class MavisLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, value_models: list, num_objectives: int, lam: list[float], beta: float,
-                 top_k: int = 15, temperature: float = 1.0) -> None:
+                 top_k: int = DecodeConfig.default("top_k"), temperature: float = 1.0) -> None:
         if len(lam) != num_objectives or min(lam) < 0 or abs(sum(lam) - 1) > 1e-6:
             raise ValueError(f"λ must be {num_objectives} non-negative numbers summing to 1, got {lam}")
         if beta < 0 or top_k < 1 or temperature <= 0:
