@@ -122,6 +122,31 @@ def run_fetch(args: argparse.Namespace) -> None:
         raise ValueError(str(err)) from None
 
 
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """``study build`` and ``study report`` (docs/studies.md)."""
+    steps = parser.add_subparsers(dest="study_command", required=True)
+    build = steps.add_parser("build", help="decode every reply the study can show into its database (resumable)")
+    report = steps.add_parser("report", help="write the study's report: tables, charts, agreement")
+    for step in (build, report):
+        step.add_argument("study", help="the study file, studies/NAME.toml")
+        step.add_argument("--study-db", help="SQLite study database (default: $MAVIS_STUDY_DB, else study.db)")
+    build.add_argument("--stack", help="stack TOML file (default: the study file's stack)")
+    report.add_argument("--out", help="folder for the report (default: NAME-report beside the database)")
+
+
+def run_study(args: argparse.Namespace) -> None:
+    from .study import BuildConfig, build_pool, default_study_db
+    from .study.report import ReportConfig, write_report
+
+    db = args.study_db or default_study_db()
+    if args.study_command == "build":
+        pool = build_pool(BuildConfig(args.study, db, args.stack))
+        print(f"study {pool.study}: {len(pool.prompts)} prompts x {len(pool.conditions)} conditions x "
+              f"{', '.join(pool.methods)}: pool built in {db}")
+    else:
+        print(f"report written: {write_report(ReportConfig(args.study, db, args.out))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .evaluation import add_sweep_arguments, run_sweep
     from .results import add_results_arguments, run_results_command
@@ -145,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                                                       "rewards do? (held-out trees)"))
     add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
     add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md"))
+    _add_study_arguments(sub.add_parser("study", help="user studies: build a study's reply pool, write its report"))
     args = parser.parse_args(argv)
     commands = {"build": run_build, "fetch": run_fetch, "generate": run_generate, "train-values": run_train_values,
                 "train-policies": run_train_policies, "sweep": run_sweep,
                 "results": run_results_command, "value-report": run_value_report,
                 "value-agreement": run_value_agreement}
+    commands["study"] = run_study
     try:
         commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback
