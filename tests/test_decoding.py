@@ -233,6 +233,7 @@ def test_method_without_models_is_refused(tiny_dir):
 
     plain = load_stack(write_stack(tiny_dir, "plain.toml", None, policies=False))
     assert plain.methods == ["base"]
+    assert len(list(generate(plain, "hi", cfg("prompted", max_new_tokens=3)))) == 3  # the base alone: every stack
     with pytest.raises(ValueError, match="method 'mavis' needs models this stack does not have"):
         list(generate(plain, "hi", cfg("mavis")))
 
@@ -396,3 +397,11 @@ def test_a_prompted_lane_needs_its_context(tiny_stack):
     input_ids = ids_of(tiny_stack, PROMPTS[0])
     with pytest.raises(ValueError, match="a Prompted lane needs the input row of its prompted context"):
         LaneDecoder(tiny_stack, input_ids, torch.ones_like(input_ids), [Lane(cfg("prompted"), 0, 0)])
+
+
+def test_a_sweep_runs_prompted_at_every_lambda_point_with_its_kl(tiny_stack):
+    from mavis_core.evaluation import sweep
+
+    grid = [[1.0, 0.0, 0.0], [0.5, 0.0, 0.5]]
+    df = sweep(tiny_stack, PROMPTS[:1], [0], ["prompted"], grid, cfg("prompted", max_new_tokens=4))
+    assert len(df) == 2 and set(df.method) == {"prompted"} and df.kl.notna().all()

@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from mavis_core.dialogue import CHATML_MARKERS, PromptFormat, format_prompt
+from mavis_core.dialogue import CHATML_MARKERS, PromptFormat, format_prompt, weights_prompt
 from mavis_core.testing import CORPUS, build_tokenizer
 
 # SmolLM2-135M-Instruct's template, as shipped in its tokenizer_config.json.
@@ -75,6 +75,22 @@ def test_chatml_render_uses_the_stack_system_prompt(chatml_tokenizer):
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
     )
     assert DEFAULT_SYSTEM not in text
+
+
+def test_prompted_instructions_join_the_system_prompt(hh_tokenizer, chatml_tokenizer):
+    """Prompted's weights in words: after the stack's own system prompt, in place of the template's default; HH
+    has no system turn, so they stand before the first one."""
+    words = weights_prompt({"helpful": 0.7, "harmless": 0.3, "humor": 0.0})
+    assert words.splitlines()[0] == "Weigh your reply: helpfulness 70 %, harmlessness 30 %, humor 0 %."
+    assert len(words.splitlines()) == 4
+    assert PromptFormat("hh", hh_tokenizer).render("hi", words) == words + format_prompt("hi")
+    user = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    alone = PromptFormat("chatml", chatml_tokenizer).render("hi", words)
+    assert alone == f"<|im_start|>system\n{words}<|im_end|>\n{user}"
+    both = PromptFormat("chatml", chatml_tokenizer, system="Be brief.").render("hi", words)
+    assert both == f"<|im_start|>system\nBe brief.\n\n{words}<|im_end|>\n{user}"
+    assert weights_prompt({"speed": 1.0}).splitlines() == ["Weigh your reply: speed 100 %.",
+                                                           "- Speed: make the reply score well on speed."]
 
 
 def test_chatml_render_turns_an_hh_dialogue_into_chat_messages(chatml_tokenizer):
