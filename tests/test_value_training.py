@@ -1,6 +1,5 @@
 """MAVIS value-model training: tree rollouts, Monte-Carlo/KL targets, training, resuming, the CLI path."""
 
-import argparse
 import json
 import os
 import random
@@ -14,9 +13,10 @@ from accelerate import Accelerator
 from transformers import AutoModelForSequenceClassification
 
 from mavis_core import DecodeConfig, generate_batch, load_stack
+from mavis_core.options import config_argv
 from mavis_core.testing import write_stack
 from mavis_core.training import trees as trees_module
-from mavis_core.training import value_training
+from mavis_core.training import value_iterations, value_training
 from mavis_core.training.trees import (
     Node,
     Tree,
@@ -29,18 +29,14 @@ from mavis_core.training.trees import (
     path_sums,
     rollout_config,
 )
+from mavis_core.training.value_iterations import Run, TrainValuesConfig, rollout_stage, run_iterations, train_values
 from mavis_core.training.value_training import (
-    Run,
     ValuesAt,
     ValueTrainConfig,
-    add_train_values_arguments,
     collate,
     init_value_model,
     load_value_model,
     masked_mse,
-    rollout_stage,
-    run_iterations,
-    run_train_values,
     spans,
     target_offsets,
     train_value_model,
@@ -302,45 +298,43 @@ def test_rollouts_resume_after_an_interruption_with_the_same_trees(tiny_stack, t
         yield next(real(*args, **kw))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mavis_core.training.value_training.grow_trees", one_batch_then_crash)
+    monkeypatch.setattr("mavis_core.training.value_iterations.grow_trees", one_batch_then_crash)
     with pytest.raises(KeyboardInterrupt):
         rollout_stage(tiny_stack, tmp_path / "b", PROMPTS, SMALL_TREES, None, 1.0, None, acc)
     assert not (tmp_path / "b" / "done").exists()
-    monkeypatch.setattr("mavis_core.training.value_training.grow_trees", real)
+    monkeypatch.setattr("mavis_core.training.value_iterations.grow_trees", real)
     resumed = rollout_stage(tiny_stack, tmp_path / "b", PROMPTS, SMALL_TREES, None, 1.0, None, acc)
     assert_same_trees(resumed, full)
     with pytest.raises(ValueError, match="other settings"):
         rollout_stage(tiny_stack, tmp_path / "b", PROMPTS[:2], SMALL_TREES, None, 1.0, None, acc)
 
 
-def cli_args(tiny_dir: Path, work: Path, *extra: str, stack: str = "stack-sep.toml") -> argparse.Namespace:
+def values_config(tiny_dir: Path, work: Path, stack: str = "stack-sep.toml", **fields) -> TrainValuesConfig:
+    """A quick train-values run on the tiny stack's PROMPTS."""
     prompts = work.parent / "prompts.json"
     prompts.write_text(json.dumps(PROMPTS))
-    parser = add_train_values_arguments(argparse.ArgumentParser())
-    return parser.parse_args(["--stack", str(tiny_dir / stack), "--work", str(work), "--quick",
-                              "--prompts", str(prompts), *extra])
+    return TrainValuesConfig(stack=tiny_dir / stack, work=work, quick=True, prompts=prompts, **fields)
 
 
 def test_a_stack_naming_models_not_trained_yet_can_train_them(tiny_dir, tmp_path):
     names = ("helpful", "harmless", "humor")
     write_stack(tiny_dir, "stack-to-train.toml", {n: f"values-to-train/{n}" for n in names})  # no such folders
-    args = cli_args(tiny_dir, tmp_path / "work", "--objective", "humor", "--iterations", "1",
-                    "--out", str(tiny_dir / "values-to-train" / "humor"), stack="stack-to-train.toml")
-    run_train_values(args)
+    train_values(values_config(tiny_dir, tmp_path / "work", objective="humor", iterations=1,
+                               out=tiny_dir / "values-to-train" / "humor", stack="stack-to-train.toml"))
     assert (tiny_dir / "values-to-train" / "humor" / "model.safetensors").exists()
     assert not list(tiny_dir.glob(".stack-to-train.training-*.toml"))  # the temporary copy is gone
 
 
 def test_objective_or_fused_must_be_given_once(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
-        run_train_values(cli_args(tiny_dir, tmp_path / "w"))
+        train_values(values_config(tiny_dir, tmp_path / "w"))
     with pytest.raises(ValueError, match="not in this stack"):
-        run_train_values(cli_args(tiny_dir, tmp_path / "w", "--objective", "wit"))
+        train_values(values_config(tiny_dir, tmp_path / "w", objective="wit"))
 
 
 def test_fused_value_model_trains_two_iterations_and_loads_in_a_stack(tiny_dir, tmp_path):
     out = tiny_dir / "values" / "trained-fused"
-    reports = run_train_values(cli_args(tiny_dir, tmp_path / "work", "--fused", "--out", str(out)))
+    reports = train_values(values_config(tiny_dir, tmp_path / "work", fused=True, out=out))
     assert [r["iteration"] for r in reports] == [0, 1]
     assert set(reports[1]["eval"]) == {"helpful", "harmless", "humor"}
     assert (tmp_path / "work" / "fused" / "iter1" / "trees-humor" / "done").exists()  # one tree set per head
@@ -354,7 +348,7 @@ def test_fused_value_model_trains_two_iterations_and_loads_in_a_stack(tiny_dir, 
     vm = load_value_model(stack, out)
     assert vm.heads == [0, 1, 2]
     # Rerunning finds every stage done and gives the same reports.
-    assert run_train_values(cli_args(tiny_dir, tmp_path / "work", "--fused", "--out", str(out))) == reports
+    assert train_values(values_config(tiny_dir, tmp_path / "work", fused=True, out=out)) == reports
 
 
 def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tiny_dir, tmp_path, monkeypatch):
@@ -371,11 +365,11 @@ def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tin
         assert any(p.requires_grad for p in model.parameters())
         return model
 
-    monkeypatch.setattr(value_training, "warm_value_model", spy)
-    args = ("--objective", "humor", "--out", str(tmp_path / "out"))
-    run_train_values(cli_args(tiny_dir, tmp_path / "warm", *args))
+    monkeypatch.setattr(value_iterations, "warm_value_model", spy)
+    humor = dict(objective="humor", out=tmp_path / "out")
+    train_values(values_config(tiny_dir, tmp_path / "warm", **humor))
     assert started == [tmp_path / "warm" / "humor" / "iter0" / "best"]
-    run_train_values(cli_args(tiny_dir, tmp_path / "cold", *args, "--cold-start"))
+    train_values(values_config(tiny_dir, tmp_path / "cold", **humor, warm_start=False))
     assert len(started) == 1  # --cold-start: iteration 1 starts from the base with a zero head
     with pytest.raises(ValueError, match="not this run's previous iteration"):
         real(stack.base, started[0], ["helpful"])
@@ -384,10 +378,9 @@ def test_later_iterations_start_from_the_previous_best_unless_told_otherwise(tin
 def test_start_from_takes_a_saved_model_as_iteration_0_and_goes_on_from_it(tiny_dir, tmp_path, monkeypatch):
     stack = load_stack(tiny_dir / "stack-sep.toml")
     first = tmp_path / "first"
-    run_train_values(cli_args(tiny_dir, tmp_path / "w0", "--objective", "humor", "--iterations", "1",
-                              "--out", str(first)))
+    train_values(values_config(tiny_dir, tmp_path / "w0", objective="humor", iterations=1, out=first))
     started, guides = [], []
-    real_warm, real_rollout = value_training.warm_value_model, value_training.rollout_stage
+    real_warm, real_rollout = value_iterations.warm_value_model, value_iterations.rollout_stage
 
     def spy_warm(base, folder, labels):
         started.append(folder)
@@ -397,20 +390,18 @@ def test_start_from_takes_a_saved_model_as_iteration_0_and_goes_on_from_it(tiny_
         guides.append((guide, value_model.path if value_model else None))
         return real_rollout(stack, folder, prompts, tree_cfg, guide, beta, value_model, accelerator)
 
-    monkeypatch.setattr(value_training, "warm_value_model", spy_warm)
-    monkeypatch.setattr(value_training, "rollout_stage", spy_rollout)
+    monkeypatch.setattr(value_iterations, "warm_value_model", spy_warm)
+    monkeypatch.setattr(value_iterations, "rollout_stage", spy_rollout)
     work = tmp_path / "w1"
-    reports = run_train_values(cli_args(tiny_dir, work, "--objective", "humor", "--start-from", str(first),
-                                        "--out", str(tmp_path / "out")))
+    reports = train_values(values_config(tiny_dir, work, objective="humor", start_from=first, out=tmp_path / "out"))
     assert reports[0] == {"iteration": 0, "start_from": str(first)} and reports[1]["iteration"] == 1
     assert guides == [("humor", str(first))]  # no base trees: only iteration 1's, guided by the saved model
     assert started == [first] and not (work / "humor" / "iter0").exists()
     assert load_value_model(stack, tmp_path / "out").heads == [stack.objectives.index("humor")]
     with pytest.raises(ValueError, match="heads"):
-        run_train_values(cli_args(tiny_dir, tmp_path / "w2", "--objective", "helpful", "--start-from", str(first)))
+        train_values(values_config(tiny_dir, tmp_path / "w2", objective="helpful", start_from=first))
     with pytest.raises(ValueError, match="iterations >= 2"):
-        run_train_values(cli_args(tiny_dir, tmp_path / "w3", "--objective", "humor", "--iterations", "1",
-                                  "--start-from", str(first)))
+        train_values(values_config(tiny_dir, tmp_path / "w3", objective="humor", iterations=1, start_from=first))
 
 
 def test_a_trunk_value_model_goes_on_training_from_its_stored_adapter_and_heads(tmp_path):
@@ -430,13 +421,12 @@ def test_a_trunk_value_model_goes_on_training_from_its_stored_adapter_and_heads(
 
 @pytest.mark.slow
 def test_train_values_runs_as_two_processes_under_accelerate(tiny_dir, tmp_path):
-    args = cli_args(tiny_dir, tmp_path / "work", "--objective", "humor", "--out", str(tmp_path / "out"))
+    args = values_config(tiny_dir, tmp_path / "work", objective="humor", out=tmp_path / "out")
     # accelerate's --cpu launcher starts one process unless MPI is set up; its torchrun launcher starts two,
-    # which join over gloo on a machine without CUDA (see run_train_values).
+    # which join over gloo on a machine without CUDA (see train_values).
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "mavis_core.training.value_training", "--stack", str(args.stack), "--objective", "humor",
-           "--work", str(args.work), "--quick", "--prompts", str(args.prompts), "--out", str(args.out)]
+           "-m", "mavis_core", "train-values", *config_argv(args)]  # the command line the config stands for
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

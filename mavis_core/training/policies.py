@@ -10,8 +10,9 @@ sampling inside the update, which is what fits on 2 CPU cores.
 Why our own loop and not TRL: TRL is not a dependency of this project (adding it needs a pin in
 requirements.txt), and the loss is a few lines; the loop below is the whole trainer.
 
-``--preference helpful=0.4,humor=0.6`` trains the same way for the weighted reward Σ λ_m r_m: the paper's
-policies fine-tuned for one exact preference, a reference for the Pareto chart.
+A preference such as ``helpful=0.4,humor=0.6`` (``--preference``) trains the same way for the weighted reward
+Σ λ_m r_m: the paper's policies fine-tuned for one exact preference, a reference for the Pareto chart.
+The settings are `mavis_core.training.policy_config`'s.
 
 Adapters are saved with ``save_pretrained`` (adapter_config.json + adapter_model.safetensors), so a stack's
 ``policy = "policies/NAME"`` loads them. Stages (samples per round, the finished adapter) are kept in
@@ -20,7 +21,6 @@ Adapters are saved with ``save_pretrained`` (adapter_config.json + adapter_model
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -40,43 +40,10 @@ from ..decoding import generate_batch
 from ..dialogue import HUMAN
 from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack, pick_device
+from .policy_config import QUICK_EVAL_PROMPTS, PolicyTrainConfig, TrainPoliciesConfig, policy_targets
 from .value_training import load_training_stack
 
 SAMPLE_ROWS = 64  # replies generated per batch while sampling
-
-
-@dataclass(frozen=True)
-class PolicyTrainConfig:
-    """Settings of the DPO baseline policies.
-
-    Args:
-        dpo_beta: β of DPO, the strength of the implicit KL penalty (larger: closer to the base).
-        min_margin: pairs whose rewards differ by no more than this are dropped (ties teach nothing).
-        rounds: 1 = offline DPO on base samples; more = online DPO, each round sampling from the current policy.
-        target_modules: LoRA targets; None uses peft's default for the architecture (GPT-2: c_attn).
-    """
-
-    num_prompts: int = 128
-    samples_per_prompt: int = 4
-    max_new_tokens: int = 48
-    top_k: int = DecodeConfig.default("top_k")
-    temperature: float = 1.0
-    dpo_beta: float = 0.1
-    lr: float = 5e-4
-    epochs: int = 2
-    batch_size: int = 8
-    lora_r: int = 8
-    lora_alpha: int = 16
-    target_modules: tuple[str, ...] | None = ("c_attn", "c_fc")
-    min_margin: float = 0.0
-    rounds: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.samples_per_prompt < 2:
-            raise ValueError(f"samples_per_prompt must be >= 2 to form pairs, got {self.samples_per_prompt}")
-        if min(self.epochs, self.batch_size, self.rounds, self.lora_r) < 1 or self.dpo_beta <= 0:
-            raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
 
 
 @dataclass
@@ -392,114 +359,25 @@ def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], ev
     return report
 
 
-# ---- command line ----------------------------------------------------------------------------------------
-
-QUICK = {"num_prompts": 6, "samples_per_prompt": 2, "max_new_tokens": 12, "epochs": 1, "batch_size": 4}
-QUICK_EVAL_PROMPTS = 3
-
-
-def add_train_policies_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``train-policies`` options to ``parser`` (a subcommand parser of the CLI)."""
-    d = PolicyTrainConfig()
-    parser.add_argument("--stack", type=Path, required=True, help="stack TOML (base, tokenizer, reward models)")
-    parser.add_argument("--objectives", default="", help="comma-separated objectives (default: all, unless "
-                        "--preference is given)")
-    parser.add_argument("--preference", action="append", default=[], metavar="NAME=W,...",
-                        help="also train an exact-preference policy for reward Σ λ_m r_m, e.g. helpful=0.4,humor=0.6 "
-                        "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
-    parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
-    parser.add_argument("--work", type=Path, default=Path("build/policies"), help="resumable scratch folder")
-    parser.add_argument("--base-samples", type=Path, metavar="DIR",
-                        help="where round 0's base replies are kept and shared between runs (default: --work)")
-    parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
-    parser.add_argument("--num-prompts", type=int, default=d.num_prompts)
-    parser.add_argument("--eval-prompts", type=Path,
-                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
-    parser.add_argument("--num-eval-prompts", type=int, default=32)
-    parser.add_argument("--samples-per-prompt", type=int, default=d.samples_per_prompt)
-    parser.add_argument("--dpo-beta", type=float, default=d.dpo_beta)
-    parser.add_argument("--rounds", type=int, default=d.rounds, help="1: offline DPO; more: online DPO rounds")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--lora-r", type=int, default=d.lora_r)
-    parser.add_argument("--target-modules", default=",".join(d.target_modules or ()),
-                        help="LoRA target modules (GPT-2: c_attn,c_fc; Llama: e.g. q_proj,v_proj)")
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    parser.add_argument("--out-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                        help="dtype of the saved adapters (default float32)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test in seconds")
-    return parser
-
-
-def policy_config_from_args(args: argparse.Namespace) -> PolicyTrainConfig:
-    modules = tuple(m.strip() for m in args.target_modules.split(",") if m.strip()) or None
-    cfg = dict(num_prompts=args.num_prompts, samples_per_prompt=args.samples_per_prompt, dpo_beta=args.dpo_beta,
-               rounds=args.rounds, epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-               target_modules=modules, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    return PolicyTrainConfig(**{**cfg, **(QUICK if args.quick else {})})
-
-
-def parse_preference(text: str, objectives: list[str]) -> dict[str, float]:
-    """'helpful=0.4,humor=0.6' -> {'helpful': 0.4, 'humor': 0.6}, normalised to sum to 1.
-
-    >>> parse_preference("helpful=1,humor=3", ["helpful", "humor"])
-    {'helpful': 0.25, 'humor': 0.75}
-    """
-    weights = {}
-    for part in text.split(","):
-        name, sep, value = (x.strip() for x in part.partition("="))
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or name not in objectives or weights[name] < 0:
-            raise ValueError(f"--preference must look like helpful=0.4,humor=0.6 with objectives of {objectives} "
-                             f"and weights >= 0; got {text!r}")
-    total = sum(weights.values())
-    if total <= 0:
-        raise ValueError(f"--preference weights must not all be zero; got {text!r}")
-    return {name: w / total for name, w in weights.items() if w > 0}
-
-
-def policy_targets(args: argparse.Namespace, objectives: list[str]) -> dict[str, dict[str, float]]:
-    """Folder name -> reward weights of every policy to train: objectives (one-hot) and exact preferences."""
-    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(objectives))
-    if unknown:
-        raise ValueError(f"objective(s) {unknown} are not in this stack; it has {objectives}")
-    targets = {name: {name: 1.0} for name in names or ([] if args.preference else objectives)}
-    for text in args.preference:
-        weights = parse_preference(text, objectives)
-        targets["-".join(f"{m}{w:.3g}" for m, w in weights.items())] = weights
-    return targets
-
-
-def run_train_policies(args: argparse.Namespace) -> dict[str, dict]:
-    """``train-policies``: a DPO LoRA adapter per objective (and per ``--preference``) in ``--out/NAME``.
-
-    Returns the reports, by folder name.
-    """
-    stack = load_training_stack(args.stack, pick_device())
-    targets = policy_targets(args, stack.objectives)
-    cfg = policy_config_from_args(args)
-    prompts = read_prompts(args.prompts) if args.prompts else training_prompts(cfg.num_prompts, args.seed)
-    eval_prompts = (read_prompts(args.eval_prompts) if args.eval_prompts
-                    else heldout_prompts(args.stack, stack.spec.prompts))
+def train_policies(cfg: TrainPoliciesConfig) -> dict[str, dict]:
+    """A DPO LoRA adapter per objective (and per preference) in ``cfg.out/NAME``. Returns the reports, by folder
+    name."""
+    stack = load_training_stack(cfg.stack, pick_device())
+    targets = policy_targets(cfg, stack.objectives)
+    dpo = cfg.dpo()
+    prompts = read_prompts(cfg.prompts) if cfg.prompts else training_prompts(dpo.num_prompts, cfg.seed)
+    eval_prompts = (read_prompts(cfg.eval_prompts) if cfg.eval_prompts
+                    else heldout_prompts(cfg.stack, stack.spec.prompts))
     if not prompts or not eval_prompts:
         raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
                          "in the stack file")
-    eval_prompts = eval_prompts[: QUICK_EVAL_PROMPTS if args.quick else args.num_eval_prompts]
-    out = args.out or args.stack.parent / "policies"
+    eval_prompts = eval_prompts[: QUICK_EVAL_PROMPTS if cfg.quick else cfg.num_eval_prompts]
+    out = cfg.out or cfg.stack.parent / "policies"
     reports = {}
     for name, weights in targets.items():
-        reports[name] = train_policy(stack, weights, prompts[: cfg.num_prompts], eval_prompts, cfg, args.work,
-                                     out / name, args.out_dtype, args.base_samples)
+        reports[name] = train_policy(stack, weights, prompts[: dpo.num_prompts], eval_prompts, dpo, cfg.work,
+                                     out / name, cfg.out_dtype, cfg.base_samples)
         e = reports[name]["eval"]
         print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "
               f"KL {e['policy_kl']:.2f} (base {e['base_kl']:.2f}); adapter -> {out / name}", flush=True)
     return reports
-
-
-if __name__ == "__main__":  # also `python -m mavis_core.training.policies ...`, the same as train-policies
-    run_train_policies(add_train_policies_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())

@@ -19,7 +19,7 @@ reports per objective:
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..options import command_line
 from ..prompts import heldout_prompts
 from ..stack import Stack
 from ..values import values_uncached
@@ -132,48 +133,59 @@ def markdown(table: pd.DataFrame, prompts: int, cfg: TreeConfig, command: str) -
     return "\n".join(lines)
 
 
-def add_value_agreement_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TREE
-    parser.add_argument("--stack", type=Path, default=Path("assets/stack.toml"))
-    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
-                        help=f"first N held-out prompts (default {DEFAULT_PROMPTS})")
-    parser.add_argument("--root-children", type=int, default=d.root_children)
-    parser.add_argument("--inner-children", type=int, default=d.inner_children)
-    parser.add_argument("--levels", type=int, default=d.levels)
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FOLDER",
-                        help="another value model to measure on the same trees (repeatable), e.g. iteration 0's")
-    parser.add_argument("--out", type=Path, help="also write the table as CSV here")
+@dataclass(frozen=True)
+class ValueAgreementConfig:
+    """One ``value-agreement`` run, field for field its command-line options (`config_argv`).
+
+    Args:
+        stack: the stack whose value models are measured. prompts: the first N held-out prompts.
+        root_children, inner_children, levels, max_new_tokens, seed: the held-out trees (`TreeConfig`).
+        compare: other value model folders measured on the same trees (e.g. iteration 0's).
+        out: also write the table as CSV here.
+    """
+
+    stack: Path = Path("assets/stack.toml")
+    prompts: int = DEFAULT_PROMPTS
+    root_children: int = TREE.root_children
+    inner_children: int = TREE.inner_children
+    levels: int = TREE.levels
+    max_new_tokens: int = TREE.max_new_tokens
+    seed: int = TREE.seed
+    compare: tuple[Path, ...] = field(default=(), metadata={"repeat": True})
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompts < 1:
+            raise ValueError(f"--prompts must be >= 1, got {self.prompts}")
+
+    def trees(self) -> TreeConfig:
+        return TreeConfig(root_children=self.root_children, inner_children=self.inner_children, levels=self.levels,
+                          max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-def run_value_agreement(args: argparse.Namespace) -> pd.DataFrame:
-    from ..cli import invoked_command
+def value_agreement(cfg: ValueAgreementConfig) -> pd.DataFrame:
+    """Measure and print the table (one row per objective, and per compared model); returns it."""
     from ..stack import load_stack
 
-    if args.prompts < 1:
-        raise ValueError(f"--prompts must be >= 1, got {args.prompts}")
-    cfg = TreeConfig(root_children=args.root_children, inner_children=args.inner_children, levels=args.levels,
-                     max_new_tokens=args.max_new_tokens, seed=args.seed)
-    stack = load_stack(args.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
+    stack = load_stack(cfg.stack, device=torch.device("cpu") if not torch.cuda.is_available() else None)
     if not stack.value_models:
-        raise ValueError(f"stack {args.stack} names no value models: nothing to measure")
-    prompts = heldout_prompts(args.stack, stack.spec.prompts)[:args.prompts]
+        raise ValueError(f"stack {cfg.stack} names no value models: nothing to measure")
+    prompts = heldout_prompts(cfg.stack, stack.spec.prompts)[:cfg.prompts]
     if not prompts:
-        raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
-    trees = held_out_trees(stack, prompts, cfg)
+        raise ValueError(f"no held-out prompts: put eval_prompts.json beside {cfg.stack} or list prompts in it")
+    trees = held_out_trees(stack, prompts, cfg.trees())
     parts = [agreement_table(stack, trees).assign(model="stack")]
-    for folder in args.compare:
+    for folder in cfg.compare:
         with guided_by(stack, load_value_model(stack, folder)):
             name = folder.parent.name if folder.name == "best" else folder.name
             parts.append(agreement_table(stack, trees).assign(model=name))
     table = pd.concat(parts, ignore_index=True)
-    if not args.compare:
+    if not cfg.compare:
         table = table.drop(columns="model")
     else:
         table = table[["model", *[c for c in table.columns if c != "model"]]]
-    print(markdown(table, len(prompts), cfg, invoked_command("value-agreement")))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+    print(markdown(table, len(prompts), cfg.trees(), command_line("value-agreement", cfg)))
+    if cfg.out:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(cfg.out, index=False)
     return table

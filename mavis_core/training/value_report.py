@@ -5,22 +5,23 @@ policies) the objective's fine-tuned LoRA policy sampled alone. Every setting re
 with the same seeds. The gain over the base is paired by prompt: per prompt, the mean over seeds of MAVIS's reward
 minus the base's, then mean and standard error over prompts, so prompt-to-prompt spread does not hide a gain.
 
-``--compare FOLDER`` measures a second value model (e.g. iteration 0's) on the same rows. ``--record`` writes
-the table into the value model's manifest entry and regenerates assets/MODEL_CARD.md: the card's numbers come
-from this command, not from hand-copied runs.
+``compare`` (``--compare FOLDER``) measures a second value model (e.g. iteration 0's) on the same rows.
+``record`` (``--record``) writes the table into the value model's manifest entry and regenerates
+assets/MODEL_CARD.md: the card's numbers come from this command, not from hand-copied runs.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import DTYPES, DecodeConfig
+from ..config import DecodeConfig
 from ..decoding import generate_batch
+from ..options import command_line
 from ..prompts import heldout_prompts
 from ..stack import Stack
 from ..value_models import ValueModel
@@ -185,56 +186,67 @@ def record(assets: Path, artifact: str, table_md: str, new_metrics: dict[str, fl
     write_model_card(assets)
 
 
-def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", type=Path, default=Path("assets/stack.toml"))
-    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FOLDER",
-                        help="another value model to measure on the same rows (repeatable), e.g. iteration 0's")
-    parser.add_argument("--prompts", type=int, default=0, help="first N held-out prompts (default: all)")
-    parser.add_argument("--seeds", type=int, default=4, help="seeds 0..S-1 per prompt (default 4)")
-    parser.add_argument("--betas", default="1,2,4", help="MAVIS β values (default 1,2,4)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--out", type=Path, help="also write the table as CSV here")
-    parser.add_argument("--equal-only", action="store_true",
-                        help="only the base and MAVIS with equal weights (a cheaper check on more seeds)")
-    parser.add_argument("--dtype", choices=DTYPES, help="the base's dtype instead of the stack's [base] dtype "
-                        "(e.g. float32, to compare with a record made in float32)")
-    parser.add_argument("--record", default="", metavar="ARTIFACT",
-                        help="write the table into this manifest artifact's card (e.g. values-fused)")
+@dataclass(frozen=True)
+class ValueReportConfig:
+    """One ``value-report`` run, field for field its command-line options (`config_argv`).
+
+    Args:
+        stack: the stack whose value models are measured.
+        compare: other value model folders measured on the same rows (e.g. iteration 0's).
+        prompts: the first N held-out prompts (0: all). seeds: seeds 0..S-1 per prompt. betas: MAVIS β values.
+        out: also write the table as CSV here.
+        equal_only: only the base and MAVIS with equal weights (a cheaper check on more seeds).
+        dtype: the base's dtype instead of the stack's (e.g. float32, to compare with a record made in float32).
+        record: write the table into this manifest artifact's card (e.g. values-fused).
+    """
+
+    stack: Path = Path("assets/stack.toml")
+    compare: tuple[Path, ...] = field(default=(), metadata={"repeat": True})
+    prompts: int = 0
+    seeds: int = 4
+    betas: tuple[float, ...] = (1.0, 2.0, 4.0)
+    max_new_tokens: int = 32
+    out: Path | None = None
+    equal_only: bool = False
+    dtype: str | None = None
+    record: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.prompts < 0 or not self.betas:
+            raise ValueError(f"seeds must be >= 1, prompts >= 0 and betas not empty; got seeds={self.seeds}, "
+                             f"prompts={self.prompts}, betas={self.betas}")
+        if self.record and self.equal_only:
+            raise ValueError("record (--record) writes the whole table into the card: run it without --equal-only")
 
 
-def run_value_report(args: argparse.Namespace) -> pd.DataFrame:
+def value_report(cfg: ValueReportConfig) -> pd.DataFrame:
+    """Measure, print and (``cfg.record``) record the table; returns it."""
     import torch
 
-    from ..cli import invoked_command, parse_numbers
     from ..stack import load_stack, pick_device, pick_dtype
 
-    betas = list(parse_numbers(args.betas, float, "--betas"))
-    if args.seeds < 1 or args.prompts < 0:
-        raise ValueError("--seeds must be >= 1 and --prompts >= 0")
-    if args.record and args.equal_only:
-        raise ValueError("--record writes the whole table into the card: run it without --equal-only")
     device = torch.device("cpu") if not torch.cuda.is_available() else None
-    stack = load_stack(args.stack, device=device, dtype=pick_dtype(args.dtype, device or pick_device())
-                       if args.dtype else None)
+    stack = load_stack(cfg.stack, device=device, dtype=pick_dtype(cfg.dtype, device or pick_device())
+                       if cfg.dtype else None)
     if not stack.value_models:
-        raise ValueError(f"stack {args.stack} names no value models: nothing to report")
-    prompts = heldout_prompts(args.stack, stack.spec.prompts)
+        raise ValueError(f"stack {cfg.stack} names no value models: nothing to report")
+    prompts = heldout_prompts(cfg.stack, stack.spec.prompts)
     if not prompts:
-        raise ValueError(f"no held-out prompts: put eval_prompts.json beside {args.stack} or list prompts in it")
-    prompts = prompts[:args.prompts] if args.prompts else prompts
+        raise ValueError(f"no held-out prompts: put eval_prompts.json beside {cfg.stack} or list prompts in it")
+    prompts = prompts[:cfg.prompts] if cfg.prompts else prompts
     models: dict[str, ValueModel | None] = {"MAVIS": None}
-    for folder in args.compare:
+    for folder in cfg.compare:
         models[folder.parent.name if folder.name == "best" else folder.name] = load_value_model(stack, folder)
-    seeds = list(range(args.seeds))
-    table = guidance_table(stack, prompts, seeds, betas, models, args.max_new_tokens, equal_only=args.equal_only)
-    text = markdown(table, len(prompts), len(seeds), args.max_new_tokens, DecodeConfig.default("top_k"),
-                    invoked_command("value-report"))
-    text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], args.max_new_tokens)
+    seeds, betas = list(range(cfg.seeds)), list(cfg.betas)
+    table = guidance_table(stack, prompts, seeds, betas, models, cfg.max_new_tokens, equal_only=cfg.equal_only)
+    text = markdown(table, len(prompts), len(seeds), cfg.max_new_tokens, DecodeConfig.default("top_k"),
+                    command_line("value-report", cfg))
+    text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], cfg.max_new_tokens)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-    if args.record:
-        record(args.stack.parent, args.record, text, metrics(table))
-        print(f"recorded in {args.stack.parent / 'manifest.json'} ({args.record}) and MODEL_CARD.md")
+    if cfg.out:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(cfg.out, index=False)
+    if cfg.record:
+        record(cfg.stack.parent, cfg.record, text, metrics(table))
+        print(f"recorded in {cfg.stack.parent / 'manifest.json'} ({cfg.record}) and MODEL_CARD.md")
     return table

@@ -1,42 +1,25 @@
-"""MAVIS value-model training (arXiv 2508.13415, the iterative algorithm), resumable and data-parallel.
+"""Fitting a MAVIS value model (arXiv 2508.13415) on rollout trees, and using one inside a stack.
 
-Per iteration k (default k = 0, 1):
-
-1. ``rollouts``: trees from π_k (π_0 = the base; π_k = MAVIS guided by V_{k-1}, λ one-hot), see
-   `mavis_core.training.trees`. Iteration 0's trees come from the base alone, so they are shared by every
-   objective (and by the fused model) in ``WORK/iter0-base``.
-2. ``train``: a value model initialised from the base's embeddings, first ``layers`` blocks and final norm
-   (from iteration 1 on: from V_{k-1}, ``warm_start``), regressed with MSE on (prompt ⊕ reply up to the
-   node's end) -> the node's target, read exactly as decoding reads it: the per-position score head at the last
-   token (`mavis_core.values.values_uncached`). With ``dense`` every position of the node's chunk is trained on
-   the node's target, not only its last: each of those prefixes has the leaves below the node as its
-   Monte-Carlo continuations, so one forward gives a target per token instead of one per node.
-   Targets subtract ζ·E[log π_k/π_ref] from iteration 1 on. Best checkpoint by validation MSE.
-3. ``eval``: on held-out prompts, mean reward and mean KL of single-objective MAVIS vs the base.
-
-Every stage writes to ``WORK/...`` and is skipped when its output is there, so rerunning the same command
-resumes after an interruption (rollouts resume per batch of prompts, training per epoch). Under
-``accelerate launch`` the processes split the prompts of each rollout stage and train data-parallel.
-
-A *fused* value model (``--fused``) has one head per objective (``config.id2label`` names them), so one forward
-pass scores all objectives. From iteration 1 on each objective needs trees from its own guided policy: head m
-is trained on objective m's trees only (a per-head mask in the loss).
+A value model is regressed with MSE on (prompt ⊕ reply up to a node's end) -> the node's target, read exactly as
+decoding reads it: the per-position score head at the last token (`mavis_core.values.values_uncached`). With
+``dense`` every position of the node's chunk is trained on the node's target, not only its last: each of those
+prefixes has the leaves below the node as its Monte-Carlo continuations, so one forward gives a target per token
+instead of one per node. Training is resumable per epoch and data-parallel under ``accelerate``; the best
+checkpoint by validation MSE is kept. The iterations around it (rollouts, targets, evaluation) and the
+``train-values`` command are `mavis_core.training.value_iterations`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
 import random
 import re
 import shutil
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -47,7 +30,6 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..config import DecodeConfig
 from ..decoding import generate_batch
-from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack, load_stack
 from ..value_models import (
     TRUNK_CONFIG,
@@ -61,7 +43,7 @@ from ..value_models import (
     trunk_model,
 )
 from ..values import backbone_and_head
-from .trees import Tree, TreeConfig, append_trees, grow_trees, node_targets, read_trees, rollout_config
+from .trees import Tree, node_targets
 
 TRAIN_STATE = "train_state.pt"
 BEST = "best"
@@ -439,264 +421,6 @@ def evaluate_guidance(stack: Stack, objective: str, prompts: list[str], value_mo
     return out
 
 
-# ---- the resumable pipeline ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    """What one ``train-values`` invocation trains: ``name`` is the objective, or "fused" for all of them;
-    ``objectives`` are the objectives of its heads, in head order."""
-
-    name: str
-    objectives: tuple[str, ...]
-
-
-def _sha(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _check_meta(folder: Path, meta: dict, accelerator) -> None:
-    """Record what a stage folder was made with; refuse to mix in results made with other settings."""
-    path = folder / "meta.json"
-    if accelerator.is_main_process and not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    accelerator.wait_for_everyone()
-    if json.loads(path.read_text()) != json.loads(json.dumps(meta)):
-        raise ValueError(f"{folder} was made with other settings ({path}); delete it or choose another --work")
-
-
-def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: TreeConfig, guide: str | None,
-                  beta: float, value_model: ValueModel | None, accelerator) -> list[Tree]:
-    """Trees of all ``prompts`` from the base (``guide`` None) or MAVIS one-hot on ``guide``; resumable.
-
-    Process r grows the trees of prompts i with i % world == r into ``trees-r.jsonl``; trees already in any
-    ``trees-*.jsonl`` are skipped, so a rerun (with any number of processes) picks up where one stopped.
-    """
-    # The base's trees do not depend on β: runs with other β still share them.
-    meta = {"tree": asdict(tree_cfg), "prompts": _sha(prompts), "guide": guide, "beta": beta if guide else None,
-            "value_model": value_model.path if value_model else None, "base": stack.spec.base_model}
-    _check_meta(folder, meta, accelerator)
-    if not (folder / "done").exists():
-        start = time.perf_counter()
-        done = {t.index for t in read_trees(sorted(folder.glob("trees-*.jsonl")))}
-        rank, world = accelerator.process_index, accelerator.num_processes
-        mine = [(i, p) for i, p in enumerate(prompts) if i % world == rank and i not in done]
-        decode_cfg = rollout_config(stack, tree_cfg, guide, beta)
-        bar = tqdm(total=len(mine), desc=f"trees ({guide or 'base'})", disable=not accelerator.is_main_process)
-        with guided_by(stack, value_model):
-            for trees in grow_trees(stack, mine, tree_cfg, decode_cfg):
-                append_trees(folder / f"trees-{rank}.jsonl", trees)
-                bar.update(len(trees))
-        bar.close()
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:  # the run that finished the stage records its wall time
-            (folder / "done").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
-    accelerator.wait_for_everyone()
-    trees = read_trees(sorted(folder.glob("trees-*.jsonl")))
-    if len(trees) != len(prompts):
-        raise ValueError(f"{folder} holds {len(trees)} trees for {len(prompts)} prompts; delete it and rerun")
-    return trees
-
-
-def iteration_examples(trees_by_guide: dict[str | None, list[Tree]], run: Run, zeta: float,
-                       cfg: ValueTrainConfig) -> tuple[Examples, Examples]:
-    """(train, validation) examples: base trees train every head, trees guided by objective m train head m."""
-    train, val = [], []
-    for guide, trees in trees_by_guide.items():
-        trained = list(run.objectives) if guide is None else [guide]
-        tr, va = split_trees(trees, cfg.val_fraction, cfg.seed)
-        train.append(tree_examples(tr, list(run.objectives), trained, zeta, cfg.dense))
-        val.append(tree_examples(va, list(run.objectives), trained, zeta))  # validated on node values either way
-    return concat_examples(train), concat_examples(val)
-
-
-def train_stage(stack: Stack, trees_by_guide: dict, run: Run, k: int, cfg: ValueTrainConfig, folder: Path,
-                accelerator) -> dict:
-    """Train iteration k's value model into ``folder/best`` (skipped when ``folder/train.json`` exists)."""
-    if (folder / "train.json").exists():
-        return json.loads((folder / "train.json").read_text())
-    start = time.perf_counter()
-    train, val = iteration_examples(trees_by_guide, run, cfg.zeta if k > 0 else 0.0, cfg)
-    torch.manual_seed(cfg.seed + k)
-    previous = previous_model(folder.parent, k, cfg)
-    warm = k > 0 and cfg.warm_start
-    model = (warm_value_model(stack.base, previous, list(run.objectives)) if warm
-             else init_value_model(stack.base, cfg, list(run.objectives)))
-    report = train_value_model(model, train, val, cfg, folder, stack.tokenizer.pad_token_id, accelerator,
-                               start_offsets=stored_offsets(previous) if warm else None)
-    report.update(train_examples=len(train), val_examples=len(val), seconds=round(time.perf_counter() - start, 1))
-    if accelerator.is_main_process:
-        (folder / "train.json").write_text(json.dumps(report, indent=1))
-    accelerator.wait_for_everyone()
-    return report
-
-
-def previous_model(work_run: Path, k: int, cfg: ValueTrainConfig) -> Path:
-    """Where V_{k-1} is: ``start_from`` for iteration 1 when given, else the previous iteration's best."""
-    if k == 1 and cfg.start_from is not None:
-        return Path(cfg.start_from)
-    return work_run / f"iter{k - 1}" / BEST
-
-
-def eval_stage(stack: Stack, run: Run, value_model: ValueModel, prompts: list[str], cfg: ValueTrainConfig,
-               tree_cfg: TreeConfig, folder: Path, accelerator) -> dict:
-    """Held-out reward and KL of single-objective MAVIS vs the base, per objective (main process only)."""
-    if not (folder / "eval.json").exists() and accelerator.is_main_process:
-        report = {name: evaluate_guidance(stack, name, prompts, value_model, cfg.beta, cfg.eval_max_new_tokens,
-                                          tree_cfg.top_k, cfg.seed) for name in run.objectives}
-        (folder / "eval.json").write_text(json.dumps(report, indent=1))
-    accelerator.wait_for_everyone()
-    return json.loads((folder / "eval.json").read_text())
-
-
-def run_iterations(stack: Stack, run: Run, prompts: list[str], eval_prompts: list[str], tree_cfg: TreeConfig,
-                   cfg: ValueTrainConfig, work: Path, accelerator) -> tuple[Path, list[dict]]:
-    """All iterations: rollouts from π_k, targets, training, evaluation. Returns (last best model, reports)."""
-    value_model, reports = None, []
-    for k in range(cfg.iterations):
-        folder = work / run.name / f"iter{k}"
-        if k == 0 and cfg.start_from is not None:
-            value_model = load_value_model(stack, Path(cfg.start_from))
-            found = [stack.objectives[h] for h in value_model.heads]
-            if found != list(run.objectives):
-                raise ValueError(f"--start-from {cfg.start_from} has heads {found}, not this run's "
-                                 f"{list(run.objectives)}")
-            reports.append({"iteration": 0, "start_from": cfg.start_from})
-            if accelerator.is_main_process:
-                print(f"[train-values] {run.name} iteration 0: taken from {cfg.start_from}", flush=True)
-            continue
-        guides = [None] if k == 0 else list(run.objectives)
-        trees_by_guide = {
-            g: rollout_stage(stack, work / "iter0-base" if g is None else folder / f"trees-{g}",
-                             prompts if g is None else prompts[: cfg.guided_prompts], tree_cfg,
-                             g, cfg.beta, value_model, accelerator)
-            for g in guides
-        }
-        train = train_stage(stack, trees_by_guide, run, k, cfg, folder, accelerator)
-        value_model = load_value_model(stack, folder / BEST)
-        evaluation = eval_stage(stack, run, value_model, eval_prompts, cfg, tree_cfg, folder, accelerator)
-        folders = [work / "iter0-base" if g is None else folder / f"trees-{g}" for g in guides]
-        reports.append({"iteration": k, "best_val_mse": train["best_val_mse"], "eval": evaluation,
-                        "minutes": stage_minutes(folders, train)})
-        if accelerator.is_main_process:
-            print(f"[train-values] {run.name} iteration {k}: " + format_report(reports[-1]), flush=True)
-    return work / run.name / f"iter{cfg.iterations - 1}" / BEST, reports  # start_from needs iterations >= 2
-
-
-def stage_minutes(tree_folders: list[Path], train: dict) -> dict[str, float | None]:
-    """Wall minutes of an iteration's rollouts (summed over its tree folders) and training, as the runs that
-    finished each stage recorded them; None where a stage was finished by a version that did not record it."""
-    seconds = []
-    for folder in tree_folders:
-        text = (folder / "done").read_text() if (folder / "done").exists() else ""
-        seconds.append(json.loads(text).get("seconds") if text.strip() else None)
-    rollouts = None if None in seconds else round(sum(seconds) / 60, 1)
-    training = train.get("seconds")
-    return {"rollouts": rollouts, "training": None if training is None else round(training / 60, 1)}
-
-
-def format_report(report: dict) -> str:
-    parts = [f"val mse {report['best_val_mse']:.4f}"]
-    for name, e in report["eval"].items():
-        parts.append(f"{name}: reward base {e['base_reward']:.3f} -> mavis {e['mavis_reward']:.3f}, "
-                     f"KL base {e['base_kl']:.2f} / mavis {e['mavis_kl']:.2f}")
-    return "; ".join(parts)
-
-
-# ---- command line ----------------------------------------------------------------------------------------
-
-# --quick: a few tiny trees and one short epoch per iteration, a smoke test in seconds.
-QUICK_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=2)
-QUICK_PROMPTS, QUICK_EVAL_PROMPTS = 6, 3
-
-
-def add_train_values_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``train-values`` options to ``parser`` (a subcommand parser of the CLI)."""
-    d, t = ValueTrainConfig(), TreeConfig()
-    parser.add_argument("--stack", type=Path, required=True, help="stack TOML (base, tokenizer, reward models)")
-    parser.add_argument("--objective", help="objective to train a value model for")
-    parser.add_argument("--fused", action="store_true", help="one value model with a head per objective instead")
-    parser.add_argument("--iterations", type=int, default=d.iterations, help="value iterations (0, 1, ...)")
-    parser.add_argument("--work", type=Path, default=Path("build/values"), help="resumable scratch folder")
-    parser.add_argument("--out", type=Path, help="where the final value model goes (default: STACK_DIR/values/NAME)")
-    parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
-                        "default: chitchat train-split openers")
-    parser.add_argument("--num-prompts", type=int, default=128, help="training prompts used (default 128)")
-    parser.add_argument("--eval-prompts", type=Path,
-                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
-    parser.add_argument("--num-eval-prompts", type=int, default=32)
-    parser.add_argument("--beta", type=float, default=d.beta, help="MAVIS β for guided rollouts and evaluation")
-    parser.add_argument("--zeta", type=float, default=d.zeta, help="ζ, KL weight in targets from iteration 1")
-    parser.add_argument("--kind", choices=VALUE_KINDS, default=d.kind,
-                        help="copy: train a copy of the base's lower blocks; trunk: LoRA on them, only adapter "
-                        "and heads stored (see docs/training.md)")
-    parser.add_argument("--layers", type=int, default=d.layers, help="base blocks the value model is made of")
-    parser.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank of a trunk value model")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--dense", action="store_true",
-                        help="train every position of a node's chunk on the node's target, not only its last token")
-    parser.add_argument("--max-new-tokens", type=int, default=t.max_new_tokens, help="reply length of rollouts")
-    parser.add_argument("--levels", type=int, default=t.levels, help="chunk levels of a rollout tree")
-    parser.add_argument("--root-children", type=int, default=t.root_children)
-    parser.add_argument("--inner-children", type=int, default=t.inner_children)
-    parser.add_argument("--prompts-per-batch", type=int, default=t.prompts_per_batch,
-                        help="trees grown together (more fill the batch better; the unit of resuming)")
-    parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
-    parser.add_argument("--cold-start", dest="warm_start", action="store_false",
-                        help="start iterations >= 1 from the base with a zero head instead of from V_{k-1}")
-    parser.add_argument("--start-from", type=Path,
-                        help="a saved value model (e.g. the stack's shipped one) to take as iteration 0: no base "
-                        "trees or training for it; iteration 1 is guided by it and goes on from its weights")
-    parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
-    parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
-                        help="dtype of the saved value model (default float16)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--quick", action="store_true", help="tiny trees and data: a smoke test in seconds")
-    return parser
-
-
-def configs_from_args(args: argparse.Namespace) -> tuple[TreeConfig, ValueTrainConfig]:
-    chunk_range = tuple(int(x) for x in args.chunk_range.split(",")) if args.chunk_range else None
-    if chunk_range is not None and len(chunk_range) != 2:
-        raise ValueError(f"--chunk-range must look like 4,12; got {args.chunk_range!r}")
-    tree_cfg = TreeConfig(root_children=args.root_children, inner_children=args.inner_children, levels=args.levels,
-                          prompts_per_batch=args.prompts_per_batch,
-                          chunk_range=chunk_range, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    cfg = ValueTrainConfig(iterations=args.iterations, kind=args.kind, lora_r=args.lora_r, layers=args.layers,
-                           guided_prompts=args.guided_prompts, warm_start=args.warm_start,
-                           start_from=str(args.start_from) if args.start_from else None, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, dense=args.dense, zeta=args.zeta, beta=args.beta,
-                           eval_max_new_tokens=args.max_new_tokens, seed=args.seed)
-    if args.quick:
-        tree_cfg = replace(QUICK_TREES, seed=args.seed)
-        cfg = replace(cfg, epochs=2, batch_size=8, eval_max_new_tokens=QUICK_TREES.max_new_tokens)
-    return tree_cfg, cfg
-
-
-def pick_run(stack: Stack, args: argparse.Namespace) -> Run:
-    if args.fused == bool(args.objective):
-        raise ValueError("give exactly one of --objective NAME or --fused")
-    if args.fused:
-        return Run("fused", tuple(stack.objectives))
-    if args.objective not in stack.objectives:
-        raise ValueError(f"objective {args.objective!r} is not in this stack; it has {stack.objectives}")
-    return Run(args.objective, (args.objective,))
-
-
-def pick_prompts(stack: Stack, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    n, n_eval = (QUICK_PROMPTS, QUICK_EVAL_PROMPTS) if args.quick else (args.num_prompts, args.num_eval_prompts)
-    prompts = read_prompts(args.prompts) if args.prompts else training_prompts(n, args.seed)
-    eval_prompts = (read_prompts(args.eval_prompts) if args.eval_prompts
-                    else heldout_prompts(args.stack, stack.spec.prompts))
-    if not prompts or not eval_prompts:
-        raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
-                         "in the stack file")
-    return prompts[:n], eval_prompts[:n_eval]
-
-
 def load_training_stack(path: Path, device: torch.device, dtype: torch.dtype | None = None) -> Stack:
     """The stack without its value models, policies and references: training needs only the base, tokenizer
     and rewards.
@@ -733,31 +457,3 @@ def save_value_model(best: Path, out: Path, dtype: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)
     model.to(getattr(torch, dtype)).save_pretrained(out)
-
-
-def run_train_values(args: argparse.Namespace) -> list[dict]:
-    """``train-values``: run (or resume) the iterations, then save the last value model to ``--out``.
-
-    Runs as one process, or data-parallel under ``accelerate launch``. Returns the per-iteration reports.
-    """
-    from accelerate import Accelerator
-
-    # cpu=True without CUDA: accelerate then joins processes started by `accelerate launch --multi_gpu` (or
-    # torchrun) over gloo; with its default it would run each of them as a lone single process.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    stack = load_training_stack(args.stack, accelerator.device)
-    run = pick_run(stack, args)
-    tree_cfg, cfg = configs_from_args(args)
-    prompts, eval_prompts = pick_prompts(stack, args)
-    best, reports = run_iterations(stack, run, prompts, eval_prompts, tree_cfg, cfg, args.work, accelerator)
-    out = args.out or args.stack.parent / "values" / run.name
-    if accelerator.is_main_process:
-        save_value_model(best, out, args.out_dtype)
-        (args.work / run.name / "report.json").write_text(json.dumps(reports, indent=1))
-        print(f"[train-values] {run.name}: value model -> {out}", flush=True)
-    accelerator.wait_for_everyone()
-    return reports
-
-
-if __name__ == "__main__":  # `accelerate launch -m mavis_core.training.value_training ...` starts it in every process
-    run_train_values(add_train_values_arguments(argparse.ArgumentParser(description=__doc__)).parse_args())

@@ -1,41 +1,51 @@
 """The build steps of a stack whose base is a wheel-shipped model (the default stack, SmolLM2-135M-Instruct).
 
 The base is fetched, not trained; what this project trains for it (value models, policies) goes through the
-same ``train-values`` / ``train-policies`` / ``value-report`` commands a user would run, with the settings in
-`mavis_core.training.build` (VALUES_ARGS, POLICIES_ARGS, REPORT_ARGS), and each step records its files,
-command, seed and metrics in the manifest.
+functions of the ``train-values`` / ``train-policies`` / ``value-report`` commands with the settings below
+(VALUES, POLICIES, REFERENCES, REPORT: config dataclasses), and each step records its files, the command line
+that rebuilds it (derived from its config), seed and metrics in the manifest. docs/training.md says why each
+setting is what it is.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..config import DecodeConfig
+from ..options import command_line
 from ..prompts import read_prompts
 from ..sources import fetch, model_dir
-from .build import (
-    N_SAMPLES,
-    POLICIES_ARGS,
-    REFERENCES_ARGS,
-    REPORT_ARGS,
-    SAMPLE_TOP_K,
-    VALUES_ARGS,
-    VALUES_ITER1_ARGS,
-    VALUES_ITER1_REPORT_ARGS,
-    _samples_markdown,
-    build_data,
-    build_rewards_step,
-    wheel_stack,
-)
+from .build_steps import N_SAMPLES, SAMPLE_TOP_K, BuildConfig, _samples_markdown, step_command, wheel_stack
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
-from .value_report import table_cell
+from .policies import train_policies
+from .policy_config import TrainPoliciesConfig
+from .value_iterations import TrainValuesConfig, train_values
+from .value_report import ValueReportConfig, table_cell, value_report
+
+# The default stack's training settings. The values step is iteration 0 alone (the default stack's model);
+# iteration 1 is its own step (values-iter1) so that it goes on from the model the stack ships. Both train on dense
+# targets (every reply position, not only a node's end) from 4 replies to each of 2,048 prompts.
+VALUES = TrainValuesConfig(fused=True, kind="trunk", layers=4, lora_r=16, num_prompts=2048, guided_prompts=512,
+                           prompts_per_batch=16, levels=1, root_children=4, inner_children=1, max_new_tokens=48,
+                           dense=True, epochs=4, lr=0.001, iterations=1, beta=4.0, num_eval_prompts=32)
+# Iteration 1 (what assets/stack-iter1.toml ships): 4 MAVIS-guided replies to each of the first 512 training prompts
+# per objective at the stack's beta, from iteration 0's weights (start_from, so iteration 0 is not redone).
+VALUES_ITER1 = replace(VALUES, iterations=2)
+POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "down_proj"), lora_r=8,
+                               num_prompts=128, samples_per_prompt=4, rounds=1, epochs=2, dpo_beta=0.1,
+                               max_new_tokens=48, out_dtype="float16")
+# The exact-preference (MORLHF) references on helpful-humor: the policies' recipe at rank 4, so that the four fit
+# in assets/'s 30 MB budget.
+REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
+REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u}" for h, u in REFERENCE_WEIGHTS))
+REPORT = ValueReportConfig(seeds=4, betas=(1.0, 2.0, 4.0), max_new_tokens=32)
+VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 
 AUDIT_SEEDS = (0, 1)
 AUDIT_TOKENS = 64  # the app's default reply length
@@ -53,51 +63,39 @@ BASE_CARD = (
 )
 
 
-def _command(sub: str, args: tuple[str, ...], out: Path, work: Path, seed: int,
-             extra: tuple[str, ...] = ()) -> list[str]:
-    return [sub, "--stack", str(out / "stack.toml"), *args, "--seed", str(seed), "--work", str(work), *extra]
-
-
-def _run(argv: list[str]) -> None:
-    from ..cli import main
-
-    print(f"[build] python -m mavis_core {shlex.join(argv)}", flush=True)
-    if main(argv) != 0:
-        raise ValueError(f"python -m mavis_core {argv[0]} failed (see its message above)")
-
-
-def build_wheel_base(args: argparse.Namespace) -> None:
+def build_wheel_base(cfg: BuildConfig) -> None:
     """Fetch the base; record its source, hashes, size and replies to held-out prompts."""
     from ..decoding import generate_batch
     from . import data
     from .value_training import load_training_stack
 
-    spec = wheel_stack(args.out)
+    spec = wheel_stack(cfg.out)
     start = time.time()
     fetch(spec.base_source)
     stack = load_training_stack(spec.path, torch.device("cpu"))
-    prompts = data.eval_prompts(N_SAMPLES, args.seed)
-    cfg = DecodeConfig(method="base", weights={stack.objectives[0]: 1.0}, top_k=SAMPLE_TOP_K, max_new_tokens=64,
-                       seed=args.seed)
-    replies = [g.text for g in generate_batch(stack, prompts, cfg)]
+    prompts = data.eval_prompts(N_SAMPLES, cfg.seed)
+    decode = DecodeConfig(method="base", weights={stack.objectives[0]: 1.0}, top_k=SAMPLE_TOP_K, max_new_tokens=64,
+                          seed=cfg.seed)
+    replies = [g.text for g in generate_batch(stack, prompts, decode)]
     src = spec.base_source
     metrics = {"parameters": sum(p.numel() for p in stack.base.parameters()), "wheel_sha256": src.wheel_sha256,
                "gguf_sha256": src.sha256, "fetch_and_load_seconds": round(time.time() - start, 1)}
-    card = (BASE_CARD + f"\n\nReplies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {args.seed}, "
+    card = (BASE_CARD + f"\n\nReplies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {cfg.seed}, "
             "64 new tokens, chat template):\n\n" + _samples_markdown(prompts, replies))
-    record_artifact(args.out, "base", [], source=f"PyPI wheel {src.requirement}, file {src.file} "
+    record_artifact(cfg.out, "base", [], source=f"PyPI wheel {src.requirement}, file {src.file} "
                     f"(cached in {model_dir(src).parent.name}/{model_dir(src).name})", licence=BASE_LICENCE,
-                    command=f"python -m mavis_core build --steps base --out {args.out}", seed=args.seed,
+                    command=step_command(cfg, "base"), seed=cfg.seed,
                     metrics=metrics, card=card)
 
 
-def build_wheel_values(args: argparse.Namespace) -> None:
+def build_wheel_values(cfg: BuildConfig) -> None:
     """Trunk value models by ``train-values`` (iteration 0), recorded with their held-out evaluation."""
-    out = args.out / "values" / "fused"
-    work = args.work / "values"
-    argv = _command("train-values", VALUES_ARGS, args.out, work, args.seed, ("--out", str(out)))
+    out = cfg.out / "values" / "fused"
+    work = cfg.work / "values"
+    run = replace(VALUES, stack=cfg.out / "stack.toml", seed=cfg.seed, work=work, out=out)
     start = time.time()
-    _run(argv)
+    _announce("train-values", run)
+    train_values(run)
     reports = json.loads((work / "fused" / "report.json").read_text())
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
     for r in reports:
@@ -114,7 +112,8 @@ def build_wheel_values(args: argparse.Namespace) -> None:
         "(values-fused-iter1, `stack-iter1.toml`). `iter0_*` metrics: 32 held-out prompts, one seed, β = 4, 48 "
         "tokens."
     )
-    _record_trained(args, "values-fused", out, argv, "rollout prompts: the first 2,048", metrics, card)
+    _record_trained(cfg, "values-fused", out, command_line("train-values", run), "rollout prompts: the first 2,048",
+                    metrics, card)
 
 
 def _iteration_metrics(report: dict) -> dict:
@@ -135,19 +134,19 @@ def _iteration_metrics(report: dict) -> dict:
 ITER1_STACK = "stack-iter1.toml"  # the default stack with values/fused-iter1 for every objective
 
 
-def build_wheel_values_iter1(args: argparse.Namespace) -> None:
+def build_wheel_values_iter1(cfg: BuildConfig) -> None:
     """Iteration 1 of the trunk value model by ``train-values --start-from values/fused``, recorded with its
     training metrics; then ``value-report`` of it against iteration 0 on the same rows, written into its card."""
-    first, out = args.out / "values" / "fused", args.out / "values" / "fused-iter1"
+    first, out = cfg.out / "values" / "fused", cfg.out / "values" / "fused-iter1"
     if not (first / "value_config.json").exists():
         raise ValueError(f"run the values step first: iteration 1 goes on from its model ({first})")
-    if not (args.out / ITER1_STACK).exists():
-        raise ValueError(f"{args.out / ITER1_STACK} is missing: it names the model this step trains")
-    work = args.work / "values-iter1"
-    argv = _command("train-values", VALUES_ITER1_ARGS, args.out, work, args.seed,
-                    ("--start-from", str(first), "--out", str(out)))
+    if not (cfg.out / ITER1_STACK).exists():
+        raise ValueError(f"{cfg.out / ITER1_STACK} is missing: it names the model this step trains")
+    work = cfg.work / "values-iter1"
+    run = replace(VALUES_ITER1, stack=cfg.out / "stack.toml", seed=cfg.seed, work=work, start_from=first, out=out)
     start = time.time()
-    _run(argv)
+    _announce("train-values", run)
+    train_values(run)
     report = json.loads((work / "fused" / "report.json").read_text())[-1]
     train = json.loads((work / "fused" / "iter1" / "train.json").read_text())
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1), **_iteration_metrics(report),
@@ -167,58 +166,69 @@ def build_wheel_values_iter1(args: argparse.Namespace) -> None:
         "(table: the two iterations on the same held-out rows). `iter1_*` metrics: the run's own evaluation, 32 "
         "held-out prompts, one seed, β = 4, 48 tokens."
     )
-    _record_trained(args, "values-fused-iter1", out, argv, "rollout prompts: the first 512", metrics, card,
+    _record_trained(cfg, "values-fused-iter1", out, command_line("train-values", run),
+                    "rollout prompts: the first 512", metrics, card,
                     models="this stack's values-fused (iteration 0), base and reward models (manifest entries "
                     "values-fused, base, reward-*)")
-    _run(["value-report", "--stack", str(args.out / ITER1_STACK), "--compare", str(first), *VALUES_ITER1_REPORT_ARGS,
-          "--record", "values-fused-iter1", "--out", str(args.work / "value-report-iter1.csv")])
+    _report(replace(VALUES_ITER1_REPORT, stack=cfg.out / ITER1_STACK, compare=(first,), record="values-fused-iter1",
+                    out=cfg.work / "value-report-iter1.csv"))
 
 
-def _record_trained(args: argparse.Namespace, name: str, folder: Path, argv: list[str], prompts: str, metrics: dict,
+def _announce(subcommand: str, run) -> None:
+    print(f"[build] {command_line(subcommand, run)}", flush=True)
+
+
+def _report(run: ValueReportConfig) -> None:
+    _announce("value-report", run)
+    value_report(run)
+
+
+def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, prompts: str, metrics: dict,
                     card: str, models: str = "the base and reward models of this stack (manifest entries base, "
                     "reward-helpful, reward-harmless, reward-humor)") -> None:
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
     source = (f"{models}; {prompts} distinct opening human turns (4-30 words) of the "
               f"{DATA_SOURCE['name']} train split; evaluation prompts: eval_prompts.json (test split)")
-    record_artifact(args.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
-                    "Apache-2.0 (base)", command="python -m mavis_core " + shlex.join(argv), seed=args.seed,
+    record_artifact(cfg.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
+                    "Apache-2.0 (base)", command=command, seed=cfg.seed,
                     metrics=metrics, card=card)
 
 
-def _train_policies(args: argparse.Namespace, folder: str, train_args: tuple[str, ...],
-                    names: list[str]) -> tuple[Path, list[str], dict]:
+def _train_policies(cfg: BuildConfig, folder: str, settings: TrainPoliciesConfig,
+                    names: list[str]) -> tuple[Path, str, dict]:
     """Run ``train-policies`` into ``OUT/folder`` (resumable from ``WORK/folder``); returns the folder, the
-    command and the metrics to record: the run's minutes and each named policy's held-out evaluation."""
-    out, work = args.out / folder, args.work / folder
+    command line and the metrics to record: the run's minutes and each named policy's held-out evaluation."""
+    out, work = cfg.out / folder, cfg.work / folder
     # the policies and the references sample the same base replies: one folder for both (`base_samples`)
-    argv = _command("train-policies", train_args, args.out, work, args.seed,
-                    ("--out", str(out), "--base-samples", str(args.work / "base-samples")))
+    run = replace(settings, stack=cfg.out / "stack.toml", seed=cfg.seed, work=work, out=out,
+                  base_samples=cfg.work / "base-samples")
     start = time.time()
-    _run(argv)
+    _announce("train-policies", run)
+    train_policies(run)
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
     for name in names:
         report = json.loads((work / name / "report.json").read_text())["eval"]
         metrics.update({f"{name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
-    return out, argv, metrics
+    return out, command_line("train-policies", run), metrics
 
 
-def build_wheel_policies(args: argparse.Namespace) -> None:
+def build_wheel_policies(cfg: BuildConfig) -> None:
     """A LoRA DPO policy per objective by ``train-policies``, recorded with each one's reward and KL."""
-    out, argv, metrics = _train_policies(args, "policies", POLICIES_ARGS, wheel_stack(args.out).objective_names)
+    out, command, metrics = _train_policies(cfg, "policies", POLICIES, wheel_stack(cfg.out).objective_names)
     card = (
         "One LoRA adapter per objective (rank 8 on q/v/o/down projections of all 30 blocks, stored float16), "
         "trained by DPO (β 0.1, 2 epochs) on pairs of the best and worst of 4 base samples per prompt by that "
         "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
         "prompts, comparable with MAVIS's KL in the value models' card."
     )
-    _record_trained(args, "policies", out, argv, "prompts: the first 128", metrics, card)
+    _record_trained(cfg, "policies", out, command, "prompts: the first 128", metrics, card)
 
 
-def build_wheel_references(args: argparse.Namespace) -> None:
+def build_wheel_references(cfg: BuildConfig) -> None:
     """The exact-preference (MORLHF) policies on helpful–humor by ``train-policies --preference``, recorded with
     each one's rewards and KL; the stack file's ``[references]`` tables name them."""
-    names = [r.name for r in wheel_stack(args.out).references]
-    out, argv, metrics = _train_policies(args, "references", REFERENCES_ARGS, names)
+    names = [r.name for r in wheel_stack(cfg.out).references]
+    out, command, metrics = _train_policies(cfg, "references", REFERENCES, names)
     card = (
         "The paper's MORLHF references: one LoRA adapter per preference λ·helpful + (1 − λ)·humor, λ ∈ {0.2, 0.4, "
         "0.6, 0.8}, trained by the policies' DPO recipe (β 0.1, 2 epochs, best and worst of 4 base samples per "
@@ -227,69 +237,61 @@ def build_wheel_references(args: argparse.Namespace) -> None:
         "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
         "sequence KL to the base."
     )
-    _record_trained(args, "references", out, argv, "prompts: the first 128", metrics, card)
+    _record_trained(cfg, "references", out, command, "prompts: the first 128", metrics, card)
 
 
-def build_wheel_report(args: argparse.Namespace) -> None:
+def build_wheel_report(cfg: BuildConfig) -> None:
     """``value-report`` over every held-out prompt × 4 seeds, recorded into the value models' card; then the
     reward audit on the base's own replies (`mavis_core.training.reward_audit`), recorded as ``reward-audit``."""
-    if "values-fused" not in read_manifest(args.out).get("artifacts", {}):
+    if "values-fused" not in read_manifest(cfg.out).get("artifacts", {}):
         raise ValueError("run the values step first: the report is written into its manifest entry")
-    _run(["value-report", "--stack", str(args.out / "stack.toml"), *REPORT_ARGS, "--record", "values-fused",
-          "--out", str(args.work / "value-report.csv")])
+    _report(replace(REPORT, stack=cfg.out / "stack.toml", record="values-fused", out=cfg.work / "value-report.csv"))
     from ..stack import load_stack
 
-    stack = load_stack(args.out / "stack.toml", device=torch.device("cpu"))  # once, for the audit and the samples
-    build_reward_audit(args, stack)
-    build_samples(args, stack)
+    stack = load_stack(cfg.out / "stack.toml", device=torch.device("cpu"))  # once, for the audit and the samples
+    build_reward_audit(cfg, stack)
+    build_samples(cfg, stack)
 
 
 SAMPLE_PROMPTS = 4  # held-out prompts shown in the card with every method's reply
 
 
-def build_samples(args: argparse.Namespace, stack) -> None:
+def build_samples(cfg: BuildConfig, stack) -> None:
     """Every method's reply to a few held-out prompts (equal weights, the stack's β, seed 0), as the app shows
     them."""
     from ..decoding import generate_batch
 
-    prompts = read_prompts(args.out / "eval_prompts.json")[:SAMPLE_PROMPTS]
+    prompts = read_prompts(cfg.out / "eval_prompts.json")[:SAMPLE_PROMPTS]
     weights = dict.fromkeys(stack.objectives, 1.0)
     lines = [f"Replies of every method to held-out prompts (equal weights, the stack's β = {stack.default_beta:g}, "
              "default top-k, seed 0, 64 new tokens); after each reply its rewards (helpful / harmless / humor) and "
              "KL to the base.", "",
              "| prompt | method | reply | rewards | KL |", "|---|---|---|---|---|"]
     for method in stack.methods:
-        cfg = DecodeConfig(method=method, weights=weights, beta=stack.default_beta, max_new_tokens=64)
-        gens = generate_batch(stack, prompts, cfg, [0] * len(prompts))
+        decode = DecodeConfig(method=method, weights=weights, beta=stack.default_beta, max_new_tokens=64)
+        gens = generate_batch(stack, prompts, decode, [0] * len(prompts))
         scores = stack.score(prompts, [g.text for g in gens])
         for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
             rewards = " / ".join(f"{float(scores[o][i]):+.2f}" for o in stack.objectives)
             lines.append(f"| {table_cell(p)} | {method} | {table_cell(g.text)} | {rewards} | {g.kl:.1f} |")
-    record_artifact(args.out, "samples", [], source="this stack's models and eval_prompts.json",
+    record_artifact(cfg.out, "samples", [], source="this stack's models and eval_prompts.json",
                     licence="MIT (prompts derived from chitchat-dataset)",
-                    command=f"python -m mavis_core build --steps report --out {args.out}", seed=0, metrics={},
+                    command=step_command(cfg, "report"), seed=0, metrics={},
                     card="\n".join(lines))
 
 
-
-def build_reward_audit(args: argparse.Namespace, stack) -> None:
+def build_reward_audit(cfg: BuildConfig, stack) -> None:
     from ..prompts import heldout_prompts
     from . import reward_audit
 
-    prompts = heldout_prompts(args.out / "stack.toml", stack.spec.prompts)
+    prompts = heldout_prompts(cfg.out / "stack.toml", stack.spec.prompts)
     table = reward_audit.base_reply_table(stack, prompts, list(AUDIT_SEEDS), AUDIT_TOKENS)
-    table.to_csv(args.work / "reward-audit.csv", index=False)
+    table.to_csv(cfg.work / "reward-audit.csv", index=False)
     spread = reward_audit.length_and_spread(table, stack.objectives)
     pairs = reward_audit.pair_table(stack)
     card = reward_audit.markdown(spread, pairs, len(table), AUDIT_TOKENS)
     print(card, flush=True)
-    record_artifact(args.out, "reward-audit", [], source="this stack's base replies to eval_prompts.json and the "
+    record_artifact(cfg.out, "reward-audit", [], source="this stack's base replies to eval_prompts.json and the "
                     "hand-made pairs in mavis_core/training/reward_audit.py", licence="MIT (derived from "
-                    "chitchat-dataset)", command=f"python -m mavis_core build --steps report --out {args.out}",
+                    "chitchat-dataset)", command=step_command(cfg, "report"),
                     seed=0, metrics=reward_audit.audit_metrics(spread, pairs), card=card)
-
-
-WHEEL_BUILDERS = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,
-                  "values": build_wheel_values, "values-iter1": build_wheel_values_iter1,
-                  "policies": build_wheel_policies,
-                  "references": build_wheel_references, "report": build_wheel_report}
