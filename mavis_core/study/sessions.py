@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from .assign import Assignment, count, plan
 from .db import SLOTS
 from .pool import Pool, read_pool
 from .spec import StudySpec, read_study
-from .store import opened
+from .store import connect
 
 PID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # recruiting platforms' ids (Prolific: 24 hex digits) fit
 
@@ -148,17 +149,24 @@ class StudySessions:
     def __init__(self, study: str | Path | StudySpec, study_db: str | Path) -> None:
         self.spec = study if isinstance(study, StudySpec) else read_study(study)
         self.path = Path(study_db)
-        with opened(self.path) as db:
+        self._local = threading.local()  # one connection per thread, kept open: no reopening per call
+        with self._db() as db:
             pool = read_pool(db, self.spec.name)
         if pool is None or pool.built is None:
             raise ValueError(f"study {self.spec.name!r} has no finished pool in {self.path}; build it first: "
                              f"python -m mavis_core study build studies/{self.spec.name}.toml --study-db {self.path}")
         self.pool: Pool = pool
 
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection; ``with self._db() as db:`` commits at the end of the block."""
+        if getattr(self._local, "db", None) is None:
+            self._local.db = connect(self.path)
+        return self._local.db
+
     def start(self, pid: str, simulated: bool = False) -> ShownTrial | Completion:
         """Start ``pid``'s session, or resume it: their next unanswered trial, or their completion."""
         pid = check_pid(pid)
-        with opened(self.path) as db:
+        with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # two first arrivals of one pid draw one plan; counts stay exact
             if db.execute("SELECT 1 FROM study_participants WHERE study = ? AND pid = ?",
                           (self.spec.name, pid)).fetchone() is None:
@@ -211,7 +219,7 @@ class StudySessions:
         trial already answered (say, in another tab) or not yet reached, and an answer the trial did not ask for.
         """
         pid = check_pid(pid)
-        with opened(self.path) as db:
+        with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # the "already answered?" check and the insert under one write lock
             current = self._next(db, pid) if self._known(db, pid) else None
             if current is None:
@@ -232,8 +240,7 @@ class StudySessions:
             if position == self.spec.total_trials:
                 db.execute("UPDATE study_participants SET finished = ? WHERE study = ? AND pid = ?",
                            (_now(), self.spec.name, pid))
-        with opened(self.path) as db:  # committed above: what follows is only the next page
-            return self._next(db, pid)
+            return self._next(db, pid)  # committed with the answer, as the block ends, before this returns
 
     def _known(self, db: sqlite3.Connection, pid: str) -> bool:
         return db.execute("SELECT 1 FROM study_participants WHERE study = ? AND pid = ?",
@@ -242,7 +249,7 @@ class StudySessions:
     def hidden(self, pid: str, position: int) -> list[dict]:
         """For simulations and the researcher (never a participant): per slot of a pool trial, its method and
         the reward models' scores of its reply."""
-        with opened(self.path) as db:
+        with self._db() as db:
             row = db.execute(f"SELECT {_ASSIGNMENT_COLUMNS} FROM study_assignments WHERE study = ? AND pid = ? AND "
                              "position = ?", (self.spec.name, check_pid(pid), position)).fetchone()
             a = _assignment(row)
