@@ -92,7 +92,9 @@ def read_answers(spec: StudySpec, study_db: str | Path) -> Answers:
             "SELECT prompt, condition, method, seed, rewards FROM study_replies WHERE study = ?", (spec.name,))}
         participants = pd.read_sql_query(
             "SELECT pid, started, finished, simulated, (SELECT COUNT(*) FROM study_answers b WHERE b.study = p.study "
-            "AND b.pid = p.pid) AS answered FROM study_participants p WHERE study = ? ORDER BY started", db,
+            "AND b.pid = p.pid) AS answered, (SELECT AVG((julianday(b.answered) - julianday(a.shown)) * 86400) FROM "
+            "study_answers b JOIN study_assignments a USING (study, pid, position) WHERE b.study = p.study AND "
+            "b.pid = p.pid) AS seconds_per_trial FROM study_participants p WHERE study = ? ORDER BY started", db,
             params=(spec.name,))
     ratings, favourites, votes, checks = [], [], [], []
     for row in rows:
@@ -123,6 +125,7 @@ def tables(answers: Answers, spec: StudySpec, resamples: int = analysis.RESAMPLE
     r = answers.ratings
     out = {"means": analysis.mean_table(r, ["method"], resamples, seed),
            "means_by_condition": analysis.mean_table(r, ["condition", "method"], resamples, seed),
+           "means_by_kind": analysis.mean_table(r, ["kind", "method"], resamples, seed),
            "weight_response": analysis.weight_response(r),
            "rater_agreement": analysis.krippendorff_alpha(r, len(spec.task.scale)),
            "reward_agreement": analysis.reward_agreement(r)}
@@ -183,13 +186,14 @@ def _markdown(spec: StudySpec, answers: Answers, found: dict[str, pd.DataFrame])
               "beside this page; every rating: `ratings.csv`.", ""]
     titles = {"means": "Mean rating per method and objective",
               "means_by_condition": "Mean rating per λ condition",
+              "means_by_kind": "Mean rating per kind of prompt (harmful, benign, …; empty: untagged)",
               "weight_response": "Do ratings rise with the weight of their objective? (Spearman ρ, slope per unit "
                                  "of weight)",
               "favourites": "Favourite shares (picked ÷ shown)", "leaderboard": "Bradley–Terry leaderboard (votes)",
               "rater_agreement": "Agreement between raters (Krippendorff's α, ordinal)",
               "reward_agreement": "Agreement with the reward models (Spearman ρ of each reply's mean rating and "
                                   "its reward score)",
-              "participants": "Participants (failed attention checks)"}
+              "participants": "Participants (mean seconds per trial, failed attention checks)"}
     for name, table in found.items():
         parts += [f"## {titles[name]}", "", markdown_table(table.drop(columns=["simulated"], errors="ignore")), ""]
     return "\n".join(parts)
