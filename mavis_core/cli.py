@@ -303,7 +303,7 @@ def run_value_agreement(args: argparse.Namespace) -> None:
 def run_results(args: argparse.Namespace) -> None:
     from .experiments import ResultsConfig
     from .options import invoked_command
-    from .results import run_results
+    from .results.page import run_results
 
     page = ("stack", "out", "data", "from_tables")
     rc = config_from_args(ResultsConfig, args, skip=("command", *page))

@@ -109,12 +109,12 @@ def test_figures_are_saved(page):
 def test_the_page_re_renders_from_its_tables_without_decoding(page, tmp_path, monkeypatch):
     """``--from-tables`` rebuilds the same page from the run's CSVs and run.json (its stack and settings), decoding
     nothing; the header names both the run and the re-render."""
-    import mavis_core.results as results
+    import mavis_core.results.page as results
 
     root, _ = page
     data = tmp_path / "data"
     shutil.copytree(root / "data", data)
-    for name in [n for n in vars(results) if n.startswith("run_") and n not in ("run_results", "run_results_command")]:
+    for name in [n for n in vars(results) if n.startswith("run_") and n != "run_results"]:
         monkeypatch.setattr(results, name, lambda *a, **k: pytest.fail("--from-tables ran an experiment"))
     assert main(["results", "--from-tables", "--no-images", "--data", str(data), "--out", str(tmp_path / "r.md")]) == 0
     before = (root / "docs" / "results.md").read_text(encoding="utf-8").split("\n")
@@ -157,7 +157,7 @@ def test_a_pair_keeps_its_own_lambda_points_and_the_base():
 def test_steering_within_each_pair_and_why_the_pooled_rho_is_low():
     """Pooled over a sweep, an objective's weight-0 points include the pair it is not in; within its own pairs
     the weight may still order its reward perfectly."""
-    from mavis_core.results import _steering_diagnosis, within_pair_spearman
+    from mavis_core.results.fronts import steering_diagnosis, within_pair_spearman
 
     grid = [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
     rows = []
@@ -171,7 +171,7 @@ def test_steering_within_each_pair_and_why_the_pooled_rho_is_low():
     assert within.loc[("a", "b")].rho_x == pytest.approx(1.0) and within.loc[("a", "c")].rho_x == pytest.approx(1.0)
     pooled = df.w_a.corr(df.r_a, method="spearman")
     assert pooled < 0.9
-    assert _steering_diagnosis(df, within_pair_spearman(df, ["a", "b", "c"]), "m", "a") == \
+    assert steering_diagnosis(df, within_pair_spearman(df, ["a", "b", "c"]), "m", "a") == \
         "m's a: within its pairs 1.00 with b, 1.00 with c, its reward at weight 0 0.00 to 5.00"
 
 
@@ -236,7 +236,7 @@ def test_matched_fronts_compare_every_method_on_the_same_lambda_points():
 
 
 def test_each_kl_budget_compares_mavis_at_its_own_beta():
-    from mavis_core.results import budget_table
+    from mavis_core.results.fronts import budget_table
 
     nan = float("nan")
     rows = [{"method": "base", "w_a": nan, "w_b": nan, "strength": 1.0, "beta": 1.0, "kl": 2.0, "r_a": 0.0, "r_b": 0.0}]

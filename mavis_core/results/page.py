@@ -1,0 +1,161 @@
+"""Run every experiment and write the page (`run_results`), or re-render it from an earlier run's tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..experiments import (
+    ResultsConfig,
+    run_agreement,
+    run_betas,
+    run_next_iteration,
+    run_pairs,
+    run_references,
+    run_searches,
+    run_simplex,
+    run_strengths,
+    run_top_ks,
+)
+from .ablations import beta_section, search_section, top_k_section
+from .fronts import matched_section, pairs_section, simplex_section
+from .models import agreement_section, iteration_section, references_section
+from .report import Report
+from .verdicts import summary, verdicts
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+
+
+RUN_RECORD = "run.json"  # beside the tables: what made them (command, commit, settings, timings), for --from-tables
+RAW_TABLES = {"pairs": "pairs.csv", "matched KL": "matched.csv", "simplex": "simplex.csv", "beta": "beta.csv",
+              "top-k": "top_k.csv", "search": "search.csv", "value models": "value_agreement.csv",
+              "references": "references.csv", "next iteration": "next_iteration.csv"}  # as each section writes it
+OPTIONAL_TABLES = {"references", "next iteration"}  # sections a stack or a run may not have: no table, no section
+
+
+def _record_run(data: Path, record: dict) -> None:
+    (data / RUN_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_run(data: Path) -> tuple[dict, ResultsConfig, dict[str, pd.DataFrame]]:
+    """An earlier run's record, settings and measured tables, from ``data`` (what `run_results` wrote there)."""
+    path = data / RUN_RECORD
+    if not path.exists():
+        raise ValueError(f"{path} not found: --from-tables re-renders the tables of an earlier run of `results` "
+                         f"with this version (one that records {RUN_RECORD}); rerun `results` without it first")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(ResultsConfig)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items() if k in known}
+    tables = {}
+    for name, file in RAW_TABLES.items():
+        if not (data / file).exists() and name in OPTIONAL_TABLES:
+            tables[name] = pd.DataFrame()
+            continue
+        if not (data / file).exists():
+            raise ValueError(f"{data / file} not found: the run recorded in {path} wrote every section's table there")
+        tables[name] = pd.read_csv(data / file).drop(columns=["series"], errors="ignore")  # series: search's own
+    return record, ResultsConfig(**settings), tables
+
+
+def run_results(stack_path: str, out: Path, data: Path, rc: ResultsConfig, command: str,
+                from_tables: bool = False) -> Path:
+    """Run every experiment and write ``out`` (markdown), ``out.parent/results/*.png`` and ``data/*.csv``.
+
+    ``from_tables``: decode nothing; re-render the page (every table, figure and sentence) from the tables and
+    record an earlier run left in ``data``, with this version's text. Its stack and settings are the run's.
+    """
+    import torch
+
+    from ..prompts import heldout_prompts
+    from ..stack import load_stack
+
+    start = time.perf_counter()
+    record, tables = None, {}
+    if rc.next_iteration and not from_tables and not Path(rc.next_iteration).is_dir():
+        raise ValueError(f"--next-iteration {rc.next_iteration}: no such value model folder")
+    if from_tables:
+        record, recorded_rc, tables = read_run(data)
+        stack_path, rc = record["stack"], dataclasses.replace(recorded_rc, images=rc.images)
+    stack = load_stack(stack_path)
+    rc = rc.for_stack(stack)
+    prompts = heldout_prompts(stack_path, stack.spec.prompts)
+    if not prompts:
+        raise ValueError(f"stack {stack_path} has no held-out prompts (no 'prompts' and no eval_prompts.json)")
+    missing = {"mavis", "mod"} - set(stack.methods)
+    if missing:
+        raise ValueError(f"results compare MAVIS with the fine-tuned policies; this stack lacks {sorted(missing)}")
+    data.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = Report(out, data)
+    main_prompts, search_prompts = prompts[:rc.prompts or None], prompts[:rc.search_prompts]
+    embedded = stack.spec.name == "embedded"
+    source = "`eval_prompts.json`, chitchat test split" if embedded else "the stack's held-out prompts"
+    dtype = str(stack.dtype).removeprefix("torch.")
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+               f"{torch.get_num_threads()} threads, device {stack.device}, {dtype} weights")
+    run = record or {"command": command, "commit": _git_commit(), "date": time.strftime("%Y-%m-%d"),
+                     "stack": str(stack_path), "machine": machine}
+    report.add("# Results on the embedded stack" if embedded else f"# Results on the `{stack.spec.name}` stack", "",
+               f"Generated by `{run['command']}` (commit {run['commit']}, {run['date']})"
+               + (f"; text re-rendered from its tables by `{command}` (commit {_git_commit()}, "
+                  f"{time.strftime('%Y-%m-%d')})" if record else "")
+               + ". Do not edit by hand: rerun the command. Tables as CSV and interactive charts (HTML) are in "
+               f"`{data.as_posix()}/`.", "",
+               f"- Stack: `{stack_path}` (objectives {', '.join(stack.objectives)}; methods "
+               f"{', '.join(stack.methods)}).",
+               f"- Prompts: the first {len(main_prompts)} held-out prompts ({source}) × seeds 0–{rc.seeds - 1}; "
+               f"search: the first {len(search_prompts)} × seeds "
+               f"0–{rc.search_seeds - 1}.",
+               f"- Decoding: top-k {rc.top_k}, temperature 1, at most {rc.max_new_tokens} new tokens, MAVIS β = "
+               f"{rc.beta:g} unless a section varies it. Rewards are the stack's reward models' raw scores "
+               "(scales differ between objectives). KL is Σ log π/π_ref over a reply, as the decoding core reports "
+               "it.",
+               f"- Machine: {run['machine']}.", "")
+    timings, head = {}, len(report.lines)
+    p, sp = main_prompts, search_prompts
+    for name, measure, write in (
+            ("pairs", lambda: run_pairs(stack, p, rc), lambda df: pairs_section(report, df, stack, p, rc)),
+            ("matched KL", lambda: run_strengths(stack, p, rc, report.facts["pairs"]),
+             lambda df: matched_section(report, df, stack, rc)),
+            ("simplex", lambda: run_simplex(stack, p, rc), lambda df: simplex_section(report, df, stack)),
+            ("beta", lambda: run_betas(stack, p, rc), lambda df: beta_section(report, df, stack, rc)),
+            ("top-k", lambda: run_top_ks(stack, p, rc), lambda df: top_k_section(report, df, stack, p, rc)),
+            ("search", lambda: run_searches(stack, sp, rc), lambda df: search_section(report, df, stack, sp, rc)),
+            ("value models", lambda: run_agreement(stack, p, rc), lambda df: agreement_section(report, df, p, rc)),
+            ("references", lambda: run_references(stack, p, rc, report.facts["pairs"]),
+             lambda df: references_section(report, df, stack, rc)),
+            ("next iteration", lambda: run_next_iteration(stack, p, rc),
+             lambda df: iteration_section(report, df, stack, rc))):
+        t0 = time.perf_counter()
+        write(tables[name] if from_tables else measure())
+        timings[name] = time.perf_counter() - t0
+        print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
+    report.lines[head:head] = verdicts(report.facts)
+    report.add(*summary(report.facts, stack.objectives))
+    if record:
+        timings, total = record["timings"], record["total_s"]
+    else:
+        total = time.perf_counter() - start
+    report.add("## Cost of this page", "",
+               "Wall time of each section on the machine above: "
+               + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+               + f"; {total / 60:.1f} min in all.", "")
+    report.write(rc.images)
+    if not record:
+        _record_run(data, {**run, "settings": dataclasses.asdict(rc), "timings": timings, "total_s": total})
+    return out

@@ -1,0 +1,151 @@
+"""The page's verdicts (before section 1) and its closing summary (section 10), read from the facts the sections
+leave in `Report.facts`."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..config import METHOD_NAMES
+from ..evaluation import (
+    REWARD_PREFIX,
+)
+from ..experiments import (
+    reward_at_kl,
+)
+from .fronts import pair_shares, steering_diagnosis
+from .report import STEERS, STEERS_WELL, share
+
+
+def verdicts(facts: dict) -> list[str]:
+    """The page's first lines: the issue's two verdicts, one line each with their numbers (does MAVIS's front lie
+    beyond MOD's and RSoup's at matched KL; how close does it come to the exact-preference policies), then what
+    they rest on (KL budgets, how well the weights steer, the value models' accuracy)."""
+    t = facts.get("matched")
+    if t is None:
+        return []
+    pairs = pair_shares(t)
+    total, wins = len(pairs), sum(bool(p["mavis"] >= p["best hv"]) for p in pairs)
+    shares = [share(p["mavis"], p["best hv"]) for p in pairs]
+    unmatched = [share(p["mavis unmatched"], p["best unmatched"]) for p in pairs]
+    head = [f"**Verdict 1: MAVIS against MOD and RSoup.** At matched KL MAVIS's front has at least the best "
+            f"baseline's hypervolume on {wins} of {total} pairs (MAVIS ÷ best baseline: {', '.join(shares)}; "
+            f"as published, α = 1 at unmatched KL: {', '.join(unmatched)}; section 2)."]
+    refs = facts.get("references")
+    if refs is not None and len(refs):
+        ref_table = refs.set_index("method")
+        mavis = ref_table["÷ MORLHF"].get("MAVIS", "–")
+        others = ", ".join(f"{m} {v}" for m, v in ref_table["÷ MORLHF"].items() if m not in ("MORLHF", "MAVIS"))
+        head.append(f"**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** On "
+                    f"{ref_table.pair.iloc[0]} MAVIS's front has {mavis} of MORLHF's hypervolume ({others}; "
+                    f"{int(ref_table.points.iloc[0])} λ points; section 8).")
+    else:
+        head.append("**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** Not measured: "
+                    "this stack ships no MORLHF references.")
+    lines = []
+    budgets = facts.get("budgets")
+    if budgets is not None and len(budgets):
+        per = [f"β = {b:g} (KL {t['MAVIS mean KL'].mean():.1f}): {int((t['MAVIS'] >= t['its hypervolume']).sum())} of "
+               f"{len(t)}, " + "/".join(t["MAVIS ÷ best"]) for b, t in budgets.groupby("β", sort=True)]
+        lines.append("- At each KL budget (MAVIS's β, its mean KL), pairs where MAVIS is at least level at matched KL "
+                     "and its shares of the best baseline: " + "; ".join(per) + " (section 2).")
+    if refs is not None and len(refs):
+        lines.append("- Mean KL on the references' λ points: "
+                     + ", ".join(f"{m} {v:.1f}" for m, v in ref_table["mean KL"].items()) + " (section 8).")
+    rho = facts.get("pairs_spearman")
+    if rho is not None and len(rho):
+        r = rho.set_index(["method", "objective"]).spearman
+        low = [f"{METHOD_NAMES.get(m, m)}'s {o} {v:.2f}" for (m, o), v in r.items() if not v >= STEERS_WELL]
+        lines.append(f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
+                     f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
+                     f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else "."))
+        pairs, within = facts.get("pairs"), facts.get("pairs_within")
+        if low and pairs is not None and within is not None:
+            lacking = [(m, o) for (m, o), v in r.items() if not v >= STEERS_WELL]
+            lines.append("- Why those fall short (section 1): pooled over both pairs, an objective's reward at weight "
+                         "0 moves with which other objective is steered; "
+                         + "; ".join(steering_diagnosis(pairs, within, m, o) for m, o in lacking) + ".")
+    iterations = facts.get("iterations")
+    if iterations is not None and len(iterations):
+        per = iterations.groupby("objective", sort=False).gain.mean()  # NaN where no KL point could be read
+        lines.append("- The next iteration's value model against the shipped one at matched KL, mean reward "
+                     "difference per objective: " + ", ".join(f"{o} {'–' if np.isnan(v) else f'{v:+.2f}'}"
+                                                              for o, v in per.items()) + " (section 9).")
+    agreement = facts.get("agreement")
+    if agreement is not None and len(agreement):
+        a = agreement.set_index("objective")
+        lines.append("- Why (section 7): on held-out trees the value models' sibling r (1 is perfect) is "
+                     + ", ".join(f"{o} {r['sibling r']:.2f}" for o, r in a.iterrows())
+                     + "; their predictions vary " + "/".join(f"{v:.2f}" for v in a["prediction sd"])
+                     + " against the targets' " + "/".join(f"{v:.2f}" for v in a["target sd"]) + ".")
+    return [head[0], "", head[1], "", *(["What they rest on:", "", *lines, ""] if lines else [])]
+
+
+def summary(facts: dict, objectives: list[str]) -> list[str]:
+    """The closing section: the paper's claims checked against this page's tables (numbers computed here)."""
+    volumes, kl, rho, beta = facts["pairs_volumes"], facts["pairs_kl"], facts["pairs_spearman"], facts["beta"]
+    out = ["## 10. What this says", ""]
+    r = rho.set_index(["method", "objective"]).spearman
+    weakest = r.idxmin()
+    weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
+    headline = "The weights steer every method." if not weak else "The weights do not steer everything."
+    out.append(f"- **{headline}** Spearman's ρ between an objective's weight and its reward is {r.min():.2f}–"
+               f"{r.max():.2f} over all methods and objectives (section 1); the weakest is {weakest[0]}'s "
+               f"{weakest[1]} ({r.min():.2f})" + (f"; below {STEERS:g}: {', '.join(weak)}." if weak else "."))
+    pairs = list(itertools.combinations(objectives, 2))
+    top = [volumes[(volumes.x == x) & (volumes.y == y)].set_index("method").hypervolume for x, y in pairs]
+    mavis_top = sum(v.idxmax() == "mavis" for v in top)
+    verdict = ("does" if mavis_top == len(pairs) else "does not") + " dominate here"
+    out.append(f"- **MAVIS's front {verdict}.** It has the largest hypervolume on {mavis_top} of {len(pairs)} "
+               "pairs; the paper reports MAVIS ahead of MOD and RSoup. ")
+    if {"mavis", "mod"} <= set(kl.index):
+        ratio = kl.loc["mod", "mean_kl"] / kl.loc["mavis", "mean_kl"]
+        where = ("further from the base than MAVIS" if ratio > 1.2 else
+                 "closer to the base than MAVIS" if ratio < 1 / 1.2 else "about as far from the base as MAVIS")
+        out[-1] += (f"MOD's replies are {where}: its mean KL is {ratio:.1f}× MAVIS's "
+                    f"({kl.loc['mod', 'mean_kl']:.1f} against {kl.loc['mavis', 'mean_kl']:.1f}).")
+    matched, unmatched = [], []
+    for o in objectives:
+        curve = beta[(beta.method == "mavis") & (beta.objective == o)]
+        policy = beta[(beta.method == "policy") & (beta.objective == o)]
+        if not len(policy):
+            continue
+        p = policy.iloc[0]
+        at = reward_at_kl(curve, p.kl, o)
+        if np.isnan(at):
+            unmatched.append(f"{o} (policy KL {p.kl:.1f}, MAVIS {curve.kl.min():.1f}–{curve.kl.max():.1f})")
+        else:
+            who = "the policy" if p[f"{REWARD_PREFIX}{o}"] > at else "MAVIS"
+            matched.append(f"{o}: policy {p[f'{REWARD_PREFIX}{o}']:.2f}, MAVIS {at:.2f} — {who} is ahead")
+    if matched or unmatched:
+        out.append("- **Single objective at matched KL** (section 4): "
+                   + ("; ".join(matched) if matched else "no objective")
+                   + (". Not comparable, because the policy's KL lies outside the range MAVIS's β curve covers: "
+                      + ", ".join(unmatched)
+                      if unmatched else "") + ".")
+    base = beta[beta.method == "base"].iloc[0]
+    gains, delivered = [], True
+    for o in objectives:
+        curve = beta[(beta.method == "mavis") & (beta.objective == o)]
+        near = curve[curve.kl <= base.kl]  # settings no further from the base than the base's own sampling
+        if not len(near):
+            delivered = False
+            gains.append(f"{o}: no β keeps the KL at or below the base's {base.kl:.1f}")
+            continue
+        best = near.loc[near[f"{REWARD_PREFIX}{o}"].idxmax()]
+        # standard error of the difference of two independent means (unpaired: conservative here)
+        se = float(np.hypot(best[f"se_{o}"], base[f"se_{o}"]))
+        gain = best[f"{REWARD_PREFIX}{o}"] - base[f"{REWARD_PREFIX}{o}"]
+        delivered &= bool(gain > 2 * se)
+        gains.append(f"{o} {base[f'{REWARD_PREFIX}{o}']:.2f} → {best[f'{REWARD_PREFIX}{o}']:.2f} "
+                     f"(β = {best.beta:g}, KL {best.kl:.1f}; gain {gain / se:.1f} standard errors of the difference)")
+    out.append(f"- **Single-objective MAVIS, best β at no more KL than the base's {base.kl:.1f}:** "
+               + "; ".join(gains) + ". "
+               + ("With one small value model and no fine-tuning, it raises every reward by more than two standard "
+                  "errors without moving further from the base." if delivered else
+                  "It does not raise every reward by more than two standard errors at no more KL than the base."))
+    return [*out, ""]
+
+
+# ---- command ---------------------------------------------------------------------------------------------
