@@ -170,6 +170,8 @@ def test_a_bad_answer_is_refused_and_nothing_stored(tmp_path, change, message):
         sessions.submit("p1", 1, bad)
     with pytest.raises(ValueError, match="allowed: your current trial, 1"):
         sessions.submit("p1", 2, answer(trial))
+    with pytest.raises(ValueError, match="allowed: a trial number"):
+        sessions.submit("p1", "1", answer(trial))
     with pytest.raises(ValueError, match="has not started"):
         sessions.submit("nobody", 1, answer(trial))
     with sqlite3.connect(db) as con:

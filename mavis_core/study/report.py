@@ -32,6 +32,11 @@ JOIN study_participants p ON p.study = b.study AND p.pid = b.pid
 WHERE b.study = ? ORDER BY b.answered, a.pid, a.position
 """
 
+COLUMNS = {"ratings": ["pid", "position", "prompt", "kind", "condition", "method", "objective", "rating", "weight",
+                       "reward", "unit", "seed"],
+           "favourites": ["pid", "condition", "shown", "method"],
+           "votes": ["pid", "condition", "method_a", "method_b", "vote"], "checks": ["pid", "position", "passed"]}
+
 
 @dataclass(frozen=True)
 class ReportConfig:
@@ -96,6 +101,13 @@ def read_answers(spec: StudySpec, study_db: str | Path) -> Answers:
             "study_answers b JOIN study_assignments a USING (study, pid, position) WHERE b.study = p.study AND "
             "b.pid = p.pid) AS seconds_per_trial FROM study_participants p WHERE study = ? ORDER BY started", db,
             params=(spec.name,))
+    found = _split(rows, pool, replies)
+    return Answers(**{name: pd.DataFrame(found[name], columns=cols) for name, cols in COLUMNS.items()},
+                   participants=participants)
+
+
+def _split(rows: list[tuple], pool, replies: dict) -> dict[str, list[dict]]:
+    """Answer rows (`_ANSWERS`) as ratings, favourites, votes and attention checks, one dict per row of each."""
     ratings, favourites, votes, checks = [], [], [], []
     for row in rows:
         answer, methods = json.loads(row[10]), json.loads(row[6])
@@ -110,13 +122,7 @@ def read_answers(spec: StudySpec, study_db: str | Path) -> Answers:
         if "vote" in answer:
             votes.append({"pid": row[0], "condition": label, "method_a": methods[0], "method_b": methods[1],
                           "vote": answer["vote"]})
-    columns = {"ratings": ["pid", "position", "prompt", "kind", "condition", "method", "objective", "rating",
-                           "weight", "reward", "unit", "seed"],
-               "favourites": ["pid", "condition", "shown", "method"],
-               "votes": ["pid", "condition", "method_a", "method_b", "vote"], "checks": ["pid", "position", "passed"]}
-    frames = {name: pd.DataFrame(data, columns=columns[name]) for name, data in
-              (("ratings", ratings), ("favourites", favourites), ("votes", votes), ("checks", checks))}
-    return Answers(**frames, participants=participants)
+    return {"ratings": ratings, "favourites": favourites, "votes": votes, "checks": checks}
 
 
 def tables(answers: Answers, spec: StudySpec, resamples: int = analysis.RESAMPLES,

@@ -219,6 +219,8 @@ class StudySessions:
         trial already answered (say, in another tab) or not yet reached, and an answer the trial did not ask for.
         """
         pid = check_pid(pid)
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise ValueError(f"trial: got {position!r:.20}; allowed: a trial number (an integer)")
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # the "already answered?" check and the insert under one write lock
             current = self._next(db, pid) if self._known(db, pid) else None
@@ -252,6 +254,8 @@ class StudySessions:
         with self._db() as db:
             row = db.execute(f"SELECT {_ASSIGNMENT_COLUMNS} FROM study_assignments WHERE study = ? AND pid = ? AND "
                              "position = ?", (self.spec.name, check_pid(pid), position)).fetchone()
+            if row is None:
+                raise ValueError(f"participant {pid!r} has no trial {position!r:.20}")
             a = _assignment(row)
             if a.check >= 0:  # the reply a careful participant picks is the known answer
                 answer = self.spec.attention_checks[a.check].answer - 1
