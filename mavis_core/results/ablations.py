@@ -22,12 +22,30 @@ from ..stack import Stack
 from .report import Report
 
 
-def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
-    """Section 4 from `run_betas`' table: single-objective MAVIS over β against the objective's policy."""
+def _beta_figure(curve: pd.DataFrame, base: pd.Series, policy: pd.DataFrame, o: str):
+    """Objective ``o``'s reward against KL: MAVIS over β, the base, and the objective's policy where there is one."""
     import plotly.graph_objects as go
 
     from ..plots import METHOD_COLOURS
 
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=curve.kl, y=curve[f"{REWARD_PREFIX}{o}"], mode="lines+markers+text",
+                             text=[f"β={b:g}" for b in curve.beta], textposition="top center", name="MAVIS",
+                             line=dict(color=METHOD_COLOURS["mavis"])))
+    fig.add_trace(go.Scatter(x=[base.kl], y=[base[f"{REWARD_PREFIX}{o}"]], mode="markers", name="base",
+                             marker=dict(color=METHOD_COLOURS["base"], size=11)))
+    if len(policy):
+        fig.add_trace(go.Scatter(x=policy.kl, y=policy[f"{REWARD_PREFIX}{o}"], mode="markers",
+                                 name=f"{o} policy (fine-tuned)",
+                                 marker=dict(color=METHOD_COLOURS["mod"], size=12, symbol="star")))
+    fig.update_layout(title=f"{o}: reward vs KL to the base", xaxis_title="mean KL to the base (nats/reply)",
+                      yaxis_title=f"mean {o} reward", template="plotly_white",
+                      legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=40, b=50))
+    return fig
+
+
+def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
+    """Section 4 from `run_betas`' table: single-objective MAVIS over β against the objective's policy."""
     df.to_csv(report.data / "beta.csv", index=False)
 
     report.add("## 4. Single objective: MAVIS over β against the fine-tuned policy", "",
@@ -54,20 +72,7 @@ def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConf
                 + f"; MAVIS's best is {best[f'{REWARD_PREFIX}{o}']:.3f} at β = {best.beta:g} (KL {best.kl:.1f}), "
                 f"against the base's {base[f'{REWARD_PREFIX}{o}']:.3f}.")
         table.append(entry)
-        fig = go.Figure()
-        fig.add_trace(go.Scatter(x=curve.kl, y=curve[f"{REWARD_PREFIX}{o}"], mode="lines+markers+text",
-                                 text=[f"β={b:g}" for b in curve.beta], textposition="top center", name="MAVIS",
-                                 line=dict(color=METHOD_COLOURS["mavis"])))
-        fig.add_trace(go.Scatter(x=[base.kl], y=[base[f"{REWARD_PREFIX}{o}"]], mode="markers", name="base",
-                                 marker=dict(color=METHOD_COLOURS["base"], size=11)))
-        if len(policy):
-            fig.add_trace(go.Scatter(x=policy.kl, y=policy[f"{REWARD_PREFIX}{o}"], mode="markers",
-                                     name=f"{o} policy (fine-tuned)",
-                                     marker=dict(color=METHOD_COLOURS["mod"], size=12, symbol="star")))
-        fig.update_layout(title=f"{o}: reward vs KL to the base", xaxis_title="mean KL to the base (nats/reply)",
-                          yaxis_title=f"mean {o} reward", template="plotly_white",
-                          legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=40, b=50))
-        report.figure(fig, f"beta_{o}", f"{o} reward against KL over β")
+        report.figure(_beta_figure(curve, base, policy, o), f"beta_{o}", f"{o} reward against KL over β")
     report.add("Reward (KL) per setting:", "")
     report.table(pd.DataFrame(table).fillna("–"))
     report.add(" ".join(reading), "")

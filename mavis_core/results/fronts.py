@@ -48,28 +48,8 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
     hv = hv.reindex(columns=methods).reset_index().rename(columns={"x": "objective x", "y": "objective y"})
     report.table(hv, ".2f")
 
-    kl = df.groupby("method", sort=False).agg(mean_kl=("kl", "mean"), min_kl=("kl", "min"), max_kl=("kl", "max"),
-                                              tokens=("tokens", "mean"), tokens_per_s=("tokens_per_s", "mean"))
-    replies = len(prompts) * rc.seeds
-    together = max(1, LANES_PER_BATCH // replies)
-    report.add("Mean KL to the base over each method's λ points (Σ log π/π_ref per reply; the base's own value is "
-               "the cost of sampling from its top-k), reply length and throughput (tokens/s of the batches the "
-               f"method decoded in: the base's {replies} replies, every other method's λ points {together} at a "
-               f"time, {together * replies} replies a batch, so compare the steered methods with each other):", "")
-    report.table(kl.reset_index(), ".2f")
-
-    report.add("Does the weight do what it says? Spearman's ρ between an objective's weight and its mean reward "
-               "over the λ points:", "")
-    rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
-    report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
-    within = within_pair_spearman(df, objectives)
-    report.add("The same within each pair (its 11 λ points, the third objective at weight 0), ρ of the pair's first "
-               "objective / its second. The table above pools an objective's two pairs and also counts, at weight 0, "
-               "the pair it is not in, where its reward moves with which other objective is steered.", "")
-    table = within.assign(rho=[f"{a:.2f} / {b:.2f}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]) \
-        .assign(pair=within.x + "–" + within.y) \
-        .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False)
-    report.table(table.reset_index(), ".2f")
+    kl = _kl_table(report, df, len(prompts) * rc.seeds)
+    within = _spearman_tables(report, df, spearman, objectives)
 
     for x, y in itertools.combinations(stack.objectives, 2):
         row = volumes[(volumes.x == x) & (volumes.y == y)].iloc[0]
@@ -78,6 +58,36 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
         report.figure(fig, f"front_{x}_{y}", f"Pareto fronts, {x} vs {y}")
     report.add(*reading_pairs(df, volumes, kl, stack.objectives), "")
     report.facts.update(pairs=df, pairs_volumes=volumes, pairs_kl=kl, pairs_spearman=spearman, pairs_within=within)
+
+
+def _kl_table(report: Report, df: pd.DataFrame, replies: int) -> pd.DataFrame:
+    """Section 1's KL, length and throughput table (``replies`` per λ point); returns it."""
+    kl = df.groupby("method", sort=False).agg(mean_kl=("kl", "mean"), min_kl=("kl", "min"), max_kl=("kl", "max"),
+                                              tokens=("tokens", "mean"), tokens_per_s=("tokens_per_s", "mean"))
+    together = max(1, LANES_PER_BATCH // replies)
+    report.add("Mean KL to the base over each method's λ points (Σ log π/π_ref per reply; the base's own value is "
+               "the cost of sampling from its top-k), reply length and throughput (tokens/s of the batches the "
+               f"method decoded in: the base's {replies} replies, every other method's λ points {together} at a "
+               f"time, {together * replies} replies a batch, so compare the steered methods with each other):", "")
+    report.table(kl.reset_index(), ".2f")
+    return kl
+
+
+def _spearman_tables(report: Report, df: pd.DataFrame, spearman: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Section 1's weight-reward Spearman tables, pooled and within each pair; returns the within-pair one."""
+    report.add("Does the weight do what it says? Spearman's ρ between an objective's weight and its mean reward "
+               "over the λ points:", "")
+    rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
+    report.table(rho.reindex(columns=objectives).reset_index(), ".2f")
+    within = within_pair_spearman(df, objectives)
+    report.add("The same within each pair (its 11 λ points, the third objective at weight 0), ρ of the pair's first "
+               "objective / its second. The table above pools an objective's two pairs and also counts, at weight 0, "
+               "the pair it is not in, where its reward moves with which other objective is steered.", "")
+    table = within.assign(rho=[f"{a:.2f} / {b:.2f}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]) \
+        .assign(pair=within.x + "–" + within.y) \
+        .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False)
+    report.table(table.reset_index(), ".2f")
+    return within
 
 
 def within_pair_spearman(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:

@@ -45,6 +45,20 @@ def agreement_section(report: Report, table: pd.DataFrame, prompts: list[str], r
     report.facts["agreement"] = table
 
 
+def _reference_points(df: pd.DataFrame, methods: list[str], x: str, y: str,
+                      ref_point: tuple[float, float]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Each method's hypervolume over the references' λ points on (x, y), and its rewards (KL) at each point."""
+    volumes, cells = {}, {}
+    for m in methods:
+        own = df[df.method == m].sort_values(f"w_{x}")
+        volumes[m] = pareto.hypervolume(own[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
+                                        ref_point)
+        for _, r in own.iterrows():
+            cells.setdefault(round(float(r[f"w_{x}"]), 6), {})[METHOD_NAMES[m]] = (
+                f"{r[f'{REWARD_PREFIX}{x}']:.2f} / {r[f'{REWARD_PREFIX}{y}']:.2f} (KL {r.kl:.1f})")
+    return volumes, pd.DataFrame([{f"λ {x}": f"{lam:g}", **row} for lam, row in sorted(cells.items())])
+
+
 def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
     """Section 8 from `run_references`' table: every method against the policies fine-tuned for each exact
     preference (the paper's MORLHF), on the pair the references lie on."""
@@ -58,15 +72,7 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
     df.to_csv(report.data / "references.csv", index=False)
     ref = report.facts["pairs_volumes"].query("x == @x and y == @y").iloc[0]
     methods = [m for m in (*stack.methods, "morlhf") if m in set(df.method) and m != "base"]
-    volumes, cells = {}, {}
-    for m in methods:
-        own = df[df.method == m].sort_values(f"w_{x}")
-        volumes[m] = pareto.hypervolume(own[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float),
-                                        (ref.ref_x, ref.ref_y))
-        for _, r in own.iterrows():
-            cells.setdefault(round(float(r[f"w_{x}"]), 6), {})[METHOD_NAMES[m]] = (
-                f"{r[f'{REWARD_PREFIX}{x}']:.2f} / {r[f'{REWARD_PREFIX}{y}']:.2f} (KL {r.kl:.1f})")
-    table = pd.DataFrame([{f"λ {x}": f"{lam:g}", **row} for lam, row in sorted(cells.items())])
+    volumes, table = _reference_points(df, methods, x, y, (ref.ref_x, ref.ref_y))
     summary_rows = pd.DataFrame([{"method": METHOD_NAMES[m], "hypervolume": v,
                                   "÷ MORLHF": share(v, volumes["morlhf"]),
                                   "mean KL": df[df.method == m].kl.mean()} for m, v in volumes.items()])
