@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: app.py is at the repo root
 
 import app  # noqa: E402
+from app import controls  # noqa: E402
 from mavis_core.engine import Engine  # noqa: E402
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
@@ -51,7 +52,7 @@ def free_port() -> int:
 def one_run(client, engine: Engine, methods: list[str], tokens: int, seed: int) -> dict[str, float]:
     """Seconds from submit to each column's first text ("first <method>") and to the finished reply ("all")."""
     weights = [1.0] * len(engine.objectives)
-    axes = (engine.objectives[0], engine.objectives[-1], app.NO_Z)
+    axes = (engine.objectives[0], engine.objectives[-1], controls.NO_Z)
     start = time.perf_counter()
     job = client.submit(PROMPT, 1.0, 15, 1.0, tokens, seed, methods, *axes, *weights, api_name="/generate")
     first: dict[str, float] = {}

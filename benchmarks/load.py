@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere: app.py and benchmarks/ are a
 from app_latency import PROMPT, random_stack  # noqa: E402
 
 import app  # noqa: E402
+from app import controls  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: a load test must never aim at another machine
 START_TIMEOUT_S = 600  # loading the stack and the warm-up on 2 busy cores can take minutes
@@ -143,7 +144,7 @@ def app_layout(client) -> tuple[list[str], list[str]]:
 
 def generate_args(objectives: list[str], methods: list[str], tokens: int, seed: int, rng: random.Random) -> tuple:
     weights = [rng.random() + 0.01 for _ in objectives]  # raw slider values: only their ratios matter
-    return (PROMPT, 1.0, 15, 1.0, tokens, seed, methods, objectives[0], objectives[-1], app.NO_Z, *weights)
+    return (PROMPT, 1.0, 15, 1.0, tokens, seed, methods, objectives[0], objectives[-1], controls.NO_Z, *weights)
 
 
 def connect(url: str, where: str):
@@ -283,11 +284,11 @@ def run_disconnect(url: str, server: subprocess.Popen, args: argparse.Namespace)
     _, objectives, methods = connect(url, address(0))
     rng = random.Random(0)
     weights = [1.0] * len(objectives)
-    data = {"generate": [PROMPT, 1.0, 15, 1.0, args.tokens, 0, methods, objectives[0], objectives[-1], app.NO_Z,
+    data = {"generate": [PROMPT, 1.0, 15, 1.0, args.tokens, 0, methods, objectives[0], objectives[-1], controls.NO_Z,
                          *weights, "sample", 4, 4],
-            "sweep": [PROMPT, 1.0, 15, 1.0, args.tokens, 0, methods, app.SWEEP_MODES[0], objectives[0],
-                      objectives[-1], app.NO_Z, "sample", 4, 4]}[args.endpoint]
-    bystander = [PROMPT, 1.0, 15, 1.0, args.tokens, 1, methods, *(objectives[0], objectives[-1], app.NO_Z),
+            "sweep": [PROMPT, 1.0, 15, 1.0, args.tokens, 0, methods, controls.SWEEP_MODES[0], objectives[0],
+                      objectives[-1], controls.NO_Z, "sample", 4, 4]}[args.endpoint]
+    bystander = [PROMPT, 1.0, 15, 1.0, args.tokens, 1, methods, *(objectives[0], objectives[-1], controls.NO_Z),
                  *[rng.random() + 0.01 for _ in objectives], "sample", 4, 4]
     out = {"baseline": raw_call(url, "generate", bystander, address(1), None),
            "idle MB": proc_memory_mb(server.pid).get("VmRSS", math.nan)}

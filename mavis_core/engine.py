@@ -18,13 +18,13 @@ from .config import SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_gri
 from .decoding import Decode, Generation, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
+from .sweep_plan import SEED_RANGE, SweepPlan, normalise, plan_sweep, prompt_pool
 
 MAX_PROMPT_CHARS = 4000  # longer prompts are cut from the left before tokenizing (the tokenizer is O(n))
 MAX_NEW_TOKENS = 256
 BETA_RANGE = (0.0, 10.0)
 TOP_K_RANGE = (1, 100)
 TEMPERATURE_RANGE = (0.1, 2.0)
-SEED_RANGE = (0, 2**31 - 1)
 CANDIDATES_RANGE = (1, 16)  # best-of-N: N replies per method cost N times the sampling time
 BEAMS_RANGE = (1, 8)
 WEIGHT_RANGE = (0.0, 1.0)
@@ -167,9 +167,14 @@ class Engine:
     def normalised(self, weights: dict[str, float]) -> dict[str, float]:
         """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception). A weight
         that is no number in WEIGHT_RANGE (NaN, negative, text) is a ValueError, never a silent 0."""
-        checked = {k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()}
-        total = sum(checked.values())
-        return {k: (w / total if total > 0 else 0.0) for k, w in checked.items()}
+        return normalise({k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()})
+
+    def plan_sweep(self, prompt: str, methods: list[str], settings: Settings, pair: tuple[int, int] | None,
+                   n_prompts: int, n_seeds: int) -> SweepPlan:
+        """`sweep_plan.plan_sweep` on this stack: the typed prompt then its example prompts, MORLHF where the
+        stack has references; ValueError for too many prompts or too much work."""
+        prompts = prompt_pool(prompt, self.examples, n_prompts)
+        return plan_sweep(self.objectives, settings, methods, prompts, n_seeds, pair, self.stack.morlhf_points)
 
     def check_methods(self, methods: list[str] | None) -> list[str]:
         """The ticked methods in the stack's order; ValueError for none, unknown ones, or anything but a list."""

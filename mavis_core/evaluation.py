@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid
+from .config import METHODS, SEARCHES, DecodeConfig, search_kind, search_label, sweep_jobs, weight_grid
 from .decoding import Decode
 from .pareto import hypervolume, non_dominated
 from .prompts import heldout_prompts
 from .search import search_batch
 from .stack import Stack
+from .sweep_plan import mean_and_se, search_size, seed_schedule
 
 WEIGHT_PREFIX = "w_"
 REWARD_PREFIX = "r_"
@@ -40,20 +41,17 @@ def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
     return [p for p, _ in pairs], [s for _, s in pairs]
 
 
-def standard_error(values: np.ndarray) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-
-
 def _searched_point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
     """One (method, λ) cell of a search, its replies prompt-major like `_rows`. Best-of-N: one batched search per
-    seed s, its N candidates drawn with seeds s·N … s·N + N − 1, so different seeds never share a candidate. Beam
-    search has no randomness: each prompt is searched once, whatever ``seeds`` holds."""
+    seed of `seed_schedule` from ``seeds[0]`` (spaced by N), so different seeds never share a candidate: the app's
+    sweep uses the same schedule. Beam search has no randomness: each prompt is searched once, whatever ``seeds``
+    holds."""
     start = time.perf_counter()
     if cfg.search == "beam":
         row_prompts, gens = list(prompts), [r.best for r in search_batch(stack, prompts, cfg)]
     else:
-        per_seed = [search_batch(stack, prompts, dataclasses.replace(cfg, seed=s * cfg.num_candidates))
-                    for s in seeds]
+        schedule = seed_schedule(seeds[0], len(seeds), cfg.search, cfg.num_candidates)
+        per_seed = [search_batch(stack, prompts, dataclasses.replace(cfg, seed=s)) for s in schedule]
         row_prompts = _rows(prompts, seeds)[0]
         gens = [per_seed[j][i].best for i in range(len(prompts)) for j in range(len(seeds))]
     # generation and the search's own scoring of its candidates only: scoring the winners is the evaluator's cost
@@ -66,9 +64,10 @@ def _summary(stack: Stack, row_prompts: list[str], gens: list, seconds: float, t
     """A cell's table entries from its replies: mean rewards and their standard errors, KL, length, cost."""
     scores = stack.score(row_prompts, [g.text for g in gens])
     scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
-    out = {f"{REWARD_PREFIX}{name}": float(values.mean()) for name, values in scores.items()}
+    means, errors = mean_and_se(scores)
+    out = {f"{REWARD_PREFIX}{name}": value for name, value in means.items()}
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
-    out.update({f"{SE_PREFIX}{name}": standard_error(values) for name, values in scores.items()})
+    out.update({f"{SE_PREFIX}{name}": value for name, value in errors.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean([len(g.events) for g in gens])),
                tokens_per_s=tokens_per_s, seconds=seconds, seconds_per_reply=seconds / len(gens), n=len(gens))
     return out
@@ -96,7 +95,7 @@ def _settings(cfg: DecodeConfig) -> dict[str, float | str]:
     """The decoding settings a row was made with, so tables from β, top-k or search sweeps simply concatenate."""
     return {"beta": cfg.beta, "strength": cfg.strength, "top_k": cfg.top_k, "temperature": cfg.temperature,
             "max_new_tokens": cfg.max_new_tokens, "search": cfg.search,
-            "search_size": {"sample": 1, "best_of_n": cfg.num_candidates, "beam": cfg.num_beams}[cfg.search]}
+            "search_size": search_size(cfg)}
 
 
 def series_of(df: pd.DataFrame) -> pd.Series:
@@ -110,6 +109,20 @@ def series_of(df: pd.DataFrame) -> pd.Series:
               zip(df["search"], df.get("search_size", pd.Series(1, index=df.index)), strict=True)]
     return pd.Series([f"{m} {lab}" if lab else str(m) for m, lab in zip(df["method"], labels, strict=True)],
                      index=df.index)
+
+
+def _cells(stack: Stack, methods: list[str], grid: list[list[float]],
+           base_cfg: DecodeConfig) -> list[tuple[DecodeConfig, dict]]:
+    """Each (method, λ) job of a sweep (`sweep_jobs`) as its DecodeConfig and the start of its table row."""
+    cells = []
+    for method, lam in sweep_jobs(methods, grid, stack.morlhf_points):
+        # the base's λ is irrelevant but DecodeConfig needs one: equal weights
+        weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
+        cfg = dataclasses.replace(base_cfg, method=method, weights=weights)
+        norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
+        cells.append((cfg, {"method": method, **{f"{WEIGHT_PREFIX}{o}": w
+                                                 for o, w in zip(stack.objectives, norm, strict=True)}}))
+    return cells
 
 
 def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
@@ -132,15 +145,7 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
     unknown = [m for m in methods if not stack.can_decode(m)]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
-    jobs = sweep_jobs(methods, weight_grid, stack.morlhf_points)
-    cells = []
-    for method, lam in jobs:
-        # the base's λ is irrelevant but DecodeConfig needs one: equal weights
-        weights = dict(zip(stack.objectives, lam if lam is not None else [1.0] * len(stack.objectives), strict=True))
-        cfg = dataclasses.replace(base_cfg, method=method, weights=weights)
-        norm = cfg.normalised(stack.objectives) if lam is not None else [float("nan")] * len(stack.objectives)
-        cells.append((cfg, {"method": method, **{f"{WEIGHT_PREFIX}{o}": w
-                                                 for o, w in zip(stack.objectives, norm, strict=True)}}))
+    cells = _cells(stack, methods, weight_grid, base_cfg)
     # several λ points of one method as one batch: on 2 CPU cores 8 points of 12 replies take 0.44x the time of
     # one point a batch (benchmarks/sweep_speed.py); a method's points stay together so its throughput is its own
     per_batch = max(1, lanes_per_batch // (len(prompts) * len(seeds)))
@@ -219,17 +224,18 @@ def _lambda_text(row: pd.Series) -> str:
     return "λ: " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
 
 
-# Marker and line style of a series by its search, so searched fronts read as variants of their method's colour.
-SEARCH_STYLES = {"sample": ("circle", "solid"), "best_of_n": ("diamond", "dash"), "beam": ("square", "dot")}
+# Line style of a series by its search (its marker is the app chart's, `plots.SEARCH_SYMBOLS`), so searched fronts
+# read as variants of their method's colour.
+SEARCH_DASHES = {"sample": "solid", "best_of_n": "dash", "beam": "dot"}
 
 
 def front_figure(df: pd.DataFrame, x: str, y: str, reference: list[float] | None = None, title: str | None = None):
     """Each series' sweep points (faint) and Pareto front (line) on objectives ``x`` and ``y``, plus the
     hypervolume reference point, so a reader sees what the hypervolume was measured from. Colour is the method;
-    marker and dash are the search (`SEARCH_STYLES`)."""
+    marker and dash are the search (`plots.SEARCH_SYMBOLS`, `SEARCH_DASHES`)."""
     import plotly.graph_objects as go
 
-    from .plots import METHOD_COLOURS
+    from .plots import METHOD_COLOURS, SEARCH_SYMBOLS
 
     cols = [f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]
     front = pareto_front(df, [x, y])
@@ -238,7 +244,8 @@ def front_figure(df: pd.DataFrame, x: str, y: str, reference: list[float] | None
     for name, group in df.groupby(series_of(df), sort=False):
         method = str(group["method"].iloc[0])
         search = group["search"].iloc[0] if "search" in group.columns else "sample"
-        symbol, dash = SEARCH_STYLES.get(search, SEARCH_STYLES["sample"])
+        known = search if search in SEARCH_DASHES else "sample"
+        symbol, dash = SEARCH_SYMBOLS[search_kind(search_label(known, 1))], SEARCH_DASHES[known]
         colour = METHOD_COLOURS.get(method, "#111827")
         hover = [f"<b>{name}</b><br>{_lambda_text(r)}<br>{x} {r[cols[0]]:.3f} · {y} {r[cols[1]]:.3f}"
                  f" · KL {r['kl']:.2f}" for _, r in group.iterrows()]
@@ -349,6 +356,7 @@ def run_sweep(args: argparse.Namespace) -> None:
     stack = load_stack(args.stack)
     grid, swept = _grid(args, stack.objectives)
     extra = ["morlhf"] if stack.can_decode("morlhf") else []  # named only: it runs only where it was trained
+    extra.append("prompted")  # named only until the app shows it as a column (issue 30)
     prompts, methods = _prompts(stack, args.prompts), _methods(args.methods, stack.methods, extra)
     parts, beta = [], stack.beta_or_default(args.beta)
     for search in searches:

@@ -21,6 +21,7 @@ import plotly.io as pio
 from . import pareto
 from .config import search_kind
 from .decoding import TokenEvent
+from .sweep_plan import mean_and_se
 
 METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsoup": "#16a34a", "morlhf": "#7c3aed"}
 OBJECTIVE_COLOURS = ["#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4d7c0f"]
@@ -244,6 +245,23 @@ def dark_template() -> dict:
     template = pio.templates["plotly_dark"].to_plotly_json()
     template["layout"] |= {"paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"}
     return template
+
+
+def chart_point(sample_id: int, source: str, prompt: str, replies: list, weights: dict[str, float], beta: float,
+                seed: int) -> dict:
+    """The sample (see the module docstring) of one chart point: one scored reply, or a sweep point's replies
+    (prompts × seeds, each with ``method``, ``text``, ``scores``, ``kl``, ``search``) at their means with their
+    standard errors ("se") and count ("n"); the text shown is the first reply's."""
+    first = replies[0]
+    means, errors = mean_and_se({k: [r.scores[k] for r in replies] for k in first.scores})
+    point = {"id": sample_id, "source": source, "method": first.method, "prompt": prompt, "text": first.text,
+             "weights": dict(weights), "beta": beta, "seed": seed, "scores": means,
+             "kl": float(sum(r.kl for r in replies) / len(replies)), "search": first.search}
+    if source == "sweep":
+        point["n"] = len(replies)
+    if len(replies) > 1:
+        point["se"] = errors
+    return point
 
 
 def same_point(sample: dict, history: list[dict]) -> list[dict]:

@@ -15,14 +15,18 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests run offline: no phoning home
 import app  # noqa: E402
+from app.page import CSS  # noqa: E402
 from mavis_core import load_stack  # noqa: E402
+from mavis_core.config import METHODS as ALL_METHODS  # noqa: E402
 from mavis_core.engine import Engine  # noqa: E402
 
 TOKEN = "s3cret"
 CHROMIUM = "/usr/bin/chromium"  # Debian's: the tests never download a browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-METHODS = ["base", "mavis", "mod", "rsoup"]
+# The tiny stack's columns: config's methods less MORLHF (a reference, in sweeps only) and Prompted (not a column
+# of the tiny stack yet).
+METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "prompted")]
 TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
 
 
@@ -73,5 +77,5 @@ def launch(engine: Engine, study_db: Path):
     """The app serving in this process; returns (demo, url). Close with ``demo.close()``."""
     demo = app.build_demo(engine, study_db, admin_token=TOKEN)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=CSS)
     return demo, f"http://127.0.0.1:{port}/"

@@ -8,13 +8,20 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
-from apputil import TOKEN
+from apputil import METHODS, TOKEN
 
 import app
+from app import controls, server, threads
+from app.context import Context
+from app.page import share_js
+from app.replies import new_seed, pick_point
+from app.trials import decode_trial
+from mavis_core.config import METHOD_NAMES
+from mavis_core.sweep_plan import SEED_RANGE
 
-METHODS = ["base", "mavis", "mod", "rsoup"]
-AXES = ("helpful", "humor", app.NO_Z)
+AXES = ("helpful", "humor", controls.NO_Z)
 
 
 def generate_args(prompt="hello there", methods=METHODS, weights=(0.5, 0.2, 0.3), **kw):
@@ -60,17 +67,17 @@ def test_same_seed_same_text_and_sample_details(client):
 @pytest.mark.slow
 def test_sweep_fills_the_chart(client):
     client.predict(api_name="/clear")
-    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["base", "mavis"], app.SWEEP_MODES[0],
+    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["base", "mavis"], controls.SWEEP_MODES[0],
                                           *AXES, api_name="/sweep")
     assert status.startswith("Swept 12 replies (11 λ points)") and len(sample["choices"]) == 12
     # It says what it varied and what it held: the chart pair's grid, the settings as sent (not the sliders).
     assert "**Varies** λ from humor only to helpful only, 11 points (harmless at 0)" in status
     assert "**holds** β 1, top-k 8, temperature 1, 4 tokens, sample" in status
     assert "1 prompt × 1 seed (seed 0)" in status
-    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mod"], app.SWEEP_MODES[1], *AXES,
+    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mod"], controls.SWEEP_MODES[1], *AXES,
                                           api_name="/sweep")
     assert "(15 λ points)" in status and len(sample["choices"]) == 12 + 15
-    assert client.predict("humor", "harmless", app.NO_Z, api_name="/redraw") is not None
+    assert client.predict("humor", "harmless", controls.NO_Z, api_name="/redraw") is not None
     assert client.predict("humor", "harmless", "helpful", api_name="/redraw") is not None  # the 3-D view
     with pytest.raises(Exception, match="not in the list of choices"):
         client.predict("humor", "harmless", "fun", api_name="/redraw")
@@ -160,7 +167,7 @@ def test_layout_follows_the_stack(tiny_dir, tmp_path, values, policies, methods)
     demo = app.build_demo(engine, tmp_path / "study.db")
     ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
     assert {f"reply-{m}" for m in methods} <= ids
-    assert not {f"reply-{m}" for m in set(app.METHOD_NAMES) - set(methods)} & ids
+    assert not {f"reply-{m}" for m in set(METHOD_NAMES) - set(methods)} & ids
 
 
 @pytest.mark.slow
@@ -182,7 +189,7 @@ def test_share_link_values_are_clipped_and_junk_is_ignored():
     query = {"prompt": "why not?", "w_helpful": "0", "w_harmless": "1e9", "w_humor": "nan", "beta": "-3",
              "k": "7.4", "temp": "inf", "len": "99999", "seed": "42", "methods": "rsoup,base,beam,base",
              "search": "beam", "n": "x", "b": "3", "__theme": "dark", "junk": "1"}
-    assert app.settings_from_query(query, STUB) == {
+    assert controls.settings_from_query(query, STUB) == {
         "w_helpful": 0.0, "w_harmless": 1.0, "beta": 0.0, "k": 7, "len": 32, "seed": 42, "b": 3,
         "new_seed": False, "methods": ["base", "rsoup"], "search": "beam", "prompt": "why not?"}
 
@@ -193,7 +200,7 @@ def test_share_link_values_are_clipped_and_junk_is_ignored():
     {"w_helpful": ["1"]}, {"len": "0x10"},
 ])
 def test_a_bad_share_link_sets_nothing(query):
-    assert app.settings_from_query(query, STUB) == {}
+    assert controls.settings_from_query(query, STUB) == {}
 
 
 def test_share_keys_follow_the_controls_the_page_restores(tiny_dir, tmp_path):
@@ -201,27 +208,26 @@ def test_share_keys_follow_the_controls_the_page_restores(tiny_dir, tmp_path):
 
     engine = app_engine(tiny_dir)
     demo = app.build_demo(engine, tmp_path / "study.db")
-    keys = app.share_keys(engine.objectives)
+    keys = controls.share_keys(engine.objectives)
     restore = next(fn for fn in demo.fns.values() if fn.name == "restore")
     assert len(restore.outputs) == len(keys) + 1  # every shared control, then "new seed each time"
-    assert "history.replaceState" in app.share_js(keys) and '"w_humor"' in app.share_js(keys)
+    assert "history.replaceState" in share_js(keys) and '"w_humor"' in share_js(keys)
     labels = [str(getattr(c, "label", "")) for c in restore.outputs]
     assert labels[0] == "Prompt" and labels[-1] == "new seed each time" and "seed" in labels
 
 
 def test_clicked_points_and_new_seeds():
-    actions = app.Actions(None, None, None, None)
     history = [{"id": 3}, {"id": 4}]
-    assert actions.pick_point("4:1700000000000", history)["value"] == 4
+    assert pick_point("4:1700000000000", history)["value"] == 4
     for junk in ("9:1", "x", "", None, "4.5", "-4", "<b>"):
-        assert isinstance(actions.pick_point(junk, history), type(app.gr.skip()))
-    seeds = {actions.new_seed(True) for _ in range(5)}
-    assert len(seeds) > 1 and all(app.SEED_RANGE[0] <= s <= app.SEED_RANGE[1] for s in seeds)
-    assert isinstance(actions.new_seed(False), type(app.gr.skip()))  # unticked: the seed box is left as it is
+        assert isinstance(pick_point(junk, history), type(gr.skip()))
+    seeds = {new_seed(True) for _ in range(5)}
+    assert len(seeds) > 1 and all(SEED_RANGE[0] <= s <= SEED_RANGE[1] for s in seeds)
+    assert isinstance(new_seed(False), type(gr.skip()))  # unticked: the seed box is left as it is
 
 
 def test_spaces_front_matter_pins_the_gradio_of_requirements():
-    root = Path(app.__file__).parent
+    root = Path(app.__file__).parent.parent
     front = root.joinpath("README.md").read_text().split("---")[1]
     sdk = re.search(r"^sdk_version:\s*(\S+)", front, re.M).group(1)
     pinned = re.search(r"^gradio==(\S+)", root.joinpath("requirements.txt").read_text(), re.M).group(1)
@@ -247,17 +253,18 @@ def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
         def launch(self, **kwargs):
             launched.update(kwargs)
 
-    monkeypatch.setattr(app, "check_study_db", lambda path: None)
-    monkeypatch.setattr(app.THREADS, "apply", lambda: None)
-    monkeypatch.setattr(app, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None))
-    monkeypatch.setattr(app, "build_demo", lambda engine, db: Built())
+    monkeypatch.setattr(server, "check_study_db", lambda path: None)
+    monkeypatch.setattr(threads.THREADS, "apply", lambda: None)
+    monkeypatch.setattr(server, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None))
+    monkeypatch.setattr(server, "build_demo", lambda engine, db: Built())
     app.main([])
     assert launched == {"server_name": host, "server_port": port}
-    assert app.Demo.launch is not app.gr.Blocks.launch  # Demo.launch adds CSS, PAGE_JS and the Guard
+    assert server.Demo.launch is not gr.Blocks.launch  # Demo.launch adds CSS, PAGE_JS and the Guard
 
 
 def sweep_args(methods=("base", "mavis"), mode=0, axes=AXES, prompts=1, seeds=1, tokens=4, search=("sample", 4, 4)):
-    return ("hello there", 1.0, 8, 1.0, tokens, 5, list(methods), app.SWEEP_MODES[mode], *axes, *search, prompts, seeds)
+    return ("hello there", 1.0, 8, 1.0, tokens, 5, list(methods), controls.SWEEP_MODES[mode], *axes, *search, prompts,
+            seeds)
 
 
 @pytest.mark.slow
@@ -287,7 +294,7 @@ def test_sweep_points_are_means_over_prompts_and_seeds_with_error_bars(client):
       "fewer prompts or seeds per λ point"]),
     (sweep_args(prompts=3), ["prompts per λ point is 3, but this stack has only 2 prompts", "use at most 2"]),
     (sweep_args(seeds=9), ["seeds_per_point ('seeds per λ point')"]),
-    (sweep_args(axes=("humor", "humor", app.NO_Z)), ["y ('y axis') is 'humor', the same as x ('x axis')",
+    (sweep_args(axes=("humor", "humor", controls.NO_Z)), ["y ('y axis') is 'humor', the same as x ('x axis')",
                                                      "two different objectives"]),
     (sweep_args(mode=1, axes=("helpful", "humor", "humor")), ["z ('z axis (3-D view)') is 'humor'"]),
 ])
@@ -301,7 +308,7 @@ def test_a_sweep_too_big_or_with_the_same_axes_is_refused(client, args, words):
 @pytest.mark.slow
 def test_the_same_chart_axes_are_refused_by_name(client):
     with pytest.raises(Exception, match=re.escape("y ('y axis') is 'helpful', the same as x ('x axis')")):
-        client.predict("helpful", "helpful", app.NO_Z, api_name="/redraw")
+        client.predict("helpful", "helpful", controls.NO_Z, api_name="/redraw")
     with pytest.raises(Exception, match=re.escape("z ('z axis (3-D view)') is 'helpful', already on the x axis")):
         client.predict("helpful", "humor", "helpful", api_name="/redraw")
     args = list(generate_args())
@@ -326,8 +333,8 @@ def test_two_decodes_on_their_own_threads_each_drop_to_their_share(monkeypatch):
     import torch
 
     monkeypatch.delenv("MAVIS_THREADS", raising=False)
-    monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
-    share, before, seen = app.ThreadShare(), torch.get_num_threads(), []
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    share, before, seen = threads.ThreadShare(), torch.get_num_threads(), []
     second_running, second_done, first_looked = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
@@ -370,8 +377,8 @@ def test_torch_threads_follow_the_running_decodes(monkeypatch):
     import torch
 
     monkeypatch.delenv("MAVIS_THREADS", raising=False)
-    monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
-    share, before = app.ThreadShare(), torch.get_num_threads()
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    share, before = threads.ThreadShare(), torch.get_num_threads()
     try:
         with share.decoding():
             first = share.follow(iter(["step 1", "step 2"]))
@@ -405,7 +412,7 @@ def test_loading_and_study_decodes_leave_no_thread_behind_that_ran_torch(monkeyp
                                context_length=64)
 
     monkeypatch.setattr(mavis_core, "load_stack", fake_load)
-    monkeypatch.setattr(app, "Engine", lambda stack: ("engine", stack))
+    monkeypatch.setattr(server, "Engine", lambda stack: ("engine", stack))
     assert app.load_engine(str(tmp_path / "stack.toml"))[0] == "engine"
     assert seen[0][1] is not threading.main_thread() and not seen[0][1].is_alive()
 
@@ -414,8 +421,7 @@ def test_loading_and_study_decodes_leave_no_thread_behind_that_ran_torch(monkeyp
         reply = SimpleNamespace(method="base", text="hi", events=[1])
         yield [reply]
 
-    actions = object.__new__(app.Actions)
-    actions.engine, actions.queue = SimpleNamespace(stream=stream), None
-    got = actions._study_decode(None, "p", ["base"], SimpleNamespace(max_new_tokens=4), lambda *a, **k: None, "study")
+    ctx = Context(SimpleNamespace(stream=stream), study=None, admin=None)
+    got = decode_trial(ctx, None, "p", ["base"], SimpleNamespace(max_new_tokens=4), lambda *a, **k: None, "study")
     assert got == {"base": "hi"}
     assert seen[1][1] is not threading.current_thread()

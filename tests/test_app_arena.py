@@ -11,6 +11,7 @@ from apputil import TOKEN
 from gradio_client import Client
 
 import app
+from app import guard
 
 METHODS = ["base", "mavis", "mod", "rsoup"]
 ARENA = ["/arena_new", "/arena_vote", "/arena_leaderboard", "/arena_export_csv", "/arena_export_jsonl"]
@@ -107,5 +108,5 @@ def test_each_trial_shows_one_progress_bar_and_runs_with_the_model_work(tiny_dir
     deps = {d["api_name"]: d for d in demo.config["dependencies"] if d.get("api_name")}
     assert [ids[i] for i in deps["study_new"]["show_progress_on"]] == ["study-header"]
     assert [ids[i] for i in deps["arena_new"]["show_progress_on"]] == ["arena-header"]
-    model = {fn.api_name for fn in demo.fns.values() if fn.concurrency_id == app.MODEL_GROUP}
+    model = {fn.api_name for fn in demo.fns.values() if fn.concurrency_id == guard.MODEL_GROUP}
     assert {"study_new", "arena_new"} <= model and not {"arena_vote", "arena_leaderboard"} & model

@@ -5,9 +5,9 @@ import json
 import pytest
 from apputil import app_engine, launch
 
-import app
+from app import controls
 
-AXES = ("helpful", "humor", app.NO_Z)
+AXES = ("helpful", "humor", controls.NO_Z)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def refs_client(tiny_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_pair_sweep_draws_the_morlhf_front_at_its_trained_points(refs_client):
-    plot, sample, status = refs_client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mavis"], app.SWEEP_MODES[0], *AXES,
+    plot, sample, status = refs_client.predict("hello", 1.0, 8, 1.0, 4, 0, ["mavis"], controls.SWEEP_MODES[0], *AXES,
                                                api_name="/sweep")
     # MAVIS at the 11 λ points; MORLHF at helpful alone, humor alone and the reference at helpful 0.2 / humor 0.8
     # (the one at 0.75 / 0.25 is not on the grid of tenths)

@@ -3,10 +3,10 @@ on the chart; old-style calls without them still sample."""
 
 import pytest
 
-import app
+from app import controls
 
 METHODS = ["base", "mavis", "mod", "rsoup"]
-AXES = ("helpful", "humor", app.NO_Z)
+AXES = ("helpful", "humor", controls.NO_Z)
 
 
 def generate_args(*search, methods=("mavis", "mod")):
@@ -40,11 +40,11 @@ def test_bad_search_settings_get_a_plain_error(client):
 @pytest.mark.slow
 def test_sweep_uses_the_chosen_search(client):
     client.predict(api_name="/clear")
-    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base", "mavis"], app.SWEEP_MODES[0], *AXES,
+    plot, sample, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base", "mavis"], controls.SWEEP_MODES[0], *AXES,
                                           "beam", 4, 2, api_name="/sweep")
     assert "Swept 12 replies (11 λ points), each by beam-2 in" in status
     assert all("beam-2" in label for label, _ in sample["choices"])
     assert "square" in str(plot)
-    _, _, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base"], app.SWEEP_MODES[0], *AXES,
+    _, _, status = client.predict("hello", 1.0, 8, 1.0, 3, 0, ["base"], controls.SWEEP_MODES[0], *AXES,
                                   api_name="/sweep")
     assert "each by" not in status  # callers that leave the search out still sample

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from apputil import METHODS, TIMEOUT_MS, TOKEN, app_engine, browser_page, launch
 
-import app
-from mavis_core.study import printable
+from mavis_core.study import RATING_RANGE, printable
 
 
 @pytest.fixture(scope="module")
@@ -102,4 +101,4 @@ def test_study_ratings_form_clears_after_submit(url, page, tmp_path):
     assert sum(checked(page, f"#rate-{s}-{k}") for s in "ABCD" for k in ("helpful", "harmless", "humor")) == 0
     assert checked(page, "#favourite") == 0 and page.locator("#study-reply-A textarea").input_value() == ""
     page.screenshot(path=str(tmp_path / "study-cleared.png"))
-    assert app.RATING_RANGE == (1, 5)
+    assert RATING_RANGE == (1, 5)

@@ -82,7 +82,7 @@ def test_sweep_rejects_methods_the_stack_lacks(tiny_stack):
 
 
 def test_best_of_n_sweep_keeps_each_searches_winner(tiny_stack):
-    """A best-of-N row averages the winners `search_batch` picks, seed s drawing candidates s·N … s·N + N − 1."""
+    """A best-of-N row averages the winners `search_batch` picks at the seeds of `seed_schedule` (0, N, 2N, …)."""
     cfg = dataclasses.replace(BASE_CFG, search="best_of_n", num_candidates=3)
     df = sweep(tiny_stack, PROMPTS, [0, 1], ["mavis"], GRID[1:2], cfg)
     row = df.iloc[0]

@@ -22,11 +22,13 @@ import httpx
 import pytest
 
 import app
+from app import admin, controls, guard, server, trials
+from mavis_core import sweep_plan
 from mavis_core.study import StudyDB, neutralise, printable
 
-AXES = ("helpful", "humor", app.NO_Z)
+AXES = ("helpful", "humor", controls.NO_Z)
 GENERATE = ["hello there", 1.0, 8, 1.0, 4, 1, ["base"], *AXES, None, 0.5, 0.2, 0.3, "sample", 4, 4]  # + State
-SLOW_SWEEP = ["hello", 1.0, 8, 1.0, 32, 0, ["mavis", "mod"], app.SWEEP_MODES[1], *AXES, None, "best_of_n", 8, 4]
+SLOW_SWEEP = ["hello", 1.0, 8, 1.0, 32, 0, ["mavis", "mod"], controls.SWEEP_MODES[1], *AXES, None, "best_of_n", 8, 4]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def _logged(caplog) -> list[str]:
 
 
 def _model_events(demo) -> list:
-    return [e for e in list(demo._queue.event_ids_to_events.values()) if e.fn.concurrency_id == app.MODEL_GROUP]
+    return [e for e in list(demo._queue.event_ids_to_events.values()) if e.fn.concurrency_id == guard.MODEL_GROUP]
 
 
 def _wait_idle(demo, timeout: float = 240) -> None:
@@ -104,7 +106,7 @@ def test_study_export_is_a_private_single_use_link(served):
     kind, data = _call(url, "study_export", [TOKEN])
     assert kind == "complete"
     path = Path(data[0]["path"])
-    assert path.parent.name.startswith(app.EXPORT_PREFIX) and len(path.parent.name) > len(app.EXPORT_PREFIX) + 30
+    assert path.parent.name.startswith(admin.EXPORT_PREFIX) and len(path.parent.name) > len(admin.EXPORT_PREFIX) + 30
     assert path.parent.parent == demo.exports.cache  # gradio serves it from there: it made no copy of its own
     assert path.parent.stat().st_mode & 0o777 == 0o700 and path.stat().st_mode & 0o777 == 0o600
     first = httpx.get(f"{url}gradio_api/file={path}", timeout=30)  # the admin's download
@@ -130,20 +132,20 @@ def test_cache_files_of_an_earlier_run_are_not_served(served, tmp_path):
 
 
 def test_exports_expire_and_an_earlier_runs_are_deleted_at_start(tmp_path):
-    old = tmp_path / f"{app.EXPORT_PREFIX}left-by-an-earlier-run"
+    old = tmp_path / f"{admin.EXPORT_PREFIX}left-by-an-earlier-run"
     old.mkdir()
     (old / "study_ratings.csv").write_text("x")
-    exports = app.Exports(tmp_path)
+    exports = admin.Exports(tmp_path)
     assert not old.exists()
     path = exports.new("study_ratings.csv")
     path.write_text("x")
     assert exports.owns(path)
-    exports.purge(now=time.monotonic() + app.EXPORT_TTL_S + 1)  # never downloaded: gone after its time
+    exports.purge(now=time.monotonic() + admin.EXPORT_TTL_S + 1)  # never downloaded: gone after its time
     assert not exports.owns(path) and not path.parent.exists()
 
 
 def test_gradio_deletes_the_runs_cached_files_too(served):
-    assert served[0].delete_cache == (int(app.EXPORT_TTL_S), int(app.EXPORT_TTL_S))
+    assert served[0].delete_cache == (int(admin.EXPORT_TTL_S), int(admin.EXPORT_TTL_S))
 
 
 # -------------------------------------------------------------------------------- 2. fair queueing
@@ -160,7 +162,7 @@ def test_one_session_cannot_queue_more_than_its_share(served):
         except Exception as err:  # noqa: BLE001 - the message is what is checked
             outcomes.append(str(err))
     refused = [o for o in outcomes if isinstance(o, str)]
-    assert outcomes.count(True) >= app.MAX_JOBS_PER_SESSION and refused, outcomes
+    assert outcomes.count(True) >= guard.MAX_JOBS_PER_SESSION and refused, outcomes
     assert all("the most one session may have" in o for o in refused), refused
     assert "KL" in other.predict(*args, api_name="/generate")[4]  # another user is served meanwhile
     _wait_idle(demo)
@@ -168,7 +170,7 @@ def test_one_session_cannot_queue_more_than_its_share(served):
 
 def test_one_address_cannot_fill_the_queue(served, monkeypatch):
     demo, url = served
-    monkeypatch.setattr(app, "MAX_JOBS_PER_ADDRESS", 2)
+    monkeypatch.setattr(guard, "MAX_JOBS_PER_ADDRESS", 2)
     answers = [_post(url, "sweep", SLOW_SWEEP, address="10.3.0.1", session=f"s{i}") for i in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 422, 422], [a.text for a in answers]
     assert "from your address" in answers[2].json()["error"]
@@ -187,8 +189,8 @@ def test_one_address_cannot_fill_the_queue(served, monkeypatch):
 
 def test_one_request_cannot_ask_for_hours_of_work(served, monkeypatch):
     _, url = served
-    monkeypatch.setattr(app, "MAX_REQUEST_WORK", 1000)  # the tiny stack's 32 tokens cannot reach the real cap
-    kind, data = _call(url, "sweep", ["hi", 1.0, 8, 1.0, 32, 0, ["mavis", "mod"], app.SWEEP_MODES[1], *AXES, None,
+    monkeypatch.setattr(sweep_plan, "MAX_REQUEST_WORK", 1000)  # the tiny stack's 32 tokens cannot reach the real cap
+    kind, data = _call(url, "sweep", ["hi", 1.0, 8, 1.0, 32, 0, ["mavis", "mod"], controls.SWEEP_MODES[1], *AXES, None,
                                       "best_of_n", 16, 4])
     assert kind == "error"
     _plain(data["error"], "30 replies × 16 samples × 32 tokens = 15,360 token steps; the limit is 1,000")
@@ -202,8 +204,9 @@ def test_one_request_cannot_ask_for_hours_of_work(served, monkeypatch):
 def test_model_requests_share_one_concurrency_limit_and_the_queue(served):
     demo, url = served
     model = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
-             if fn.concurrency_id == app.MODEL_GROUP}
-    assert model == dict.fromkeys(["generate", "sweep", "study_new", "arena_new"], (app.MODEL_GROUP, app.CONCURRENCY))
+             if fn.concurrency_id == guard.MODEL_GROUP}
+    assert model == dict.fromkeys(["generate", "sweep", "study_new", "arena_new"],
+                                  (guard.MODEL_GROUP, guard.CONCURRENCY))
     direct = httpx.post(f"{url}gradio_api/run/generate", json={"data": GENERATE}, timeout=30)  # around the queue
     assert direct.status_code == 404 and "join the queue" in direct.text
 
@@ -249,7 +252,7 @@ def test_a_disconnected_clients_generate_stops(served, engine, monkeypatch):
 
 def test_an_oversized_request_is_refused_before_it_is_read(served):
     demo, url = served
-    huge = json.dumps({"data": ["x" * (app.MAX_REQUEST_BYTES + 10), *GENERATE[1:]]})
+    huge = json.dumps({"data": ["x" * (guard.MAX_REQUEST_BYTES + 10), *GENERATE[1:]]})
     answer = httpx.post(f"{url}gradio_api/call/generate", content=huge, timeout=60)
     assert answer.status_code == 422 and "the most this app takes" in answer.json()["error"]
 
@@ -261,7 +264,7 @@ def test_an_oversized_request_is_refused_before_it_is_read(served):
     answer = httpx.post(f"{url}gradio_api/queue/join", content=chunks(), timeout=60)
     assert answer.status_code == 422 and "the most this app takes" in answer.json()["error"]
     with pytest.raises(Exception, match="the most this app takes"):  # noqa: PT011 - gradio_client's error
-        _client(url).predict("z" * app.MAX_REQUEST_BYTES, *GENERATE[1:10], 0.5, 0.2, 0.3, api_name="/generate")
+        _client(url).predict("z" * guard.MAX_REQUEST_BYTES, *GENERATE[1:10], 0.5, 0.2, 0.3, api_name="/generate")
 
 
 def test_uploads_are_refused(served):
@@ -297,7 +300,7 @@ BAD_CALLS = [  # (endpoint, raw values, words the error must contain)
     ("study_results", {0: 5}, "token ('Admin token (MAVIS_ADMIN_TOKEN)') must be text, got int"),
     ("show_sample", {0: {"a": 1}}, "sample_id must be the number of a sample on your chart, got {'a': 1}"),
 ]
-GOOD = {"generate": GENERATE, "sweep": SLOW_SWEEP[:4] + [4, 0, ["base"], app.SWEEP_MODES[0], *AXES, None,
+GOOD = {"generate": GENERATE, "sweep": SLOW_SWEEP[:4] + [4, 0, ["base"], controls.SWEEP_MODES[0], *AXES, None,
                                                          "sample", 4, 4],
         "redraw": [*AXES, None], "normalise": [0.5, 0.2, 0.3], "study_new": ["p", "hi"],
         "study_submit": [None, "A", *[3] * 12], "study_results": ["guess"], "show_sample": [None, None]}
@@ -368,21 +371,21 @@ def test_admin_token_guesses_are_limited_and_logged(served, caplog):
     _, url = served
     caplog.set_level(logging.WARNING, "mavis.app")
     guesser = _client(url, "10.7.0.1")
-    for i in range(app.ADMIN_FAILURES[0]):
+    for i in range(admin.ADMIN_FAILURES[0]):
         with pytest.raises(Exception, match="Wrong admin token"):  # noqa: PT011 - gradio_client's AppError
             guesser.predict(f"guess{i}", api_name="/study_results")
     with pytest.raises(Exception, match="Too many wrong admin tokens from your address"):  # noqa: PT011
         guesser.predict("s3cret", api_name="/study_results")  # even the right one, from that address, for now
     wrong = [line for line in _logged(caplog) if line.startswith("wrong admin token from 10.7.0.1")]
-    assert len(wrong) == app.ADMIN_FAILURES[0]
+    assert len(wrong) == admin.ADMIN_FAILURES[0]
     assert "refused /study_results: Too many wrong admin tokens" in caplog.text
     assert _client(url, "10.7.0.2").predict("s3cret", api_name="/study_results") is not None  # others are not
 
 
 def test_one_session_or_address_cannot_stuff_the_ballot(served, monkeypatch):
     _, url = served
-    monkeypatch.setattr(app, "TRIALS_PER_SESSION", (2, 60.0))
-    monkeypatch.setattr(app, "TRIALS_PER_ADDRESS", (3, 600.0))
+    monkeypatch.setattr(trials, "TRIALS_PER_SESSION", (2, 60.0))
+    monkeypatch.setattr(trials, "TRIALS_PER_ADDRESS", (3, 600.0))
     one = _client(url, "10.8.0.1")
     for _ in range(2):
         assert "**Prompt:**" in one.predict("p", "hi", api_name="/study_new")[0]
@@ -516,7 +519,7 @@ def test_a_bad_study_db_fails_at_once_in_one_line(monkeypatch, tmp_path, kind):
         bad = tmp_path / "file" / "study.db"  # its folder would be a file
     else:
         bad.write_bytes(b"ratings, not a database\n" * 100 if kind == "text" else os.urandom(4096))
-    monkeypatch.setattr(app, "load_engine", lambda path: pytest.fail("the models were loaded first"))
+    monkeypatch.setattr(server, "load_engine", lambda path: pytest.fail("the models were loaded first"))
     with pytest.raises(SystemExit) as exit_:
         app.main(["--stack", str(tmp_path / "any.toml"), "--study-db", str(bad)])
     message = str(exit_.value)
@@ -561,7 +564,7 @@ def test_in_a_browser_markup_stays_text_and_the_admin_downloads_the_export(serve
         assert page.locator("[onerror], #details script, #explain script").count() == 0  # sanitised markup
         page.get_by_role("tab", name="User study").click()
         page.get_by_text("Results (admin)").click()
-        page.get_by_label(f"Admin token ({app.ADMIN_TOKEN_ENV})").fill(TOKEN)
+        page.get_by_label(f"Admin token ({admin.ADMIN_TOKEN_ENV})").fill(TOKEN)
         page.get_by_role("button", name="Export CSV").click()
         link = page.locator("a[download]").first
         link.wait_for(timeout=60_000)
