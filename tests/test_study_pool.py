@@ -13,7 +13,7 @@ import torch
 
 from mavis_core import DecodeConfig, generate_reply
 from mavis_core.cli import main
-from mavis_core.study import BuildConfig, ShownTrial, StudySessions, build_pool, pool
+from mavis_core.study import BuildConfig, ShownTrial, StudySessions, build_pool, pool, read_study
 from mavis_core.study.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +122,15 @@ def test_what_the_stack_lacks_is_named(tiny_stack, study, tmp_path, old, new, me
     study.write_text(STUDY.replace(old, new))
     with pytest.raises(ValueError, match=message):
         build_pool(BuildConfig(study, tmp_path / "study.db", progress=False), tiny_stack)
+
+
+def test_a_named_set_resolves_against_the_stack(tiny_stack, tiny_dir, study):
+    study.write_text(STUDY.replace('items = ["hello there", "tell me a joke"]', 'set = "heldout"\ncount = 5'))
+    laid = pool.layout(read_study(study), tiny_stack, tiny_dir / "stack-sep.toml")
+    assert [p.text for p in laid.prompts] == ["hello there", "tell me a joke"]  # the stack's own, untagged
+    study.write_text(STUDY.replace('items = ["hello there", "tell me a joke"]', 'set = "heldout"\ncount = 1'))
+    with pytest.raises(ValueError, match="trials_per_participant: got 2; allowed: at most its 1 prompts"):
+        pool.layout(read_study(study), tiny_stack, tiny_dir / "stack-sep.toml")
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ def test_a_good_file_is_read_with_its_defaults(tmp_path):
     spec = read_study(write(tmp_path, GOOD))
     assert spec.conditions == ({"helpful": 1.0, "harmless": 0.0}, {"helpful": 0.5, "harmless": 0.5})
     assert spec.task.objectives == ("helpful", "harmless") and len(spec.task.scale) == 5
-    assert [p.kind for p in spec.prompts] == ["", "harmful", ""]
+    assert [p.kind for p in spec.prompts] == ["untagged", "harmful", "untagged"]
     assert spec.settings.seeds == 2 and spec.settings.beta is None and spec.participant_param == "pid"
 
 
@@ -82,6 +82,9 @@ def test_a_simplex_grid_and_a_prompt_file(tmp_path):
     ('completion_code = "DONE-1"', 'participant_param = "p id"', "participant_param"),
     ('items = ["one"', 'file = "x.txt"\nitems = ["one"', "prompts"),
     ('items = ["one"', 'items = [3, "one"', "prompts.items"),
+    ('items = ["one"', 'items = [{ text = "x", kind = "spicy" }, "one"', "prompts.items"),
+    ('items = ["one"', 'kind = "spicy"\nitems = ["one"', "prompts.kind"),
+    ('items = ["one"', 'count = 2\nitems = ["one"', "prompts.count"),
     ("[task]", '[[attention_checks]]\nposition = 1\nprompt = "q"\nreplies = ["a", "b"]\nanswer = 3\n\n[task]',
      "answer"),
     ("[task]", '[[attention_checks]]\nposition = 9\nprompt = "q"\nreplies = ["a", "b"]\nanswer = 1\n\n[task]',
@@ -92,6 +95,14 @@ def test_a_bad_field_is_named(tmp_path, old, new, field):
     with pytest.raises(StudyError, match="allowed|must be") as err:
         read_study(write(tmp_path, GOOD.replace(old, new, 1)))
     assert field in str(err.value) and "s.toml" in str(err.value)
+
+
+def test_a_named_prompt_set(tmp_path):
+    text = GOOD.replace('items = ["one", { text = "two", kind = "harmful" }, "three"]', 'set = "benign"\ncount = 3')
+    spec = read_study(write(tmp_path, text))
+    assert (spec.prompts, spec.prompt_set, spec.prompt_count) == ((), "benign", 3)
+    with pytest.raises(StudyError, match="prompts.set: got 'weapons'"):
+        read_study(write(tmp_path, text.replace('set = "benign"', 'set = "weapons"')))
 
 
 def test_a_bad_file_name_and_bad_toml(tmp_path):

@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import METHODS
-from ..prompts import heldout_prompts
-from .spec import StudyPrompt, StudySpec, read_study
+from ..prompts import Prompt, heldout_prompt_set, prompt_set
+from .spec import StudySpec, read_study
 from .store import opened
 
 DEFAULT_STUDY_DB = "study.db"  # the app's default too (`--study-db`, $MAVIS_STUDY_DB)
-PROMPT_SETS = ("heldout",)  # named sets a study file's [prompts] set = "…" may use
 
 
 def default_study_db() -> str:
@@ -46,7 +45,7 @@ class Pool:
     """What a study's pool holds, as stored: its prompts, λ conditions (objective -> weight), methods, β."""
 
     study: str
-    prompts: tuple[StudyPrompt, ...]
+    prompts: tuple[Prompt, ...]
     conditions: tuple[dict[str, float], ...]
     methods: tuple[str, ...]
     beta: float
@@ -63,13 +62,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def study_prompts(spec: StudySpec, stack_path: str | Path, stack_prompts: tuple[str, ...]) -> tuple[StudyPrompt, ...]:
-    """The study's prompts: its own, or a named set (`PROMPT_SETS`) resolved for the stack."""
+def study_prompts(spec: StudySpec, stack_path: str | Path, stack_prompts: tuple[str, ...]) -> tuple[Prompt, ...]:
+    """The study's prompts: its own, or a named set (`spec.PROMPT_SETS`: the stack's held-out prompts, or one
+    kind's test split) cut to its first ``prompt_count``."""
     if not spec.prompt_set:
         return spec.prompts
-    if spec.prompt_set != "heldout":
-        raise ValueError(f"study {spec.name!r}: prompts.set: got {spec.prompt_set!r}; allowed: {list(PROMPT_SETS)}")
-    return tuple(StudyPrompt(p, "heldout") for p in heldout_prompts(stack_path, stack_prompts))
+    if spec.prompt_set == "heldout":
+        named = heldout_prompt_set(stack_path, stack_prompts)
+    else:
+        named = prompt_set(spec.prompt_set, "test")
+    return tuple(named[: spec.prompt_count])
 
 
 def _methods(spec: StudySpec, stack) -> tuple[str, ...]:
@@ -134,7 +136,7 @@ def read_pool(db: sqlite3.Connection, study: str) -> Pool | None:
                      (study,)).fetchone()
     if row is None:
         return None
-    prompts = tuple(StudyPrompt(**p) for p in json.loads(row[0]))
+    prompts = tuple(Prompt(**p) for p in json.loads(row[0]))
     return Pool(study, prompts, tuple(json.loads(row[1])), tuple(json.loads(row[2])), row[3], row[4], row[5])
 
 

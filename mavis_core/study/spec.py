@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import METHODS, DecodeConfig
-from ..prompts import read_prompts
+from ..prompts import KINDS, UNTAGGED, Prompt, read_prompt_set
 
 TASK_KINDS = ("ratings", "favourite", "pairwise")  # rate each reply per objective; pick one; vote on a pair
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a study name travels in a link (?study=NAME)
@@ -27,14 +27,8 @@ MAX_SEEDS = 16
 _TOP_KEYS = {"title", "instructions", "stack", "methods", "trials_per_participant", "participant_param",
              "completion_code", "redirect_url", "prompts", "weights", "settings", "task", "attention_checks"}
 _SETTING_KEYS = {"beta", "top_k", "temperature", "max_new_tokens", "seeds"}
-
-
-@dataclass(frozen=True)
-class StudyPrompt:
-    """A prompt shown to participants, with its kind ("harmful", "benign", … or "" untagged) for the report."""
-
-    text: str
-    kind: str = ""
+_PROMPT_KEYS = {"items", "file", "set", "kind", "count"}
+PROMPT_SETS = ("heldout", *KINDS)  # the stack's held-out prompts, or one kind's test split (mavis_core.prompts)
 
 
 @dataclass(frozen=True)
@@ -71,14 +65,15 @@ class StudyTask:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A study file, checked. ``prompts`` is empty when ``prompt_set`` names a set resolved at build time;
+    """A study file, checked. ``prompts`` is empty when ``prompt_set`` names a set resolved at build time (its
+    first ``prompt_count`` prompts, or all);
     ``conditions`` are λ (objective -> weight, summing to 1); ``methods`` None means every method the stack can
     decode at every condition."""
 
     name: str
     title: str
     instructions: str
-    prompts: tuple[StudyPrompt, ...]
+    prompts: tuple[Prompt, ...]
     prompt_set: str | None
     conditions: tuple[dict[str, float], ...]
     methods: tuple[str, ...] | None
@@ -90,6 +85,7 @@ class StudySpec:
     redirect_url: str | None = None
     participant_param: str = "pid"
     stack: str = "assets/stack.toml"
+    prompt_count: int | None = None
 
     @property
     def objectives(self) -> list[str]:
@@ -130,33 +126,40 @@ def _int(raw: dict, key: str, where: str, low: int, high: int, default: int | No
     return value
 
 
-def _prompts(raw: object, where: str, root: Path) -> tuple[tuple[StudyPrompt, ...], str | None]:
-    """(prompts, named set) from ``[prompts]``: exactly one of ``items``, ``file`` and ``set``."""
-    if not isinstance(raw, dict) or len(set(raw) & {"items", "file", "set"}) != 1 or set(raw) - {"items", "file",
-                                                                                                   "set", "kind"}:
+def _prompts(raw: object, where: str, root: Path) -> tuple[tuple[Prompt, ...], str | None, int | None]:
+    """(prompts, named set, count) from ``[prompts]``: exactly one of ``items``, ``file`` and ``set``."""
+    if not isinstance(raw, dict) or len(set(raw) & {"items", "file", "set"}) != 1 or set(raw) - _PROMPT_KEYS:
         raise _fail(where, "prompts", raw, "a [prompts] table with exactly one of items (a list), file (a path "
-                                           "beside the study file) or set (a named prompt set), and an optional kind")
-    kind = raw.get("kind", "")
+                                           f"beside the study file) or set (one of {list(PROMPT_SETS)}), an optional "
+                                           "kind, and with set an optional count")
+    kind = raw.get("kind", UNTAGGED)
+    if kind not in (*KINDS, UNTAGGED):
+        raise _fail(where, "prompts.kind", kind, f"one of {[*KINDS, UNTAGGED]}")
     if "set" in raw:
-        return (), _text(raw, "set", where)
+        if raw["set"] not in PROMPT_SETS:
+            raise _fail(where, "prompts.set", raw["set"], f"one of {list(PROMPT_SETS)}")
+        return (), raw["set"], _int(raw, "count", f"{where}: prompts", 1, 10_000) if "count" in raw else None
+    if "count" in raw:
+        raise _fail(where, "prompts.count", raw["count"], "count only with set (items and file are used whole)")
     if "file" in raw:
         path = root / str(raw["file"])
         if not path.is_file():
             raise _fail(where, "prompts.file", raw["file"], "a JSON list or a text file of prompts beside the study")
-        return tuple(StudyPrompt(p, kind) for p in read_prompts(path)), None
+        return tuple(Prompt(p.text, kind) if p.kind == UNTAGGED else p for p in read_prompt_set(path)), None, None
     items = raw["items"]
     if not isinstance(items, list) or not items:
         raise _fail(where, "prompts.items", items, 'a non-empty list of strings or {text = "...", kind = "..."}')
-    return tuple(_prompt(item, kind, where) for item in items), None
+    return tuple(_prompt(item, kind, where) for item in items), None, None
 
 
-def _prompt(item: object, kind: str, where: str) -> StudyPrompt:
+def _prompt(item: object, kind: str, where: str) -> Prompt:
     if isinstance(item, str) and item.strip():
-        return StudyPrompt(item.strip(), kind)
+        return Prompt(item.strip(), kind)
     if isinstance(item, dict) and set(item) <= {"text", "kind"} and isinstance(item.get("text"), str) \
-            and item["text"].strip() and isinstance(item.get("kind", ""), str):
-        return StudyPrompt(item["text"].strip(), item.get("kind", kind))
-    raise _fail(where, "prompts.items", item, 'a non-empty string or {text = "...", kind = "..."}')
+            and item["text"].strip() and item.get("kind", kind) in (*KINDS, UNTAGGED):
+        return Prompt(item["text"].strip(), item.get("kind", kind))
+    raise _fail(where, "prompts.items", item, f'a non-empty string or {{text = "...", kind = "..."}} with a kind of '
+                                              f"{[*KINDS, UNTAGGED]}")
 
 
 def _condition(raw: object, where: str) -> dict[str, float]:
@@ -275,7 +278,7 @@ def read_study(path: str | Path) -> StudySpec:
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise _fail(where, unknown[0], raw[unknown[0]], f"keys among {sorted(_TOP_KEYS)}")
-    prompts, prompt_set = _prompts(raw.get("prompts"), where, path.parent)
+    prompts, prompt_set, prompt_count = _prompts(raw.get("prompts"), where, path.parent)
     conditions = _conditions(raw.get("weights"), where)
     objectives = list(dict.fromkeys(o for c in conditions for o in c))
     task = _task(raw.get("task"), objectives, where)
@@ -295,4 +298,4 @@ def read_study(path: str | Path) -> StudySpec:
         settings=_settings(raw.get("settings", {}), where), task=task, trials_per_participant=trials,
         attention_checks=_checks(checks, task, trials + len(checks) if isinstance(checks, list) else 0, where),
         completion_code=code, redirect_url=url, participant_param=param,
-        stack=_text(raw, "stack", where, False) or "assets/stack.toml")
+        stack=_text(raw, "stack", where, False) or "assets/stack.toml", prompt_count=prompt_count)
