@@ -7,13 +7,12 @@ import re
 
 import httpx
 import pytest
-from apputil import TOKEN
+from apputil import METHODS, TOKEN
 from gradio_client import Client
 
 import app
 from app import guard
 
-METHODS = ["base", "mavis", "mod", "rsoup"]
 ARENA = ["/arena_new", "/arena_vote", "/arena_leaderboard", "/arena_export_csv", "/arena_export_jsonl"]
 
 

@@ -2,10 +2,10 @@
 on the chart; old-style calls without them still sample."""
 
 import pytest
+from apputil import METHODS
 
 from app import controls
 
-METHODS = ["base", "mavis", "mod", "rsoup"]
 AXES = ("helpful", "humor", controls.NO_Z)
 
 

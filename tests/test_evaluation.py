@@ -26,12 +26,11 @@ PROMPTS = ["hello there", "tell me a joke"]
 SEEDS = [5]
 GRID = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]
 BASE_CFG = DecodeConfig(weights={"helpful": 1.0}, beta=2.0, top_k=8, max_new_tokens=8)
-METHODS = ["base", "mavis", "mod", "rsoup"]
 
 
 @pytest.fixture(scope="module")
 def table(tiny_stack):
-    return sweep(tiny_stack, PROMPTS, SEEDS, METHODS, GRID, BASE_CFG)
+    return sweep(tiny_stack, PROMPTS, SEEDS, tiny_stack.methods, GRID, BASE_CFG)
 
 
 def test_sweep_table_is_tidy(table, tiny_stack):
@@ -66,7 +65,7 @@ def test_sweep_values_equal_direct_generation(table, tiny_stack):
 
 def test_batched_lambda_points_equal_one_point_per_batch(table, tiny_stack):
     # the fixture decodes every method's 3 λ points (2 replies each) as one batch; here each point runs alone
-    alone = sweep(tiny_stack, PROMPTS, SEEDS, METHODS, GRID, BASE_CFG, lanes_per_batch=1)
+    alone = sweep(tiny_stack, PROMPTS, SEEDS, tiny_stack.methods, GRID, BASE_CFG, lanes_per_batch=1)
     same = [c for c in table.columns if c.startswith(("w_", "r_", "se_")) or c in ("method", "kl", "tokens", "n")]
     pd.testing.assert_frame_equal(table[same], alone[same], rtol=1e-5)
     batched = table[table.method == "mod"]
