@@ -163,6 +163,15 @@ def test_simulated_answers_are_labelled_and_votes_make_a_leaderboard(tmp_path):
     assert board["votes"].sum() == 2 * votes
 
 
+def test_a_pairwise_only_study_reports_votes_and_no_empty_rating_tables(tmp_path):
+    path, db = small_study(tmp_path, '["pairwise"]')
+    simulate(StudySessions(path, db), 4)
+    page = write_report(ReportConfig(path, db, tmp_path / "out", resamples=50)).read_text()
+    assert "Bradley–Terry" in page and "Mean rating" not in page
+    assert not (tmp_path / "out" / "means.csv").exists() and (tmp_path / "out" / "leaderboard.csv").exists()
+    assert "Bradley–Terry strength" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_simulated_ratings_follow_the_reward_models(tmp_path):
     path, db = small_study(tmp_path, '["ratings"]')
     simulate(StudySessions(path, db), 30, noise=0.3)

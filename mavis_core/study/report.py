@@ -127,22 +127,23 @@ def _split(rows: list[tuple], pool, replies: dict) -> dict[str, list[dict]]:
 
 def tables(answers: Answers, spec: StudySpec, resamples: int = analysis.RESAMPLES,
            seed: int = analysis.SEED) -> dict[str, pd.DataFrame]:
-    """Every table of the report, by file stem (each written as CSV)."""
-    r = answers.ratings
-    out = {"means": analysis.mean_table(r, ["method"], resamples, seed),
-           "means_by_condition": analysis.mean_table(r, ["condition", "method"], resamples, seed),
-           "means_by_kind": analysis.mean_table(r, ["kind", "method"], resamples, seed),
-           "weight_response": analysis.weight_response(r),
-           "rater_agreement": analysis.krippendorff_alpha(r, len(spec.task.scale)),
-           "reward_agreement": analysis.reward_agreement(r)}
+    """Every table of the report that the study's task gives data for, by file stem (each written as CSV)."""
+    r, out = answers.ratings, {}
+    if "ratings" in spec.task.kinds:
+        out = {"means": analysis.mean_table(r, ["method"], resamples, seed),
+               "means_by_condition": analysis.mean_table(r, ["condition", "method"], resamples, seed),
+               "means_by_kind": analysis.mean_table(r, ["kind", "method"], resamples, seed),
+               "weight_response": analysis.weight_response(r),
+               "rater_agreement": analysis.krippendorff_alpha(r, len(spec.task.scale)),
+               "reward_agreement": analysis.reward_agreement(r)}
     if "favourite" in spec.task.kinds:
         out["favourites"] = analysis.favourite_shares(answers.favourites)
     if "pairwise" in spec.task.kinds:
         out["leaderboard"] = leaderboard(answers.votes[["method_a", "method_b", "vote"]])
-    out["participants"] = answers.participants.merge(
-        answers.checks.assign(failed=~answers.checks["passed"]).groupby("pid", as_index=False)["failed"].sum()
-        .rename(columns={"failed": "failed_checks"}), on="pid", how="left").fillna({"failed_checks": 0}).astype(
-        {"failed_checks": int})
+    failed = answers.checks.assign(failed_checks=~answers.checks["passed"]).groupby("pid", as_index=False)[
+        "failed_checks"].sum()
+    out["participants"] = answers.participants.merge(failed, on="pid", how="left").fillna(
+        {"failed_checks": 0}).astype({"failed_checks": int})
     if answers.simulated:
         out = {name: t.assign(simulated=True) for name, t in out.items()}
     return out
@@ -159,25 +160,39 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([*lines, *("| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False))])
 
 
-def figures(answers: Answers, means: pd.DataFrame) -> list:
-    """Plotly figures: mean ratings with intervals, ratings against their objective's weight, human vs reward."""
+def _rating_figures(ratings: pd.DataFrame, means: pd.DataFrame, tag: str) -> list:
+    """Mean ratings with intervals, ratings against their objective's weight, each reply's rating vs its reward."""
     import plotly.express as px
 
-    tag = " (SIMULATED)" if answers.simulated else ""
     bars = px.bar(means, x="method", y="mean", color="method", facet_col="objective",
                   error_y=means["high"] - means["mean"], error_y_minus=means["mean"] - means["low"],
                   title=f"Mean rating per method and objective, 95 % bootstrap intervals{tag}")
-    r = answers.ratings
-    by_weight = r.groupby(["method", "objective", "weight"], as_index=False)["rating"].mean()
+    by_weight = ratings.groupby(["method", "objective", "weight"], as_index=False)["rating"].mean()
     lines = px.line(by_weight, x="weight", y="rating", color="method", facet_col="objective", markers=True,
                     title=f"Mean rating against the weight of its own objective{tag}")
-    replies = r.dropna(subset=["reward"]).groupby(["objective", "unit", "method"], as_index=False).agg(
+    replies = ratings.dropna(subset=["reward"]).groupby(["objective", "unit", "method"], as_index=False).agg(
         rating=("rating", "mean"), reward=("reward", "first"))
     scatter = px.scatter(replies, x="reward", y="rating", color="method", facet_col="objective",
                          title=f"Each reply's mean human rating against its reward model score{tag}")
-    for fig in (scatter,):
-        fig.update_xaxes(matches=None)  # reward models score on different scales
+    scatter.update_xaxes(matches=None)  # reward models score on different scales
     return [bars, lines, scatter]
+
+
+def figures(answers: Answers, found: dict[str, pd.DataFrame]) -> list:
+    """The report's plotly figures, for the tables it has."""
+    import plotly.express as px
+
+    tag = " (SIMULATED)" if answers.simulated else ""
+    out = _rating_figures(answers.ratings, found["means"], tag) if "means" in found else []
+    if "favourites" in found:
+        out.append(px.bar(found["favourites"], x="method", y="share", color="method",
+                          title=f"How often each method's reply was the favourite (picked ÷ shown){tag}"))
+    if "leaderboard" in found:
+        board = found["leaderboard"]
+        out.append(px.bar(board, x="method", y="strength", color="method", error_y=board["high"] - board["strength"],
+                          error_y_minus=board["strength"] - board["low"],
+                          title=f"Bradley–Terry strength from the pairwise votes, 95 % bootstrap intervals{tag}"))
+    return out
 
 
 def _markdown(spec: StudySpec, answers: Answers, found: dict[str, pd.DataFrame]) -> str:
@@ -224,8 +239,7 @@ def write_report(cfg: ReportConfig) -> Path:
     if not answers.votes.empty:
         _write_csv(answers.votes.assign(simulated=answers.simulated), out / "votes.csv")
     title = f"Study report: {spec.name}{' (SIMULATED DATA)' if answers.simulated else ''}"
-    html = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures(answers,
-                                                                                                    found["means"]))]
+    html = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures(answers, found))]
     banner = "<p><b>SIMULATED DATA</b>: not given by people.</p>" if answers.simulated else ""
     (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
                                      f"<body><h1>{title}</h1>{banner}{''.join(html)}</body></html>", encoding="utf-8")
