@@ -17,7 +17,7 @@ import pytest
 from mavis_core.cli import main
 from mavis_core.study import ShownTrial, StudySessions, read_study
 from mavis_core.study.analysis import bootstrap_mean, krippendorff_alpha, mean_table, reward_agreement
-from mavis_core.study.report import ReportConfig, write_report
+from mavis_core.study.report import ReportConfig, progress, write_report
 from mavis_core.study.simulate import fake_pool, simulate
 
 STUDY = """
@@ -178,6 +178,25 @@ def test_simulated_ratings_follow_the_reward_models(tmp_path):
     write_report(ReportConfig(path, db, tmp_path / "out", resamples=50))
     agreement = pd.read_csv(tmp_path / "out" / "reward_agreement.csv")
     assert (agreement["spearman"] > 0.8).all() and (agreement["replies"] > 10).all()
+
+
+def test_the_researchers_progress_view(tmp_path):
+    path, db = small_study(tmp_path)
+    sessions = StudySessions(path, db)
+    answer_all(sessions, ["ann", "bo"])
+    sessions.start("cyd")  # started, nothing answered yet
+    view = progress(read_study(path), db)
+    assert view["conditions"]["assigned"].sum() == 9 and view["conditions"]["answered"].sum() == 6
+    people = view["participants"].set_index("pid")
+    assert people.loc["ann", "answered"] == 3 and people.loc["cyd", "answered"] == 0
+    assert people["finished"].notna().tolist() == [True, True, False] and (people["failed_checks"] == 0).all()
+
+
+def test_report_files_are_owner_only(tmp_path):
+    path, db = small_study(tmp_path)
+    answer_all(StudySessions(path, db), ["ann"])
+    write_report(ReportConfig(path, db, tmp_path / "out", resamples=20))
+    assert (tmp_path / "out" / "ratings.csv").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_study_without_answers_says_so(tmp_path):

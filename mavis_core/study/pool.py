@@ -39,6 +39,10 @@ class BuildConfig:
     batch_rows: int = 32
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_rows, bool) or not isinstance(self.batch_rows, int) or self.batch_rows < 1:
+            raise ValueError(f"batch_rows: got {self.batch_rows!r}; allowed: an integer >= 1")
+
 
 @dataclass(frozen=True)
 class Pool:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..arena import leaderboard
 from . import analysis
-from .db import SLOTS, neutralise, printable
+from .db import SLOTS, _private, neutralise, printable
 from .pool import default_study_db, read_pool
 from .spec import StudySpec, read_study
 from .store import opened
@@ -48,6 +48,10 @@ class ReportConfig:
     out: str | Path | None = None
     resamples: int = analysis.RESAMPLES
     seed: int = analysis.SEED
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 1:
+            raise ValueError(f"resamples: got {self.resamples!r}; allowed: an integer >= 1")
 
 
 @dataclass
@@ -125,6 +129,28 @@ def _split(rows: list[tuple], pool, replies: dict) -> dict[str, list[dict]]:
     return {"ratings": ratings, "favourites": favourites, "votes": votes, "checks": checks}
 
 
+def progress(spec: StudySpec, study_db: str | Path) -> dict[str, pd.DataFrame]:
+    """The researcher's view of a running study: per λ condition, trials handed out and answered; per
+    participant, as in the report (answers, mean seconds per trial, failed attention checks)."""
+    answers = read_answers(spec, study_db)  # first: it says so when the study has no pool
+    with opened(study_db) as db:
+        pool = read_pool(db, spec.name)
+        counts = db.execute("SELECT a.condition, COUNT(*), COUNT(b.position) FROM study_assignments a LEFT JOIN "
+                            "study_answers b USING (study, pid, position) WHERE a.study = ? AND a.check_index < 0 "
+                            "GROUP BY a.condition ORDER BY a.condition", (spec.name,)).fetchall()
+    conditions = pd.DataFrame([(condition_label(pool.conditions[c]), n, done) for c, n, done in counts],
+                              columns=["condition", "assigned", "answered"])
+    return {"conditions": conditions, "participants": participant_table(answers)}
+
+
+def participant_table(answers: Answers) -> pd.DataFrame:
+    """Per participant: started, finished, answers, mean seconds per trial, failed attention checks."""
+    failed = answers.checks.assign(failed_checks=~answers.checks["passed"]).groupby("pid", as_index=False)[
+        "failed_checks"].sum()
+    return answers.participants.merge(failed, on="pid", how="left").fillna({"failed_checks": 0}).astype(
+        {"failed_checks": int})
+
+
 def tables(answers: Answers, spec: StudySpec, resamples: int = analysis.RESAMPLES,
            seed: int = analysis.SEED) -> dict[str, pd.DataFrame]:
     """Every table of the report that the study's task gives data for, by file stem (each written as CSV)."""
@@ -140,10 +166,7 @@ def tables(answers: Answers, spec: StudySpec, resamples: int = analysis.RESAMPLE
         out["favourites"] = analysis.favourite_shares(answers.favourites)
     if "pairwise" in spec.task.kinds:
         out["leaderboard"] = leaderboard(answers.votes[["method_a", "method_b", "vote"]])
-    failed = answers.checks.assign(failed_checks=~answers.checks["passed"]).groupby("pid", as_index=False)[
-        "failed_checks"].sum()
-    out["participants"] = answers.participants.merge(failed, on="pid", how="left").fillna(
-        {"failed_checks": 0}).astype({"failed_checks": int})
+    out["participants"] = participant_table(answers)
     if answers.simulated:
         out = {name: t.assign(simulated=True) for name, t in out.items()}
     return out
@@ -221,7 +244,9 @@ def _markdown(spec: StudySpec, answers: Answers, found: dict[str, pd.DataFrame])
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    df.map(lambda v: neutralise(printable(v)) if isinstance(v, str) else v).to_csv(path, index=False)
+    """``df`` as CSV, text cleaned and formula-safe, readable by its owner only (it names participants)."""
+    with _private(path) as f:
+        df.map(lambda v: neutralise(printable(v)) if isinstance(v, str) else v).to_csv(f, index=False)
 
 
 def write_report(cfg: ReportConfig) -> Path:
