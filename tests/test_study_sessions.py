@@ -251,6 +251,13 @@ def test_a_study_without_a_pool_says_how_to_build_it(tmp_path):
         StudySessions(path, tmp_path / "empty.db")
 
 
+def test_a_study_file_changed_after_its_build_is_refused(tmp_path):
+    path, db = make_study(tmp_path)
+    path.write_text(path.read_text().replace('"p6"]', '"p6", "p7"]'))
+    with pytest.raises(ValueError, match="changed its prompts or conditions"):
+        StudySessions(path, db)
+
+
 def test_simulated_participants_finish_a_pairwise_study(tmp_path):
     path, db = make_study(tmp_path, '["pairwise"]')
     sessions = StudySessions(path, db)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mavis_core.study import StudyError, read_study
+from mavis_core.study import StudyError, read_study, study_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = """
@@ -110,3 +110,10 @@ def test_a_bad_file_name_and_bad_toml(tmp_path):
         read_study(write(tmp_path, GOOD, name="has space"))
     with pytest.raises(StudyError, match="cannot be read as TOML"):
         read_study(write(tmp_path, "title = ", name="broken"))
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", "x" * 65, None, "demo.toml", "nosuch"])
+def test_a_link_naming_a_bad_or_unknown_study_gets_a_plain_message(name):
+    with pytest.raises(ValueError, match="study: got"):
+        study_path(name, ROOT / "studies")
+    assert study_path("demo", ROOT / "studies") == ROOT / "studies" / "demo.toml"

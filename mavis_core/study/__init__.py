@@ -16,8 +16,8 @@ from .db import (
 )
 from .pool import DEFAULT_STUDY_DB, BuildConfig, Pool, build_pool, default_study_db, read_pool
 from .sessions import Completion, ShownTrial, StudySessions, check_pid
-from .spec import StudyError, StudySpec, read_study
+from .spec import StudyError, StudySpec, read_study, study_path
 
 __all__ = ["DEFAULT_STUDY_DB", "RATING_RANGE", "SLOTS", "BuildConfig", "Completion", "Pool", "ShownTrial",
            "StudyDB", "StudyError", "StudySessions", "StudySpec", "Trial", "build_pool", "check_pid",
-           "default_study_db", "neutralise", "printable", "read_pool", "read_study", "token_ok"]
+           "default_study_db", "neutralise", "printable", "read_pool", "read_study", "study_path", "token_ok"]

@@ -156,6 +156,10 @@ class StudySessions:
             raise ValueError(f"study {self.spec.name!r} has no finished pool in {self.path}; build it first: "
                              f"python -m mavis_core study build studies/{self.spec.name}.toml --study-db {self.path}")
         self.pool: Pool = pool
+        own = [p.text for p in self.spec.prompts]
+        if (own and own != [p.text for p in pool.prompts]) or list(self.spec.conditions) != list(pool.conditions):
+            raise ValueError(f"study {self.spec.name!r} changed its prompts or conditions since its pool was built in "
+                             f"{self.path}; allowed: the study file as built (or a new --study-db and a new build)")
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection; ``with self._db() as db:`` commits at the end of the block."""

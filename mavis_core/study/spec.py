@@ -265,6 +265,21 @@ def _completion(raw: dict, where: str) -> tuple[str | None, str | None]:
     return code, url
 
 
+def study_path(name: object, folder: str | Path = "studies") -> Path:
+    """The study file a link's ``?study=NAME`` means: ``folder/NAME.toml``. A name that is not 1 to 64 letters,
+    digits, ``_`` or ``-`` (so never a path), or that names no study, is a ValueError in plain words.
+
+    >>> study_path("demo").name
+    'demo.toml'
+    """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"study: got {str(name)[:40]!r}; allowed: a study name of 1 to 64 letters, digits, _ or -")
+    path = Path(folder) / f"{name}.toml"
+    if not path.is_file():
+        raise ValueError(f"study: got {name!r}; there is no such study here (check the link)")
+    return path
+
+
 def read_study(path: str | Path) -> StudySpec:
     """Read and check a study file (docs/studies.md); StudyError (a ValueError) names the field at fault."""
     path = Path(path)
