@@ -129,9 +129,21 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke test in seconds")
 
 
+def _add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """train-values' rollout trees (`TreeConfig`)."""
+    parser.add_argument("--max-new-tokens", type=int, help="reply length of rollouts and of the evaluation")
+    parser.add_argument("--levels", type=int, help="chunk levels of a rollout tree")
+    parser.add_argument("--root-children", type=int)
+    parser.add_argument("--inner-children", type=int)
+    parser.add_argument("--prompts-per-batch", type=int,
+                        help="trees grown together (more fill the batch better; the unit of resuming)")
+    parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
+
+
 def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     from .training.value_training import VALUE_KINDS
 
+    _add_rollout_arguments(parser)
     parser.add_argument("--stack", type=Path, help=STACK_HELP)
     parser.add_argument("--objective", help="objective to train a value model for")
     parser.add_argument("--fused", action="store_true", help="one value model with a head per objective instead")
@@ -155,19 +167,12 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--dense", action="store_true",
                         help="train every position of a node's chunk on the node's target, not only its last token")
-    parser.add_argument("--max-new-tokens", type=int, help="reply length of rollouts and of the evaluation")
-    parser.add_argument("--levels", type=int, help="chunk levels of a rollout tree")
-    parser.add_argument("--root-children", type=int)
-    parser.add_argument("--inner-children", type=int)
-    parser.add_argument("--prompts-per-batch", type=int,
-                        help="trees grown together (more fill the batch better; the unit of resuming)")
     parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
     parser.add_argument("--cold-start", dest="warm_start", action="store_false",
                         help="start iterations >= 1 from the base with a zero head instead of from V_{k-1}")
     parser.add_argument("--start-from", type=Path,
                         help="a saved value model (e.g. the stack's shipped one) to take as iteration 0: no base "
                         "trees or training for it; iteration 1 is guided by it and goes on from its weights")
-    parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
     parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"),
                         help="dtype of the saved value model (default float16)")
     parser.add_argument("--seed", type=int)

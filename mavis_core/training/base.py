@@ -147,6 +147,19 @@ def _resume(path: Path, model, optimizer, generator: torch.Generator, cfg: BaseT
     return state["step"]
 
 
+def _train_step(model: GPT2LMHeadModel, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float,
+                grad_clip: float) -> torch.Tensor:
+    """One AdamW step at learning rate ``lr`` on ``batch`` (b, t) of packed ids; returns its loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=batch, labels=batch).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
 def train_base(
     tokenizer: PreTrainedTokenizerFast,
     train_tokens: torch.Tensor,
@@ -177,14 +190,8 @@ def train_base(
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="base", dynamic_ncols=True)
     model.train()
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
         batch = sample_batch(train_tokens, cfg.batch_size, cfg.n_positions, generator).to(device)  # (b, t)
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        loss = _train_step(model, optimizer, batch, learning_rate(cfg, step), cfg.grad_clip)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             _save_checkpoint(ckpt, model, optimizer, step + 1, generator, cfg)

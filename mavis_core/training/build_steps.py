@@ -130,32 +130,32 @@ def _samples_markdown(prompts: list[str], replies: list[str]) -> str:
 
 def build_base(cfg: BuildConfig) -> None:
     """Train the base LM, ship it as fp16, and report the shipped weights' validation perplexity."""
-    cfg = _base_config(cfg)
+    train = _base_config(cfg)
     tok = AutoTokenizer.from_pretrained(cfg.out / "tokenizer")
     train_tokens = base.encode_texts(tok, _texts("train", cfg))  # (n_train,)
     val_tokens = base.encode_texts(tok, _texts("validation", cfg))  # (n_val,)
     start = time.time()
-    model = base.train_base(tok, train_tokens, val_tokens, cfg, cfg.work / "base")
+    model = base.train_base(tok, train_tokens, val_tokens, train, cfg.work / "base")
     minutes = (time.time() - start) / 60
     files = base.save_base(model, cfg.out / "base")
     # Evaluate what ships: the fp16 file, loaded the way a stack loads it.
     shipped = AutoModelForCausalLM.from_pretrained(cfg.out / "base", dtype=torch.float32).to(model.device)
-    val_loss = base.evaluate(shipped, val_tokens, cfg.n_positions)
+    val_loss = base.evaluate(shipped, val_tokens, train.n_positions)
     prompts = data.eval_prompts(2 if cfg.quick else N_SAMPLES, cfg.seed)
     replies = base.sample_replies(shipped, tok, prompts, seed=cfg.seed, top_k=SAMPLE_TOP_K,
                                   max_new_tokens=8 if cfg.quick else 48)
     metrics = {
         "parameters": sum(p.numel() for p in shipped.parameters()),
         "validation_loss": round(val_loss, 4), "validation_perplexity": round(math.exp(val_loss), 2),
-        "train_tokens": len(train_tokens), "steps": cfg.steps,
-        "epochs": round(cfg.steps * cfg.batch_size * cfg.n_positions / len(train_tokens), 2),
+        "train_tokens": len(train_tokens), "steps": train.steps,
+        "epochs": round(train.steps * train.batch_size * train.n_positions / len(train_tokens), 2),
         "train_minutes_last_run": round(minutes, 1), "device": str(model.device),
     }
     card = (
-        f"GPT-2 architecture: {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, context "
-        f"{cfg.n_positions}, tied embeddings; trained on every train conversation as "
+        f"GPT-2 architecture: {train.n_layer} layers, {train.n_embd} wide, {train.n_head} heads, context "
+        f"{train.n_positions}, tied embeddings; trained on every train conversation as "
         "`format_dialogue(turns) + <|endoftext|>`, packed, random windows of the context length; AdamW "
-        f"(lr {cfg.lr}, warmup {cfg.warmup}, cosine to lr/10), batch {cfg.batch_size}x{cfg.n_positions} "
+        f"(lr {train.lr}, warmup {train.warmup}, cosine to lr/10), batch {train.batch_size}x{train.n_positions} "
         "tokens. Stored as fp16 safetensors. Validation perplexity is per token on the validation split, "
         "computed from the stored fp16 weights.\n\n"
         f"Replies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {cfg.seed}, cut at the next turn):\n\n"

@@ -13,6 +13,7 @@ assets/MODEL_CARD.md: the card's numbers come from this command, not from hand-c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,32 @@ def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConf
             float(np.nanmean([reply_nll(g) for g in gens])))
 
 
+def _gain_row(objective: str, setting: str, base: np.ndarray, per_prompt: np.ndarray, kl: float, tokens: float,
+              nll: float) -> dict:
+    """A row of `guidance_table`: the setting's mean reward and its gain over the base, paired by prompt (per
+    prompt means over seeds, ``base`` and ``per_prompt`` of shape (prompts,))."""
+    diff = per_prompt - base
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return dict(objective=objective, setting=setting, reward=per_prompt.mean(), gain=diff.mean(), gain_se=se, kl=kl,
+                tokens=tokens, nll=nll)
+
+
+def _mavis_rows(replies, config, o: str, base: np.ndarray, label: str, betas: list[float], equal: dict[str, float],
+                equal_gens, equal_only: bool, bar) -> list[dict]:
+    """`guidance_table`'s rows of one value model on objective ``o``: one-hot MAVIS at each β (unless
+    ``equal_only``), then MAVIS with ``equal`` weights at each β (replies from ``equal_gens(label, β)``)."""
+    rows = []
+    for beta in betas if not equal_only else ():
+        rows.append(_gain_row(o, f"{label} β={beta:g}", base,
+                              *replies(config(method="mavis", weights={o: 1.0}, beta=beta), o)))
+        bar.update()
+    for beta in betas:
+        cfg = config(method="mavis", weights=equal, beta=beta)
+        rows.append(_gain_row(o, f"{label} equal β={beta:g}", base, *replies(cfg, o, equal_gens(label, beta))))
+        bar.update()
+    return rows
+
+
 def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: list[float],
                    value_models: dict[str, ValueModel | None], max_new_tokens: int = 32,
                    top_k: int = DecodeConfig.default("top_k"), equal_only: bool = False) -> pd.DataFrame:
@@ -58,51 +85,34 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
         equal_only: only the base and the *equal* rows (no one-hot MAVIS, no policy): a check of the balanced
             setting on more seeds for the time of one setting per value model and β.
     Columns: objective, setting ("base", "<label> β=<b>", "<label> equal β=<b>", "policy"), reward, gain,
-    gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency).
-    The *equal* rows are MAVIS with equal weights on every objective at each β, scored on each objective: the
-    app's balanced setting (its β is the stack's, `Stack.default_beta`).
+    gain_se, kl, tokens, nll (mean NLL per token under π_ref: fluency). The *equal* rows are MAVIS with equal
+    weights on every objective at each β, scored on each objective: the app's balanced setting.
     """
-    rows = []
-    per_setting = 1 if equal_only else 2  # equal rows alone, or one-hot rows beside them and the policy beside the base
-    bar = tqdm(total=len(stack.objectives) * per_setting * (len(value_models) * len(betas) + 1),
-               desc="value report", unit="setting")
+    settings = len(stack.objectives) * (len(value_models) * len(betas) + 1)  # the equal rows and the base
+    bar = tqdm(total=settings * (1 if equal_only else 2), desc="value report", unit="setting")  # one-hot rows too
     rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
     equal = dict.fromkeys(stack.objectives, 1.0)
-    base_cfg = DecodeConfig(method="base", weights=equal, top_k=top_k, max_new_tokens=max_new_tokens)
+    config = partial(DecodeConfig, top_k=top_k, max_new_tokens=max_new_tokens)
+    replies = partial(_replies, stack, prompts, seeds)
+    base_cfg = config(method="base", weights=equal)
     base_gens = generate_batch(stack, rows_p, base_cfg, rows_s)
-    equal_gens = {}  # (label, β) -> replies: one set serves every objective's row
+
+    @cache
+    def equal_gens(label: str, beta: float) -> list:  # one set of replies serves every objective's row
+        return generate_batch(stack, rows_p, config(method="mavis", weights=equal, beta=beta), rows_s)
+
+    rows = []
     for o in stack.objectives:
-        base, kl, tokens, nll = _replies(stack, prompts, seeds, base_cfg, o, base_gens)
+        base, kl, tokens, nll = replies(base_cfg, o, base_gens)
         bar.update()
         rows.append(dict(objective=o, setting="base", reward=base.mean(), gain=0.0, gain_se=0.0, kl=kl,
                          tokens=tokens, nll=nll))
-
-        def add(setting: str, per_prompt: np.ndarray, kl: float, tokens: float, nll: float, o=o, base=base) -> None:
-            diff = per_prompt - base
-            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-            rows.append(dict(objective=o, setting=setting, reward=per_prompt.mean(), gain=diff.mean(), gain_se=se,
-                             kl=kl, tokens=tokens, nll=nll))
-
         for label, model in value_models.items():
             with guided_by(stack, model):
-                for beta in betas if not equal_only else ():
-                    cfg = DecodeConfig(method="mavis", weights={o: 1.0}, beta=beta, top_k=top_k,
-                                       max_new_tokens=max_new_tokens)
-                    add(f"{label} β={beta:g}", *_replies(stack, prompts, seeds, cfg, o))
-                    bar.update()
-                for beta in betas:
-                    equal_cfg = DecodeConfig(method="mavis", weights=equal, beta=beta, top_k=top_k,
-                                             max_new_tokens=max_new_tokens)
-                    if (label, beta) not in equal_gens:
-                        equal_gens[label, beta] = generate_batch(stack, rows_p, equal_cfg, rows_s)
-                    add(f"{label} equal β={beta:g}", *_replies(stack, prompts, seeds, equal_cfg, o,
-                                                               equal_gens[label, beta]))
-                    bar.update()
-        if "mod" in stack.methods and not equal_only:  # MOD with λ one-hot decodes that objective's policy alone
-            cfg = DecodeConfig(method="mod", weights={o: 1.0}, top_k=top_k, max_new_tokens=max_new_tokens)
-            add("policy", *_replies(stack, prompts, seeds, cfg, o))
-        if not equal_only:
-            bar.update()
+                rows += _mavis_rows(replies, config, o, base, label, betas, equal, equal_gens, equal_only, bar)
+        if not equal_only and "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
+            rows.append(_gain_row(o, "policy", base, *replies(config(method="mod", weights={o: 1.0}), o)))
+        bar.update(0 if equal_only else 1)
     bar.close()
     return pd.DataFrame(rows)
 

@@ -20,6 +20,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -324,6 +325,25 @@ def train_epoch(module: nn.Module, optimizer, train: Examples, offsets: torch.Te
     return sum(losses) / max(1, len(losses))
 
 
+def _best_epoch(history: list[dict]) -> int:
+    """The epoch of lowest validation MSE (the last one when none was validated)."""
+    scored = [h for h in history if h["val_mse"] is not None and not math.isnan(h["val_mse"])]
+    return min(scored, key=lambda h: h["val_mse"])["epoch"] if scored else len(history)
+
+
+def _keep_epoch(accelerator, module: nn.Module, optimizer, work: Path, cfg: ValueTrainConfig, epoch: int, best: float,
+                history: list, best_offsets: torch.Tensor | None, message: str) -> None:
+    """After ``epoch``: the main process saves the model as the best (when ``best_offsets`` is given: it is, with
+    those offsets) and the resumable state; every process waits for it."""
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(module).model
+        if best_offsets is not None:
+            _save_best(unwrapped, best_offsets, work / BEST)
+        _save_state(work / TRAIN_STATE, unwrapped, optimizer, epoch, best, history, cfg)
+        tqdm.write(message)
+    accelerator.wait_for_everyone()
+
+
 def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cfg: ValueTrainConfig, work: Path,
                       pad_id: int, accelerator, stop_after_epochs: int | None = None,
                       start_offsets: torch.Tensor | None = None) -> dict:
@@ -331,30 +351,24 @@ def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cf
 
     ``start_offsets``: ``model`` starts trained (a warm start), with these offsets. It is then validated before
     the first epoch (history's epoch 0) and kept as the best unless an epoch beats it, so training on a small
-    new set never leaves a worse model than it started from (by validation MSE).
-
-    State is saved after every epoch to ``work/train_state.pt``: calling again with the same arguments
-    resumes and ends with the same weights. ``stop_after_epochs`` returns early as if interrupted (tests).
+    new set never leaves a worse model than it started from (by validation MSE). State is saved after every
+    epoch to ``work/train_state.pt``: calling again with the same arguments resumes and ends with the same
+    weights. ``stop_after_epochs`` returns early as if interrupted (tests).
 
     Returns:
-        {"best_val_mse", "best_epoch", "history": [{"epoch", "train_mse", "val_mse"}...], "offsets"} (the
-        offsets the best model predicts with)
+        {"best_val_mse", "best_epoch", "history": [{"epoch", "train_mse", "val_mse"}...], "offsets": the
+        offsets the best model predicts with}
     """
     work.mkdir(parents=True, exist_ok=True)
     offsets = target_offsets(train)  # (H,)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = _load_state(work / TRAIN_STATE, model, optimizer, cfg)
     module, optimizer = accelerator.prepare(ValuesAt(model), optimizer)
+    keep = partial(_keep_epoch, accelerator, module, optimizer, work, cfg)
     if start_offsets is not None and not history and len(val):
-        val_mse = validation_mse(module, val, start_offsets, cfg.batch_size, pad_id, accelerator)
-        history.append({"epoch": 0, "train_mse": None, "val_mse": val_mse})
-        best = val_mse
-        if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(module).model
-            _save_best(unwrapped, start_offsets, work / BEST)
-            _save_state(work / TRAIN_STATE, unwrapped, optimizer, 0, best, history, cfg)
-            tqdm.write(f"epoch 0 (the starting model): val mse {val_mse:.4f}")
-        accelerator.wait_for_everyone()
+        best = validation_mse(module, val, start_offsets, cfg.batch_size, pad_id, accelerator)
+        history.append({"epoch": 0, "train_mse": None, "val_mse": best})
+        keep(0, best, history, start_offsets, f"epoch 0 (the starting model): val mse {best:.4f}")
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     for epoch in range(start, end):
         batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, epoch, accelerator.process_index,
@@ -365,15 +379,9 @@ def train_value_model(model: PreTrainedModel, train: Examples, val: Examples, cf
         history.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val_mse})
         improved = not len(val) or val_mse < best
         best = val_mse if improved else best
-        if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(module).model
-            if improved:
-                _save_best(unwrapped, offsets, work / BEST)
-            _save_state(work / TRAIN_STATE, unwrapped, optimizer, epoch + 1, best, history, cfg)
-            tqdm.write(f"epoch {epoch + 1}: train mse {train_mse:.4f}, val mse {val_mse:.4f}")
-        accelerator.wait_for_everyone()
-    scored = [h for h in history if h["val_mse"] is not None and not math.isnan(h["val_mse"])]
-    best_epoch = min(scored, key=lambda h: h["val_mse"])["epoch"] if scored else len(history)
+        keep(epoch + 1, best, history, offsets if improved else None,
+             f"epoch {epoch + 1}: train mse {train_mse:.4f}, val mse {val_mse:.4f}")
+    best_epoch = _best_epoch(history)
     kept = start_offsets if best_epoch == 0 else offsets
     return {"best_val_mse": best, "best_epoch": best_epoch, "history": history, "offsets": kept.tolist()}
 
