@@ -87,7 +87,8 @@ def duplicate_groups(samples: list[dict]) -> list[list[dict]]:
 
 def _hover(group: list[dict], x: str, y: str) -> str:
     sample = group[0]
-    snippet = html.escape(sample["text"][:80] + ("…" if len(sample["text"]) > 80 else ""))
+    # quote=False: plotly's hover decodes &amp; &lt; &gt; but not &quot;, which would show as written
+    snippet = html.escape(sample["text"][:80] + ("…" if len(sample["text"]) > 80 else ""), quote=False)
     count = "" if len(group) == 1 else (f"<br>×{len(group)} the same point: "
                                         + ", ".join(f"#{s['id']}" for s in group[:8])
                                         + (" …" if len(group) > 8 else ""))
@@ -311,6 +312,7 @@ def _tip(token: dict) -> str:
 
 
 def _token_span(token: dict, scale: float, colours: dict[str, str]) -> str:
+    """One token with its shade (none when ``scale`` is infinite: the base's own column) and its hover card."""
     shade = _shade(token)
     alpha = min(1.0, abs(shade) / scale) * 0.75
     rgb = RAISED if shade >= 0 else LOWERED
@@ -322,8 +324,10 @@ def _token_span(token: dict, scale: float, colours: dict[str, str]) -> str:
 
 def _column_html(method: str, title: str, tokens: list[dict], colours: dict[str, str]) -> str:
     colour = METHOD_COLOURS.get(method, "#6b7280")
+    if method == "base":  # π_ref itself: shading it "likelier than the base" would only show its top-k truncation
+        title += " (the reference: not shaded)"
     if tokens:
-        scale = max(TILT_SCALE_FLOOR, *(abs(_shade(t)) for t in tokens))
+        scale = math.inf if method == "base" else max(TILT_SCALE_FLOOR, *(abs(_shade(t)) for t in tokens))
         body = "".join(_token_span(t, scale, colours) for t in tokens)
     else:
         body = '<span class="tv-note">(empty reply)</span>'

@@ -139,3 +139,21 @@ def test_sweep_points_with_standard_errors_get_error_bars():
 def test_the_per_token_view_can_say_it_is_waiting():
     html = explanation_html({}, OBJ, note="Generating <now>…")
     assert "Generating &lt;now&gt;…" in html and "tv-cell" not in html
+
+
+def test_the_base_column_is_not_shaded_against_itself():
+    """The base is π_ref: its log π − log π_ref is only the top-k truncation, so its tokens stay unshaded and its
+    title says why; another method's same token is shaded."""
+    events = [TokenEvent(1, "hi", -2.0, -0.5, None)]  # log π_ref −2, log π −0.5
+    html = explanation_html({"base": token_explanation(events), "mod": token_explanation(events)}, OBJ,
+                            {"base": "Base", "mod": "MOD"})
+    base, mod = html.split('data-method="mod"')
+    assert "Base (the reference: not shaded)" in base and "rgba(22, 163, 74, 0.00)" in base
+    assert "rgba(22, 163, 74, 0.75)" in mod
+
+
+def test_hovers_escape_markup_but_leave_quotes_as_they_are():
+    """plotly's hover decodes &lt; and &amp; but shows &quot; as written."""
+    s = sample(1, "mavis", "generate", 0.1, 0.2) | {"text": 'say "hi" & <b>'}
+    hover = pareto_figure([s], "helpful", "humor", ["mavis"]).data[0].hovertext[0]
+    assert 'say "hi" &amp; &lt;b&gt;' in hover and "&quot;" not in hover
