@@ -183,20 +183,21 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([*lines, *("| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False))])
 
 
-def _rating_figures(ratings: pd.DataFrame, means: pd.DataFrame, tag: str) -> list:
+def _rating_figures(ratings: pd.DataFrame, means: pd.DataFrame, tag: str, order: dict) -> list:
     """Mean ratings with intervals, ratings against their objective's weight, each reply's rating vs its reward."""
     import plotly.express as px
 
     bars = px.bar(means, x="method", y="mean", color="method", facet_col="objective",
                   error_y=means["high"] - means["mean"], error_y_minus=means["mean"] - means["low"],
-                  title=f"Mean rating per method and objective, 95 % bootstrap intervals{tag}")
+                  title=f"Mean rating per method and objective, 95 % bootstrap intervals{tag}", category_orders=order)
     by_weight = ratings.groupby(["method", "objective", "weight"], as_index=False)["rating"].mean()
     lines = px.line(by_weight, x="weight", y="rating", color="method", facet_col="objective", markers=True,
-                    title=f"Mean rating against the weight of its own objective{tag}")
+                    title=f"Mean rating against the weight of its own objective{tag}", category_orders=order)
     replies = ratings.dropna(subset=["reward"]).groupby(["objective", "unit", "method"], as_index=False).agg(
         rating=("rating", "mean"), reward=("reward", "first"))
     scatter = px.scatter(replies, x="reward", y="rating", color="method", facet_col="objective",
-                         title=f"Each reply's mean human rating against its reward model score{tag}")
+                         title=f"Each reply's mean human rating against its reward model score{tag}",
+                         category_orders=order)
     scatter.update_xaxes(matches=None)  # reward models score on different scales
     return [bars, lines, scatter]
 
@@ -206,14 +207,17 @@ def figures(answers: Answers, found: dict[str, pd.DataFrame]) -> list:
     import plotly.express as px
 
     tag = " (SIMULATED)" if answers.simulated else ""
-    out = _rating_figures(answers.ratings, found["means"], tag) if "means" in found else []
+    shown = [*answers.ratings["method"], *answers.votes["method_a"], *answers.votes["method_b"],
+             *answers.favourites["method"]]
+    order = {"method": sorted(set(shown))}  # the same colour for a method in every chart
+    out = _rating_figures(answers.ratings, found["means"], tag, order) if "means" in found else []
     if "favourites" in found:
-        out.append(px.bar(found["favourites"], x="method", y="share", color="method",
+        out.append(px.bar(found["favourites"], x="method", y="share", color="method", category_orders=order,
                           title=f"How often each method's reply was the favourite (picked ÷ shown){tag}"))
     if "leaderboard" in found:
         board = found["leaderboard"]
         out.append(px.bar(board, x="method", y="strength", color="method", error_y=board["high"] - board["strength"],
-                          error_y_minus=board["strength"] - board["low"],
+                          error_y_minus=board["strength"] - board["low"], category_orders=order,
                           title=f"Bradley–Terry strength from the pairwise votes, 95 % bootstrap intervals{tag}"))
     return out
 
