@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import sqlite3
 from collections import defaultdict
@@ -134,6 +135,13 @@ def test_the_report_and_its_exports_match_hand_computed_means(tmp_path):
     assert "SIMULATED" not in page.read_text()  # people's answers are not labelled simulated
     favourites = pd.read_csv(tmp_path / "out" / "favourites.csv")
     assert favourites["picked"].sum() == 4 * 3 and set(favourites["shown"]) == {12}
+    pairs = [json.loads(line) for line in (tmp_path / "out" / "preferences.jsonl").read_text().splitlines()]
+    assert len(pairs) == 4 * 3 * 2  # the favourite over each of the 2 other replies of every trial
+    for pair in pairs:
+        assert pair["chosen"].startswith(f"reply of {pair['chosen_method']} to prompt ")
+        assert pair["rejected"].startswith(f"reply of {pair['rejected_method']} ")
+        assert pair["weights"] in ({"helpful": 1.0, "harmless": 0.0}, {"helpful": 0.0, "harmless": 1.0})
+        assert pair["source"] == "favourite" and pair["simulated"] is False
 
 
 def test_alpha_in_the_report_is_the_hand_computed_one(tmp_path):

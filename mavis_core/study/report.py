@@ -63,6 +63,7 @@ class Answers:
     votes: pd.DataFrame  # pid, condition, method_a, method_b, vote
     checks: pd.DataFrame  # pid, position, passed
     participants: pd.DataFrame  # pid, started, finished, simulated, answered
+    pairs: list[dict] = field(default_factory=list)  # preference pairs (`_pairs`)
 
     @property
     def simulated(self) -> bool:
@@ -80,7 +81,7 @@ def _rating_rows(row: tuple, answer: dict, methods: list[str], pool, replies: di
     out = []
     for slot, per in answer.get("ratings", {}).items():
         method = methods[SLOTS.index(slot)]
-        rewards = replies[(prompt, condition, method, seed)]
+        rewards = replies[(prompt, condition, method, seed)][0]
         unit = f"{prompt}/{0 if method == 'base' else condition}/{method}/{seed}"  # the base's reply ignores λ
         out += [{"pid": pid, "position": position, "prompt": prompt, "kind": pool.prompts[prompt].kind,
                  "condition": condition_label(weights), "method": method, "objective": objective, "rating": rating,
@@ -97,8 +98,8 @@ def read_answers(spec: StudySpec, study_db: str | Path) -> Answers:
             raise ValueError(f"study {spec.name!r} has no pool in {study_db}; build it first "
                              f"(python -m mavis_core study build)")
         rows = db.execute(_ANSWERS, (spec.name,)).fetchall()
-        replies = {tuple(r[:4]): json.loads(r[4]) for r in db.execute(
-            "SELECT prompt, condition, method, seed, rewards FROM study_replies WHERE study = ?", (spec.name,))}
+        replies = {tuple(r[:4]): (json.loads(r[4]), r[5]) for r in db.execute(
+            "SELECT prompt, condition, method, seed, rewards, text FROM study_replies WHERE study = ?", (spec.name,))}
         participants = pd.read_sql_query(
             "SELECT pid, started, finished, simulated, (SELECT COUNT(*) FROM study_answers b WHERE b.study = p.study "
             "AND b.pid = p.pid) AS answered, (SELECT AVG((julianday(b.answered) - julianday(a.shown)) * 86400) FROM "
@@ -107,12 +108,12 @@ def read_answers(spec: StudySpec, study_db: str | Path) -> Answers:
             params=(spec.name,))
     found = _split(rows, pool, replies)
     return Answers(**{name: pd.DataFrame(found[name], columns=cols) for name, cols in COLUMNS.items()},
-                   participants=participants)
+                   participants=participants, pairs=found["pairs"])
 
 
 def _split(rows: list[tuple], pool, replies: dict) -> dict[str, list[dict]]:
     """Answer rows (`_ANSWERS`) as ratings, favourites, votes and attention checks, one dict per row of each."""
-    ratings, favourites, votes, checks = [], [], [], []
+    ratings, favourites, votes, checks, pairs = [], [], [], [], []
     for row in rows:
         answer, methods = json.loads(row[10]), json.loads(row[6])
         if row[7] >= 0:
@@ -126,7 +127,24 @@ def _split(rows: list[tuple], pool, replies: dict) -> dict[str, list[dict]]:
         if "vote" in answer:
             votes.append({"pid": row[0], "condition": label, "method_a": methods[0], "method_b": methods[1],
                           "vote": answer["vote"]})
-    return {"ratings": ratings, "favourites": favourites, "votes": votes, "checks": checks}
+        pairs += _pairs(answer, methods, pool, {m: replies[(row[3], row[4], m, row[5])][1] for m in methods}, row[3],
+                        row[4])
+    return {"ratings": ratings, "favourites": favourites, "votes": votes, "checks": checks, "pairs": pairs}
+
+
+def _pairs(answer: dict, methods: list[str], pool, texts: dict[str, str], prompt: int, condition: int) -> list[dict]:
+    """Preference pairs one answer gives, carrying the trial's λ: a favourite over each other reply shown, the
+    winner of a decisive vote over the loser. Pairs of equal texts carry no preference and are left out."""
+    won = {"A": 0, "B": 1}.get(answer.get("vote"))
+    if "favourite" in answer:
+        winner, source = methods[SLOTS.index(answer["favourite"])], "favourite"
+    elif won is not None:
+        winner, source = methods[won], "vote"
+    else:
+        return []
+    return [{"prompt": pool.prompts[prompt].text, "chosen": texts[winner], "rejected": texts[m],
+             "weights": pool.conditions[condition], "chosen_method": winner, "rejected_method": m, "source": source}
+            for m in methods if m != winner and texts[m] != texts[winner]]
 
 
 def progress(spec: StudySpec, study_db: str | Path) -> dict[str, pd.DataFrame]:
@@ -267,6 +285,10 @@ def write_report(cfg: ReportConfig) -> Path:
     _write_csv(answers.ratings.assign(simulated=answers.simulated), out / "ratings.csv")
     if not answers.votes.empty:
         _write_csv(answers.votes.assign(simulated=answers.simulated), out / "votes.csv")
+    with _private(out / "preferences.jsonl") as f:
+        for pair in answers.pairs:
+            clean = {k: printable(v) if isinstance(v, str) else v for k, v in pair.items()}
+            f.write(json.dumps({**clean, "simulated": answers.simulated}, ensure_ascii=False) + "\n")
     title = f"Study report: {spec.name}{' (SIMULATED DATA)' if answers.simulated else ''}"
     html = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures(answers, found))]
     banner = "<p><b>SIMULATED DATA</b>: not given by people.</p>" if answers.simulated else ""
