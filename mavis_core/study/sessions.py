@@ -264,5 +264,5 @@ class StudySessions:
             if a.check >= 0:  # the reply a careful participant picks is the known answer
                 answer = self.spec.attention_checks[a.check].answer - 1
                 return [{"method": "check", "rewards": {}, "kl": 0.0, "correct": i == answer} for i in a.order]
-            return [{"method": m, "rewards": self._reply(db, a, m)[1], "kl": self._reply(db, a, m)[2]}
-                    for m in a.methods]
+            replies = {m: self._reply(db, a, m) for m in a.methods}
+            return [{"method": m, "rewards": replies[m][1], "kl": replies[m][2]} for m in a.methods]
