@@ -129,6 +129,23 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke test in seconds")
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, trained: str, work: str, out: str, dtype: str) -> None:
+    """The options of a training run (`TrainRunConfig`): stack, folders, prompts, dtype, seed, quick."""
+    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    parser.add_argument("--work", type=Path, help=f"resumable scratch folder (default {work})")
+    parser.add_argument("--out", type=Path, help=f"where the {trained} goes (default {out})")
+    parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
+                        "default: chitchat train-split openers")
+    parser.add_argument("--num-prompts", type=int, help="training prompts used (default 128)")
+    parser.add_argument("--eval-prompts", type=Path,
+                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
+    parser.add_argument("--num-eval-prompts", type=int, help="held-out prompts used (default 32)")
+    parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"),
+                        help=f"dtype of the saved weights (default {dtype})")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--quick", action="store_true", help="tiny data and sizes: a smoke test in seconds")
+
+
 def _add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     """train-values' rollout trees (`TreeConfig`)."""
     parser.add_argument("--max-new-tokens", type=int, help="reply length of rollouts and of the evaluation")
@@ -144,18 +161,10 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     from .training.value_training import VALUE_KINDS
 
     _add_rollout_arguments(parser)
-    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    _add_run_arguments(parser, "value model", "build/values", "STACK_DIR/values/NAME", "float16")
     parser.add_argument("--objective", help="objective to train a value model for")
     parser.add_argument("--fused", action="store_true", help="one value model with a head per objective instead")
     parser.add_argument("--iterations", type=int, help="value iterations (default 2: iterations 0 and 1)")
-    parser.add_argument("--work", type=Path, help="resumable scratch folder (default build/values)")
-    parser.add_argument("--out", type=Path, help="where the final value model goes (default: STACK_DIR/values/NAME)")
-    parser.add_argument("--prompts", type=Path, help="training prompts (JSON list or one a line); "
-                        "default: chitchat train-split openers")
-    parser.add_argument("--num-prompts", type=int, help="training prompts used (default 128)")
-    parser.add_argument("--eval-prompts", type=Path,
-                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
-    parser.add_argument("--num-eval-prompts", type=int, help="held-out prompts used (default 32)")
     parser.add_argument("--beta", type=float, help="MAVIS β for guided rollouts and evaluation")
     parser.add_argument("--zeta", type=float, help="ζ, KL weight in targets from iteration 1")
     parser.add_argument("--kind", choices=VALUE_KINDS, help="copy: train a copy of the base's lower blocks; trunk: "
@@ -173,41 +182,31 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-from", type=Path,
                         help="a saved value model (e.g. the stack's shipped one) to take as iteration 0: no base "
                         "trees or training for it; iteration 1 is guided by it and goes on from its weights")
-    parser.add_argument("--out-dtype", choices=("float16", "bfloat16", "float32"),
-                        help="dtype of the saved value model (default float16)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--quick", action="store_true", help="tiny trees and data: a smoke test in seconds")
 
 
 def add_train_policies_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", type=Path, help=STACK_HELP)
+    _add_run_arguments(parser, "adapters, one folder per policy,", "build/policies", "STACK_DIR/policies", "float32")
     parser.add_argument("--objectives", help="comma-separated objectives (default: all, unless --preference is "
                         "given)")
     parser.add_argument("--preference", action="append", metavar="NAME=W,...",
                         help="also train an exact-preference policy for reward Σ λ_m r_m, e.g. helpful=0.4,humor=0.6 "
                         "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
-    parser.add_argument("--out", type=Path, help="adapters folder, one per objective (default STACK_DIR/policies)")
-    parser.add_argument("--work", type=Path, help="resumable scratch folder (default build/policies)")
     parser.add_argument("--base-samples", type=Path, metavar="DIR",
                         help="where round 0's base replies are kept and shared between runs (default: --work)")
-    parser.add_argument("--prompts", type=Path, help="training prompts; default: chitchat train-split openers")
-    parser.add_argument("--num-prompts", type=int, help="training prompts used (default 128)")
-    parser.add_argument("--eval-prompts", type=Path,
-                        help="held-out prompts; default: eval_prompts.json beside the stack, else its prompts")
-    parser.add_argument("--num-eval-prompts", type=int, help="held-out prompts used (default 32)")
     parser.add_argument("--samples-per-prompt", type=int)
     parser.add_argument("--dpo-beta", type=float)
     parser.add_argument("--rounds", type=int, help="1: offline DPO; more: online DPO rounds")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lora-r", type=int)
+    parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: twice the rank)")
+    parser.add_argument("--min-margin", type=float, help="drop pairs whose rewards differ by no more (default 0)")
+    parser.add_argument("--top-k", type=int, help="top-k of the sampled replies")
+    parser.add_argument("--temperature", type=float, help="temperature of the sampled replies")
     parser.add_argument("--target-modules",
                         help="LoRA target modules (default c_attn,c_fc for GPT-2; Llama: e.g. q_proj,v_proj)")
     parser.add_argument("--max-new-tokens", type=int)
-    parser.add_argument("--out-dtype", choices=("float32", "float16", "bfloat16"),
-                        help="dtype of the saved adapters (default float32)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test in seconds")
 
 
 def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -287,8 +286,7 @@ def run_train_values(args: argparse.Namespace) -> None:
 
 
 def run_train_policies(args: argparse.Namespace) -> None:
-    from .training.policies import train_policies
-    from .training.policy_config import TrainPoliciesConfig
+    from .training.policies import TrainPoliciesConfig, train_policies
 
     train_policies(config_from_args(TrainPoliciesConfig, args))
 

@@ -17,7 +17,7 @@ from mavis_core.options import command_line
 from mavis_core.training import base, build, build_default, build_steps
 from mavis_core.training.build_steps import BuildConfig
 from mavis_core.training.manifest import read_manifest, verify_manifest
-from mavis_core.training.policy_config import TrainPoliciesConfig
+from mavis_core.training.policies import TrainPoliciesConfig
 from mavis_core.training.value_iterations import TrainValuesConfig
 from mavis_core.training.value_report import ValueReportConfig
 
@@ -140,6 +140,8 @@ def test_the_report_settings_are_the_ones_the_cards_were_made_with():
 @pytest.mark.parametrize("cfg", [build_default.VALUES, build_default.REFERENCES, build_default.REPORT,
                                  replace(build_default.VALUES_ITER1, start_from=Path("a/b"), warm_start=False,
                                          chunk_range=(4, 12)),
+                                 replace(build_default.POLICIES, batch_size=4, lora_alpha=8, min_margin=0.5,
+                                         top_k=5, temperature=0.7, target_modules=()),
                                  BuildConfig(steps="data", out=Path("x y"), quick=True)])
 def test_a_recorded_command_line_parses_back_into_its_config(cfg):
     add = {TrainValuesConfig: cli.add_train_values_arguments, TrainPoliciesConfig: cli.add_train_policies_arguments,

@@ -10,21 +10,19 @@ from mavis_core import DecodeConfig, generate_batch, load_stack
 from mavis_core.dialogue import HUMAN
 from mavis_core.training import policies
 from mavis_core.training.policies import (
+    QUICK,
     Pair,
+    PolicyTrainConfig,
+    TrainPoliciesConfig,
     dpo_loss,
     make_pairs,
     make_policy,
+    parse_preference,
+    policy_targets,
     reply_ids,
     sequence_logprobs,
     train_dpo,
     train_policies,
-)
-from mavis_core.training.policy_config import (
-    QUICK,
-    PolicyTrainConfig,
-    TrainPoliciesConfig,
-    parse_preference,
-    policy_targets,
 )
 
 PROMPTS = ["hello there", "tell me a joke", "what did you eat", "how is the weather today"]

@@ -23,8 +23,7 @@ from ..sources import fetch, model_dir
 from .build_steps import N_SAMPLES, SAMPLE_TOP_K, BuildConfig, _samples_markdown, step_command, wheel_stack
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
-from .policies import train_policies
-from .policy_config import TrainPoliciesConfig
+from .policies import TrainPoliciesConfig, train_policies
 from .value_iterations import TrainValuesConfig, train_values
 from .value_report import ValueReportConfig, table_cell, value_report
 
@@ -194,10 +193,9 @@ def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, pro
                     metrics=metrics, card=card)
 
 
-def _train_policies(cfg: BuildConfig, folder: str, settings: TrainPoliciesConfig,
-                    names: list[str]) -> tuple[Path, str, dict]:
-    """Run ``train-policies`` into ``OUT/folder`` (resumable from ``WORK/folder``); returns the folder, the
-    command line and the metrics to record: the run's minutes and each named policy's held-out evaluation."""
+def _policy_step(cfg: BuildConfig, folder: str, settings: TrainPoliciesConfig, names: list[str], card: str) -> None:
+    """Run ``train-policies`` into ``OUT/folder`` (resumable from ``WORK/folder``) and record it: the command line
+    that rebuilds it, the run's minutes and each named policy's held-out evaluation."""
     out, work = cfg.out / folder, cfg.work / folder
     # the policies and the references sample the same base replies: one folder for both (`base_samples`)
     run = replace(settings, stack=cfg.out / "stack.toml", seed=cfg.seed, work=work, out=out,
@@ -209,35 +207,28 @@ def _train_policies(cfg: BuildConfig, folder: str, settings: TrainPoliciesConfig
     for name in names:
         report = json.loads((work / name / "report.json").read_text())["eval"]
         metrics.update({f"{name}_{k}": round(v, 3) for k, v in report.items() if isinstance(v, float)})
-    return out, command_line("train-policies", run), metrics
+    _record_trained(cfg, folder, out, command_line("train-policies", run), "prompts: the first 128", metrics, card)
 
 
 def build_wheel_policies(cfg: BuildConfig) -> None:
     """A LoRA DPO policy per objective by ``train-policies``, recorded with each one's reward and KL."""
-    out, command, metrics = _train_policies(cfg, "policies", POLICIES, wheel_stack(cfg.out).objective_names)
-    card = (
+    _policy_step(cfg, "policies", POLICIES, wheel_stack(cfg.out).objective_names, card=(
         "One LoRA adapter per objective (rank 8 on q/v/o/down projections of all 30 blocks, stored float16), "
         "trained by DPO (β 0.1, 2 epochs) on pairs of the best and worst of 4 base samples per prompt by that "
         "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
-        "prompts, comparable with MAVIS's KL in the value models' card."
-    )
-    _record_trained(cfg, "policies", out, command, "prompts: the first 128", metrics, card)
+        "prompts, comparable with MAVIS's KL in the value models' card."))
 
 
 def build_wheel_references(cfg: BuildConfig) -> None:
     """The exact-preference (MORLHF) policies on helpful–humor by ``train-policies --preference``, recorded with
     each one's rewards and KL; the stack file's ``[references]`` tables name them."""
-    names = [r.name for r in wheel_stack(cfg.out).references]
-    out, command, metrics = _train_policies(cfg, "references", REFERENCES, names)
-    card = (
+    _policy_step(cfg, "references", REFERENCES, [r.name for r in wheel_stack(cfg.out).references], card=(
         "The paper's MORLHF references: one LoRA adapter per preference λ·helpful + (1 − λ)·humor, λ ∈ {0.2, 0.4, "
         "0.6, 0.8}, trained by the policies' DPO recipe (β 0.1, 2 epochs, best and worst of 4 base samples per "
         "prompt by the weighted reward, 128 train prompts) at rank 4 on q/v/o/down projections of all 30 blocks "
         "(stored float16; rank 8, as the policies, would have taken assets/ past 30 MB). `NAME_helpful`, "
         "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
-        "sequence KL to the base."
-    )
-    _record_trained(cfg, "references", out, command, "prompts: the first 128", metrics, card)
+        "sequence KL to the base."))
 
 
 def build_wheel_report(cfg: BuildConfig) -> None:

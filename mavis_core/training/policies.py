@@ -12,7 +12,7 @@ requirements.txt), and the loss is a few lines; the loop below is the whole trai
 
 A preference such as ``helpful=0.4,humor=0.6`` (``--preference``) trains the same way for the weighted reward
 Σ λ_m r_m: the paper's policies fine-tuned for one exact preference, a reference for the Pareto chart.
-The settings are `mavis_core.training.policy_config`'s.
+`train_policies(TrainPoliciesConfig(...))` is the ``train-policies`` command.
 
 Adapters are saved with ``save_pretrained`` (adapter_config.json + adapter_model.safetensors), so a stack's
 ``policy = "policies/NAME"`` loads them. Stages (samples per round, the finished adapter) are kept in
@@ -28,7 +28,7 @@ import json
 import random
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -38,12 +38,46 @@ from tqdm.auto import tqdm
 from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..dialogue import HUMAN
-from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack, pick_device
-from .policy_config import QUICK_EVAL_PROMPTS, PolicyTrainConfig, TrainPoliciesConfig, policy_targets
+from .runs import QUICK_PROMPTS, TrainRunConfig
 from .value_training import load_training_stack
 
 SAMPLE_ROWS = 64  # replies generated per batch while sampling
+
+
+@dataclass(frozen=True)
+class PolicyTrainConfig:
+    """Settings of the DPO baseline policies.
+
+    Args:
+        dpo_beta: β of DPO, the strength of the implicit KL penalty (larger: closer to the base).
+        min_margin: pairs whose rewards differ by no more than this are dropped (ties teach nothing).
+        rounds: 1 = offline DPO on base samples; more = online DPO, each round sampling from the current policy.
+        lora_alpha: LoRA's alpha; None: twice the rank.
+        target_modules: LoRA targets; None uses peft's default for the architecture (GPT-2: c_attn).
+    """
+
+    num_prompts: int = 128
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 48
+    top_k: int = DecodeConfig.default("top_k")
+    temperature: float = 1.0
+    dpo_beta: float = 0.1
+    lr: float = 5e-4
+    epochs: int = 2
+    batch_size: int = 8
+    lora_r: int = 8
+    lora_alpha: int | None = None
+    target_modules: tuple[str, ...] | None = ("c_attn", "c_fc")
+    min_margin: float = 0.0
+    rounds: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 to form pairs, got {self.samples_per_prompt}")
+        if min(self.epochs, self.batch_size, self.rounds, self.lora_r) < 1 or self.dpo_beta <= 0:
+            raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
 
 
 @dataclass
@@ -202,7 +236,7 @@ def make_policy(stack: Stack, objective: str, cfg: PolicyTrainConfig):
     from peft import LoraConfig, get_peft_model
 
     base = copy.deepcopy(stack.base).float()
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=0.0,
                         target_modules=list(cfg.target_modules) if cfg.target_modules else None,
                         fan_in_fan_out=base.config.model_type == "gpt2")  # GPT-2 stores Conv1D weights transposed
     torch.manual_seed(cfg.seed)
@@ -359,23 +393,82 @@ def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], ev
     return report
 
 
+# ---- the train-policies command ---------------------------------------------------------------------------
+
+QUICK = {"num_prompts": QUICK_PROMPTS, "samples_per_prompt": 2, "max_new_tokens": 12, "epochs": 1, "batch_size": 4}
+
+
+@dataclass(frozen=True)
+class TrainPoliciesConfig(TrainRunConfig, PolicyTrainConfig):
+    """What one ``train-policies`` run trains, field for field its command-line options (`config_argv`).
+
+    Args:
+        objectives: objectives to train a policy for (empty: all of them, unless ``preference`` is given).
+        preference: exact preferences such as "helpful=0.4,humor=0.6", each trained for the reward Σ λ_m r_m
+            (the paper's MORLHF references) into ``out/helpful0.4-humor0.6`` (``out`` None: STACK_DIR/policies).
+        base_samples: where round 0's base replies are kept and shared between runs (None: ``work``).
+        The others are `TrainRunConfig`'s (stack, prompts, folders, seed, quick) and `PolicyTrainConfig`'s (the DPO
+        recipe of every policy; an empty ``target_modules``: peft's default).
+    """
+
+    work: Path = Path("build/policies")
+    out_dtype: str = "float32"
+    objectives: tuple[str, ...] = ()
+    preference: tuple[str, ...] = field(default=(), metadata={"repeat": True})
+    base_samples: Path | None = None
+
+    def dpo(self) -> PolicyTrainConfig:
+        """The DPO recipe of every policy this run trains (a tiny one when ``quick``)."""
+        recipe = {f.name: getattr(self, f.name) for f in fields(PolicyTrainConfig)}
+        return PolicyTrainConfig(**{**recipe, "target_modules": self.target_modules or None,
+                                    **(QUICK if self.quick else {})})
+
+
+def parse_preference(text: str, objectives: list[str]) -> dict[str, float]:
+    """'helpful=0.4,humor=0.6' -> {'helpful': 0.4, 'humor': 0.6}, normalised to sum to 1.
+
+    >>> parse_preference("helpful=1,humor=3", ["helpful", "humor"])
+    {'helpful': 0.25, 'humor': 0.75}
+    """
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or name not in objectives or weights[name] < 0:
+            raise ValueError(f"--preference must look like helpful=0.4,humor=0.6 with objectives of {objectives} "
+                             f"and weights >= 0; got {text!r}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"--preference weights must not all be zero; got {text!r}")
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+def policy_targets(cfg: TrainPoliciesConfig, objectives: list[str]) -> dict[str, dict[str, float]]:
+    """Folder name -> reward weights of every policy to train: objectives (one-hot) and exact preferences."""
+    unknown = sorted(set(cfg.objectives) - set(objectives))
+    if unknown:
+        raise ValueError(f"objective(s) {unknown} are not in this stack; it has {objectives}")
+    targets = {name: {name: 1.0} for name in cfg.objectives or ([] if cfg.preference else objectives)}
+    for text in cfg.preference:
+        weights = parse_preference(text, objectives)
+        targets["-".join(f"{m}{w:.3g}" for m, w in weights.items())] = weights
+    return targets
+
+
 def train_policies(cfg: TrainPoliciesConfig) -> dict[str, dict]:
     """A DPO LoRA adapter per objective (and per preference) in ``cfg.out/NAME``. Returns the reports, by folder
     name."""
     stack = load_training_stack(cfg.stack, pick_device())
     targets = policy_targets(cfg, stack.objectives)
     dpo = cfg.dpo()
-    prompts = read_prompts(cfg.prompts) if cfg.prompts else training_prompts(dpo.num_prompts, cfg.seed)
-    eval_prompts = (read_prompts(cfg.eval_prompts) if cfg.eval_prompts
-                    else heldout_prompts(cfg.stack, stack.spec.prompts))
-    if not prompts or not eval_prompts:
-        raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
-                         "in the stack file")
-    eval_prompts = eval_prompts[: QUICK_EVAL_PROMPTS if cfg.quick else cfg.num_eval_prompts]
+    prompts, eval_prompts = cfg.prompt_sets(stack)
     out = cfg.out or cfg.stack.parent / "policies"
     reports = {}
     for name, weights in targets.items():
-        reports[name] = train_policy(stack, weights, prompts[: dpo.num_prompts], eval_prompts, dpo, cfg.work,
+        reports[name] = train_policy(stack, weights, prompts, eval_prompts, dpo, cfg.work,
                                      out / name, cfg.out_dtype, cfg.base_samples)
         e = reports[name]["eval"]
         print(f"[train-policies] {name}: reward base {e['base_reward']:.3f} -> policy {e['policy_reward']:.3f}, "

@@ -31,6 +31,7 @@ from ..options import command_line
 from ..prompts import heldout_prompts
 from ..stack import Stack
 from ..values import values_uncached
+from .runs import TreeOptions
 from .trees import Tree, TreeConfig, grow_trees, node_targets, rollout_config
 from .value_training import guided_by, load_value_model
 
@@ -134,33 +135,29 @@ def markdown(table: pd.DataFrame, prompts: int, cfg: TreeConfig, command: str) -
 
 
 @dataclass(frozen=True)
-class ValueAgreementConfig:
+class ValueAgreementConfig(TreeOptions):
     """One ``value-agreement`` run, field for field its command-line options (`config_argv`).
 
     Args:
         stack: the stack whose value models are measured. prompts: the first N held-out prompts.
-        root_children, inner_children, levels, max_new_tokens, seed: the held-out trees (`TreeConfig`).
         compare: other value model folders measured on the same trees (e.g. iteration 0's).
         out: also write the table as CSV here.
+        The others are `TreeOptions`' (the held-out trees; by default TREE, the shape value training grows).
     """
 
-    stack: Path = Path("assets/stack.toml")
-    prompts: int = DEFAULT_PROMPTS
     root_children: int = TREE.root_children
     inner_children: int = TREE.inner_children
     levels: int = TREE.levels
     max_new_tokens: int = TREE.max_new_tokens
-    seed: int = TREE.seed
+    stack: Path = Path("assets/stack.toml")
+    prompts: int = DEFAULT_PROMPTS
     compare: tuple[Path, ...] = field(default=(), metadata={"repeat": True})
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.prompts < 1:
             raise ValueError(f"--prompts must be >= 1, got {self.prompts}")
-
-    def trees(self) -> TreeConfig:
-        return TreeConfig(root_children=self.root_children, inner_children=self.inner_children, levels=self.levels,
-                          max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
 def value_agreement(cfg: ValueAgreementConfig) -> pd.DataFrame:

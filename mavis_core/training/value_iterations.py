@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..prompts import heldout_prompts, read_prompts, training_prompts
 from ..stack import Stack
 from ..value_models import ValueModel
+from .runs import TrainRunConfig, TreeOptions
 from .trees import Tree, TreeConfig, append_trees, grow_trees, read_trees, rollout_config
 from .value_training import (
     BEST,
@@ -225,39 +225,27 @@ def format_report(report: dict) -> str:
 
 # ---- the train-values command ------------------------------------------------------------------------------
 
-_FIT, _TREE = ValueTrainConfig(), TreeConfig()
+_FIT = ValueTrainConfig()
 # quick: a few tiny trees and one short epoch per iteration, a smoke test in seconds.
 QUICK_TREES = TreeConfig(root_children=2, inner_children=2, levels=3, max_new_tokens=12, prompts_per_batch=2)
-QUICK_PROMPTS, QUICK_EVAL_PROMPTS = 6, 3
 
 
 @dataclass(frozen=True)
-class TrainValuesConfig:
+class TrainValuesConfig(TreeOptions, TrainRunConfig):
     """What one ``train-values`` run trains, field for field its command-line options (`config_argv`).
 
     Args:
-        stack: stack TOML naming the base, tokenizer and reward models.
         objective / fused: the objective to train a value model for, or (``fused``) one model with a head per
-            objective; exactly one of the two.
-        work: resumable scratch folder. out: where the final model goes (None: STACK_DIR/values/NAME).
-        prompts / eval_prompts: prompt files (None: chitchat train-split openers / the stack's held-out prompts),
-            of which the first ``num_prompts`` / ``num_eval_prompts`` are used.
-        root_children, inner_children, levels, prompts_per_batch, chunk_range, max_new_tokens: the rollout trees
-            (`TreeConfig`; ``max_new_tokens`` is the evaluation's reply length too).
-        out_dtype: dtype of the saved model. quick: tiny trees and data, a smoke test in seconds.
-        The other fields are `ValueTrainConfig`'s.
+            objective; exactly one of the two. The model goes to ``out`` (None: STACK_DIR/values/NAME).
+        max_new_tokens: the rollouts' and the evaluation's reply length.
+        The others are `TreeOptions`' (the rollout trees), `TrainRunConfig`'s (stack, prompts, folders, seed,
+        quick) and `ValueTrainConfig`'s.
     """
 
-    stack: Path = Path("assets/stack.toml")
+    work: Path = Path("build/values")
     objective: str | None = None
     fused: bool = False
     iterations: int = _FIT.iterations
-    work: Path = Path("build/values")
-    out: Path | None = None
-    prompts: Path | None = None
-    num_prompts: int = 128
-    eval_prompts: Path | None = None
-    num_eval_prompts: int = 32
     beta: float = _FIT.beta
     zeta: float = _FIT.zeta
     kind: str = _FIT.kind
@@ -267,33 +255,19 @@ class TrainValuesConfig:
     batch_size: int = _FIT.batch_size
     lr: float = _FIT.lr
     dense: bool = _FIT.dense
-    max_new_tokens: int = _TREE.max_new_tokens
-    levels: int = _TREE.levels
-    root_children: int = _TREE.root_children
-    inner_children: int = _TREE.inner_children
-    prompts_per_batch: int = _TREE.prompts_per_batch
     guided_prompts: int | None = _FIT.guided_prompts
     warm_start: bool = field(default=_FIT.warm_start, metadata={"option": "--cold-start"})
     start_from: Path | None = None
-    chunk_range: tuple[int, int] | None = None
-    out_dtype: str = "float16"
-    seed: int = _FIT.seed
-    quick: bool = False
 
     def __post_init__(self) -> None:
         if self.fused == bool(self.objective):
             raise ValueError(f"give exactly one of objective (--objective NAME) or fused (--fused); got "
                              f"objective={self.objective!r}, fused={self.fused}")
-        if self.chunk_range is not None and len(self.chunk_range) != 2:
-            raise ValueError(f"chunk_range (--chunk-range) must be two token counts like 4,12; got {self.chunk_range}")
+        super().__post_init__()
 
     def trees(self) -> TreeConfig:
-        """The rollout trees' settings."""
-        if self.quick:
-            return replace(QUICK_TREES, seed=self.seed)
-        return TreeConfig(root_children=self.root_children, inner_children=self.inner_children, levels=self.levels,
-                          prompts_per_batch=self.prompts_per_batch, chunk_range=self.chunk_range,
-                          max_new_tokens=self.max_new_tokens, seed=self.seed)
+        """The rollout trees' settings (tiny ones when ``quick``)."""
+        return replace(QUICK_TREES, seed=self.seed) if self.quick else super().trees()
 
     def fit(self) -> ValueTrainConfig:
         """The value-model iterations' settings."""
@@ -315,17 +289,6 @@ def pick_run(stack: Stack, cfg: TrainValuesConfig) -> Run:
     return Run(cfg.objective, (cfg.objective,))
 
 
-def pick_prompts(stack: Stack, cfg: TrainValuesConfig) -> tuple[list[str], list[str]]:
-    n, n_eval = (QUICK_PROMPTS, QUICK_EVAL_PROMPTS) if cfg.quick else (cfg.num_prompts, cfg.num_eval_prompts)
-    prompts = read_prompts(cfg.prompts) if cfg.prompts else training_prompts(n, cfg.seed)
-    eval_prompts = (read_prompts(cfg.eval_prompts) if cfg.eval_prompts
-                    else heldout_prompts(cfg.stack, stack.spec.prompts))
-    if not prompts or not eval_prompts:
-        raise ValueError("no training or evaluation prompts: pass --prompts / --eval-prompts, or list prompts "
-                         "in the stack file")
-    return prompts[:n], eval_prompts[:n_eval]
-
-
 def train_values(cfg: TrainValuesConfig) -> list[dict]:
     """Run (or resume) the iterations, then save the last value model to ``cfg.out``.
 
@@ -338,7 +301,7 @@ def train_values(cfg: TrainValuesConfig) -> list[dict]:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     stack = load_training_stack(cfg.stack, accelerator.device)
     run = pick_run(stack, cfg)
-    prompts, eval_prompts = pick_prompts(stack, cfg)
+    prompts, eval_prompts = cfg.prompt_sets(stack)
     best, reports = run_iterations(stack, run, prompts, eval_prompts, cfg.trees(), cfg.fit(), cfg.work, accelerator)
     out = cfg.out or cfg.stack.parent / "values" / run.name
     if accelerator.is_main_process:
