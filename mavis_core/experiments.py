@@ -31,8 +31,8 @@ BUDGET_BETAS = (1.0, 2.0, 4.0)  # MAVIS's β at which section 2 compares the fro
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    """What `run_results` measures, sized for the default stack (SmolLM2-135M) to fit about 50 min on 2 CPU cores
-    (docs/results.md's first line names the command it was made with); pass more prompts and seeds on a GPU."""
+    """What `run_results` measures, sized for the default stack (SmolLM2-135M) on 2 CPU cores (docs/results.md
+    names the command it was made with and its cost); pass more prompts and seeds on a GPU."""
 
     prompts: int = 12  # 0: every held-out prompt
     seeds: int = 2

@@ -31,10 +31,9 @@ class BaseTrainConfig:
         lr: peak AdamW learning rate, reached after ``warmup`` steps, cosine-decayed to ``lr / 10``.
         checkpoint_every: steps between checkpoints (and progress-bar validation losses).
 
-    The defaults (3.0 M parameters, 900 x 16 x 256 = 3.7 M tokens, about 1.2 epochs) are sized for the
-    pipeline's budget of 2 CPU cores: about 10 minutes when they are idle, several times that when they
-    are shared. With compute that scarce a smaller model seeing more tokens is the better trade
-    (Hoffmann et al. 2022); fp16 weights plus tokenizer stay well under 9 MB.
+    The defaults (3.0 M parameters, 900 x 16 x 256 = 3.7 M tokens, about 1.2 epochs) are sized for a build on
+    2 CPU cores (docs/training.md has its time). With compute that scarce a smaller model seeing more tokens is the
+    better trade (Hoffmann et al. 2022); fp16 weights plus tokenizer stay well under 9 MB.
     """
 
     n_embd: int = 192
