@@ -36,17 +36,20 @@ from .sources import WheelSource, model_dir, source_from_table
 PAIR_GRID_POINTS = 11  # λ = (i/10, 1 - i/10) for a sweep over two objectives
 SIMPLEX_GRID_STEPS = 4  # λ on a 1/4 grid of the simplex for three or more: 15 points for three objectives
 
-METHODS = ("base", "mavis", "mod", "rsoup", "morlhf", "prompted")
+METHODS = ("base", "mavis", "mod", "rsoup", "morlhf", "prompted", "conditioned")
 # MORLHF: the stack's policies fine-tuned for one exact preference λ ([references] tables; an objective's own
 # policy at λ one-hot). It is a reference, not a steering method: it decodes only at the λ it was trained for.
 # Prompted: the base with λ written into its system prompt in words (`dialogue.weights_prompt`), no training.
+# Conditioned: one LoRA policy trained over sampled λ (MOODPO-style online DPO), reading Prompted's context.
 # The methods whose own rows are not π_ref on the plain prompt: each also gets a plain base row over the plain
 # prompt, for the π_ref log-probs of its tokens (base and MAVIS read those from their own row).
-NEEDS_REF_ROW = frozenset({"mod", "rsoup", "morlhf", "prompted"})
+NEEDS_REF_ROW = frozenset({"mod", "rsoup", "morlhf", "prompted", "conditioned"})
+# The methods whose own rows read the prompt with λ in words in its system prompt (`lanes.plan_lanes`).
+WEIGHTS_IN_PROMPT = frozenset({"prompted", "conditioned"})
 SEARCHES = ("sample", "best_of_n", "beam")
 # How every page names a method: the app's column titles, the chart's legend and the results page's prose.
 METHOD_NAMES = {"base": "Base", "mavis": "MAVIS", "mod": "MOD", "rsoup": "RSoup", "morlhf": "MORLHF",
-                "prompted": "Prompted"}
+                "prompted": "Prompted", "conditioned": "Conditioned"}
 MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapolates past the policies
 
 
@@ -93,7 +96,7 @@ def search_kind(label: str) -> str:
     head, _, size = label.rpartition("-")
     return head if head and size.isdigit() else label
 REWARD_KINDS = ("sequence-classification", "minilm-ranker", "minilm-classifier", "profanity")
-_TOP_KEYS = {"name", "description", "base", "objectives", "prompts", "beta", "references"}
+_TOP_KEYS = {"name", "description", "base", "objectives", "prompts", "beta", "references", "conditioned"}
 _REFERENCE_KEYS = {"policy", "weights"}
 _BASE_KEYS = {"model", "source", "tokenizer", "dtype", "format", "system_prompt"}
 _OBJECTIVE_KEYS = {"reward", "value", "policy"}
@@ -185,6 +188,7 @@ class StackSpec:
     description: str = ""
     beta: float | None = None  # the MAVIS β the stack's value models are tuned for (None: DecodeConfig's)
     references: tuple[ReferenceSpec, ...] = ()
+    conditioned: str | None = None  # the λ-conditioned LoRA policy's folder ([conditioned] policy), if any
 
     @property
     def objective_names(self) -> list[str]:
@@ -269,6 +273,17 @@ def _reference_specs(raw: object, objectives: tuple[ObjectiveSpec, ...], root: P
     return tuple(out)
 
 
+def _conditioned_policy(raw: object, root: Path, path: Path) -> str | None:
+    """``[conditioned] policy = "FOLDER"``: the one LoRA policy conditioned on λ (its weights in its system
+    prompt), or None where the stack has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"policy"}:
+        raise ValueError(f"[conditioned] in {path} needs exactly 'policy' (a LoRA adapter folder), got {raw!r}")
+    what = "conditioned policy"
+    return _check_exists(resolve(raw["policy"], root, what), what)
+
+
 def _check_prompts(prompts: object, path: Path) -> tuple[str, ...]:
     """The stack's example prompts: a list of non-empty strings (a bare string would become one-letter prompts)."""
     if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
@@ -339,6 +354,7 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
         description=str(raw.get("description", "")), beta=_check_beta(raw.get("beta"), path),
         references=_reference_specs(raw.get("references"), specs, root, path),
+        conditioned=_conditioned_policy(raw.get("conditioned"), root, path),
     )
 
 
@@ -348,7 +364,8 @@ class DecodeConfig:
 
     Args:
         method: one of `METHODS`: "base", "mavis", "mod", "rsoup", "morlhf" (at a λ with a policy fine-tuned for
-            it) or "prompted" (the base, λ written into its system prompt).
+            it), "prompted" (the base, λ written into its system prompt) or "conditioned" (the stack's one LoRA
+            policy conditioned on λ, reading the same prompt as Prompted).
         weights: objective -> non-negative weight λ; normalised to sum to 1 (see `normalised`).
         beta: strength of the MAVIS tilt, β >= 0.
         top_k: every method samples from the top-k of its own distribution.
@@ -364,7 +381,8 @@ class DecodeConfig:
         strength: α in [0, 2], how far MOD and RSoup move from the base: MOD samples from
             (1 − α)·log π_ref + α·Σ λ_m log π_m, RSoup from θ_0 + α·Σ λ_m ΔW_m. 1 is the methods as published;
             lower values trade reward for KL, higher ones extrapolate past the policies (more reward and KL, until
-            the replies break), so their curves can be compared with MAVIS's at a matched KL.
+            the replies break), so their curves can be compared with MAVIS's at a matched KL. The conditioned
+            policy takes it as RSoup does: θ_0 + α·ΔW_conditioned.
     """
 
     method: str = "mavis"

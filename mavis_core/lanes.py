@@ -11,16 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import NEEDS_REF_ROW, DecodeConfig
+from .config import NEEDS_REF_ROW, WEIGHTS_IN_PROMPT, DecodeConfig
 from .dialogue import weights_prompt
-from .stack import Stack
+from .stack import NO_CONDITIONED_POLICY, Stack
 
 
 @dataclass(frozen=True)
 class Lane:
     """One reply to decode: its method's settings, the row of its prompt in the batch's inputs, its seed, and
-    (Prompted) the row of the context its own distribution reads, the prompt with λ in its system prompt;
-    π_ref always reads ``prompt``, so KL measures what the method changed."""
+    (Prompted, conditioned) the row of the context its own distribution reads, the prompt with λ in its system
+    prompt; π_ref always reads ``prompt``, so KL measures what the method changed."""
 
     cfg: DecodeConfig
     prompt: int
@@ -36,6 +36,8 @@ class RowPlan:
 
     def __init__(self, stack: Stack, lane: Lane, first: int) -> None:
         cfg = lane.cfg
+        if cfg.method in WEIGHTS_IN_PROMPT and lane.context is None:  # it would silently read the plain prompt
+            raise ValueError(f"a {cfg.method!r} lane needs the input row of its context with λ in words (plan_lanes)")
         self.lam = torch.tensor(cfg.normalised(stack.objectives))
         self.active = [i for i, w in enumerate(self.lam.tolist()) if w > 0]
         self.strength = cfg.strength
@@ -46,6 +48,8 @@ class RowPlan:
             own = [stack.objective_mix(cfg.strength * self.lam)]
         elif cfg.method == "morlhf":  # the policy fine-tuned for exactly this λ
             own = [stack.morlhf_mix(self.lam.tolist())]
+        elif cfg.method == "conditioned":  # the one policy conditioned on λ, reading λ from its context
+            own = [stack.conditioned_mix(cfg.strength)]
         else:  # base, MAVIS, and Prompted (the plain base over its own context)
             own = [plain]
         context = lane.prompt if lane.context is None else lane.context
@@ -76,17 +80,19 @@ def plan_lanes(stack: Stack, prompts: list[str], cfgs: list[DecodeConfig],
                seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[Lane]]:
     """The inputs of a batch of replies, each distinct context tokenized once, and one lane per reply.
 
-    A Prompted reply reads its prompt rendered with λ in words in its system prompt (`weights_prompt`) and the
-    plain prompt for π_ref; every other method reads the plain prompt only.
+    A Prompted or conditioned reply reads its prompt rendered with λ in words in its system prompt
+    (`weights_prompt`) and the plain prompt for π_ref; every other method reads the plain prompt only.
 
     Returns:
         input_ids (C, T), attention_mask (C, T) (left-padded, one row per distinct context), and the lanes.
     """
     def instructions(cfg: DecodeConfig) -> str | None:
-        if cfg.method != "prompted":
+        if cfg.method not in WEIGHTS_IN_PROMPT:
             return None
         return weights_prompt(dict(zip(stack.objectives, cfg.normalised(stack.objectives), strict=True)))
 
+    if any(cfg.method == "conditioned" for cfg in cfgs) and not stack.can_decode("conditioned"):
+        raise ValueError(NO_CONDITIONED_POLICY)
     extra = [instructions(cfg) for cfg in cfgs]
     contexts = list(dict.fromkeys([(p, None) for p in prompts] + list(zip(prompts, extra, strict=True))))
     where = {c: i for i, c in enumerate(contexts)}

@@ -97,6 +97,11 @@ def _value_heads(ref: str, names: list[str], objectives: list[str], config) -> l
     return [objectives.index(label) if label in names else -1 for label in labels]
 
 
+CONDITIONED = "conditioned"  # the peft adapter name of the λ-conditioned policy, its column of `lora_columns`
+NO_CONDITIONED_POLICY = ("method 'conditioned' needs a policy conditioned on λ and this stack has no conditioned "
+                         "policy; add [conditioned] policy = \"FOLDER\" to its stack file (docs/stacks.md)")
+
+
 def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
@@ -149,8 +154,10 @@ class Stack:
     @property
     def lora_columns(self) -> list[str]:
         """The adapters a row's LoRA mix (`forward`'s ``scales``) weighs, in order: each objective's policy,
-        then each exact-preference reference (adapter ``reference<i>``)."""
-        return [*self.objectives, *(f"reference{i}" for i in range(len(self.spec.references)))]
+        then each exact-preference reference (adapter ``reference<i>``), then the λ-conditioned policy where the
+        policies hold one (adapter ``conditioned``)."""
+        conditioned = [CONDITIONED] if self.policies is not None and CONDITIONED in self.policies.peft_config else []
+        return [*self.objectives, *(f"reference{i}" for i in range(len(self.spec.references))), *conditioned]
 
     def plain_mix(self) -> torch.Tensor:
         """(columns,) zeros: the plain base."""
@@ -160,11 +167,20 @@ class Stack:
         """(columns,) the objectives' policies mixed by ``lam`` (M,) (RSoup's interpolation, or e_m)."""
         return torch.cat([lam.float(), torch.zeros(len(self.lora_columns) - len(lam))])
 
+    def conditioned_mix(self, strength: float = 1.0) -> torch.Tensor:
+        """(columns,) the λ-conditioned policy's LoRA scaled by ``strength`` α (θ_0 + α·ΔW, as RSoup's α);
+        ValueError naming the method where the stack has no conditioned policy."""
+        if not self.can_decode(CONDITIONED):
+            raise ValueError(NO_CONDITIONED_POLICY)
+        mix = self.plain_mix()
+        mix[self.lora_columns.index(CONDITIONED)] = float(strength)
+        return mix
+
     @property
     def morlhf_points(self) -> list[tuple[float, ...]]:
         """The λ points (normalised, objective order) where a policy fine-tuned for exactly that preference
         exists: each objective alone (its own policy) and every [references] table. Empty without policies."""
-        if self.policies is None:
+        if "mod" not in self.methods:
             return []
         one_hot = [tuple(float(i == m) for i in range(len(self.objectives))) for m in range(len(self.objectives))]
         return one_hot + [r.lam for r in self.spec.references]
@@ -183,13 +199,15 @@ class Stack:
 
     def can_decode(self, method: str) -> bool:
         """Whether ``method`` runs on this stack: a steering method of `methods`, MORLHF where there are
-        policies (at `morlhf_points` only), or Prompted (the base alone, so every stack)."""
-        return method in self.methods or method == "prompted" or (method == "morlhf" and self.policies is not None)
+        policies (at `morlhf_points` only), or Prompted (the base alone, so every stack). The conditioned policy
+        is one of `methods` where the stack has one."""
+        return method in self.methods or method == "prompted" or (method == "morlhf" and "mod" in self.methods)
 
     @property
     def methods(self) -> list[str]:
-        have = {"base": True, "mavis": bool(self.value_models), "mod": self.policies is not None,
-                "rsoup": self.policies is not None}
+        per_objective = self.policies is not None and any(o in self.policies.peft_config for o in self.objectives)
+        have = {"base": True, "mavis": bool(self.value_models), "mod": per_objective, "rsoup": per_objective,
+                CONDITIONED: CONDITIONED in self.lora_columns}
         return [m for m, ok in have.items() if ok]
 
     @property
@@ -235,8 +253,11 @@ class Stack:
         return out
 
     def _load_policies(self):
-        """All policies as named LoRA adapters on one copy of the base (peft), or None."""
+        """All policies as named LoRA adapters on one copy of the base (peft), or None: the objectives' own, the
+        MORLHF references and the λ-conditioned policy (adapter ``conditioned``)."""
         refs = [(o.name, o.policy) for o in self.spec.objectives if o.policy]
+        if self.spec.conditioned is not None:
+            refs.append((CONDITIONED, self.spec.conditioned))
         if not refs:
             return None
         from peft import PeftModel

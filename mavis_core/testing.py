@@ -69,9 +69,9 @@ REFERENCES = {"helpful0.2-humor0.8": {"helpful": 0.2, "humor": 0.8},
 
 
 def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None, policies: bool = True,
-                references: dict[str, dict[str, float]] | None = None) -> Path:
+                references: dict[str, dict[str, float]] | None = None, conditioned: str | None = None) -> Path:
     """A stack TOML over the folders ``build_random_stack`` writes (``references``: name -> weights, each a
-    policy in ``references/NAME``)."""
+    policy in ``references/NAME``; ``conditioned``: the λ-conditioned policy's folder)."""
     lines = ['name = "random"', 'prompts = ["hello there", "tell me a joke"]', "",
              "[base]", 'model = "base"', 'tokenizer = "tokenizer"', ""]
     for obj in OBJECTIVES:
@@ -84,6 +84,8 @@ def write_stack(root: Path, name: str, value_paths: dict[str, str] | None = None
     for ref, weights in (references or {}).items():
         table = ", ".join(f"{o} = {w}" for o, w in weights.items())
         lines += [f'[references."{ref}"]', f'policy = "references/{ref}"', f"weights = {{ {table} }}", ""]
+    if conditioned:
+        lines += ["[conditioned]", f'policy = "{conditioned}"', ""]
     path = root / name
     path.write_text("\n".join(lines))
     return path
@@ -94,7 +96,8 @@ def build_random_stack(root: Path, base: dict | None = None, value: dict | None 
     """Write base, tokenizer, rewards, per-objective and fused value models and LoRA policies under ``root``.
 
     Writes ``stack-sep.toml`` (one value model per objective), ``stack-fused.toml`` (one fused model) and
-    ``stack-refs.toml`` (stack-sep's models and two exact-preference policies, `REFERENCES`); returns ``root``.
+    ``stack-refs.toml`` (stack-sep's models and two exact-preference policies, `REFERENCES`) and
+    ``stack-cond.toml`` (stack-refs's models and a λ-conditioned policy, ``conditioned/``); returns ``root``.
     ``base`` / ``value`` override GPT2Config fields (default: tiny, for tests).
     """
     tok = build_tokenizer(root / "tokenizer", vocab_size)
@@ -112,4 +115,7 @@ def build_random_stack(root: Path, base: dict | None = None, value: dict | None 
     write_stack(root, "stack-sep.toml", {n: f"values/{n}" for n in OBJECTIVES})
     write_stack(root, "stack-fused.toml", {n: "values/fused" for n in OBJECTIVES})
     write_stack(root, "stack-refs.toml", {n: f"values/{n}" for n in OBJECTIVES}, references=REFERENCES)
+    save_policy(root / "conditioned", root / "base", seed=60)
+    write_stack(root, "stack-cond.toml", {n: f"values/{n}" for n in OBJECTIVES}, references=REFERENCES,
+                conditioned="conditioned")
     return root

@@ -25,8 +25,8 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's: the tests never download a browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The tiny stack's columns: config's methods less MORLHF (a reference, in sweeps only) and Prompted (not a column
-# of the tiny stack yet).
-METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "prompted")]
+# of the tiny stack yet); stack-sep has no conditioned policy.
+METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "prompted", "conditioned")]
 TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
 
 

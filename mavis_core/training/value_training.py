@@ -50,7 +50,7 @@ TRAIN_STATE = "train_state.pt"
 BEST = "best"
 _VALUE_OR_POLICY = re.compile(r"\s*(value|policy)\s*=")  # a stack file's value / policy lines
 _TABLE = re.compile(r"\s*\[")  # a TOML table header
-_REFERENCES_TABLE = re.compile(r"""\s*\[\s*references\s*[.\]]""")
+_REFERENCES_TABLE = re.compile(r"""\s*\[\s*(references\s*[.\]]|conditioned\s*\])""")  # and [conditioned]
 VALUE_KINDS = ("copy", "trunk")
 
 
@@ -434,8 +434,8 @@ def load_training_stack(path: Path, device: torch.device, dtype: torch.dtype | N
     and rewards.
 
     The stack file may already name the value models and policies being trained (and they may not exist yet),
-    so their ``value = …`` / ``policy = …`` lines and its ``[references.*]`` tables are left out of a temporary
-    copy beside the file (relative paths keep their meaning), which is loaded and removed.
+    so their ``value = …`` / ``policy = …`` lines and its ``[references.*]`` and ``[conditioned]`` tables are left
+    out of a temporary copy beside the file (relative paths keep their meaning), which is loaded and removed.
     """
     kept, references = [], False
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
