@@ -220,9 +220,6 @@ def format_report(report: dict) -> str:
     return "; ".join(parts)
 
 
-# ---- command line ----------------------------------------------------------------------------------------
-
-
 # ---- the train-values command ------------------------------------------------------------------------------
 
 _FIT = ValueTrainConfig()
