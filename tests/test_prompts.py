@@ -148,3 +148,19 @@ def test_read_prompts_text_and_bad_files(tmp_path):
 def test_prompts_does_not_import_training_code():
     source = (prompts.__file__ and open(prompts.__file__, encoding="utf-8").read())
     assert "training" not in "".join(line for line in source.splitlines() if "import" in line)
+
+
+def test_build_prompt_data_writes_the_tagged_mix_and_records_it(garak, tmp_path, monkeypatch):
+    from mavis_core.training.data import PromptDataConfig, build_prompt_data
+    from mavis_core.training.manifest import read_manifest
+
+    monkeypatch.setattr(prompts, "chitchat_prompts",
+                        lambda split, seed: [Prompt(f"chat {split} {i}", "chitchat") for i in range(20)])
+    path = build_prompt_data(PromptDataConfig(tmp_path, counts={"harmful": 4, "benign": 3, "chitchat": 2}))
+    held = read_prompt_set(path)
+    assert [p.kind for p in held].count("harmful") == 4 and len(held) == 9
+    entry = read_manifest(tmp_path)["artifacts"]["data"]
+    assert entry["metrics"]["heldout_harmful"] == 4 and entry["metrics"]["chitchat_train"] == 20
+    assert "eval_prompts.json" in entry["files"]
+    with pytest.raises(ValueError, match="counts must map kinds"):
+        PromptDataConfig(tmp_path, counts={"toxic": 1})
