@@ -193,6 +193,11 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> None:
                         "(the paper's MORLHF reference); repeatable; saved as --out/helpful0.4-humor0.6")
     parser.add_argument("--base-samples", type=Path, metavar="DIR",
                         help="where round 0's base replies are kept and shared between runs (default: --work)")
+    _add_dpo_arguments(parser)
+
+
+def _add_dpo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DPO recipe of the policies (`PolicyTrainConfig`), shared by train-policies and train-conditioned."""
     parser.add_argument("--samples-per-prompt", type=int)
     parser.add_argument("--dpo-beta", type=float)
     parser.add_argument("--rounds", type=int, help="1: offline DPO; more: online DPO rounds")
@@ -207,6 +212,17 @@ def add_train_policies_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-modules",
                         help="LoRA target modules (default c_attn,c_fc for GPT-2; Llama: e.g. q_proj,v_proj)")
     parser.add_argument("--max-new-tokens", type=int)
+
+
+def add_train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_run_arguments(parser, "adapter", "build/conditioned", "STACK_DIR/conditioned", "float32")
+    parser.add_argument("--base-samples", type=Path, metavar="DIR",
+                        help="where round 0's base replies are kept, shared with train-policies (default: --work)")
+    parser.add_argument("--weights-per-prompt", type=int, help="λ drawn per prompt and round (default 2)")
+    parser.add_argument("--dirichlet-alpha", type=float, help="concentration of the λ draws (default 1: uniform)")
+    parser.add_argument("--corner-share", type=float, help="share of λ draws that are one objective alone "
+                        "(default 0.25)")
+    _add_dpo_arguments(parser)
 
 
 def add_value_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,6 +307,12 @@ def run_train_policies(args: argparse.Namespace) -> None:
     train_policies(config_from_args(TrainPoliciesConfig, args))
 
 
+def run_train_conditioned(args: argparse.Namespace) -> None:
+    from .training.conditioned import ConditionedTrainConfig, train_conditioned
+
+    train_conditioned(config_from_args(ConditionedTrainConfig, args))
+
+
 def run_value_report(args: argparse.Namespace) -> None:
     from .training.value_report import ValueReportConfig, value_report
 
@@ -358,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             ("train-values", add_train_values_arguments, run_train_values, "train MAVIS value models (iterative)"),
             ("train-policies", add_train_policies_arguments, run_train_policies,
              "train LoRA policies for MOD and RSoup"),
+            ("train-conditioned", add_train_conditioned_arguments, run_train_conditioned,
+             "train one LoRA policy conditioned on λ (online DPO over sampled weights)"),
             ("value-report", add_value_report_arguments, run_value_report,
              "held-out reward gain of MAVIS per objective"),
             ("value-agreement", add_value_agreement_arguments, run_value_agreement,

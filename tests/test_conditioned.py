@@ -195,3 +195,58 @@ def test_training_moves_the_adapter_resumes_and_its_folder_loads_as_the_stack_s_
     assert train_conditioned(run) == report
     (tmp_path / "work" / out.name / "report.json").unlink()  # interrupted after its rounds: only the evaluation runs
     assert train_conditioned(run)["rounds"] == report["rounds"]
+
+
+# ---- the build step and the command line ---------------------------------------------------------------------
+
+
+def parse_train_conditioned(command: str):
+    """A recorded ``python -m mavis_core train-conditioned …`` line, parsed as the CLI parses it."""
+    import argparse
+    import shlex
+
+    from mavis_core import cli
+    from mavis_core.training.conditioned import ConditionedTrainConfig
+
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS)
+    cli.add_train_conditioned_arguments(parser)
+    return cli.config_from_args(ConditionedTrainConfig, parser.parse_args(shlex.split(command)[4:]))
+
+
+def test_the_build_s_settings_are_the_policies_recipe_and_round_trip_through_the_command_line():
+    from dataclasses import fields, replace
+    from pathlib import Path
+
+    from mavis_core.options import command_line
+    from mavis_core.training import build, build_default
+    from mavis_core.training.policies import PolicyTrainConfig
+
+    assert "conditioned" in build.WHEEL_STEPS and "conditioned" in build.TINY_STEPS
+    assert build.parse_steps("conditioned", build.WHEEL_STEPS) == ["conditioned"]
+    recipe = {f.name for f in fields(PolicyTrainConfig)} - {"rounds"}
+    assert all(getattr(build_default.CONDITIONED, n) == getattr(build_default.POLICIES, n) for n in recipe)
+    assert build_default.CONDITIONED.rounds == 2  # round 0 on the base's replies, then one online round
+    for cfg in (build_default.CONDITIONED, replace(build_default.TINY_CONDITIONED, quick=True, corner_share=0.5,
+                                                     dirichlet_alpha=0.5, weights_per_prompt=3,
+                                                     base_samples=Path("a b"), target_modules=())):
+        assert parse_train_conditioned(command_line("train-conditioned", cfg)) == cfg
+
+
+def test_the_quick_build_step_trains_records_and_cards_the_conditioned_policy(tiny_dir, tmp_path):
+    from mavis_core.training import build
+    from mavis_core.training.build_steps import BuildConfig
+    from mavis_core.training.manifest import read_manifest
+
+    out = tmp_path / "assets"
+    out.mkdir()
+    lines = ['prompts = ["hello there", "tell me a joke"]', "[base]", f'model = "{tiny_dir / "base"}"',
+             f'tokenizer = "{tiny_dir / "tokenizer"}"']
+    lines += [f'[objectives.{o}]\nreward = "{tiny_dir / "rewards" / o}"' for o in WEIGHTS]
+    (out / "stack.toml").write_text("\n".join(lines))
+    build.build_assets(BuildConfig(steps="conditioned", out=out, work=tmp_path / "work", quick=True))
+    entry = read_manifest(out)["artifacts"]["conditioned"]
+    assert "conditioned/adapter_model.safetensors" in entry["files"]
+    assert {"equal_conditioned_kl", "helpful_prompted_helpful", "train_minutes_last_run"} <= set(entry["metrics"])
+    run = parse_train_conditioned(entry["command"])
+    assert run.quick and run.out == out / "conditioned" and run.stack == out / "stack.toml"
+    assert "MOODPO" in (out / "MODEL_CARD.md").read_text()

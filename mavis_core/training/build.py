@@ -22,6 +22,8 @@ WHEEL_STEPS (the default stack; the base is not trained, only fetched):
   `value_report` of it against iteration 0 on the same rows, written into its card.
 - ``policies``: `train_policies` with POLICIES (a LoRA DPO policy per objective) -> ``policies/``.
 - ``references``: `train_policies` with REFERENCES (helpful–humor MORLHF policies) -> ``references/``.
+- ``conditioned``: `train_conditioned` with CONDITIONED (one LoRA policy conditioned on λ) -> ``conditioned/``; also
+  the last of TINY_STEPS (TINY_CONDITIONED; a fresh ``--quick`` folder trains on the tiny stack).
 - ``report``: `value_report` with REPORT on every held-out prompt × 4 seeds, written into the values' card.
 
 The settings (VALUES, POLICIES, … in `mavis_core.training.build_default`) are the config dataclasses of the
@@ -34,6 +36,7 @@ manifest records the command line that rebuilds each step, derived from its conf
 from __future__ import annotations
 
 from .build_default import (
+    build_conditioned,
     build_wheel_base,
     build_wheel_policies,
     build_wheel_references,
@@ -44,8 +47,8 @@ from .build_default import (
 from .build_steps import BuildConfig, build_base, build_data, build_rewards_step, build_tokenizer, wheel_stack
 from .manifest import write_model_card
 
-STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards")
-WHEEL_STEPS = ("base", "data", "rewards", "values", "values-iter1", "policies", "references", "report")
+STEPS = TINY_STEPS = ("data", "tokenizer", "base", "rewards", "conditioned")
+WHEEL_STEPS = ("base", "data", "rewards", "values", "values-iter1", "policies", "references", "conditioned", "report")
 
 
 def parse_steps(steps: str, allowed: tuple[str, ...] = TINY_STEPS) -> list[str]:
@@ -63,11 +66,11 @@ def build_assets(cfg: BuildConfig) -> None:
         builders = {"base": build_wheel_base, "data": build_data, "rewards": build_rewards_step,
                     "values": build_wheel_values, "values-iter1": build_wheel_values_iter1,
                     "policies": build_wheel_policies, "references": build_wheel_references,
-                    "report": build_wheel_report}
+                    "conditioned": build_conditioned, "report": build_wheel_report}
         steps = parse_steps(cfg.steps, WHEEL_STEPS)
     else:
         builders = {"data": build_data, "tokenizer": build_tokenizer, "base": build_base,
-                    "rewards": build_rewards_step}
+                    "rewards": build_rewards_step, "conditioned": build_conditioned}
         steps = parse_steps(cfg.steps)
     for step in steps:
         print(f"[build] {step} -> {cfg.out}", flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -21,9 +21,10 @@ from ..options import command_line
 from ..prompts import read_prompts
 from ..sources import fetch, model_dir
 from .build_steps import N_SAMPLES, SAMPLE_TOP_K, BuildConfig, _samples_markdown, step_command, wheel_stack
+from .conditioned import ConditionedTrainConfig, train_conditioned
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
-from .policies import TrainPoliciesConfig, train_policies
+from .policies import PolicyTrainConfig, TrainPoliciesConfig, train_policies
 from .value_iterations import TrainValuesConfig, train_values
 from .value_report import ValueReportConfig, table_cell, value_report
 
@@ -43,6 +44,12 @@ POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "do
 # in assets/'s 30 MB budget.
 REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
 REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u}" for h, u in REFERENCE_WEIGHTS))
+# The λ-conditioned policy (issue 30): the policies' DPO recipe, over λ drawn per prompt, then one online round
+# sampled from it; the tiny stack's mirrors its policies' (384 prompts, 8 samples, 2 rounds).
+CONDITIONED = ConditionedTrainConfig(**{**{f.name: getattr(POLICIES, f.name) for f in fields(PolicyTrainConfig)},
+                                        "rounds": 2, "out_dtype": "float16"})
+TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8, rounds=2)
+TINY_STACK = Path(__file__).resolve().parents[2] / "assets" / "tiny" / "stack.toml"  # a fresh --quick folder's
 REPORT = ValueReportConfig(seeds=4, betas=(1.0, 2.0, 4.0), max_new_tokens=32)
 VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 
@@ -229,6 +236,33 @@ def build_wheel_references(cfg: BuildConfig) -> None:
         "(stored float16; rank 8, as the policies, would have taken assets/ past 30 MB). `NAME_helpful`, "
         "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
         "sequence KL to the base."))
+
+
+def build_conditioned(cfg: BuildConfig) -> None:
+    """The λ-conditioned policy by ``train-conditioned`` -> ``OUT/conditioned`` (the stack file names it with
+    ``[conditioned] policy = "conditioned"``), recorded with its held-out rewards and KL at each corner and equal
+    weights beside the base's and Prompted's. Trains on ``OUT/stack.toml``; a fresh ``--quick`` folder on the tiny
+    stack."""
+    stack = cfg.out / "stack.toml"
+    if not stack.exists() and not cfg.quick:
+        raise ValueError(f"the conditioned step trains the policy of {stack}, which does not exist")
+    settings = CONDITIONED if wheel_stack(cfg.out) is not None and not cfg.quick else TINY_CONDITIONED
+    run = replace(settings, stack=stack if stack.exists() else TINY_STACK, seed=cfg.seed, quick=cfg.quick,
+                  work=cfg.work / "conditioned", out=cfg.out / "conditioned", base_samples=cfg.work / "base-samples")
+    start = time.time()
+    _announce("train-conditioned", run)
+    report = train_conditioned(run)
+    metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1),
+               **{k: round(v, 3) for k, v in report["eval"].items()}}
+    _record_trained(cfg, "conditioned", run.out, command_line("train-conditioned", run),
+                    f"prompts: the first {run.num_prompts}", metrics, card=(
+        f"One LoRA adapter for every λ (MOODPO-style): each round draws {run.weights_per_prompt} weights per prompt "
+        f"on the simplex ({run.corner_share:.0%} corners, the rest Dirichlet({run.dirichlet_alpha:g})), writes them "
+        "into the system prompt in words as Prompted does, and pairs the best and worst of "
+        f"{run.samples_per_prompt} replies by the weighted reward; DPO as the policies' (β {run.dpo_beta:g}, "
+        f"{run.epochs} epochs, rank {run.lora_r}); round 0 on the base's replies, then {run.rounds - 1} online "
+        "round(s) sampled from the policy. `NAME_conditioned_*`, `NAME_prompted_*`: rewards and mean sequence KL "
+        "to the base (plain prompt) on held-out prompts at λ = NAME (one objective alone, or equal weights)."))
 
 
 def build_wheel_report(cfg: BuildConfig) -> None:
