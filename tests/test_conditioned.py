@@ -109,6 +109,29 @@ def test_a_stack_without_a_conditioned_policy_refuses_the_method_by_name(tiny_st
         tiny_stack.conditioned_mix()
 
 
+def test_a_stack_with_only_a_conditioned_policy_runs_it_without_mod_or_rsoup(tiny_dir):
+    stack = load_stack(write_stack(tiny_dir, "stack-cond-only.toml", policies=False, conditioned="conditioned"),
+                       device=torch.device("cpu"))
+    assert stack.methods == ["base", "conditioned"] and not stack.can_decode("morlhf")
+    assert generate_reply(stack, PROMPT, cfg("conditioned")).token_ids == \
+        generate_reply(load_stack(tiny_dir / "stack-cond.toml", device=torch.device("cpu")), PROMPT,
+                       cfg("conditioned")).token_ids
+
+
+def test_sweeps_and_the_command_line_decode_the_conditioned_policy(cond_stack, tiny_dir, capsys):
+    from mavis_core.cli import main
+    from mavis_core.evaluation import sweep
+
+    grid = [[1.0, 0.0, 0.0], [0.5, 0.0, 0.5]]
+    df = sweep(cond_stack, [PROMPT], [0], ["conditioned"], grid, cfg("conditioned", max_new_tokens=4))
+    assert len(df) == 2 and set(df.method) == {"conditioned"} and df.kl.notna().all()
+    argv = ["generate", PROMPT, "--stack", str(tiny_dir / "stack-cond.toml"), "--method", "conditioned",
+            "--max-new-tokens", "3", "--json"]
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["tokens"] >= 1
+    assert main([*argv[:3], str(tiny_dir / "stack-sep.toml"), *argv[4:]]) == 2
+    assert "this stack has no conditioned policy" in capsys.readouterr().err
+
+
 def test_the_stack_entry_is_checked(tiny_dir):
     spec = read_stack_spec(tiny_dir / "stack-cond.toml")
     assert spec.conditioned == str((tiny_dir / "conditioned").resolve())

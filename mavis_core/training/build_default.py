@@ -251,16 +251,16 @@ def build_conditioned(cfg: BuildConfig) -> None:
                   work=cfg.work / "conditioned", out=cfg.out / "conditioned", base_samples=cfg.work / "base-samples")
     start = time.time()
     _announce("train-conditioned", run)
-    report = train_conditioned(run)
+    report, dpo = train_conditioned(run), run.dpo()  # the recipe as trained (--quick's sizes when quick)
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1),
                **{k: round(v, 3) for k, v in report["eval"].items()}}
     _record_trained(cfg, "conditioned", run.out, command_line("train-conditioned", run),
-                    f"prompts: the first {run.num_prompts}", metrics, card=(
+                    f"prompts: the first {dpo.num_prompts}", metrics, card=(
         f"One LoRA adapter for every λ (MOODPO-style): each round draws {run.weights_per_prompt} weights per prompt "
         f"on the simplex ({run.corner_share:.0%} corners, the rest Dirichlet({run.dirichlet_alpha:g})), writes them "
         "into the system prompt in words as Prompted does, and pairs the best and worst of "
-        f"{run.samples_per_prompt} replies by the weighted reward; DPO as the policies' (β {run.dpo_beta:g}, "
-        f"{run.epochs} epochs, rank {run.lora_r}); round 0 on the base's replies, then {run.rounds - 1} online "
+        f"{dpo.samples_per_prompt} replies by the weighted reward; DPO as the policies' (β {dpo.dpo_beta:g}, "
+        f"{dpo.epochs} epochs, rank {dpo.lora_r}); round 0 on the base's replies, then {run.rounds - 1} online "
         "round(s) sampled from the policy. `NAME_conditioned_*`, `NAME_prompted_*`: rewards and mean sequence KL "
         "to the base (plain prompt) on held-out prompts at λ = NAME (one objective alone, or equal weights)."))
 
