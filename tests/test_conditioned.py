@@ -273,3 +273,25 @@ def test_the_quick_build_step_trains_records_and_cards_the_conditioned_policy(ti
     run = parse_train_conditioned(entry["command"])
     assert run.quick and run.out == out / "conditioned" and run.stack == out / "stack.toml"
     assert "MOODPO" in (out / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_app_streams_a_conditioned_column_with_its_kl(tiny_dir, tmp_path):
+    """The app takes its columns from the stack: stack-cond's Generate tab has a Conditioned column."""
+    from apputil import app_engine, launch
+    from gradio_client import Client
+
+    from app import controls
+
+    engine = app_engine(tiny_dir, "stack-cond.toml")
+    n, column = len(engine.methods), engine.methods.index("conditioned")
+    demo, url = launch(engine, tmp_path / "study.db")
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False)
+        out = client.predict("hello there", 2.0, 8, 1.0, 6, 3, ["conditioned"], "helpful", "humor", controls.NO_Z,
+                             0.5, 0.2, 0.3, api_name="/generate")
+    finally:
+        demo.close()
+    texts, stats = out[:n], out[n : 2 * n]
+    assert texts[column] and "KL" in stats[column]
+    assert all(text == "" for m, text in zip(engine.methods, texts, strict=True) if m != "conditioned")
