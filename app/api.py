@@ -132,3 +132,37 @@ def checked(fn: Callable, inputs: list, endpoint: str) -> Callable:
 def listen(fn: Callable, inputs: list, endpoint: str) -> dict:
     """Listener arguments for ``fn``: gradio passes the raw values (preprocess off) and `checked` reads them."""
     return {"fn": checked(fn, inputs, endpoint), "inputs": inputs, "preprocess": False}
+
+
+def shown_in_place(fn: Callable, n_outputs: int) -> Callable:
+    """``fn`` for the page: its outputs and an empty notice, or, when it refuses, its outputs left as they were
+    (a table already shown stays) and its message for a notice line beside the button (a toast would vanish)."""
+    @functools.wraps(fn)
+    def page(*args):
+        try:
+            out = fn(*args)
+        except gr.Error as err:
+            return [gr.skip()] * n_outputs + [f"⚠️ {err.message}"]
+        return [*(out if n_outputs > 1 else [out]), ""]
+    return page
+
+
+def wire_in_place(trigger: gr.Button, fn: Callable, inputs: list, outputs: list, notice: gr.Markdown,
+                  endpoint: str):
+    """Wire ``fn`` twice: as the named endpoint ``endpoint`` for API callers (a mistake raised to them, as
+    everywhere), on a button the page never shows; and on ``trigger`` for the page, where a mistake shows in
+    ``notice`` (`shown_in_place`). Returns the page's event."""
+    gr.Button(visible=False).click(**listen(fn, inputs, endpoint), outputs=outputs, api_name=endpoint)
+    return trigger.click(**listen(shown_in_place(fn, len(outputs)), inputs, endpoint), outputs=[*outputs, notice],
+                         api_visibility="private")
+
+
+def cleared_once_saved(blank: list, trial_id: str | None) -> list:
+    """After a page submit: the form's ``blank`` values once the trial was saved (its id is gone from the
+    session), else every field as it was."""
+    return list(blank) if trial_id is None else [gr.skip()] * len(blank)
+
+
+def spent() -> tuple:
+    """An export link once downloaded: gone (the file was served once and deleted), and a line saying so."""
+    return None, "Downloaded: that link is spent (each export can be downloaded once); export again for a new one."

@@ -12,7 +12,7 @@ from mavis_core.arena import VOTES
 
 from . import text
 from .admin import ADMIN_TOKEN_ENV
-from .api import listen, user_errors
+from .api import cleared_once_saved, listen, spent, user_errors, wire_in_place
 from .context import Context
 from .guard import MODEL_WORK
 from .trials import check_prompt, count_trial, decode_trial, draw_trial
@@ -90,6 +90,7 @@ def arena_tab(handlers: Arena) -> None:
                                  min_width=300) for slot in ("A", "B")]  # min_width: one above the other on a phone
     c["vote"] = gr.Radio([(WORDS[v], v) for v in VOTES], label="Your vote", elem_id="arena-vote")
     c["submit"] = gr.Button("Submit vote", elem_id="arena-submit")
+    c["submit_notice"] = gr.Markdown("", elem_id="arena-notice", elem_classes="notice")
     c["status"] = gr.Markdown("", elem_id="arena-status")
     c |= _admin_layout()
     _wire(handlers, c)
@@ -104,6 +105,7 @@ def _admin_layout() -> dict:
             c["show"] = gr.Button("Show leaderboard", elem_id="arena-show")
             c["export_csv"] = gr.Button("Export votes CSV", elem_id="arena-export-csv")
             c["export_jsonl"] = gr.Button("Export preference JSONL", elem_id="arena-export-jsonl")
+        c["admin_notice"] = gr.Markdown("", elem_id="arena-admin-notice", elem_classes="notice")
         gr.Markdown("**strength**: Bradley–Terry, P(i beats j) = s_i / (s_i + s_j), summing to 1 (a tie is half a "
                     "win to each; *both bad* is counted, not fitted) · **low–high**: 95 % interval over 200 "
                     "bootstrap resamples of the votes · **votes**: every vote the method was in.")
@@ -118,17 +120,18 @@ def _admin_layout() -> dict:
 
 def _wire(handlers: Arena, c: dict) -> None:
     asked = [c["participant"], c["prompt"]]
-    c["new"].click(lambda: "", outputs=c["status"], **QUIET)
+    c["new"].click(lambda: ("", ""), outputs=[c["status"], c["submit_notice"]], **QUIET)
     c["new"].click(**listen(handlers.check, asked, "check_study"), api_visibility="private", show_progress="hidden",
                    concurrency_limit=None).success(
         **listen(handlers.new, asked, "arena_new"), outputs=[c["trial_id"], c["header"], *c["texts"], c["vote"]],
         api_name="arena_new", show_progress_on=c["header"], **MODEL_WORK)
-    c["submit"].click(**listen(handlers.vote, [c["trial_id"], c["vote"]], "arena_vote"),
-                      outputs=[c["trial_id"], c["status"]], api_name="arena_vote").success(
-        functools.partial(list, [WAITING, "", "", None]), outputs=[c["header"], *c["texts"], c["vote"]], **QUIET)
-    c["show"].click(**listen(handlers.leaderboard, [c["token"]], "arena_leaderboard"), outputs=c["board"],
-                    api_name="arena_leaderboard")
-    c["export_csv"].click(**listen(handlers.export_csv, [c["token"]], "arena_export_csv"), outputs=c["csv"],
-                          api_name="arena_export_csv")
-    c["export_jsonl"].click(**listen(handlers.export_jsonl, [c["token"]], "arena_export_jsonl"),
-                            outputs=c["jsonl"], api_name="arena_export_jsonl")
+    wire_in_place(c["submit"], handlers.vote, [c["trial_id"], c["vote"]], [c["trial_id"], c["status"]],
+                  c["submit_notice"], "arena_vote").then(
+        functools.partial(cleared_once_saved, [WAITING, "", "", None]), inputs=c["trial_id"],
+        outputs=[c["header"], *c["texts"], c["vote"]], **QUIET)
+    notice = c["admin_notice"]
+    wire_in_place(c["show"], handlers.leaderboard, [c["token"]], [c["board"]], notice, "arena_leaderboard")
+    wire_in_place(c["export_csv"], handlers.export_csv, [c["token"]], [c["csv"]], notice, "arena_export_csv")
+    wire_in_place(c["export_jsonl"], handlers.export_jsonl, [c["token"]], [c["jsonl"]], notice, "arena_export_jsonl")
+    for file in (c["csv"], c["jsonl"]):
+        file.download(spent, outputs=[file, notice], **QUIET)

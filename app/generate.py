@@ -31,8 +31,8 @@ from .controls import (
     share_keys,
 )
 from .guard import MODEL_WORK
-from .page import COPY_JS, share_js
-from .replies import Replies, new_seed, pick_point
+from .page import COPY_JS, share_js, static
+from .replies import Replies, new_seed, pick_point, replay_seed
 from .sweep import Sweep
 
 
@@ -112,13 +112,19 @@ KL_NOTE = ("**KL**: Σ log π − log π_ref over the reply, how far a method mo
 
 def _replies_and_chart(engine: Engine, actions: Replies) -> dict:
     """The right column: one streaming column per method; then the per-token view, the Pareto chart."""
-    c = {"texts": [], "stats": []}
-    with gr.Column(elem_id="gen-replies"), gr.Row(equal_height=True):
-        for m in engine.methods:
-            with gr.Column(min_width=180, elem_id=f"col-{m}"):
-                c["texts"].append(gr.Textbox(label=METHOD_NAMES.get(m, m), lines=7, max_lines=14, interactive=False,
-                                             elem_id=f"reply-{m}", elem_classes="reply", autoscroll=False))
-                c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
+    c = {"texts": [], "stats": [], "last_seed": gr.State(None)}
+    with gr.Column(elem_id="gen-replies"):
+        with gr.Row(equal_height=True):
+            for m in engine.methods:
+                with gr.Column(min_width=180, elem_id=f"col-{m}"):
+                    c["texts"].append(gr.Textbox(label=METHOD_NAMES.get(m, m), lines=7, max_lines=14,
+                                                 interactive=False, elem_id=f"reply-{m}", elem_classes="reply",
+                                                 autoscroll=False))
+                    c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
+        with gr.Row(equal_height=True, elem_id="under-replies"):
+            # One click sets the seed of the replies shown, unticks "new seed each time" and generates again.
+            c["replay"] = gr.Button("Replay", size="sm", elem_id="replay", visible=False, scale=0, min_width=160)
+            c["columns_note"] = gr.Markdown("", elem_id="columns-note")
     with gr.Column(elem_id="gen-chart"):
         _chart_controls(engine, actions, c)
     return c
@@ -190,6 +196,8 @@ def _wire_generate(replies: Replies, c: dict):
     """Generate: a fresh seed (when ticked), the browser's check with its notice line, then the stream."""
     # With "new seed each time" ticked, a fresh seed goes into the seed box first, where the check and generate
     # read it (API callers pass their own seed to /generate).
+    c["replay"].click(replay_seed, inputs=c["last_seed"], outputs=[c["seed"], c["new_seed"]], **QUIET).then(
+        None, js=static("replay.js"), api_visibility="private", queue=False)
     rolled = gr.on([c["go"].click, c["prompt"].submit], new_seed, inputs=c["new_seed"], outputs=c["seed"],
                    api_visibility="private", show_progress="hidden", queue=False, preprocess=False)
     checks = [*c["settings"], *c["axes"], *c["sliders"], *c["search_inputs"]]  # generate's inputs, less the history
@@ -199,8 +207,8 @@ def _wire_generate(replies: Replies, c: dict):
                           api_visibility="private", show_progress="hidden", concurrency_limit=None).success(
         **listen(replies.generate, [*c["settings"], *c["axes"], c["history"], *c["sliders"], *c["search_inputs"]],
                  "generate"),
-        outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], c["history"], c["sample"]], api_name="generate",
-        **MODEL_WORK)
+        outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], c["history"], c["sample"], c["columns_note"],
+                 c["replay"], c["last_seed"]], api_name="generate", **MODEL_WORK)
 
 
 def _wire_chart(replies: Replies, c: dict) -> None:

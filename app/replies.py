@@ -83,20 +83,26 @@ class Replies:
             prompt, methods, settings = self._request(prompt, beta, top_k, temperature, max_new_tokens, seed,
                                                       methods, x, y, z, *rest, warn=True)
             yield self._columns([Reply(m, search=settings.search_label) for m in methods], settings.seed) + [
-                explanation_html({}, self.engine.objectives, note=GENERATING_NOTE), *[gr.skip()] * 3]
+                explanation_html({}, self.engine.objectives, note=GENERATING_NOTE), *[gr.skip()] * 3,
+                *self._under_columns(methods, settings)]
             last = 0.0
             for replies in streamed(lambda: self.engine.stream(prompt, methods, settings), "generate"):
                 done = replies[0].scores is not None
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
                     last = time.monotonic()
                     finish = self._finish(replies, prompt, settings, (x, y, z), history) if done else [gr.skip()] * 4
-                    yield self._columns(replies, settings.seed) + finish
+                    yield self._columns(replies, settings.seed) + finish + [gr.skip()] * 3
 
     def _columns(self, replies: list[Reply], seed: int) -> list:
         """Every column's text, then every column's stats line (empty and "not selected" for unticked ones)."""
         by_method = {r.method: r for r in replies}
         texts = [by_method[m].text if m in by_method else "" for m in self.engine.methods]
         return texts + [text.stats(by_method.get(m), self.engine.objectives, seed) for m in self.engine.methods]
+
+    def _under_columns(self, methods: list[str], settings: Settings) -> list:
+        """Under the columns: a note when two columns are the same by construction, the replay button, its seed."""
+        note = text.same_by_construction(methods, self.engine.normalised(settings.weights), settings.strength)
+        return [note, gr.update(value=f"↻ Replay seed {settings.seed}", visible=True), settings.seed]
 
     def _finish(self, replies: list[Reply], prompt: str, settings: Settings, axes: tuple, history: list) -> list:
         """The per-token view, the chart, the history and the sample list once the replies are scored."""
@@ -160,3 +166,11 @@ def pick_point(point: str, history: list[dict]):
 def new_seed(fresh: bool):
     """The seed for the next Generate: a fresh random one when "new seed each time" is ticked."""
     return random.SystemRandom().randint(*SEED_RANGE) if fresh is True else gr.skip()
+
+
+def replay_seed(seed: int | None):
+    """The replay button: the seed of the replies shown goes into the seed box and "new seed each time" is
+    unticked, so the Generate that follows (static/replay.js) gives the same replies."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return gr.skip(), gr.skip()
+    return seed, False

@@ -37,12 +37,21 @@ class Demo(gr.Blocks):
     exports: Exports
 
     def launch(self, *args, **kwargs):
+        """gradio's launch behind the Guard; unless told ``quiet``, one line with the address once it serves (in
+        place of gradio's own lines)."""
+        announce, block = not kwargs.get("quiet"), not kwargs.pop("prevent_thread_lock", False)
+        kwargs.setdefault("quiet", True)
         kwargs.setdefault("max_file_size", MAX_REQUEST_BYTES)
         kwargs.setdefault("css", CSS)
         kwargs.setdefault("js", PAGE_JS)
         app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(Guard, demo=self)]
-        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
+        out = super().launch(*args, app_kwargs=app_kwargs, prevent_thread_lock=True, **kwargs)
+        if announce:
+            print(f"ready: {self.local_url}", flush=True)
+        if block:
+            self.block_thread()
+        return out
 
 
 def _context(engine: Engine, study_db: str | Path, admin_token: str | None) -> Context:
@@ -123,11 +132,27 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def quiet_third_parties() -> None:
+    """Silence what libraries print while loading that says nothing a visitor can act on: transformers' per-file
+    "Loading weights" bars and its notices, and deprecation FutureWarnings."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Start the app: one line per loaded part of the stack, then one with the address it serves at."""
     args = _arguments(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     check_study_db(args.study_db)
+    quiet_third_parties()
     THREADS.apply()
     engine = load_engine(args.stack)
+    for line in engine.parts():
+        print(f"loaded {line}", flush=True)
     off_main_thread(engine.warm_up)  # on a thread of its own, like every decode (see off_main_thread)
     build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS

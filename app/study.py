@@ -12,7 +12,7 @@ from mavis_core.study import RATING_RANGE, SLOTS
 
 from . import text
 from .admin import ADMIN_TOKEN_ENV
-from .api import listen, user_errors
+from .api import cleared_once_saved, listen, spent, user_errors, wire_in_place
 from .context import Context
 from .guard import MODEL_WORK
 from .trials import check_prompt, count_trial, decode_trial, draw_trial
@@ -94,6 +94,7 @@ def _trial_layout(methods: list[str], objectives: list[str]) -> dict:
                                           elem_id=f"rate-{slot}-{k}", elem_classes="rating") for k in objectives]
     c["favourite"] = gr.Radio(slots, label="Favourite reply", elem_id="favourite")
     c["submit"] = gr.Button("Submit ratings", elem_id="study-submit")
+    c["submit_notice"] = gr.Markdown("", elem_id="study-notice", elem_classes="notice")  # what is missing
     c["status"] = gr.Markdown("", elem_id="study-status")
     return c
 
@@ -105,6 +106,7 @@ def _admin_layout() -> dict:
         with gr.Row():
             c["show"] = gr.Button("Show per-method means")
             c["export"] = gr.Button("Export CSV")
+        c["admin_notice"] = gr.Markdown("", elem_id="study-admin-notice", elem_classes="notice")
         c["results"] = gr.Dataframe(label="Per-method results", interactive=False)
         c["csv"] = gr.File(label="Ratings CSV (a single-use link: export again to download again)")
     return c
@@ -112,19 +114,20 @@ def _admin_layout() -> dict:
 
 def _wire(handlers: Study, c: dict) -> None:
     texts, ratings, asked = c["texts"], c["ratings"], [c["participant"], c["prompt"]]
-    c["new"].click(lambda: "", outputs=c["status"], **QUIET)
+    c["new"].click(lambda: ("", ""), outputs=[c["status"], c["submit_notice"]], **QUIET)
     # One progress bar per trial, on the header: gradio would otherwise draw one on every output.
     c["new"].click(**listen(handlers.check, asked, "check_study"), api_visibility="private", show_progress="hidden",
                    concurrency_limit=None).success(
         **listen(handlers.new, asked, "study_new"), outputs=[c["trial_id"], c["header"], *texts, *ratings,
                                                              c["favourite"]],
         api_name="study_new", show_progress_on=c["header"], **MODEL_WORK)
-    # A saved trial clears the form (replies, ratings, favourite), so nothing stale invites a second submit.
-    c["submit"].click(**listen(handlers.submit, [c["trial_id"], c["favourite"], *ratings], "study_submit"),
-                      outputs=[c["trial_id"], c["status"]], api_name="study_submit").success(
-        functools.partial(list, [WAITING, *[""] * len(texts), *[None] * (len(ratings) + 1)]),
+    # A saved trial clears the form (replies, ratings, favourite), so nothing stale invites a second submit; a
+    # refused one keeps it, with the reason under the button.
+    blank = [WAITING, *[""] * len(texts), *[None] * (len(ratings) + 1)]
+    wire_in_place(c["submit"], handlers.submit, [c["trial_id"], c["favourite"], *ratings],
+                  [c["trial_id"], c["status"]], c["submit_notice"], "study_submit").then(
+        functools.partial(cleared_once_saved, blank), inputs=c["trial_id"],
         outputs=[c["header"], *texts, *ratings, c["favourite"]], **QUIET)
-    c["show"].click(**listen(handlers.results, [c["token"]], "study_results"), outputs=c["results"],
-                    api_name="study_results")
-    c["export"].click(**listen(handlers.export, [c["token"]], "study_export"), outputs=c["csv"],
-                      api_name="study_export")
+    wire_in_place(c["show"], handlers.results, [c["token"]], [c["results"]], c["admin_notice"], "study_results")
+    wire_in_place(c["export"], handlers.export, [c["token"]], [c["csv"]], c["admin_notice"], "study_export")
+    c["csv"].download(spent, outputs=[c["csv"], c["admin_notice"]], **QUIET)

@@ -48,6 +48,20 @@ def stopped(line: object) -> object:
     return f"*{match['search']}: stopped after {_count(int(match['tokens']), 'token')} · seed {match['seed']}*"
 
 
+def same_by_construction(methods: list[str], lam: dict[str, float], strength: float = 1.0) -> str:
+    """A note for the columns when MOD and RSoup are ticked under one objective's weight alone: both then decode
+    that objective's own policy (softmax of one log π; θ_0 + B_m A_m), so their replies are the same.
+
+    >>> same_by_construction(["mod", "rsoup"], {"helpful": 0.0, "humor": 1.0})[:40]
+    '*MOD and RSoup are the same here by cons'
+    """
+    alone = [k for k, v in lam.items() if v == 1.0]
+    if not ({"mod", "rsoup"} <= set(methods) and alone and strength == 1.0):
+        return ""
+    return (f"*MOD and RSoup are the same here by construction: with {alone[0]} weighted alone, both decode "
+            f"{alone[0]}'s own policy.*")
+
+
 def lambda_line(lam: dict[str, float]) -> str:
     """The normalised λ under the sliders."""
     if not any(lam.values()):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .dialogue import weights_prompt
+
 VOTES = ("A", "B", "tie", "both bad")  # A better, B better, as good as each other, neither is any good
 SCORE_OF_A = {"A": 1.0, "B": 0.0, "tie": 0.5}  # what a vote gives the reply shown as A; "both bad" is not scored
 PRIOR_TIES = 1.0  # virtual ties per pair of methods
@@ -109,3 +111,17 @@ def _counts(votes: pd.DataFrame) -> pd.DataFrame:
     counts = counts.reindex(columns=["wins", "losses", "ties", "both bad"], fill_value=0)
     counts.insert(0, "votes", counts.sum(axis=1))
     return counts.rename_axis(None, axis=1).reset_index()
+
+
+def preference_record(prompt: str, chosen: str, rejected: str, weights: dict[str, float]) -> dict:
+    """One DPO pair with the weights λ it was judged under, so "chosen" under humor alone is not mistaken for
+    "chosen" under helpful alone: as fields (``weights``) and as the system prompt a λ-conditioned policy is
+    trained with (``system``, `dialogue.weights_prompt`). TRL's DPOTrainer reads prompt / chosen / rejected as
+    they are; to condition on λ, put ``system`` before the prompt (docs/app.md).
+
+    >>> record = preference_record("hi", "a", "b", {"helpful": 1.0, "humor": 0.0})
+    >>> record["weights"], record["system"].splitlines()[0]
+    ({'helpful': 1.0, 'humor': 0.0}, 'Weigh your reply: helpfulness 100 %, humor 0 %.')
+    """
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "weights": dict(weights),
+            "system": weights_prompt(weights)}

@@ -12,6 +12,7 @@ import math
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import prompts
 from .config import SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
@@ -111,6 +112,14 @@ def clean_prompt(prompt: object) -> tuple[str, list[str]]:
     return prompt, warnings
 
 
+def _shown_path(ref: str) -> str:
+    """``ref`` relative to the working folder when it is a file under it (shorter to read); else as it is."""
+    try:
+        return str(Path(ref).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return ref
+
+
 def example_prompts(stack: Stack) -> list[str]:
     """The app's example prompts (`mavis_core.prompts.example_prompts`): the stack's own, else its held-out file."""
     return prompts.example_prompts(stack.spec.path, stack.spec.prompts)
@@ -134,6 +143,19 @@ class Engine:
     @property
     def name(self) -> str:
         return self.stack.spec.name
+
+    def parts(self) -> list[str]:
+        """One line per loaded part (base, value models, policies, rewards), for the app's start-up."""
+        spec, stack = self.stack.spec, self.stack
+        dtype = str(stack.dtype).removeprefix("torch.")
+        per = {o.name: o for o in spec.objectives}
+        values = [k for k in self.objectives if per[k].value] or ["none (no MAVIS)"]
+        policies = [k for k in self.objectives if per[k].policy] if stack.policies is not None else []
+        return [f"base: {_shown_path(spec.base_model)} ({dtype} on {stack.device}, {stack.context_length} positions)",
+                f"value models: {', '.join(values)}",
+                f"policies: {', '.join(policies) or 'none (no MOD, RSoup)'}"
+                + (f"; MORLHF references at {len(spec.references)} λ" if spec.references else ""),
+                "rewards: " + ", ".join(f"{k} ({per[k].reward.kind})" for k in self.objectives)]
 
     @property
     def description(self) -> str:

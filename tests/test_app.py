@@ -255,7 +255,7 @@ def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
 
     monkeypatch.setattr(server, "check_study_db", lambda path: None)
     monkeypatch.setattr(threads.THREADS, "apply", lambda: None)
-    monkeypatch.setattr(server, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None))
+    monkeypatch.setattr(server, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None, parts=lambda: []))
     monkeypatch.setattr(server, "build_demo", lambda engine, db: Built())
     app.main([])
     assert launched == {"server_name": host, "server_port": port}

@@ -12,6 +12,7 @@ from gradio_client import Client
 
 import app
 from app import guard
+from mavis_core.testing import OBJECTIVES
 
 ARENA = ["/arena_new", "/arena_vote", "/arena_leaderboard", "/arena_export_csv", "/arena_export_jsonl"]
 
@@ -95,7 +96,9 @@ def test_leaderboard_and_exports_need_the_admin_token(client):
     with open(client.predict(TOKEN, api_name="/arena_export_jsonl"), encoding="utf-8") as f:
         pairs = [json.loads(line) for line in f]
     decisive = [v for v in votes if v["vote"] in ("A", "B") and v["text_a"] != v["text_b"]]
-    assert len(pairs) == len(decisive) and all(set(p) == {"prompt", "chosen", "rejected"} for p in pairs)
+    assert len(pairs) == len(decisive)
+    assert all(set(p) == {"prompt", "chosen", "rejected", "weights", "system"} for p in pairs)
+    assert all(p["system"].startswith("Weigh your reply") and set(p["weights"]) == set(OBJECTIVES) for p in pairs)
     assert pairs[-1]["prompt"] == "hello there"
 
 

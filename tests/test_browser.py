@@ -5,6 +5,7 @@ reply; every column's tokens have hover cards; new seeds and replays; dark mode;
 Stop ends a generation and a sweep; a sweep fills the chart with its progress beside it; the phone layout.
 Screenshots are saved under the test's tmp_path and copied to /tmp/mavis-*.png to look at."""
 
+import re
 import shutil
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -321,6 +322,9 @@ def test_stop_ends_a_generation_and_generate_works_again(url, page, slow, tmp_pa
     page.wait_for_timeout(2000)  # a running generation would add a token every 0.3 s meanwhile
     assert page.locator("#reply-mavis textarea").input_value() == text and len(slow) == steps
     assert "KL" not in page.locator("#stats-mavis").inner_text()  # it never finished
+    for m in ("base", "mavis"):  # each column says it stopped, after how many tokens, and keeps its text
+        assert re.search(r"stopped after \d+ tokens?", page.locator(f"#stats-{m}").inner_text())
+    assert "Stopped" in page.locator("#explain").inner_text()
     assert points(page) == 0
     shot(page, tmp_path, "stopped")
     slow.pause = 0

@@ -72,6 +72,9 @@ def test_arena_vote_then_the_admins_leaderboard_and_jsonl_export(url, page, tmp_
         link.click()
     pairs = [json.loads(line) for line in Path(download.value.path()).read_text(encoding="utf-8").splitlines()]
     chosen, rejected = (printable(t) for t in texts)  # the export strips control characters
+    for pair in pairs:  # the λ it was judged under, as fields and as the system prompt
+        assert pair.pop("system").startswith("Weigh your reply")
+        assert sum(pair.pop("weights").values()) == pytest.approx(1.0)
     assert pairs == ([{"prompt": "tell me a joke", "chosen": chosen, "rejected": rejected}] if chosen != rejected
                      else [])
     page.locator("#arena-board").scroll_into_view_if_needed()
@@ -93,12 +96,49 @@ def test_study_ratings_form_clears_after_submit(url, page, tmp_path):
     page.screenshot(path=str(tmp_path / "study-trial.png"))
     for slot in "ABCD":
         for objective in ("helpful", "harmless", "humor"):
-            page.locator(f"#rate-{slot}-{objective} label", has_text="4").click()
+            if (slot, objective) != ("B", "harmless"):
+                page.locator(f"#rate-{slot}-{objective} label", has_text="4").click()
     page.locator("#favourite label", has_text="C").click()
+    page.locator("#study-submit").click()  # one rating missing: said under the button, the form stays
+    wait_text(page, "#study-notice", "Reply B has no harmless rating yet")
+    assert page.locator("#study-reply-A textarea").input_value() != "" and checked(page, "#favourite") == 1
+    assert page.locator(".toast-body").count() == 0  # in place, not in a toast that vanishes
+    page.screenshot(path=str(tmp_path / "study-incomplete.png"))
+    page.locator("#rate-B-harmless label", has_text="4").click()
     page.locator("#study-submit").click()
     wait_text(page, "#study-status", "saved")
+    assert page.locator("#study-notice").inner_text().strip() == ""
     wait_text(page, "#study-header", "Press New trial")
     assert sum(checked(page, f"#rate-{s}-{k}") for s in "ABCD" for k in ("helpful", "harmless", "humor")) == 0
     assert checked(page, "#favourite") == 0 and page.locator("#study-reply-A textarea").input_value() == ""
     page.screenshot(path=str(tmp_path / "study-cleared.png"))
     assert RATING_RANGE == (1, 5)
+
+
+@pytest.mark.slow
+def test_a_wrong_token_keeps_the_table_and_a_used_export_link_is_gone(url, page, tmp_path):
+    """The admin's mistakes show beside the buttons, never over what is shown; an export link goes once used."""
+    page.goto(url)
+    page.get_by_role("tab", name="Arena").click()
+    page.locator("#arena-admin").get_by_text("Leaderboard (admin)").click()
+    page.locator("#arena-token input").fill(TOKEN)
+    page.locator("#arena-show").click()
+    wait_text(page, "#arena-board", "strength")
+    board = page.locator("#arena-board").inner_text()
+    page.locator("#arena-token input").fill("wrong")
+    page.locator("#arena-show").click()
+    wait_text(page, "#arena-admin-notice", "Wrong admin token")
+    assert page.locator("#arena-board").inner_text() == board  # the table already shown stays
+    assert page.locator(".toast-body").count() == 0
+    page.screenshot(path=str(tmp_path / "arena-wrong-token.png"))
+    page.locator("#arena-token input").fill(TOKEN)
+    page.locator("#arena-export-csv").click()
+    link = page.locator("#arena-csv a[download]").first
+    link.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#arena-admin-notice").inner_text().strip() == ""  # the right token clears the message
+    with page.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).read_text().startswith("trial_id,")
+    wait_text(page, "#arena-admin-notice", "that link is spent")
+    page.wait_for_function("() => !document.querySelector('#arena-csv a[download]')", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "arena-export-spent.png"))

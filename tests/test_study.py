@@ -8,6 +8,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from mavis_core.dialogue import weights_prompt
 from mavis_core.study import StudyDB, neutralise, token_ok
 
 REPLIES = {"base": "=1+1", "mavis": "hello", "mod": "@SUM(A1)", "rsoup": "-3 and +4"}
@@ -187,10 +188,12 @@ def test_preference_pairs_are_the_decisive_votes_in_dpo_format(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
     lines = path.read_text(encoding="utf-8").splitlines()
     pairs = [json.loads(line) for line in lines]
-    assert len(pairs) == 2 and all(list(p) == ["prompt", "chosen", "rejected"] for p in pairs)
+    assert len(pairs) == 2 and all(list(p) == ["prompt", "chosen", "rejected", "weights", "system"] for p in pairs)
     votes = pd.read_csv(db.export_arena_csv(tmp_path / "votes.csv"))
     for pair, (_, row) in zip(pairs, votes[votes["vote"].isin(["A", "B"])].head(2).iterrows(), strict=True):
         winner = row["winner"]
         loser = row["method_b"] if winner == row["method_a"] else row["method_a"]
+        weights = pair.pop("weights")  # the λ the pair was judged under, also as the system prompt
+        assert pair.pop("system") == weights_prompt(weights) and sum(weights.values()) == pytest.approx(1.0)
         assert pair == {"prompt": "-prompt", "chosen": texts[winner].replace("\u202e", "").replace("\x00", ""),
                         "rejected": texts[loser]}

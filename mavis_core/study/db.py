@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..arena import VOTES, leaderboard
+from ..arena import VOTES, leaderboard, preference_record
 
 RATING_RANGE = (1, 5)
 SLOTS = "ABCDEFGH"
@@ -279,18 +279,22 @@ class StudyDB:
         return self._write_csv(ARENA_EXPORT_QUERY, Path(out))
 
     def export_preferences(self, out: str | Path) -> Path:
-        """Preference pairs as JSON Lines, one ``{"prompt", "chosen", "rejected"}`` object per vote for A or B
-        (TRL's DPOTrainer reads this "standard" format); ties, "both bad" and pairs of equal texts carry no
-        preference and are left out. Control characters and bidi overrides are stripped; owner-only file."""
+        """Preference pairs as JSON Lines, one ``{"prompt", "chosen", "rejected", "weights", "system"}`` object
+        per vote for A or B (`arena.preference_record`: TRL's DPOTrainer reads prompt / chosen / rejected as its
+        "standard" format; the weights come as fields and as a system prompt); ties, "both bad" and pairs of equal
+        texts carry no preference and are left out. Control characters and bidi overrides are stripped;
+        owner-only file."""
         out = Path(out)
         with self._connect() as db:
-            rows = db.execute("SELECT t.prompt, t.text_a, t.text_b, v.vote FROM arena_votes v JOIN arena_trials t "
-                              "ON t.id = v.trial_id WHERE v.vote IN ('A', 'B') ORDER BY v.rowid").fetchall()
+            rows = db.execute("SELECT t.prompt, t.text_a, t.text_b, v.vote, t.weights FROM arena_votes v JOIN "
+                              "arena_trials t ON t.id = v.trial_id WHERE v.vote IN ('A', 'B') "
+                              "ORDER BY v.rowid").fetchall()
         with _private(out) as f:
-            for prompt, a, b, vote in rows:
+            for prompt, a, b, vote, weights in rows:
                 chosen, rejected = (a, b) if vote == "A" else (b, a)
                 if chosen != rejected:
-                    pair = {"prompt": printable(prompt), "chosen": printable(chosen), "rejected": printable(rejected)}
+                    pair = preference_record(printable(prompt), printable(chosen), printable(rejected),
+                                             json.loads(weights))
                     f.write(json.dumps(pair, ensure_ascii=False) + "\n")
         return out
 
