@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from .config import DTYPES, METHODS, SEARCHES, DecodeConfig
@@ -289,40 +290,32 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
                              "with this version's text (its stack and settings are the run's; about a minute)")
 
 
-def run_build(args: argparse.Namespace) -> None:
+def run_config(cls, function, args: argparse.Namespace) -> None:
+    """A training or report command: its config dataclass ``cls`` from the options given, then its function."""
+    function(config_from_args(cls, args))
+
+
+def config_commands() -> tuple:
+    """(name, add its options, its config dataclass, its function, help) of each config + function command."""
     from .training.build import BuildConfig, build_assets
-
-    build_assets(config_from_args(BuildConfig, args))
-
-
-def run_train_values(args: argparse.Namespace) -> None:
-    from .training.value_iterations import TrainValuesConfig, train_values
-
-    train_values(config_from_args(TrainValuesConfig, args))
-
-
-def run_train_policies(args: argparse.Namespace) -> None:
-    from .training.policies import TrainPoliciesConfig, train_policies
-
-    train_policies(config_from_args(TrainPoliciesConfig, args))
-
-
-def run_train_conditioned(args: argparse.Namespace) -> None:
     from .training.conditioned import ConditionedTrainConfig, train_conditioned
-
-    train_conditioned(config_from_args(ConditionedTrainConfig, args))
-
-
-def run_value_report(args: argparse.Namespace) -> None:
+    from .training.policies import TrainPoliciesConfig, train_policies
+    from .training.value_agreement import ValueAgreementConfig, value_agreement
+    from .training.value_iterations import TrainValuesConfig, train_values
     from .training.value_report import ValueReportConfig, value_report
 
-    value_report(config_from_args(ValueReportConfig, args))
-
-
-def run_value_agreement(args: argparse.Namespace) -> None:
-    from .training.value_agreement import ValueAgreementConfig, value_agreement
-
-    value_agreement(config_from_args(ValueAgreementConfig, args))
+    return (("build", add_build_arguments, BuildConfig, build_assets,
+             "rebuild the embedded stack's artifacts in assets/"),
+            ("train-values", add_train_values_arguments, TrainValuesConfig, train_values,
+             "train MAVIS value models (iterative)"),
+            ("train-policies", add_train_policies_arguments, TrainPoliciesConfig, train_policies,
+             "train LoRA policies for MOD and RSoup"),
+            ("train-conditioned", add_train_conditioned_arguments, ConditionedTrainConfig, train_conditioned,
+             "train one LoRA policy conditioned on λ (online DPO over sampled weights)"),
+            ("value-report", add_value_report_arguments, ValueReportConfig, value_report,
+             "held-out reward gain of MAVIS per objective"),
+            ("value-agreement", add_value_agreement_arguments, ValueAgreementConfig, value_agreement,
+             "do the value models order sibling continuations as their rewards do? (held-out trees)"))
 
 
 def run_results(args: argparse.Namespace) -> None:
@@ -375,20 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"fetch": run_fetch, "generate": run_generate, "sweep": run_sweep}
     _add_study_arguments(sub.add_parser("study", help="user studies: build a study's reply pool, write its report"))
     commands["study"] = run_study
-    for name, add, run, text in (
-            ("build", add_build_arguments, run_build, "rebuild the embedded stack's artifacts in assets/"),
-            ("train-values", add_train_values_arguments, run_train_values, "train MAVIS value models (iterative)"),
-            ("train-policies", add_train_policies_arguments, run_train_policies,
-             "train LoRA policies for MOD and RSoup"),
-            ("train-conditioned", add_train_conditioned_arguments, run_train_conditioned,
-             "train one LoRA policy conditioned on λ (online DPO over sampled weights)"),
-            ("value-report", add_value_report_arguments, run_value_report,
-             "held-out reward gain of MAVIS per objective"),
-            ("value-agreement", add_value_agreement_arguments, run_value_agreement,
-             "do the value models order sibling continuations as their rewards do? (held-out trees)"),
-            ("results", add_results_arguments, run_results, "run every measurement and write docs/results.md")):
+    for name, add, cls, function, text in config_commands():
         add(sub.add_parser(name, help=text, argument_default=argparse.SUPPRESS))
-        commands[name] = run
+        commands[name] = partial(run_config, cls, function)
+    add_results_arguments(sub.add_parser("results", help="run every measurement and write docs/results.md",
+                                         argument_default=argparse.SUPPRESS))
+    commands["results"] = run_results
     args = parser.parse_args(argv)
     try:
         commands[args.command](args)
