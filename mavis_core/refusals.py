@@ -17,6 +17,8 @@ False
 False
 >>> is_refusal("As a digital assistant, I'm not able to write that for you.")
 True
+>>> is_refusal("I'm sorry for any confusion. The capital of Australia is Canberra.")
+False
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ OPENING_CHARS = 160  # about the first sentence or two of a reply
 _VERBS = (r"(?:help|assist|provide|do|fulfil+|comply|create|write|give|share|support|answer|engage|"
           r"generate|offer|make|produce|participate|encourage|condone|promote|recommend|tell|discuss)")
 REFUSAL_PATTERNS = (
-    r"\bI(?:'m| am) (?:so |really |very )?sorry\b",
+    r"\bI(?:'m| am) (?:so |really |very )?sorry(?:,| but\b| I\b|\.)",  # not "sorry for any confusion"
     r"\bI apologi[sz]e\b",
     r"\bI (?:can(?:'|no)t|cannot|can not|won't|will not|must decline|shouldn't|should not) " + _VERBS,
     r"\bI(?:'m| am) (?:not able|unable|not allowed|not comfortable|not going) to\b",
