@@ -132,6 +132,14 @@ def test_sweeps_and_the_command_line_decode_the_conditioned_policy(cond_stack, t
     assert "this stack has no conditioned policy" in capsys.readouterr().err
 
 
+def test_training_loads_a_stack_without_its_conditioned_table(tiny_dir):
+    """train-conditioned may run on a stack file that already names the policy it trains (and it may not exist)."""
+    from mavis_core.training.value_training import load_training_stack
+
+    stack = load_training_stack(tiny_dir / "stack-cond.toml", torch.device("cpu"))
+    assert stack.spec.conditioned is None and stack.policies is None and not stack.can_decode("conditioned")
+
+
 def test_the_stack_entry_is_checked(tiny_dir):
     spec = read_stack_spec(tiny_dir / "stack-cond.toml")
     assert spec.conditioned == str((tiny_dir / "conditioned").resolve())
