@@ -16,7 +16,7 @@ when present, so rerunning resumes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,9 @@ from ..decoding import Decode
 from ..dialogue import weights_prompt
 from ..stack import CONDITIONED, Stack, pick_device
 from .policies import (
-    QUICK,
     Pair,
     PolicyTrainConfig,
+    TrainPoliciesConfig,
     base_samples,
     load_adapter_weights,
     make_pairs,
@@ -73,11 +73,7 @@ class ConditionedTrainConfig(TrainRunConfig, PolicyTrainConfig):
             raise ValueError(f"weights_per_prompt must be >= 1, dirichlet_alpha > 0 and corner_share in [0, 1]; got "
                              f"{self.weights_per_prompt}, {self.dirichlet_alpha}, {self.corner_share}")
 
-    def dpo(self) -> PolicyTrainConfig:
-        """The DPO recipe (a tiny one when ``quick``)."""
-        recipe = {f.name: getattr(self, f.name) for f in fields(PolicyTrainConfig)}
-        return PolicyTrainConfig(**{**recipe, "target_modules": self.target_modules or None,
-                                    **(QUICK if self.quick else {})})
+    dpo = TrainPoliciesConfig.dpo  # the per-objective policies' recipe from these fields (a tiny one when quick)
 
 
 def draw_weights(n: int, objectives: int, seed: int, alpha: float = 1.0,
