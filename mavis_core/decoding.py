@@ -1,10 +1,11 @@
 """The one generation loop behind every method: KV caches, top-k, temperature, seed, streaming events.
 
-Per step each method produces the logits of its own distribution (base: π_ref; MOD: Σ λ_m log π_m; RSoup:
-the policies' interpolated adapter; MORLHF: the policy fine-tuned for λ; Prompted: π_ref over the prompt with λ
-in its system prompt; MAVIS: π_ref, tilted over its top-k by the value models), samples from its top-k after
-temperature, and reports the chosen token's log-prob under that distribution and under π_ref on the plain
-prompt (full vocabulary, temperature 1), so Σ (logprob − base_logprob) estimates KL(π ‖ π_ref) for the reply.
+Per step each method produces the logits of its own distribution (base: π_ref; MOD: Σ λ_m log π_m; RSoup: the
+policies' interpolated adapter; MORLHF: the policy fine-tuned for λ; Prompted: π_ref over the prompt with λ in its
+system prompt; conditioned: the λ-conditioned policy over that same prompt; MAVIS: π_ref, tilted over its top-k by
+the value models), samples from its top-k after temperature, and reports the chosen token's log-prob under that
+distribution and under π_ref on the plain prompt (full vocabulary, temperature 1), so Σ (logprob − base_logprob)
+estimates KL(π ‖ π_ref) for the reply.
 
 Every reply of a request is a *lane*, and all lanes are rows of one batch (`LaneDecoder`): the methods side
 by side, a sweep's λ points, several prompts and seeds, tree rollouts and beam search's beams cost about one
@@ -112,8 +113,9 @@ class LaneDecoder:
     (plus one value pass for the MAVIS lanes), whatever the mix of methods, λ points and seeds.
 
     Base, MAVIS and Prompted lanes are plain base rows; MOD's active policies, RSoup's interpolated weights and
-    MORLHF's policy are rows of the same forward with the policies' LoRA mixed in per row (`RowLoRA`). Every
-    method of `NEEDS_REF_ROW` has a plain base row beside it on the plain prompt, for the π_ref log-probs.
+    MORLHF's and the conditioned policy (over Prompted's context) are rows of the same forward with the policies'
+    LoRA mixed in per row (`RowLoRA`). Every method of `NEEDS_REF_ROW` has a plain base row beside it on the plain
+    prompt, for the π_ref log-probs.
     Finished lanes leave the batch. Sampling (and every caller that samples: sweeps, tree rollouts)::
 
         dec = LaneDecoder(stack, input_ids, attention_mask, lanes)
@@ -191,7 +193,7 @@ class LaneDecoder:
 
     def distribution(self, i: int) -> torch.Tensor:
         """Lane i's next-token logits (V,) before top-k: π_ref (base, MAVIS; Prompted's over its own context),
-        MOD's Σ λ_m log π_m, or RSoup's / MORLHF's adapter."""
+        MOD's Σ λ_m log π_m, or RSoup's / MORLHF's / the conditioned policy's adapter."""
         plan = self.plans[i]
         if self.lanes[i].cfg.method == "mod":
             return mod_mix(self.logits[plan.own], plan.lam[plan.active], self.logits[plan.ref], plan.strength)
