@@ -92,6 +92,21 @@ def test_conditioned_at_strength_zero_is_prompted_and_side_by_side_equals_alone(
     assert together == alone
 
 
+@torch.inference_mode()
+def test_the_conditioned_row_decodes_beside_every_method_in_bfloat16(tiny_dir):
+    """In a bfloat16 stack the conditioned adapter (peft keeps it in float32) follows the base's dtype, and its
+    row decodes in one batch with every other method's, each with a finite KL."""
+    from mavis_core.decoding import Decode
+
+    stack = load_stack(tiny_dir / "stack-cond.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+    methods = [*stack.methods, "prompted", "morlhf"]
+    cfgs = [cfg(m, weights={"helpful": 0.2, "humor": 0.8}, max_new_tokens=4) for m in methods]
+    run = Decode(stack, [PROMPT] * len(cfgs), cfgs, [c.seed for c in cfgs])
+    list(run)
+    for gen in run.generations:
+        assert gen.events and torch.isfinite(torch.tensor(gen.kl))
+
+
 @pytest.mark.parametrize("search", ["best_of_n", "beam"])
 def test_test_time_search_runs_the_conditioned_policy(cond_stack, search):
     from mavis_core.search import search as run_search
