@@ -111,7 +111,8 @@ class Stack:
 
     Attributes:
         objectives: objective names in config order.
-        methods: the decoding methods this stack can run (MAVIS needs value models; MOD/RSoup policies).
+        methods: the decoding methods this stack can run (MAVIS needs value models; MOD/RSoup policies; the
+            conditioned method a [conditioned] policy).
     """
 
     def __init__(self, spec: StackSpec, device: torch.device | None = None, dtype: torch.dtype | None = None):
