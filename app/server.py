@@ -21,13 +21,16 @@ from .context import Context
 from .generate import generate_tab
 from .guard import CONCURRENCY, MAX_QUEUE, MAX_REQUEST_BYTES, Guard
 from .page import CSS, PAGE_JS
+from .participant import Participant, participant_view
 from .replies import Replies
+from .researcher import Researcher, researcher_view
 from .study import Study, study_tab
 from .sweep import Sweep
 from .threads import THREADS, off_main_thread
 
 DEFAULT_STACK = "assets/stack.toml"
 DEFAULT_STUDY_DB = "study.db"
+DEFAULT_STUDIES_DIR = "studies"
 
 
 class Demo(gr.Blocks):
@@ -66,24 +69,29 @@ def _context(engine: Engine, study_db: str | Path, admin_token: str | None) -> C
     return Context(engine, study, Admin(admin_token or os.environ.get(ADMIN_TOKEN_ENV), exports))
 
 
-def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_token: str | None = None) -> Demo:
-    """The whole app on one loaded engine; ``admin_token`` defaults to the MAVIS_ADMIN_TOKEN variable."""
+def build_demo(engine: Engine, study_db: str | Path = DEFAULT_STUDY_DB, admin_token: str | None = None,
+               studies_dir: str | Path = DEFAULT_STUDIES_DIR) -> Demo:
+    """The whole app on one loaded engine; ``admin_token`` defaults to the MAVIS_ADMIN_TOKEN variable; a link's
+    ``?study=NAME`` opens ``studies_dir/NAME.toml`` (app/participant.py)."""
     ctx = _context(engine, study_db, admin_token)
     replies = Replies(ctx)
     # delete_cache: gradio also drops this run's cached files after EXPORT_TTL_S, and all of them when it stops.
     # analytics_enabled=False: gradio would report usage to its servers; the page loads nothing from outside.
     with Demo(title="MAVIS demo", delete_cache=(int(EXPORT_TTL_S), int(EXPORT_TTL_S)), analytics_enabled=False) as demo:
-        about = f"{engine.description} · " if engine.description else ""
-        gr.Markdown(f"## MAVIS — steer a language model between objectives at inference time\n"
-                    f"{about}Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
-                    f"methods: {', '.join(engine.methods)}. Move the sliders, press **Generate**, and watch each "
-                    f"method's reply land on the Pareto chart.")
-        with gr.Tab("Generate", id="generate"):
-            generate_tab(replies, Sweep(replies), demo)
-        with gr.Tab("User study", id="study"):
-            study_tab(Study(ctx))
-        with gr.Tab("Arena", id="arena"):
-            arena_tab(Arena(ctx))
+        with gr.Column(elem_id="explorer") as explorer:  # hidden when a link opens a study's own view
+            about = f"{engine.description} · " if engine.description else ""
+            gr.Markdown(f"## MAVIS — steer a language model between objectives at inference time\n"
+                        f"{about}Stack **{engine.name}** · objectives: {', '.join(engine.objectives)} · "
+                        f"methods: {', '.join(engine.methods)}. Move the sliders, press **Generate**, and watch each "
+                        f"method's reply land on the Pareto chart.")
+            with gr.Tab("Generate", id="generate"):
+                generate_tab(replies, Sweep(replies), demo)
+            with gr.Tab("User study", id="study"):
+                study_tab(Study(ctx))
+            with gr.Tab("Arena", id="arena"):
+                arena_tab(Arena(ctx))
+        researcher = researcher_view(Researcher(ctx, studies_dir))
+        participant_view(Participant(ctx, studies_dir), demo, explorer, researcher)
     # api_open=False: a queued endpoint cannot be POSTed to /gradio_api/run/ directly, around every limit.
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
     demo.exports, ctx.queue = ctx.admin.exports, demo._queue
@@ -129,6 +137,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or "7860"))
     parser.add_argument("--study-db", default=os.environ.get("MAVIS_STUDY_DB") or DEFAULT_STUDY_DB,
                         help=f"SQLite file for user-study ratings (default: $MAVIS_STUDY_DB or {DEFAULT_STUDY_DB})")
+    parser.add_argument("--studies-dir", default=os.environ.get("MAVIS_STUDIES_DIR") or DEFAULT_STUDIES_DIR,
+                        help="folder of study files that a link's ?study=NAME opens (default: $MAVIS_STUDIES_DIR or "
+                             f"{DEFAULT_STUDIES_DIR})")
     return parser.parse_args(argv)
 
 
@@ -155,4 +166,5 @@ def main(argv: list[str] | None = None) -> None:
     for line in engine.parts():
         print(f"loaded {line}", flush=True)
     off_main_thread(engine.warm_up)  # on a thread of its own, like every decode (see off_main_thread)
-    build_demo(engine, args.study_db).launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS
+    demo = build_demo(engine, args.study_db, studies_dir=args.studies_dir)
+    demo.launch(server_name=args.host, server_port=args.port)  # Demo adds CSS, JS

@@ -16,7 +16,7 @@ import app
 from app import controls, server, threads
 from app.context import Context
 from app.page import share_js
-from app.replies import new_seed, pick_point
+from app.replies import new_seed, pick_point, replay_seed
 from app.trials import decode_trial
 from mavis_core.config import METHOD_NAMES
 from mavis_core.sweep_plan import SEED_RANGE
@@ -256,7 +256,7 @@ def test_the_app_binds_where_spaces_looks(monkeypatch, env, host, port):
     monkeypatch.setattr(server, "check_study_db", lambda path: None)
     monkeypatch.setattr(threads.THREADS, "apply", lambda: None)
     monkeypatch.setattr(server, "load_engine", lambda path: SimpleNamespace(warm_up=lambda: None, parts=lambda: []))
-    monkeypatch.setattr(server, "build_demo", lambda engine, db: Built())
+    monkeypatch.setattr(server, "build_demo", lambda engine, db, **options: Built())
     app.main([])
     assert launched == {"server_name": host, "server_port": port}
     assert server.Demo.launch is not gr.Blocks.launch  # Demo.launch adds CSS, PAGE_JS and the Guard
@@ -425,3 +425,18 @@ def test_loading_and_study_decodes_leave_no_thread_behind_that_ran_torch(monkeyp
     got = decode_trial(ctx, None, "p", ["base"], SimpleNamespace(max_new_tokens=4), lambda *a, **k: None, "study")
     assert got == {"base": "hi"}
     assert seen[1][1] is not threading.current_thread()
+
+
+@pytest.mark.slow
+def test_a_note_says_when_mod_and_rsoup_are_the_same_by_construction_and_the_seed_replays(client):
+    one_hot = client.predict(*generate_args(methods=["mod", "rsoup"], weights=(0, 1, 0), seed=11), api_name="/generate")
+    assert one_hot[1:3] and one_hot[1] == one_hot[2]  # MOD's and RSoup's texts: one policy, the same seed
+    assert "MOD and RSoup are the same here by construction" in one_hot[-2] and "harmless" in one_hot[-2]
+    assert "11" in str(one_hot[-1])  # the replay button names the seed of the replies shown
+    mixed = client.predict(*generate_args(methods=["mod", "rsoup"]), api_name="/generate")
+    assert mixed[-2] == ""
+
+
+def test_the_replay_button_sets_the_seed_and_unticks_new_seeds():
+    assert replay_seed(42) == (42, False)
+    assert all(isinstance(v, type(gr.skip())) for v in replay_seed(None))
