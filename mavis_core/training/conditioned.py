@@ -31,12 +31,11 @@ from .policies import (
     PolicyTrainConfig,
     TrainPoliciesConfig,
     base_samples,
-    load_adapter_weights,
     make_pairs,
     make_policy,
     policy_in_stack,
     save_adapter,
-    train_dpo,
+    train_rounds,
 )
 from .runs import TrainRunConfig
 from .value_training import load_training_stack
@@ -227,21 +226,16 @@ def train_conditioned_policy(stack: Stack, prompts: list[str], eval_prompts: lis
         return json.loads((folder / "report.json").read_text())
     dpo = cfg.dpo()
     model = make_policy(stack, CONDITIONED, dpo)
-    rounds = []
-    for r in range(cfg.rounds):
-        done = folder / f"round{r}"
-        if (done / "stats.json").exists():  # finished before an interruption: take its weights and stats
-            load_adapter_weights(model, CONDITIONED, done)
-            rounds.append(json.loads((done / "stats.json").read_text()))
-            continue
+
+    def pairs_of(r: int) -> list[Pair]:
         lams = round_weights(cfg, stack.objectives, len(prompts), r)
         pairs = conditioned_pairs(stack, _round_groups(stack, model, prompts, lams, cfg, r, folder), lams,
                                   dpo.min_margin)
         if not pairs:
             raise ValueError(f"no preference pairs in round {r}: every (prompt, λ)'s samples tie on weighted reward")
-        rounds.append(train_dpo(model, pairs, dpo, stack.tokenizer.pad_token_id, r))
-        save_adapter(model, CONDITIONED, done)
-        (done / "stats.json").write_text(json.dumps(rounds[-1]))
+        return pairs
+
+    rounds = train_rounds(model, CONDITIONED, folder, pairs_of, dpo, stack.tokenizer.pad_token_id)
     save_adapter(model, CONDITIONED, out, cfg.out_dtype)
     report = {"rounds": rounds, "eval": evaluate_conditioned(stack, model, eval_prompts, dpo)}
     (folder / "report.json").write_text(json.dumps(report, indent=1))

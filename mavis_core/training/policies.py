@@ -27,7 +27,7 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -325,6 +325,24 @@ def load_adapter_weights(model, objective: str, folder: Path) -> None:
     set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"), adapter_name=objective)
 
 
+def train_rounds(model, adapter: str, folder: Path, pairs_of: Callable[[int], list[Pair]], cfg: PolicyTrainConfig,
+                 pad_id: int) -> list[dict]:
+    """``cfg.rounds`` rounds of DPO on ``model``'s adapter, round r on ``pairs_of(r)``, resumable: a round finished
+    before an interruption (``folder/round{r}/stats.json``) gives back its weights and stats instead. Returns each
+    round's `train_dpo` stats."""
+    rounds = []
+    for r in range(cfg.rounds):
+        done = folder / f"round{r}"
+        if (done / "stats.json").exists():
+            load_adapter_weights(model, adapter, done)
+            rounds.append(json.loads((done / "stats.json").read_text()))
+            continue
+        rounds.append(train_dpo(model, pairs_of(r), cfg, pad_id, r))
+        save_adapter(model, adapter, done)
+        (done / "stats.json").write_text(json.dumps(rounds[-1]))
+    return rounds
+
+
 def evaluate_policy(stack: Stack, weights: dict[str, float], model, prompts: list[str],
                     cfg: PolicyTrainConfig) -> dict:
     """Mean (weighted) reward, each objective's mean reward and mean KL to the base on held-out prompts, for
@@ -372,21 +390,16 @@ def train_policy(stack: Stack, weights: dict[str, float], prompts: list[str], ev
         return json.loads((folder / "report.json").read_text())
     objective = adapter_name(weights)
     model = make_policy(stack, objective, cfg)
-    rounds = []
-    for r in range(cfg.rounds):
-        done = folder / f"round{r}"
-        if (done / "stats.json").exists():  # finished before an interruption: take its weights and stats
-            load_adapter_weights(model, objective, done)
-            rounds.append(json.loads((done / "stats.json").read_text()))
-            continue
+
+    def pairs_of(r: int) -> list[Pair]:
         pairs = make_pairs(stack, _round_samples(stack, weights, prompts, cfg, r, model, folder,
                                                  base_samples_dir or work),
                            cfg.samples_per_prompt, cfg.min_margin)
         if not pairs:
             raise ValueError(f"no preference pairs for {out.name!r}: every prompt's samples tie on reward")
-        rounds.append(train_dpo(model, pairs, cfg, stack.tokenizer.pad_token_id, r))
-        save_adapter(model, objective, done)
-        (done / "stats.json").write_text(json.dumps(rounds[-1]))
+        return pairs
+
+    rounds = train_rounds(model, objective, folder, pairs_of, cfg, stack.tokenizer.pad_token_id)
     save_adapter(model, objective, out, out_dtype)
     report = {"weights": weights, "rounds": rounds, "eval": evaluate_policy(stack, weights, model, eval_prompts, cfg)}
     (folder / "report.json").write_text(json.dumps(report, indent=1))
