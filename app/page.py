@@ -25,6 +25,6 @@ def share_js(keys: list[str]) -> str:
     return static("share.js").replace("KEYS", json.dumps(keys)).replace("PROMPT_BYTES", str(SHARE_PROMPT_BYTES))
 
 
-CSS = static("style.css") + TOKEN_VIEW_CSS
+CSS = static("style.css") + static("participant.css") + TOKEN_VIEW_CSS
 PAGE_JS = static("page.js").replace("DARK_TEMPLATE", json.dumps(dark_template()))
 COPY_JS = static("copy.js")

@@ -68,6 +68,7 @@ def test_a_link_walks_instructions_trials_and_completion(url, browser, tmp_path,
                                        ".includes('still missing')", timeout=TIMEOUT_MS)
                 boxes = [page.locator(f"#participant-reply-{s}").bounding_box() for s in "AB"]
                 assert all(b["x"] >= 0 and b["x"] + b["width"] <= width for b in boxes), boxes
+                shot(page, tmp_path, f"missing-{width}")
             answer_trial(page)
         page.wait_for_selector("#completion-code", timeout=TIMEOUT_MS)
         assert page.locator("#completion-code").inner_text() == "DONE-42"
