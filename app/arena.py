@@ -113,7 +113,8 @@ def _admin_layout() -> dict:
         with gr.Row():
             c["csv"] = gr.File(label="Votes CSV (a single-use link: export again to download again)",
                                elem_id="arena-csv", min_width=300)
-            c["jsonl"] = gr.File(label="Preference pairs, JSONL for DPO (prompt, chosen, rejected; single-use link)",
+            c["jsonl"] = gr.File(label="Preference pairs, JSONL for DPO (prompt, chosen, rejected, weights; "
+                                       "single-use link)",
                                  elem_id="arena-jsonl", min_width=300)
     return c
 

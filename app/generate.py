@@ -121,7 +121,7 @@ def _replies_and_chart(engine: Engine, actions: Replies) -> dict:
                                                  interactive=False, elem_id=f"reply-{m}", elem_classes="reply",
                                                  autoscroll=False))
                     c["stats"].append(gr.Markdown("", elem_id=f"stats-{m}"))
-        with gr.Row(equal_height=True, elem_id="under-replies"):
+        with gr.Row(equal_height=False, elem_id="under-replies"):
             # One click sets the seed of the replies shown, unticks "new seed each time" and generates again.
             c["replay"] = gr.Button("Replay", size="sm", elem_id="replay", visible=False, scale=0, min_width=160)
             c["columns_note"] = gr.Markdown("", elem_id="columns-note")

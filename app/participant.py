@@ -22,6 +22,10 @@ VOTE_CHOICES = [("A is better", "A"), ("B is better", "B"), ("Both equally good"
                 ("Both bad", "both bad")]
 TO_TOP = ("() => { if (!document.querySelector('#participant-notice').innerText.trim()) "
           "document.querySelector('#participant').scrollIntoView(); }")  # the next trial starts at its top
+# Run in the browser as the page loads: a study link never shows the explorer (its methods' names), not even while
+# the server's answer, which swaps the views, is on its way.
+HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search); if (q.has('study') || "
+                 "q.has('researcher')) document.querySelector('#explorer').style.display = 'none'; }")
 QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 BROKEN_LINK = ("⚠️ **This study link does not work**: {reason}.\n\nPlease check the link you were given, or write to "
                "the researcher who sent it.")
@@ -223,6 +227,7 @@ def participant_view(handlers: Participant, demo: gr.Blocks, explorer: gr.Column
     """Lay out the participant view and wire it: the page load picks the view the link asks for; Start and
     Submit are the page's; ``participant_start`` and ``participant_submit`` are the API's (JSON in, JSON out)."""
     c = _layout()
+    demo.load(None, js=HIDE_EXPLORER, **QUIET)
     demo.load(handlers.route, outputs=[explorer, c["view"], researcher[0], researcher[1], c["state"], c["title"],
                                        c["instructions"], c["start"]], **QUIET)
     outputs = view_outputs(c)

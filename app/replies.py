@@ -90,8 +90,9 @@ class Replies:
                 done = replies[0].scores is not None
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
                     last = time.monotonic()
-                    finish = self._finish(replies, prompt, settings, (x, y, z), history) if done else [gr.skip()] * 4
-                    yield self._columns(replies, settings.seed) + finish + [gr.skip()] * 3
+                    finish = (self._finish(replies, prompt, settings, (x, y, z), history)
+                              + self._under_columns(methods, settings)) if done else [gr.skip()] * 7
+                    yield self._columns(replies, settings.seed) + finish
 
     def _columns(self, replies: list[Reply], seed: int) -> list:
         """Every column's text, then every column's stats line (empty and "not selected" for unticked ones)."""

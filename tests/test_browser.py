@@ -401,3 +401,22 @@ def test_same_axes_are_refused_beside_the_chart_and_errors_do_not_pile_up(url, p
     page.locator("#y-axis input").click()
     page.get_by_role("option", name="humor").click()
     page.wait_for_function("() => document.querySelector('#axes-notice').innerText.trim() === ''", timeout=TIMEOUT_MS)
+
+
+@pytest.mark.slow
+def test_replay_under_the_columns_gives_the_same_replies_again(url, page, tmp_path):
+    """One click replays the seed shown: it goes into the seed box, "new seed each time" is unticked, and the
+    replies are the same as before."""
+    open_app(page, url, "?len=8&methods=base,mavis")
+    generate_and_wait(page, ["base", "mavis"])
+    texts = [page.locator(f"#reply-{m} textarea").input_value() for m in ("base", "mavis")]
+    seed = re.search(r"seed (\d+)", page.locator("#stats-mavis").inner_text()).group(1)  # the seed box is folded away
+    assert f"Replay seed {seed}" in page.locator("#replay").inner_text()
+    page.locator("#replay").click()
+    page.wait_for_function("() => document.querySelectorAll('#pareto .scatterlayer .point').length >= 4 || "
+                           "document.querySelector('#pareto').innerText.includes('×2')", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#stats-mavis').innerText.includes('KL')",
+                           timeout=TIMEOUT_MS)
+    assert query(page)["seed"] == seed and f"seed {seed}" in page.locator("#stats-mavis").inner_text()
+    assert [page.locator(f"#reply-{m} textarea").input_value() for m in ("base", "mavis")] == texts
+    shot(page, tmp_path, "replayed")
