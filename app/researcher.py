@@ -76,7 +76,8 @@ def _layout() -> dict:
         c["conditions"] = gr.Dataframe(label="Per λ condition: trials handed out and answered", interactive=False)
         c["participants"] = gr.Dataframe(label="Per participant (seconds per trial: from showing to answer)",
                                          interactive=False)
-        c["zip"] = gr.File(label="Report, tables and every answer (a single-use link: write again to download again)")
+        c["zip"] = gr.File(label="Report, tables and every answer (a single-use link: write again to download again)",
+                           height=120)
         with gr.Accordion("Report", open=False):
             c["page"] = gr.Markdown("", elem_id="researcher-page")
     return c

@@ -93,3 +93,22 @@ def test_a_bad_link_says_so_and_no_study_is_the_explorer(url, browser, tmp_path)
         page.goto(url)
         page.wait_for_selector("#generate", timeout=TIMEOUT_MS)  # the explorer, its Generate tab first
         assert not page.locator("#participant").is_visible() and not page.locator("#researcher").is_visible()
+
+
+@pytest.mark.slow
+def test_the_researcher_view_shows_progress_behind_the_token(url, browser, tmp_path):
+    with browser_page(browser) as page:
+        page.goto(f"{url}?researcher=t")
+        page.wait_for_selector("#researcher-show", timeout=TIMEOUT_MS)
+        assert not page.locator("#generate").is_visible() and not page.locator("#participant").is_visible()
+        assert page.locator("#researcher-study textarea").input_value() == "t"
+        page.locator("#researcher-token input").fill("wrong")
+        page.locator("#researcher-show").click()
+        page.wait_for_function("() => document.querySelector('#researcher-notice').innerText.includes('Wrong admin')",
+                               timeout=TIMEOUT_MS)
+        page.locator("#researcher-token input").fill(TOKEN)
+        page.locator("#researcher-show").click()
+        page.wait_for_function("() => document.querySelector('#researcher-summary').innerText.includes('participants')",
+                               timeout=TIMEOUT_MS)
+        assert page.locator("#researcher-notice").inner_text().strip() == ""
+        shot(page, tmp_path, "researcher")
