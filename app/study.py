@@ -102,6 +102,8 @@ def _trial_layout(methods: list[str], objectives: list[str]) -> dict:
 def _admin_layout() -> dict:
     c = {}
     with gr.Accordion("Results (admin)", open=False):
+        gr.Markdown("A study run from a study file (`studies/NAME.toml`, participants arriving by link) has its "
+                    "own researcher's view: [open it](?researcher=) and name the study.")
         c["token"] = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV})", type="password")
         with gr.Row():
             c["show"] = gr.Button("Show per-method means")
