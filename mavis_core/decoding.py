@@ -73,6 +73,18 @@ class Generation:
 
 
 ALTERNATIVES = 5  # top tokens of each step's sampling distribution reported with its event
+# A lone row decodes beside a copy of itself: on a CPU a bfloat16 step of one row rounds otherwise than the same
+# row among others, and a reply must not depend on which other rows share its batch (issue 33).
+MIN_ROWS = 2
+
+
+def padded(rows: list) -> list:
+    """``rows`` (row indices, or the rows' inputs), a lone one repeated up to `MIN_ROWS` (the copy is never read).
+
+    >>> padded([4]), padded([4, 7])
+    ([4, 4], [4, 7])
+    """
+    return rows + rows[-1:] * (MIN_ROWS - len(rows))
 
 
 @dataclass
@@ -159,8 +171,8 @@ class LaneDecoder:
         self.attention_mask = attention_mask[prompts]
         logits = self._forward(input_ids[prompts], positions_from_mask(self.attention_mask),
                                torch.tensor([mix for _, mix in distinct]))
-        index = torch.tensor([distinct[key] for key in keys], device=input_ids.device)
-        if len(distinct) < len(keys):
+        index = torch.tensor(padded([distinct[key] for key in keys]), device=input_ids.device)
+        if len(distinct) < len(index):
             self.cache.batch_select_indices(index)
         self.attention_mask = self.attention_mask[index]
         return logits[index]
@@ -185,7 +197,7 @@ class LaneDecoder:
         """Next-token logits (R, V) of every row, one forward through the base (each row's LoRA mix if any;
         ``scales`` (R, M) instead of the alive rows' own)."""
         if scales is None:
-            scales = torch.stack([s for i in self.alive for s in self.plans[i].scales])
+            scales = torch.stack(padded([s for i in self.alive for s in self.plans[i].scales]))
         # logits of the last position only: a prompt's other positions would cost the LM head's matmul for nothing
         out = self.stack.forward(scales, input_ids=input_ids, attention_mask=self.attention_mask,
                                  position_ids=positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
@@ -249,7 +261,7 @@ class LaneDecoder:
 
         Every cache (the base's rows, the value models') keeps the parents' rows, so nothing re-runs.
         """
-        rows = [r for p in parents for r in self.plans[p].rows]
+        rows = padded([r for p in parents for r in self.plans[p].rows])
         index = torch.tensor(rows, dtype=torch.long, device=self.attention_mask.device)
         self.cache.batch_select_indices(index)
         self.attention_mask, self.logits = self.attention_mask[index], self.logits[index]
@@ -287,7 +299,7 @@ class LaneDecoder:
             self._drop(done)
         if not self.alive:
             return
-        tokens = torch.tensor([[self._pending[i][0]] for i in self.alive for _ in self.plans[i].rows],
+        tokens = torch.tensor(padded([[self._pending[i][0]] for i in self.alive for _ in self.plans[i].rows]),
                               device=self.attention_mask.device)  # (R, 1)
         positions = self.attention_mask.long().sum(-1, keepdim=True)  # (R, 1)
         self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(positions)], dim=1)
@@ -295,7 +307,7 @@ class LaneDecoder:
         self._pending = {}
 
     def _drop(self, done: set[int]) -> None:
-        keep = [r for i in self.alive if i not in done for r in self.plans[i].rows]
+        keep = padded([r for i in self.alive if i not in done for r in self.plans[i].rows])
         index = torch.tensor(keep, dtype=torch.long, device=self.attention_mask.device)
         self.cache.batch_select_indices(index)
         self.attention_mask, self.logits = self.attention_mask[index], self.logits[index]

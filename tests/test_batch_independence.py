@@ -1,0 +1,84 @@
+"""A row's reply does not depend on the rows beside it (issue 33), in bfloat16 as the default stack runs on a CPU
+with native bfloat16: a lone row decodes beside a copy of itself (`decoding.MIN_ROWS`), because a one-row step
+rounds otherwise than the same row among others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mavis_core import DecodeConfig, load_stack
+from mavis_core.decoding import MIN_ROWS, Decode, LaneDecoder, generate_batch
+from mavis_core.lanes import plan_lanes
+
+PROMPTS = ["hello there", "tell me a joke about the weather today please"]
+SETTINGS = [{"helpful": 1.0}, {"helpful": 1.0, "harmless": 1.0, "humor": 1.0}, {"harmless": 1.0, "humor": 2.0}]
+# the other methods' rows read the plain prompt; Prompted's longer context would left-pad them (not covered yet)
+BESIDE = [["mod"], ["rsoup"], ["mod", "rsoup"]]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def cfg(method: str, weights: dict, seed: int, tokens: int = 16) -> DecodeConfig:
+    return DecodeConfig(method=method, weights=weights, beta=2.0, max_new_tokens=tokens, seed=seed)
+
+
+def replies(stack, prompt: str, cfgs: list[DecodeConfig]) -> list[list[int]]:
+    run = Decode(stack, [prompt] * len(cfgs), cfgs, [c.seed for c in cfgs])
+    list(run)
+    return [g.token_ids for g in run.generations]
+
+
+def assert_alone_equals_beside_others(stack, prompt: str, seed: int, tokens: int) -> None:
+    """Base and MAVIS (at their own weights) alone, and beside every combination of the others at each setting."""
+    own = {m: cfg(m, SETTINGS[0], seed, tokens) for m in ("base", "mavis")}
+    alone = {m: replies(stack, prompt, [c])[0] for m, c in own.items()}
+    for weights in SETTINGS:
+        for others in BESIDE:
+            for mine in (["base"], ["mavis"], ["base", "mavis"]):
+                cfgs = [own[m] for m in mine] + [cfg(o, weights, seed, tokens) for o in others]
+                got = replies(stack, prompt, cfgs)
+                for m, ids in zip(mine, got, strict=False):
+                    assert ids == alone[m], (prompt, seed, m, others, weights)
+
+
+@pytest.fixture(scope="module")
+def bf16_stack(tiny_dir):
+    return load_stack(tiny_dir / "stack-sep.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+
+
+def test_a_lone_row_decodes_beside_a_copy_of_itself(tiny_stack):
+    input_ids, mask, lanes = plan_lanes(tiny_stack, PROMPTS[:1], [cfg("base", SETTINGS[0], 0)], [0])
+    dec = LaneDecoder(tiny_stack, input_ids, mask, lanes)
+    assert dec.cache.layers[0].keys.shape[0] == MIN_ROWS == dec.logits.shape[0]
+    dec.sample()
+    dec.advance()
+    assert dec.cache.layers[0].keys.shape[0] == MIN_ROWS
+    torch.testing.assert_close(dec.logits[0], dec.logits[1], atol=0, rtol=0)  # the copy took the same token
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_base_and_mavis_replies_do_not_depend_on_the_rows_beside_them_in_bfloat16(bf16_stack, seed):
+    for prompt in PROMPTS:
+        assert_alone_equals_beside_others(bf16_stack, prompt, seed, tokens=16)
+
+
+def test_a_sweeps_rows_equal_single_decodes_in_bfloat16(bf16_stack):
+    c = cfg("mavis", SETTINGS[1], 0)
+    batch = generate_batch(bf16_stack, PROMPTS * 2, c, seeds=[0, 0, 5, 5])
+    for gen, prompt, seed in zip(batch, PROMPTS * 2, [0, 0, 5, 5], strict=True):
+        assert gen.token_ids == generate_batch(bf16_stack, [prompt], c, seeds=[seed])[0].token_ids
+
+
+@pytest.mark.slow
+def test_the_default_stack_replies_do_not_depend_on_their_batch():
+    """Issue 33's acceptance on the shipped stack in its own dtype: 8 held-out prompts × 3 seeds."""
+    from mavis_core.prompts import read_prompts
+
+    if not (ASSETS / "stack.toml").exists():
+        pytest.skip("no default stack")
+    stack = load_stack(ASSETS / "stack.toml", device=torch.device("cpu"))
+    for prompt in read_prompts(ASSETS / "eval_prompts.json")[:8]:
+        for seed in (0, 1, 7):
+            assert_alone_equals_beside_others(stack, prompt, seed, tokens=32)
