@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from .config import METHODS, SEARCHES, DecodeConfig, search_kind, search_label, sweep_jobs, weight_grid
 from .decoding import Decode
 from .pareto import hypervolume, non_dominated
-from .prompts import heldout_prompts
+from .prompts import UNTAGGED, Prompt, heldout_prompts
+from .refusals import refusal_rate
 from .search import search_batch
 from .stack import Stack
 from .sweep_plan import mean_and_se, search_size, seed_schedule
@@ -33,6 +34,33 @@ REWARD_PREFIX = "r_"
 SE_PREFIX = "se_"
 LANES_PER_BATCH = 96  # replies decoded as one batch in a sampling sweep (λ points × prompts × seeds)
 REFERENCE_MARGIN = 0.1  # hypervolume reference: min over all methods minus this share of the observed range
+KIND_SEP = "@"  # "r_helpful@harmful": a column measured over one prompt kind's replies only
+
+
+def kind_column(column: str, kind: str) -> str:
+    """The name of ``column`` measured over the replies to prompts of ``kind`` only.
+
+    >>> kind_column("r_helpful", "harmful")
+    'r_helpful@harmful'
+    """
+    return f"{column}{KIND_SEP}{kind}"
+
+
+def table_kinds(df: pd.DataFrame) -> list[str]:
+    """The prompt kinds a sweep table has columns for (`kind_column`), in the order they first appear."""
+    return list(dict.fromkeys(c.split(KIND_SEP, 1)[1] for c in df.columns if KIND_SEP in c))
+
+
+def kind_view(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """``df`` as if only the prompts of ``kind`` had been swept: each ``COLUMN@kind`` in place of ``COLUMN``,
+    every other kind's columns dropped, so every function that reads a sweep table reads one kind's."""
+    own = {c: c.split(KIND_SEP, 1)[0] for c in df.columns if c.endswith(f"{KIND_SEP}{kind}")}
+    if not own:
+        raise ValueError(f"this table has no columns for prompt kind {kind!r}; it has {table_kinds(df) or 'none'}")
+    plain = df[[c for c in df.columns if KIND_SEP not in c]].copy()
+    for column, name in own.items():
+        plain[name] = df[column]
+    return plain
 
 
 def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
@@ -41,7 +69,8 @@ def _rows(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
     return [p for p, _ in pairs], [s for _, s in pairs]
 
 
-def _searched_point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> dict[str, float]:
+def _searched_point(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig,
+                    kind_of: dict[str, str] | None = None) -> dict[str, float]:
     """One (method, λ) cell of a search, its replies prompt-major like `_rows`. Best-of-N: one batched search per
     seed of `seed_schedule` from ``seeds[0]`` (spaced by N), so different seeds never share a candidate: the app's
     sweep uses the same schedule. Beam search has no randomness: each prompt is searched once, whatever ``seeds``
@@ -57,24 +86,40 @@ def _searched_point(stack: Stack, prompts: list[str], seeds: list[int], cfg: Dec
     # generation and the search's own scoring of its candidates only: scoring the winners is the evaluator's cost
     seconds = time.perf_counter() - start
     tokens = sum(len(g.events) for g in gens)
-    return _summary(stack, row_prompts, gens, seconds, tokens / seconds if seconds > 0 else float("nan"))
+    return _summary(stack, row_prompts, gens, seconds, tokens / seconds if seconds > 0 else float("nan"), kind_of)
 
 
-def _summary(stack: Stack, row_prompts: list[str], gens: list, seconds: float, tokens_per_s: float) -> dict:
-    """A cell's table entries from its replies: mean rewards and their standard errors, KL, length, cost."""
-    scores = stack.score(row_prompts, [g.text for g in gens])
-    scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
+def _means(scores: dict[str, np.ndarray], gens: list) -> dict[str, float]:
+    """Mean rewards, their standard errors, KL, length, refusal share and count of some replies."""
     means, errors = mean_and_se(scores)
     out = {f"{REWARD_PREFIX}{name}": value for name, value in means.items()}
     # standard errors, so a reading of the table can tell a real gap between methods from seed noise
     out.update({f"{SE_PREFIX}{name}": value for name, value in errors.items()})
     out.update(kl=float(np.mean([g.kl for g in gens])), tokens=float(np.mean([len(g.events) for g in gens])),
-               tokens_per_s=tokens_per_s, seconds=seconds, seconds_per_reply=seconds / len(gens), n=len(gens))
+               refusal=refusal_rate([g.text for g in gens]), n=len(gens))
     return out
 
 
-def _sampled_points(stack: Stack, prompts: list[str], seeds: list[int],
-                    cfgs: list[DecodeConfig]) -> list[dict[str, float]]:
+def _summary(stack: Stack, row_prompts: list[str], gens: list, seconds: float, tokens_per_s: float,
+             kind_of: dict[str, str] | None = None) -> dict:
+    """A cell's table entries from its replies: mean rewards and their standard errors, KL, length, refusal
+    share (`refusals.is_refusal`), cost; and the same over each prompt kind of ``kind_of`` (`kind_column`)."""
+    scores = stack.score(row_prompts, [g.text for g in gens])
+    scores = {name: values.detach().float().cpu().numpy() for name, values in scores.items()}  # may be on a GPU
+    whole = _means(scores, gens)
+    out = {k: v for k, v in whole.items() if k not in ("refusal", "n")}  # the columns' order before refusals
+    out.update(tokens_per_s=tokens_per_s, seconds=seconds, seconds_per_reply=seconds / len(gens), n=whole["n"],
+               refusal=whole["refusal"])
+    kinds = [(kind_of or {}).get(p, UNTAGGED) for p in row_prompts]
+    for kind in dict.fromkeys(kinds) if set(kinds) != {UNTAGGED} else ():
+        at = [i for i, k in enumerate(kinds) if k == kind]
+        part = _means({name: v[at] for name, v in scores.items()}, [gens[i] for i in at])
+        out.update({kind_column(name, kind): value for name, value in part.items()})
+    return out
+
+
+def _sampled_points(stack: Stack, prompts: list[str], seeds: list[int], cfgs: list[DecodeConfig],
+                    kind_of: dict[str, str] | None = None) -> list[dict[str, float]]:
     """Several sampling cells decoded as one batch (`Decode`): every (prompt, seed) row of every cell is a lane.
 
     Each reply is what the cell's own batch gives (lanes do not interact). The batch's generation time is shared
@@ -87,7 +132,7 @@ def _sampled_points(stack: Stack, prompts: list[str], seeds: list[int],
     seconds = time.perf_counter() - start
     gens, n = run.generations, len(row_prompts)
     tokens_per_s = sum(len(g.events) for g in gens) / seconds if seconds > 0 else float("nan")
-    return [_summary(stack, row_prompts, gens[j * n:(j + 1) * n], seconds * n / len(gens), tokens_per_s)
+    return [_summary(stack, row_prompts, gens[j * n:(j + 1) * n], seconds * n / len(gens), tokens_per_s, kind_of)
             for j in range(len(cfgs))]
 
 
@@ -125,23 +170,32 @@ def _cells(stack: Stack, methods: list[str], grid: list[list[float]],
     return cells
 
 
-def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str], weight_grid: list[list[float]],
-          base_cfg: DecodeConfig, lanes_per_batch: int = LANES_PER_BATCH) -> pd.DataFrame:
+def _texts_and_kinds(prompts: list[str] | list[Prompt]) -> tuple[list[str], dict[str, str]]:
+    """The prompts' texts, and each tagged prompt's kind by its text (empty for plain strings)."""
+    kinds = {p.text: p.kind for p in prompts if isinstance(p, Prompt)}
+    return [p.text if isinstance(p, Prompt) else p for p in prompts], kinds
+
+
+def sweep(stack: Stack, prompts: list[str] | list[Prompt], seeds: list[int], methods: list[str],
+          weight_grid: list[list[float]], base_cfg: DecodeConfig,
+          lanes_per_batch: int = LANES_PER_BATCH) -> pd.DataFrame:
     """Run each method at each λ of ``weight_grid`` over all prompts × seeds; one row per (method, λ).
 
     Columns: method, ``w_<objective>`` (normalised λ; NaN for the base, which runs once since it ignores λ),
     ``r_<objective>`` (mean reward), ``se_<objective>`` (its standard error over the n replies), kl (mean of
-    `Generation.kl`; not zero for the base, whose top-k and temperature already move it off π_ref), tokens (mean
-    reply length), tokens_per_s (all replies' tokens over the batch's generation time: throughput, not one reply's
-    speed), seconds (generation wall time), seconds_per_reply (seconds / n: what a search costs per reply),
-    n (replies averaged), then the settings used (beta, strength, top_k, temperature, max_new_tokens, search,
-    search_size: 1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting, its
-    search included; its method and weights are replaced. Sampled λ points of one method decode together, up to
-    ``lanes_per_batch`` replies a batch (see `_sampled_points` for what their timings then mean). Best-of-N and
-    beam winners are kept whole (see `_searched_point`; beam search ignores the seeds, so n is the number of prompts).
+    `Generation.kl`; not zero for the base, whose top-k and temperature already move it off π_ref), tokens (mean reply
+    length), tokens_per_s (all replies' tokens over the batch's generation time: throughput, not one reply's speed),
+    seconds (generation wall time), seconds_per_reply (seconds / n: what a search costs per reply), n (replies
+    averaged), refusal (share of replies `refusals.is_refusal` counts), with tagged prompts (`Prompt`) the same per kind
+    as ``COLUMN@kind`` (`kind_view`), then the settings used (beta, strength, top_k, temperature, max_new_tokens,
+    search, search_size: 1 for sampling, N for best-of-N, B for beam). ``base_cfg`` gives every other decoding setting,
+    its search included; its method and weights are replaced. Sampled λ points of one method decode together, up to
+    ``lanes_per_batch`` replies a batch (see `_sampled_points` for what their timings then mean). Best-of-N and beam
+    winners are kept whole (see `_searched_point`; beam search ignores the seeds, so n is the number of prompts).
     """
     if not prompts or not seeds:
         raise ValueError("a sweep needs at least one prompt and one seed")
+    prompts, kind_of = _texts_and_kinds(prompts)
     unknown = [m for m in methods if not stack.can_decode(m)]
     if unknown:
         raise ValueError(f"method(s) {unknown} can't run on this stack; it has {stack.methods}")
@@ -156,8 +210,8 @@ def sweep(stack: Stack, prompts: list[str], seeds: list[int], methods: list[str]
             size = per_batch if search == "sample" else 1
             for chunk in (group[i:i + size] for i in range(0, len(group), size)):
                 cfgs = [cfg for cfg, _ in chunk]
-                points = (_sampled_points(stack, prompts, seeds, cfgs) if search == "sample"
-                          else [_searched_point(stack, prompts, seeds, cfgs[0])])
+                points = (_sampled_points(stack, prompts, seeds, cfgs, kind_of) if search == "sample"
+                          else [_searched_point(stack, prompts, seeds, cfgs[0], kind_of)])
                 records += [{**record, **point, **_settings(cfg)}
                             for (cfg, record), point in zip(chunk, points, strict=True)]
                 bar.update(len(chunk))

@@ -1,5 +1,6 @@
 """The measurements docs/results.md reports, each a function that returns its table (one row per method and
-setting, as `evaluation.sweep` makes them), and the pure comparisons computed from those tables.
+setting, as `evaluation.sweep` makes them; tagged prompts add each kind's columns), and the pure comparisons
+computed from those tables.
 
 `results` writes the page from these; call them directly to reuse a measurement without writing a page.
 """
@@ -15,17 +16,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import pareto
-from .config import MAX_STRENGTH, DecodeConfig, weight_grid
+from .config import MAX_STRENGTH, METHODS, DecodeConfig, weight_grid
 from .evaluation import REWARD_PREFIX, all_pairs_grid, hypervolumes, sweep
+from .prompts import Prompt
 from .stack import Stack
 
+Prompts = list[str] | list[Prompt]  # tagged prompts (`Prompt`) add each kind's columns to every table
 BETAS = (1.0, 2.0, 4.0)
 TOP_KS = (5, 15)
 SEARCH_GRID_POINTS = 5  # λ points of the search axis: (0, 1), (.25, .75), … on one pair
 TREE_TOKENS = 48  # the value models' held-out trees: as long as value training grows them (values-fused card)
-# MOD/RSoup strengths α besides the base (α = 0) and the published methods (α = 1): 0.5 lies between, 1.5 beyond
-# (extrapolating past the policies, so the baselines' curves reach MAVIS's KL at a large β).
+# MOD/RSoup/conditioned strengths α besides α = 0 (the base; Prompted for the conditioned policy) and the published
+# methods (α = 1): 0.5 lies between, 1.5 beyond (past the policies, so the curves reach MAVIS's KL at a large β).
 STRENGTHS = (0.5, 1.5)
+STRENGTH_METHODS = ("mod", "rsoup", "conditioned")  # the methods with a strength α (Prompted has no such knob)
+ZERO_STRENGTH = {"conditioned": "prompted"}  # a method's α = 0, where it is not the base: the prompt without adapter
 BUDGET_BETAS = (1.0, 2.0, 4.0)  # MAVIS's β at which section 2 compares the fronts at matched KL: several budgets
 
 
@@ -72,6 +77,17 @@ class ResultsConfig:
         return dataclasses.replace(cfg, **changes)
 
 
+def page_methods(stack: Stack) -> list[str]:
+    """The methods the page sweeps on ``stack``: its own, and Prompted, which every stack can decode (MORLHF only
+    at its references, section 8)."""
+    return [m for m in METHODS if m != "morlhf" and (m in stack.methods or m == "prompted")]
+
+
+def strength_methods(stack: Stack) -> list[str]:
+    """The stack's methods with a strength α (`STRENGTH_METHODS`): their curves are read at MAVIS's KL."""
+    return [m for m in STRENGTH_METHODS if m in stack.methods]
+
+
 # ---- comparisons computed from the tables ----------------------------------------------------------------
 
 
@@ -98,19 +114,37 @@ def reward_at_kl(curve: pd.DataFrame, kl: float, objective: str) -> float:
     return float(np.interp(kl, c.kl.to_numpy(float), c[f"{REWARD_PREFIX}{objective}"].to_numpy(float)))
 
 
-def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: float,
-                   objectives: list[str]) -> dict[str, float] | None:
-    """``method``'s mean rewards at ``kl``, read off its curve over the strength α at one λ (α = 0 is the base's
-    own row, α = 1 the published method), by linear interpolation in KL.
-
-    Below the base's own KL the base's rewards are returned: no strength gets closer to the base than the base,
-    and it already spends more KL than asked, so the reading can only favour the baseline. Above the curve's
-    largest KL there is no reading (None): the baseline cannot spend that much.
-    """
+def at_lambda(df: pd.DataFrame, lam: dict[str, float]) -> np.ndarray:
+    """(rows,) whether each row of a sweep table was decoded at the (normalised) weights ``lam``."""
     at = np.ones(len(df), dtype=bool)
     for o, w in lam.items():
         at &= np.isclose(df[f"w_{o}"].to_numpy(float), w)
-    curve = pd.concat([df[df.method == "base"].assign(strength=0.0), df[(df.method == method) & at]])
+    return at
+
+
+def mavis_at_kl(df: pd.DataFrame, lam: dict[str, float], kl: float, objectives: list[str]) -> dict[str, float] | None:
+    """MAVIS's mean rewards at ``kl``, read off its curve over β at one λ (the base is its β = 0 point: β = 0
+    samples the base's top-k), linear in KL; None outside the KL range the curve covers: MAVIS is not read nearer
+    the base than the base, nor beyond its largest β."""
+    own = df[(df.method == "mavis") & (df.strength == 1.0) & at_lambda(df, lam)]
+    curve = pd.concat([df[df.method == "base"].iloc[:1].assign(beta=0.0), own]).drop_duplicates("beta")
+    rewards = {o: reward_at_kl(curve, kl, o) for o in objectives}
+    return None if len(curve) < 2 or any(np.isnan(v) for v in rewards.values()) else rewards
+
+
+def baseline_at_kl(df: pd.DataFrame, method: str, lam: dict[str, float], kl: float,
+                   objectives: list[str]) -> dict[str, float] | None:
+    """``method``'s mean rewards at ``kl``, read off its curve over the strength α at one λ (α = 0 is the base's
+    own row, or `ZERO_STRENGTH`'s method's at that λ: Prompted's for the conditioned policy; α = 1 the published
+    method), by linear interpolation in KL.
+
+    Below the α = 0 row's KL its rewards are returned: no strength gets closer to it than itself, and it already
+    spends more KL than asked, so the reading can only favour the baseline. Above the curve's largest KL there is
+    no reading (None): the baseline cannot spend that much.
+    """
+    at = at_lambda(df, lam)
+    zero = df[(df.method == ZERO_STRENGTH[method]) & at] if method in ZERO_STRENGTH else df[df.method == "base"]
+    curve = pd.concat([zero.iloc[:1].assign(strength=0.0), df[(df.method == method) & at]])
     curve = curve.sort_values(["strength"]).drop_duplicates("strength")
     if len(curve) < 2:
         return None
@@ -160,12 +194,45 @@ def matched_table(df: pd.DataFrame, objectives: list[str], baselines: list[str],
     return pd.DataFrame(rows), pd.DataFrame(points)
 
 
+def _pair_volume(rows: pd.DataFrame | list[tuple[float, float]], x: str, y: str, ref: pd.Series) -> float:
+    """The hypervolume of a table's rows (or of (x, y) reward points) on the pair, above ``ref``'s point."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows[[f"{REWARD_PREFIX}{x}", f"{REWARD_PREFIX}{y}"]].to_numpy(float)
+    return pareto.hypervolume(rows, (ref.ref_x, ref.ref_y))
+
+
+def own_kl_table(df: pd.DataFrame, objectives: list[str], volumes: pd.DataFrame, beta: float,
+                 method: str = "prompted") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair: ``method``, which has no strength to spend more or less KL with (Prompted), at its own KL
+    against MAVIS read off its β curve at that KL (`mavis_at_kl`); the same columns as `matched_table`'s, and
+    every MAVIS reading. A λ point enters both matched fronts only where MAVIS has a reading; *as published*
+    is MAVIS at ``beta``."""
+    rows, points = [], []
+    mavis = df[(df.method == "mavis") & (df.strength == 1.0) & np.isclose(df.beta.to_numpy(float), beta)]
+    for x, y in itertools.combinations(objectives, 2):
+        own, ref = on_pair(df[df.method == method], objectives, x, y), volumes.query("x == @x and y == @y").iloc[0]
+        fronts: dict[str, list[tuple[float, float]]] = {"mavis": [], method: []}
+        for _, p in own.iterrows():
+            lam = {o: float(p[f"w_{o}"]) for o in objectives}
+            r = mavis_at_kl(df, lam, float(p.kl), objectives)
+            points.append({"x": x, "y": y, "method": "mavis", **{f"w_{o}": w for o, w in lam.items()},
+                           "kl": float(p.kl), **({f"{REWARD_PREFIX}{o}": v for o, v in r.items()} if r else {})})
+            if r is not None:
+                fronts["mavis"].append((r[x], r[y]))
+                fronts[method].append((float(p[f"{REWARD_PREFIX}{x}"]), float(p[f"{REWARD_PREFIX}{y}"])))
+        published = {"mavis": on_pair(mavis, objectives, x, y), method: own}
+        rows += [{"objective x": x, "objective y": y, "method": m, "matched points": len(pts), "of": len(own),
+                  "hypervolume at matched KL": _pair_volume(pts, x, y, ref),
+                  "hypervolume unmatched": _pair_volume(published[m], x, y, ref)} for m, pts in fronts.items()]
+    return pd.DataFrame(rows), pd.DataFrame(points)
+
+
 # ---- the experiments -------------------------------------------------------------------------------------
 
 
-def run_pairs(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_pairs(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """Every method at every λ point of every pair (`all_pairs_grid`); the base once."""
-    return sweep(stack, prompts, list(range(rc.seeds)), stack.methods, all_pairs_grid(len(stack.objectives)),
+    return sweep(stack, prompts, list(range(rc.seeds)), page_methods(stack), all_pairs_grid(len(stack.objectives)),
                  rc.decode(stack))
 
 
@@ -175,11 +242,12 @@ def pair_volumes(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
                       for x, y in itertools.combinations(objectives, 2)], ignore_index=True)
 
 
-def run_strengths(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
-    """MOD and RSoup at every strength α of ``rc.strengths``, and MAVIS at every β of ``rc.budget_betas``
-    besides the page's, over the pairs' λ points, with ``pairs`` (α = 1, the page's β and the base, α = 0): the
-    baselines' curves `matched_table` reads at MAVIS's KL at each β."""
-    baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
+def run_strengths(stack: Stack, prompts: Prompts, rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+    """MOD, RSoup and the conditioned policy (`strength_methods`) at every strength α of ``rc.strengths``, and
+    MAVIS at every β of ``rc.budget_betas`` besides the page's, over the pairs' λ points, with ``pairs`` (α = 1,
+    the page's β, Prompted and the base, α = 0): the baselines' curves `matched_table` reads at MAVIS's KL at each
+    β, and MAVIS's β curves `own_kl_table` reads at Prompted's KL."""
+    baselines = strength_methods(stack)
     seeds, grid = list(range(rc.seeds)), all_pairs_grid(len(stack.objectives))
     beta = stack.beta_or_default(rc.beta)
     runs = [sweep(stack, prompts, seeds, baselines, grid, rc.decode(stack, strength=a)) for a in rc.strengths]
@@ -206,14 +274,14 @@ def reference_points(stack: Stack, x: str, y: str) -> list[list[float]]:
     return sorted(points, key=lambda p: p[stack.objectives.index(x)])
 
 
-def run_references(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+def run_references(stack: Stack, prompts: Prompts, rc: ResultsConfig, pairs: pd.DataFrame) -> pd.DataFrame:
     """MORLHF at its λ points on `reference_pair`, and every other method at the same λ: ``pairs``' rows where
     the pair grid has them (references on tenths), a sweep of its own where not; empty without references."""
     pair = reference_pair(stack)
     if pair is None:
         return pd.DataFrame()
     points = reference_points(stack, *pair)
-    seeds, methods = list(range(rc.seeds)), [m for m in stack.methods if m != "base"]
+    seeds, methods = list(range(rc.seeds)), [m for m in page_methods(stack) if m != "base"]
     w = pairs[[f"w_{o}" for o in stack.objectives]].to_numpy(float)
     found = [np.isclose(w, p, atol=1e-6).all(axis=1) & (pairs.method != "base").to_numpy() for p in points]
     missing = [p for p, at in zip(points, found, strict=True) if not at.any()]
@@ -223,13 +291,13 @@ def run_references(stack: Stack, prompts: list[str], rc: ResultsConfig, pairs: p
     return pd.concat(parts, ignore_index=True)
 
 
-def run_simplex(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_simplex(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """Every method over the 1/4 grid of the whole simplex."""
-    return sweep(stack, prompts, list(range(rc.seeds)), stack.methods, weight_grid(len(stack.objectives)),
+    return sweep(stack, prompts, list(range(rc.seeds)), page_methods(stack), weight_grid(len(stack.objectives)),
                  rc.decode(stack))
 
 
-def run_betas(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_betas(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """Single-objective MAVIS at every β of ``rc.betas`` (column objective), the objective's fine-tuned policy
     (MOD with λ one-hot decodes it alone; method "policy") and the base (objective "all")."""
     seeds, rows = list(range(rc.seeds)), []
@@ -243,7 +311,7 @@ def run_betas(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFra
     return pd.concat(rows, ignore_index=True)
 
 
-def run_next_iteration(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_next_iteration(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """Single-objective MAVIS at every β of ``rc.betas`` guided by ``rc.next_iteration`` (the value model of the
     next iteration) instead of the stack's own: `run_betas`' MAVIS rows for that model. Empty without one."""
     from pathlib import Path
@@ -288,7 +356,7 @@ def iteration_gains(current: pd.DataFrame, following: pd.DataFrame, objectives: 
     return pd.DataFrame(rows)
 
 
-def run_top_ks(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_top_ks(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """The base and equal-weight MAVIS at every k of ``rc.top_ks``, with milliseconds per token."""
     seeds, parts = list(range(rc.seeds)), []
     equal = [[1.0] * len(stack.objectives)]
@@ -311,7 +379,7 @@ def search_grid(stack: Stack, rc: ResultsConfig) -> list[list[float]]:
     return [full[i] for i in np.linspace(0, len(full) - 1, SEARCH_GRID_POINTS).round().astype(int)]
 
 
-def run_searches(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_searches(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """Every method sampled, by best-of-N and by beam search, over `search_grid`. Sampling runs one λ point a
     batch, as each search does, so the section's time ratios compare like with like."""
     seeds = list(range(rc.search_seeds))
@@ -320,7 +388,7 @@ def run_searches(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.Data
                       for search in ("sample", "best_of_n", "beam")], ignore_index=True)
 
 
-def run_agreement(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.DataFrame:
+def run_agreement(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFrame:
     """The value models against the Monte-Carlo targets of held-out trees rolled out from the base, per
     objective (`training.value_agreement`); empty for a stack without value models."""
     from .training.value_agreement import TREE, agreement_table, held_out_trees
@@ -328,4 +396,5 @@ def run_agreement(stack: Stack, prompts: list[str], rc: ResultsConfig) -> pd.Dat
     if not stack.value_models:
         return pd.DataFrame()
     tree = dataclasses.replace(TREE, max_new_tokens=max(rc.tree_tokens, TREE.levels))
-    return agreement_table(stack, held_out_trees(stack, prompts, tree))
+    texts = [p.text if isinstance(p, Prompt) else p for p in prompts]  # trees are grown per prompt text
+    return agreement_table(stack, held_out_trees(stack, texts, tree))

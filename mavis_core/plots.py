@@ -23,7 +23,8 @@ from .config import search_kind
 from .decoding import TokenEvent
 from .sweep_plan import mean_and_se
 
-METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsoup": "#16a34a", "morlhf": "#7c3aed"}
+METHOD_COLOURS = {"base": "#6b7280", "mavis": "#dc2626", "mod": "#2563eb", "rsoup": "#16a34a", "morlhf": "#7c3aed",
+                  "prompted": "#d97706", "conditioned": "#0d9488"}
 OBJECTIVE_COLOURS = ["#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4d7c0f"]
 RAISED, LOWERED = (22, 163, 74), (220, 38, 38)  # green: the tilt made the token likelier; red: less likely
 TILT_SCALE_FLOOR = 1.0  # tilts below this (in nats) never get full colour, so a flat reply looks flat

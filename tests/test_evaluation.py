@@ -38,8 +38,8 @@ def test_sweep_table_is_tidy(table, tiny_stack):
     objectives = tiny_stack.objectives
     expected = ["method", *(f"w_{o}" for o in objectives), *(f"r_{o}" for o in objectives),
                 *(f"se_{o}" for o in objectives),
-                "kl", "tokens", "tokens_per_s", "seconds", "seconds_per_reply", "n", "beta", "strength", "top_k",
-                "temperature", "max_new_tokens", "search", "search_size"]
+                "kl", "tokens", "tokens_per_s", "seconds", "seconds_per_reply", "n", "refusal", "beta", "strength",
+                "top_k", "temperature", "max_new_tokens", "search", "search_size"]
     assert list(table.columns) == expected
     assert table.groupby("method").size().to_dict() == {"base": 1, "mavis": 3, "mod": 3, "rsoup": 3}
     assert table.loc[table.method == "base", "w_helpful"].isna().all()

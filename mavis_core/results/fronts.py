@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from ..config import METHOD_NAMES, weight_grid
+from ..config import METHOD_NAMES, METHODS, weight_grid
 from ..evaluation import (
     LANES_PER_BATCH,
     REWARD_PREFIX,
@@ -25,7 +25,7 @@ from ..experiments import (
     pair_volumes,
 )
 from ..stack import Stack
-from .report import Report, share
+from .report import Report, rho_text, share
 
 
 def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[str], rc: ResultsConfig) -> None:
@@ -36,14 +36,16 @@ def pairs_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
     spearman = weight_spearman(df)
     volumes.to_csv(report.data / "pairs_hypervolume.csv", index=False)
     spearman.to_csv(report.data / "pairs_spearman.csv", index=False)
-    methods = [m for m in stack.methods if m in set(volumes.method)]
+    methods = [m for m in METHODS if m in set(volumes.method)]  # the stack's, Prompted, as the run measured them
 
     report.add("## 1. Pareto fronts for every pair of objectives", "",
                f"Every method at 11 λ points per pair (`--pair all`, {len(df) - 1} rows besides the base, which "
                f"ignores λ and runs once); each point is the mean over {len(prompts)} prompts × {rc.seeds} seeds. "
                "Hypervolume: the area a method's points on the pair (its 11 λ points there, the third objective at "
                "weight 0) dominate above a reference point shared by the methods of a pair (each objective's "
-               "minimum over those points minus 10 % of its range), so compare within a row only.", "")
+               "minimum over those points minus 10 % of its range), so compare within a row only."
+               + (" *Prompted* is the base with the weights in its system prompt; *Conditioned* one LoRA policy "
+                  "that reads them there." if {"prompted", "conditioned"} & set(methods) else ""), "")
     hv = volumes.pivot_table(index=["x", "y"], columns="method", values="hypervolume", sort=False)
     hv = hv.reindex(columns=methods).reset_index().rename(columns={"x": "objective x", "y": "objective y"})
     report.table(hv, ".2f")
@@ -76,14 +78,15 @@ def _kl_table(report: Report, df: pd.DataFrame, replies: int) -> pd.DataFrame:
 def _spearman_tables(report: Report, df: pd.DataFrame, spearman: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
     """Section 1's weight-reward Spearman tables, pooled and within each pair; returns the within-pair one."""
     report.add("Does the weight do what it says? Spearman's ρ between an objective's weight and its mean reward "
-               "over the λ points:", "")
+               "over the λ points (–: the reward did not move with the weight at all):", "")
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
     report.table(rho.reindex(columns=objectives).reset_index(), ".2f")
     within = within_pair_spearman(df, objectives)
     report.add("The same within each pair (its 11 λ points, the third objective at weight 0), ρ of the pair's first "
                "objective / its second. The table above pools an objective's two pairs and also counts, at weight 0, "
                "the pair it is not in, where its reward moves with which other objective is steered.", "")
-    table = within.assign(rho=[f"{a:.2f} / {b:.2f}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]) \
+    both = [f"{rho_text(a)} / {rho_text(b)}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]
+    table = within.assign(rho=both) \
         .assign(pair=within.x + "–" + within.y) \
         .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False)
     report.table(table.reset_index(), ".2f")
@@ -109,7 +112,8 @@ def steering_diagnosis(df: pd.DataFrame, within: pd.DataFrame, method: str, obje
     parts = []
     for r in within[within.method == method].itertuples():
         if objective in (r.x, r.y):
-            parts.append(f"{r.rho_x if objective == r.x else r.rho_y:.2f} with {r.y if objective == r.x else r.x}")
+            rho, other = (r.rho_x, r.y) if objective == r.x else (r.rho_y, r.x)
+            parts.append(f"{rho_text(rho)} with {other}")
     rows = df[(series_of(df) == method).to_numpy()]
     zero = rows.loc[np.isclose(rows[f"{WEIGHT_PREFIX}{objective}"].astype(float), 0), f"{REWARD_PREFIX}{objective}"]
     span = f", its reward at weight 0 {zero.min():.2f} to {zero.max():.2f}" if len(zero) else ""
@@ -138,7 +142,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
     out += ["", f"Typical standard error of one point's mean reward (median over the rows): {noise}; gaps between "
             "methods smaller than about twice that are within seed noise."]
     if {"base", "mavis"} <= set(kl.index):
-        others = [m for m in ("mod", "rsoup") if m in kl.index]
+        others = [m for m in ("mod", "rsoup", "prompted", "conditioned") if m in kl.index]
         listed = ", ".join(f"{METHOD_NAMES[m]} {kl.loc[m, 'mean_kl']:.1f} over {kl.loc[m, 'tokens']:.0f} tokens "
                            f"({kl.loc[m, 'mean_kl'] / kl.loc[m, 'tokens']:.2f} per token)"
                            for m in ["base", "mavis", *others])
@@ -152,7 +156,7 @@ def reading_pairs(df: pd.DataFrame, volumes: pd.DataFrame, kl: pd.DataFrame, obj
 def matched_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
     """Section 2 from `run_strengths`' table: every pair's fronts at matched KL, at the page's β and at every KL
     budget MAVIS's β of ``rc.budget_betas`` buys."""
-    baselines = [m for m in ("mod", "rsoup") if m in stack.methods]
+    baselines = [m for m in ("mod", "rsoup") if m in set(df.method)]  # verdict 1's; Prompted's, conditioned's below
     objectives, volumes = list(stack.objectives), report.facts["pairs_volumes"]
     df.to_csv(report.data / "matched.csv", index=False)
     table, points = matched_table(df, objectives, baselines, volumes, beta=rc.beta)
@@ -160,7 +164,8 @@ def matched_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsC
     points.to_csv(report.data / "matched_points.csv", index=False)
     budgets = budget_table(df, objectives, baselines, volumes, sorted({*rc.budget_betas, rc.beta}))
     budgets.to_csv(report.data / "matched_budgets.csv", index=False)
-    curves = df[df.method.isin(baselines)].groupby(["method", "strength"]).kl.mean().unstack("strength")
+    curves = df[df.method.isin([*baselines, "conditioned"])].groupby(["method", "strength"]).kl.mean() \
+        .unstack("strength")
     report.add("## 2. The fronts at matched KL", "",
                "Section 1 compares each method as published, at whatever KL it lands. Here MOD and RSoup get a "
                f"strength α (MOD: (1 − α)·log π_ref + α·Σ λ_m log π_m; RSoup: θ_0 + α·Σ λ_m ΔW_m), run at α ∈ "
@@ -264,4 +269,5 @@ def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
     counts = pareto_front(df[df.method != "base"], list(stack.objectives)).groupby("method").size()
     report.add(f"Points on each method's own {len(stack.objectives)}-objective Pareto front (of "
                f"{len(weight_grid(len(stack.objectives)))}): "
-               + ", ".join(f"{m} {counts.get(m, 0)}" for m in stack.methods if m != "base") + ".", "")
+               + ", ".join(f"{m} {counts.get(m, 0)}" for m in METHODS if m in set(df.method) and m != "base")
+               + ".", "")

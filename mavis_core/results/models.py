@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .. import pareto
-from ..config import METHOD_NAMES
+from ..config import METHOD_NAMES, METHODS
 from ..evaluation import (
     REWARD_PREFIX,
 )
@@ -71,7 +71,7 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
     x, y = pair
     df.to_csv(report.data / "references.csv", index=False)
     ref = report.facts["pairs_volumes"].query("x == @x and y == @y").iloc[0]
-    methods = [m for m in (*stack.methods, "morlhf") if m in set(df.method) and m != "base"]
+    methods = [m for m in METHODS if m in set(df.method) and m != "base"]  # as the run measured them
     volumes, table = _reference_points(df, methods, x, y, (ref.ref_x, ref.ref_y))
     summary_rows = pd.DataFrame([{"method": METHOD_NAMES[m], "hypervolume": v,
                                   "÷ MORLHF": share(v, volumes["morlhf"]),

@@ -58,3 +58,12 @@ class Report:
 def share(a: float, b: float) -> str:
     """``a`` as a percentage of ``b`` ("–" when ``b`` is not positive: nothing to be a share of)."""
     return f"{a / b:.0%}" if b > 0 and np.isfinite(a) else "–"
+
+
+def rho_text(v: float) -> str:
+    """A Spearman ρ to two places; "–" where it is undefined: the reward did not move at all with the weight.
+
+    >>> rho_text(0.456), rho_text(float("nan"))
+    ('0.46', '–')
+    """
+    return "–" if np.isnan(v) else f"{v:.2f}"

@@ -15,7 +15,7 @@ from ..experiments import (
     reward_at_kl,
 )
 from .fronts import pair_shares, steering_diagnosis
-from .report import STEERS, STEERS_WELL, share
+from .report import STEERS, STEERS_WELL, rho_text, share
 
 
 def _headline_verdicts(facts: dict, pairs: list[dict]) -> list[str]:
@@ -36,6 +36,35 @@ def _headline_verdicts(facts: dict, pairs: list[dict]) -> list[str]:
     return [first, f"**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** On "
             f"{ref_table.pair.iloc[0]} MAVIS's front has {mavis} of MORLHF's hypervolume ({others}; "
             f"{int(ref_table.points.iloc[0])} λ points; section 8)."]
+
+
+def _baseline_verdicts(facts: dict) -> list[str]:
+    """Verdicts 3 and 4, one line each: MAVIS against Prompted at Prompted's own KL, and against the conditioned
+    policy at matched KL (section 2); none for a table a run did not measure, the latter saying so."""
+    lines = []
+    asked, conditioned = facts.get("prompted"), facts.get("conditioned")
+    if asked is not None:
+        lines.append("**Verdict 3: does MAVIS beat just asking?** " + _against(
+            pair_shares(asked), "Prompted", "at Prompted's own KL (it has no strength to trade KL for reward; MAVIS "
+            "read off its β curve there)"))
+    if conditioned is not None:
+        lines.append("**Verdict 4: does MAVIS beat one policy conditioned on λ?** " + _against(
+            pair_shares(conditioned), "the conditioned policy", "at matched KL (the policy read off its "
+            "strength curve at MAVIS's KL)"))
+    elif asked is not None:
+        lines.append("**Verdict 4: does MAVIS beat one policy conditioned on λ?** Not measured: this stack has no "
+                     "conditioned policy.")
+    return lines
+
+
+def _against(pairs: list[dict], name: str, how: str) -> str:
+    """``how``, MAVIS's front has at least ``name``'s hypervolume on so many pairs, with every share and count."""
+    wins = sum(bool(p["matched points"] and p["mavis"] >= p["best hv"]) for p in pairs)  # none compared: no win
+    shares = ", ".join(f"{p['x']}–{p['y']} {share(p['mavis'], p['best hv'])} on {p['matched points']} of "
+                       f"{p['of']} λ points" for p in pairs)
+    published = ", ".join(share(p["mavis unmatched"], p["best unmatched"]) for p in pairs)
+    return (f"{how[0].upper()}{how[1:]}, MAVIS's front has at least {name}'s hypervolume on {wins} of "
+            f"{len(pairs)} pairs (MAVIS ÷ {name}: {shares}; as published: {published}; section 2).")
 
 
 def _budget_lines(facts: dict) -> list[str]:
@@ -60,7 +89,7 @@ def _steering_lines(facts: dict) -> list[str]:
     if rho is None or not len(rho):
         return []
     r = rho.set_index(["method", "objective"]).spearman
-    low = [f"{METHOD_NAMES.get(m, m)}'s {o} {v:.2f}" for (m, o), v in r.items() if not v >= STEERS_WELL]
+    low = [f"{METHOD_NAMES.get(m, m)}'s {o} {rho_text(v)}" for (m, o), v in r.items() if not v >= STEERS_WELL]
     lines = [f"- The weight steers its reward (Spearman ρ ≥ {STEERS_WELL:g} between an objective's weight "
              f"and its mean reward over section 1's λ points) for {int((r >= STEERS_WELL).sum())} of "
              f"{len(r)} (method, objective) cells" + (f"; below: {', '.join(low)}." if low else ".")]
@@ -93,21 +122,22 @@ def _value_model_lines(facts: dict) -> list[str]:
 
 
 def verdicts(facts: dict) -> list[str]:
-    """The page's first lines: the issue's two verdicts, one line each with their numbers (does MAVIS's front lie
-    beyond MOD's and RSoup's at matched KL; how close does it come to the exact-preference policies), then what
-    they rest on (KL budgets, how well the weights steer, the value models' accuracy)."""
+    """The page's first lines: the verdicts, one line each with their numbers (does MAVIS's front lie beyond MOD's
+    and RSoup's at matched KL; how close does it come to the exact-preference policies; does it beat just asking,
+    and one policy conditioned on λ), then what they rest on (KL budgets, how well the weights steer, the value
+    models' accuracy)."""
     t = facts.get("matched")
     if t is None:
         return []
-    head = _headline_verdicts(facts, pair_shares(t))
+    head = [*_headline_verdicts(facts, pair_shares(t)), *_baseline_verdicts(facts)]
     lines = [*_budget_lines(facts), *_steering_lines(facts), *_value_model_lines(facts)]
-    return [head[0], "", head[1], "", *(["What they rest on:", "", *lines, ""] if lines else [])]
+    return [*(part for line in head for part in (line, "")), *(["What they rest on:", "", *lines, ""] if lines else [])]
 
 
 def _steering_claim(rho) -> str:
     r = rho.set_index(["method", "objective"]).spearman
     weakest = r.idxmin()
-    weak = [f"{m}'s {o} ({v:.2f})" for (m, o), v in r.items() if not v >= STEERS]
+    weak = [f"{m}'s {o} ({rho_text(v)})" for (m, o), v in r.items() if not v >= STEERS]
     headline = "The weights steer every method." if not weak else "The weights do not steer everything."
     return (f"- **{headline}** Spearman's ρ between an objective's weight and its reward is {r.min():.2f}–"
             f"{r.max():.2f} over all methods and objectives (section 1); the weakest is {weakest[0]}'s "

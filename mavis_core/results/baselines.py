@@ -1,0 +1,63 @@
+"""Section 2's last parts: MAVIS against "just asking" (Prompted, at Prompted's own KL) and against one policy
+conditioned on λ (read off its strength curve at MAVIS's KL), per pair; the tables verdicts 3 and 4 read."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..experiments import matched_table, own_kl_table
+from .fronts import pair_shares
+from .report import Report, share
+
+
+def _reading(table: pd.DataFrame, name: str) -> list[str]:
+    """Per pair: MAVIS's hypervolume against ``name``'s on the λ points compared, and as published."""
+    out = ["**Reading.**", ""]
+    for p in pair_shares(table):
+        out.append(f"- *{p['x']}–{p['y']}*: on {p['matched points']} of {p['of']} λ points compared, MAVIS "
+                   f"{p['mavis']:.2f} against {name}'s {p['best hv']:.2f} ({share(p['mavis'], p['best hv'])}); "
+                   f"as published {p['mavis unmatched']:.2f} against {p['best unmatched']:.2f} "
+                   f"({share(p['mavis unmatched'], p['best unmatched'])}).")
+    return out
+
+
+def prompted_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float) -> None:
+    """MAVIS against Prompted at Prompted's own KL (`own_kl_table`); ``facts["prompted"]`` is its table (None
+    for tables from before Prompted was measured)."""
+    report.facts["prompted"] = None
+    if "prompted" not in set(df.method):
+        return
+    table, points = own_kl_table(df, objectives, report.facts["pairs_volumes"], beta)
+    table.to_csv(report.data / "matched_prompted.csv", index=False)
+    points.to_csv(report.data / "matched_prompted_points.csv", index=False)
+    report.add("### MAVIS against just asking (Prompted)", "",
+               "*Prompted* is the base with the weights written into its system prompt; its KL is measured against "
+               "the base on the plain prompt, so it counts what the instruction changed. It has no strength to "
+               "trade KL for reward, so it is compared at its own KL: at each of its λ points MAVIS is read off "
+               "its β curve at that λ (the base as β = 0, the page's β and every KL budget's β; linear in KL) at "
+               "Prompted's KL. A λ point where Prompted's KL lies outside MAVIS's curve is left out of both "
+               "fronts, and counted.", "")
+    report.table(table, ".2f")
+    report.add(*_reading(table, "Prompted"), "")
+    report.facts["prompted"] = table
+
+
+def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float) -> None:
+    """MAVIS against the λ-conditioned policy at MAVIS's KL (`matched_table` over the policy's strength α);
+    ``facts["conditioned"]`` is its table (None where the stack has none)."""
+    report.facts["conditioned"] = None
+    report.add("### MAVIS against one policy conditioned on λ", "")
+    if "conditioned" not in set(df.method):
+        report.add("This stack has no conditioned policy (a `[conditioned]` entry in its stack file, "
+                   "docs/stacks.md), so there is no such comparison.", "")
+        return
+    table, points = matched_table(df, objectives, ["conditioned"], report.facts["pairs_volumes"], beta=beta)
+    table.to_csv(report.data / "matched_conditioned.csv", index=False)
+    points.to_csv(report.data / "matched_conditioned_points.csv", index=False)
+    report.add("*Conditioned*: one LoRA policy that reads the weights in its system prompt (Prompted's), trained "
+               "once for every λ. Its strength α scales its adapter as RSoup's does (θ_0 + α·ΔW); α = 0 is "
+               "Prompted, so its curve at each λ runs from Prompted's point through α = 1 and the page's other "
+               "strengths, and it is read at MAVIS's KL as MOD and RSoup are above.", "")
+    report.table(table, ".2f")
+    report.add(*_reading(table, "the conditioned policy"), "")
+    report.facts["conditioned"] = table
