@@ -349,6 +349,7 @@ def test_an_old_runs_tables_still_re_render(page, tiny_dir, tmp_path):
                    "Prompted", "held-out prompts (`eval_prompts.json`:"):
         assert absent not in text
     assert "This stack has no conditioned policy" in text
+    assert "methods base, mavis, mod, rsoup)." in text  # the methods its tables hold
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
 
 

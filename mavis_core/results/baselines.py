@@ -42,13 +42,15 @@ def prompted_part(report: Report, df: pd.DataFrame, objectives: list[str], beta:
     report.facts["prompted"] = table
 
 
-def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float) -> None:
+def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float, has_policy: bool) -> None:
     """MAVIS against the λ-conditioned policy at MAVIS's KL (`matched_table` over the policy's strength α);
-    ``facts["conditioned"]`` is its table (None where the stack has none)."""
+    ``facts["conditioned"]`` is its table (None where the tables have no such rows). ``has_policy``: whether the
+    stack has one (tables from before it was measured say so rather than that it has none)."""
     report.facts["conditioned"] = None
     report.add("### MAVIS against one policy conditioned on λ", "")
     if "conditioned" not in set(df.method):
-        report.add("This stack has no conditioned policy (a `[conditioned]` entry in its stack file, "
+        report.add("Not measured: this run's tables predate the conditioned policy." if has_policy else
+                   "This stack has no conditioned policy (a `[conditioned]` entry in its stack file, "
                    "docs/stacks.md), so there is no such comparison.", "")
         return
     table, points = matched_table(df, objectives, ["conditioned"], report.facts["pairs_volumes"], beta=beta)
