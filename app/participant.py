@@ -26,6 +26,9 @@ TO_TOP = ("() => { if (!document.querySelector('#participant-notice').innerText.
 # the server's answer, which swaps the views, is on its way.
 HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search); if (q.has('study') || "
                  "q.has('researcher')) document.querySelector('#explorer').style.display = 'none'; }")
+# Every participant action shares one group of its own, never waiting behind decoding: a pool trial is milliseconds
+# of SQLite, which takes one writer at a time, so a few workers keep it busy and more would only wait on its lock.
+SERVED = {"concurrency_id": "study_pool", "concurrency_limit": 4}
 QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 BROKEN_LINK = ("⚠️ **This study link does not work**: {reason}.\n\nPlease check the link you were given, or write to "
                "the researcher who sent it.")
@@ -232,16 +235,16 @@ def participant_view(handlers: Participant, demo: gr.Blocks, explorer: gr.Column
                                        c["instructions"], c["start"]], **QUIET)
     outputs = view_outputs(c)
     c["start"].click(shown_in_place(handlers.open_trials, len(outputs)), inputs=c["state"],
-                     outputs=[*outputs, c["notice"]], api_visibility="private", show_progress="hidden")
+                     outputs=[*outputs, c["notice"]], api_visibility="private", show_progress="hidden", **SERVED)
     c["submit"].click(shown_in_place(handlers.answer, len(outputs)), inputs=[c["state"], c["favourite"], c["vote"],
                                                                             *c["radios"]],
                       outputs=[*outputs, c["notice"]], preprocess=False, api_visibility="private",
-                      show_progress="hidden").then(None, js=TO_TOP, **QUIET)
+                      show_progress="hidden", **SERVED).then(None, js=TO_TOP, **QUIET)
     with gr.Row(visible=False):  # the API's inputs: the page never shows them
         api = [gr.Textbox(label="study"), gr.Textbox(label="pid"), gr.Number(label="position", precision=0),
                gr.JSON(label="answer")]
         out = gr.JSON(label="shown")
     gr.Button(visible=False).click(handlers.start, inputs=api[:2], outputs=out, api_name="participant_start",
-                                   preprocess=False)
+                                   preprocess=False, **SERVED)
     gr.Button(visible=False).click(handlers.submit, inputs=api, outputs=out, api_name="participant_submit",
-                                   preprocess=False)
+                                   preprocess=False, **SERVED)

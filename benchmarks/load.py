@@ -7,6 +7,7 @@ clients that disconnect mid-request.
     python benchmarks/load.py --scenario burst --burst 90               # one script firing 90 generates at once
     python benchmarks/load.py --scenario burst --burst 40 --burst-sessions 40   # 40 sessions from one address
     python benchmarks/load.py --scenario disconnect --clients 8 --tokens 128    # 8 clients that leave after 2 s
+    python benchmarks/load.py --stack assets/tiny/stack.toml --study demo --clients 50   # participants of a study
 
 Starts `python app.py` as a separate process on a free 127.0.0.1 port (so its memory is measured alone). Each
 simulated user has its own gradio_client session and its own address (sent as X-Forwarded-For, which uvicorn
@@ -19,6 +20,10 @@ takes from loopback peers), so the app's per-address limit sees separate machine
   event stream for --disconnect-after seconds and drop the connection; then a bystander sends one request.
   Its latency, against the same request on the idle server first, and the server's CPU seconds in the
   --settle seconds after the drop say whether the abandoned work stopped.
+- study (--study NAME): --clients participants at once each walk every trial of studies/NAME.toml through the
+  participant API (/participant_start, then /participant_submit with random answers), served from a pool of
+  made-up replies of the study's shape (`simulate.fake_pool`) in the run's own database: no model runs, so the
+  stack only has to load (the tiny one will do). Latency is per trial, from the call to the next trial shown.
 
 Everything stops at --timeout seconds: requests still running then count as timed out. Prints completed
 requests, refusals (by message: "queued or running" ones are the app's fair-share limits), other errors,
@@ -51,12 +56,14 @@ from app_latency import PROMPT, random_stack  # noqa: E402
 
 import app  # noqa: E402
 from app import controls  # noqa: E402
+from app.server import DEFAULT_STUDIES_DIR  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: a load test must never aim at another machine
 START_TIMEOUT_S = 600  # loading the stack and the warm-up on 2 busy cores can take minutes
 MEMORY_POLL_S = 0.25
 
 
+STUDY_METHODS = ("base", "mavis", "mod", "rsoup")  # a study file's methods = "all": its pool's columns here
 REFUSED = "queued or running"  # in the app's message for a request over its session's or address's share
 
 
@@ -110,7 +117,7 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
     return {k: int(v.split()[0]) / 1024 for k, v in fields.items()}
 
 
-def start_server(stack: Path, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(stack: Path, folder: Path, studies_dir: str = DEFAULT_STUDIES_DIR) -> tuple[subprocess.Popen, str]:
     """`python app.py` on a free loopback port; returns (process, url) once its API answers."""
     import httpx
 
@@ -118,7 +125,7 @@ def start_server(stack: Path, folder: Path) -> tuple[subprocess.Popen, str]:
     log = (folder / "server.log").open("w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     cmd = [sys.executable, str(ROOT / "app.py"), "--stack", str(stack), "--host", HOST, "--port", str(port),
-           "--study-db", str(folder / "study.db")]
+           "--study-db", str(folder / "study.db"), "--studies-dir", str(Path(studies_dir).resolve())]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url, deadline = f"http://{HOST}:{port}/", time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and server.poll() is None:
@@ -307,6 +314,80 @@ def run_disconnect(url: str, server: subprocess.Popen, args: argparse.Namespace)
     return out
 
 
+def study_pool(name: str, studies_dir: str, folder: Path) -> int:
+    """A pool of made-up replies for study ``name`` in the run's database; returns the trials per participant."""
+    from mavis_core.study import read_study, study_path
+    from mavis_core.study.simulate import fake_pool
+
+    spec = read_study(study_path(name, studies_dir))
+    fake_pool(spec, folder / "study.db", spec.methods or STUDY_METHODS)
+    return spec.total_trials
+
+
+def random_answer(shown: dict, rng: random.Random) -> dict:
+    """An answer to every question the trial asks, at random (the benchmark times serving, not judgement)."""
+    slots, answer = list(shown["replies"]), {}
+    if "ratings" in shown["asks"]:
+        answer["ratings"] = {s: {o: rng.randint(1, len(shown["scale"])) for o in shown["objectives"]} for s in slots}
+    if "favourite" in shown["asks"]:
+        answer["favourite"] = rng.choice(slots)
+    if "vote" in shown["asks"]:
+        answer["vote"] = rng.choice(["A", "B", "tie", "both bad"])
+    return answer
+
+
+def one_participant(url: str, index: int, name: str, deadline: float, results: Results) -> None:
+    """One participant: their own session and address, every trial answered as soon as it shows."""
+    from gradio_client import Client
+
+    args_timeout = max(1.0, deadline - time.monotonic())  # httpx's default 5 s is less than a busy queue's wait
+    rng, pid = random.Random(index), f"load-{index:03d}"
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False, headers={"X-Forwarded-For": address(index)},
+                        httpx_kwargs={"timeout": args_timeout})
+        start = time.monotonic()
+        shown = client.predict(name, pid, api_name="/participant_start")
+        results.record(None, time.monotonic() - start)
+        while not shown["done"] and time.monotonic() < deadline:
+            start = time.monotonic()
+            shown = client.predict(name, pid, shown["position"], random_answer(shown, rng),
+                                   api_name="/participant_submit")
+            results.record(None, time.monotonic() - start)
+    except Exception as err:  # noqa: BLE001 - every failure is reported by its message
+        results.record(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}", 0.0)
+        return
+    if not shown["done"]:
+        results.record("timeout", 0.0)
+        return
+    with results.lock:
+        results.methods.append(pid)
+
+
+def run_study(url: str, args: argparse.Namespace) -> tuple[Results, float]:
+    """--clients participants at once; returns the results (``methods``: the pids that finished) and the wall."""
+    results, start = Results(), time.monotonic()
+    deadline = start + args.timeout
+    people = [threading.Thread(target=one_participant, args=(url, i, args.study, deadline, results), daemon=True)
+              for i in range(args.clients)]
+    for t in people:
+        t.start()
+    for t in people:
+        t.join(timeout=max(1.0, deadline + 30 - time.monotonic()))
+    return results, time.monotonic() - start
+
+
+def report_study(results: Results, wall: float, trials: int, args: argparse.Namespace) -> None:
+    lat = results.latencies
+    print(f"study {args.study}: {args.clients} participants at once, {trials} trials each (pool of made-up "
+          f"replies); wall {wall:.1f} s")
+    print(f"finished {len(results.methods)}   errors {sum(results.errors.values())}   timed out {results.timed_out}")
+    print(f"latency per trial shown (start or submit): p50 {percentile(lat, 50) * 1000:.0f} ms   p95 "
+          f"{percentile(lat, 95) * 1000:.0f} ms   max {max(lat, default=math.nan) * 1000:.0f} ms   throughput "
+          f"{len(lat) / wall:.1f} trials/s")
+    for message, count in results.errors.most_common():
+        print(f"  error ×{count}: {message}")
+
+
 def report(results: Results, wall: float, memory: dict, args: argparse.Namespace, asked: int | None = None) -> None:
     lat = results.latencies
     asked = asked if asked is not None else args.clients * args.requests_per_client
@@ -352,13 +433,18 @@ def main() -> None:
                         help="disconnect: what the leaving clients ask for")
     parser.add_argument("--disconnect-after", type=float, default=2.0, help="disconnect: seconds before leaving")
     parser.add_argument("--settle", type=float, default=10.0, help="disconnect: seconds of server CPU to count")
+    parser.add_argument("--study", help="study: participants of studies/NAME.toml instead of a --scenario")
+    parser.add_argument("--studies-dir", default=DEFAULT_STUDIES_DIR, help="study: the folder of study files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stack = random_stack(folder) if args.random else Path(args.stack).resolve()
-        server, url = start_server(stack, folder)
+        trials = study_pool(args.study, args.studies_dir, folder) if args.study else 0
+        server, url = start_server(stack, folder, args.studies_dir)
         try:
-            if args.scenario == "steady":
+            if args.study:
+                report_study(*run_study(url, args), trials, args)
+            elif args.scenario == "steady":
                 report(*run_load(url, server, args), args)
             elif args.scenario == "burst":
                 burst, bystander, wall, memory = run_burst(url, server, args)
