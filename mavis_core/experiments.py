@@ -383,7 +383,7 @@ def run_searches(stack: Stack, prompts: Prompts, rc: ResultsConfig) -> pd.DataFr
     """Every method sampled, by best-of-N and by beam search, over `search_grid`. Sampling runs one λ point a
     batch, as each search does, so the section's time ratios compare like with like."""
     seeds = list(range(rc.search_seeds))
-    return pd.concat([sweep(stack, prompts, seeds, stack.methods, search_grid(stack, rc),
+    return pd.concat([sweep(stack, prompts, seeds, page_methods(stack), search_grid(stack, rc),
                             rc.decode(stack, search=search), lanes_per_batch=1)
                       for search in ("sample", "best_of_n", "beam")], ignore_index=True)
 

@@ -62,6 +62,12 @@ def test_every_section_is_written(page):
                     "## 8. Against policies fine-tuned", "## 9. The next iteration", "## 10. What this says",
                     "## Cost of this page"):
         assert heading in text
+    # every table that averages over prompts gives each kind: section 2's comparisons, the simplex's ρ, section 4's
+    # rewards, the top-k table, the search's hypervolumes and the references'
+    assert "### Per prompt kind" in text and text.count(", per prompt kind:") == 5
+    section_2 = text[text.index("### Per prompt kind"):text.index("## 3.")]
+    assert re.search(r"\| harmful \| helpful–harmless \| (\d+%|–) \(\d+ of 11\) \| (\d+%|–) \(\d+ of 11\) \| "
+                     r"(\d+%|–) \(\d+ of 11\) \|", section_2)
     # section 2 reads its page-β table, its KL budgets, Prompted and the conditioned policy; refusals are read too
     assert text.count("**Reading.**") == 12
     # the verdicts come first, then the prompt kinds with the helpful–harmless front on harmful requests
@@ -136,7 +142,7 @@ def test_tables_hold_what_the_page_reports(page, tiny_stack):
     assert sorted(following.objective.unique()) == sorted(tiny_stack.objectives)
     search = pd.read_csv(data / "search.csv")
     assert set(search.search) == {"sample", "best_of_n", "beam"}
-    assert {"mavis beam-4", "mod best-of-4"} <= set(search.series)
+    assert {"mavis beam-4", "mod best-of-4", "prompted beam-4", "conditioned best-of-4"} <= set(search.series)
 
 
 def test_figures_are_saved(page):

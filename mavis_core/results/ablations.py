@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import METHOD_NAMES
+from ..config import METHOD_NAMES, METHODS
 from ..evaluation import (
     REWARD_PREFIX,
     front_figure,
@@ -19,6 +19,7 @@ from ..experiments import (
     search_pair,
 )
 from ..stack import Stack
+from .kinds import kind_table
 from .report import Report
 
 
@@ -44,6 +45,17 @@ def _beta_figure(curve: pd.DataFrame, base: pd.Series, policy: pd.DataFrame, o: 
     return fig
 
 
+def _beta_entry(df: pd.DataFrame, o: str) -> dict[str, str]:
+    """Objective ``o``'s row of section 4's table: its reward (KL) for the base, MAVIS at each β and its policy."""
+    base = df[df.method == "base"].iloc[0]
+    entry = {"objective": o, "base": f"{base[f'{REWARD_PREFIX}{o}']:.3f} ({base.kl:.1f})"}
+    entry.update({f"MAVIS β={r.beta:g}": f"{r[f'{REWARD_PREFIX}{o}']:.3f} ({r.kl:.1f})"
+                  for _, r in df[(df.method == "mavis") & (df.objective == o)].iterrows()})
+    for _, p in df[(df.method == "policy") & (df.objective == o)].iterrows():
+        entry["policy"] = f"{p[f'{REWARD_PREFIX}{o}']:.3f} ({p.kl:.1f})"
+    return entry
+
+
 def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
     """Section 4 from `run_betas`' table: single-objective MAVIS over β against the objective's policy."""
     df.to_csv(report.data / "beta.csv", index=False)
@@ -57,12 +69,8 @@ def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConf
     for o in stack.objectives:
         curve = df[(df.method == "mavis") & (df.objective == o)]
         policy = df[(df.method == "policy") & (df.objective == o)]
-        entry = {"objective": o, "base": f"{base[f'{REWARD_PREFIX}{o}']:.3f} ({base.kl:.1f})"}
-        entry.update({f"MAVIS β={r.beta:g}": f"{r[f'{REWARD_PREFIX}{o}']:.3f} ({r.kl:.1f})"
-                      for _, r in curve.iterrows()})
         if len(policy):
             p = policy.iloc[0]
-            entry["policy"] = f"{p[f'{REWARD_PREFIX}{o}']:.3f} ({p.kl:.1f})"
             at = reward_at_kl(curve, p.kl, o)
             best = curve.loc[curve[f"{REWARD_PREFIX}{o}"].idxmax()]
             reading.append(
@@ -71,10 +79,12 @@ def beta_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConf
                    f"MAVIS's curve does not reach KL {p.kl:.1f} (it spans {curve.kl.min():.1f}–{curve.kl.max():.1f})")
                 + f"; MAVIS's best is {best[f'{REWARD_PREFIX}{o}']:.3f} at β = {best.beta:g} (KL {best.kl:.1f}), "
                 f"against the base's {base[f'{REWARD_PREFIX}{o}']:.3f}.")
-        table.append(entry)
+        table.append(_beta_entry(df, o))
         report.figure(_beta_figure(curve, base, policy, o), f"beta_{o}", f"{o} reward against KL over β")
     report.add("Reward (KL) per setting:", "")
     report.table(pd.DataFrame(table).fillna("–"))
+    kind_table(report, df, lambda view, _: pd.DataFrame([_beta_entry(view, o) for o in stack.objectives]).fillna("–"),
+               "Reward (KL) per setting")
     report.add(" ".join(reading), "")
     report.facts["beta"] = df
 
@@ -96,6 +106,9 @@ def top_k_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list[
                f"of {len(prompts) * rc.seeds} replies' generation time over their tokens (throughput on this "
                "machine; the ratio to the base at the same k, taken in the same run, is what carries over).", "")
     report.table(table, ".3f")
+    rewards = ["method", "top_k", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl"]
+    kind_table(report, df, lambda view, _: view[rewards].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)),
+               "Mean rewards and KL of the base and MAVIS at each k", ".3f")
     report.add(reading_top_k(table, df, stack.objectives), "")
 
 
@@ -133,7 +146,8 @@ def search_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list
     vol = volumes.set_index("method").hypervolume
     cost = df.groupby(series, sort=False).agg(seconds_per_reply=("seconds_per_reply", "mean"), kl=("kl", "mean"))
     rows = []
-    for method in stack.methods:
+    methods = [m for m in METHODS if m in set(df.method)]  # the stack's and Prompted, as the run measured them
+    for method in methods:
         names = [s for s in cost.index if s.split(" ")[0] == method]
         sampled = cost.loc[method, "seconds_per_reply"] if method in cost.index else float("nan")
         for name in names:
@@ -144,11 +158,13 @@ def search_section(report: Report, df: pd.DataFrame, stack: Stack, prompts: list
                          "mean KL": cost.loc[name, "kl"]})
     table = pd.DataFrame(rows)
     report.table(table, ".2f")
+    kind_table(report, df, lambda view, _: summarise(view, [x, y])[0].set_index("method").hypervolume.to_frame().T,
+               "Hypervolume of each series (a reference point per kind)")
     ref = volumes.iloc[0]
     report.figure(front_figure(df, x, y, [ref.ref_x, ref.ref_y],
                                title=f"{x} vs {y}: sampling, best-of-{rc.num_candidates}, beam-{rc.num_beams}"),
                   f"search_{x}_{y}", f"Fronts with and without search, {x} vs {y}")
-    report.add(*reading_search(table, stack.methods, rc), "")
+    report.add(*reading_search(table, methods, rc), "")
 
 
 def reading_search(table: pd.DataFrame, methods: list[str], rc: ResultsConfig) -> list[str]:

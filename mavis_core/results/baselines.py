@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..evaluation import kind_view
 from ..experiments import matched_table, own_kl_table
 from .fronts import pair_shares
+from .kinds import kinds_of
 from .report import Report, share
 
 
@@ -63,3 +65,34 @@ def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], be
     report.table(table, ".2f")
     report.add(*_reading(table, "the conditioned policy"), "")
     report.facts["conditioned"] = table
+
+
+def _kind_comparisons(df: pd.DataFrame, objectives: list[str], volumes: pd.DataFrame, beta: float) -> dict:
+    """Section 2's comparisons on one kind's view of the table (``volumes``: that kind's reference points)."""
+    methods = set(df.method)
+    tables = {"best of MOD and RSoup": matched_table(df, objectives, [m for m in ("mod", "rsoup") if m in methods],
+                                                     volumes, beta=beta)[0]}
+    if "prompted" in methods:
+        tables["Prompted"] = own_kl_table(df, objectives, volumes, beta)[0]
+    if "conditioned" in methods:
+        tables["Conditioned"] = matched_table(df, objectives, ["conditioned"], volumes, beta=beta)[0]
+    return tables
+
+
+def kinds_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float) -> None:
+    """Section 2's comparisons over each prompt kind's replies (nothing where the prompts carry no kinds)."""
+    kinds, rows = kinds_of(df), []
+    for kind in kinds:
+        volumes = report.facts["kinds"][report.facts["kinds"].kind == kind]
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for name, table in _kind_comparisons(kind_view(df, kind), objectives, volumes, beta).items():
+            for p in pair_shares(table):
+                cells.setdefault((p["x"], p["y"]), {})[f"MAVIS ÷ {name}"] = \
+                    f"{share(p['mavis'], p['best hv'])} ({p['matched points']} of {p['of']})"
+        rows += [{"kind": kind, "pair": f"{x}–{y}", **c} for (x, y), c in cells.items()]
+    if rows:
+        report.add("### Per prompt kind", "",
+                   "The same comparisons over each kind's replies (their own rewards and KL; the per-kind section's "
+                   "reference points): MAVIS's hypervolume as a share of each baseline's at the page's β, with the λ "
+                   "points compared.", "")
+        report.table(pd.DataFrame(rows))

@@ -25,6 +25,7 @@ from ..experiments import (
     pair_volumes,
 )
 from ..stack import Stack
+from .kinds import kind_table
 from .report import Report, rho_text, share
 
 
@@ -257,6 +258,9 @@ def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
                "and seeds. Spearman's ρ between each objective's weight and its mean reward:", "")
     rho = spearman.pivot_table(index="method", columns="objective", values="spearman", sort=False)
     report.table(rho.reindex(columns=stack.objectives).reset_index(), ".2f")
+    kind_table(report, df, lambda view, _: weight_spearman(view).pivot_table(
+        index="method", columns="objective", values="spearman", sort=False).reindex(columns=stack.objectives)
+        .reset_index(), "Spearman's ρ")
     w = [f"w_{o}" for o in stack.objectives]
     distance = np.abs(df[w].to_numpy(float) - 1 / len(w)).sum(axis=1)  # NaN for the base, which has no λ
     nearest = df[np.isclose(distance, np.nanmin(distance)) | df.method.eq("base")].copy()

@@ -4,6 +4,8 @@ the figures issue 29's acceptance names, read from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -26,6 +28,32 @@ def kinds_of(df: pd.DataFrame) -> list[str]:
     """The kinds a sweep table has columns for, harmful first (`prompts.KINDS` order, then any other)."""
     kinds = table_kinds(df)
     return [k for k in KINDS if k in kinds] + [k for k in kinds if k not in KINDS]
+
+
+def by_kind(df: pd.DataFrame, build: Callable[[pd.DataFrame, str], pd.DataFrame]) -> pd.DataFrame:
+    """``build(view, kind)``'s table for each prompt kind's view of ``df`` (`kind_view`), stacked under a leading
+    kind column; empty where ``df`` has no kinds."""
+    parts = [build(kind_view(df, k), k).assign(kind=k) for k in kinds_of(df)]
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    return out[["kind", *(c for c in out.columns if c != "kind")]]
+
+
+def kind_table(report: Report, df: pd.DataFrame, build: Callable[[pd.DataFrame, str], pd.DataFrame], what: str,
+               floatfmt: str = ".2f") -> None:
+    """`by_kind`'s table under a line naming ``what``; nothing where ``df``'s prompts carry no kinds."""
+    table = by_kind(df, build)
+    if len(table):
+        report.add(f"{what}, per prompt kind:", "")
+        report.table(table, floatfmt)
+
+
+def kind_reference(report: Report, kind: str, x: str, y: str) -> tuple[float, float]:
+    """The hypervolume reference point of the pair (x, y) on ``kind``'s prompts (the per-kind section's)."""
+    v = report.facts["kinds"]
+    row = v[(v.kind == kind) & (v.x == x) & (v.y == y)].iloc[0]
+    return float(row.ref_x), float(row.ref_y)
 
 
 def _methods(df: pd.DataFrame) -> list[str]:

@@ -17,6 +17,7 @@ from ..experiments import (
     reference_pair,
 )
 from ..stack import Stack
+from .kinds import kind_reference, kind_table
 from .report import Report, share
 
 
@@ -83,6 +84,8 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
                "(section 1's rows where its grid has them), each at its own KL (not matched); hypervolume over "
                "those points with section 1's reference point for the pair.", "")
     report.table(summary_rows, ".2f")
+    kind_table(report, df, lambda view, kind: pd.DataFrame([{METHOD_NAMES[m]: v for m, v in _reference_points(
+        view, methods, x, y, kind_reference(report, kind, x, y))[0].items()}]), "Hypervolume over those λ points")
     report.add(f"Mean rewards {x} / {y} (KL) at each λ point:", "")
     report.table(table)
     report.facts["references"] = summary_rows.assign(pair=f"{x}–{y}", points=n)

@@ -31,7 +31,7 @@ from ..experiments import (
 from ..prompts import KINDS
 from ..stack import Stack
 from .ablations import beta_section, search_section, top_k_section
-from .baselines import conditioned_part, prompted_part
+from .baselines import conditioned_part, kinds_part, prompted_part
 from .fronts import matched_section, pairs_section, simplex_section
 from .kinds import kinds_of, kinds_section
 from .models import agreement_section, iteration_section, references_section
@@ -152,6 +152,7 @@ def _matched(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) 
     matched_section(report, df, stack, rc)
     prompted_part(report, df, list(stack.objectives), rc.beta)
     conditioned_part(report, df, list(stack.objectives), rc.beta, "conditioned" in stack.methods)
+    kinds_part(report, df, list(stack.objectives), rc.beta)
 
 
 def _sections(report: Report, stack: Stack, rc: ResultsConfig, p: Prompts, sp: Prompts,
