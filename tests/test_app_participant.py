@@ -238,3 +238,52 @@ def test_the_api_walks_a_participant_and_refuses_plainly(served):
     client.predict("t", "api-2", api_name="/participant_start")
     with pytest.raises(Exception, match="allowed: exactly"):
         client.predict("t", "api-2", 1, {"stars": 5}, api_name="/participant_submit")
+
+
+TINY = """
+title = "Tiny"
+instructions = "Rate."
+methods = ["base", "mavis", "mod"]
+trials_per_participant = 2
+completion_code = "TINY-1"
+
+[prompts]
+items = ["hello there", "tell me a joke"]
+
+[weights]
+conditions = [{ helpful = 1, humor = 0 }, { helpful = 1, humor = 1 }]
+
+[settings]
+seeds = 1
+max_new_tokens = 4
+beta = 2.0
+
+[task]
+kinds = ["ratings", "favourite"]
+"""
+
+
+def test_a_pool_decoded_on_the_tiny_stack_is_served_with_no_model_call(tiny_stack, tmp_path, monkeypatch):
+    import torch
+
+    from mavis_core.study import BuildConfig, build_pool
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "tiny.toml").write_text(TINY)
+    db = tmp_path / "study.db"
+    build_pool(BuildConfig(tmp_path / "studies" / "tiny.toml", db, progress=False), tiny_stack)
+    ctx = Context(SimpleNamespace(), StudyDB(db), Admin(TOKEN, Exports(tmp_path / "cache")))
+    participant = Participant(ctx, tmp_path / "studies")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model ran while a participant was served")
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", no_model)
+    state = participant.route(request("study=tiny&pid=real-1"))[4]
+    screen = participant.open_trials(state)
+    texts = []
+    while screen[3]["visible"] is False:
+        state, texts = screen[0], texts + [r["value"] for r in screen[6 + len(SLOTS):6 + 2 * len(SLOTS)]
+                                           if r["visible"]]
+        screen = participant.answer(state, *page_answer(state))
+    assert "TINY-1" in screen[-1] and len(texts) == 2 * 3 and all(isinstance(t, str) for t in texts)
