@@ -7,6 +7,7 @@ participant gets their code again. Without ``study`` in the link the page is the
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import gradio as gr
 
 from mavis_core.study import SLOTS, Completion, ShownTrial, StudySessions, check_pid, study_path
 
-from .api import LOG, shown_in_place, user_errors
+from .api import LOG, address, shown_in_place, user_errors
 from .context import Context
 
+STARTS_PER_ADDRESS = (60, 600.0)  # study starts (and resumes) per client address per 10 min: no script enrols
+# pids by the hundred to skew the balance (a lab behind one address may need it raised)
 MAX_OBJECTIVES = 4  # rating rows laid out per reply; a study rating more objectives is refused in plain words
 VOTE_CHOICES = [("A is better", "A"), ("B is better", "B"), ("Both equally good", "tie"),  # arena.VOTES
                 ("Both bad", "both bad")]
@@ -67,10 +70,18 @@ class Participant:
             self._open[path.stem] = (stamp, sessions)
             return sessions
 
-    def start(self, study: str, pid: str) -> dict:
+    def start(self, study: str, pid: str, request: gr.Request | None = None) -> dict:
         """Start or resume ``pid`` in ``study``: their current trial, or their completion (`as_json`)."""
         with user_errors("participant_start"):
-            return as_json(self.sessions(study).start(check_pid(pid)))
+            sessions, pid = self.sessions(study), check_pid(pid)
+            key = f"study start {address(request)}"
+            wait = self.ctx.trials.wait(key, STARTS_PER_ADDRESS)
+            if wait:
+                raise ValueError(f"{STARTS_PER_ADDRESS[0]} study starts came from your address in the last "
+                                 f"{STARTS_PER_ADDRESS[1] / 60:.0f} minutes, the most allowed; try again in "
+                                 f"{math.ceil(wait / 60)} min.")
+            self.ctx.trials.add(key)
+            return as_json(sessions.start(pid))
 
     def submit(self, study: str, pid: str, position: int, answer: dict) -> dict:
         """Store ``pid``'s ``answer`` to trial ``position`` ({"ratings": {slot: {objective: 1…}}, "favourite": slot}
@@ -86,9 +97,9 @@ class Participant:
         params = dict(getattr(request, "query_params", None) or {})
         if "researcher" in params:
             return [gr.update(visible=False), gr.update(visible=False), gr.update(visible=True),
-                    params["researcher"][:64], *[gr.skip()] * 4]
+                    params["researcher"][:64], *[gr.skip()] * 5]
         if "study" not in params:
-            return [gr.skip()] * 8
+            return [gr.skip()] * 9
         try:
             sessions = self.sessions(params["study"])
             param = sessions.spec.participant_param
@@ -100,13 +111,13 @@ class Participant:
         except ValueError as err:
             state, title, intro, ready = None, "", BROKEN_LINK.format(reason=err), False
         return [gr.update(visible=False), gr.update(visible=True), gr.update(visible=False), gr.skip(), state, title,
-                intro, gr.update(visible=ready)]
+                intro, gr.update(visible=ready), intro if ready else ""]
 
-    def open_trials(self, state: dict | None) -> list:
+    def open_trials(self, state: dict | None, request: gr.Request | None = None) -> list:
         """Start pressed: the participant's current trial (a return resumes), or their completion."""
         if not state:
             raise gr.Error("Open the study from the link you were given.", print_exception=False)
-        return trial_view(state, self.start(state["study"], state["pid"]))
+        return trial_view(state, self.start(state["study"], state["pid"], request))
 
     def answer(self, state: dict | None, favourite: str | None, vote: str | None, *ratings) -> list:
         """Submit pressed: the answer from the inputs shown, stored; the next trial or the completion."""
@@ -199,6 +210,8 @@ def _layout() -> dict:
             c["start"] = gr.Button("Start", variant="primary", visible=False, elem_id="participant-start")
         with gr.Column(visible=False, elem_id="participant-trial") as c["trial"]:
             c["header"] = gr.Markdown("", elem_id="participant-progress")
+            with gr.Accordion("Instructions", open=False):
+                c["reminder"] = gr.Markdown("", elem_id="participant-reminder")
             c["prompt"] = gr.Textbox(label="The message sent to the assistant", interactive=False, lines=2,
                                      elem_id="participant-prompt")
             with gr.Row(equal_height=False, elem_id="participant-replies"):
@@ -232,7 +245,7 @@ def participant_view(handlers: Participant, demo: gr.Blocks, explorer: gr.Column
     c = _layout()
     demo.load(None, js=HIDE_EXPLORER, **QUIET)
     demo.load(handlers.route, outputs=[explorer, c["view"], researcher[0], researcher[1], c["state"], c["title"],
-                                       c["instructions"], c["start"]], **QUIET)
+                                       c["instructions"], c["start"], c["reminder"]], **QUIET)
     outputs = view_outputs(c)
     c["start"].click(shown_in_place(handlers.open_trials, len(outputs)), inputs=c["state"],
                      outputs=[*outputs, c["notice"]], api_visibility="private", show_progress="hidden", **SERVED)

@@ -84,10 +84,10 @@ def request(query: str) -> SimpleNamespace:
 
 def test_a_link_walks_instructions_trials_and_completion(participant):
     out = participant.route(request("study=t&PROLIFIC_PID=abc123"))
-    explorer, view, researcher, _, state, title, intro, start = out
+    explorer, view, researcher, _, state, title, intro, start, reminder = out
     assert explorer["visible"] is False and view["visible"] is True and researcher["visible"] is False
     assert state == {"study": "t", "pid": "abc123"} and "Which reply is best?" in title and "then answer" in intro
-    assert start["visible"] is True
+    assert start["visible"] is True and reminder == intro  # the instructions stay at hand during the trials
     screen = participant.open_trials(state)
     seen, kinds = [], []
     while screen[3]["visible"] is False:  # until the completion screen shows
@@ -147,7 +147,7 @@ def test_missing_answers_are_named_and_nothing_is_stored(participant):
     ("study=t&PROLIFIC_PID=a%20b", "participant id"), ("study=t&PROLIFIC_PID=" + "x" * 65, "65 characters"),
     ("study=t", "PROLIFIC_PID=… part is missing"), ("study=nopool&pid=a", "is not open for participants yet")])
 def test_every_bad_link_gets_a_plain_message(participant, query, reason):
-    explorer, view, _, _, state, title, intro, start = participant.route(request(query))
+    explorer, view, _, _, state, title, intro, start, _ = participant.route(request(query))
     assert explorer["visible"] is False and view["visible"] is True  # the study view only, with the message
     assert state is None and start["visible"] is False and reason in intro
     assert intro.startswith(BROKEN_LINK.split(":")[0]) and "Traceback" not in intro and "study.db" not in intro
@@ -155,7 +155,7 @@ def test_every_bad_link_gets_a_plain_message(participant, query, reason):
 
 def test_the_plain_pid_parameter_works_and_no_study_means_the_explorer(participant):
     assert participant.route(request("study=t&pid=z9"))[4] == {"study": "t", "pid": "z9"}
-    assert participant.route(request("seed=3&prompt=hi")) == [gr.skip()] * 8
+    assert participant.route(request("seed=3&prompt=hi")) == [gr.skip()] * 9
     out = participant.route(request("researcher=t"))
     assert out[0]["visible"] is False and out[2]["visible"] is True and out[3] == "t"
 
@@ -287,3 +287,15 @@ def test_a_pool_decoded_on_the_tiny_stack_is_served_with_no_model_call(tiny_stac
                                            if r["visible"]]
         screen = participant.answer(state, *page_answer(state))
     assert "TINY-1" in screen[-1] and len(texts) == 2 * 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_one_address_cannot_start_participants_by_the_hundred(participant, monkeypatch):
+    import app.participant
+
+    monkeypatch.setattr(app.participant, "STARTS_PER_ADDRESS", (2, 600.0))
+    script = SimpleNamespace(client=SimpleNamespace(host="10.1.1.1"))
+    participant.start("t", "s-1", script)
+    participant.start("t", "s-2", script)
+    with pytest.raises(gr.Error, match="2 study starts came from your address"):
+        participant.start("t", "s-3", script)
+    assert participant.start("t", "s-3", SimpleNamespace(client=SimpleNamespace(host="10.1.1.2")))["position"] == 1
