@@ -10,6 +10,7 @@ from .. import pareto
 from ..config import METHOD_NAMES, METHODS
 from ..evaluation import (
     REWARD_PREFIX,
+    kind_view,
 )
 from ..experiments import (
     ResultsConfig,
@@ -97,6 +98,14 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
                + ", ".join(f"{r['method']} {r['mean KL']:.1f}" for _, r in summary_rows.iterrows()) + ".", "")
 
 
+def _kind_gains(current: pd.DataFrame, following: pd.DataFrame, kind: str, objectives: list[str]) -> pd.DataFrame:
+    """`iteration_gains` over ``kind``'s prompts (``following`` is already that kind's view), as table cells."""
+    g = iteration_gains(kind_view(current, kind), following, objectives)
+    return pd.DataFrame({"objective": g.objective, "β": [f"{b:g}" for b in g.beta],
+                         "difference": ["–" if np.isnan(v) else f"{v:+.3f} ± " + ("–" if np.isnan(e) else f"{e:.3f}")
+                                        for v, e in zip(g.gain, g.gain_se, strict=True)]})  # no se from 1 reply
+
+
 def iteration_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
     """Section 9 from `run_next_iteration`'s table: the next iteration's value model against the stack's own at
     matched KL, per objective (the paper's Theorem 1: iteration k + 1 is no worse than iteration k)."""
@@ -126,6 +135,8 @@ def iteration_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Result
                      "iteration k + 1 at iteration k's KL": "–" if np.isnan(g.next_reward) else f"{g.next_reward:.3f}",
                      "difference": "–" if np.isnan(g.gain) else f"{g.gain:+.3f} ± {g.gain_se:.3f}"})
     report.table(pd.DataFrame(rows))
+    kind_table(report, df, lambda view, kind: _kind_gains(report.facts["beta"], view, kind, stack.objectives),
+               "The difference at iteration k's KL")
     reading = ["**Reading.**"]
     for o, g in gains.dropna(subset=["gain"]).groupby("objective", sort=False):
         worse = g[g.gain < -2 * g.gain_se]
