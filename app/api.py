@@ -14,6 +14,7 @@ import gradio as gr
 
 from mavis_core.engine import _number
 
+QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}  # page-only, instant listeners
 FILLED_BY_GRADIO = ("request", "progress")  # listener parameters gradio fills itself: no component behind them
 LOG = logging.getLogger("mavis.app")
 

@@ -12,25 +12,16 @@ from mavis_core.arena import VOTES
 
 from . import text
 from .admin import ADMIN_TOKEN_ENV
-from .api import cleared_once_saved, listen, spent, user_errors, wire_in_place
-from .context import Context
+from .api import QUIET, cleared_once_saved, listen, spent, user_errors, wire_in_place
 from .guard import MODEL_WORK
-from .trials import check_prompt, count_trial, decode_trial, draw_trial
+from .trials import TrialHandlers, count_trial, decode_trial, draw_trial
 
 WAITING = "Press **New pair** to see two replies."
 WORDS = {"A": "A is better", "B": "B is better", "tie": "Tie: equally good", "both bad": "Both are bad"}
-QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 
 
-class Arena:
+class Arena(TrialHandlers):
     """Handlers of the arena tab."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.engine = ctx, ctx.engine
-
-    def check(self, participant: str, prompt: str) -> None:
-        with user_errors("check_study"):
-            check_prompt(self.ctx, prompt)
 
     def new(self, request: gr.Request, participant: str, prompt: str,
             progress=gr.Progress()):  # noqa: B008 - gradio's way of asking for a progress bar

@@ -19,7 +19,7 @@ from mavis_core.engine import (
 )
 from mavis_core.plots import explanation_html
 
-from .api import listen
+from .api import QUIET, listen
 from .controls import (
     NO_Z,
     SEARCH_CHOICES,
@@ -166,7 +166,6 @@ def _chart_controls(engine: Engine, actions: Replies, c: dict) -> None:
             c["point"] = gr.Textbox("", visible="hidden", elem_id="point-pick", label="clicked point")
 
 
-QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}  # page-only, instant listeners
 
 
 def generate_tab(replies: Replies, sweep: Sweep, demo: gr.Blocks) -> None:

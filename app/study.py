@@ -12,26 +12,17 @@ from mavis_core.study import RATING_RANGE, SLOTS
 
 from . import text
 from .admin import ADMIN_TOKEN_ENV
-from .api import cleared_once_saved, listen, spent, user_errors, wire_in_place
-from .context import Context
+from .api import QUIET, cleared_once_saved, listen, spent, user_errors, wire_in_place
 from .guard import MODEL_WORK
-from .trials import check_prompt, count_trial, decode_trial, draw_trial
+from .trials import TrialHandlers, count_trial, decode_trial, draw_trial
 
 WAITING = "Press **New trial** to see the replies."
 TASK = ("Rate every reply on each objective by itself (1 = poor, 5 = excellent); pick as favourite the reply that "
         "best serves this weighted mix.")
-QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 
 
-class Study:
+class Study(TrialHandlers):
     """Handlers of the study tab."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.engine = ctx, ctx.engine
-
-    def check(self, participant: str, prompt: str) -> None:
-        with user_errors("check_study"):
-            check_prompt(self.ctx, prompt)
 
     def new(self, request: gr.Request, participant: str, prompt: str,
             progress=gr.Progress()):  # noqa: B008 - gradio's way of asking for a progress bar

@@ -11,7 +11,7 @@ import gradio as gr
 
 from mavis_core.engine import SEED_RANGE, Settings, clean_prompt, weight_grid
 
-from .api import Gone, address
+from .api import Gone, address, user_errors
 from .context import Context
 from .threads import streamed
 
@@ -57,7 +57,14 @@ def decode_trial(ctx: Context, request: gr.Request | None, prompt: str, methods:
     return {r.method: r.text for r in replies}
 
 
-def check_prompt(ctx: Context, prompt: str) -> None:
-    """ValueError for a typed prompt that cannot be used; an empty one is fine where there are examples to draw."""
-    if (prompt or "").strip() or not ctx.engine.examples:
-        clean_prompt(prompt)
+class TrialHandlers:
+    """What the study's and the arena's handlers share: the context, and the browser's check of a typed prompt."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx, self.engine = ctx, ctx.engine
+
+    def check(self, participant: str, prompt: str) -> None:
+        """A typed prompt that cannot be used is refused; an empty one is fine where there are examples to draw."""
+        with user_errors("check_study"):
+            if (prompt or "").strip() or not self.engine.examples:
+                clean_prompt(prompt)
