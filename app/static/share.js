@@ -5,6 +5,7 @@
 (...values) => {
   const keys = KEYS;
   const query = new URLSearchParams(window.location.search);
+  if (query.has("study") || query.has("researcher")) return;  // a study's own link stays as sent: no methods in it
   keys.forEach((key, i) => {
     const value = Array.isArray(values[i]) ? values[i].join(",") : values[i];
     if (value === null || value === undefined || value === "") query.delete(key);
