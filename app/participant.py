@@ -28,7 +28,8 @@ TO_TOP = ("() => { if (!document.querySelector('#participant-notice').innerText.
 # Run in the browser as the page loads: a study link never shows the explorer (its methods' names), not even while
 # the server's answer, which swaps the views, is on its way.
 HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search); if (q.has('study') || "
-                 "q.has('researcher')) document.querySelector('#explorer').style.display = 'none'; }")
+                 "q.has('researcher')) { document.querySelector('#explorer').style.display = 'none'; "
+                 "document.title = 'Study'; } }")  # the tab's title too: "MAVIS demo" is no participant's business
 # Every participant action shares one group of its own, never waiting behind decoding: a pool trial is milliseconds
 # of SQLite, which takes one writer at a time, so a few workers keep it busy and more would only wait on its lock.
 SERVED = {"concurrency_id": "study_pool", "concurrency_limit": 4}

@@ -57,6 +57,7 @@ def test_a_link_walks_instructions_trials_and_completion(url, browser, tmp_path,
         assert not page.locator("#generate").is_visible()  # the study view only
         page.wait_for_timeout(1000)  # the explorer's share link would rewrite the address bar by now
         assert "methods" not in page.url and "w_" not in page.url, page.url  # no method names, even up there
+        assert page.title() == "Study"
         shot(page, tmp_path, f"intro-{width}")
         page.locator("#participant-start").click()
         for i in range(1, TOTAL + 1):
