@@ -15,7 +15,7 @@ import gradio as gr
 
 from mavis_core.study import SLOTS, Completion, ShownTrial, StudySessions, check_pid, study_path
 
-from .api import LOG, address, shown_in_place, user_errors
+from .api import LOG, QUIET, address, shown_in_place, user_errors
 from .context import Context
 
 STARTS_PER_ADDRESS = (60, 600.0)  # study starts (and resumes) per client address per 10 min: no script enrols
@@ -33,7 +33,6 @@ HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search);
 # Every participant action shares one group of its own, never waiting behind decoding: a pool trial is milliseconds
 # of SQLite, which takes one writer at a time, so a few workers keep it busy and more would only wait on its lock.
 SERVED = {"concurrency_id": "study_pool", "concurrency_limit": 4}
-QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 BROKEN_LINK = ("⚠️ **This study link does not work**: {reason}.\n\nPlease check the link you were given, or write to "
                "the researcher who sent it.")
 

@@ -16,10 +16,8 @@ from mavis_core.study import read_study, study_path
 from mavis_core.study.report import ReportConfig, progress, write_report
 
 from .admin import ADMIN_TOKEN_ENV
-from .api import listen, shown_in_place, spent
+from .api import QUIET, listen, shown_in_place, spent
 from .context import Context
-
-QUIET = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 
 
 class Researcher:
