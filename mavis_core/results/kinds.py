@@ -66,7 +66,7 @@ def kinds_section(report: Report, df: pd.DataFrame, objectives: list[str]) -> No
     kinds = kinds_of(df)
     if kinds:
         x, y = front_pair(objectives)
-        report.add("## Harmful, benign and chitchat prompts", "",
+        report.add("## By prompt kind", "",
                    f"Section 1's sweep with each kind of held-out prompt apart ({', '.join(kinds)}): the same replies, "
                    "averaged over one kind's prompts only. Hypervolumes use each kind's own reference points, so "
                    f"compare within a row. First the {x}–{y} front on {kinds[0]} requests, where the two conflict "
