@@ -64,9 +64,10 @@ def test_every_section_is_written(page):
                     "## 8. Against policies fine-tuned", "## 9. The next iteration", "## 10. What this says",
                     "## Cost of this page"):
         assert heading in text
-    # every table that averages over prompts gives each kind: section 2's comparisons, the simplex's ρ, section 4's
-    # rewards, the top-k table, the search's and the references' hypervolumes, the next iteration's differences
-    assert "### Per prompt kind" in text and text.count(", per prompt kind:") == 6
+    # every table that averages over prompts gives each kind: section 1's ρ within pairs, section 2's comparisons,
+    # the simplex's ρ and rewards, section 4's rewards, the top-k table, the search's and the references'
+    # hypervolumes, the references' rewards, the next iteration's differences
+    assert "### Per prompt kind" in text and text.count(", per prompt kind:") == 9
     section_2 = text[text.index("### Per prompt kind"):text.index("## 3.")]
     assert re.search(r"\| harmful \| helpful–harmless \| (\d+%|–) \(\d+ of 11\) \| (\d+%|–) \(\d+ of 11\) \| "
                      r"(\d+%|–) \(\d+ of 11\) \|", section_2)

@@ -86,12 +86,16 @@ def _spearman_tables(report: Report, df: pd.DataFrame, spearman: pd.DataFrame, o
     report.add("The same within each pair (its 11 λ points, the third objective at weight 0), ρ of the pair's first "
                "objective / its second. The table above pools an objective's two pairs and also counts, at weight 0, "
                "the pair it is not in, where its reward moves with which other objective is steered.", "")
-    both = [f"{rho_text(a)} / {rho_text(b)}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]
-    table = within.assign(rho=both) \
-        .assign(pair=within.x + "–" + within.y) \
-        .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False)
-    report.table(table.reset_index(), ".2f")
+    report.table(_within_table(within), ".2f")
+    kind_table(report, df, lambda view, _: _within_table(within_pair_spearman(view, objectives)), "Within each pair")
     return within
+
+
+def _within_table(within: pd.DataFrame) -> pd.DataFrame:
+    """`within_pair_spearman`'s table as the page shows it: a row per method, "ρ_x / ρ_y" per pair."""
+    both = [f"{rho_text(a)} / {rho_text(b)}" for a, b in zip(within.rho_x, within.rho_y, strict=True)]
+    return within.assign(rho=both).assign(pair=within.x + "–" + within.y) \
+        .pivot_table(index="method", columns="pair", values="rho", aggfunc="first", sort=False).reset_index()
 
 
 def within_pair_spearman(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
@@ -248,6 +252,17 @@ def reading_matched(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def _nearest_equal(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Each method's rows at the simplex grid points nearest equal weights, and the base's: λ, rewards, KL, length."""
+    w = [f"w_{o}" for o in objectives]
+    distance = np.abs(df[w].to_numpy(float) - 1 / len(w)).sum(axis=1)  # NaN for the base, which has no λ
+    nearest = df[np.isclose(distance, np.nanmin(distance)) | df.method.eq("base")].copy()
+    lam = nearest[w].to_numpy(float)
+    nearest.insert(1, "λ", ["–" if np.isnan(row).all() else " / ".join(f"{v:.2f}" for v in row) for row in lam])
+    cols = ["method", "λ", *(f"{REWARD_PREFIX}{o}" for o in objectives), "kl", "tokens"]
+    return nearest[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX))
+
+
 def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
     """Section 3 from `run_simplex`' table."""
     df.to_csv(report.data / "simplex.csv", index=False)
@@ -261,15 +276,10 @@ def simplex_section(report: Report, df: pd.DataFrame, stack: Stack) -> None:
     kind_table(report, df, lambda view, _: weight_spearman(view).pivot_table(
         index="method", columns="objective", values="spearman", sort=False).reindex(columns=stack.objectives)
         .reset_index(), "Spearman's ρ")
-    w = [f"w_{o}" for o in stack.objectives]
-    distance = np.abs(df[w].to_numpy(float) - 1 / len(w)).sum(axis=1)  # NaN for the base, which has no λ
-    nearest = df[np.isclose(distance, np.nanmin(distance)) | df.method.eq("base")].copy()
-    lam = nearest[w].to_numpy(float)
-    nearest.insert(1, "λ", ["–" if np.isnan(row).all() else " / ".join(f"{v:.2f}" for v in row) for row in lam])
-    cols = ["method", "λ", *(f"{REWARD_PREFIX}{o}" for o in stack.objectives), "kl", "tokens"]
     report.add(f"Mean rewards at the grid points nearest equal weights (λ as {' / '.join(stack.objectives)}) "
                "and the base:", "")
-    report.table(nearest[cols].rename(columns=lambda c: c.removeprefix(REWARD_PREFIX)), ".3f")
+    report.table(_nearest_equal(df, stack.objectives), ".3f")
+    kind_table(report, df, lambda view, _: _nearest_equal(view, stack.objectives), "The same", ".3f")
     counts = pareto_front(df[df.method != "base"], list(stack.objectives)).groupby("method").size()
     report.add(f"Points on each method's own {len(stack.objectives)}-objective Pareto front (of "
                f"{len(weight_grid(len(stack.objectives)))}): "

@@ -61,6 +61,12 @@ def _reference_points(df: pd.DataFrame, methods: list[str], x: str, y: str,
     return volumes, pd.DataFrame([{f"λ {x}": f"{lam:g}", **row} for lam, row in sorted(cells.items())])
 
 
+def _kind_points(report: Report, df: pd.DataFrame, kind: str, methods: list[str],
+                 pair: tuple[str, str]) -> tuple[dict[str, float], pd.DataFrame]:
+    """`_reference_points` on ``kind``'s view of the table, above that kind's reference point for the pair."""
+    return _reference_points(df, methods, *pair, kind_reference(report, kind, *pair))
+
+
 def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: ResultsConfig) -> None:
     """Section 8 from `run_references`' table: every method against the policies fine-tuned for each exact
     preference (the paper's MORLHF), on the pair the references lie on."""
@@ -85,10 +91,12 @@ def references_section(report: Report, df: pd.DataFrame, stack: Stack, rc: Resul
                "(section 1's rows where its grid has them), each at its own KL (not matched); hypervolume over "
                "those points with section 1's reference point for the pair.", "")
     report.table(summary_rows, ".2f")
-    kind_table(report, df, lambda view, kind: pd.DataFrame([{METHOD_NAMES[m]: v for m, v in _reference_points(
-        view, methods, x, y, kind_reference(report, kind, x, y))[0].items()}]), "Hypervolume over those λ points")
+    kind_table(report, df, lambda view, kind: pd.DataFrame([{METHOD_NAMES[m]: v for m, v in _kind_points(
+        report, view, kind, methods, (x, y))[0].items()}]), "Hypervolume over those λ points")
     report.add(f"Mean rewards {x} / {y} (KL) at each λ point:", "")
     report.table(table)
+    kind_table(report, df, lambda view, kind: _kind_points(report, view, kind, methods, (x, y))[1],
+               f"Mean rewards {x} / {y} (KL) at each λ point")
     report.facts["references"] = summary_rows.assign(pair=f"{x}–{y}", points=n)
     mavis = volumes.get("mavis", float("nan"))
     behind = [f"{METHOD_NAMES[m]} {share(v, volumes['morlhf'])}" for m, v in volumes.items() if m != "morlhf"]
