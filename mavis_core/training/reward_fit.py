@@ -1,0 +1,157 @@
+"""Fitting the reward heads: embeddings cached on disk, an MLP head trained on BCE with early stopping,
+temperature scaling, metrics, and the head folder's files. Used by `mavis_core.training.rewards`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..rewards import MINILM_DIM, EmbeddingHead, embed
+
+CACHE_CHUNK = 2048
+BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
+
+
+def cached_embed(texts: list[str], cache_dir: Path, name: str, device: torch.device) -> torch.Tensor:
+    """`embed` in chunks, each saved to ``cache_dir``; chunks already there are loaded, not recomputed.
+
+    The file names carry a hash of the whole text list, so a changed data set never reuses stale chunks.
+
+    Returns:
+        float32 tensor of shape (len(texts), 384).
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    chunks = []
+    for start in tqdm(range(0, len(texts), CACHE_CHUNK), desc=f"embed {name} ({len(texts)} texts)"):
+        path = cache_dir / f"{name}-{key}-{start // CACHE_CHUNK:04d}.pt"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            torch.save(embed(texts[start : start + CACHE_CHUNK], device), tmp)
+            os.replace(tmp, path)  # an interrupted run leaves no half-written chunk behind
+        chunks.append(torch.load(path))
+    return torch.cat(chunks) if chunks else torch.zeros(0, MINILM_DIM)
+
+
+
+def embed_pairs(prompts: list[str], replies: list[str], cache_dir: Path, name: str,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of n prompts and n replies, each distinct text embedded once (and cached on disk).
+
+    Returns:
+        u (n, 384) and v (n, 384).
+    """
+    index: dict[str, int] = {}
+    u_idx = [index.setdefault(t, len(index)) for t in prompts]
+    v_idx = [index.setdefault(t, len(index)) for t in replies]
+    e = cached_embed(list(index), cache_dir, name, device)  # (n_texts, 384)
+    return e[torch.tensor(u_idx, dtype=torch.long)], e[torch.tensor(v_idx, dtype=torch.long)]
+
+
+def fit_head(
+    featurize: Callable[..., torch.Tensor],
+    train: tuple[torch.Tensor, ...],
+    y_train: torch.Tensor,
+    val: tuple[torch.Tensor, ...],
+    y_val: torch.Tensor,
+    hidden: list[int],
+    seed: int,
+    pos_weight: float = 1.0,
+) -> EmbeddingHead:
+    """Train an `EmbeddingHead` with AdamW on binary cross-entropy, keeping the epoch of best validation loss.
+
+    Args:
+        featurize: maps a minibatch of the ``train`` tensors to features (b, in_dim).
+        train, val: embedding tensors indexed along dim 0 together, e.g. (u (n, 384), v (n, 384)).
+        y_train, y_val: (n,) float labels in {0, 1}.
+        pos_weight: weight of a positive example in the loss; n_negative / n_positive balances the classes.
+    """
+    torch.manual_seed(seed)
+    x_val = featurize(*val)  # (n_val, in_dim)
+    head = EmbeddingHead(x_val.shape[-1], hidden)
+    opt = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
+    order = torch.Generator().manual_seed(seed)
+    best, best_state, stale = float("inf"), None, 0
+    for _ in (bar := tqdm(range(MAX_EPOCHS), desc=f"train head {hidden}")):
+        head.train()
+        for idx in torch.randperm(len(y_train), generator=order).split(BATCH):
+            loss = loss_fn(head(featurize(*(t[idx] for t in train))), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            val_loss = loss_fn(head.eval()(x_val), y_val).item()
+        bar.set_postfix(val_loss=f"{val_loss:.4f}")
+        if val_loss < best - 1e-4:
+            best, best_state, stale = val_loss, {k: t.clone() for k, t in head.state_dict().items()}, 0
+        elif (stale := stale + 1) >= PATIENCE:
+            break
+    head.load_state_dict(best_state)
+    return head.eval()
+
+
+def calibrate(head: EmbeddingHead, x_val: torch.Tensor, y_val: torch.Tensor, pos_weight: float = 1.0) -> float:
+    """Temperature scaling (Guo et al. 2017): pick T > 0 minimising validation BCE of logits / T, then fold
+    1 / T into the last layer, so the saved head's logits are calibrated log-odds. Returns T.
+
+    T is searched on a log grid over [0.05, 20]: one parameter, and unlike a gradient method it cannot
+    diverge when the validation set is tiny or separable.
+    """
+    with torch.no_grad():
+        logits = head(x_val)  # (n,)
+        grid = torch.logspace(-1.3, 1.3, 261)  # (g,)
+        scaled = logits[None, :] / grid[:, None]  # (g, n)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            scaled, y_val.expand_as(scaled), pos_weight=torch.tensor(pos_weight), reduction="none"
+        ).mean(dim=1)  # (g,)
+        t = grid[losses.argmin()].item()
+        head.net[-1].weight /= t
+        head.net[-1].bias /= t
+    return t
+
+
+def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | None]:
+    """Accuracy at logit 0 and ROC AUC of (n,) logits against (n,) {0, 1} labels (None with one class only)."""
+    accuracy = ((logits > 0).float() == labels).float().mean().item()
+    auc = roc_auc_score(labels.numpy(), logits.numpy()) if 0 < labels.sum() < len(labels) else None
+    return {"accuracy": round(accuracy, 4), "auc": None if auc is None else round(float(auc), 4)}
+
+
+def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of the accuracies on positives and on negatives, at logit 0: fair when classes are unequal."""
+    hits = (logits > 0).float() == labels  # (n,)
+    return round((hits[labels == 1].float().mean().item() + hits[labels == 0].float().mean().item()) / 2, 4)
+
+
+def save_head(head: EmbeddingHead, folder: Path, config: dict) -> list[Path]:
+    """Write ``head.safetensors`` and ``config.json``; returns the two paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: t.contiguous() for k, t in head.state_dict().items()}, folder / "head.safetensors")
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return [folder / "head.safetensors", folder / "config.json"]
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def score_table(header: str, rows: list[tuple[str, ...]], scores: torch.Tensor) -> str:
+    """A markdown table of example texts and their scores."""
+    n_cols = len(rows[0]) + 1
+    lines = [header, "|" + "---|" * n_cols]
+    for row, s in zip(rows, scores.tolist(), strict=True):
+        cells = [(c or "(empty)").replace("|", "\\|") for c in row]
+        lines.append("| " + " | ".join(cells) + f" | {s:+.2f} |")
+    return "\n".join(lines)
+
+
