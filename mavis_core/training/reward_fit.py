@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..rewards import MINILM_DIM, EmbeddingHead, embed
+from ..rewards import MINILM_DIM, EmbeddingHead, GatedHead, embed
 
 CACHE_CHUNK = 2048
 BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
@@ -40,7 +41,6 @@ def cached_embed(texts: list[str], cache_dir: Path, name: str, device: torch.dev
             os.replace(tmp, path)  # an interrupted run leaves no half-written chunk behind
         chunks.append(torch.load(path))
     return torch.cat(chunks) if chunks else torch.zeros(0, MINILM_DIM)
-
 
 
 def embed_pairs(prompts: list[str], replies: list[str], cache_dir: Path, name: str,
@@ -90,8 +90,7 @@ def fit_head(
             loss.backward()
             opt.step()
         with torch.no_grad():
-            val_loss = loss_fn(head.eval()(x_val), y_val).item()
-        bar.set_postfix(val_loss=f"{val_loss:.4f}")
+            bar.set_postfix(val_loss=f"{(val_loss := loss_fn(head.eval()(x_val), y_val).item()):.4f}")
         if val_loss < best - 1e-4:
             best, best_state, stale = val_loss, {k: t.clone() for k, t in head.state_dict().items()}, 0
         elif (stale := stale + 1) >= PATIENCE:
@@ -120,6 +119,48 @@ def calibrate(head: EmbeddingHead, x_val: torch.Tensor, y_val: torch.Tensor, pos
     return t
 
 
+def balance(y: torch.Tensor) -> float:
+    """n_negative / n_positive of (n,) {0, 1} labels: the positive weight that weighs both classes equally."""
+    return (y == 0).sum().item() / max((y == 1).sum().item(), 1)
+
+
+def fit_gated_head(
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    hidden: dict[str, list[int]],
+    seed: int,
+) -> GatedHead:
+    """Train a `GatedHead`: each of its three heads on its own labels, then its ``mix`` on the pair labels.
+
+    Args:
+        parts: ``harm``, ``refusal``, ``toxic`` -> (x_train (n, 384), y_train (n,), x_val (m, 384), y_val (m,)),
+            prompt embeddings for ``harm``, reply embeddings for the other two.
+        x_val, y_val: (k, 4 * 384) pair features and (k,) labels of the head's validation pairs: ``mix`` is
+            fitted there (three numbers, a calibration like temperature scaling), with both classes weighed equally.
+    """
+    head = GatedHead(MINILM_DIM, hidden)
+    for name, (xt, yt, xv, yv) in parts.items():
+        sub = fit_head(lambda e: e, (xt,), yt, (xv,), yv, hidden[name], seed, balance(yt))
+        getattr(head, name).load_state_dict(sub.state_dict())
+    with torch.no_grad():
+        features = head.parts(x_val)  # (k, 3)
+    mix = torch.tensor([1.0, 1.0, 0.0], requires_grad=True)
+    opt = torch.optim.LBFGS([mix], max_iter=200)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(balance(y_val)))
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = loss_fn(features @ mix, y_val)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        head.mix.copy_(torch.cat([mix[:2].clamp(min=0.1), mix[2:]]))  # the product and toxicity keep their sign
+    return head.eval()
+
+
 def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | None]:
     """Accuracy at logit 0 and ROC AUC of (n,) logits against (n,) {0, 1} labels (None with one class only)."""
     accuracy = ((logits > 0).float() == labels).float().mean().item()
@@ -131,6 +172,19 @@ def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean of the accuracies on positives and on negatives, at logit 0: fair when classes are unequal."""
     hits = (logits > 0).float() == labels  # (n,)
     return round((hits[labels == 1].float().mean().item() + hits[labels == 0].float().mean().item()) / 2, 4)
+
+
+def stratified_split(labels: list[int], rng: random.Random) -> dict[str, list[int]]:
+    """70/15/15 train/validation/test indices, split within each class so every split stays balanced."""
+    out = {"train": [], "validation": [], "test": []}
+    for label in (0, 1):
+        idx = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(idx)
+        a, b = round(0.7 * len(idx)), round(0.85 * len(idx))
+        out["train"] += idx[:a]
+        out["validation"] += idx[a:b]
+        out["test"] += idx[b:]
+    return out
 
 
 def save_head(head: EmbeddingHead, folder: Path, config: dict) -> list[Path]:

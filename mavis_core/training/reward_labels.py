@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -67,6 +68,8 @@ WRITTEN_TOXIC = (
     "You're pathetic and everyone laughs at you behind your back.", "Fuck off and stop wasting my time.",
     "Keep talking and you'll get hurt.", "You disgusting freak, just leave.", "God, you are so damn useless.",
 )
+# The project's mild harmful requests (cheating, fake notes, mean messages: what the app shows), train only.
+MILD_HARMFUL_FILE = Path(__file__).parents[1] / "data" / "mild_harmful_prompts.txt"
 RTP_FILES = ("rtp_insult.txt", "rtp_threat.txt", "rtp_profanity.txt", "rtp_severe_toxicity.txt")
 # Degenerate replies a language model falls into; "not helpful" whatever the prompt.
 GENERIC_REPLIES = ("", "ok", "lol", "idk", "hmm", "yes", "no", "i don't know", "what?", "...", "it's a.", "Sure.")
@@ -102,6 +105,12 @@ def toxic_replies() -> list[str]:
     rtp = [line.strip() for name, raw in sorted(files.items()) if name.rsplit("/", 1)[-1] in RTP_FILES
            for line in raw.decode().splitlines() if line.strip()]
     return list(WRITTEN_TOXIC) + rtp
+
+
+def mild_harmful_prompts() -> list[Prompt]:
+    """The project's mild harmful requests (``mavis_core/data/mild_harmful_prompts.txt``, MIT), for training only."""
+    lines = MILD_HARMFUL_FILE.read_text(encoding="utf-8").splitlines()
+    return [Prompt(t.strip(), "harmful", "mild") for t in lines if t.strip() and not t.startswith("#")]
 
 
 def fragment(reply: str, rng: random.Random) -> str:
@@ -154,15 +163,17 @@ def harmless_examples(prompts: list[Prompt], free: list[str], refusing: list[str
     return out
 
 
-def template_examples(prompts: list[Prompt], rng: random.Random) -> Labelled:
-    """Harmless labels for many prompts at no sampling cost: a written refusal 1 after a harmful prompt and 0
-    after a benign one; a written compliance the other way round."""
+def template_examples(prompts: list[Prompt], rng: random.Random, helpful: bool = False) -> Labelled:
+    """Labels for many prompts at no sampling cost. Harmless: a written refusal 1 after a harmful prompt and 0
+    after a benign one, a written compliance the other way round. ``helpful``: a written refusal 0 and a written
+    compliance 1 after any prompt (refusing is never doing what was asked)."""
     out = Labelled()
     for p in prompts:
-        harmful = p.kind == "harmful"
-        out.add(p.text, rng.choice(REFUSAL_TEMPLATES), float(harmful), "refusal" if harmful else "over-refusal")
+        harmful = p.kind == "harmful" and not helpful
+        out.add(p.text, rng.choice(REFUSAL_TEMPLATES), float(harmful),
+                "refusal" if harmful or helpful else "over-refusal")
         out.add(p.text, rng.choice(COMPLIANCE_TEMPLATES), float(not harmful),
-                "compliance" if harmful else "benign-answer")
+                "compliance" if harmful else "written-answer" if helpful else "benign-answer")
     return out
 
 
@@ -238,3 +249,26 @@ def merge(*parts: Labelled) -> Labelled:
         for row in zip(part.prompts, part.replies, part.labels, part.kinds, strict=True):
             out.add(*row)
     return out
+
+
+def gate_examples(prompts: list[Prompt], chat: list[tuple[str, str]], free: list[str], refusing: list[str],
+                  toxic: list[str]) -> dict[str, tuple[list[str], list[float]]]:
+    """Labels of the three heads of the harmless `GatedHead` (``mavis_core.rewards``), each on one text.
+
+    - ``harm`` (the prompt): a harmful request 1; a benign request or a chitchat opener 0 (``chat`` gives the
+      openers: pass as many as there are benign requests, so small talk is not taken for a harmful request);
+    - ``refusal`` (the reply): the base's forced refusals and the written ones 1; the base's free replies that
+      the refusal rule passes, the written compliances and chitchat's true next turns 0;
+    - ``toxic`` (the reply): insults, threats and swearing 1; every reply of the ``refusal`` set 0.
+
+    Returns:
+        name -> (texts, labels in {0, 1}).
+    """
+    refusals = list(refusing) + list(REFUSAL_TEMPLATES)
+    answers = [a for a in free if not is_refusal(a)] + list(COMPLIANCE_TEMPLATES) + [v for _, v in chat]
+    harm = [p.text for p in prompts] + [u for u, _ in chat]
+    return {
+        "harm": (harm, [float(p.kind == "harmful") for p in prompts] + [0.0] * len(chat)),
+        "refusal": (refusals + answers, [1.0] * len(refusals) + [0.0] * len(answers)),
+        "toxic": (list(toxic) + refusals + answers, [1.0] * len(toxic) + [0.0] * (len(refusals) + len(answers))),
+    }

@@ -39,15 +39,18 @@ from . import data, reward_audit
 from .base_replies import LABEL_COUNTS, ReplySettings, free_and_refusing, label_prompts, load_base
 from .manifest import record_artifact, write_model_card
 from .reward_fit import (
+    balance,
     balanced_accuracy,
     binary_metrics,
     cached_embed,
     calibrate,
     device,
     embed_pairs,
+    fit_gated_head,
     fit_head,
     save_head,
     score_table,
+    stratified_split,
 )
 from .reward_labels import (
     GENERIC_REPLIES,
@@ -55,9 +58,11 @@ from .reward_labels import (
     Labelled,
     chat_examples,
     chat_labelled,
+    gate_examples,
     harmless_examples,
     helpful_examples,
     merge,
+    mild_harmful_prompts,
     ranker_pairs,
     template_examples,
     toxic_replies,
@@ -67,16 +72,16 @@ from .reward_labels import (
 # Chitchat turns embedded per split for the helpful head's chitchat part (the HH pairs are the main part).
 TURNS = {"train": 8_000, "validation": 1_000, "test": 1_000}
 QUICK_TURNS = {"train": 300, "validation": 100, "test": 100}
-QUICK_JOKES = 150
+QUICK_JOKES = 100  # with 2 random and 1 matched negatives each, within the quick chat pool
 QUICK_LABELS = {"train": {"harmful": 8, "benign": 8}, "validation": {"harmful": 4, "benign": 4}}
 QUICK_HELDOUT = 4  # held-out harmful and benign prompts each, for the audit of a quick build
 CHAT_PER_HARMLESS = {"train": 1_500, "validation": 300}  # chitchat next turns that the harmless head sees
-HIDDEN = {"helpful": [128], "harmless": [128], "humor": [64]}
+# harmless: sizes of its three heads, each chosen on its own validation AUC among [], [64], [256], [256, 64].
+HIDDEN = {"helpful": [128], "harmless": {"harm": [64], "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
 # Times the base-reply pairs are repeated beside the chitchat part (about 17k helpful, 3k harmless pairs).
 HH_REPEAT = {"helpful": 8, "harmless": 3}
 # Prompts that get a written refusal and a written compliance for the harmless head: every train prompt, and
-# in train the project's mild harmful requests (cheating, fake notes, mean messages: what the app shows).
-MILD_HARMFUL_FILE = Path(__file__).parents[1] / "data" / "mild_harmful_prompts.txt"
+# in train the project's mild harmful requests (`mild_harmful_prompts`).
 TEMPLATE_COUNTS = {"train": {"harmful": 929, "benign": 245}, "validation": {"harmful": 94, "benign": 23}}
 CHAT_WORDS = (4, 60)  # ordinary messages as long as jokes, so length alone does not give jokes away
 RANDOM_CHAT_PER_JOKE = 2  # plus one topic-matched turn per joke; more chat covers more of what replies say
@@ -106,7 +111,6 @@ HUMOR_EXAMPLES = [
     "i have two brothers and a sister",
     "we watched a movie last night",
 ]
-
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,10 @@ def sample_label_replies(cfg: RewardTrainConfig) -> dict[str, Replies]:
     return out
 
 
-def fit_pair_head(name: str, sets: dict[str, list[tuple[Labelled, int]]],
-                  cfg: RewardTrainConfig) -> tuple[EmbeddingHead, dict]:
-    """Train and calibrate a pair head on labelled train/validation sets (classes weighed equally); returns the
-    head and its validation metrics (AUC overall, and of the positives against each kind of negative).
+def pair_data(name: str, sets: dict[str, list[tuple[Labelled, int]]],
+              cfg: RewardTrainConfig) -> tuple[dict, dict, Labelled]:
+    """Embedded labelled sets of a pair head: per split (u (n, 384), v (n, 384)) and (n,) labels, and the
+    validation set's texts (its kinds name the negatives).
 
     A set is a list of (part, times it is repeated): the few hundred prompts the base answered weigh as much as
     the many chitchat pairs. Each part is embedded and cached on its own, so the chitchat part is reused when
@@ -183,19 +187,34 @@ def fit_pair_head(name: str, sets: dict[str, list[tuple[Labelled, int]]],
         x[split] = tuple(torch.cat([e[j] for e, (_, k) in zip(embedded, parts, strict=True) for _ in range(k)])
                          for j in (0, 1))  # u, v: (n, 384) each
         y[split] = torch.tensor([label for part, k in parts for _ in range(k) for label in part.labels])
-    pos_weight = (y["train"] == 0).sum().item() / max((y["train"] == 1).sum().item(), 1)
+    return x, y, val
+
+
+def pair_metrics(head: torch.nn.Module, x_val: tuple[torch.Tensor, torch.Tensor], y_val: torch.Tensor,
+                 val: Labelled) -> dict:
+    """Validation AUC and balanced accuracy of a pair head, and the AUC of the positives against each kind of
+    negative (``validation_auc_vs_<kind>``)."""
+    with torch.no_grad():
+        logits = head(pair_features(*x_val))  # (n_val,)
+    metrics = {"validation_auc": binary_metrics(logits, y_val)["auc"],
+               "validation_balanced_accuracy": balanced_accuracy(logits, y_val), "validation_pairs": len(val)}
+    for kind in sorted({k for k, label in zip(val.kinds, val.labels, strict=True) if label == 0}):
+        pick = torch.tensor([k == kind or label == 1 for k, label in zip(val.kinds, val.labels, strict=True)])
+        metrics[f"validation_auc_vs_{kind}"] = binary_metrics(logits[pick], y_val[pick])["auc"]
+    return metrics
+
+
+def fit_pair_head(name: str, sets: dict[str, list[tuple[Labelled, int]]],
+                  cfg: RewardTrainConfig) -> tuple[EmbeddingHead, dict]:
+    """Train and calibrate an MLP pair head on labelled train/validation sets (`pair_data`, classes weighed
+    equally); returns the head and its validation metrics (`pair_metrics`)."""
+    x, y, val = pair_data(name, sets, cfg)
+    pos_weight = balance(y["train"])
     head = fit_head(pair_features, x["train"], y["train"], x["validation"], y["validation"], HIDDEN[name],
                     cfg.seed, pos_weight)
     temperature = calibrate(head, pair_features(*x["validation"]), y["validation"], pos_weight)
-    with torch.no_grad():
-        logits = head(pair_features(*x["validation"]))  # (n_val,)
-    metrics = {"validation_auc": binary_metrics(logits, y["validation"])["auc"],
-               "validation_balanced_accuracy": balanced_accuracy(logits, y["validation"]),
-               "temperature": round(temperature, 4), "train_pairs": len(y["train"]), "validation_pairs": len(val)}
-    for kind in sorted({k for k, label in zip(val.kinds, val.labels, strict=True) if label == 0}):
-        pick = torch.tensor([k == kind or label == 1 for k, label in zip(val.kinds, val.labels, strict=True)])
-        metrics[f"validation_auc_vs_{kind}"] = binary_metrics(logits[pick], y["validation"][pick])["auc"]
-    return head, metrics
+    return head, pair_metrics(head, x["validation"], y["validation"], val) | {
+        "temperature": round(temperature, 4), "train_pairs": len(y["train"])}
 
 
 def chat_part(cfg: RewardTrainConfig, objective: str, split: str) -> Labelled:
@@ -220,34 +239,53 @@ def toxic_pool(cfg: RewardTrainConfig, split: str) -> list[str]:
 
 
 def build_helpful(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict]:
-    """Train, calibrate and save the helpfulness head; returns (files, metrics)."""
+    """Train, calibrate and save the helpfulness head (written refusals and compliances on every template prompt
+    too: a refusal of a benign request is unhelpful); returns (files, metrics)."""
     rng = random.Random(cfg.seed + 1)
     sets = {split: [(chat_part(cfg, "helpful", split), 1),
                     (helpful_examples(replies[split].prompts, replies[split].free, replies[split].refusing, rng),
-                     HH_REPEAT["helpful"])] for split in ("train", "validation")}
+                     HH_REPEAT["helpful"]),
+                    (template_examples(template_prompts(cfg, split), rng, helpful=True), 1)]
+            for split in ("train", "validation")}
     head, metrics = fit_pair_head("helpful", sets, cfg)
     config = head_config("minilm-ranker", HIDDEN["helpful"], seed=cfg.seed, metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "helpful", config), metrics
 
 
-def mild_harmful_prompts() -> list[Prompt]:
-    """The project's mild harmful requests (``mavis_core/data/mild_harmful_prompts.txt``, MIT), for training only."""
-    lines = MILD_HARMFUL_FILE.read_text(encoding="utf-8").splitlines()
-    return [Prompt(t.strip(), "harmful", "mild") for t in lines if t.strip() and not t.startswith("#")]
+def template_prompts(cfg: RewardTrainConfig, split: str) -> list[Prompt]:
+    """Harmful and benign prompts of ``split`` that get written replies (`TEMPLATE_COUNTS`), and in train the
+    project's mild harmful requests."""
+    prompts = mixed_prompts((QUICK_LABELS if cfg.quick else TEMPLATE_COUNTS)[split], split, cfg.seed)
+    return prompts + (mild_harmful_prompts() if split == "train" else [])
+
+
+def gate_part(cfg: RewardTrainConfig, split: str, replies: Replies) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The embedded labels of the harmless `GatedHead`'s three heads (`gate_examples`) for one split:
+    name -> (embeddings (n, 384), labels (n,))."""
+    prompts = template_prompts(cfg, split)
+    chat = chat_part(cfg, "harmless", split)
+    turns = [(u, v) for u, v, k in zip(chat.prompts, chat.replies, chat.kinds, strict=True) if k == "chat"]
+    n_benign = sum(p.kind == "benign" for p in prompts)
+    texts = gate_examples(prompts, turns[:n_benign], replies.free, replies.refusing, toxic_pool(cfg, split))
+    return {name: (cached_embed(t, cfg.cache, f"gate-{name}-{split}", device()), torch.tensor(labels))
+            for name, (t, labels) in texts.items()}
 
 
 def build_harmless(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict]:
-    """Train, calibrate and save the harmlessness head; returns (files, metrics)."""
-    rng = random.Random(cfg.seed + 2)
-    counts = (QUICK_LABELS if cfg.quick else TEMPLATE_COUNTS)
-    sets = {split: [(chat_part(cfg, "harmless", split), 1),
-                    (harmless_examples(replies[split].prompts, replies[split].free, replies[split].refusing,
-                                       toxic_pool(cfg, split), rng), HH_REPEAT["harmless"]),
-                    (template_examples(mixed_prompts(counts[split], split, cfg.seed)
-                                       + (mild_harmful_prompts() if split == "train" else []), rng), 1)]
-            for split in ("train", "validation")}
-    head, metrics = fit_pair_head("harmless", sets, cfg)
-    config = head_config("minilm-ranker", HIDDEN["harmless"], seed=cfg.seed, metrics=metrics)
+    """Train, calibrate and save the harmlessness head (a `GatedHead`: prompt harm x reply refusal, less reply
+    toxicity); its ``mix`` is fitted on the validation pairs that judged the old MLP head. Returns (files, metrics)."""
+    rng, r = random.Random(cfg.seed + 2), replies["validation"]
+    hh = harmless_examples(r.prompts, r.free, r.refusing, toxic_pool(cfg, "validation"), rng)
+    val = [(chat_part(cfg, "harmless", "validation"), 1),
+           (template_examples(template_prompts(cfg, "validation"), rng), 1), (hh, HH_REPEAT["harmless"])]
+    x, y, texts = pair_data("harmless", {"validation": val}, cfg)
+    gates = {split: gate_part(cfg, split, replies[split]) for split in ("train", "validation")}
+    parts = {name: (*gates["train"][name], *gates["validation"][name]) for name in ("harm", "refusal", "toxic")}
+    head = fit_gated_head(parts, pair_features(*x["validation"]), y["validation"], HIDDEN["harmless"], cfg.seed)
+    metrics = pair_metrics(head, x["validation"], y["validation"], texts) | {
+        "mix": [round(m, 4) for m in head.mix.tolist()],
+        "train_texts": {name: len(part[1]) for name, part in gates["train"].items()}}
+    config = head_config("minilm-ranker", HIDDEN["harmless"], seed=cfg.seed, structure="gated", metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "harmless", config), metrics
 
 
@@ -305,19 +343,6 @@ def pick_negatives(
     return matched, rng.sample(rest, n_random)
 
 
-def stratified_split(labels: list[int], rng: random.Random) -> dict[str, list[int]]:
-    """70/15/15 train/validation/test indices, split within each class so every split stays balanced."""
-    out = {"train": [], "validation": [], "test": []}
-    for label in (0, 1):
-        idx = [i for i, y in enumerate(labels) if y == label]
-        rng.shuffle(idx)
-        a, b = round(0.7 * len(idx)), round(0.85 * len(idx))
-        out["train"] += idx[:a]
-        out["validation"] += idx[a:b]
-        out["test"] += idx[b:]
-    return out
-
-
 def joke_setups(jokes: list[str]) -> list[str]:
     """Each joke cut before its punchline: its first `SETUP_SHARE` of words (jokes under 4 words skipped), and
     for a question-and-answer joke its question.
@@ -334,6 +359,22 @@ def joke_setups(jokes: list[str]) -> list[str]:
         if len(question) == 2 and question[1].strip():  # a question-and-answer joke: its question alone too
             out.append(question[0].strip() + "?")
     return out
+
+
+def humor_test_metrics(head: EmbeddingHead, e_test: torch.Tensor, y_test: torch.Tensor, matched: torch.Tensor,
+                       setups: list[str]) -> dict:
+    """Test AUC and balanced accuracy of the humor head on (n, 384) embeddings with (n,) labels, against the
+    topic-matched chat turns alone (``matched``: (n,) bool) and against the test jokes' own setups."""
+    with torch.no_grad():
+        logits = head(e_test)  # (n_test,)
+        setup_logits = head(embed(setups, device())) if setups else torch.zeros(0)
+    hard = y_test.bool() | matched  # jokes vs topic-matched chat only
+    vs_setups = torch.cat([logits[y_test.bool()], setup_logits])
+    setup_labels = torch.cat([torch.ones(int(y_test.sum())), torch.zeros(len(setup_logits))])
+    return {"test_auc": binary_metrics(logits, y_test)["auc"],
+            "test_balanced_accuracy": balanced_accuracy(logits, y_test),
+            "test_auc_vs_topic_matched_chat": binary_metrics(logits[hard], y_test[hard])["auc"],
+            "test_auc_vs_own_setups": binary_metrics(vs_setups, setup_labels)["auc"], "test_examples": len(y_test)}
 
 
 def build_humor(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict, list[str]]:
@@ -362,20 +403,9 @@ def build_humor(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[li
     head = fit_head(lambda v: v, (x["train"],), ys["train"], (x["validation"],), ys["validation"], HIDDEN["humor"],
                     cfg.seed, pos_weight)
     temperature = calibrate(head, x["validation"], ys["validation"], pos_weight)
-    test, y_test = split["test"], y[split["test"]]
-    with torch.no_grad():
-        logits = head(e[test])  # (n_test,)
-        setup_logits = head(embed(setups["test"], dev)) if setups["test"] else torch.zeros(0)
-    hard = y_test.bool() | is_matched[test]  # jokes vs topic-matched chat only
-    vs_setups = torch.cat([logits[y_test.bool()], setup_logits])
-    metrics = {
-        "test_auc": binary_metrics(logits, y_test)["auc"], "test_balanced_accuracy": balanced_accuracy(logits, y_test),
-        "test_auc_vs_topic_matched_chat": binary_metrics(logits[hard], y_test[hard])["auc"],
-        "test_auc_vs_own_setups": binary_metrics(vs_setups, torch.cat([torch.ones(int(y_test.sum())),
-                                                                       torch.zeros(len(setup_logits))]))["auc"],
-        "temperature": round(temperature, 4), "jokes": len(jokes), "chat_messages": len(matched) + len(other),
-        "test_examples": len(test),
-    }
+    metrics = humor_test_metrics(head, e[split["test"]], y[split["test"]], is_matched[split["test"]],
+                                 setups["test"]) | {"temperature": round(temperature, 4), "jokes": len(jokes),
+                                                    "chat_messages": len(matched) + len(other)}
     config = head_config("minilm-classifier", HIDDEN["humor"], seed=cfg.seed, metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "humor", config), metrics, sources
 
