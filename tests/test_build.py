@@ -201,3 +201,18 @@ def test_the_default_stacks_data_step_writes_the_tagged_prompt_mix_it_ships(tmp_
     build_steps.build_data(BuildConfig(out=tmp_path, seed=3))
     assert calls == [build_steps.data.PromptDataConfig(out_dir=tmp_path, seed=3)]
     assert SHIPPED["data"]["command"] == "python -m mavis_core build --steps data --out assets --seed 0"
+
+
+@pytest.mark.parametrize("quick, has_stack, expected", [(True, False, "tiny"), (False, False, "default"),
+                                                        (True, True, "own"), (False, True, "own")])
+def test_the_reward_step_samples_labels_from_the_stack_being_built(tmp_path, monkeypatch, quick, has_stack, expected):
+    from mavis_core.training import rewards
+
+    seen = []
+    monkeypatch.setattr(rewards, "build_rewards", seen.append)
+    if has_stack:
+        (tmp_path / "stack.toml").write_text("")
+    build_steps.build_rewards_step(BuildConfig(steps="rewards", out=tmp_path, work=tmp_path / "w", quick=quick))
+    stacks = {"tiny": build_steps.TINY_STACK, "default": rewards.RewardTrainConfig.stack,
+              "own": tmp_path / "stack.toml"}
+    assert [(c.stack, c.out_dir, c.quick) for c in seen] == [(stacks[expected], tmp_path, quick)]

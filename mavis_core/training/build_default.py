@@ -20,7 +20,15 @@ from ..config import DecodeConfig
 from ..options import command_line
 from ..prompts import read_prompts
 from ..sources import fetch, model_dir
-from .build_steps import N_SAMPLES, SAMPLE_TOP_K, BuildConfig, _samples_markdown, step_command, wheel_stack
+from .build_steps import (
+    N_SAMPLES,
+    SAMPLE_TOP_K,
+    TINY_STACK,
+    BuildConfig,
+    _samples_markdown,
+    step_command,
+    wheel_stack,
+)
 from .conditioned import ConditionedTrainConfig, train_conditioned
 from .data import DATA_SOURCE
 from .manifest import read_manifest, record_artifact
@@ -49,7 +57,6 @@ REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u
 CONDITIONED = ConditionedTrainConfig(**{**{f.name: getattr(POLICIES, f.name) for f in fields(PolicyTrainConfig)},
                                         "rounds": 2, "out_dtype": "float16"})
 TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8, rounds=2)
-TINY_STACK = Path(__file__).resolve().parents[2] / "assets" / "tiny" / "stack.toml"  # a fresh --quick folder's
 REPORT = ValueReportConfig(seeds=4, betas=(1.0, 2.0, 4.0), max_new_tokens=32)
 VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 

@@ -42,6 +42,7 @@ class BuildConfig:
 
 
 EVAL_PROMPTS = "eval_prompts.json"
+TINY_STACK = Path(__file__).resolve().parents[2] / "assets" / "tiny" / "stack.toml"  # a fresh --quick folder's
 N_EVAL_PROMPTS = 50
 N_SAMPLES = 10
 SAMPLE_TOP_K = 15
@@ -172,6 +173,10 @@ def build_base(cfg: BuildConfig) -> None:
 
 def build_rewards_step(cfg: BuildConfig) -> None:
     # Imported here: the reward step pulls in sentence-transformers and scikit-learn, the others do not.
-    from .rewards import build_rewards
+    from .rewards import RewardTrainConfig, build_rewards
 
-    build_rewards(cfg.out, cfg.work, cfg.seed, cfg.quick)
+    run = RewardTrainConfig(out_dir=cfg.out, work_dir=cfg.work, seed=cfg.seed, quick=cfg.quick)
+    own = Path(cfg.out) / "stack.toml"  # the base that writes the heads' labelled replies: the stack being built,
+    if own.exists() or cfg.quick:  # else the tiny one for a --quick smoke run, else the default stack
+        run = replace(run, stack=own if own.exists() else TINY_STACK)
+    build_rewards(run)
