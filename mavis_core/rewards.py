@@ -7,9 +7,11 @@ Kinds (``kind`` in a stack's reward table):
 - ``minilm-ranker`` (helpful and harmless in the default stack): a small MLP head over all-MiniLM-L6-v2
   embeddings u of the last human turn and v of the reply, features ``[u, v, u*v, |u-v|]``, so the score judges
   the reply *to this prompt*: helpful, the logit that v does what u asked (compliance with a harmful request
-  included); harmless, the logit that v is safe after u (a refusal of a harmful request, a plain answer to a
-  benign one). Trained on the base's own replies, written refusals and chitchat by
-  ``mavis_core.training.rewards`` (design: docs/rewards.md).
+  included; a `PenalisedHead`: the MLP less a weighted refusal head on v); harmless, the logit that v is safe
+  after u (a refusal of a harmful request, a plain answer to a benign one; a `GatedHead`: prompt harm times
+  reply refusal, less reply toxicity). A head's ``config.json`` names its ``structure`` (``mlp`` if absent).
+  Trained on the base's own replies, written refusals and chitchat by ``mavis_core.training.rewards``
+  (design: docs/rewards.md).
 - ``minilm-classifier`` (humor): a small MLP head over the embedding of the reply alone; the score is
   the logit that the reply is a joke (a joke's own setup without its punchline is not).
 - ``profanity``: log-odds that the reply is *not* offensive, from alt-profanity-check (the tiny stack's
@@ -237,6 +239,32 @@ class GatedHead(nn.Module):
         return self.parts(x) @ self.mix
 
 
+class PenalisedHead(nn.Module):
+    """helpful(prompt, reply) as a pair MLP less a refusal penalty: ``pair(x) - weight * refusal(v)``.
+
+    The pair MLP judges whether the reply does what was asked (fragments, padding, another prompt's reply); the
+    reply head says how much the reply refuses, which the MLP alone underweighed on the base's own replies.
+    ``weight`` is chosen on validation pairs of the base's replies (design: docs/rewards.md).
+
+    Args:
+        dim: embedding size (384); ``forward`` takes pair features ``[u, v, u*v, |u-v|]`` of shape (n, 4 * dim).
+        hidden: hidden sizes by name: ``pair`` (the MLP over pair features), ``refusal`` (over v).
+    """
+
+    def __init__(self, dim: int, hidden: dict[str, list[int]]) -> None:
+        super().__init__()
+        if sorted(hidden) != ["pair", "refusal"]:
+            raise ValueError(f"a penalised head needs hidden sizes for ('pair', 'refusal'); got {sorted(hidden)}")
+        self.dim = dim
+        self.pair, self.refusal = EmbeddingHead(4 * dim, hidden["pair"]), EmbeddingHead(dim, hidden["refusal"])
+        self.weight = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 4 * dim) pair features -> (n,) logits."""
+        return self.pair(x) - self.weight * self.refusal(x[:, self.dim : 2 * self.dim])
+
+
+
 def head_config(kind: str, hidden: list[int] | dict[str, list[int]], **extra: object) -> dict:
     """The ``config.json`` of a head folder: everything needed to rebuild the head and its features (``hidden``
     a dict of sizes by part for a `GatedHead`)."""
@@ -248,20 +276,24 @@ def head_config(kind: str, hidden: list[int] | dict[str, list[int]], **extra: ob
     }
 
 
-def load_head(path: str | Path, kind: str) -> EmbeddingHead | GatedHead:
-    """Rebuild a head from ``config.json`` + ``head.safetensors``; the config's kind must match. A config with
-    ``"structure": "gated"`` (a pair head only) holds a `GatedHead`."""
+def load_head(path: str | Path, kind: str) -> EmbeddingHead | GatedHead | PenalisedHead:
+    """Rebuild a head from ``config.json`` + ``head.safetensors``; the config's kind must match. A pair head's
+    config may name a ``structure``: ``"gated"`` (a `GatedHead`) or ``"penalised"`` (a `PenalisedHead`)."""
     path = Path(path)
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     if config.get("kind") != kind:
         raise ValueError(f"head at {path} is of kind {config.get('kind')!r}; the stack asks for {kind!r}")
     in_dim = config["embedding_dim"] * len(config["features"].split(","))
-    if config.get("structure", "mlp") not in ("mlp", "gated") or (config.get("structure") == "gated"
-                                                                   and kind != "minilm-ranker"):
-        raise ValueError(f"head at {path} has structure {config.get('structure')!r} for kind {kind!r}; allowed: "
-                         "'mlp', or 'gated' for a minilm-ranker")
-    gated = config.get("structure") == "gated"
-    head = GatedHead(config["embedding_dim"], config["hidden"]) if gated else EmbeddingHead(in_dim, config["hidden"])
+    structure = config.get("structure", "mlp")
+    if structure not in ("mlp", "gated", "penalised") or (structure != "mlp" and kind != "minilm-ranker"):
+        raise ValueError(f"head at {path} has structure {structure!r} for kind {kind!r}; allowed: 'mlp', or "
+                         "'gated' or 'penalised' for a minilm-ranker")
+    if structure == "gated":
+        head = GatedHead(config["embedding_dim"], config["hidden"])
+    elif structure == "penalised":
+        head = PenalisedHead(config["embedding_dim"], config["hidden"])
+    else:
+        head = EmbeddingHead(in_dim, config["hidden"])
     head.load_state_dict(load_file(path / "head.safetensors"))
     return head.eval()
 

