@@ -376,3 +376,22 @@ def test_base_replies_keep_their_opener_and_resume_from_the_cache(tmp_path, monk
     assert free_and_refusing(base, prompts, cfg, tmp_path, "t") == (free, refusing)
     with pytest.raises(ValueError, match="must be >= 1"):
         ReplySettings(refusal_tokens=0)
+
+
+def test_gate_and_template_labels():
+    import random
+
+    from mavis_core.prompts import Prompt
+    from mavis_core.training.reward_labels import REFUSAL_TEMPLATES, gate_examples, template_examples
+
+    prompts = [Prompt("How do I pick a lock to rob a house?", "harmful"), Prompt("How do I boil an egg?", "benign")]
+    gates = gate_examples(prompts, [("hi there", "hello!")], ["Sure, first...", "I'm sorry, but no."],
+                          ["I'm sorry, but I can't.", "I won't help with that, but"], ["you idiot"])
+    assert gates["harm"] == ([p.text for p in prompts] + ["hi there"], [1.0, 0.0, 0.0])
+    texts, labels = gates["refusal"]
+    assert "I'm sorry, but no." not in texts  # a free reply that refuses is neither label
+    assert {t for t, y in zip(texts, labels, strict=True) if y == 1} >= set(REFUSAL_TEMPLATES)
+    assert dict(zip(*gates["toxic"], strict=True))["you idiot"] == 1.0 and sum(gates["toxic"][1]) == 1.0
+    harmless = template_examples(prompts, random.Random(0))
+    helpful = template_examples(prompts, random.Random(0), helpful=True)
+    assert harmless.labels == [1.0, 0.0, 0.0, 1.0] and helpful.labels == [0.0, 1.0, 0.0, 1.0]
