@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import prompts
-from .config import SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
+from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
 from .decoding import Decode, Generation, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
@@ -125,13 +125,19 @@ def example_prompts(stack: Stack) -> list[str]:
     return prompts.example_prompts(stack.spec.path, stack.spec.prompts)
 
 
+def columns(stack: Stack) -> list[str]:
+    """The Generate tab's methods, in the core's order: what the stack can decode at any λ (Prompted, the base with
+    λ in its system prompt, on every stack); MORLHF only at the λ it was trained for, so in sweeps only."""
+    return [m for m in METHODS if m != "morlhf" and stack.can_decode(m)]
+
+
 class Engine:
     """A loaded stack plus the checks and loops the app needs; safe to share between users."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.objectives: list[str] = list(stack.objectives)
-        self.methods: list[str] = list(stack.methods)
+        self.methods: list[str] = columns(stack)
         # Sweeps add MORLHF (the policies fine-tuned for one exact preference) at the λ points it was trained for,
         # where the stack names such references; it is not a column of Generate (it has no policy for most λ).
         self.references: list[str] = ["morlhf"] if stack.spec.references and stack.can_decode("morlhf") else []

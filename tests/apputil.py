@@ -24,9 +24,14 @@ TOKEN = "s3cret"
 CHROMIUM = "/usr/bin/chromium"  # Debian's: the tests never download a browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# The tiny stack's columns: config's methods less MORLHF (a reference, in sweeps only) and Prompted (not a column
-# of the tiny stack yet); stack-sep has no conditioned policy.
-METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "prompted", "conditioned")]
+# The tiny stack's columns: config's methods less MORLHF (a reference, in sweeps only); stack-sep has no
+# conditioned policy.
+METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "conditioned")]
+# /generate's outputs: each column's text, then each column's stats, then the per-token view, the chart and the
+# sample dropdown.
+N = len(METHODS)
+TOKENS, CHART, SAMPLES = 2 * N, 2 * N + 1, 2 * N + 2
+RATINGS = 3 * N  # a study trial's rating inputs: a reply per column, each on the tiny stack's 3 objectives
 TIMEOUT_MS = 180_000  # generous: CI machines share 2 cores with model training
 
 

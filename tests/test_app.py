@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-from apputil import METHODS, TOKEN
+from apputil import METHODS, SAMPLES, TOKEN, TOKENS, N
 
 import app
 from app import controls, server, threads
@@ -41,21 +41,21 @@ def test_every_endpoint_is_named(client):
 def test_generate_streams_each_method(client, methods):
     job = client.submit(*generate_args(methods=methods), api_name="/generate")
     out = job.result()
-    texts, stats = out[:4], out[4:8]
+    texts, stats = out[:N], out[N:TOKENS]
     for m, text, stat in zip(METHODS, texts, stats, strict=True):
         assert (text != "") == (m in methods), m
         assert ("KL" in stat) == (m in methods) and ("not selected" in stat) == (m not in methods)
     assert len(job.outputs()) >= 2  # a first round of tokens went out before the scored replies
-    assert "mavis-explain" in out[8] and out[10]["choices"]
+    assert "mavis-explain" in out[TOKENS] and out[SAMPLES]["choices"]
 
 
 @pytest.mark.slow
 def test_same_seed_same_text_and_sample_details(client):
     first = client.predict(*generate_args(), api_name="/generate")
     again = client.predict(*generate_args(), api_name="/generate")
-    assert first[:4] == again[:4]
-    assert all("seed 3" in stat for stat in again[4:8])  # each column names the seed that replays it
-    newest = again[10]["value"]  # the dropdown points at the newest MAVIS sample
+    assert first[:N] == again[:N]
+    assert all("seed 3" in stat for stat in again[N:TOKENS])  # each column names the seed that replays it
+    newest = again[SAMPLES]["value"]  # the dropdown points at the newest MAVIS sample
     details = client.predict(newest, api_name="/show_sample")
     assert f"#{newest} mavis" in details and "KL" in details and "helpful 0.50" in details
     # The replay lands on the first one's point: drawn once, and the details name the sample underneath.
@@ -132,7 +132,7 @@ def test_bad_inputs_get_plain_errors_and_app_keeps_serving(client, change, messa
 @pytest.mark.slow
 def test_overlong_prompt_is_cut_not_refused(client):
     out = client.predict(*generate_args(prompt="tell me a joke " * 2000, methods=["mavis"]), api_name="/generate")
-    assert out[1] and "KL" in out[5]
+    assert out[1] and "KL" in out[N + 1]
 
 
 def test_cli_missing_or_broken_stack_is_one_line(tmp_path, capsys):
@@ -151,8 +151,8 @@ def test_cli_default_stack_missing_says_how_to_pick(monkeypatch, tmp_path):
         app.main([])
 
 
-@pytest.mark.parametrize("values, policies, methods", [(True, False, ["base", "mavis"]),
-                                                       (False, True, ["base", "mod", "rsoup"])])
+@pytest.mark.parametrize("values, policies, methods", [(True, False, ["base", "mavis", "prompted"]),
+                                                       (False, True, ["base", "mod", "rsoup", "prompted"])])
 def test_layout_follows_the_stack(tiny_dir, tmp_path, values, policies, methods):
     import torch
 
@@ -179,7 +179,7 @@ def test_concurrent_users_with_different_weights(client):
             for i, (c, w) in enumerate([(client, (1, 0, 0)), (other, (0, 1, 0)), (other, (0.2, 0.3, 0.5))])]
     for job in jobs:  # all served by the one shared engine, none failing
         out = job.result(timeout=300)
-        assert all(out[:4]) and all("KL" in s for s in out[4:8])
+        assert all(out[:N]) and all("KL" in s for s in out[N:TOKENS])
 
 
 STUB = SimpleNamespace(objectives=["helpful", "harmless", "humor"], methods=METHODS, max_new_tokens=32)
@@ -323,8 +323,9 @@ def test_generate_clears_the_last_per_token_view_first(client):
     job = client.submit(*generate_args(methods=["mavis"], seed=4), api_name="/generate")
     job.result()
     first = job.outputs()[0]
-    assert first[1] == "" and "Generating" in first[8] and "tv-cell" not in first[8]  # not the last reply's tokens
-    assert "tv-cell" in job.outputs()[-1][8]
+    # not the last reply's tokens
+    assert first[1] == "" and "Generating" in first[TOKENS] and "tv-cell" not in first[TOKENS]
+    assert "tv-cell" in job.outputs()[-1][TOKENS]
 
 
 def test_two_decodes_on_their_own_threads_each_drop_to_their_share(monkeypatch):

@@ -2,7 +2,7 @@
 on the chart; old-style calls without them still sample."""
 
 import pytest
-from apputil import METHODS
+from apputil import CHART, METHODS, SAMPLES, TOKENS, N
 
 from app import controls
 
@@ -18,14 +18,14 @@ def generate_args(*search, methods=("mavis", "mod")):
                                                ((), "sample")])
 def test_generate_with_a_search_shows_it_per_column_and_on_the_chart(client, search, label):
     out = client.predict(*generate_args(*search), api_name="/generate")
-    texts, stats = out[:4], out[4:8]
+    texts, stats = out[:N], out[N:TOKENS]
     for m, stat in zip(METHODS, stats, strict=True):
         assert (f"*{label}*" in stat) == (m in ("mavis", "mod")), (m, stat)
     assert texts[1] and texts[2]
     symbol = {"sample": "circle", "best-of-3": "diamond", "beam-2": "square"}[label]
-    details = client.predict(out[10]["value"], api_name="/show_sample")
+    details = client.predict(out[SAMPLES]["value"], api_name="/show_sample")
     assert f"(generate, {label})" in details
-    assert symbol in str(out[9])
+    assert symbol in str(out[CHART])
 
 
 @pytest.mark.slow

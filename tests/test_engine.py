@@ -21,7 +21,7 @@ def settings(engine, **kw):
 def test_stream_interleaves_and_equals_plain_decoding(engine, tiny_stack):
     rounds = list(engine.stream("hello there", engine.methods, settings(engine)))
     replies = rounds[-1]
-    assert [r.method for r in replies] == ["base", "mavis", "mod", "rsoup"]
+    assert [r.method for r in replies] == ["base", "mavis", "mod", "rsoup", "prompted"]
     assert len(rounds) > 2 and all(r.events for r in rounds[0])  # every column has a token after round one
     for reply in replies:
         cfg = DecodeConfig(method=reply.method, weights=WEIGHTS, beta=2.0, top_k=8, max_new_tokens=8, seed=3)

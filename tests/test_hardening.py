@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from apputil import RATINGS
 
 import app
 from app import admin, controls, guard, server, trials
@@ -151,6 +152,8 @@ def test_gradio_deletes_the_runs_cached_files_too(served):
 # -------------------------------------------------------------------------------- 2. fair queueing
 
 def test_one_session_cannot_queue_more_than_its_share(served):
+    from apputil import N  # the first column's stats follow every column's text
+
     demo, url = served
     burst, other = _client(url, "10.2.0.1"), _client(url, "10.2.0.2")
     args = ("hello there", 1.0, 8, 1.0, 32, 0, ["base", "mavis", "mod", "rsoup"], *AXES, 0.5, 0.2, 0.3)
@@ -158,13 +161,13 @@ def test_one_session_cannot_queue_more_than_its_share(served):
     outcomes = []
     for job in jobs:
         try:
-            outcomes.append("KL" in job.result(timeout=300)[4])
+            outcomes.append("KL" in job.result(timeout=300)[N])
         except Exception as err:  # noqa: BLE001 - the message is what is checked
             outcomes.append(str(err))
     refused = [o for o in outcomes if isinstance(o, str)]
     assert outcomes.count(True) >= guard.MAX_JOBS_PER_SESSION and refused, outcomes
     assert all("the most one session may have" in o for o in refused), refused
-    assert "KL" in other.predict(*args, api_name="/generate")[4]  # another user is served meanwhile
+    assert "KL" in other.predict(*args, api_name="/generate")[N]  # another user is served meanwhile
     _wait_idle(demo)
 
 
@@ -287,7 +290,7 @@ def test_a_long_prompt_is_cut_before_it_is_scanned():
 BAD_CALLS = [  # (endpoint, raw values, words the error must contain)
     ("generate", {1: "1"}, "beta ('β (MAVIS tilt strength)') must be a number between 0 and 10, got '1'"),
     ("generate", {11: None}, "'weight: helpful' must be a number between 0 and 1, got None"),
-    ("generate", {6: None}, "methods must be a list of choices from ['base', 'mavis', 'mod', 'rsoup']"),
+    ("generate", {6: None}, "methods must be a list of choices from ['base', 'mavis', 'mod', 'rsoup', 'prompted']"),
     ("generate", {5: float("nan")}, "seed must be a number between 0 and 2147483647, got nan"),
     ("generate", {7: ["helpful"]}, "x ('x axis') must be one of ['helpful', 'harmless', 'humor']"),
     ("generate", {14: "greedy"}, "'search (every ticked method)': Value: 'greedy'"),
@@ -303,7 +306,7 @@ BAD_CALLS = [  # (endpoint, raw values, words the error must contain)
 GOOD = {"generate": GENERATE, "sweep": SLOW_SWEEP[:4] + [4, 0, ["base"], controls.SWEEP_MODES[0], *AXES, None,
                                                          "sample", 4, 4],
         "redraw": [*AXES, None], "normalise": [0.5, 0.2, 0.3], "study_new": ["p", "hi"],
-        "study_submit": [None, "A", *[3] * 12], "study_results": ["guess"], "show_sample": [None, None]}
+        "study_submit": [None, "A", *[3] * RATINGS], "study_results": ["guess"], "show_sample": [None, None]}
 
 
 @pytest.mark.parametrize("endpoint, change, words", BAD_CALLS, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_CALLS)])
@@ -541,7 +544,7 @@ def test_pickle_weights_are_refused_naming_their_folder(tiny_dir, tmp_path):
 def test_a_forged_trial_id_is_not_taken_from_the_request(served):
     _, url = served
     shown = _client(url).predict("p", "hi", api_name="/study_new")
-    kind, answer = _call(url, "study_submit", ["0" * 32, "A", *[3] * 12])  # a raw call naming someone's trial
+    kind, answer = _call(url, "study_submit", ["0" * 32, "A", *[3] * RATINGS])  # a raw call naming someone's trial
     assert kind == "error" and "No trial to rate yet" in answer["error"]  # the trial id lives in gr.State only
     assert "**Prompt:**" in shown[0]
 

@@ -17,10 +17,19 @@ import threading
 from pathlib import Path
 
 import pytest
+from apputil import RATINGS
 
 from mavis_core.study import StudyDB
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def first_stats(out: list) -> str:
+    """The first column's stats in /generate's outputs (after every column's text)."""
+    from apputil import N  # imported late: apputil starts gradio
+
+    return out[N]
+
 REPLIES = {"base": "one", "mavis": "two", "mod": "three"}
 WEIGHTS = {"helpful": 0.5, "harmless": 0.5}
 # A writer process: submits trial + ratings in a loop and prints each trial id only after add_ratings returned,
@@ -240,7 +249,7 @@ def test_bad_generate_input_gets_a_clear_error_then_the_app_serves(client, chang
     with pytest.raises(Exception) as err:  # noqa: PT011 - gradio_client's AppError; the text is what matters
         client.predict(*_args(change), api_name="/generate")
     _plain(str(err.value), words)
-    assert "KL" in client.predict(*_args({}), api_name="/generate")[4]
+    assert "KL" in first_stats(client.predict(*_args({}), api_name="/generate"))
 
 
 @pytest.mark.slow
@@ -251,7 +260,7 @@ def test_non_json_values_over_raw_http_get_a_clear_error(served, client, change,
               if line.startswith("data: ") and '"error"' in line]
     assert "event: error" in stream and errors, stream[-500:]
     _plain(errors[-1]["error"] or "", words)
-    assert "KL" in client.predict(*_args({}), api_name="/generate")[4]
+    assert "KL" in first_stats(client.predict(*_args({}), api_name="/generate"))
 
 
 def test_unpaired_surrogate_is_refused_plainly():
@@ -265,13 +274,13 @@ def test_unpaired_surrogate_is_refused_plainly():
 @pytest.mark.slow
 def test_huge_prompt_is_cut_with_a_warning_not_a_failure(client):
     out = client.predict(*_args({"prompt": "tell me a joke " * 35_000}), api_name="/generate")  # ~0.5 MB
-    assert "KL" in out[4]  # (a body over MAX_REQUEST_BYTES is refused: tests/test_hardening.py)
+    assert "KL" in first_stats(out)  # (a body over MAX_REQUEST_BYTES is refused: tests/test_hardening.py)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("endpoint, args, words", [
     ("/redraw", ("helpful", "fun", "none (2-D)"), "not in the list of choices"),
-    ("/study_submit", ("A", *[3] * 12), "New trial"),
+    ("/study_submit", ("A", *[3] * RATINGS), "New trial"),
     ("/study_results", ("",), "admin token"),
     ("/sweep", ("hello", 1.0, 8, 1.0, 4, 0, ["base"], "chart axes (11 λ points)", "helpful", "helpful", AXES[2]),
      "two different objectives"),
@@ -283,7 +292,7 @@ def test_bad_input_to_other_endpoints(client, endpoint, args, words):
     with pytest.raises(Exception) as err:  # noqa: PT011 - as above
         client.predict(*args, api_name=endpoint)
     _plain(str(err.value), words)
-    assert "KL" in client.predict(*_args({}), api_name="/generate")[4]
+    assert "KL" in first_stats(client.predict(*_args({}), api_name="/generate"))
 
 
 # ------------------------------------------------------------------------------------------- stack files
