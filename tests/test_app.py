@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-from apputil import METHODS, SAMPLES, TOKEN, TOKENS, N
+from apputil import CHART, METHODS, RATINGS, SAMPLES, TOKEN, TOKENS, N
 
 import app
 from app import controls, server, threads
@@ -59,8 +59,8 @@ def test_same_seed_same_text_and_sample_details(client):
     details = client.predict(newest, api_name="/show_sample")
     assert f"#{newest} mavis" in details and "KL" in details and "helpful 0.50" in details
     # The replay lands on the first one's point: drawn once, and the details name the sample underneath.
-    assert f"#{newest - 4} mavis" in details.split("Same point on the chart:")[1]
-    mavis = next(t for t in json.loads(again[9]["plot"])["data"] if t.get("name") == "mavis")
+    assert f"#{newest - N} mavis" in details.split("Same point on the chart:")[1]
+    mavis = next(t for t in json.loads(again[CHART]["plot"])["data"] if t.get("name") == "mavis")
     assert len(mavis["x"]) == 1 and re.search(r"×\d+ the same point: #", mavis["hovertext"][0])
 
 
@@ -86,10 +86,10 @@ def test_sweep_fills_the_chart(client):
 @pytest.mark.slow
 def test_study_flow_and_admin_gate(client, tmp_path):
     shown = client.predict("p1", "", api_name="/study_new")
-    header, texts = shown[0], shown[1:5]
+    header, texts = shown[0], shown[1:1 + N]
     assert "**Prompt:**" in header and "**Weights:**" in header and all(isinstance(t, str) for t in texts)
     assert not any(m in header for m in ("mavis", "rsoup"))  # blinded
-    ratings = [3] * 12
+    ratings = [3] * RATINGS
     with pytest.raises(Exception, match="no harmless rating"):
         client.predict("B", *ratings[:1], None, *ratings[2:], api_name="/study_submit")
     status = client.predict("B", *ratings, api_name="/study_submit")  # the trial id lives in gr.State
@@ -104,7 +104,7 @@ def test_study_flow_and_admin_gate(client, tmp_path):
     path = client.predict(TOKEN, api_name="/study_export")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 12 and {r["method"] for r in rows} == set(METHODS) and rows[0]["participant"] == "p1"
+    assert len(rows) == RATINGS and {r["method"] for r in rows} == set(METHODS) and rows[0]["participant"] == "p1"
 
 
 @pytest.mark.slow
@@ -290,7 +290,7 @@ def test_sweep_points_are_means_over_prompts_and_seeds_with_error_bars(client):
 @pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (sweep_args(methods=METHODS, mode=1, prompts=2, seeds=8, tokens=32, search=("best_of_n", 2, 4)),
-     ["736 replies × 2 samples × 32 tokens = 47,104 token steps; the limit is 32,768",
+     ["976 replies × 2 samples × 32 tokens = 62,464 token steps; the limit is 32,768",
       "fewer prompts or seeds per λ point"]),
     (sweep_args(prompts=3), ["prompts per λ point is 3, but this stack has only 2 prompts", "use at most 2"]),
     (sweep_args(seeds=9), ["seeds_per_point ('seeds per λ point')"]),

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from apputil import METHODS, TIMEOUT_MS, TOKEN, app_engine, browser_page, launch
+from apputil import METHODS, TIMEOUT_MS, TOKEN, N, app_engine, browser_page, launch
 
-from mavis_core.study import RATING_RANGE, printable
+from mavis_core.study import RATING_RANGE, SLOTS, printable
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_study_ratings_form_clears_after_submit(url, page, tmp_path):
                            timeout=TIMEOUT_MS)
     assert "how much each objective counts" in page.locator("#study-header").inner_text()
     page.screenshot(path=str(tmp_path / "study-trial.png"))
-    for slot in "ABCD":
+    for slot in SLOTS[:N]:
         for objective in ("helpful", "harmless", "humor"):
             if (slot, objective) != ("B", "harmless"):
                 page.locator(f"#rate-{slot}-{objective} label", has_text="4").click()
@@ -109,7 +109,7 @@ def test_study_ratings_form_clears_after_submit(url, page, tmp_path):
     wait_text(page, "#study-status", "saved")
     assert page.locator("#study-notice").inner_text().strip() == ""
     wait_text(page, "#study-header", "Press New trial")
-    assert sum(checked(page, f"#rate-{s}-{k}") for s in "ABCD" for k in ("helpful", "harmless", "humor")) == 0
+    assert sum(checked(page, f"#rate-{s}-{k}") for s in SLOTS[:N] for k in ("helpful", "harmless", "humor")) == 0
     assert checked(page, "#favourite") == 0 and page.locator("#study-reply-A textarea").input_value() == ""
     page.screenshot(path=str(tmp_path / "study-cleared.png"))
     assert RATING_RANGE == (1, 5)
