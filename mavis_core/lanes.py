@@ -76,6 +76,19 @@ class RowPlan:
         return self.rows[-1]
 
 
+PAD_MULTIPLE = 8
+
+
+def padded_width(stack: Stack, prompts: list[str]) -> int:
+    """The width every context of a request is left-padded to, whichever methods it holds: the longest the prompts'
+    contexts can be with λ in words (every weight written as 100 %), rounded up to a multiple of `PAD_MULTIPLE`. In
+    bfloat16 a row's numbers change with the width it is padded to, so a base reply would otherwise change when a
+    Prompted or conditioned row joins its batch (issue 33)."""
+    longest = weights_prompt(dict.fromkeys(stack.objectives, 1.0))
+    width = max(len(stack.format.encode(p, longest)) for p in prompts)
+    return -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def plan_lanes(stack: Stack, prompts: list[str], cfgs: list[DecodeConfig],
                seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[Lane]]:
     """The inputs of a batch of replies, each distinct context tokenized once, and one lane per reply.
@@ -97,7 +110,7 @@ def plan_lanes(stack: Stack, prompts: list[str], cfgs: list[DecodeConfig],
     contexts = list(dict.fromkeys([(p, None) for p in prompts] + list(zip(prompts, extra, strict=True))))
     where = {c: i for i, c in enumerate(contexts)}
     input_ids, attention_mask, _ = stack.encode([p for p, _ in contexts], max(c.max_new_tokens for c in cfgs),
-                                                [e for _, e in contexts])
+                                                [e for _, e in contexts], padded_width(stack, prompts))
     lanes = [Lane(cfg, where[(p, None)], seed, None if e is None else where[(p, e)])
              for p, cfg, seed, e in zip(prompts, cfgs, seeds, extra, strict=True)]
     return input_ids, attention_mask, lanes

@@ -288,10 +288,11 @@ class Stack:
         with self.lora_rows.rows(scales.to(self.device)) as model:
             return model(**inputs)
 
-    def encode(self, prompts: list[str], max_new_tokens: int,
-               instructions: list[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
-        """Format and tokenize prompts, left-padded; prompts too long for the context are cut from the left.
-        ``instructions[i]`` (Prompted's weights in words, or None) joins prompt i's system prompt (`PromptFormat`).
+    def encode(self, prompts: list[str], max_new_tokens: int, instructions: list[str | None] | None = None,
+               width: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+        """Format and tokenize prompts, left-padded to at least ``width``; prompts too long for the context are cut
+        from the left. ``instructions[i]`` (Prompted's weights in words, or None) joins prompt i's system prompt
+        (`PromptFormat`).
 
         Returns:
             input_ids (B, T), attention_mask (B, T), and per prompt whether it was truncated.
@@ -306,7 +307,8 @@ class Stack:
                                                                   strict=True)]
         truncated = [len(x) > room for x in ids]
         ids = [x[-room:] for x in ids]
-        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+        width = min(max(width, *map(len, ids)), room)
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding="max_length", max_length=width)
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), truncated
 
     def score(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:

@@ -15,8 +15,8 @@ from mavis_core.lanes import plan_lanes
 
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 SETTINGS = [{"helpful": 1.0}, {"helpful": 1.0, "harmless": 1.0, "humor": 1.0}, {"harmless": 1.0, "humor": 2.0}]
-# the other methods' rows read the plain prompt; Prompted's longer context would left-pad them (not covered yet)
-BESIDE = [["mod"], ["rsoup"], ["mod", "rsoup"]]
+# Prompted's context is longer than the others' rows: every request is padded to the same width (lanes.padded_width)
+BESIDE = [["mod"], ["rsoup"], ["mod", "rsoup"], ["prompted"], ["mod", "rsoup", "prompted"]]
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
@@ -73,12 +73,16 @@ def test_a_sweeps_rows_equal_single_decodes_in_bfloat16(bf16_stack):
 
 @pytest.mark.slow
 def test_the_default_stack_replies_do_not_depend_on_their_batch():
-    """Issue 33's acceptance on the shipped stack in its own dtype: 8 held-out prompts × 3 seeds."""
+    """On the shipped stack in its own dtype, base and MAVIS alone against beside every other method (Prompted's
+    longer context among them): without `lanes.padded_width` 16 of 18 such replies changed here. Issue 33's whole
+    check (8 held-out prompts x 3 seeds x every combination x 3 settings) is `benchmarks/batch_independence.py`."""
     from mavis_core.prompts import read_prompts
 
     if not (ASSETS / "stack.toml").exists():
         pytest.skip("no default stack")
     stack = load_stack(ASSETS / "stack.toml", device=torch.device("cpu"))
-    for prompt in read_prompts(ASSETS / "eval_prompts.json")[:8]:
-        for seed in (0, 1, 7):
-            assert_alone_equals_beside_others(stack, prompt, seed, tokens=32)
+    others = [m for m in stack.methods if m not in ("base", "mavis")] + ["prompted"]
+    for prompt in read_prompts(ASSETS / "eval_prompts.json")[:2]:
+        own = [cfg(m, SETTINGS[0], 0, 16) for m in ("base", "mavis")]
+        alone = [replies(stack, prompt, [c])[0] for c in own]
+        assert replies(stack, prompt, own + [cfg(o, SETTINGS[1], 0, 16) for o in others])[:2] == alone
