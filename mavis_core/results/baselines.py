@@ -30,18 +30,14 @@ def prompted_part(report: Report, df: pd.DataFrame, objectives: list[str], beta:
     if "prompted" not in set(df.method):
         return
     table, points = own_kl_table(df, objectives, report.facts["pairs_volumes"], beta)
-    table.to_csv(report.data / "matched_prompted.csv", index=False)
-    points.to_csv(report.data / "matched_prompted_points.csv", index=False)
-    report.add("### MAVIS against just asking (Prompted)", "",
-               "*Prompted* is the base with the weights written into its system prompt; its KL is measured against "
-               "the base on the plain prompt, so it counts what the instruction changed. It has no strength to "
-               "trade KL for reward, so it is compared at its own KL: at each of its λ points MAVIS is read off "
-               "its β curve at that λ (the base as β = 0, the page's β and every KL budget's β; linear in KL) at "
-               "Prompted's KL. A λ point where Prompted's KL lies outside MAVIS's curve is left out of both "
-               "fronts, and counted.", "")
-    report.table(table, ".2f")
-    report.add(*_reading(table, "Prompted"), "")
-    report.facts["prompted"] = table
+    report.add("### MAVIS against just asking (Prompted)", "")
+    _publish(report, "prompted", table, points, "Prompted",
+             "*Prompted* is the base with the weights written into its system prompt; its KL is measured against "
+             "the base on the plain prompt, so it counts what the instruction changed. It has no strength to "
+             "trade KL for reward, so it is compared at its own KL: at each of its λ points MAVIS is read off "
+             "its β curve at that λ (the base as β = 0, the page's β and every KL budget's β; linear in KL) at "
+             "Prompted's KL. A λ point where Prompted's KL lies outside MAVIS's curve is left out of both "
+             "fronts, and counted.")
 
 
 def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], beta: float, has_policy: bool) -> None:
@@ -56,15 +52,23 @@ def conditioned_part(report: Report, df: pd.DataFrame, objectives: list[str], be
                    "docs/stacks.md), so there is no such comparison.", "")
         return
     table, points = matched_table(df, objectives, ["conditioned"], report.facts["pairs_volumes"], beta=beta)
-    table.to_csv(report.data / "matched_conditioned.csv", index=False)
-    points.to_csv(report.data / "matched_conditioned_points.csv", index=False)
-    report.add("*Conditioned*: one LoRA policy that reads the weights in its system prompt (Prompted's), trained "
+    _publish(report, "conditioned", table, points, "the conditioned policy",
+             "*Conditioned*: one LoRA policy that reads the weights in its system prompt (Prompted's), trained "
                "once for every λ. Its strength α scales its adapter as RSoup's does (θ_0 + α·ΔW); α = 0 is "
                "Prompted, so its curve at each λ runs from Prompted's point through α = 1 and the page's other "
-               "strengths, and it is read at MAVIS's KL as MOD and RSoup are above.", "")
+               "strengths, and it is read at MAVIS's KL as MOD and RSoup are above.")
+
+
+def _publish(report: Report, method: str, table: pd.DataFrame, points: pd.DataFrame, label: str,
+             description: str) -> None:
+    """A baseline's comparison with MAVIS: its tables as CSV, what it measures, the table, its reading, and
+    ``facts[method]``."""
+    table.to_csv(report.data / f"matched_{method}.csv", index=False)
+    points.to_csv(report.data / f"matched_{method}_points.csv", index=False)
+    report.add(description, "")
     report.table(table, ".2f")
-    report.add(*_reading(table, "the conditioned policy"), "")
-    report.facts["conditioned"] = table
+    report.add(*_reading(table, label), "")
+    report.facts[method] = table
 
 
 def _kind_comparisons(df: pd.DataFrame, objectives: list[str], volumes: pd.DataFrame, beta: float) -> dict:
