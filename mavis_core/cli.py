@@ -156,6 +156,8 @@ def _add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts-per-batch", type=int,
                         help="trees grown together (more fill the batch better; the unit of resuming)")
     parser.add_argument("--chunk-range", help="LO,HI token range of a chunk (default: the paper's fair-share rule)")
+    parser.add_argument("--refusal-children", type=int, help="root children of a base tree that open with a "
+                        "refusal opener (default 0): the base never refuses by itself")
 
 
 def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +210,8 @@ def _add_dpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-r", type=int)
     parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: twice the rank)")
     parser.add_argument("--min-margin", type=float, help="drop pairs whose rewards differ by no more (default 0)")
+    parser.add_argument("--refusal-samples", type=int, help="base samples per prompt that open with a refusal "
+                        "opener (default 0): the base never refuses by itself")
     parser.add_argument("--top-k", type=int, help="top-k of the sampled replies")
     parser.add_argument("--temperature", type=float, help="temperature of the sampled replies")
     parser.add_argument("--target-modules",

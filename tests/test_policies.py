@@ -182,3 +182,19 @@ def test_base_samples_of_another_stack_are_kept_apart(tiny_dir, tmp_path):
     stack.spec = dataclasses.replace(stack.spec, base_model=stack.spec.base_model + "-other")
     policies.base_samples(stack, {"humor": 1.0}, PROMPTS[:2], cfg, tmp_path)
     assert len(list(tmp_path.glob("base-samples-*.json"))) == 3
+
+
+def test_refusal_samples_open_the_last_base_samples_of_each_prompt_with_a_refusal(tiny_stack):
+    from mavis_core.training.base_replies import REFUSAL_OPENERS
+
+    cfg = PolicyTrainConfig(samples_per_prompt=3, refusal_samples=1, max_new_tokens=16)
+    rows, gens = policies._sample(tiny_stack, {"humor": 1.0}, PROMPTS[:2], cfg, 0)
+    assert rows == [p for p in PROMPTS[:2] for _ in range(3)]
+    opened = [any(g.text.startswith(o) for o in REFUSAL_OPENERS) for g in gens]
+    assert opened == [False, False, True, False, False, True]
+    assert all(g.finish_reason in ("eos", "stop", "length") for g in gens)
+    free = policies._sample(tiny_stack, {"humor": 1.0}, PROMPTS[:2], PolicyTrainConfig(samples_per_prompt=3,
+                                                                                      max_new_tokens=16), 0)[1]
+    assert [g.text for i, g in enumerate(gens) if i % 3 < 2] == [g.text for i, g in enumerate(free) if i % 3 < 2]
+    with pytest.raises(ValueError, match="refusal_samples"):
+        PolicyTrainConfig(samples_per_prompt=2, refusal_samples=2)

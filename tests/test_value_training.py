@@ -459,3 +459,25 @@ def test_trained_value_models_raise_the_objectives_reward_over_the_base(tiny_sta
     # 32 guided trees, 3.4-4.2 at iteration 1.
     for report in reports:
         assert report["eval"]["humor"]["mavis_reward"] > report["eval"]["humor"]["base_reward"] + 0.5
+
+
+def test_refusal_children_open_the_first_root_children_with_a_refusal_the_base_continues(tiny_stack):
+    cfg = TreeConfig(root_children=3, inner_children=1, levels=1, max_new_tokens=20, refusal_children=1)
+    for tree in grow(tiny_stack, PROMPTS[:2], cfg):
+        first, *rest = tree.nodes[0].children
+        opener = trees_module.refusal_opener_ids(tiny_stack, tree.index)
+        assert tree.nodes[first].tokens[: len(opener)] == opener and len(tree.nodes[first].tokens) > len(opener)
+        # the tiny tokenizer may spell an opener in more tokens than the reply's limit: then one more is sampled
+        assert len(tree.path(first)) <= max(20, len(opener) + 1) and tree.nodes[first].rewards is not None
+        assert all(tree.nodes[c].tokens[: len(opener)] != opener for c in rest)
+    with pytest.raises(ValueError, match="refusal_children"):
+        TreeConfig(root_children=2, refusal_children=3)
+
+
+def test_guided_rollouts_never_force_a_refusal(tiny_stack, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(value_iterations, "grow_trees", lambda stack, pairs, cfg, d: seen.append(cfg) or iter(()))
+    cfg = TreeConfig(root_children=2, levels=1, max_new_tokens=8, refusal_children=1)
+    with pytest.raises(ValueError, match="holds 0 trees"):
+        rollout_stage(tiny_stack, tmp_path / "g", PROMPTS[:1], cfg, "humor", 2.0, None, Accelerator(cpu=True))
+    assert seen[0].refusal_children == 0

@@ -38,16 +38,21 @@ from .value_report import ValueReportConfig, table_cell, value_report
 
 # The default stack's training settings. The values step is iteration 0 alone (the default stack's model);
 # iteration 1 is its own step (values-iter1) so that it goes on from the model the stack ships. Both train on dense
-# targets (every reply position, not only a node's end) from 4 replies to each of 2,048 prompts.
+# targets (every reply position, not only a node's end) from 4 replies to each of 2,048 prompts, the first of each
+# prompt's 4 opened with a refusal (the base never refuses by itself: without them no value model could know what
+# a refusal is worth, and MAVIS could not steer towards one).
 VALUES = TrainValuesConfig(fused=True, kind="trunk", layers=4, lora_r=16, num_prompts=2048, guided_prompts=512,
                            prompts_per_batch=16, levels=1, root_children=4, inner_children=1, max_new_tokens=48,
-                           dense=True, epochs=4, lr=0.001, iterations=1, beta=4.0, num_eval_prompts=32)
+                           refusal_children=1, dense=True, epochs=4, lr=0.001, iterations=1, beta=4.0,
+                           num_eval_prompts=32)
 # Iteration 1 (what assets/stack-iter1.toml ships): 4 MAVIS-guided replies to each of the first 512 training prompts
 # per objective at the stack's beta, from iteration 0's weights (start_from, so iteration 0 is not redone).
 VALUES_ITER1 = replace(VALUES, iterations=2)
+# The policies' candidates are MAVIS's values' rollouts in kind: of 4 base replies per prompt, the last opens with a
+# refusal, so a policy (and the references and the conditioned policy, which share them) can learn to refuse.
 POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "down_proj"), lora_r=8,
-                               num_prompts=128, samples_per_prompt=4, rounds=1, epochs=2, dpo_beta=0.1,
-                               max_new_tokens=48, out_dtype="float16")
+                               num_prompts=128, samples_per_prompt=4, refusal_samples=1, rounds=1, epochs=2,
+                               dpo_beta=0.1, max_new_tokens=48, out_dtype="float16")
 # The exact-preference (MORLHF) references on helpful-humor: the policies' recipe at rank 4, so that the four fit
 # in assets/'s 30 MB budget.
 REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))

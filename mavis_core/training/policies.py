@@ -53,6 +53,9 @@ class PolicyTrainConfig:
         dpo_beta: β of DPO, the strength of the implicit KL penalty (larger: closer to the base).
         min_margin: pairs whose rewards differ by no more than this are dropped (ties teach nothing).
         rounds: 1 = offline DPO on base samples; more = online DPO, each round sampling from the current policy.
+        refusal_samples: of each prompt's base samples (round 0), how many open with a refusal opener that the
+            base continues (`trees.refusal_opener_ids`, in turn): the base never refuses by itself, so without
+            them no pair could prefer a refusal and no policy could learn one.
         lora_alpha: LoRA's alpha; None: twice the rank.
         target_modules: LoRA targets; None uses peft's default for the architecture (GPT-2: c_attn).
     """
@@ -71,11 +74,15 @@ class PolicyTrainConfig:
     target_modules: tuple[str, ...] | None = ("c_attn", "c_fc")
     min_margin: float = 0.0
     rounds: int = 1
+    refusal_samples: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 to form pairs, got {self.samples_per_prompt}")
+        if not 0 <= self.refusal_samples < self.samples_per_prompt:
+            raise ValueError(f"refusal_samples must be in 0..samples_per_prompt - 1 ({self.samples_per_prompt - 1}), "
+                             f"got {self.refusal_samples}")
         if min(self.epochs, self.batch_size, self.rounds, self.lora_r) < 1 or self.dpo_beta <= 0:
             raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
 
@@ -163,12 +170,47 @@ def _sample(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: Po
     seeds = [cfg.seed * 1_000_003 + round_ * 100_003 + i for i in range(len(rows))]
     decode_cfg = DecodeConfig(method="base" if policy is None else "mod", weights={adapter_name(weights): 1.0},
                               top_k=cfg.top_k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-    gens = []
+    forced = [policy is None and i % cfg.samples_per_prompt >= cfg.samples_per_prompt - cfg.refusal_samples
+              for i in range(len(rows))]  # the last refusal_samples of each prompt's base samples
+    gens: list = [None] * len(rows)
     with policy_in_stack(stack, policy) if policy is not None else contextlib.nullcontext():
-        for start in tqdm(range(0, len(rows), SAMPLE_ROWS), desc=f"samples (round {round_})"):
-            gens += generate_batch(stack, rows[start : start + SAMPLE_ROWS], decode_cfg,
-                                   seeds[start : start + SAMPLE_ROWS])
+        for opened in (False, True):
+            index = [i for i, f in enumerate(forced) if f == opened]
+            for start in tqdm(range(0, len(index), SAMPLE_ROWS), desc=f"samples (round {round_}"
+                              + (", refusal-opened)" if opened else ")"), disable=not index):
+                part = index[start : start + SAMPLE_ROWS]
+                made = (_refusal_opened(stack, [rows[i] for i in part], [seeds[i] for i in part], decode_cfg)
+                        if opened else generate_batch(stack, [rows[i] for i in part], decode_cfg,
+                                                      [seeds[i] for i in part]))
+                for i, g in zip(part, made, strict=True):
+                    gens[i] = g
     return rows, gens
+
+
+@dataclass
+class OpenedReply:
+    """A base reply whose first tokens were a forced refusal opener (what `_sample` uses of a generation)."""
+
+    text: str
+    finish_reason: str
+
+
+def _refusal_opened(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig) -> list[OpenedReply]:
+    """Replies that open with a refusal opener (the k-th row the k-th opener, in turn; seeded per row) and go on
+    as ``cfg`` samples; the opener counts towards ``cfg.max_new_tokens``."""
+    from .trees import continue_batch, refusal_opener_ids
+
+    openers = [refusal_opener_ids(stack, seed) for seed in seeds]
+    room = stack.context_length - cfg.max_new_tokens
+    heads = [stack.format.encode(p)[-room:] for p in prompts]
+    chunks = continue_batch(stack, [h + o for h, o in zip(heads, openers, strict=True)], [len(h) for h in heads],
+                            [max(1, cfg.max_new_tokens - len(o)) for o in openers], cfg, seeds, cfg.max_new_tokens)
+    out = []
+    for opener, chunk in zip(openers, chunks, strict=True):
+        ids = opener + chunk.tokens
+        reason = ("length" if not chunk.finished else "eos" if ids[-1] in stack.format.stop_ids else "stop")
+        out.append(OpenedReply(stack.format.reply_text(ids), reason))
+    return out
 
 
 def sample_replies(stack: Stack, weights: dict[str, float], prompts: list[str], cfg: PolicyTrainConfig,
@@ -193,6 +235,7 @@ def base_samples(stack: Stack, weights: dict[str, float], prompts: list[str], cf
     """
     spec = stack.spec  # what writes and scores the replies: another stack in the same folder gets its own file
     settings = dict(prompts=prompts, seed=cfg.seed, samples_per_prompt=cfg.samples_per_prompt, top_k=cfg.top_k,
+                    **({"refusal_samples": cfg.refusal_samples} if cfg.refusal_samples else {}),
                     temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, dtype=str(stack.dtype),
                     base=[str(spec.base_model), str(spec.base_source), str(spec.tokenizer), spec.prompt_format,
                           spec.system_prompt], rewards=[[o.name, str(o.reward)] for o in spec.objectives])

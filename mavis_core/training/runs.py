@@ -61,6 +61,7 @@ class TreeOptions:
     max_new_tokens: int = _TREE.max_new_tokens
     prompts_per_batch: int = _TREE.prompts_per_batch
     chunk_range: tuple[int, int] | None = None
+    refusal_children: int = _TREE.refusal_children
     seed: int = _TREE.seed
 
     def __post_init__(self) -> None:
@@ -70,4 +71,5 @@ class TreeOptions:
     def trees(self) -> TreeConfig:
         return TreeConfig(root_children=self.root_children, inner_children=self.inner_children, levels=self.levels,
                           prompts_per_batch=self.prompts_per_batch, chunk_range=self.chunk_range,
+                          refusal_children=self.refusal_children,
                           max_new_tokens=self.max_new_tokens, seed=self.seed)

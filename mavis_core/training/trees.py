@@ -42,6 +42,10 @@ class TreeConfig:
         max_new_tokens: reply length limit, as in decoding.
         batch_rows: children generated per forward batch (all children of a level, in slices of this).
         prompts_per_batch: trees grown together (and saved together, the unit of resuming).
+        refusal_children: root children (of ``root_children``) whose chunk opens with a refusal opener
+            (`base_replies.REFUSAL_OPENERS` in turn) that the policy then continues; the base never opens a
+            refusal by itself, so without them a value model never sees what a refusal is worth. The forced
+            tokens carry no log-ratio: meant for the base's trees (iteration 0), where it is 0 anyway.
     """
 
     root_children: int = 4
@@ -53,11 +57,15 @@ class TreeConfig:
     temperature: float = 1.0
     batch_rows: int = 64
     prompts_per_batch: int = 4
+    refusal_children: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if min(self.root_children, self.inner_children, self.levels, self.batch_rows, self.prompts_per_batch) < 1:
             raise ValueError(f"children, levels, batch_rows and prompts_per_batch must be >= 1, got {self}")
+        if not 0 <= self.refusal_children <= self.root_children:
+            raise ValueError(f"refusal_children must be in 0..root_children ({self.root_children}), "
+                             f"got {self.refusal_children}")
         if self.max_new_tokens < self.levels:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be >= levels ({self.levels})")
         if self.chunk_range is not None and not 1 <= self.chunk_range[0] <= self.chunk_range[1]:
@@ -187,8 +195,16 @@ def chunk_length(cfg: TreeConfig, level: int, left: int, rng: random.Random) -> 
     return min(left, rng.randint(1, max(1, 2 * (left // (cfg.levels - level)) - 1)))
 
 
-def add_children(tree: Tree, level: int, cfg: TreeConfig) -> list[tuple[int, int]]:
-    """Give every open node at ``level`` its (empty) children. Returns (child index, chunk length) pairs."""
+def refusal_opener_ids(stack: Stack, k: int) -> list[int]:
+    """Token ids of the ``k``-th refusal opener (`REFUSAL_OPENERS` in turn), as a reply's first tokens."""
+    from .base_replies import REFUSAL_OPENERS
+
+    return stack.tokenizer(REFUSAL_OPENERS[k % len(REFUSAL_OPENERS)], add_special_tokens=False)["input_ids"]
+
+
+def add_children(tree: Tree, level: int, cfg: TreeConfig, stack: Stack | None = None) -> list[tuple[int, int]]:
+    """Give every open node at ``level`` its children, empty, or at the root the first ``cfg.refusal_children``
+    holding a refusal opener (``stack`` tokenises it). Returns (child index, tokens to sample) pairs."""
     jobs = []
     for i in range(len(tree.nodes)):
         node = tree.nodes[i]
@@ -196,16 +212,17 @@ def add_children(tree: Tree, level: int, cfg: TreeConfig) -> list[tuple[int, int
             continue
         left = cfg.max_new_tokens - len(tree.path(i))
         length = chunk_length(cfg, level, left, random.Random(node_seed(cfg.seed, tree.index, i, "length")))
-        for _ in range(cfg.root_children if level == 0 else cfg.inner_children):
+        for j in range(cfg.root_children if level == 0 else cfg.inner_children):
+            forced = refusal_opener_ids(stack, tree.index + j) if level == 0 and j < cfg.refusal_children else []
             node.children.append(len(tree.nodes))
-            tree.nodes.append(Node(parent=i, depth=level + 1))
-            jobs.append((node.children[-1], length))
+            tree.nodes.append(Node(parent=i, depth=level + 1, tokens=forced))
+            jobs.append((node.children[-1], max(1, length - len(forced))))
     return jobs
 
 
 def expand_level(stack: Stack, trees: list[Tree], level: int, cfg: TreeConfig, decode_cfg: DecodeConfig) -> None:
     """Sample every child of every open node at ``level``, in batches of ``cfg.batch_rows`` rows."""
-    jobs = [(tree, child, length) for tree in trees for child, length in add_children(tree, level, cfg)]
+    jobs = [(tree, child, length) for tree in trees for child, length in add_children(tree, level, cfg, stack)]
     for start in range(0, len(jobs), cfg.batch_rows):
         batch = jobs[start : start + cfg.batch_rows]
         contexts = [tree.prompt_ids + tree.path(child) for tree, child, _ in batch]
@@ -214,8 +231,8 @@ def expand_level(stack: Stack, trees: list[Tree], level: int, cfg: TreeConfig, d
             [node_seed(cfg.seed, tree.index, child) for tree, child, _ in batch], cfg.max_new_tokens,
         )
         for (tree, child, _), chunk in zip(batch, chunks, strict=True):
-            node = tree.nodes[child]
-            node.tokens, node.log_ratio, node.finished = chunk.tokens, chunk.log_ratio, chunk.finished
+            node = tree.nodes[child]  # a forced opener stays in front of what was sampled
+            node.tokens, node.log_ratio, node.finished = node.tokens + chunk.tokens, chunk.log_ratio, chunk.finished
 
 
 def score_leaves(stack: Stack, trees: list[Tree]) -> None:

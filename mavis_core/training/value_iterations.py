@@ -89,6 +89,8 @@ def rollout_stage(stack: Stack, folder: Path, prompts: list[str], tree_cfg: Tree
     Process r grows the trees of prompts i with i % world == r into ``trees-r.jsonl``; trees already in any
     ``trees-*.jsonl`` are skipped, so a rerun (with any number of processes) picks up where one stopped.
     """
+    if guide is not None:  # forced refusal openers belong to the base's trees only (their log-ratio is not known)
+        tree_cfg = replace(tree_cfg, refusal_children=0)
     # The base's trees do not depend on β: runs with other β still share them.
     meta = {"tree": asdict(tree_cfg), "prompts": _sha(prompts), "guide": guide, "beta": beta if guide else None,
             "value_model": value_model.path if value_model else None, "base": stack.spec.base_model}
