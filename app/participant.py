@@ -93,13 +93,16 @@ class Participant:
 
     def route(self, request: gr.Request) -> list:
         """On page load: with ``?study=`` in the link, the study's first screen in place of the explorer (or what
-        is wrong with the link); with ``?researcher``, the researcher's view; otherwise nothing changes."""
+        is wrong with the link); a participant who already finished sees their completion code at once, one who
+        left midway a Continue button; with ``?researcher``, the researcher's view; otherwise nothing changes.
+        Outputs in `route_outputs` order."""
         params = dict(getattr(request, "query_params", None) or {})
         if "researcher" in params:
             return [gr.update(visible=False), gr.update(visible=False), gr.update(visible=True),
-                    params["researcher"][:64], *[gr.skip()] * 5]
+                    params["researcher"][:64], *[gr.skip()] * 7]
         if "study" not in params:
-            return [gr.skip()] * 9
+            return [gr.skip()] * 11
+        done, start = None, gr.update(visible=False)
         try:
             sessions = self.sessions(params["study"])
             param = sessions.spec.participant_param
@@ -107,11 +110,18 @@ class Participant:
             if not pid:
                 raise ValueError(f"it carries no participant id (its {param}=… part is missing)")
             state = {"study": sessions.spec.name, "pid": check_pid(pid)}
-            title, intro, ready = f"## {sessions.spec.title}", sessions.spec.instructions, True
+            title, intro = f"## {sessions.spec.title}", sessions.spec.instructions
+            where = sessions.peek(state["pid"])  # read only: opening the link enrols nobody
+            if isinstance(where, Completion):
+                done = as_json(where)
+            else:
+                label = "Start" if where is None else f"Continue (trial {where} of {sessions.spec.total_trials})"
+                start = gr.update(visible=True, value=label)
         except ValueError as err:
-            state, title, intro, ready = None, "", BROKEN_LINK.format(reason=err), False
+            state, title, intro = None, "", BROKEN_LINK.format(reason=err)
         return [gr.update(visible=False), gr.update(visible=True), gr.update(visible=False), gr.skip(), state, title,
-                intro, gr.update(visible=ready), intro if ready else ""]
+                "" if done else intro, start, intro if state else "", gr.update(visible=done is not None),
+                completion_text(done) if done else ""]
 
     def open_trials(self, state: dict | None, request: gr.Request | None = None) -> list:
         """Start pressed: the participant's current trial (a return resumes), or their completion."""
@@ -238,14 +248,19 @@ def view_outputs(c: dict) -> list:
             *c["radios"], c["favourite"], c["vote"], c["completion"]]
 
 
+def route_outputs(c: dict, explorer: gr.Column, researcher: tuple[gr.Column, gr.Textbox]) -> list:
+    """The components `Participant.route` fills on page load, in its order."""
+    return [explorer, c["view"], researcher[0], researcher[1], c["state"], c["title"], c["instructions"], c["start"],
+            c["reminder"], c["done"], c["completion"]]
+
+
 def participant_view(handlers: Participant, demo: gr.Blocks, explorer: gr.Column,
                      researcher: tuple[gr.Column, gr.Textbox]) -> None:
     """Lay out the participant view and wire it: the page load picks the view the link asks for; Start and
     Submit are the page's; ``participant_start`` and ``participant_submit`` are the API's (JSON in, JSON out)."""
     c = _layout()
     demo.load(None, js=HIDE_EXPLORER, **QUIET)
-    demo.load(handlers.route, outputs=[explorer, c["view"], researcher[0], researcher[1], c["state"], c["title"],
-                                       c["instructions"], c["start"], c["reminder"]], **QUIET)
+    demo.load(handlers.route, outputs=route_outputs(c, explorer, researcher), **QUIET)
     outputs = view_outputs(c)
     c["start"].click(shown_in_place(handlers.open_trials, len(outputs)), inputs=c["state"],
                      outputs=[*outputs, c["notice"]], api_visibility="private", show_progress="hidden", **SERVED)

@@ -84,10 +84,11 @@ def request(query: str) -> SimpleNamespace:
 
 def test_a_link_walks_instructions_trials_and_completion(participant):
     out = participant.route(request("study=t&PROLIFIC_PID=abc123"))
-    explorer, view, researcher, _, state, title, intro, start, reminder = out
+    explorer, view, researcher, _, state, title, intro, start, reminder, done, _ = out
     assert explorer["visible"] is False and view["visible"] is True and researcher["visible"] is False
     assert state == {"study": "t", "pid": "abc123"} and "Which reply is best?" in title and "then answer" in intro
-    assert start["visible"] is True and reminder == intro  # the instructions stay at hand during the trials
+    assert start["visible"] is True and start["value"] == "Start" and done["visible"] is False
+    assert reminder == intro  # the instructions stay at hand during the trials
     screen = participant.open_trials(state)
     seen, kinds = [], []
     while screen[3]["visible"] is False:  # until the completion screen shows
@@ -131,6 +132,26 @@ def test_a_reload_resumes_and_a_finished_pid_gets_its_code_again(participant):
         participant.submit("t", "again", 5, {"vote": "A"})
 
 
+def test_a_finished_participant_opening_the_link_again_sees_the_code_at_once(participant):
+    link = request("study=t&PROLIFIC_PID=back-1")
+    assert participant.route(link)[7]["value"] == "Start"
+    state = participant.open_trials(participant.route(link)[4])[0]
+    state = participant.answer(state, *page_answer(state))[0]
+    assert participant.route(link)[7] == gr.update(visible=True, value="Continue (trial 2 of 5)")
+    while state.get("position"):
+        state = participant.answer(state, *page_answer(state))[0]
+    _, view, _, _, state, title, intro, start, _, done, completion = participant.route(link)
+    assert view["visible"] is True and done["visible"] is True and start["visible"] is False  # no Start to press
+    assert "DONE-42" in completion and "https://example.org/done?cc=DONE-42" in completion
+    assert "Which reply is best?" in title and intro == "" and state == {"study": "t", "pid": "back-1"}
+
+
+def test_opening_a_link_enrols_nobody(participant, ctx):
+    participant.route(request("study=t&PROLIFIC_PID=looker"))
+    sessions = participant.sessions("t")
+    assert sessions.peek("looker") is None  # only Start draws a plan: a link opened and closed skews no balance
+
+
 def test_missing_answers_are_named_and_nothing_is_stored(participant):
     state = participant.open_trials({"study": "t", "pid": "careful"})[0]
     favourite, vote, *ratings = page_answer(state)
@@ -147,15 +168,15 @@ def test_missing_answers_are_named_and_nothing_is_stored(participant):
     ("study=t&PROLIFIC_PID=a%20b", "participant id"), ("study=t&PROLIFIC_PID=" + "x" * 65, "65 characters"),
     ("study=t", "PROLIFIC_PID=… part is missing"), ("study=nopool&pid=a", "is not open for participants yet")])
 def test_every_bad_link_gets_a_plain_message(participant, query, reason):
-    explorer, view, _, _, state, title, intro, start, _ = participant.route(request(query))
+    explorer, view, _, _, state, title, intro, start, _, done, _ = participant.route(request(query))
     assert explorer["visible"] is False and view["visible"] is True  # the study view only, with the message
-    assert state is None and start["visible"] is False and reason in intro
+    assert state is None and start["visible"] is False and done["visible"] is False and reason in intro
     assert intro.startswith(BROKEN_LINK.split(":")[0]) and "Traceback" not in intro and "study.db" not in intro
 
 
 def test_the_plain_pid_parameter_works_and_no_study_means_the_explorer(participant):
     assert participant.route(request("study=t&pid=z9"))[4] == {"study": "t", "pid": "z9"}
-    assert participant.route(request("seed=3&prompt=hi")) == [gr.skip()] * 9
+    assert participant.route(request("seed=3&prompt=hi")) == [gr.skip()] * 11
     out = participant.route(request("researcher=t"))
     assert out[0]["visible"] is False and out[2]["visible"] is True and out[3] == "t"
 

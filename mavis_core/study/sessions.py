@@ -177,6 +177,20 @@ class StudySessions:
                 self._enrol(db, pid, simulated)
             return self._next(db, pid)
 
+    def peek(self, pid: str) -> Completion | int | None:
+        """Where ``pid`` stands, read only (nothing is drawn or marked shown): None before their first start,
+        their `Completion` once finished, else the number of their current trial."""
+        pid = check_pid(pid)
+        with self._db() as db:
+            if not self._known(db, pid):
+                return None
+            done = db.execute("SELECT COUNT(*) FROM study_answers WHERE study = ? AND pid = ?",
+                              (self.spec.name, pid)).fetchone()[0]
+        if done >= self.spec.total_trials:
+            return Completion(self.spec.name, pid, self.spec.total_trials, self.spec.completion_code,
+                              self.spec.redirect_url)
+        return done + 1
+
     def _enrol(self, db: sqlite3.Connection, pid: str, simulated: bool) -> None:
         rows = db.execute(f"SELECT {_ASSIGNMENT_COLUMNS} FROM study_assignments WHERE study = ?", (self.spec.name,))
         seen = count([_assignment(r) for r in rows], self.pool.methods)
