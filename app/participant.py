@@ -1,8 +1,9 @@
 """The participant's view of a study: a link ``?study=NAME&PARAM=ID`` (PARAM is the study file's
 ``participant_param``; ``pid`` works too) shows that study only: its title and instructions, then the
 participant's blinded trials one after another with their progress, then the completion code. Trials are served
-from the study's pool by `mavis_core.study.StudySessions` (no model runs here); a reload resumes, a finished
-participant gets their code again. Without ``study`` in the link the page is the explorer, as it always was.
+from the study's pool by `mavis_core.study.StudySessions` (no model runs here), or, for a study file that says
+``serve = "live"``, decoded with the app's stack as each is first shown; a reload resumes, a finished participant
+sees their code again at once. Without ``study`` in the link the page is the explorer, as it always was.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search);
 # Every participant action shares one group of its own, never waiting behind decoding: a pool trial is milliseconds
 # of SQLite, which takes one writer at a time, so a few workers keep it busy and more would only wait on its lock.
 SERVED = {"concurrency_id": "study_pool", "concurrency_limit": 4}
+WRITING = "⏳ The assistants are writing the replies; this takes a few seconds…"  # a live study's wait
 BROKEN_LINK = ("⚠️ **This study link does not work**: {reason}.\n\nPlease check the link you were given, or write to "
                "the researcher who sent it.")
 
@@ -60,7 +62,7 @@ class Participant:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             try:
-                sessions = StudySessions(path, self.ctx.study.path)
+                sessions = StudySessions(path, self.ctx.study.path, stack=getattr(self.ctx.engine, "stack", None))
             except ValueError as err:
                 LOG.warning("study %s cannot take participants: %s", path.stem, err)
                 raise ValueError(f"study {path.stem!r} is not open for participants yet") from None
@@ -122,6 +124,15 @@ class Participant:
         return [gr.update(visible=False), gr.update(visible=True), gr.update(visible=False), gr.skip(), state, title,
                 "" if done else intro, start, intro if state else "", gr.update(visible=done is not None),
                 completion_text(done) if done else ""]
+
+    def waiting(self, state: dict | None) -> str:
+        """The notice while Start or Submit runs: for a study that decodes live, that the replies are being
+        written (seconds); for a pool study nothing (the next trial comes at once)."""
+        try:
+            live = bool(state) and self.sessions(state["study"]).spec.serve == "live"
+        except ValueError:
+            live = False
+        return WRITING if live else gr.skip()
 
     def open_trials(self, state: dict | None, request: gr.Request | None = None) -> list:
         """Start pressed: the participant's current trial (a return resumes), or their completion."""
@@ -262,12 +273,15 @@ def participant_view(handlers: Participant, demo: gr.Blocks, explorer: gr.Column
     demo.load(None, js=HIDE_EXPLORER, **QUIET)
     demo.load(handlers.route, outputs=route_outputs(c, explorer, researcher), **QUIET)
     outputs = view_outputs(c)
-    c["start"].click(shown_in_place(handlers.open_trials, len(outputs)), inputs=c["state"],
-                     outputs=[*outputs, c["notice"]], api_visibility="private", show_progress="hidden", **SERVED)
-    c["submit"].click(shown_in_place(handlers.answer, len(outputs)), inputs=[c["state"], c["favourite"], c["vote"],
-                                                                            *c["radios"]],
-                      outputs=[*outputs, c["notice"]], preprocess=False, api_visibility="private",
-                      show_progress="hidden", **SERVED).then(None, js=TO_TOP, **QUIET)
+    # A live study's participant reads that the replies are on their way (the answer replaces the line); a pool's
+    # sees its next trial at once and no line.
+    c["start"].click(handlers.waiting, inputs=c["state"], outputs=c["notice"], **QUIET).then(
+        shown_in_place(handlers.open_trials, len(outputs)), inputs=c["state"], outputs=[*outputs, c["notice"]],
+        api_visibility="private", show_progress="hidden", **SERVED)
+    c["submit"].click(handlers.waiting, inputs=c["state"], outputs=c["notice"], **QUIET).then(
+        shown_in_place(handlers.answer, len(outputs)), inputs=[c["state"], c["favourite"], c["vote"], *c["radios"]],
+        outputs=[*outputs, c["notice"]], preprocess=False, api_visibility="private", show_progress="hidden",
+        **SERVED).then(None, js=TO_TOP, **QUIET)
     with gr.Row(visible=False):  # the API's inputs: the page never shows them
         api = [gr.Textbox(label="study"), gr.Textbox(label="pid"), gr.Number(label="position", precision=0),
                gr.JSON(label="answer")]

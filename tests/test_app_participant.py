@@ -176,6 +176,7 @@ def test_every_bad_link_gets_a_plain_message(participant, query, reason):
 
 def test_the_plain_pid_parameter_works_and_no_study_means_the_explorer(participant):
     assert participant.route(request("study=t&pid=z9"))[4] == {"study": "t", "pid": "z9"}
+    assert participant.waiting({"study": "t", "pid": "z9"}) == gr.skip()  # a pool's trial comes at once
     assert participant.route(request("seed=3&prompt=hi")) == [gr.skip()] * 11
     out = participant.route(request("researcher=t"))
     assert out[0]["visible"] is False and out[2]["visible"] is True and out[3] == "t"
@@ -308,6 +309,53 @@ def test_a_pool_decoded_on_the_tiny_stack_is_served_with_no_model_call(tiny_stac
                                            if r["visible"]]
         screen = participant.answer(state, *page_answer(state))
     assert "TINY-1" in screen[-1] and len(texts) == 2 * 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_a_live_study_decodes_each_trial_on_the_tiny_stack_as_it_is_first_shown(tiny_stack, tmp_path, monkeypatch):
+    import torch
+
+    from mavis_core.study.store import opened
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "live.toml").write_text('serve = "live"\n' + TINY)
+    db = tmp_path / "study.db"
+    ctx = Context(SimpleNamespace(stack=tiny_stack), StudyDB(db), Admin(TOKEN, Exports(tmp_path / "cache")))
+    participant = Participant(ctx, tmp_path / "studies")  # no study build: the link works at once
+    calls = []
+    forward = torch.nn.Module.__call__
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda *a, **k: calls.append(1) or forward(*a, **k))
+
+    def walk(pid: str) -> tuple[list[str], int]:
+        """Every reply text ``pid`` is shown, and the model calls it took."""
+        before, texts = len(calls), []
+        screen = participant.open_trials(participant.route(request(f"study=live&pid={pid}"))[4])
+        while screen[3]["visible"] is False:
+            state, texts = screen[0], texts + [r["value"] for r in screen[6 + len(SLOTS):6 + 2 * len(SLOTS)]
+                                               if r["visible"]]
+            screen = participant.answer(state, *page_answer(state))
+        assert "TINY-1" in screen[-1]
+        return texts, len(calls) - before
+
+    assert participant.waiting({"study": "live", "pid": "live-1"}).startswith("⏳")  # what the wait says
+    first, decoded = walk("live-1")
+    assert decoded > 0 and len(first) == 2 * 3 and all(isinstance(t, str) for t in first)
+    with opened(db) as conn:  # what was shown is stored as pool rows (the report reads them): 2 trials x 3 methods
+        stored = conn.execute("SELECT COUNT(*), MIN(tokens) FROM study_replies WHERE study = 'live'").fetchone()
+    assert stored[0] == 6 and stored[1] >= 1
+    sessions = participant.sessions("live")
+    assert {h["method"] for h in sessions.hidden("live-1", 1)} == {"base", "mavis", "mod"}
+    assert all({"helpful", "humor"} <= set(h["rewards"]) for h in sessions.hidden("live-1", 2))  # scored
+    # 2 prompts x 2 conditions: the second participant gets the other condition of each prompt (balanced), decoded
+    # now; a third is shown cells already decoded and waits for no model
+    walk("live-2")
+    third, decoded = walk("live-3")
+    assert decoded == 0 and len(third) == 6
+
+
+def test_a_live_study_without_a_stack_is_not_opened(participant, tmp_path):
+    (tmp_path / "studies" / "nostack.toml").write_text('serve = "live"\n' + TINY)
+    out = participant.route(request("study=nostack&pid=a"))  # the test context's engine has no stack
+    assert out[4] is None and "is not open for participants yet" in out[6]
 
 
 def test_one_address_cannot_start_participants_by_the_hundred(participant, monkeypatch):

@@ -52,6 +52,8 @@ def test_a_good_file_is_read_with_its_defaults(tmp_path):
     assert spec.task.objectives == ("helpful", "harmless") and len(spec.task.scale) == 5
     assert [p.kind for p in spec.prompts] == ["untagged", "harmful", "untagged"]
     assert spec.settings.seeds == 2 and spec.settings.beta is None and spec.participant_param == "pid"
+    assert spec.serve == "pool"  # replies decoded before the study starts unless the file asks for live decoding
+    assert read_study(write(tmp_path, 'serve = "live"\n' + GOOD)).serve == "live"
 
 
 def test_a_simplex_grid_and_a_prompt_file(tmp_path):
@@ -80,6 +82,8 @@ def test_a_simplex_grid_and_a_prompt_file(tmp_path):
     ('completion_code = "DONE-1"', 'redirect_url = "ftp://x"', "redirect_url"),
     ('completion_code = "DONE-1"', 'completion_code = "a b"', "completion_code"),
     ('completion_code = "DONE-1"', 'participant_param = "p id"', "participant_param"),
+    ('completion_code = "DONE-1"', 'serve = "stream"', "serve"),
+    ('completion_code = "DONE-1"', "serve = true", "serve"),
     ('items = ["one"', 'file = "x.txt"\nitems = ["one"', "prompts"),
     ('items = ["one"', 'items = [3, "one"', "prompts.items"),
     ('items = ["one"', 'items = [{ text = "x", kind = "spicy" }, "one"', "prompts.items"),

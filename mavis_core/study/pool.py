@@ -120,7 +120,7 @@ def _fingerprint(pool: Pool, spec: StudySpec) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def _register(db: sqlite3.Connection, pool: Pool, spec: StudySpec, where: str) -> None:
+def register(db: sqlite3.Connection, pool: Pool, spec: StudySpec, where: str) -> None:
     """Record the pool's layout, or check that the one stored is the same (a resumed build)."""
     fingerprint = _fingerprint(pool, spec)
     row = db.execute("SELECT fingerprint FROM study_pools WHERE study = ?", (pool.study,)).fetchone()
@@ -171,6 +171,24 @@ def _store(path: str | Path, pool: Pool, cells: list[tuple[int, int, str, int]],
         db.executemany("INSERT OR IGNORE INTO study_replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+def decode_cells(stack, spec: StudySpec, pool: Pool, path: str | Path, cells: list[tuple[int, int, str, int]]) -> int:
+    """Decode, score and store those of ``cells`` that ``path`` lacks, as rows of one batch (a live study's trial:
+    `StudySessions`); the base's reply is decoded at condition 0, or taken from there when stored. Returns the
+    number of replies decoded."""
+    with opened(path) as db:
+        have = set(db.execute("SELECT prompt, condition, method, seed FROM study_replies WHERE study = ?",
+                              (pool.study,)))
+        todo = [cell for cell in cells if cell not in have]
+        keys = list(dict.fromkeys((p, 0 if m == "base" else c, m, s) for p, c, m, s in todo))
+        stored = {key: db.execute("SELECT text, tokens, kl, finish, rewards FROM study_replies WHERE study = ? AND "
+                                  "prompt = ? AND condition = ? AND method = ? AND seed = ?",
+                                  (pool.study, *key)).fetchone() for key in keys if key in have}
+    fresh = [key for key in keys if key not in stored]
+    replies = {**stored, **(_decode(stack, spec, pool, fresh) if fresh else {})}
+    _store(path, pool, todo, replies)
+    return len(fresh)
+
+
 def build_pool(cfg: BuildConfig, stack=None) -> Pool:
     """Decode and score every cell of the study ``cfg.study`` not yet in ``cfg.study_db``; return the pool.
 
@@ -187,7 +205,7 @@ def build_pool(cfg: BuildConfig, stack=None) -> Pool:
         stack = load_stack(stack_path)
     pool = layout(spec, stack, stack_path)
     with opened(cfg.study_db) as db:
-        _register(db, pool, spec, str(cfg.study_db))
+        register(db, pool, spec, str(cfg.study_db))
         todo = _missing(db, pool, spec.settings.seeds)
     # the base ignores λ: one decode per (prompt, seed), stored under every condition
     keys = list(dict.fromkeys((p, 0 if m == "base" else c, m, s) for p, c, m, s in todo))

@@ -5,7 +5,8 @@ reload or a return resumes at their first unanswered trial; one who finished get
 new trials. Each answer is checked, then committed (``synchronous=FULL``) before ``submit`` returns: an
 acknowledged answer survives the process being killed. Each (pid, trial) takes one answer (a primary key, and
 the check runs under SQLite's write lock), so two tabs with the same pid cannot both answer a trial, nor both
-finish. Serving reads stored rows only: no model is called.
+finish. Serving a pool reads stored rows only: no model is called. A study with ``serve = "live"`` decodes each
+trial's replies with the given stack when the trial is first shown, and stores them as pool rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from ..arena import VOTES
 from .assign import Assignment, count, plan
 from .db import SLOTS
-from .pool import Pool, read_pool
+from .pool import Pool, decode_cells, layout, read_pool, register
 from .spec import StudySpec, read_study
 from .store import connect
 
@@ -146,13 +147,21 @@ class StudySessions:
         study_db: the SQLite file its pool was built into (`pool.build_pool`).
     """
 
-    def __init__(self, study: str | Path | StudySpec, study_db: str | Path) -> None:
+    def __init__(self, study: str | Path | StudySpec, study_db: str | Path, stack=None) -> None:
         self.spec = study if isinstance(study, StudySpec) else read_study(study)
         self.path = Path(study_db)
         self._local = threading.local()  # one connection per thread, kept open: no reopening per call
+        self.stack, self._decoding = None, threading.Lock()
+        if self.spec.serve == "live":
+            if stack is None:
+                raise ValueError(f"study {self.spec.name!r} decodes live (serve = \"live\"); it needs a loaded stack "
+                                 "(the app's)")
+            self.stack = stack
+            with self._db() as db:  # the pool's layout, registered once; its replies come as trials need them
+                register(db, layout(self.spec, stack, stack.spec.path), self.spec, str(self.path))
         with self._db() as db:
             pool = read_pool(db, self.spec.name)
-        if pool is None or pool.built is None:
+        if pool is None or (pool.built is None and self.stack is None):
             raise ValueError(f"study {self.spec.name!r} has no finished pool in {self.path}; build it first: "
                              f"python -m mavis_core study build studies/{self.spec.name}.toml --study-db {self.path}")
         self.pool: Pool = pool
@@ -175,7 +184,8 @@ class StudySessions:
             if db.execute("SELECT 1 FROM study_participants WHERE study = ? AND pid = ?",
                           (self.spec.name, pid)).fetchone() is None:
                 self._enrol(db, pid, simulated)
-            return self._next(db, pid)
+            current = self._current(db, pid)
+        return self._reveal(pid, current)
 
     def peek(self, pid: str) -> Completion | int | None:
         """Where ``pid`` stands, read only (nothing is drawn or marked shown): None before their first start,
@@ -201,27 +211,43 @@ class StudySessions:
                        [(self.spec.name, pid, a.position, a.kind, a.prompt, a.condition, a.seed, json.dumps(a.methods),
                          a.check, json.dumps(a.order)) for a in trials])
 
-    def _next(self, db: sqlite3.Connection, pid: str) -> ShownTrial | Completion:
-        """``pid``'s first unanswered trial (its first showing time recorded), or their completion."""
+    def _current(self, db: sqlite3.Connection, pid: str) -> Assignment | None:
+        """``pid``'s first unanswered trial, or None when they answered every one."""
         row = db.execute(f"SELECT {_ASSIGNMENT_COLUMNS} FROM study_assignments a WHERE study = ? AND pid = ? AND NOT "
                          "EXISTS (SELECT 1 FROM study_answers b WHERE b.study = a.study AND b.pid = a.pid AND "
                          "b.position = a.position) ORDER BY position LIMIT 1", (self.spec.name, pid)).fetchone()
-        if row is None:
+        return None if row is None else _assignment(row)
+
+    def _reveal(self, pid: str, a: Assignment | None) -> ShownTrial | Completion:
+        """What ``pid`` sees next: trial ``a`` (a live study's replies decoded first, outside any transaction; its
+        first showing time recorded once they are there), or their completion."""
+        if a is None:
             return Completion(self.spec.name, pid, self.spec.total_trials, self.spec.completion_code,
                               self.spec.redirect_url)
-        db.execute("UPDATE study_assignments SET shown = ? WHERE study = ? AND pid = ? AND position = ? AND shown IS "
-                   "NULL", (_now(), self.spec.name, pid, row[0]))
-        return self._shown(db, pid, _assignment(row))
+        if self.stack is not None and a.check < 0:
+            self._decode(a)
+        with self._db() as db:
+            db.execute("UPDATE study_assignments SET shown = ? WHERE study = ? AND pid = ? AND position = ? AND "
+                       "shown IS NULL", (_now(), self.spec.name, pid, a.position))
+            return self._shown(db, pid, a)
 
-    def _shown(self, db: sqlite3.Connection, pid: str, a: Assignment) -> ShownTrial:
+    def _decode(self, a: Assignment) -> None:
+        """A live study: decode and store the replies of trial ``a`` not yet stored (one trial at a time, so two
+        participants shown one cell decode it once)."""
+        cells = [(a.prompt, a.condition, m, a.seed) for m in a.methods]
+        with self._decoding:
+            decode_cells(self.stack, self.spec, self.pool, self.path, cells)
+
+    def _shown(self, db: sqlite3.Connection, pid: str, a: Assignment, texts: bool = True) -> ShownTrial:
+        """Trial ``a`` as ``pid`` sees it; ``texts`` False leaves the replies blank (to check an answer)."""
         if a.check >= 0:
             check = self.spec.attention_checks[a.check]
-            prompt, weights, texts = check.prompt, {}, [check.replies[i] for i in a.order]
+            prompt, weights, shown = check.prompt, {}, [check.replies[i] for i in a.order]
         else:
             prompt, weights = self.pool.prompts[a.prompt].text, self.pool.conditions[a.condition]
-            texts = [self._reply(db, a, m)[0] for m in a.methods]
+            shown = [self._reply(db, a, m)[0] if texts else "" for m in a.methods]
         return ShownTrial(self.spec.name, pid, a.position, self.spec.total_trials, a.kind, prompt, dict(weights),
-                          list(SLOTS[: len(texts)]), texts, _asks(self.spec, a.kind), self.spec.task.objectives,
+                          list(SLOTS[: len(shown)]), shown, _asks(self.spec, a.kind), self.spec.task.objectives,
                           self.spec.task.scale)
 
     def _reply(self, db: sqlite3.Connection, a: Assignment, method: str) -> tuple[str, dict, float]:
@@ -241,16 +267,14 @@ class StudySessions:
             raise ValueError(f"trial: got {position!r:.20}; allowed: a trial number (an integer)")
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # the "already answered?" check and the insert under one write lock
-            current = self._next(db, pid) if self._known(db, pid) else None
-            if current is None:
+            if not self._known(db, pid):
                 raise ValueError(f"participant {pid!r} has not started study {self.spec.name!r}; open the study link")
-            if isinstance(current, Completion) or position < current.position:
+            a = self._current(db, pid)
+            if a is None or position < a.position:
                 raise ValueError(f"trial {position} was already answered (perhaps in another tab); reload for the next")
-            if position != current.position:
-                raise ValueError(f"trial: got {position!r}; allowed: your current trial, {current.position}")
-            answer = check_answer(self.spec, current, answer)
-            a = _assignment(db.execute(f"SELECT {_ASSIGNMENT_COLUMNS} FROM study_assignments WHERE study = ? AND "
-                                       "pid = ? AND position = ?", (self.spec.name, pid, position)).fetchone())
+            if position != a.position:
+                raise ValueError(f"trial: got {position!r}; allowed: your current trial, {a.position}")
+            answer = check_answer(self.spec, self._shown(db, pid, a, texts=False), answer)
             passed = None
             if a.check >= 0:
                 answer_slot = SLOTS[a.order.index(self.spec.attention_checks[a.check].answer - 1)]
@@ -260,7 +284,8 @@ class StudySessions:
             if position == self.spec.total_trials:
                 db.execute("UPDATE study_participants SET finished = ? WHERE study = ? AND pid = ?",
                            (_now(), self.spec.name, pid))
-            return self._next(db, pid)  # committed with the answer, as the block ends, before this returns
+            following = self._current(db, pid)
+        return self._reveal(pid, following)  # the answer was committed as the block ended, before this returns
 
     def _known(self, db: sqlite3.Connection, pid: str) -> bool:
         return db.execute("SELECT 1 FROM study_participants WHERE study = ? AND pid = ?",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pool import Pool, _register, read_pool
+from .pool import Pool, read_pool, register
 from .sessions import ShownTrial, StudySessions
 from .spec import StudySpec
 from .store import opened
@@ -73,7 +73,7 @@ def fake_pool(spec: StudySpec, study_db: str | Path, methods: tuple[str, ...], s
              json.dumps({o: float(rng.standard_normal()) for o in spec.task.objectives}))
             for p, c, m, s in pool.cells(spec.settings.seeds)]
     with opened(study_db) as db:
-        _register(db, pool, spec, str(study_db))
+        register(db, pool, spec, str(study_db))
         db.executemany("INSERT OR IGNORE INTO study_replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("UPDATE study_pools SET built = ? WHERE study = ?", ("fake", spec.name))
         return read_pool(db, spec.name)

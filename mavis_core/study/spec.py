@@ -25,9 +25,10 @@ SCALE_POINTS = (2, 10)
 MAX_TRIALS = 200
 MAX_SEEDS = 16
 _TOP_KEYS = {"title", "instructions", "stack", "methods", "trials_per_participant", "participant_param",
-             "completion_code", "redirect_url", "prompts", "weights", "settings", "task", "attention_checks"}
+             "completion_code", "redirect_url", "prompts", "weights", "settings", "task", "attention_checks", "serve"}
 _SETTING_KEYS = {"beta", "top_k", "temperature", "max_new_tokens", "seeds"}
 _PROMPT_KEYS = {"items", "file", "set", "kind", "count"}
+SERVE = ("pool", "live")  # replies decoded before the study starts (study build), or as each trial is first shown
 PROMPT_SETS = ("heldout", *KINDS)  # the stack's held-out prompts, or one kind's test split (mavis_core.prompts)
 
 
@@ -68,7 +69,8 @@ class StudySpec:
     """A study file, checked. ``prompts`` is empty when ``prompt_set`` names a set resolved at build time (its
     first ``prompt_count`` prompts, or all);
     ``conditions`` are λ (objective -> weight, summing to 1); ``methods`` None means every method the stack can
-    decode at every condition."""
+    decode at every condition; ``serve`` is "pool" (replies decoded by ``study build``) or "live" (decoded by the
+    app as each trial is first shown)."""
 
     name: str
     title: str
@@ -86,6 +88,7 @@ class StudySpec:
     participant_param: str = "pid"
     stack: str = "assets/stack.toml"
     prompt_count: int | None = None
+    serve: str = "pool"
 
     @property
     def objectives(self) -> list[str]:
@@ -306,6 +309,10 @@ def read_study(path: str | Path) -> StudySpec:
         raise _fail(where, "participant_param", param, "a URL parameter name: a letter or _, then up to 39 letters, "
                                                        "digits or _")
     code, url = _completion(raw, where)
+    serve = raw.get("serve", "pool")
+    if serve not in SERVE:
+        raise _fail(where, "serve", serve, '"pool" (replies decoded before the study starts, by study build) or "live" '
+                                           "(each trial's replies decoded by the app as it is first shown)")
     checks = raw.get("attention_checks", [])
     return StudySpec(
         name=path.stem, title=_text(raw, "title", where), instructions=_text(raw, "instructions", where),
@@ -313,4 +320,4 @@ def read_study(path: str | Path) -> StudySpec:
         settings=_settings(raw.get("settings", {}), where), task=task, trials_per_participant=trials,
         attention_checks=_checks(checks, task, trials + len(checks) if isinstance(checks, list) else 0, where),
         completion_code=code, redirect_url=url, participant_param=param,
-        stack=_text(raw, "stack", where, False) or "assets/stack.toml", prompt_count=prompt_count)
+        stack=_text(raw, "stack", where, False) or "assets/stack.toml", prompt_count=prompt_count, serve=serve)
