@@ -5,6 +5,7 @@ progress and report sit behind the admin token."""
 
 from __future__ import annotations
 
+import sqlite3
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,6 +153,23 @@ def test_opening_a_link_enrols_nobody(participant, ctx):
     assert sessions.peek("looker") is None  # only Start draws a plan: a link opened and closed skews no balance
 
 
+def test_two_pages_with_one_pid_cannot_both_answer_or_both_finish(participant, ctx):
+    link = request("study=t&PROLIFIC_PID=twin")
+    first = participant.open_trials(participant.route(link)[4])[0]
+    second = participant.open_trials(participant.route(link)[4])[0]  # the same link in another tab, at once
+    assert first["position"] == second["position"] == 1  # one plan: the second page resumes the first's
+    first = participant.answer(first, *page_answer(first))[0]
+    with pytest.raises(gr.Error, match="trial 1 was already answered"):
+        participant.answer(second, *page_answer(second))
+    while first.get("position"):
+        first = participant.answer(first, *page_answer(first))[0]
+    with pytest.raises(gr.Error, match="already answered"):
+        participant.answer(second, *page_answer(second))
+    with sqlite3.connect(ctx.study.path) as con:
+        assert con.execute("SELECT COUNT(*) FROM study_answers WHERE pid = 'twin'").fetchone()[0] == 5
+        assert con.execute("SELECT COUNT(finished) FROM study_participants WHERE pid = 'twin'").fetchone()[0] == 1
+
+
 def test_missing_answers_are_named_and_nothing_is_stored(participant):
     state = participant.open_trials({"study": "t", "pid": "careful"})[0]
     favourite, vote, *ratings = page_answer(state)
@@ -166,7 +184,11 @@ def test_missing_answers_are_named_and_nothing_is_stored(participant):
 @pytest.mark.parametrize(("query", "reason"), [
     ("study=nope&pid=a", "no such study"), ("study=../etc&pid=a", "a study name of 1 to 64"),
     ("study=t&PROLIFIC_PID=a%20b", "participant id"), ("study=t&PROLIFIC_PID=" + "x" * 65, "65 characters"),
-    ("study=t", "PROLIFIC_PID=… part is missing"), ("study=nopool&pid=a", "is not open for participants yet")])
+    ("study=t", "PROLIFIC_PID=… part is missing"), ("study=nopool&pid=a", "is not open for participants yet"),
+    ("study=&pid=a", "a study name of 1 to 64"), ("study=t&PROLIFIC_PID=", "PROLIFIC_PID=… part is missing"),
+    ("study=t&PROLIFIC_PID=<script>", "participant id"), ("study=t&PROLIFIC_PID=ü", "participant id"),
+    ("study=t.toml&pid=a", "a study name of 1 to 64"), ("study=" + "s" * 65 + "&pid=a", "a study name of 1 to 64"),
+    ("study=%2Fetc%2Fpasswd&pid=a", "a study name of 1 to 64"), ("study=T&pid=a", "no such study")])
 def test_every_bad_link_gets_a_plain_message(participant, query, reason):
     explorer, view, _, _, state, title, intro, start, _, done, _ = participant.route(request(query))
     assert explorer["visible"] is False and view["visible"] is True  # the study view only, with the message
