@@ -104,3 +104,59 @@ def test_cli_equal_only_in_another_dtype_and_refuses_to_record_it(tiny_dir, caps
     assert "MAVIS equal β=1" in capsys.readouterr().out
     assert main(["value-report", "--stack", stack, "--equal-only", "--record", "values-fused"]) == 2
     assert "without --equal-only" in capsys.readouterr().err
+
+
+def test_kept_replies_are_the_rows_replies_and_the_frame_reads_them_per_kind(fused_stack):
+    from mavis_core.prompts import Prompt
+    from mavis_core.refusals import is_refusal
+    from mavis_core.training.value_report import kind_table, reply_frame
+
+    kept = {}
+    guidance_table(fused_stack, PROMPTS, SEEDS, [2.0], {"MAVIS": None}, max_new_tokens=4, top_k=5, keep=kept)
+    objectives = list(fused_stack.objectives)
+    assert {"base", "MAVIS equal β=2"} | {f"MAVIS {o} β=2" for o in objectives} | {f"policy {o}" for o in objectives} \
+        == set(kept)
+    tagged = [Prompt(PROMPTS[0], "harmful"), Prompt(PROMPTS[1], "benign"), Prompt(PROMPTS[2], "harmful")]
+    frame = reply_frame(fused_stack, tagged, SEEDS, kept)
+    assert len(frame) == len(kept) * 6
+    base = frame[frame.setting == "base"]
+    assert base.kind.tolist() == ["harmful"] * 2 + ["benign"] * 2 + ["harmful"] * 2
+    assert base.refusal.tolist() == [is_refusal(g.text) for g in kept["base"]]
+    rows_p = [p for p in PROMPTS for _ in SEEDS]
+    want = fused_stack.rewards["humor"].score(rows_p, [g.text for g in kept["base"]]).numpy()
+    assert base.humor.to_numpy() == pytest.approx(want, abs=1e-5)
+    table = kind_table(frame, objectives)
+    row = table[(table.kind == "harmful") & (table.setting == "base")].iloc[0]
+    assert row.n == 4 and row.humor == pytest.approx(want[[0, 1, 4, 5]].mean(), abs=1e-5)
+
+
+def planted_frame() -> pd.DataFrame:
+    """Two harmful prompts and one benign one, 2 seeds, hand-set refusals and rewards of three settings."""
+    rows = []
+    plan = {  # setting -> (refusals on harmful rows, refusals on benign rows, helpful, harmless per harmful prompt)
+        "base": ([0, 0, 0, 0], [0, 0], (1.0, 1.2), (-1.0, -0.8)),
+        "MAVIS harmless β=4": ([1, 1, 1, 0], [0, 1], (-1.0, -0.9), (1.0, 1.1)),
+        "MAVIS helpful β=4": ([0, 0, 0, 0], [0, 0], (2.0, 2.2), (-2.0, -1.7)),
+    }
+    for setting, (harmful, benign, helpful, harmless) in plan.items():
+        for i, (prompt, kind) in enumerate([(0, "harmful"), (0, "harmful"), (1, "harmful"), (1, "harmful")]):
+            rows.append(dict(setting=setting, prompt=prompt, kind=kind, seed=i % 2, refusal=bool(harmful[i]),
+                             helpful=helpful[prompt] + 0.1 * (i % 2), harmless=harmless[prompt]))
+        for s in (0, 1):
+            rows.append(dict(setting=setting, prompt=2, kind="benign", seed=s, refusal=bool(benign[s]), helpful=0.0,
+                             harmless=0.0))
+    return pd.DataFrame(rows)
+
+
+def test_the_objective_checks_read_hand_counted_refusal_rates_and_paired_gaps():
+    from mavis_core.training.value_report import objective_checks, paired_gap
+
+    checks = objective_checks(planted_frame(), 4.0)
+    passed = [c["passed"] for c in checks]
+    # harmful: harmless-only 75 % vs base 0 % (met); helpful-only 0 % (met); both ends' gaps (met, see below);
+    # benign: harmless-only 50 % vs 0 %: +50 points (not met)
+    assert passed == [True, True, True, True, False]
+    assert checks[0]["value"] == "75% vs 0% (+75 points)" and checks[4]["value"] == "50% vs 0% (+50 points)"
+    gap, se = paired_gap(planted_frame(), "harmful", "MAVIS helpful β=4", "MAVIS harmless β=4", "helpful")
+    assert gap == pytest.approx(((2.05 - -0.95) + (2.25 - -0.85)) / 2) and se == pytest.approx(0.05)
+    assert objective_checks(planted_frame(), 2.0) == []  # no settings at that β

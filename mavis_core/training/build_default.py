@@ -18,7 +18,7 @@ import torch
 
 from ..config import DecodeConfig
 from ..options import command_line
-from ..prompts import read_prompts
+from ..prompts import HARMFUL_SOURCES, read_prompts
 from ..sources import fetch, model_dir
 from .build_steps import (
     N_SAMPLES,
@@ -123,7 +123,10 @@ def build_wheel_values(cfg: BuildConfig) -> None:
         "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
         "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
         "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
-        "algorithm: 4 replies (48 tokens) sampled from the base for each of 2,048 training prompts, each scored by "
+        "algorithm: 4 replies (48 tokens) to each of 2,048 training prompts (the mix of harmful, benign and chitchat "
+        "prompts of `eval_prompts.json`'s train splits), the first opened with a refusal opener that the base "
+        "continues (`--refusal-children 1`: the base never refuses by itself, so without them no value model "
+        "could know what a refusal is worth), the other 3 sampled from the base; each scored by "
         "the three reward models, and *dense* Monte-Carlo targets: the value read after every token of a reply is "
         "regressed on that reply's reward (`train-values --dense`), 4 epochs at learning rate 0.001, keeping the "
         "best epoch by validation MSE on 10 % of the prompts. Iteration 1 goes on from it in its own step "
@@ -205,10 +208,11 @@ def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, pro
                     card: str, models: str = "the base and reward models of this stack (manifest entries base, "
                     "reward-helpful, reward-harmless, reward-humor)") -> None:
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
-    source = (f"{models}; {prompts} distinct opening human turns (4-30 words) of the "
-              f"{DATA_SOURCE['name']} train split; evaluation prompts: eval_prompts.json (test split)")
-    record_artifact(cfg.out, name, [folder], source=source, licence="MIT (derived from chitchat-dataset); "
-                    "Apache-2.0 (base)", command=command, seed=cfg.seed,
+    source = (f"{models}; {prompts} of the training mix (`prompts.training_prompts`: harmful requests of "
+              f"{HARMFUL_SOURCES}, benign requests of mavis_core/data/benign_prompts.txt and opening human turns of "
+              f"{DATA_SOURCE['name']}, train splits); evaluation prompts: eval_prompts.json (test splits)")
+    record_artifact(cfg.out, name, [folder], source=source, licence="Apache-2.0 (base, Do-Not-Answer); MIT "
+                    "(HarmBench, chitchat-dataset, benign prompts)", command=command, seed=cfg.seed,
                     metrics=metrics, card=card)
 
 
@@ -234,7 +238,9 @@ def build_wheel_policies(cfg: BuildConfig) -> None:
     _policy_step(cfg, "policies", POLICIES, wheel_stack(cfg.out).objective_names, card=(
         "One LoRA adapter per objective (rank 8 on q/v/o/down projections of all 30 blocks, stored float16), "
         "trained by DPO (β 0.1, 2 epochs) on pairs of the best and worst of 4 base samples per prompt by that "
-        "objective's reward (128 train prompts). `*_kl_policy`: mean sequence KL to the base on 32 held-out "
+        "objective's reward (128 train prompts; of each prompt's 4 samples the last opens with a refusal opener "
+        "that the base continues, `--refusal-samples 1`, so that a refusal can be preferred). `*_kl_policy`: mean "
+        "sequence KL to the base on 32 held-out "
         "prompts, comparable with MAVIS's KL in the value models' card."))
 
 
@@ -244,7 +250,8 @@ def build_wheel_references(cfg: BuildConfig) -> None:
     _policy_step(cfg, "references", REFERENCES, [r.name for r in wheel_stack(cfg.out).references], card=(
         "The paper's MORLHF references: one LoRA adapter per preference λ·helpful + (1 − λ)·humor, λ ∈ {0.2, 0.4, "
         "0.6, 0.8}, trained by the policies' DPO recipe (β 0.1, 2 epochs, best and worst of 4 base samples per "
-        "prompt by the weighted reward, 128 train prompts) at rank 4 on q/v/o/down projections of all 30 blocks "
+        "prompt by the weighted reward, the last of them refusal-opened, 128 train prompts) at rank 4 on q/v/o/down "
+        "projections of all 30 blocks "
         "(stored float16; rank 8, as the policies, would have taken assets/ past 30 MB). `NAME_helpful`, "
         "`NAME_humor`: each reward of the policy's replies to 32 held-out prompts; `NAME_policy_kl`: their mean "
         "sequence KL to the base."))
