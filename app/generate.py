@@ -112,7 +112,9 @@ KL_NOTE = ("**KL**: Σ log π − log π_ref over the reply, how far a method mo
 
 def _replies_and_chart(engine: Engine, actions: Replies) -> dict:
     """The right column: one streaming column per method; then the per-token view, the Pareto chart."""
-    c = {"texts": [], "stats": [], "last_seed": gr.State(None)}
+    # partial: the replies while they stream (the per-token view shows them if Stop is pressed); last_seed: the
+    # seed of the replies shown, for the replay button.
+    c = {"texts": [], "stats": [], "last_seed": gr.State(None), "partial": gr.State(None)}
     with gr.Column(elem_id="gen-replies"):
         with gr.Row(equal_height=True):
             for m in engine.methods:
@@ -187,7 +189,7 @@ def generate_tab(replies: Replies, sweep: Sweep, demo: gr.Blocks) -> None:
     _wire_share_link(replies, c, demo)
     sweeping = _wire_sweep(sweep, c)
     # One Stop for whatever this tab is running: the generation (with its search) and the sweep.
-    c["stop"].click(replies.stopped, inputs=[c["sweep_status"], c["explain"], *c["stats"]],
+    c["stop"].click(replies.stopped, inputs=[c["sweep_status"], c["explain"], c["partial"], *c["stats"]],
                     outputs=[c["sweep_status"], c["explain"], *c["stats"]], cancels=[generating, sweeping], **QUIET)
 
 
@@ -207,7 +209,7 @@ def _wire_generate(replies: Replies, c: dict):
         **listen(replies.generate, [*c["settings"], *c["axes"], c["history"], *c["sliders"], *c["search_inputs"]],
                  "generate"),
         outputs=[*c["texts"], *c["stats"], c["explain"], c["plot"], c["history"], c["sample"], c["columns_note"],
-                 c["replay"], c["last_seed"]], api_name="generate", **MODEL_WORK)
+                 c["replay"], c["last_seed"], c["partial"]], api_name="generate", **MODEL_WORK)
 
 
 def _wire_chart(replies: Replies, c: dict) -> None:

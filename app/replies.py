@@ -3,6 +3,7 @@ formats the outputs (the layout and wiring are in `app.generate`, the sweep's ha
 
 from __future__ import annotations
 
+import html
 import random
 import time
 
@@ -22,7 +23,9 @@ from .threads import streamed
 STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 GENERATING_NOTE = "Generating… every reply appears here token by token once it is done."
-STOPPED_NOTE = "Stopped before the replies were done: each column keeps what it had; Generate again to see them here."
+STOPPED_NOTE = "Stopped before the first token: Generate again to see the replies here."
+STOPPED_CAPTION = ("Stopped before the replies were done: each column's tokens up to where it stopped (not scored, so "
+                   "not on the chart). Generate again for whole replies.")
 
 
 class Replies:
@@ -78,20 +81,22 @@ class Replies:
     def generate(self, request: gr.Request, prompt, beta, top_k, temperature, max_new_tokens, seed, methods, x, y,
                  z, history, *rest):
         """Stream every ticked method side by side; then add the scored replies to the chart. ``rest``: one weight
-        per objective, then optionally search, N and B. A client that disconnects stops it."""
+        per objective, then optionally search, N and B. A client that disconnects stops it. The last output is the
+        session's replies while they grow (None once they are scored), for the per-token view of a Stop."""
         with user_errors("generate"):
             prompt, methods, settings = self._request(prompt, beta, top_k, temperature, max_new_tokens, seed,
                                                       methods, x, y, z, *rest, warn=True)
             yield self._columns([Reply(m, search=settings.search_label) for m in methods], settings.seed) + [
                 explanation_html({}, self.engine.objectives, note=GENERATING_NOTE), *[gr.skip()] * 3,
-                *self._under_columns(methods, settings)]
+                *self._under_columns(methods, settings), None]
             last = 0.0
             for replies in streamed(lambda: self.engine.stream(prompt, methods, settings), "generate"):
                 done = replies[0].scores is not None
                 if done or time.monotonic() - last >= STREAM_INTERVAL_S:
                     last = time.monotonic()
                     finish = (self._finish(replies, prompt, settings, (x, y, z), history)
-                              + self._under_columns(methods, settings)) if done else [gr.skip()] * 7
+                              + self._under_columns(methods, settings) + [None]) if done else [
+                        *[gr.skip()] * 7, replies]
                     yield self._columns(replies, settings.seed) + finish
 
     def _columns(self, replies: list[Reply], seed: int) -> list:
@@ -145,13 +150,30 @@ class Replies:
         values = settings_from_query(dict(getattr(request, "query_params", None) or {}), self.engine)
         return [values.get(key, gr.skip()) for key in [*share_keys(self.engine.objectives), "new_seed"]]
 
-    def stopped(self, request: gr.Request, status: str, explanation: str, *stats: str) -> list:
+    def stopped(self, request: gr.Request, status: str, explanation: str, partial: list[Reply] | None,
+                *stats: str) -> list:
         """Stop pressed: a running sweep stops at its next step and its status says where (its points so far stay
-        on the chart); each running column says it stopped and after how many tokens, keeping its text."""
+        on the chart); each running column says it stopped and after how many tokens, keeping its text, and the
+        per-token view shows those tokens (``partial``: the replies as the generation last streamed them)."""
         self.ctx.press_stop(request)
         waiting = isinstance(explanation, str) and GENERATING_NOTE in explanation
-        note = explanation_html({}, self.engine.objectives, note=STOPPED_NOTE) if waiting else gr.skip()
-        return [text.sweep_stopped(status) or gr.skip(), note, *[text.stopped(line) for line in stats]]
+        view = self.stopped_view(partial, stats) if waiting else gr.skip()
+        return [text.sweep_stopped(status) or gr.skip(), view, *[text.stopped(line) for line in stats]]
+
+    def stopped_view(self, partial: list[Reply] | None, stats: tuple[str, ...]) -> str:
+        """The per-token view of a stopped generation: each running column's tokens, as many as its stats line
+        counts (the decode may have taken a step more before it stopped), under a line that says it stopped."""
+        by_method = {r.method: r for r in partial} if isinstance(partial, list) else {}
+        columns, titles = {}, {}
+        for m, line in zip(self.engine.methods, stats, strict=False):
+            tokens = text.running_tokens(line)
+            if m in by_method and tokens:
+                columns[m] = token_explanation(by_method[m].events[:tokens])
+                titles[m] = f"{METHOD_NAMES.get(m, m)} · {text.stopped_after(tokens)}"
+        if not columns:
+            return explanation_html({}, self.engine.objectives, note=STOPPED_NOTE)
+        return (f'<div class="tv-stopped">{html.escape(STOPPED_CAPTION)}</div>'
+                + explanation_html(columns, self.engine.objectives, titles))
 
 
 def pick_point(point: str, history: list[dict]):

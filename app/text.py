@@ -35,6 +35,20 @@ def stats(reply: Reply | None, objectives: list[str], seed: int) -> str:
     return f"*{reply.search}* · seed {seed} · {cells} · KL **{reply.kl:.2f}** · {len(reply.events)} tokens"
 
 
+def running_tokens(line: object) -> int | None:
+    """How many tokens a running column's stats line counts; None for any other line.
+
+    >>> running_tokens("*sample: generating… 13 tokens · seed 7*"), running_tokens("*not selected*")
+    (13, None)
+    """
+    match = GENERATING.match(line) if isinstance(line, str) else None
+    return int(match["tokens"]) if match else None
+
+
+def stopped_after(tokens: int) -> str:
+    return f"stopped after {_count(tokens, 'token')}"
+
+
 def stopped(line: object) -> object:
     """A column's stats line once Stop was pressed: a running column says it stopped and after how many tokens
     (its text stays as it was); a finished or empty column's line is returned as it is.
@@ -45,7 +59,7 @@ def stopped(line: object) -> object:
     match = GENERATING.match(line) if isinstance(line, str) else None
     if not match:
         return line
-    return f"*{match['search']}: stopped after {_count(int(match['tokens']), 'token')} · seed {match['seed']}*"
+    return f"*{match['search']}: {stopped_after(int(match['tokens']))} · seed {match['seed']}*"
 
 
 def same_by_construction(methods: list[str], lam: dict[str, float], strength: float = 1.0) -> str:

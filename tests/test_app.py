@@ -440,3 +440,41 @@ def test_a_note_says_when_mod_and_rsoup_are_the_same_by_construction_and_the_see
 def test_the_replay_button_sets_the_seed_and_unticks_new_seeds():
     assert replay_seed(42) == (42, False)
     assert all(isinstance(v, type(gr.skip())) for v in replay_seed(None))
+
+
+def test_stop_shows_each_stopped_column_s_tokens_in_the_per_token_view(tiny_dir, monkeypatch):
+    """Stop mid-generation: the per-token view shows every running column's tokens, as many as its stats line
+    says it stopped after (the decode may have run a step further), and says it stopped."""
+    from apputil import app_engine
+
+    from app import replies as replies_module
+    from app.replies import GENERATING_NOTE, Replies
+
+    monkeypatch.setattr(replies_module, "STREAM_INTERVAL_S", 0.0)  # every step goes out, as on a slow machine
+    handlers = Replies(Context(app_engine(tiny_dir), study=None, admin=None))
+    request = SimpleNamespace(session_hash="s", query_params={})
+    args = generate_args(methods=["base", "mavis"], max_new_tokens=24)
+    run = handlers.generate(request, *args[:10], [], *args[10:])  # the history goes before the weights
+    first = next(run)
+    assert GENERATING_NOTE in first[TOKENS] and first[-1] is None  # no tokens yet
+    shown = [next(run) for _ in range(3)][-1]  # three steps in: what the page shows when Stop is pressed
+    run.close()  # what gradio's cancel does
+    while any(t.name == "mavis-generate" for t in threading.enumerate()):  # its thread ends at its next step
+        time.sleep(0.05)
+    stats, partial = shown[N:TOKENS], shown[-1]
+    out = handlers.stopped(request, "", first[TOKENS], partial, *stats)
+    view, lines = out[1], out[2:]
+    assert view.startswith('<div class="tv-stopped">Stopped') and "Generating" not in view
+    for m, text, line in zip(METHODS, shown[:N], lines, strict=True):
+        cell = re.search(rf'<div class="tv-cell" data-method="{m}">(.*?)</div></div>', view)
+        if m not in ("base", "mavis"):
+            assert cell is None and line == "*not selected*"
+            continue
+        tokens = int(re.search(r"stopped after (\d+) tokens?", line)[1])
+        assert 0 < tokens < 24 and f"stopped after {tokens} token" in cell[1]
+        assert cell[1].count('class="tok"') == tokens and text  # the column kept its text
+    # Stopped before any token came: the view says so instead.
+    none = handlers.stopped(request, "", first[TOKENS], None, *first[N:TOKENS])[1]
+    assert "Stopped before the first token" in none and "tv-cell" not in none
+    # After a finished generation Stop leaves the view as it is.
+    assert isinstance(handlers.stopped(request, "", "<div>done</div>", None, *stats)[1], type(gr.skip()))
