@@ -116,7 +116,7 @@ def _replies_and_chart(engine: Engine, actions: Replies) -> dict:
     # seed of the replies shown, for the replay button.
     c = {"texts": [], "stats": [], "last_seed": gr.State(None), "partial": gr.State(None)}
     with gr.Column(elem_id="gen-replies"):
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True, elem_id="reply-row"):  # a grid of equal columns (see static/style.css)
             for m in engine.methods:
                 with gr.Column(min_width=180, elem_id=f"col-{m}"):
                     c["texts"].append(gr.Textbox(label=METHOD_NAMES.get(m, m), lines=7, max_lines=14,
