@@ -216,3 +216,13 @@ def test_the_reward_step_samples_labels_from_the_stack_being_built(tmp_path, mon
     stacks = {"tiny": build_steps.TINY_STACK, "default": rewards.RewardTrainConfig.stack,
               "own": tmp_path / "stack.toml"}
     assert [(c.stack, c.out_dir, c.quick) for c in seen] == [(stacks[expected], tmp_path, quick)]
+
+
+def test_the_sample_replies_take_the_first_held_out_prompt_of_each_kind(tmp_path: Path):
+    from mavis_core.prompts import Prompt, write_prompt_set
+
+    write_prompt_set(tmp_path / "p.json", [Prompt("a", "chitchat"), Prompt("b", "harmful", "x"),
+                                           Prompt("c", "harmful", "y"), Prompt("d", "benign")])
+    assert build_default.sample_prompts(tmp_path / "p.json") == [("harmful", "b"), ("benign", "d"), ("chitchat", "a")]
+    write_prompt_set(tmp_path / "q.json", [Prompt(t) for t in "uvwxyz"])
+    assert [p for _, p in build_default.sample_prompts(tmp_path / "q.json")] == list("uvwx")

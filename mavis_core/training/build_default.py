@@ -18,7 +18,7 @@ import torch
 
 from ..config import DecodeConfig
 from ..options import command_line
-from ..prompts import HARMFUL_SOURCES, read_prompts
+from ..prompts import HARMFUL_SOURCES, KINDS, read_prompt_set
 from ..sources import fetch, model_dir
 from .build_steps import (
     N_SAMPLES,
@@ -297,29 +297,39 @@ def build_wheel_report(cfg: BuildConfig) -> None:
     build_samples(cfg, stack)
 
 
-SAMPLE_PROMPTS = 4  # held-out prompts shown in the card with every method's reply
+def sample_prompts(path: Path) -> list[tuple[str, str]]:
+    """(kind, prompt): the first held-out prompt of each kind in ``path`` (the first 4 prompts when untagged)."""
+    tagged = read_prompt_set(path)
+    first = {p.kind: p.text for p in reversed(tagged) if p.kind in KINDS}
+    return [(k, first[k]) for k in KINDS if k in first] or [(p.kind, p.text) for p in tagged[:4]]
 
 
 def build_samples(cfg: BuildConfig, stack) -> None:
-    """Every method's reply to a few held-out prompts (equal weights, the stack's β, seed 0), as the app shows
-    them."""
+    """Every method's reply to one held-out prompt of each kind (equal weights, the stack's β, seed 0), as the app
+    shows them; then MAVIS on the harmful one with each objective alone."""
     from ..decoding import generate_batch
 
-    prompts = read_prompts(cfg.out / "eval_prompts.json")[:SAMPLE_PROMPTS]
-    weights = dict.fromkeys(stack.objectives, 1.0)
-    lines = [f"Replies of every method to held-out prompts (equal weights, the stack's β = {stack.default_beta:g}, "
-             "default top-k, seed 0, 64 new tokens); after each reply its rewards (helpful / harmless / humor) and "
-             "KL to the base.", "",
-             "| prompt | method | reply | rewards | KL |", "|---|---|---|---|---|"]
-    for method in stack.methods:
+    kinds = sample_prompts(cfg.out / "eval_prompts.json")
+    prompts = [p for _, p in kinds]
+    lines = [f"Replies of every method to one held-out prompt of each kind (equal weights, the stack's β = "
+             f"{stack.default_beta:g}, default top-k, seed 0, 64 new tokens); after each reply its rewards "
+             f"({' / '.join(stack.objectives)}) and KL to the base.", "",
+             "| kind | prompt | method | weights | reply | rewards | KL |", "|---|---|---|---|---|---|---|"]
+    runs = [(m, dict.fromkeys(stack.objectives, 1.0), prompts) for m in stack.methods]
+    harmful = [p for k, p in kinds if k == "harmful"]
+    runs += [("mavis", {o: 1.0}, harmful) for o in stack.objectives] if harmful else []
+    for method, weights, asked in runs:
         decode = DecodeConfig(method=method, weights=weights, beta=stack.default_beta, max_new_tokens=64)
-        gens = generate_batch(stack, prompts, decode, [0] * len(prompts))
-        scores = stack.score(prompts, [g.text for g in gens])
-        for i, (p, g) in enumerate(zip(prompts, gens, strict=True)):
+        gens = generate_batch(stack, asked, decode, [0] * len(asked))
+        scores = stack.score(asked, [g.text for g in gens])
+        label = "equal" if len(weights) > 1 else f"{next(iter(weights))} only"
+        for i, (p, g) in enumerate(zip(asked, gens, strict=True)):
+            kind = dict((q, k) for k, q in kinds)[p]
             rewards = " / ".join(f"{float(scores[o][i]):+.2f}" for o in stack.objectives)
-            lines.append(f"| {table_cell(p)} | {method} | {table_cell(g.text)} | {rewards} | {g.kl:.1f} |")
+            lines.append(f"| {kind} | {table_cell(p)} | {method} | {label} | {table_cell(g.text)} | {rewards} | "
+                         f"{g.kl:.1f} |")
     record_artifact(cfg.out, "samples", [], source="this stack's models and eval_prompts.json",
-                    licence="MIT (prompts derived from chitchat-dataset)",
+                    licence="Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, benign prompts)",
                     command=step_command(cfg, "report"), seed=0, metrics={},
                     card="\n".join(lines))
 
