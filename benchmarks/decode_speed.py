@@ -1,20 +1,21 @@
-"""Time per token of each method ÷ base, and of all four side by side ÷ base, measured in one run (printed,
-never asserted).
+"""Time per token of each column of the app's Generate tab ÷ base, and of all of them side by side ÷ base,
+measured in one run (printed, never asserted).
 
     python benchmarks/decode_speed.py                       # the default stack (SmolLM2-135M-Instruct)
     python benchmarks/decode_speed.py --stack assets/tiny/stack.toml
     python benchmarks/decode_speed.py --random              # random weights shaped like the tiny stack
     python benchmarks/decode_speed.py --dtype float32       # the base in another dtype than the stack's
-    python benchmarks/decode_speed.py --json                # one JSON object: mavis, mod, rsoup, all, base_ms,
-                                                            # all_first_step_ms
+    python benchmarks/decode_speed.py --json                # one JSON object: a ratio per column, all, columns,
+                                                            # base_ms, all_first_step_ms, ...
 
-Batch 1, 64 new tokens (every reply runs to 64: `NoEnd`), equal weights over all 3 objectives, k = 15. A method's
-time per token is its time per decoding step after its first tokens; Prompted (the base reading λ in its system
-prompt, beside a π_ref row on the plain prompt) is timed alone. ``all``: the stack's steering methods (the app's
-four columns) decoded side by side (one batched forward per step, as the app's Generate does), seconds per step ÷
-the base's seconds per token.
-``all_first_step_ms``: how long those four wait for their first tokens (every row's prefill, then the first step).
-Every round decodes one reply of each method and the side-by-side run, taking turns step by step (`turns`).
+Batch 1, 64 new tokens (every reply runs to 64: `NoEnd`), equal weights over all 3 objectives, k = 15. The columns
+are the stack's (`engine.columns`, as Generate shows them): base, MAVIS, MOD, RSoup, Prompted (the base reading λ
+in its system prompt, beside a π_ref row on the plain prompt) and, where the stack has a ``[conditioned]`` policy,
+the λ-conditioned policy. A column's time per token is its time per decoding step after its first tokens, decoded
+alone. ``all``: every column side by side (one batched forward per step, as the app's Generate does with all of
+them ticked), seconds per step ÷ the base's seconds per token: what the whole tab costs against one base column.
+``all_first_step_ms``: how long those columns wait for their first tokens (every row's prefill, then the first
+step). Every round decodes one reply of each column and the side-by-side run, taking turns step by step (`turns`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.config import DTYPES
 from mavis_core.decoding import Decode
+from mavis_core.engine import columns
 from mavis_core.stack import pick_device, pick_dtype
 from mavis_core.testing import build_random_stack
 
@@ -87,10 +89,11 @@ def turns(stack, configs: dict[str, DecodeConfig], together: list[str]) -> dict[
 
 
 def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[str, float]:
-    """Median over ``repeats`` rounds (seed = round) of `turns`, the stack's steering methods side by side."""
-    turns(stack, configs, stack.methods)  # warm-up: first-call costs, RSoup's and MOD's sliced ranks
+    """Median over ``repeats`` rounds (seed = round) of `turns`, every column of ``configs`` also side by side."""
+    together = list(configs)
+    turns(stack, configs, together)  # warm-up: first-call costs, RSoup's and MOD's sliced ranks
     rounds = [turns(stack, {m: DecodeConfig(**{**cfg.__dict__, "seed": r}) for m, cfg in configs.items()},
-                    stack.methods) for r in range(repeats)]
+                    together) for r in range(repeats)]
     return {m: statistics.median(t[m] for t in rounds) for m in rounds[0]}
 
 
@@ -120,14 +123,15 @@ def main() -> None:
         stack.format = NoEnd(stack.format)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
-                                   max_new_tokens=args.tokens, seed=0) for m in [*stack.methods, "prompted"]}
+                                   max_new_tokens=args.tokens, seed=0) for m in columns(stack)}
         times = median_times(stack, configs, args.repeats)
     first_step = times.pop("all_first_step")
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dtype = str(stack.dtype).removeprefix("torch.")
     if args.json:
-        print(json.dumps({**ratios, "base_ms": 1000 * times["base"], "all_first_step_ms": 1000 * first_step,
+        print(json.dumps({**ratios, "columns": list(configs), "base_ms": 1000 * times["base"],
+                          "all_first_step_ms": 1000 * first_step,
                           "ms_per_token": {m: 1000 * t for m, t in times.items()}, "peak_rss_mb": peak_mb,
                           "device": str(stack.device), "dtype": dtype, "threads": torch.get_num_threads()}))
         return
@@ -135,9 +139,10 @@ def main() -> None:
           f"{torch.get_num_threads()}")
     for method, t in times.items():
         ratio = "" if method == "base" else f"   {ratios[method]:.2f}x base"
-        unit = "ms/step (all methods side by side)" if method == "all" else "ms/token"
-        print(f"{method:8s} {1000 * t:7.2f} {unit}{ratio}")
-    print(f"all methods side by side: first step's tokens after {1000 * first_step:.0f} ms (prefill included)")
+        unit = f"ms/step ({len(configs)} columns side by side)" if method == "all" else "ms/token"
+        print(f"{method:11s} {1000 * t:7.2f} {unit}{ratio}")
+    print(f"all {len(configs)} columns side by side ({', '.join(configs)}): first step's tokens after "
+          f"{1000 * first_step:.0f} ms (prefill included)")
     print(f"peak memory (RSS) {peak_mb:.0f} MB")
 
 
