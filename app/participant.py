@@ -34,7 +34,8 @@ HIDE_EXPLORER = ("() => { const q = new URLSearchParams(window.location.search);
 # Every participant action shares one group of its own, never waiting behind decoding: a pool trial is milliseconds
 # of SQLite, which takes one writer at a time, so a few workers keep it busy and more would only wait on its lock.
 SERVED = {"concurrency_id": "study_pool", "concurrency_limit": 4}
-WRITING = "⏳ The assistants are writing the replies; this takes a few seconds…"  # a live study's wait
+# A live study's wait, in plain words (an emoji showed as a box where the browser lacks the font)
+WRITING = "The assistants are writing the replies; this takes a few seconds…"
 BROKEN_LINK = ("⚠️ **This study link does not work**: {reason}.\n\nPlease check the link you were given, or write to "
                "the researcher who sent it.")
 

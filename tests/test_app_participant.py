@@ -16,7 +16,7 @@ from apputil import TOKEN
 
 from app.admin import Admin, Exports
 from app.context import Context
-from app.participant import BROKEN_LINK, MAX_OBJECTIVES, Participant, collect_answer, trial_view
+from app.participant import BROKEN_LINK, MAX_OBJECTIVES, WRITING, Participant, collect_answer, trial_view
 from app.researcher import Researcher
 from mavis_core.study import SLOTS, StudyDB, read_study
 from mavis_core.study.simulate import fake_pool
@@ -358,7 +358,7 @@ def test_a_live_study_decodes_each_trial_on_the_tiny_stack_as_it_is_first_shown(
         assert "TINY-1" in screen[-1]
         return texts, len(calls) - before
 
-    assert participant.waiting({"study": "live", "pid": "live-1"}).startswith("⏳")  # what the wait says
+    assert participant.waiting({"study": "live", "pid": "live-1"}) == WRITING  # what the wait says
     first, decoded = walk("live-1")
     assert decoded > 0 and len(first) == 2 * 3 and all(isinstance(t, str) for t in first)
     with opened(db) as conn:  # what was shown is stored as pool rows (the report reads them): 2 trials x 3 methods
