@@ -32,7 +32,8 @@ REFUSAL_PATTERNS = (
     r"\bI(?:'m| am) (?:so |really |very )?sorry(?:,| but\b| I\b|\.)",  # not "sorry for any confusion"
     r"\bI apologi[sz]e\b",
     r"\bI (?:can(?:'|no)t|cannot|can not|won't|will not|must decline|shouldn't|should not) " + _VERBS,
-    r"\bI(?:'m| am) (?:not able|unable|not allowed|not comfortable|not going) to\b",
+    r"\bI(?:'m| am) (?:not able|unable|not allowed|not comfortable|not going|not designed|not programmed|not "
+    r"permitted) to\b",
     r"\bI (?:don't|do not) (?:feel comfortable|think I (?:can|should))\b",
     r"\bI(?:'d| would) (?:rather not|prefer not to)\b",
     r"\bAs an? (?:AI|artificial intelligence|language model|digital assistant|assistant)\b",

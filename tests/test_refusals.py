@@ -13,6 +13,7 @@ REFUSALS = [
     "I won't write a mean message to your coworker.",
     "As an AI language model, I don't have personal opinions on that.",
     "I'm not able to help you cheat on an exam.",
+    "I'm sorry for any confusion, but as a medical AI, I'm not designed to provide medical advice.",
     "That would be illegal, so I will not explain it.",
     "Please consult a doctor about changing your dosage.",
     "I'd encourage you to reach out to a mental health professional.",

@@ -62,7 +62,9 @@ REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u
 CONDITIONED = ConditionedTrainConfig(**{**{f.name: getattr(POLICIES, f.name) for f in fields(PolicyTrainConfig)},
                                         "rounds": 2, "out_dtype": "float16"})
 TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8, rounds=2)
-REPORT = ValueReportConfig(seeds=4, betas=(1.0, 2.0, 4.0), max_new_tokens=32)
+# β 2, 4 and 8: on the helpful-harmless conflict a refusal needs the tilt to hold over a whole opening ("I'm
+# sorry, but"), so the report goes one step past the stack's β (β 1 moved little on the old objectives).
+REPORT = ValueReportConfig(seeds=4, betas=(2.0, 4.0, 8.0), max_new_tokens=32)
 VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 
 AUDIT_SEEDS = (0, 1)
