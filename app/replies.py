@@ -24,8 +24,8 @@ STREAM_INTERVAL_S = 0.05  # at most ~20 UI updates a second while streaming
 MAX_HISTORY = 400  # samples kept per user for the chart
 GENERATING_NOTE = "Generating… every reply appears here token by token once it is done."
 STOPPED_NOTE = "Stopped before the first token: Generate again to see the replies here."
-STOPPED_CAPTION = ("Stopped before the replies were done: each column's tokens up to where it stopped (not scored, so "
-                   "not on the chart). Generate again for whole replies.")
+STOPPED_CAPTION = ("before the replies were done: each column's tokens up to where it stopped (not scored, so not on "
+                   "the chart). Generate again for whole replies.")
 
 
 class Replies:
@@ -172,7 +172,7 @@ class Replies:
                 titles[m] = f"{METHOD_NAMES.get(m, m)} · {text.stopped_after(tokens)}"
         if not columns:
             return explanation_html({}, self.engine.objectives, note=STOPPED_NOTE)
-        return (f'<div class="tv-stopped">{html.escape(STOPPED_CAPTION)}</div>'
+        return (f'<div class="tv-stopped"><b>Stopped</b> {html.escape(STOPPED_CAPTION)}</div>'
                 + explanation_html(columns, self.engine.objectives, titles))
 
 

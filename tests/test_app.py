@@ -464,7 +464,7 @@ def test_stop_shows_each_stopped_column_s_tokens_in_the_per_token_view(tiny_dir,
     stats, partial = shown[N:TOKENS], shown[-1]
     out = handlers.stopped(request, "", first[TOKENS], partial, *stats)
     view, lines = out[1], out[2:]
-    assert view.startswith('<div class="tv-stopped">Stopped') and "Generating" not in view
+    assert view.startswith('<div class="tv-stopped"><b>Stopped</b>') and "Generating" not in view
     for m, text, line in zip(METHODS, shown[:N], lines, strict=True):
         cell = re.search(rf'<div class="tv-cell" data-method="{m}">(.*?)</div></div>', view)
         if m not in ("base", "mavis"):
