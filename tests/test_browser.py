@@ -316,7 +316,7 @@ def test_stop_ends_a_generation_and_generate_works_again(url, page, slow, tmp_pa
                            timeout=TIMEOUT_MS)
     page.locator("#stop").click()
     page.wait_for_function("() => !document.querySelector('#explain').innerText.includes('Generating')",
-                           timeout=TIMEOUT_MS)  # Stop puts the per-token view back to its hint
+                           timeout=TIMEOUT_MS)  # Stop shows each stopped column's tokens
     page.wait_for_timeout(1000)  # the step under way ends
     text, steps = page.locator("#reply-mavis textarea").input_value(), len(slow)
     page.wait_for_timeout(2000)  # a running generation would add a token every 0.3 s meanwhile
