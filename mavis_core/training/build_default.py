@@ -47,7 +47,8 @@ VALUES = TrainValuesConfig(fused=True, kind="trunk", layers=4, lora_r=16, num_pr
                            num_eval_prompts=32)
 # Iteration 1 (what assets/stack-iter1.toml ships): 4 MAVIS-guided replies to each of the first 512 training prompts
 # per objective at the stack's beta, from iteration 0's weights (start_from, so iteration 0 is not redone).
-VALUES_ITER1 = replace(VALUES, iterations=2)
+# Its trees are all guided, so no reply opens with a forced refusal (refusal_children only acts on base trees).
+VALUES_ITER1 = replace(VALUES, iterations=2, refusal_children=0)
 # The policies' candidates are MAVIS's values' rollouts in kind: of 4 base replies per prompt, the last opens with a
 # refusal, so a policy (and the references and the conditioned policy, which share them) can learn to refuse.
 POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "down_proj"), lora_r=8,
