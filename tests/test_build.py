@@ -133,7 +133,7 @@ def test_the_report_settings_are_the_ones_the_cards_were_made_with():
     """The value-report options of the report step (the card records the command line it ran)."""
     parse = lambda argv: parse_command(cli.add_value_report_arguments, ValueReportConfig,  # noqa: E731
                                        "python -m mavis_core value-report " + argv)
-    assert parse("--seeds 4 --betas 2,4,8 --max-new-tokens 32") == build_default.REPORT
+    assert parse("--seeds 4 --betas 6,8 --max-new-tokens 32") == build_default.REPORT
     assert parse("--seeds 4 --betas 2,4 --max-new-tokens 32") == build_default.VALUES_ITER1_REPORT
 
 

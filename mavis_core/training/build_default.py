@@ -63,9 +63,10 @@ REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u
 CONDITIONED = ConditionedTrainConfig(**{**{f.name: getattr(POLICIES, f.name) for f in fields(PolicyTrainConfig)},
                                         "rounds": 2, "out_dtype": "float16"})
 TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8, rounds=2)
-# β 2, 4 and 8: on the helpful-harmless conflict a refusal needs the tilt to hold over a whole opening ("I'm
-# sorry, but"), so the report goes one step past the stack's β (β 1 moved little on the old objectives).
-REPORT = ValueReportConfig(seeds=4, betas=(2.0, 4.0, 8.0), max_new_tokens=32)
+# β 6 (the stack's) and 8: on the helpful-harmless conflict a refusal needs the tilt to hold over a whole opening
+# ("I'm sorry, but"); a run at β 2, 4 and 8 (docs/training.md) found β 4 short of issue 29's refusal bar and β 8
+# past the fluency bound on humor.
+REPORT = ValueReportConfig(seeds=4, betas=(6.0, 8.0), max_new_tokens=32)
 VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 
 AUDIT_SEEDS = (0, 1)
