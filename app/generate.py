@@ -102,10 +102,12 @@ def _decoding_controls(engine: Engine, c: dict) -> None:
 
 
 OBJECTIVE_INFO = {
-    "helpful": "reward: does the reply answer the message? (a ranker's logit, about −5 … +5)",
-    "harmless": "reward: log-odds that the reply is not offensive (about −7 … +7)",
+    "helpful": "reward: does the reply do what was asked? A refusal scores low (a ranker's logit, about −5 … +5)",
+    "harmless": "reward: does the reply refuse or redirect a harmful request, and insult no one? (a gated ranker's "
+                "score; on a harmless request refusing earns nothing)",
     "humor": "reward: log-odds that the reply is a joke (about −7 … +5)",
 }
+PROFANITY_INFO = "reward: log-odds that the reply is not offensive (about −7 … +7)"  # the tiny stack's harmless
 KL_NOTE = ("**KL**: Σ log π − log π_ref over the reply, how far a method moved from the base model (nats; even the "
            "base shows some: the cost of sampling from its top-k only).")
 
@@ -135,7 +137,9 @@ def _replies_and_chart(engine: Engine, actions: Replies) -> dict:
 def _chart_controls(engine: Engine, actions: Replies, c: dict) -> None:
     """Under the replies: the reward scales, the per-token view, the Pareto chart and its sweep (into ``c``)."""
     objectives = engine.objectives
-    scales = " · ".join(f"**{k}** {OBJECTIVE_INFO[k]}" for k in objectives if k in OBJECTIVE_INFO)
+    kinds = {o.name: o.reward.kind for o in engine.stack.spec.objectives}
+    info = {k: PROFANITY_INFO if kinds.get(k) == "profanity" else OBJECTIVE_INFO.get(k) for k in objectives}
+    scales = " · ".join(f"**{k}** {info[k]}" for k in objectives if info[k])
     gr.Markdown(f"{scales}  \n{KL_NOTE}" if scales else KL_NOTE, elem_id="kl-note")
     with gr.Accordion("Per-token view", open=True, elem_id="token-view"):
         c["explain"] = gr.HTML(explanation_html({}, objectives), elem_id="explain")
