@@ -54,10 +54,15 @@ def _gain_row(objective: str, setting: str, base: np.ndarray, per_prompt: np.nda
               nll: float) -> dict:
     """A row of `guidance_table`: the setting's mean reward and its gain over the base, paired by prompt (per
     prompt means over seeds, ``base`` and ``per_prompt`` of shape (prompts,))."""
-    diff = per_prompt - base
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-    return dict(objective=objective, setting=setting, reward=per_prompt.mean(), gain=diff.mean(), gain_se=se, kl=kl,
+    gain, se = mean_se(per_prompt - base)
+    return dict(objective=objective, setting=setting, reward=per_prompt.mean(), gain=gain, gain_se=se, kl=kl,
                 tokens=tokens, nll=nll)
+
+
+def mean_se(diff: np.ndarray) -> tuple[float, float]:
+    """Mean of per-prompt differences and its standard error over prompts (nan for a single prompt)."""
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), se
 
 
 def _mavis_rows(replies, config, o: str, base: np.ndarray, label: str, betas: list[float], equal: dict[str, float],
@@ -197,9 +202,7 @@ def paired_gap(frame: pd.DataFrame, kind: str, a: str, b: str, column: str) -> t
     """Mean over ``kind`` prompts of setting ``a`` minus setting ``b`` in ``column`` (per prompt, the mean over
     seeds), and its standard error over prompts."""
     means = frame[frame.kind == kind].groupby(["setting", "prompt"])[column].mean()
-    diff = (means[a] - means[b]).dropna().to_numpy()
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-    return float(diff.mean()), se
+    return mean_se((means[a] - means[b]).dropna().to_numpy())
 
 
 def objective_checks(frame: pd.DataFrame, beta: float, label: str = "MAVIS") -> list[dict]:
