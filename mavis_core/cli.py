@@ -44,6 +44,7 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     from . import generate, load_stack
+    from .decoding import Generation
 
     stack = load_stack(args.stack)
     cfg = DecodeConfig(method=args.method, weights=parse_weights(args.weights, stack.objectives),
@@ -58,13 +59,13 @@ def run_generate(args: argparse.Namespace) -> None:
         events.append(event)
         if not args.json:
             print(event.text, end="", flush=True)
-    text = "".join(e.text for e in events)
-    scores = {k: float(v[0]) for k, v in stack.score([args.prompt], [text]).items()}
-    kl = sum(e.logprob - e.base_logprob for e in events)
+    reply = Generation(args.prompt, "".join(e.text for e in events), events)
+    scores = {k: float(v[0]) for k, v in stack.score([args.prompt], [reply.text]).items()}
     if args.json:
-        print(json.dumps({"text": text, "scores": scores, "kl": kl, "tokens": len(events), "beta": cfg.beta}))
+        print(json.dumps({"text": reply.text, "scores": scores, "kl": reply.kl, "tokens": len(events),
+                          "beta": cfg.beta}))
     else:
-        print(f"\n\nscores: {scores}  KL: {kl:.3f}  tokens: {len(events)}")
+        print(f"\n\nscores: {scores}  KL: {reply.kl:.3f}  tokens: {len(events)}")
 
 
 def run_search(stack, prompt: str, cfg, as_json: bool) -> None:

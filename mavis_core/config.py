@@ -54,13 +54,14 @@ MAX_STRENGTH = 2.0  # MOD/RSoup strength α: 1 is as published, above it extrapo
 
 
 def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
-    """λ: a user's raw weights (non-negative, not all 0) divided by their sum, so they lie on the simplex.
+    """λ: a user's raw weights (non-negative) divided by their sum, so they lie on the simplex; all zeros stay
+    zeros (a caller says that is a problem, not this).
 
-    >>> normalise_weights({"helpful": 3, "humor": 1})
-    {'helpful': 0.75, 'humor': 0.25}
+    >>> normalise_weights({"helpful": 3, "humor": 1}), normalise_weights({"helpful": 0})
+    ({'helpful': 0.75, 'humor': 0.25}, {'helpful': 0.0})
     """
     total = sum(weights.values())
-    return {name: w / total for name, w in weights.items()}
+    return {name: (w / total if total > 0 else 0.0) for name, w in weights.items()}
 
 
 def lambda_index(lam: list[float] | tuple[float, ...], points: list[tuple[float, ...]]) -> int | None:
@@ -310,18 +311,17 @@ def _check_beta(raw: object, path: Path) -> float | None:
     return float(raw)
 
 
-def read_stack_spec(path: str | Path) -> StackSpec:
-    """Parse and validate a stack TOML file; relative paths are resolved against its folder."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"stack file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"stack file {path} is not valid TOML: {err}") from None
-    root = path.parent.resolve()
-    _check_keys(raw, _TOP_KEYS, str(path))
-    base = raw.get("base")
+
+
+def _base_format(base: object, path: Path) -> dict:
+    """The ``[base]`` table's checked format fields (`StackSpec`'s prompt_format and system_prompt)."""
     if not isinstance(base, dict) or ("model" in base) == ("source" in base):
         raise ValueError(f"stack file {path} needs a [base] table with either 'model' or 'source'")
     _check_keys(base, _BASE_KEYS, "[base]")
@@ -331,7 +331,23 @@ def read_stack_spec(path: str | Path) -> StackSpec:
     system_prompt = base.get("system_prompt")
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise ValueError(f"[base] system_prompt must be a string, got {system_prompt!r}")
-    objectives = raw.get("objectives") or {}
+    return dict(prompt_format=prompt_format, system_prompt=system_prompt)
+
+
+def _base_files(base: dict, root: Path, path: Path) -> dict:
+    """The ``[base]`` table's model and tokenizer folders (checked to exist), source and dtype."""
+    source = source_from_table(base["source"]) if "source" in base else None
+    if source is not None:  # fetched and converted on first load (Stack), not here
+        model = str(model_dir(source))
+        tokenizer = model if "tokenizer" not in base else _check_exists(resolve(base["tokenizer"], root), "tokenizer")
+    else:
+        model = _check_exists(resolve(base["model"], root), "base model")
+        tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
+    return dict(base_model=model, tokenizer=tokenizer, base_source=source,
+                dtype=_check_dtype(base.get("dtype", "auto"), path))
+
+
+def _objective_specs(objectives: dict, root: Path, path: Path) -> tuple[ObjectiveSpec, ...]:
     if not objectives:
         raise ValueError(f"stack file {path} names no objectives; add at least one [objectives.NAME] table")
     specs = tuple(_objective_spec(name, table, root) for name, table in objectives.items())
@@ -340,18 +356,21 @@ def read_stack_spec(path: str | Path) -> StackSpec:
         if have and len(have) != len(specs):
             missing = [o.name for o in specs if not getattr(o, kind)]
             raise ValueError(f"objective(s) {missing} have no {kind} model while {have} do; give all or none")
-    source = source_from_table(base["source"]) if "source" in base else None
-    if source is not None:  # fetched and converted on first load (Stack), not here
-        model = str(model_dir(source))
-        tokenizer = model if "tokenizer" not in base else _check_exists(resolve(base["tokenizer"], root), "tokenizer")
-    else:
-        model = _check_exists(resolve(base["model"], root), "base model")
-        tokenizer = _check_exists(resolve(base.get("tokenizer", base["model"]), root), "tokenizer")
+    return specs
+
+
+def read_stack_spec(path: str | Path) -> StackSpec:
+    """Parse and validate a stack TOML file; relative paths are resolved against its folder."""
+    path = Path(path)
+    raw = _read_toml(path)
+    root = path.parent.resolve()
+    _check_keys(raw, _TOP_KEYS, str(path))
+    base_format = _base_format(raw.get("base"), path)
+    specs = _objective_specs(raw.get("objectives") or {}, root, path)  # before the files: a clearer first error
     return StackSpec(
-        path=path, name=raw.get("name", path.stem), base_model=model, tokenizer=tokenizer,
-        objectives=specs, dtype=_check_dtype(base.get("dtype", "auto"), path),
+        path=path, name=raw.get("name", path.stem), objectives=specs, **base_format,
+        **_base_files(raw["base"], root, path),
         prompts=_check_prompts(raw.get("prompts", []), path),
-        prompt_format=prompt_format, system_prompt=system_prompt, base_source=source,
         description=str(raw.get("description", "")), beta=_check_beta(raw.get("beta"), path),
         references=_reference_specs(raw.get("references"), specs, root, path),
         conditioned=_conditioned_policy(raw.get("conditioned"), root, path),

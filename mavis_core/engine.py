@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import prompts
-from .config import METHODS, SEARCHES, DecodeConfig, search_label, sweep_jobs, weight_grid  # noqa: F401  (weight_grid: the app and tests import it here)
+from .config import (  # noqa: F401  (weight_grid: the app and tests import it here)
+    METHODS,
+    SEARCHES,
+    DecodeConfig,
+    normalise_weights,
+    search_label,
+    sweep_jobs,
+    weight_grid,
+)
 from .decoding import Decode, Generation, TokenEvent, generate_batch
 from .search import search
 from .stack import Stack
-from .sweep_plan import SEED_RANGE, SweepPlan, normalise, plan_sweep, prompt_pool
+from .sweep_plan import SEED_RANGE, SweepPlan, plan_sweep, prompt_pool
 
 MAX_PROMPT_CHARS = 4000  # longer prompts are cut from the left before tokenizing (the tokenizer is O(n))
 MAX_NEW_TOKENS = 256
@@ -43,7 +51,7 @@ class Settings(DecodeConfig):
     @property
     def search_label(self) -> str:
         """How the replies are chosen, for a column or a chart point: "sample", "best-of-4", "beam-4"."""
-        return search_label(self.search, self.num_beams if self.search == "beam" else self.num_candidates)
+        return search_label(self.search, self.search_size)
 
 
 @dataclass
@@ -195,7 +203,7 @@ class Engine:
     def normalised(self, weights: dict[str, float]) -> dict[str, float]:
         """λ on the simplex; all zeros stay zeros (the UI shows that as a problem, not an exception). A weight
         that is no number in WEIGHT_RANGE (NaN, negative, text) is a ValueError, never a silent 0."""
-        return normalise({k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()})
+        return normalise_weights({k: _number(f"the weight of {k}", w, *WEIGHT_RANGE) for k, w in weights.items()})
 
     def plan_sweep(self, prompt: str, methods: list[str], settings: Settings, pair: tuple[int, int] | None,
                    n_prompts: int, n_seeds: int) -> SweepPlan:

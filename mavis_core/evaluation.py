@@ -27,7 +27,7 @@ from .prompts import UNTAGGED, Prompt, heldout_prompts
 from .refusals import refusal_rate
 from .search import search_batch
 from .stack import Stack
-from .sweep_plan import mean_and_se, search_size, seed_schedule
+from .sweep_plan import mean_and_se, seed_schedule
 
 WEIGHT_PREFIX = "w_"
 REWARD_PREFIX = "r_"
@@ -140,7 +140,7 @@ def _settings(cfg: DecodeConfig) -> dict[str, float | str]:
     """The decoding settings a row was made with, so tables from β, top-k or search sweeps simply concatenate."""
     return {"beta": cfg.beta, "strength": cfg.strength, "top_k": cfg.top_k, "temperature": cfg.temperature,
             "max_new_tokens": cfg.max_new_tokens, "search": cfg.search,
-            "search_size": search_size(cfg)}
+            "search_size": cfg.search_size}
 
 
 def series_of(df: pd.DataFrame) -> pd.Series:

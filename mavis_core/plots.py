@@ -231,8 +231,8 @@ def pareto_figure(samples: list[dict], x: str, y: str, methods: list[str], z: st
                                  marker_line=dict(width=1.5, color="white"), legendgroup=method, cliponaxis=False,
                                  text=[t for t, _ in placed], textposition=[p for _, p in placed]))
     _search_legend(fig, shown)
-    fig.update_layout(
-        xaxis_title=f"{x} reward", yaxis_title=f"{y} reward", height=430, margin=dict(l=50, r=20, t=30, b=50),
+    fig.update_layout(  # the top margin keeps the highest tick clear of the app's "Pareto chart" label badge
+        xaxis_title=f"{x} reward", yaxis_title=f"{y} reward", height=430, margin=dict(l=50, r=20, t=44, b=50),
         legend=dict(orientation="h", y=-0.18), template="plotly_white", hoverlabel=dict(align="left"),
     )
     if not shown:

@@ -18,25 +18,10 @@ SEED_RANGE = (0, 2**31 - 1)  # the seeds a user may type; a schedule wraps round
 MAX_REQUEST_WORK = 32_768  # replies × samples (N or B) × tokens in one app request: about a minute on 2 CPU cores
 
 
-def normalise(weights: dict[str, float]) -> dict[str, float]:
-    """λ on the simplex; all zeros stay zeros (a caller says that is a problem, not this).
-
-    >>> normalise({"helpful": 1.0, "humor": 3.0})
-    {'helpful': 0.25, 'humor': 0.75}
-    """
-    total = sum(weights.values())
-    return {k: (w / total if total > 0 else 0.0) for k, w in weights.items()}
-
-
-def search_size(cfg: DecodeConfig) -> int:
-    """Replies decoded per reply kept: 1 for sampling, N for best-of-N, B for beam search."""
-    return {"sample": 1, "best_of_n": cfg.num_candidates, "beam": cfg.num_beams}[cfg.search]
-
-
 def check_work(replies: int, cfg: DecodeConfig, cap: int | None = None) -> None:
     """ValueError when ``replies`` replies under ``cfg`` take more than ``cap`` token steps (replies × samples ×
     tokens; MAX_REQUEST_WORK unless given), saying what to lower."""
-    cap, samples = MAX_REQUEST_WORK if cap is None else cap, search_size(cfg)
+    cap, samples = MAX_REQUEST_WORK if cap is None else cap, cfg.search_size
     work = replies * samples * cfg.max_new_tokens
     if work > cap:
         raise ValueError(f"This request is too much work for a shared server: {replies} replies × {samples} "

@@ -15,6 +15,8 @@ from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadMo
 from .dialogue import format_dialogue
 
 OBJECTIVES = ("helpful", "harmless", "humor")
+# The methods of a random stack with value models and per-objective policies (no references, no conditioned policy).
+STACK_METHODS = ("base", "mavis", "mod", "rsoup")
 CORPUS = [
     "hello how are you doing today", "i am fine thanks and you", "what did you eat for lunch",
     "a joke walks into a bar", "that is not nice to say", "tell me about your weekend",

@@ -17,16 +17,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests run offline:
 import app  # noqa: E402
 from app.page import CSS  # noqa: E402
 from mavis_core import load_stack  # noqa: E402
-from mavis_core.config import METHODS as ALL_METHODS  # noqa: E402
 from mavis_core.engine import Engine  # noqa: E402
+from mavis_core.testing import STACK_METHODS  # noqa: E402
 
 TOKEN = "s3cret"
 CHROMIUM = "/usr/bin/chromium"  # Debian's: the tests never download a browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# The tiny stack's columns: config's methods less MORLHF (a reference, in sweeps only); stack-sep has no
-# conditioned policy.
-METHODS = [m for m in ALL_METHODS if m not in ("morlhf", "conditioned")]
+# The tiny stack's columns: its methods and Prompted (stack-sep has no references and no conditioned policy).
+METHODS = [*STACK_METHODS, "prompted"]
 # /generate's outputs: each column's text, then each column's stats, then the per-token view, the chart and the
 # sample dropdown.
 N = len(METHODS)

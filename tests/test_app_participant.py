@@ -20,8 +20,9 @@ from app.participant import BROKEN_LINK, MAX_OBJECTIVES, WRITING, Participant, c
 from app.researcher import Researcher
 from mavis_core.study import SLOTS, StudyDB, read_study
 from mavis_core.study.simulate import fake_pool
+from mavis_core.testing import STACK_METHODS
 
-METHODS = ("base", "mavis", "mod", "rsoup")
+METHODS = STACK_METHODS
 STUDY = """
 title = "Which reply is best?"
 instructions = "Read each message and its replies, **then answer**."

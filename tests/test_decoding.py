@@ -11,12 +11,13 @@ from mavis_core.decoding import Decode, LaneDecoder, TokenEvent, _Row, generate_
 from mavis_core.dialogue import format_prompt, weights_prompt
 from mavis_core.lanes import Lane
 from mavis_core.lora_rows import merge_policies
+from mavis_core.testing import STACK_METHODS
 from mavis_core.tilts import mavis_tilt, top_k_logits
 from mavis_core.values import MavisLogitsProcessor, ValueScorer, values_uncached
 
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
-METHODS = ["base", "mavis", "mod", "rsoup"]
+METHODS = list(STACK_METHODS)
 WITH_PROMPTED = [*METHODS, "prompted"]
 
 

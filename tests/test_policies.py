@@ -9,19 +9,16 @@ import torch
 from mavis_core import DecodeConfig, generate_batch, load_stack
 from mavis_core.dialogue import HUMAN
 from mavis_core.training import policies
+from mavis_core.training.dpo import Pair, dpo_loss, sequence_logprobs, train_dpo
 from mavis_core.training.policies import (
     QUICK,
-    Pair,
     PolicyTrainConfig,
     TrainPoliciesConfig,
-    dpo_loss,
     make_pairs,
     make_policy,
     parse_preference,
     policy_targets,
     reply_ids,
-    sequence_logprobs,
-    train_dpo,
     train_policies,
 )
 

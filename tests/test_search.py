@@ -9,12 +9,13 @@ from mavis_core.decoding import LaneDecoder
 from mavis_core.dialogue import cut_at_stop, format_prompt
 from mavis_core.lanes import plan_lanes
 from mavis_core.search import run_beams, search, search_batch
+from mavis_core.testing import STACK_METHODS
 from mavis_core.tilts import top_k_logits
 from mavis_core.values import ValueScorer, values_uncached
 
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 WEIGHTS = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
-METHODS = ["base", "mavis", "mod", "rsoup"]
+METHODS = list(STACK_METHODS)
 
 
 def cfg(method, **kw):

@@ -18,9 +18,10 @@ import pytest
 from mavis_core.study import Completion, ShownTrial, StudySessions, read_study
 from mavis_core.study.assign import count, plan
 from mavis_core.study.simulate import fake_pool, simulate
+from mavis_core.testing import STACK_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("base", "mavis", "mod", "rsoup")
+METHODS = STACK_METHODS
 STUDY = """
 title = "T"
 instructions = "Rate."

@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from mavis_core import evaluation
-from mavis_core.config import DecodeConfig, weight_grid
+from mavis_core.config import DecodeConfig, normalise_weights, weight_grid
 from mavis_core.plots import chart_point
 from mavis_core.sweep_plan import (
     SEED_RANGE,
     check_work,
     mean_and_se,
-    normalise,
     plan_sweep,
     prompt_pool,
     seed_schedule,
@@ -31,8 +30,8 @@ def cfg(**kw) -> DecodeConfig:
 
 
 def test_normalise_puts_weights_on_the_simplex_and_keeps_all_zeros():
-    assert normalise({"a": 1.0, "b": 1.0, "c": 2.0}) == {"a": 0.25, "b": 0.25, "c": 0.5}
-    assert normalise({"a": 0.0, "b": 0.0}) == {"a": 0.0, "b": 0.0}
+    assert normalise_weights({"a": 1.0, "b": 1.0, "c": 2.0}) == {"a": 0.25, "b": 0.25, "c": 0.5}
+    assert normalise_weights({"a": 0.0, "b": 0.0}) == {"a": 0.0, "b": 0.0}
 
 
 @pytest.mark.parametrize("search, expected", [("sample", [7, 8, 9]), ("best_of_n", [7, 11, 15]), ("beam", [7])])

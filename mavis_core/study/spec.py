@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import METHODS, DecodeConfig
+from ..config import METHODS, DecodeConfig, normalise_weights
 from ..prompts import KINDS, UNTAGGED, Prompt, read_prompt_set
 
 TASK_KINDS = ("ratings", "favourite", "pairwise")  # rate each reply per objective; pick one; vote on a pair
@@ -170,8 +170,7 @@ def _condition(raw: object, where: str) -> dict[str, float]:
                                                and math.isfinite(w) and w >= 0 for w in raw.values())
     if not ok or sum(raw.values()) <= 0:
         raise _fail(where, "weights.conditions", raw, "tables objective = weight >= 0, not all zero")
-    total = sum(raw.values())
-    return {o: round(w / total, 6) for o, w in raw.items()}
+    return {o: round(w, 6) for o, w in normalise_weights(raw).items()}
 
 
 def _conditions(raw: object, where: str) -> tuple[dict[str, float], ...]:

@@ -5,7 +5,7 @@ Dirichlet; seeded), writes λ into the prompt's system prompt in words (`dialogu
 "conditioned" method decodes from) and pairs the best with the worst of the prompt's replies by the weighted reward
 Σ_m λ_m r_m. Round 0 weighs the base's shared replies (`policies.base_samples`: their stored per-objective rewards
 let any λ be weighed without rescoring); every later round samples from the current conditioned policy on the
-conditioned prompt (online). DPO is the per-objective policies' recipe (`policies.train_dpo`, the base as the
+conditioned prompt (online). DPO is the per-objective policies' recipe (`dpo.train_dpo`, the base as the
 reference, the same β), so the implicit KL penalty stays comparable with theirs and MAVIS's.
 
 The adapter is saved as a plain peft folder (adapter ``conditioned``), which a stack names with
@@ -26,21 +26,18 @@ from ..config import DecodeConfig
 from ..decoding import Decode
 from ..dialogue import weights_prompt
 from ..stack import CONDITIONED, Stack, pick_device
+from .dpo import Pair, save_adapter, train_rounds
 from .policies import (
-    Pair,
+    SAMPLE_ROWS,
     PolicyTrainConfig,
     TrainPoliciesConfig,
     base_samples,
     make_pairs,
     make_policy,
     policy_in_stack,
-    save_adapter,
-    train_rounds,
 )
 from .runs import TrainRunConfig
 from .value_training import load_training_stack
-
-SAMPLE_ROWS = 64  # replies generated per batch while sampling
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ best with the worst reply of each prompt, and minimise the DPO loss with the bas
 optimises the same KL-regularised objective max E[r] − β·KL(π ‖ π_ref) as PPO, with no value network and no
 sampling inside the update, which is what fits on 2 CPU cores.
 
-Why our own loop and not TRL: TRL is not a dependency of this project (adding it needs a pin in
-requirements.txt), and the loss is a few lines; the loop below is the whole trainer.
+The DPO loss and loop are `dpo`'s, shared with the λ-conditioned policy.
 
 A preference such as ``helpful=0.4,humor=0.6`` (``--preference``) trains the same way for the weighted reward
 Σ λ_m r_m: the paper's policies fine-tuned for one exact preference, a reference for the Pareto chart.
@@ -25,20 +24,19 @@ import contextlib
 import copy
 import hashlib
 import json
-import random
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import DecodeConfig
+from ..config import DecodeConfig, normalise_weights
 from ..decoding import generate_batch
 from ..dialogue import HUMAN
+from ..options import parse_weights
 from ..stack import Stack, pick_device
+from .dpo import Pair, save_adapter, train_rounds
 from .runs import QUICK_PROMPTS, TrainRunConfig
 from .value_training import load_training_stack
 
@@ -87,28 +85,6 @@ class PolicyTrainConfig:
             raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
 
 
-@dataclass
-class Pair:
-    """One preference pair of token ids: the prompt, the preferred and the dispreferred reply."""
-
-    prompt_ids: list[int]
-    chosen_ids: list[int]
-    rejected_ids: list[int]
-
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
-    """DPO: −log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]), averaged.
-
-    All inputs are (B,) sequence log-probabilities of the replies.
-
-    >>> float(dpo_loss(*(torch.zeros(1),) * 4, beta=0.1))  # no preference yet: log 2
-    0.6931471824645996
-    """
-    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
-    return -F.logsigmoid(margin).mean()
-
-
 def reply_ids(tokenizer, text: str, finish_reason: str) -> list[int]:
     """Token ids of a sampled reply and of how it ended (eos, or the start of a new human turn)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -117,23 +93,6 @@ def reply_ids(tokenizer, text: str, finish_reason: str) -> list[int]:
     elif finish_reason == "stop":
         ids += tokenizer(HUMAN, add_special_tokens=False)["input_ids"]
     return ids
-
-
-def sequence_logprobs(model, prompts: list[list[int]], replies: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Σ_t log π(reply_t | prompt, reply_<t) per row. Returns (B,) on the model's device.
-
-    Rows are right-padded prompt ⊕ reply; only reply tokens count.
-    """
-    rows = [p + r for p, r in zip(prompts, replies, strict=True)]
-    width = max(map(len, rows))
-    device = next(model.parameters()).device
-    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)  # (B, T)
-    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    scored = torch.tensor([[0] * len(p) + [1] * len(r) + [0] * (width - len(p) - len(r))
-                           for p, r in zip(prompts, replies, strict=True)], device=device)  # (B, T)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (B, T-1, V)
-    token_lp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)  # (B, T-1)
-    return (token_lp * scored[:, 1:]).sum(-1)
 
 
 @contextlib.contextmanager
@@ -286,106 +245,6 @@ def make_policy(stack: Stack, objective: str, cfg: PolicyTrainConfig):
     return get_peft_model(base, config, adapter_name=objective)
 
 
-@torch.no_grad()
-def reference_logprobs(model, pairs: list[Pair], pad_id: int, batch_size: int) -> torch.Tensor:
-    """log π_ref of (chosen, rejected) for every pair, with the adapter switched off. Returns (N, 2)."""
-    out = []
-    with model.disable_adapter():
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
-                                   [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)
-            out.append(lp.view(2, -1).T)
-    return torch.cat(out)
-
-
-def dpo_step(model, optimizer, batch: list[Pair], ref: torch.Tensor, cfg: PolicyTrainConfig,
-             pad_id: int) -> tuple[float, list[bool]]:
-    """One DPO update; chosen and rejected replies go through one forward pass together.
-
-    Args:
-        ref: (b, 2) reference log-probs of the batch's (chosen, rejected) replies.
-    Returns:
-        the loss, and per pair whether its implicit reward margin is positive.
-    """
-    lp = sequence_logprobs(model, [p.prompt_ids for p in batch] * 2,
-                           [p.chosen_ids for p in batch] + [p.rejected_ids for p in batch], pad_id)  # (2b,)
-    chosen, rejected = lp[: len(batch)], lp[len(batch) :]
-    loss = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], cfg.dpo_beta)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item(), ((chosen - ref[:, 0]) > (rejected - ref[:, 1])).tolist()
-
-
-def train_dpo(model, pairs: list[Pair], cfg: PolicyTrainConfig, pad_id: int, round_: int = 0) -> dict:
-    """A few epochs of DPO on ``pairs`` with the base (the adapter switched off) as the reference.
-
-    Returns {"pairs", "first_loss", "last_loss", "accuracy"} (accuracy: share of pairs of the last epoch whose
-    implicit reward margin is positive).
-    """
-    ref = reference_logprobs(model, pairs, pad_id, cfg.batch_size).to(next(model.parameters()).device)  # (N, 2)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    order_rng = random.Random(cfg.seed * 7919 + round_)
-    model.train()
-    losses, wins = [], []
-    for epoch in range(cfg.epochs):
-        order = list(range(len(pairs)))
-        order_rng.shuffle(order)
-        wins = []
-        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"dpo epoch {epoch + 1}/{cfg.epochs}"):
-            index = order[start : start + cfg.batch_size]
-            loss, won = dpo_step(model, optimizer, [pairs[i] for i in index], ref[index], cfg, pad_id)
-            losses.append(loss)
-            wins += won
-    model.eval()
-    return {"pairs": len(pairs), "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "accuracy": sum(wins) / max(1, len(wins))}
-
-
-def save_adapter(model, objective: str, folder: Path, dtype: str = "float32") -> None:
-    """Save adapter ``objective`` as a plain peft folder (peft nests non-"default" adapters in a subfolder),
-    its weights in ``dtype`` (float16 halves what a shipped stack carries; peft casts them back on load)."""
-    from safetensors.torch import load_file, save_file
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=[objective])
-    saved = tmp / objective if (tmp / objective).is_dir() else tmp
-    if dtype != "float32":
-        weights = saved / "adapter_model.safetensors"
-        save_file({k: v.to(getattr(torch, dtype)) for k, v in load_file(weights).items()}, weights)
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.move(saved, folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_adapter_weights(model, objective: str, folder: Path) -> None:
-    """Load a saved adapter's weights into adapter ``objective`` of ``model`` (resuming online rounds)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"), adapter_name=objective)
-
-
-def train_rounds(model, adapter: str, folder: Path, pairs_of: Callable[[int], list[Pair]], cfg: PolicyTrainConfig,
-                 pad_id: int) -> list[dict]:
-    """``cfg.rounds`` rounds of DPO on ``model``'s adapter, round r on ``pairs_of(r)``, resumable: a round finished
-    before an interruption (``folder/round{r}/stats.json``) gives back its weights and stats instead. Returns each
-    round's `train_dpo` stats."""
-    rounds = []
-    for r in range(cfg.rounds):
-        done = folder / f"round{r}"
-        if (done / "stats.json").exists():
-            load_adapter_weights(model, adapter, done)
-            rounds.append(json.loads((done / "stats.json").read_text()))
-            continue
-        rounds.append(train_dpo(model, pairs_of(r), cfg, pad_id, r))
-        save_adapter(model, adapter, done)
-        (done / "stats.json").write_text(json.dumps(rounds[-1]))
-    return rounds
-
-
 def evaluate_policy(stack: Stack, weights: dict[str, float], model, prompts: list[str],
                     cfg: PolicyTrainConfig) -> dict:
     """Mean (weighted) reward, each objective's mean reward and mean KL to the base on held-out prompts, for
@@ -481,25 +340,22 @@ class TrainPoliciesConfig(TrainRunConfig, PolicyTrainConfig):
 
 
 def parse_preference(text: str, objectives: list[str]) -> dict[str, float]:
-    """'helpful=0.4,humor=0.6' -> {'helpful': 0.4, 'humor': 0.6}, normalised to sum to 1.
+    """'helpful=0.4,humor=0.6' -> {'helpful': 0.4, 'humor': 0.6}: `parse_weights`, normalised to sum to 1 and
+    stricter (named objectives only, none negative, not all zero; zeros dropped).
 
     >>> parse_preference("helpful=1,humor=3", ["helpful", "humor"])
     {'helpful': 0.25, 'humor': 0.75}
     """
-    weights = {}
-    for part in text.split(","):
-        name, sep, value = (x.strip() for x in part.partition("="))
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or name not in objectives or weights[name] < 0:
-            raise ValueError(f"--preference must look like helpful=0.4,humor=0.6 with objectives of {objectives} "
-                             f"and weights >= 0; got {text!r}")
-    total = sum(weights.values())
-    if total <= 0:
+    try:
+        weights = parse_weights(text, objectives) if text.strip() else {}
+    except ValueError:
+        weights = {}
+    if not weights or any(name not in objectives or w < 0 for name, w in weights.items()):
+        raise ValueError(f"--preference must look like helpful=0.4,humor=0.6 with objectives of {objectives} "
+                         f"and weights >= 0; got {text!r}")
+    if sum(weights.values()) <= 0:
         raise ValueError(f"--preference weights must not all be zero; got {text!r}")
-    return {name: w / total for name, w in weights.items() if w > 0}
+    return {name: w for name, w in normalise_weights(weights).items() if w > 0}
 
 
 def policy_targets(cfg: TrainPoliciesConfig, objectives: list[str]) -> dict[str, dict[str, float]]:

@@ -13,7 +13,7 @@ assets/MODEL_CARD.md: the card's numbers come from this command, not from hand-c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +37,39 @@ def reply_nll(gen) -> float:
     return -float(np.mean([e.base_logprob for e in gen.events])) if gen.events else float("nan")
 
 
-def _replies(stack: Stack, prompts: list[str], seeds: list[int], cfg: DecodeConfig, objective: str, gens=None):
-    """(per-prompt mean reward of ``objective``, mean KL, mean tokens, mean NLL per token under π_ref) of every
-    prompt × seed; ``gens`` reuses replies already generated for these rows (e.g. the base's, which do not depend
-    on the objective)."""
-    rows_p = [p for p in prompts for _ in seeds]
-    rows_s = [s for _ in prompts for s in seeds]
-    gens = gens if gens is not None else generate_batch(stack, rows_p, cfg, rows_s)
-    rewards = stack.rewards[objective].score(rows_p, [g.text for g in gens]).float().cpu().numpy()
-    per_prompt = rewards.reshape(len(prompts), len(seeds)).mean(axis=1)
-    return (per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens])),
-            float(np.nanmean([reply_nll(g) for g in gens])))
+@dataclass
+class _Settings:
+    """The rows every setting of `guidance_table` decodes (each prompt × seed, prompt-major) and the replies kept
+    per setting (``kept``, what `reply_frame` reads)."""
+
+    stack: Stack
+    prompts: list[str]
+    seeds: list[int]
+    kept: dict[str, list] = field(default_factory=dict)
+
+    def generate(self, cfg: DecodeConfig) -> list:
+        rows_p = [p for p in self.prompts for _ in self.seeds]
+        return generate_batch(self.stack, rows_p, cfg, [s for _ in self.prompts for s in self.seeds])
+
+    def equal(self, label: str, cfg: DecodeConfig) -> list:
+        """Value model ``label``'s replies at equal weights (``cfg``), decoded once for every objective's row."""
+        key = f"{label} equal β={cfg.beta:g}"
+        if key not in self.kept:
+            self.kept[key] = self.generate(cfg)
+        return self.kept[key]
+
+    def replies(self, cfg: DecodeConfig, objective: str, gens: list | None = None, key: str | None = None):
+        """(per-prompt mean reward of ``objective``, mean KL, mean tokens, mean NLL per token under π_ref) of every
+        row; ``gens`` reuses replies already generated (e.g. the base's, which do not depend on the objective);
+        ``key`` keeps them under that name."""
+        gens = gens if gens is not None else self.generate(cfg)
+        if key is not None:
+            self.kept[key] = gens
+        rows_p = [p for p in self.prompts for _ in self.seeds]
+        rewards = self.stack.rewards[objective].score(rows_p, [g.text for g in gens]).float().cpu().numpy()
+        per_prompt = rewards.reshape(len(self.prompts), len(self.seeds)).mean(axis=1)
+        return (per_prompt, float(np.mean([g.kl for g in gens])), float(np.mean([len(g.events) for g in gens])),
+                float(np.nanmean([reply_nll(g) for g in gens])))
 
 
 def _gain_row(objective: str, setting: str, base: np.ndarray, per_prompt: np.ndarray, kl: float, tokens: float,
@@ -65,19 +87,19 @@ def mean_se(diff: np.ndarray) -> tuple[float, float]:
     return float(diff.mean()), se
 
 
-def _mavis_rows(replies, config, o: str, base: np.ndarray, label: str, betas: list[float], equal: dict[str, float],
-                equal_gens, equal_only: bool, bar) -> list[dict]:
+def _mavis_rows(settings: _Settings, config, o: str, base: np.ndarray, label: str, betas: list[float],
+                equal: dict[str, float], equal_only: bool, bar) -> list[dict]:
     """`guidance_table`'s rows of one value model on objective ``o``: one-hot MAVIS at each β (unless
-    ``equal_only``), then MAVIS with ``equal`` weights at each β (replies from ``equal_gens(label, β)``)."""
+    ``equal_only``), then MAVIS with ``equal`` weights at each β (one set of replies per β for every objective)."""
     rows = []
     for beta in betas if not equal_only else ():
-        rows.append(_gain_row(o, f"{label} β={beta:g}", base, *replies(
+        rows.append(_gain_row(o, f"{label} β={beta:g}", base, *settings.replies(
             config(method="mavis", weights={o: 1.0}, beta=beta), o, key=f"{label} {o} β={beta:g}")))
         bar.update()
     for beta in betas:
         cfg = config(method="mavis", weights=equal, beta=beta)
         rows.append(_gain_row(o, f"{label} equal β={beta:g}", base,
-                              *replies(cfg, o, equal_gens(label, beta), key=f"{label} equal β={beta:g}")))
+                              *settings.replies(cfg, o, settings.equal(label, cfg))))
         bar.update()
     return rows
 
@@ -98,39 +120,26 @@ def guidance_table(stack: Stack, prompts: list[str], seeds: list[int], betas: li
     ``keep``: filled with each setting's replies (prompt-major, seeds within), keyed "base", "<label> <objective>
     β=<b>", "<label> equal β=<b>", "policy <objective>": what `reply_frame` reads per prompt kind.
     """
-    settings = len(stack.objectives) * (len(value_models) * len(betas) + 1)  # the equal rows and the base
-    bar = tqdm(total=settings * (1 if equal_only else 2), desc="value report", unit="setting")  # one-hot rows too
-    rows_p, rows_s = [p for p in prompts for _ in seeds], [s for _ in prompts for s in seeds]
+    settings = _Settings(stack, prompts, seeds, keep if keep is not None else {})
+    count = len(stack.objectives) * (len(value_models) * len(betas) + 1)  # the equal rows and the base
+    bar = tqdm(total=count * (1 if equal_only else 2), desc="value report", unit="setting")  # one-hot rows too
     equal = dict.fromkeys(stack.objectives, 1.0)
     config = partial(DecodeConfig, top_k=top_k, max_new_tokens=max_new_tokens)
-    kept = keep if keep is not None else {}
-
-    def replies(cfg: DecodeConfig, o: str, gens=None, key: str | None = None):
-        gens = gens if gens is not None else generate_batch(stack, rows_p, cfg, rows_s)
-        if key is not None:
-            kept[key] = gens
-        return _replies(stack, prompts, seeds, cfg, o, gens)
-
     base_cfg = config(method="base", weights=equal)
-    base_gens = generate_batch(stack, rows_p, base_cfg, rows_s)
-    kept["base"] = base_gens
-
-    @cache
-    def equal_gens(label: str, beta: float) -> list:  # one set of replies serves every objective's row
-        return generate_batch(stack, rows_p, config(method="mavis", weights=equal, beta=beta), rows_s)
-
+    base_gens = settings.generate(base_cfg)
+    settings.kept["base"] = base_gens
     rows = []
     for o in stack.objectives:
-        base, kl, tokens, nll = replies(base_cfg, o, base_gens)
+        base, kl, tokens, nll = settings.replies(base_cfg, o, base_gens)
         bar.update()
         rows.append(dict(objective=o, setting="base", reward=base.mean(), gain=0.0, gain_se=0.0, kl=kl,
                          tokens=tokens, nll=nll))
         for label, model in value_models.items():
             with guided_by(stack, model):
-                rows += _mavis_rows(replies, config, o, base, label, betas, equal, equal_gens, equal_only, bar)
+                rows += _mavis_rows(settings, config, o, base, label, betas, equal, equal_only, bar)
         if not equal_only and "mod" in stack.methods:  # MOD with λ one-hot decodes that objective's policy alone
-            rows.append(_gain_row(o, "policy", base, *replies(config(method="mod", weights={o: 1.0}), o,
-                                                              key=f"policy {o}")))
+            rows.append(_gain_row(o, "policy", base, *settings.replies(
+                config(method="mod", weights={o: 1.0}), o, key=f"policy {o}")))
         bar.update(0 if equal_only else 1)
     bar.close()
     return pd.DataFrame(rows)
@@ -329,6 +338,19 @@ class ValueReportConfig:
             raise ValueError("record (--record) writes the whole table into the card: run it without --equal-only")
 
 
+def _per_kind(stack: Stack, tagged: list[Prompt], seeds: list[int], betas: list[float], kept: dict[str, list],
+              out: Path | None) -> tuple[str, dict]:
+    """The report's replies read per prompt kind: its markdown (with issue 29's checks at each β) and metrics;
+    the replies' frame is written beside ``out`` as ``-replies.csv``."""
+    frame = reply_frame(stack, tagged, seeds, kept)
+    kinds = kind_table(frame, list(stack.objectives))
+    text = kinds_markdown(kinds, {b: objective_checks(frame, b) for b in betas}, list(stack.objectives))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out.with_name(out.stem + "-replies.csv"), index=False)
+    return text, kind_metrics(kinds)
+
+
 def value_report(cfg: ValueReportConfig) -> pd.DataFrame:
     """Measure, print and (``cfg.record``) record the table; returns it."""
     import torch
@@ -356,13 +378,8 @@ def value_report(cfg: ValueReportConfig) -> pd.DataFrame:
                     command_line("value-report", cfg))
     new_metrics = metrics(table)
     if any(p.kind in KINDS for p in tagged):  # a tagged held-out set: the same replies per prompt kind
-        frame = reply_frame(stack, tagged, seeds, kept)
-        kinds = kind_table(frame, list(stack.objectives))
-        text += "\n\n" + kinds_markdown(kinds, {b: objective_checks(frame, b) for b in betas}, list(stack.objectives))
-        new_metrics |= kind_metrics(kinds)
-        if cfg.out:
-            cfg.out.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(cfg.out.with_name(cfg.out.stem + "-replies.csv"), index=False)
+        kinds_text, kinds_metrics = _per_kind(stack, tagged, seeds, betas, kept, cfg.out)
+        text, new_metrics = text + "\n\n" + kinds_text, new_metrics | kinds_metrics
     text += "\n\n" + examples(stack, prompts, betas[len(betas) // 2], cfg.max_new_tokens)
     print(text)
     if cfg.out:
