@@ -269,9 +269,9 @@ def test_the_build_s_settings_are_the_policies_recipe_and_round_trip_through_the
 
     assert "conditioned" in build.WHEEL_STEPS and "conditioned" in build.TINY_STEPS
     assert build.parse_steps("conditioned", build.WHEEL_STEPS) == ["conditioned"]
-    recipe = {f.name for f in fields(PolicyTrainConfig)} - {"rounds"}
+    recipe = {f.name for f in fields(PolicyTrainConfig)} - {"lora_r"}  # rank 4, as the references: assets' budget
     assert all(getattr(build_default.CONDITIONED, n) == getattr(build_default.POLICIES, n) for n in recipe)
-    assert build_default.CONDITIONED.rounds == 2  # round 0 on the base's replies, then one online round
+    assert build_default.CONDITIONED.lora_r == build_default.REFERENCES.lora_r
     for cfg in (build_default.CONDITIONED, replace(build_default.TINY_CONDITIONED, quick=True, corner_share=0.5,
                                                      dirichlet_alpha=0.5, weights_per_prompt=3,
                                                      base_samples=Path("a b"), target_modules=())):

@@ -8,7 +8,8 @@ $MAVIS_CACHE; it is loaded once per test run. What these tests hold the stack to
   held-out prompt × 4 seeds, 200 replies per setting, at the stack's β, which the app starts with): one-hot
   MAVIS raises each objective's reward over the base by more than 2 standard errors; equal-weight MAVIS is not
   below the base on any objective; MAVIS's replies stay fluent (NLL per token under the base at most 0.5 nats
-  above the base's own); each policy's KL is at most 1.5× single-objective MAVIS's;
+  above the base's own); each policy's KL is at most 1.5× single-objective MAVIS's; the λ-conditioned policy is
+  recorded at each corner and equal weights, its KL at most twice Prompted's;
 - a live run: every method replies side by side, no chat marker leaks, the reply ends at <|im_end|>, and a
   live replay of part of the evaluation agrees with the recorded direction;
 - the manifest verifies (every recorded file with its size and sha256, nothing unrecorded).
@@ -82,12 +83,22 @@ def test_the_morlhf_references_lie_on_helpful_humor_and_are_recorded(stack):
         assert math.isfinite(metrics[f"{ref.name}_policy_kl"]) and f"{ref.name}_policy_humor" in metrics
 
 
+def test_the_conditioned_policy_is_recorded_at_every_corner_and_equal_weights(stack):
+    assert stack.spec.conditioned is not None and "conditioned" in stack.lora_columns
+    metrics = read_manifest(ASSETS)["artifacts"]["conditioned"]["metrics"]
+    for name in (*OBJECTIVES, "equal"):
+        for method in ("conditioned", "prompted"):
+            assert all(math.isfinite(metrics[f"{name}_{method}_{o}"]) for o in OBJECTIVES), (name, method)
+        # the KL it is trained to keep: no more than twice Prompted's at the same λ (the system prompt's own)
+        assert metrics[f"{name}_conditioned_kl"] <= 2 * metrics[f"{name}_prompted_kl"], name
+
 def test_every_method_replies_side_by_side_without_leaking_chat_markers(stack):
-    assert stack.methods == ["base", "mavis", "mod", "rsoup"]
+    assert stack.methods == ["base", "mavis", "mod", "rsoup", "conditioned"]
     assert stack.format.kind == "chatml"
     weights = {"helpful": 0.5, "harmless": 0.2, "humor": 0.3}
     prompts = ["What is the capital of France?", PROMPTS[0]]
-    cfgs = [DecodeConfig(method=m, weights=weights, max_new_tokens=48, seed=s) for m in stack.methods for s in (0, 1)]
+    cfgs = [DecodeConfig(method=m, weights=weights, max_new_tokens=48, seed=s)
+            for m in [*stack.methods, "prompted"] for s in (0, 1)]
     # and a MORLHF reference, the policy fine-tuned for helpful 0.4 / humor 0.6, in the same batch
     cfgs += [DecodeConfig(method="morlhf", weights={"helpful": 0.4, "humor": 0.6}, max_new_tokens=48, seed=0)]
     run = Decode(stack, [p for p in prompts for _ in cfgs], cfgs * len(prompts), [c.seed for c in cfgs] * 2)

