@@ -168,7 +168,8 @@ class Engine:
         return [f"base: {_shown_path(spec.base_model)} ({dtype} on {stack.device}, {stack.context_length} positions)",
                 f"value models: {', '.join(values)}",
                 f"policies: {', '.join(policies) or 'none (no MOD, RSoup)'}"
-                + (f"; MORLHF references at {len(spec.references)} λ" if spec.references else ""),
+                + (f"; MORLHF references at {len(spec.references)} λ" if spec.references else "")
+                + ("; the λ-conditioned policy" if stack.can_decode("conditioned") else ""),
                 "rewards: " + ", ".join(f"{k} ({per[k].reward.kind})" for k in self.objectives)]
 
     @property

@@ -172,6 +172,9 @@ def test_the_app_engine_shows_a_conditioned_column_only_where_the_stack_has_one(
 
     assert "conditioned" in Engine(cond_stack).methods
     assert "conditioned" not in Engine(tiny_stack).methods
+    # and the app's start-up line of the policies says whether it loaded one
+    assert "the λ-conditioned policy" in Engine(cond_stack).parts()[2]
+    assert "conditioned" not in Engine(tiny_stack).parts()[2]
 
 
 # ---- training: online DPO over sampled λ -----------------------------------------------------------------------
