@@ -320,8 +320,8 @@ def build_samples(cfg: BuildConfig, stack) -> None:
     kinds = sample_prompts(cfg.out / "eval_prompts.json")
     prompts = [p for _, p in kinds]
     lines = [f"Replies of every method to one held-out prompt of each kind (equal weights, the stack's β = "
-             f"{stack.default_beta:g}, default top-k, seed 0, {AUDIT_TOKENS} new tokens); after each reply its rewards "
-             f"({' / '.join(stack.objectives)}) and KL to the base.", "",
+             f"{stack.default_beta:g}, default top-k, seed 0, {DecodeConfig.default('max_new_tokens')} new "
+             f"tokens); after each reply its rewards ({' / '.join(stack.objectives)}) and KL to the base.", "",
              "| kind | prompt | method | weights | reply | rewards | KL |", "|---|---|---|---|---|---|---|"]
     runs = [(m, dict.fromkeys(stack.objectives, 1.0), prompts) for m in [*stack.methods, "prompted"]]
     harmful = [p for k, p in kinds if k == "harmful"]
