@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -80,7 +81,8 @@ def test_every_section_is_written(page):
     verdict = text[text.index("**Verdict 1:"):text.index("## By prompt kind")]
     first, second, third, fourth = verdict.split("\n\n")[:4]  # the verdicts, one line each with their numbers
     assert first.startswith("**Verdict 1: MAVIS against MOD and RSoup.**") and re.search(r"on \d of 3 pairs", first)
-    assert len(re.findall(r"\d+%|–", first)) == 6  # a share per pair, matched and as published
+    shares = re.sub(r"; [^;]* not compared: [^;]*", "", first)  # the pairs named there have en dashes too
+    assert len(re.findall(r"\d+%|–", shares)) == 6  # a share per pair, matched and as published
     assert re.search(r"^\*\*Verdict 2: .*\*\* On helpful–humor MAVIS's front has (\d+%|–) of MORLHF's hypervolume "
                      r"\(MOD \d+%, RSoup \d+%, Prompted \d+%, Conditioned \d+%; 4 λ points", second)
     assert third.startswith("**Verdict 3: does MAVIS beat just asking?** At Prompted's own KL")
@@ -453,3 +455,35 @@ def test_the_verdicts_say_when_a_stack_has_no_conditioned_policy():
                              "published: 150%; section 2).")
     assert lines[1].endswith("Not measured: this stack has no conditioned policy.")
     assert _baseline_verdicts({"prompted": None, "conditioned": None}) == []  # a run from before both
+
+
+def test_a_pair_with_no_lambda_point_compared_is_no_win():
+    """Where no baseline reaches MAVIS's KL at any λ point both hypervolumes at matched KL are 0: the verdict and
+    the KL budgets count that pair as no win and say why (they once counted 0 ≥ 0 as level)."""
+    from mavis_core.results.fronts import level_pairs
+    from mavis_core.results.verdicts import _headline_verdicts
+
+    pairs = [{"x": "a", "y": "b", "mavis": 2.0, "best": "mod", "best hv": 1.0, "mavis unmatched": 2.0,
+              "best unmatched": 1.0, "matched points": 3, "of": 3},
+             {"x": "a", "y": "c", "mavis": 0.0, "best": "mod", "best hv": 0.0, "mavis unmatched": 2.0,
+              "best unmatched": 1.0, "matched points": 0, "of": 3}]
+    first = _headline_verdicts({}, pairs)[0]
+    assert "hypervolume on 1 of 2 pairs (MAVIS ÷ best baseline: 200%, –; a–c not compared: at no λ point" in first
+    budgets = pd.DataFrame({"MAVIS": [2.0, 0.0], "its hypervolume": [1.0, 0.0], "matched points": [3, 0]})
+    assert level_pairs(budgets) == 1
+
+
+def test_from_tables_ignores_a_next_iteration_table_the_run_did_not_measure(page, tmp_path):
+    """A run without --next-iteration removes an earlier run's next_iteration.csv, and --from-tables never renders
+    one its run.json did not ask for (a stale table once gave a re-rendered page a section 9 of another stack)."""
+    root, _ = page
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    record = json.loads((data / "run.json").read_text(encoding="utf-8"))
+    record["settings"]["next_iteration"] = None  # a run without --next-iteration, beside the fixture's table
+    (data / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert (data / "next_iteration.csv").exists()
+    assert main(["results", "--from-tables", "--no-images", "--data", str(data), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "## 9. The next iteration of the value model at matched KL\n\nNot measured" in text
+    assert not (data / "next_iteration.csv").exists()

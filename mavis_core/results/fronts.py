@@ -227,11 +227,17 @@ def budget_table(df: pd.DataFrame, objectives: list[str], baselines: list[str], 
     return pd.DataFrame(rows)
 
 
+def level_pairs(budgets: pd.DataFrame) -> int:
+    """Rows of `budget_table` where MAVIS is at least level with the best baseline at matched KL; a pair with no λ
+    point compared (both hypervolumes 0) is not."""
+    return int(((budgets["MAVIS"] >= budgets["its hypervolume"]) & (budgets["matched points"] > 0)).sum())
+
+
 def reading_budgets(budgets: pd.DataFrame) -> list[str]:
     """Per β: MAVIS's KL, its share of the best baseline on every pair, and the pairs where it is at least level."""
     out = ["**Reading.**", ""]
     for beta, t in budgets.groupby("β", sort=True):
-        level = int((t["MAVIS"] >= t["its hypervolume"]).sum())
+        level = level_pairs(t)
         compared = f"{int(t['matched points'].sum())} of {int(t['of'].sum())} λ points compared"
         out.append(f"- β = {beta:g} (MAVIS's mean KL {t['MAVIS mean KL'].mean():.1f}): MAVIS ÷ best baseline "
                    + ", ".join(f"{r['MAVIS ÷ best']} ({r['objective x']}–{r['objective y']})" for _, r in t.iterrows())
@@ -248,7 +254,8 @@ def reading_matched(table: pd.DataFrame) -> list[str]:
                    f"({METHOD_NAMES[p['best']]}) {p['best hv']:.2f} "
                    f"({share(p['mavis'], p['best hv'])}); unmatched {p['mavis unmatched']:.2f} against "
                    f"{p['best unmatched']:.2f}"
-                   + (f"; {missing} (the others lie beyond a baseline's reach)" if missing else "") + ".")
+                   + (f"; {missing} (the others lie beyond a baseline's reach"
+                      + (": no comparison, no win)" if not p["matched points"] else ")") if missing else "") + ".")
     return out
 
 

@@ -71,6 +71,9 @@ def read_run(data: Path) -> tuple[dict, ResultsConfig, dict[str, pd.DataFrame]]:
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items() if k in known}
     tables = {}
     for name, file in RAW_TABLES.items():
+        if name == "next iteration" and not settings.get("next_iteration"):  # a leftover from another run
+            tables[name] = pd.DataFrame()
+            continue
         if not (data / file).exists() and name in OPTIONAL_TABLES:
             tables[name] = pd.DataFrame()
             continue
@@ -173,7 +176,10 @@ def _sections(report: Report, stack: Stack, rc: ResultsConfig, p: Prompts, sp: P
             ("next iteration", lambda: run_next_iteration(stack, p, rc),
              lambda df: iteration_section(report, df, stack, rc))):
         t0 = time.perf_counter()
-        write(tables[name] if tables is not None else measure())
+        df = tables[name] if tables is not None else measure()
+        if name in OPTIONAL_TABLES and not len(df):  # not measured: no earlier run's table may stand for it
+            (report.data / RAW_TABLES[name]).unlink(missing_ok=True)
+        write(df)
         timings[name] = time.perf_counter() - t0
         print(f"[results] {name}: {timings[name]:.0f} s", flush=True)
     return timings

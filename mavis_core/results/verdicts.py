@@ -14,18 +14,18 @@ from ..evaluation import (
 from ..experiments import (
     reward_at_kl,
 )
-from .fronts import pair_shares, steering_diagnosis
+from .fronts import level_pairs, pair_shares, steering_diagnosis
 from .report import STEERS, STEERS_WELL, rho_text, share
 
 
 def _headline_verdicts(facts: dict, pairs: list[dict]) -> list[str]:
     """The issue's two verdicts, one line each: MAVIS against MOD and RSoup at matched KL; against MORLHF."""
-    total, wins = len(pairs), sum(bool(p["mavis"] >= p["best hv"]) for p in pairs)
+    total, wins = len(pairs), sum(bool(p["matched points"] and p["mavis"] >= p["best hv"]) for p in pairs)
     shares = [share(p["mavis"], p["best hv"]) for p in pairs]
     unmatched = [share(p["mavis unmatched"], p["best unmatched"]) for p in pairs]
     first = (f"**Verdict 1: MAVIS against MOD and RSoup.** At matched KL MAVIS's front has at least the best "
-             f"baseline's hypervolume on {wins} of {total} pairs (MAVIS ÷ best baseline: {', '.join(shares)}; "
-             f"as published, α = 1 at unmatched KL: {', '.join(unmatched)}; section 2).")
+             f"baseline's hypervolume on {wins} of {total} pairs (MAVIS ÷ best baseline: {', '.join(shares)}"
+             f"{_uncompared(pairs)}; as published, α = 1 at unmatched KL: {', '.join(unmatched)}; section 2).")
     refs = facts.get("references")
     if refs is None or not len(refs):
         return [first, "**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** Not measured: "
@@ -36,6 +36,13 @@ def _headline_verdicts(facts: dict, pairs: list[dict]) -> list[str]:
     return [first, f"**Verdict 2: MAVIS against policies fine-tuned for each exact preference.** On "
             f"{ref_table.pair.iloc[0]} MAVIS's front has {mavis} of MORLHF's hypervolume ({others}; "
             f"{int(ref_table.points.iloc[0])} λ points; section 8)."]
+
+
+def _uncompared(pairs: list[dict]) -> str:
+    """"; PAIR not compared: ..." for the pairs with no λ point where a baseline reaches MAVIS's KL (no win)."""
+    none = [f"{p['x']}–{p['y']}" for p in pairs if not p["matched points"]]
+    return (f"; {', '.join(none)} not compared: at no λ point does a baseline reach MAVIS's KL, so it counts as "
+            "no win" if none else "")
 
 
 def _baseline_verdicts(facts: dict) -> list[str]:
@@ -72,10 +79,11 @@ def _budget_lines(facts: dict) -> list[str]:
     lines = []
     budgets, refs = facts.get("budgets"), facts.get("references")
     if budgets is not None and len(budgets):
-        per = [f"β = {b:g} (KL {t['MAVIS mean KL'].mean():.1f}): {int((t['MAVIS'] >= t['its hypervolume']).sum())} of "
+        per = [f"β = {b:g} (KL {t['MAVIS mean KL'].mean():.1f}): {level_pairs(t)} of "
                f"{len(t)}, " + "/".join(t["MAVIS ÷ best"]) for b, t in budgets.groupby("β", sort=True)]
         lines.append("- At each KL budget (MAVIS's β, its mean KL), pairs where MAVIS is at least level at matched KL "
-                     "and its shares of the best baseline: " + "; ".join(per) + " (section 2).")
+                     "(a pair with no λ point compared is not) and its shares of the best baseline: "
+                     + "; ".join(per) + " (section 2).")
     if refs is not None and len(refs):
         lines.append("- Mean KL on the references' λ points: "
                      + ", ".join(f"{m} {v:.1f}" for m, v in refs.set_index("method")["mean KL"].items())
