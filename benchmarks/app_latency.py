@@ -34,10 +34,9 @@ POLL_S = 0.002
 def random_stack(folder: Path) -> Path:
     """An embedded-sized random stack (as benchmarks/decode_speed.py), its tiny reward models capped at
     their 64-position context."""
-    from mavis_core.testing import build_random_stack
+    from mavis_core.testing import build_embedded_sized_stack
 
-    sizes = dict(n_embd=256, n_layer=4, n_head=4, n_positions=256)
-    build_random_stack(folder, base=sizes, value={**sizes, "n_layer": 1}, vocab_size=4096)
+    build_embedded_sized_stack(folder)
     text = re.sub(r'(path = "rewards/\w+")', r"\1, max_length = 64", (folder / "stack-sep.toml").read_text())
     (folder / "stack-bench.toml").write_text(text)
     return folder / "stack-bench.toml"

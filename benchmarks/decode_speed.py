@@ -38,7 +38,7 @@ from mavis_core.config import DTYPES
 from mavis_core.decoding import Decode
 from mavis_core.engine import columns
 from mavis_core.stack import pick_device, pick_dtype
-from mavis_core.testing import build_random_stack
+from mavis_core.testing import build_embedded_sized_stack
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
 
@@ -98,8 +98,7 @@ def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[
 
 
 def random_stack(folder: Path, fused: bool) -> Path:
-    sizes = dict(n_embd=256, n_layer=4, n_head=4, n_positions=256)
-    build_random_stack(folder, base=sizes, value={**sizes, "n_layer": 1}, vocab_size=4096)
+    build_embedded_sized_stack(folder)
     return folder / ("stack-fused.toml" if fused else "stack-sep.toml")
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.search import search
-from mavis_core.testing import build_random_stack
+from mavis_core.testing import build_embedded_sized_stack
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
 
@@ -61,8 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.stack
         if path is None:
-            sizes = dict(n_embd=256, n_layer=4, n_head=4, n_positions=256)
-            build_random_stack(Path(tmp), base=sizes, value={**sizes, "n_layer": 1}, vocab_size=4096)
+            build_embedded_sized_stack(Path(tmp))
             path = Path(tmp) / "stack-sep.toml"
         stack = load_stack(path, device=torch.device("cpu"))
         weights = dict.fromkeys(stack.objectives, 1.0)

@@ -161,6 +161,14 @@ def _add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
                         "refusal opener (default 0): the base never refuses by itself")
 
 
+def _add_optimiser_arguments(parser: argparse.ArgumentParser, lora_help: str) -> None:
+    """The optimisation settings every LoRA training command takes (its config's defaults apply when left out)."""
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lora-r", type=int, help=lora_help)
+
+
 def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     from .training.value_training import VALUE_KINDS
 
@@ -174,10 +182,7 @@ def add_train_values_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=VALUE_KINDS, help="copy: train a copy of the base's lower blocks; trunk: "
                         "LoRA on them, only adapter and heads stored (see docs/training.md)")
     parser.add_argument("--layers", type=int, help="base blocks the value model is made of")
-    parser.add_argument("--lora-r", type=int, help="LoRA rank of a trunk value model")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
+    _add_optimiser_arguments(parser, "LoRA rank of a trunk value model")
     parser.add_argument("--dense", action="store_true",
                         help="train every position of a node's chunk on the node's target, not only its last token")
     parser.add_argument("--guided-prompts", type=int, help="trees per objective in iterations >= 1 (default: all)")
@@ -205,10 +210,7 @@ def _add_dpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-per-prompt", type=int)
     parser.add_argument("--dpo-beta", type=float)
     parser.add_argument("--rounds", type=int, help="1: offline DPO; more: online DPO rounds")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lora-r", type=int)
+    _add_optimiser_arguments(parser, "LoRA rank")
     parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: twice the rank)")
     parser.add_argument("--min-margin", type=float, help="drop pairs whose rewards differ by no more (default 0)")
     parser.add_argument("--refusal-samples", type=int, help="base samples per prompt that open with a refusal "

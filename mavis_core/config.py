@@ -64,6 +64,13 @@ def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
     return {name: (w / total if total > 0 else 0.0) for name, w in weights.items()}
 
 
+def require_positive(settings: object, *names: str) -> None:
+    """Raise a ValueError naming each of ``names`` whose value on ``settings`` (a config dataclass) is below 1."""
+    bad = [f"{name} must be >= 1, got {getattr(settings, name)!r}" for name in names if getattr(settings, name) < 1]
+    if bad:
+        raise ValueError(f"{type(settings).__name__}: {'; '.join(bad)}")
+
+
 def lambda_index(lam: list[float] | tuple[float, ...], points: list[tuple[float, ...]]) -> int | None:
     """Which of ``points`` (normalised λ, one order) the weights ``lam`` (same order, any scale) equal, or None:
     where a policy was fine-tuned for exactly that preference (MORLHF), up to the rounding of a stack file.

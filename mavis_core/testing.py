@@ -121,3 +121,10 @@ def build_random_stack(root: Path, base: dict | None = None, value: dict | None 
     write_stack(root, "stack-cond.toml", {n: f"values/{n}" for n in OBJECTIVES}, references=REFERENCES,
                 conditioned="conditioned")
     return root
+
+
+def build_embedded_sized_stack(root: Path) -> Path:
+    """`build_random_stack` with a base shaped like the embedded stack's (4 blocks of 256, a 4,096-token
+    vocabulary) and one-block value models: what the benchmarks time when no trained stack is named."""
+    sizes = dict(n_embd=256, n_layer=4, n_head=4, n_positions=256)
+    return build_random_stack(root, base=sizes, value={**sizes, "n_layer": 1}, vocab_size=4096)

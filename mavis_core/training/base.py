@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from ..config import require_positive
 from ..dialogue import cut_at_stop, format_prompt
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,8 +54,7 @@ class BaseTrainConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        if min(self.steps, self.batch_size, self.checkpoint_every) < 1:
-            raise ValueError(f"steps, batch_size and checkpoint_every must be >= 1, got {self}")
+        require_positive(self, "steps", "batch_size", "checkpoint_every")
 
 
 QUICK_CONFIG = BaseTrainConfig(

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..config import read_stack_spec
+from ..config import read_stack_spec, require_positive
 from ..dialogue import PromptFormat
 from ..prompts import Prompt, mixed_prompts
 from ..sources import fetch
@@ -50,8 +50,7 @@ class ReplySettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.max_new_tokens, self.refusal_tokens, self.top_k, self.batch_size) < 1:
-            raise ValueError(f"max_new_tokens, refusal_tokens, top_k and batch_size must be >= 1, got {self}")
+        require_positive(self, "max_new_tokens", "refusal_tokens", "top_k", "batch_size")
 
 
 @dataclass

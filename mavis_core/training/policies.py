@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import DecodeConfig, normalise_weights
+from ..config import DecodeConfig, normalise_weights, require_positive
 from ..decoding import generate_batch
 from ..dialogue import HUMAN
 from ..options import parse_weights
@@ -81,8 +81,9 @@ class PolicyTrainConfig:
         if not 0 <= self.refusal_samples < self.samples_per_prompt:
             raise ValueError(f"refusal_samples must be in 0..samples_per_prompt - 1 ({self.samples_per_prompt - 1}), "
                              f"got {self.refusal_samples}")
-        if min(self.epochs, self.batch_size, self.rounds, self.lora_r) < 1 or self.dpo_beta <= 0:
-            raise ValueError(f"epochs, batch_size, rounds, lora_r must be >= 1 and dpo_beta > 0, got {self}")
+        require_positive(self, "epochs", "batch_size", "rounds", "lora_r")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
 
 
 def reply_ids(tokenizer, text: str, finish_reason: str) -> list[int]:

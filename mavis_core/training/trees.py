@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
-from ..config import DecodeConfig
+from ..config import DecodeConfig, require_positive
 from ..decoding import LaneDecoder  # the core loop over token ids; see continue_batch for why
 from ..lanes import Lane
 from ..stack import Stack
@@ -61,8 +61,7 @@ class TreeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.root_children, self.inner_children, self.levels, self.batch_rows, self.prompts_per_batch) < 1:
-            raise ValueError(f"children, levels, batch_rows and prompts_per_batch must be >= 1, got {self}")
+        require_positive(self, "root_children", "inner_children", "levels", "batch_rows", "prompts_per_batch")
         if not 0 <= self.refusal_children <= self.root_children:
             raise ValueError(f"refusal_children must be in 0..root_children ({self.root_children}), "
                              f"got {self.refusal_children}")

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from ..config import DecodeConfig
+from ..config import DecodeConfig, require_positive
 from ..decoding import generate_batch
 from ..stack import Stack, load_stack
 from ..value_models import (
@@ -96,8 +96,7 @@ class ValueTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.iterations, self.layers, self.epochs, self.batch_size) < 1:
-            raise ValueError(f"iterations, layers, epochs and batch_size must be >= 1, got {self}")
+        require_positive(self, "iterations", "layers", "epochs", "batch_size")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.kind not in VALUE_KINDS:
