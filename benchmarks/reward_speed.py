@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
-from mavis_core.config import RewardSpec
 from mavis_core.rewards import clear_embedding_cache, load_reward
+from mavis_core.stack_file import RewardSpec
 from mavis_core.training import data
 
 SHORT_REPLY_WORDS = (3, 30)

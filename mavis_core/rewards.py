@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import RewardSpec
+from .stack_file import RewardSpec
 
 SCORE_BATCH = 64
 # MiniLM settings shared by training and scoring: a head only works on the embeddings it was trained on.

@@ -15,11 +15,12 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import DTYPES, DecodeConfig, StackSpec, is_local, lambda_index, read_stack_spec
+from .config import DecodeConfig, lambda_index
 from .dialogue import PromptFormat
 from .lora_rows import RowLoRA
 from .rewards import load_reward
 from .sources import fetch
+from .stack_file import DTYPES, StackSpec, is_local, read_stack_spec
 from .value_models import ValueModel, is_trunk, load_trunk
 
 

@@ -10,9 +10,9 @@ import torch
 from peft import PeftModel
 
 from mavis_core import DecodeConfig, generate_reply, load_stack
-from mavis_core.config import read_stack_spec
 from mavis_core.decoding import generate_side_by_side
 from mavis_core.dialogue import weights_prompt
+from mavis_core.stack_file import read_stack_spec
 from mavis_core.testing import write_stack
 from mavis_core.tilts import sample_index, top_k_logits
 

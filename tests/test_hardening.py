@@ -448,7 +448,7 @@ def _stack_copy(tiny_dir: Path, root: Path, edit=lambda s: s) -> Path:
 
 
 def _spec_error(path: Path) -> str:
-    from mavis_core.config import read_stack_spec
+    from mavis_core.stack_file import read_stack_spec
 
     with pytest.raises(ValueError) as err:
         read_stack_spec(path)
@@ -465,7 +465,7 @@ def test_a_missing_relative_folder_is_an_error_not_a_download(tiny_dir, tmp_path
 
 
 def test_hub_ids_are_written_hf_and_never_mistaken_for_folders(tmp_path):
-    from mavis_core.config import is_local, resolve
+    from mavis_core.stack_file import is_local, resolve
 
     assert resolve("hf:Ray2333/gpt2-large-helpful-reward_model", tmp_path) == "Ray2333/gpt2-large-helpful-reward_model"
     assert not is_local(resolve("hf:Ray2333/gpt2-large-helpful-reward_model", tmp_path))
@@ -486,7 +486,7 @@ def test_a_path_may_not_leave_the_stacks_folder_unless_absolute(tiny_dir, tmp_pa
     assert "value model of 'humor' '../elsewhere' lies outside the stack file's folder" in message
     assert "write an absolute path" in message
     (root / "stack.toml").write_text((root / "stack.toml").read_text().replace('"../elsewhere"', f'"{outside}"'))
-    from mavis_core.config import read_stack_spec
+    from mavis_core.stack_file import read_stack_spec
 
     assert read_stack_spec(root / "stack.toml").objectives[2].value == str(outside)
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from mavis_core import DecodeConfig, load_stack
-from mavis_core.config import read_stack_spec
 from mavis_core.decoding import Decode, LaneDecoder, generate_batch
 from mavis_core.evaluation import sweep
 from mavis_core.lanes import Lane
 from mavis_core.lora_rows import merge_policies
 from mavis_core.search import search
+from mavis_core.stack_file import read_stack_spec
 from mavis_core.testing import OBJECTIVES, REFERENCES, write_stack
 
 PROMPT = "hello there"

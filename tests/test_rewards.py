@@ -17,7 +17,6 @@ from transformers import (
 )
 
 from mavis_core import rewards
-from mavis_core.config import RewardSpec
 from mavis_core.rewards import (
     EmbeddingHead,
     GatedHead,
@@ -30,6 +29,7 @@ from mavis_core.rewards import (
     load_reward,
     pair_features,
 )
+from mavis_core.stack_file import RewardSpec
 from mavis_core.training.reward_fit import save_head
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from mavis_core import DecodeConfig, load_stack
-from mavis_core.config import read_stack_spec
 from mavis_core.decoding import Decode
 from mavis_core.prompts import read_prompts
+from mavis_core.stack_file import read_stack_spec
 from mavis_core.training.manifest import read_manifest, verify_manifest
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from mavis_core import DecodeConfig, generate_batch, load_stack
-from mavis_core.config import read_stack_spec
+from mavis_core.stack_file import read_stack_spec
 from tests.conftest import OBJECTIVES, build_tokenizer, save_value_model, tiny_gpt2_config
 
 PAPER_STACK = "stacks/hh-rlhf.toml"

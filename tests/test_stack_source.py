@@ -3,8 +3,8 @@
 import pytest
 
 from mavis_core.cli import main
-from mavis_core.config import read_stack_spec
 from mavis_core.sources import DONE, SourceError, model_dir
+from mavis_core.stack_file import read_stack_spec
 
 SHA = "a" * 64
 SOURCE = (f'source = {{ package = "tinypkg", version = "0.1.0", file = "m.gguf", sha256 = "{SHA}", '

@@ -21,11 +21,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..config import read_stack_spec, require_positive
+from ..config import require_positive
 from ..dialogue import PromptFormat
 from ..prompts import Prompt, mixed_prompts
 from ..sources import fetch
 from ..stack import _contiguous_input, pick_device, pick_dtype
+from ..stack_file import read_stack_spec
 
 # Openers the base continues into refusals; several, so no reward head can key on one exact phrase.
 REFUSAL_OPENERS = (

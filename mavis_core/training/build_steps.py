@@ -52,7 +52,7 @@ QUICK_CONVERSATIONS, QUICK_VOCAB = 50, 400
 
 def wheel_stack(out: Path):
     """The spec of ``out/stack.toml`` when its base is a wheel-shipped model, else None (the tiny pipeline)."""
-    from ..config import read_stack_spec
+    from ..stack_file import read_stack_spec
 
     path = out / "stack.toml"
     if not path.exists():

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import DecodeConfig, RewardSpec
+from ..config import DecodeConfig
 from ..decoding import generate_batch
 from ..refusals import is_refusal
 from ..rewards import load_reward
 from ..stack import Stack
+from ..stack_file import RewardSpec
 
 RAMBLE = (" And so on, and also other things, you know, many things, in many ways, more and more, again and "
           "again, as I said before, and so forth.")

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import RewardSpec
 from ..prompts import HARMFUL_SOURCES, Prompt, heldout_prompt_set, mixed_prompts
 from ..rewards import EmbeddingHead, embed, head_config, load_reward, pair_features
+from ..stack_file import RewardSpec
 from . import data, reward_audit
 from .base_replies import LABEL_COUNTS, ReplySettings, free_and_refusing, label_prompts, load_base
 from .manifest import record_artifact, write_model_card
