@@ -1,5 +1,7 @@
 """Issue 33's check on a stack as it runs (bfloat16 where native): are the base's and MAVIS's replies byte-identical
 alone and beside every combination of the other methods, at three weight settings, for held-out prompts x seeds?
+And is each base and MAVIS row of a sweep (every prompt x seed x method as rows of one batch, as
+`evaluation.sweep` decodes a cell) byte-identical to the same reply decoded alone?
 
     python benchmarks/batch_independence.py [--stack assets/stack.toml] [--prompts 8] [--seeds 3] [--tokens 32]
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,19 +43,41 @@ def main(argv: list[str] | None = None) -> None:
     others = [m for m in stack.methods if m not in ("base", "mavis")] + ["prompted"]
     combos = [list(c) for n in range(1, len(others) + 1) for c in itertools.combinations(others, n)]
     compared = differed = 0
-    for prompt in heldout_prompts(args.stack, stack.spec.prompts)[: args.prompts]:
+    prompts = heldout_prompts(args.stack, stack.spec.prompts)[: args.prompts]
+    alone_of: dict[tuple[str, int], list[list[int]]] = {}
+    start = time.perf_counter()
+    for prompt in prompts:
         for seed in range(args.seeds):
             own = [DecodeConfig(method=m, weights=SETTINGS[0], max_new_tokens=args.tokens, seed=seed,
                                 beta=stack.default_beta) for m in ("base", "mavis")]
-            alone = [token_ids(stack, prompt, [c])[0] for c in own]
+            alone = alone_of[prompt, seed] = [token_ids(stack, prompt, [c])[0] for c in own]
             for weights, combo in itertools.product(SETTINGS, combos):
                 cfgs = own + [DecodeConfig(method=o, weights=weights, max_new_tokens=args.tokens, seed=seed,
                                            beta=stack.default_beta) for o in combo]
                 got = token_ids(stack, prompt, cfgs)[:2]
                 compared += 2
                 differed += sum(a != b for a, b in zip(alone, got, strict=True))
-        print(f"{compared} replies compared, {differed} differed ({prompt[:40]!r})", flush=True)
+        print(f"{compared} replies compared, {differed} differed ({prompt[:40]!r}, "
+              f"{time.perf_counter() - start:.0f} s)", flush=True)
     print(f"dtype {stack.dtype}: {compared} replies compared beside other methods, {differed} differed from alone")
+    sweep_compared, sweep_differed = sweep_rows_against_alone(stack, alone_of, others, args.tokens)
+    print(f"dtype {stack.dtype}: {sweep_compared} sweep rows compared with single decodes, {sweep_differed} differed "
+          f"({time.perf_counter() - start:.0f} s in all)")
+
+
+def sweep_rows_against_alone(stack, alone_of: dict[tuple[str, int], list[list[int]]], others: list[str],
+                             tokens: int) -> tuple[int, int]:
+    """Every (prompt, seed) of the check as the rows of one sweep batch, base and MAVIS at their own weights beside
+    every other method at equal weights, prompt-major as `evaluation._sampled_points` lays out a sweep's cells."""
+    keys = list(alone_of)
+    methods = [("base", SETTINGS[0]), ("mavis", SETTINGS[0])] + [(o, SETTINGS[1]) for o in others]
+    cfgs = [DecodeConfig(method=m, weights=w, max_new_tokens=tokens, seed=seed, beta=stack.default_beta)
+            for m, w in methods for _, seed in keys]
+    run = Decode(stack, [p for _ in methods for p, _ in keys], cfgs, [c.seed for c in cfgs])
+    list(run)
+    got = [g.token_ids for g in run.generations]
+    differed = sum(got[j * len(keys) + i] != alone_of[key][j] for j in range(2) for i, key in enumerate(keys))
+    return 2 * len(keys), differed
 
 
 if __name__ == "__main__":

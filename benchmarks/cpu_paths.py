@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -27,6 +26,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
+
+from report import print_rows
 
 from mavis_core import DecodeConfig, generate_batch
 from mavis_core.prompts import read_prompts
@@ -161,14 +162,13 @@ def main() -> None:
     rows["float32, 1 thread"] = {"batch1_ms": one, "batch6_ms": six, "kl": 0.0}
     torch.set_num_threads(threads)
     ref = rows["float32"]
-    if args.json:
-        print(json.dumps(rows))
-        return
-    print(f"{threads} torch threads, {len(sequences)} held-out replies for the KL; ratios are path ÷ float32")
-    for name, r in rows.items():
-        print(f"{name:20s} batch 1 {r['batch1_ms']:6.1f} ms ({r['batch1_ms'] / ref['batch1_ms']:.2f}x)   "
-              f"batch 6 {r['batch6_ms']:6.1f} ms ({r['batch6_ms'] / ref['batch6_ms']:.2f}x)   KL {r['kl']:.4f}")
-    print(f"({timing_seconds:.0f} s for the paths' timings and KLs, compiling included)")
+    print_rows(rows, args.json, f"{threads} torch threads, {len(sequences)} held-out replies for the KL; ratios are "
+               "path ÷ float32",
+               lambda name, r: f"{name:20s} batch 1 {r['batch1_ms']:6.1f} ms ({r['batch1_ms'] / ref['batch1_ms']:.2f}x)"
+                               f"   batch 6 {r['batch6_ms']:6.1f} ms ({r['batch6_ms'] / ref['batch6_ms']:.2f}x)   "
+                               f"KL {r['kl']:.4f}")
+    if not args.json:
+        print(f"({timing_seconds:.0f} s for the paths' timings and KLs, compiling included)")
 
 
 if __name__ == "__main__":

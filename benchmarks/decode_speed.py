@@ -5,6 +5,7 @@ measured in one run (printed, never asserted).
     python benchmarks/decode_speed.py --stack assets/tiny/stack.toml
     python benchmarks/decode_speed.py --random              # random weights shaped like the tiny stack
     python benchmarks/decode_speed.py --dtype float32       # the base in another dtype than the stack's
+    python benchmarks/decode_speed.py --columns base,mavis,mod,rsoup    # only some columns (and all of those)
     python benchmarks/decode_speed.py --json                # one JSON object: a ratio per column, all, columns,
                                                             # base_ms, all_first_step_ms, ...
 
@@ -34,10 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
 
 from mavis_core import DecodeConfig, load_stack
-from mavis_core.config import DTYPES
 from mavis_core.decoding import Decode
 from mavis_core.engine import columns
 from mavis_core.stack import pick_device, pick_dtype
+from mavis_core.stack_file import DTYPES
 from mavis_core.testing import build_embedded_sized_stack
 
 PROMPT = "hi! how was your weekend? did you do anything fun?"
@@ -97,6 +98,18 @@ def median_times(stack, configs: dict[str, DecodeConfig], repeats: int) -> dict[
     return {m: statistics.median(t[m] for t in rounds) for m in rounds[0]}
 
 
+def chosen_columns(stack, text: str | None) -> list[str]:
+    """The stack's Generate columns, or those named in ``text`` (base first, always): an unknown name is an error."""
+    available = columns(stack)
+    if not text:
+        return available
+    named = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in named if m not in available]
+    if unknown:
+        raise SystemExit(f"--columns: {', '.join(unknown)} not among this stack's columns ({', '.join(available)})")
+    return ["base"] + [m for m in available if m in named and m != "base"]
+
+
 def random_stack(folder: Path, fused: bool) -> Path:
     build_embedded_sized_stack(folder)
     return folder / ("stack-fused.toml" if fused else "stack-sep.toml")
@@ -112,6 +125,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--dtype", choices=DTYPES, help="the base's dtype instead of the stack's [base] dtype")
+    parser.add_argument("--columns", help="comma-separated columns to time (default: all of the stack's); base is "
+                        "always timed, as every ratio's denominator")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -122,7 +137,7 @@ def main() -> None:
         stack.format = NoEnd(stack.format)
         weights = {name: 1.0 for name in stack.objectives}
         configs = {m: DecodeConfig(method=m, weights=weights, beta=1.0, top_k=args.top_k,
-                                   max_new_tokens=args.tokens, seed=0) for m in columns(stack)}
+                                   max_new_tokens=args.tokens, seed=0) for m in chosen_columns(stack, args.columns)}
         times = median_times(stack, configs, args.repeats)
     first_step = times.pop("all_first_step")
     ratios = {m: t / times["base"] for m, t in times.items() if m != "base"}

@@ -12,7 +12,6 @@ Printed: seconds per setting and its ratio to one point per batch (the results p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: mavis_core is at the repo root
+
+from report import print_rows
 
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.evaluation import sweep
@@ -56,13 +57,11 @@ def main() -> None:
                                      rtol=1e-4)) for lanes in settings}
     rows = {str(lanes): {"seconds": seconds[lanes], "ratio": seconds[lanes] / seconds[one],
                          "points_per_batch": max(1, lanes // one), "same_table": agree[lanes]} for lanes in settings}
-    if args.json:
-        print(json.dumps(rows))
-        return
-    print(f"{len(methods)} methods × {args.points} λ points × {one} replies, {args.tokens} tokens")
-    for lanes, r in rows.items():
-        print(f"lanes_per_batch {lanes:>4s} ({r['points_per_batch']} points a batch): {r['seconds']:6.1f} s "
-              f"({r['ratio']:.2f}x one point per batch), same table: {r['same_table']}")
+    header = f"{len(methods)} methods × {args.points} λ points × {one} replies, {args.tokens} tokens"
+    print_rows(rows, args.json, header,
+               lambda lanes, r: f"lanes_per_batch {lanes:>4s} ({r['points_per_batch']} points a batch): "
+                                f"{r['seconds']:6.1f} s ({r['ratio']:.2f}x one point per batch), "
+                                f"same table: {r['same_table']}")
 
 
 if __name__ == "__main__":
