@@ -4,6 +4,7 @@ And is each base and MAVIS row of a sweep (every prompt x seed x method as rows 
 `evaluation.sweep` decodes a cell) byte-identical to the same reply decoded alone?
 
     python benchmarks/batch_independence.py [--stack assets/stack.toml] [--prompts 8] [--seeds 3] [--tokens 32]
+                                            [--sweep-only]
 
 Prints the number of replies compared and how many differed (0 is the promise). Slow on 2 cores (minutes per prompt):
 the test suite runs a small slice of it (tests/test_batch_independence.py).
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--sweep-only", action="store_true", help="only the sweep's rows against single decodes "
+                        "(skips the minutes per prompt of every combination beside them)")
     args = parser.parse_args(argv)
     stack = load_stack(args.stack)
     others = [m for m in stack.methods if m not in ("base", "mavis")] + ["prompted"]
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             own = [DecodeConfig(method=m, weights=SETTINGS[0], max_new_tokens=args.tokens, seed=seed,
                                 beta=stack.default_beta) for m in ("base", "mavis")]
             alone = alone_of[prompt, seed] = [token_ids(stack, prompt, [c])[0] for c in own]
-            for weights, combo in itertools.product(SETTINGS, combos):
+            for weights, combo in itertools.product(SETTINGS, [] if args.sweep_only else combos):
                 cfgs = own + [DecodeConfig(method=o, weights=weights, max_new_tokens=args.tokens, seed=seed,
                                            beta=stack.default_beta) for o in combo]
                 got = token_ids(stack, prompt, cfgs)[:2]

@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from .config import DecodeConfig
-from .lanes import Lane, RowPlan, plan_lanes
+from .lanes import Lane, RowPlan, plan_lanes, width_groups
 from .stack import Stack
 from .tilts import mavis_contributions, mavis_tilt, mod_mix, sample_index, top_k_logits, value_bonus
 from .values import ValueScorer, positions_from_mask
@@ -373,8 +373,10 @@ class _Row:
 
 class Decode:
     """One decoding run over several lanes, each a (prompt, settings, seed): iterate for (lane, event) pairs;
-    ``generations`` holds the replies. Every lane is a row of one batch (`LaneDecoder`), so methods, λ points
-    and prompts decode side by side at the cost of about one forward per step."""
+    ``generations`` holds the replies. The lanes of prompts that pad to one width (`lanes.width_groups`: every
+    lane of one prompt, so a side-by-side request is always one group) are rows of one batch (`LaneDecoder`):
+    methods, λ points and seeds decode side by side at the cost of about one forward per step. Prompts of other
+    widths decode as further batches, one after another, so each row is what it would be alone."""
 
     def __init__(self, stack: Stack, prompts: list[str], cfgs: list[DecodeConfig], seeds: list[int]) -> None:
         if not len(seeds) == len(prompts) == len(cfgs):
@@ -385,7 +387,8 @@ class Decode:
                 raise ValueError(f"search {cfg.search!r} is run by mavis_core.search.search; this loop only samples")
             cfg.normalised(stack.objectives)  # validate the weights before any work
         self.stack = stack
-        self.input_ids, self.attention_mask, self.lanes = plan_lanes(stack, prompts, list(cfgs), list(seeds))
+        self.groups = [(members, plan_lanes(stack, [prompts[i] for i in members], [cfgs[i] for i in members],
+                                            [seeds[i] for i in members])) for members in width_groups(stack, prompts)]
         self.rows = [_Row(stack, p) for p in prompts]
         self.t = 0  # the step being decoded (events held back by a stop-string check arrive later than theirs)
 
@@ -402,19 +405,22 @@ class Decode:
         the next forward runs (so a caller can show them meanwhile); ``generations`` already hold them. The
         last list releases the text held back from replies that ran to max_new_tokens."""
         names = self.stack.objectives
-        dec = LaneDecoder(self.stack, self.input_ids, self.attention_mask, self.lanes)
-        while dec.alive:
-            finished, shown, self.t = set(), [], dec.t
-            for i, step in dec.sample().items():
-                contrib = None if step.contributions is None else dict(zip(names, step.contributions.tolist(),
-                                                                           strict=True))
-                alternatives = [(self.stack.tokenizer.decode([t]), p) for t, p in step.alternatives]
-                event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i, alternatives)
-                shown.extend((i, e) for e in self.rows[i].add(event))
-                if self.rows[i].done:
-                    finished.add(i)
-            yield shown
-            dec.advance(finished)
+        for members, (input_ids, attention_mask, lanes) in self.groups:
+            dec = LaneDecoder(self.stack, input_ids, attention_mask, lanes)
+            while dec.alive:
+                finished, shown, self.t = set(), [], dec.t
+                for j, step in dec.sample().items():
+                    i = members[j]
+                    contrib = None if step.contributions is None else dict(zip(names, step.contributions.tolist(),
+                                                                               strict=True))
+                    alternatives = [(self.stack.tokenizer.decode([t]), p) for t, p in step.alternatives]
+                    event = TokenEvent(step.token, "", step.base_logprob, step.logprob, contrib, dec.t, i,
+                                       alternatives)
+                    shown.extend((i, e) for e in self.rows[i].add(event))
+                    if self.rows[i].done:
+                        finished.add(j)
+                yield shown
+                dec.advance(finished)
         yield [(i, e) for i, row in enumerate(self.rows) for e in row.finish()]
 
 

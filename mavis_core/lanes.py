@@ -89,6 +89,14 @@ def padded_width(stack: Stack, prompts: list[str]) -> int:
     return -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
+def width_groups(stack: Stack, prompts: list[str]) -> list[list[int]]:
+    """Indices of ``prompts`` grouped by each prompt's own `padded_width`, groups in first-seen order: the rows one
+    batch may hold so that each is padded as it would be alone. A sweep's prompts pad to different widths, and in
+    bfloat16 a row padded to its batch's widest prompt gave other replies than the same row alone (issue 33)."""
+    width = {p: padded_width(stack, [p]) for p in dict.fromkeys(prompts)}
+    return [[i for i, p in enumerate(prompts) if width[p] == w] for w in dict.fromkeys(width[p] for p in prompts)]
+
+
 def plan_lanes(stack: Stack, prompts: list[str], cfgs: list[DecodeConfig],
                seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[Lane]]:
     """The inputs of a batch of replies, each distinct context tokenized once, and one lane per reply.

@@ -11,7 +11,8 @@ import torch
 
 from mavis_core import DecodeConfig, load_stack
 from mavis_core.decoding import MIN_ROWS, Decode, LaneDecoder, generate_batch
-from mavis_core.lanes import plan_lanes
+from mavis_core.lanes import padded_width, plan_lanes, width_groups
+from mavis_core.testing import build_random_stack
 
 PROMPTS = ["hello there", "tell me a joke about the weather today please"]
 SETTINGS = [{"helpful": 1.0}, {"helpful": 1.0, "harmless": 1.0, "humor": 1.0}, {"harmless": 1.0, "humor": 2.0}]
@@ -71,18 +72,51 @@ def test_a_sweeps_rows_equal_single_decodes_in_bfloat16(bf16_stack):
         assert gen.token_ids == generate_batch(bf16_stack, [prompt], c, seeds=[seed])[0].token_ids
 
 
+@pytest.fixture(scope="module")
+def wide_stack(tmp_path_factory):
+    """The random stack with a 1,024-token context, so prompts of different lengths keep different widths (the tiny
+    stack's 64 tokens cut every context to the same width)."""
+    folder = build_random_stack(tmp_path_factory.mktemp("wide-stack"), base={"n_positions": 1024},
+                                value={"n_positions": 1024})
+    return load_stack(folder / "stack-sep.toml", device=torch.device("cpu"), dtype=torch.bfloat16)
+
+
+def test_a_batch_of_prompts_pads_each_as_it_would_be_alone(wide_stack):
+    """A sweep's prompts of other widths decode as batches of their own (`width_groups`), so no row is padded to a
+    longer prompt's width: on the default stack in bfloat16 36 of 48 sweep rows differed from single decodes when
+    every prompt was padded to the widest (benchmarks/batch_independence.py --sweep-only, 8 prompts x 3 seeds)."""
+    prompts, seeds = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]], [0, 1, 2, 3]
+    c = cfg("mavis", SETTINGS[1], 0)
+    alone_width = {p: plan_lanes(wide_stack, [p], [c], [0])[0].shape[1] for p in PROMPTS}
+    assert len(set(alone_width.values())) == 2  # the test needs prompts of different widths
+    assert width_groups(wide_stack, prompts) == [[0, 2], [1, 3]]
+    run = Decode(wide_stack, prompts, [c] * len(prompts), seeds)
+    for members, (input_ids, _, _) in run.groups:
+        assert {alone_width[prompts[i]] for i in members} == {input_ids.shape[1]}  # each row at its own width
+    list(run)
+    for prompt, seed, gen in zip(prompts, seeds, run.generations, strict=True):
+        assert gen.token_ids == generate_batch(wide_stack, [prompt], c, [seed])[0].token_ids
+
+
 @pytest.mark.slow
 def test_the_default_stack_replies_do_not_depend_on_their_batch():
     """On the shipped stack in its own dtype, base and MAVIS alone against beside every other method (Prompted's
-    longer context among them): without `lanes.padded_width` 16 of 18 such replies changed here. Issue 33's whole
-    check (8 held-out prompts x 3 seeds x every combination x 3 settings) is `benchmarks/batch_independence.py`."""
+    longer context among them): without `lanes.padded_width` 16 of 18 such replies changed here. Two held-out prompts
+    of different widths, then both as the rows of one sweep batch: without `lanes.width_groups` the shorter one's
+    rows changed. Issue 33's whole check (8 held-out prompts x 3 seeds x every combination x 3 settings, and a sweep's
+    rows) is `benchmarks/batch_independence.py`."""
     from mavis_core.prompts import read_prompts
 
     if not (ASSETS / "stack.toml").exists():
         pytest.skip("no default stack")
     stack = load_stack(ASSETS / "stack.toml", device=torch.device("cpu"))
     others = [m for m in stack.methods if m not in ("base", "mavis")] + ["prompted"]
-    for prompt in read_prompts(ASSETS / "eval_prompts.json")[:2]:
-        own = [cfg(m, SETTINGS[0], 0, 16) for m in ("base", "mavis")]
-        alone = [replies(stack, prompt, [c])[0] for c in own]
-        assert replies(stack, prompt, own + [cfg(o, SETTINGS[1], 0, 16) for o in others])[:2] == alone
+    heldout = read_prompts(ASSETS / "eval_prompts.json")
+    prompts = [heldout[0], next(p for p in heldout if padded_width(stack, [p]) != padded_width(stack, heldout[:1]))]
+    own = [cfg(m, SETTINGS[0], 0, 16) for m in ("base", "mavis")]
+    alone = {prompt: [replies(stack, prompt, [c])[0] for c in own] for prompt in prompts}
+    for prompt in prompts:
+        assert replies(stack, prompt, own + [cfg(o, SETTINGS[1], 0, 16) for o in others])[:2] == alone[prompt]
+    run = Decode(stack, [p for c in own for p in prompts], [c for c in own for _ in prompts], [0] * 4)
+    list(run)
+    assert [g.token_ids for g in run.generations] == [alone[p][j] for j in range(2) for p in prompts]
