@@ -96,10 +96,12 @@ class RowLoRA:
             # one token per row (a decoding step): the low-rank product in float32, the faster there
             dtype = torch.float32 if x.shape[-2] == 1 else x.dtype
             a_t, b_t = by_dtype[dtype]
-            low = (x.to(dtype) @ a_t).mul_(per_rank[dtype][owner])
-            if dtype == output.dtype:  # out += low·B in place: no new (B, T, d_out) tensor
-                return output.view(-1, output.shape[-1]).addmm_(low.view(-1, low.shape[-1]), b_t).view_as(output)
-            return output.add_(low @ b_t)  # the layer's output is its own fresh tensor; decoding has no autograd
+            # a product per row (bmm), not one over all B·T rows: the latter's numbers changed with the number of
+            # rows, so a MOD, RSoup or conditioned reply changed with the rows beside it (issue 33)
+            rows = x.shape[0]
+            low = torch.bmm(x.to(dtype), a_t.expand(rows, -1, -1)).mul_(per_rank[dtype][owner])
+            # the layer's output is its own fresh tensor; decoding has no autograd
+            return output.add_(torch.bmm(low, b_t.expand(rows, -1, -1)))
 
         return add_delta
 

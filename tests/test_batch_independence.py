@@ -103,8 +103,9 @@ def test_the_default_stack_replies_do_not_depend_on_their_batch():
     """On the shipped stack in its own dtype, base and MAVIS alone against beside every other method (Prompted's
     longer context among them): without `lanes.padded_width` 16 of 18 such replies changed here. Two held-out prompts
     of different widths, then both as the rows of one sweep batch: without `lanes.width_groups` the shorter one's
-    rows changed. Issue 33's whole check (8 held-out prompts x 3 seeds x every combination x 3 settings, and a sweep's
-    rows) is `benchmarks/batch_independence.py`."""
+    rows changed. Then MOD, RSoup and the conditioned policy alone against beside the others. Issue 33's whole
+    check (8 held-out prompts x 3 seeds x every combination x 3 settings, and a sweep's rows) is
+    `benchmarks/batch_independence.py`."""
     from mavis_core.prompts import read_prompts
 
     if not (ASSETS / "stack.toml").exists():
@@ -120,3 +121,11 @@ def test_the_default_stack_replies_do_not_depend_on_their_batch():
     run = Decode(stack, [p for c in own for p in prompts], [c for c in own for _ in prompts], [0] * 4)
     list(run)
     assert [g.token_ids for g in run.generations] == [alone[p][j] for j in range(2) for p in prompts]
+    # the LoRA rows too (MOD, RSoup, the conditioned policy): before each layer's low-rank product ran per row
+    # (`lora_rows`), the conditioned policy's reply to the first prompt changed beside the others here
+    lora = [m for m in ("mod", "rsoup", "conditioned") if m in stack.methods]
+    for prompt in prompts:
+        for m in lora:
+            mine = cfg(m, SETTINGS[1], 0, 32)
+            beside = [cfg(o, SETTINGS[0], 0, 32) for o in ("base", "mavis", "mod", "rsoup") if o != m]
+            assert replies(stack, prompt, [mine] + beside)[0] == replies(stack, prompt, [mine])[0], (prompt, m)
