@@ -296,6 +296,10 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-tables", action="store_true",
                         help="decode nothing: re-render the page from an earlier run's tables and run.json in --data, "
                              "with this version's text (its stack and settings are the run's; about a minute)")
+    parser.add_argument("--remeasure", metavar="SECTION[,SECTION]",
+                        help="decode only these sections (e.g. next-iteration, after training that model) with the "
+                             "earlier run's stack and settings in --data, and re-render the page with its other "
+                             "tables; the page and run.json say what measured them")
 
 
 def run_config(cls, function, args: argparse.Namespace) -> None:
@@ -329,13 +333,17 @@ def config_commands() -> tuple:
 def run_results(args: argparse.Namespace) -> None:
     from .experiments import ResultsConfig
     from .options import invoked_command
-    from .results.page import run_results
+    from .results.page import SECTION_OPTIONS, run_results
 
-    page = ("stack", "out", "data", "from_tables")
+    page = ("stack", "out", "data", "from_tables", "remeasure")
     rc = config_from_args(ResultsConfig, args, skip=("command", *page))
+    sections = [s.strip() for s in (getattr(args, "remeasure", None) or "").split(",") if s.strip()]
+    if getattr(args, "from_tables", False) and sections:
+        raise ValueError("--from-tables decodes nothing and --remeasure decodes some sections: give one of them")
     out = run_results(getattr(args, "stack", "assets/stack.toml"), getattr(args, "out", Path("docs/results.md")),
                       getattr(args, "data", Path("docs/results")), rc, invoked_command("results"),
-                      from_tables=getattr(args, "from_tables", False))
+                      from_tables=getattr(args, "from_tables", False),
+                      remeasure=tuple(SECTION_OPTIONS.get(s, s) for s in sections))
     print(f"wrote {out}")
 
 

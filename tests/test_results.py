@@ -487,3 +487,51 @@ def test_from_tables_ignores_a_next_iteration_table_the_run_did_not_measure(page
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "## 9. The next iteration of the value model at matched KL\n\nNot measured" in text
     assert not (data / "next_iteration.csv").exists()
+
+
+def test_remeasure_decodes_one_section_and_keeps_the_run_s_other_tables(page, tiny_dir, tmp_path, monkeypatch):
+    """``--remeasure next-iteration`` after a run without section 9: only that section decodes (with the run's
+    settings), the page gains it, and run.json and the header say which command measured it; a later
+    --from-tables keeps both."""
+    import mavis_core.results.page as results
+
+    root, _ = page
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    record = json.loads((data / "run.json").read_text(encoding="utf-8"))
+    record["settings"]["next_iteration"] = None  # the run left section 9 unmeasured
+    (data / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    (data / "next_iteration.csv").unlink()
+    for name in [n for n in vars(results) if n.startswith("run_") and n not in ("run_results", "run_next_iteration")]:
+        monkeypatch.setattr(results, name, lambda *a, **k: pytest.fail("--remeasure ran another section"))
+    value_model = str(tiny_dir / "values" / "fused")
+    assert main(["results", "--remeasure", "next-iteration", "--next-iteration", value_model, "--no-images",
+                 "--data", str(data), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "; its next iteration section measured again by `python -m mavis_core results` (commit " in text
+    section = text[text.index("## 9. The next iteration"):text.index("## 10.")]
+    assert "Not measured" not in section and "| difference |" in section
+    after = json.loads((data / "run.json").read_text(encoding="utf-8"))
+    assert after["settings"]["next_iteration"] == value_model and set(after["remeasured"]) == {"next iteration"}
+    assert after["settings"]["prompts"] == record["settings"]["prompts"] and after["commit"] == record["commit"]
+    assert (data / "next_iteration.csv").exists()
+    before = (root / "docs" / "results.md").read_text(encoding="utf-8")
+    assert text[text.index("## 1."):text.index("## 9.")] == before[before.index("## 1."):before.index("## 9.")] \
+        .replace((root / "data").as_posix(), data.as_posix())
+    assert main(["results", "--from-tables", "--no-images", "--data", str(data), "--out", str(tmp_path / "s.md")]) == 0
+    again = (tmp_path / "s.md").read_text(encoding="utf-8")
+    assert "section measured again by" in again and again.count("| difference |") == text.count("| difference |")
+
+
+def test_remeasure_takes_only_its_own_settings(page, tmp_path, capsys):
+    root, _ = page
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    assert main(["results", "--remeasure", "beta", "--prompts", "1", "--data", str(data),
+                 "--out", str(tmp_path / "r.md")]) == 2
+    assert "only --next-iteration and --no-images" in capsys.readouterr().err
+    assert main(["results", "--remeasure", "betas", "--data", str(data), "--out", str(tmp_path / "r.md")]) == 2
+    assert "no such section; sections: pairs, matched-kl" in capsys.readouterr().err
+    assert main(["results", "--remeasure", "beta", "--from-tables", "--data", str(data),
+                 "--out", str(tmp_path / "r.md")]) == 2
+    assert not (tmp_path / "r.md").exists()
