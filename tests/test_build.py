@@ -134,7 +134,7 @@ def test_the_report_settings_are_the_ones_the_cards_were_made_with():
     parse = lambda argv: parse_command(cli.add_value_report_arguments, ValueReportConfig,  # noqa: E731
                                        "python -m mavis_core value-report " + argv)
     assert parse("--seeds 4 --betas 6,8 --max-new-tokens 32") == build_default.REPORT
-    assert parse("--seeds 4 --betas 2,4 --max-new-tokens 32") == build_default.VALUES_ITER1_REPORT
+    assert parse("--seeds 4 --betas 4,6 --max-new-tokens 32") == build_default.VALUES_ITER1_REPORT
 
 
 @pytest.mark.parametrize("cfg", [build_default.VALUES, build_default.REFERENCES, build_default.REPORT,
@@ -184,7 +184,7 @@ def test_the_iteration_1_step_reruns_what_ships_and_records_its_report(tmp_path:
     assert entry["metrics"]["iter1_helpful_reward_mavis"] == 1.5
     assert list(entry["files"]) == ["values/fused-iter1/value_weights.safetensors"]
     assert report.stack == out / "stack-iter1.toml" and report.compare == (out / "values" / "fused",)
-    assert report.record == "values-fused-iter1" and report.betas == (2.0, 4.0)
+    assert report.record == "values-fused-iter1" and report.betas == (4.0, 6.0)
 
 
 def test_a_missing_iteration_0_stops_the_iteration_1_step_before_any_work(tmp_path: Path):

@@ -51,6 +51,17 @@ def test_manifest_verifies():
     assert verify_manifest(ASSETS) == []
 
 
+def test_every_artifact_built_from_the_prompt_sets_names_their_licences():
+    """What reads eval_prompts.json or the training mix carries Do-Not-Answer's and HarmBench's licences, not the
+    chitchat-only line the artifacts had before the objectives' rebuild."""
+    artifacts = read_manifest(ASSETS)["artifacts"]
+    built = {n: e for n, e in artifacts.items() if "eval_prompts.json" in e["source"] or "training" in e["source"]}
+    assert {"values-fused", "values-fused-iter1", "policies", "reward-audit", "samples"} <= set(built)
+    for name, entry in built.items():
+        assert "Do-Not-Answer" in entry["licence"] and "HarmBench" in entry["licence"], name
+        assert "chitchat-dataset 0.9.0 (PyPI) train split;" not in entry["source"], name
+
+
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_recorded_one_hot_mavis_raises_its_objective_by_two_standard_errors(recorded, objective):
     gain = recorded[f"heldout_{objective}_gain_{KEY}"]

@@ -18,7 +18,7 @@ import torch
 
 from ..config import DecodeConfig
 from ..options import command_line
-from ..prompts import HARMFUL_SOURCES, KINDS, read_prompt_set
+from ..prompts import HARMFUL_SOURCES, KINDS, PROMPTS_LICENCE, read_prompt_set
 from ..sources import fetch, model_dir
 from .build_steps import (
     N_SAMPLES,
@@ -46,9 +46,10 @@ VALUES = TrainValuesConfig(fused=True, kind="trunk", layers=4, lora_r=16, num_pr
                            refusal_children=1, dense=True, epochs=4, lr=0.001, iterations=1, beta=4.0,
                            num_eval_prompts=32)
 # Iteration 1 (what assets/stack-iter1.toml ships): 4 MAVIS-guided replies to each of the first 512 training prompts
-# per objective at the stack's beta, from iteration 0's weights (start_from, so iteration 0 is not redone).
-# Its trees are all guided, so no reply opens with a forced refusal (refusal_children only acts on base trees).
-VALUES_ITER1 = replace(VALUES, iterations=2, refusal_children=0)
+# per objective at the stack's beta (6, the tilt the app decodes with), from iteration 0's weights (start_from, so
+# iteration 0 is not redone). Its trees are all guided, so no reply opens with a forced refusal (refusal_children
+# only acts on base trees).
+VALUES_ITER1 = replace(VALUES, iterations=2, refusal_children=0, beta=6.0)
 # The policies' candidates are MAVIS's values' rollouts in kind: of 4 base replies per prompt, the last opens with a
 # refusal, so a policy (and the references and the conditioned policy, which share them) can learn to refuse.
 POLICIES = TrainPoliciesConfig(target_modules=("q_proj", "v_proj", "o_proj", "down_proj"), lora_r=8,
@@ -69,7 +70,7 @@ TINY_CONDITIONED = ConditionedTrainConfig(num_prompts=384, samples_per_prompt=8,
 # ("I'm sorry, but"); a run at β 2, 4 and 8 (docs/training.md) found β 4 short of issue 29's refusal bar and β 8
 # past the fluency bound on humor.
 REPORT = ValueReportConfig(seeds=4, betas=(6.0, 8.0), max_new_tokens=32)
-VALUES_ITER1_REPORT = replace(REPORT, betas=(2.0, 4.0))  # the betas iteration 1 was compared at
+VALUES_ITER1_REPORT = replace(REPORT, betas=(4.0, 6.0))  # the stack's beta and one below, to compare at matched KL
 
 AUDIT_SEEDS = (0, 1)
 AUDIT_TOKENS = DecodeConfig.default("max_new_tokens")  # the app's default reply length
@@ -111,6 +112,24 @@ def build_wheel_base(cfg: BuildConfig) -> None:
                     metrics=metrics, card=card)
 
 
+VALUES_PROMPTS = "rollout prompts: the first 2,048"
+VALUES_CARD = (
+    "A *trunk* value model (`mavis_core.value_models`): the base's embeddings and first 4 of its 30 blocks, "
+    "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
+    "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
+    "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
+    "algorithm: 4 replies (48 tokens) to each of the first 2,048 prompts of the training mix (harmful, benign "
+    "and chitchat prompts of the train splits, `prompts.training_prompts`), the first opened with a refusal "
+    "opener that the base continues (`--refusal-children 1`: the base never refuses by itself, so without them "
+    "no value model could know what a refusal is worth), the other 3 sampled from the base; each scored by "
+    "the three reward models, and *dense* Monte-Carlo targets: the value read after every token of a reply is "
+    "regressed on that reply's reward (`train-values --dense`), 4 epochs at learning rate 0.001, keeping the "
+    "best epoch by validation MSE on 10 % of the prompts. Iteration 1 goes on from it in its own step "
+    "(values-fused-iter1, `stack-iter1.toml`). `iter0_*` metrics: 32 held-out prompts, one seed, β = 4, 48 "
+    "tokens."
+)
+
+
 def build_wheel_values(cfg: BuildConfig) -> None:
     """Trunk value models by ``train-values`` (iteration 0), recorded with their held-out evaluation."""
     out = cfg.out / "values" / "fused"
@@ -123,23 +142,8 @@ def build_wheel_values(cfg: BuildConfig) -> None:
     metrics = {"train_minutes_last_run": round((time.time() - start) / 60, 1)}
     for r in reports:
         metrics.update(_iteration_metrics(r))
-    card = (
-        "A *trunk* value model (`mavis_core.value_models`): the base's embeddings and first 4 of its 30 blocks, "
-        "LoRA (rank 16) on every linear map of those blocks, and one linear head per objective (fused: one "
-        "forward pass scores all three). Only the LoRA matrices and the heads are stored (float16); the model is "
-        "rebuilt from the cached base at load time with the adapter merged. Iteration 0 of the iterative "
-        "algorithm: 4 replies (48 tokens) to each of 2,048 training prompts (the mix of harmful, benign and chitchat "
-        "prompts of `eval_prompts.json`'s train splits), the first opened with a refusal opener that the base "
-        "continues (`--refusal-children 1`: the base never refuses by itself, so without them no value model "
-        "could know what a refusal is worth), the other 3 sampled from the base; each scored by "
-        "the three reward models, and *dense* Monte-Carlo targets: the value read after every token of a reply is "
-        "regressed on that reply's reward (`train-values --dense`), 4 epochs at learning rate 0.001, keeping the "
-        "best epoch by validation MSE on 10 % of the prompts. Iteration 1 goes on from it in its own step "
-        "(values-fused-iter1, `stack-iter1.toml`). `iter0_*` metrics: 32 held-out prompts, one seed, β = 4, 48 "
-        "tokens."
-    )
-    _record_trained(cfg, "values-fused", out, command_line("train-values", run), "rollout prompts: the first 2,048",
-                    metrics, card)
+    _record_trained(cfg, "values-fused", out, command_line("train-values", run), VALUES_PROMPTS, metrics,
+                    VALUES_CARD)
 
 
 def _iteration_metrics(report: dict) -> dict:
@@ -185,12 +189,12 @@ def build_wheel_values_iter1(cfg: BuildConfig) -> None:
         "Iteration 1 of the default stack's fused trunk value model (same architecture as values-fused: the base's "
         "first 4 blocks, LoRA rank 16, one head per objective, stored float16). Iteration 0 is values-fused itself "
         "(`--start-from`, so its rollouts and training are not redone). Rollouts: 4 replies (48 tokens) to each of "
-        "the first 512 training prompts per objective, from MAVIS λ one-hot on it, guided by iteration 0 at β = 4 "
+        "the first 512 training prompts per objective, from MAVIS λ one-hot on it, guided by iteration 0 at β = 6 "
         "(the stack's β); dense targets reward − ζ·Σ log π_1/π_ref with ζ = 0.05 after every token. Training goes "
         "on from iteration 0's weights, 4 epochs, keeping the best by validation MSE on the guided replies' held-out "
         "10 % of prompts (epoch 0: iteration 0 itself). Named by `stack-iter1.toml`, beside the default stack "
         "(table: the two iterations on the same held-out rows). `iter1_*` metrics: the run's own evaluation, 32 "
-        "held-out prompts, one seed, β = 4, 48 tokens."
+        "held-out prompts, one seed, β = 6, 48 tokens."
     )
     _record_trained(cfg, "values-fused-iter1", out, command_line("train-values", run),
                     "rollout prompts: the first 512", metrics, card,
@@ -209,16 +213,25 @@ def _report(run: ValueReportConfig) -> None:
     value_report(run)
 
 
+TRAINED_MODELS = ("the base and reward models of this stack (manifest entries base, reward-helpful, "
+                  "reward-harmless, reward-humor)")
+
+
 def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, prompts: str, metrics: dict,
-                    card: str, models: str = "the base and reward models of this stack (manifest entries base, "
-                    "reward-helpful, reward-harmless, reward-humor)") -> None:
+                    card: str, models: str = TRAINED_MODELS) -> None:
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
-    source = (f"{models}; {prompts} of the training mix (`prompts.training_prompts`: harmful requests of "
-              f"{HARMFUL_SOURCES}, benign requests of mavis_core/data/benign_prompts.txt and opening human turns of "
-              f"{DATA_SOURCE['name']}, train splits); evaluation prompts: eval_prompts.json (test splits)")
-    record_artifact(cfg.out, name, [folder], source=source, licence="Apache-2.0 (base, Do-Not-Answer); MIT "
-                    "(HarmBench, chitchat-dataset, benign prompts)", command=command, seed=cfg.seed,
-                    metrics=metrics, card=card)
+    record_artifact(cfg.out, name, [folder], source=trained_source(prompts, models), licence=TRAINED_LICENCE,
+                    command=command, seed=cfg.seed, metrics=metrics, card=card)
+
+
+TRAINED_LICENCE = "Apache-2.0 (base, Do-Not-Answer); MIT (HarmBench, chitchat-dataset, benign prompts)"
+
+
+def trained_source(prompts: str, models: str = TRAINED_MODELS) -> str:
+    """The manifest's source line of an artifact trained on ``prompts`` (e.g. "prompts: the first 128")."""
+    return (f"{models}; {prompts} of the training mix (`prompts.training_prompts`: harmful requests of "
+            f"{HARMFUL_SOURCES}, benign requests of mavis_core/data/benign_prompts.txt and opening human turns of "
+            f"{DATA_SOURCE['name']}, train splits); evaluation prompts: eval_prompts.json (test splits)")
 
 
 def _policy_step(cfg: BuildConfig, folder: str, settings: TrainPoliciesConfig, names: list[str], card: str) -> None:
@@ -337,7 +350,7 @@ def build_samples(cfg: BuildConfig, stack) -> None:
             lines.append(f"| {kind} | {table_cell(p)} | {method} | {label} | {table_cell(g.text)} | {rewards} | "
                          f"{g.kl:.1f} |")
     record_artifact(cfg.out, "samples", [], source="this stack's models and eval_prompts.json",
-                    licence="Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, benign prompts)",
+                    licence=PROMPTS_LICENCE,
                     command=step_command(cfg, "report"), seed=0, metrics={},
                     card="\n".join(lines))
 
@@ -354,6 +367,6 @@ def build_reward_audit(cfg: BuildConfig, stack) -> None:
     card = reward_audit.markdown(spread, pairs, len(table), AUDIT_TOKENS)
     print(card, flush=True)
     record_artifact(cfg.out, "reward-audit", [], source="this stack's base replies to eval_prompts.json and the "
-                    "hand-made pairs in mavis_core/training/reward_audit.py", licence="MIT (derived from "
-                    "chitchat-dataset)", command=step_command(cfg, "report"),
+                    "hand-made pairs in mavis_core/training/reward_audit.py", licence=PROMPTS_LICENCE,
+                    command=step_command(cfg, "report"),
                     seed=0, metrics=reward_audit.audit_metrics(spread, pairs), card=card)

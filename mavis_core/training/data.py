@@ -77,6 +77,6 @@ def build_prompt_data(cfg: PromptDataConfig) -> Path:
     command = shlex.join(["python", "-m", "mavis_core", "build", "--steps", "data", "--out", str(out),
                           "--seed", str(cfg.seed)])
     record_artifact(out, "data", [path], source=f"{prompts.HARMFUL_SOURCES}; mavis_core/data/benign_prompts.txt; "
-                    f"{DATA_SOURCE['name']}", licence="Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, "
-                    "benign prompts)", command=command, seed=cfg.seed, metrics=metrics, card=card)
+                    f"{DATA_SOURCE['name']}", licence=prompts.PROMPTS_LICENCE,
+                    command=command, seed=cfg.seed, metrics=metrics, card=card)
     return path
