@@ -229,8 +229,11 @@ class Stack:
 
     def _load_causal_lm(self, ref: str) -> torch.nn.Module:
         with loading("base model", ref):
-            model = AutoModelForCausalLM.from_pretrained(ref, trust_remote_code=False, dtype=self.dtype,
-                                                         use_safetensors=True)  # never unpickle weights
+            # eager attention on a CPU: torch's SDPA kernel there gives a row other numbers when the batch has
+            # other rows (inputs equal to the bit, outputs 2e-7 apart), which moved MOD replies beside other columns
+            model = AutoModelForCausalLM.from_pretrained(
+                ref, trust_remote_code=False, dtype=self.dtype, use_safetensors=True,  # never unpickle weights
+                attn_implementation="eager" if self.device.type == "cpu" else None)
         head = model.get_output_embeddings()
         if head is not None:  # a prefill's last positions reach the head strided; contiguous, a bfloat16 CPU head is
             head.register_forward_pre_hook(_contiguous_input)  # one matmul, not a bmm over 8 copies of its weight

@@ -72,6 +72,12 @@ def test_a_sweeps_rows_equal_single_decodes_in_bfloat16(bf16_stack):
         assert gen.token_ids == generate_batch(bf16_stack, [prompt], c, seeds=[seed])[0].token_ids
 
 
+def test_the_base_attends_eagerly_on_a_cpu(bf16_stack):
+    """torch's CPU SDPA kernel gave a row other numbers when its batch had more rows (equal inputs, outputs 2e-7
+    apart), which moved a MOD reply on the default stack beside other columns; eager attention does not."""
+    assert bf16_stack.base.config._attn_implementation == "eager"
+
+
 @pytest.fixture(scope="module")
 def wide_stack(tmp_path_factory):
     """The random stack with a 1,024-token context, so prompts of different lengths keep different widths (the tiny
