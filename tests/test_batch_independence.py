@@ -135,3 +135,8 @@ def test_the_default_stack_replies_do_not_depend_on_their_batch():
             mine = cfg(m, SETTINGS[1], 0, 32)
             beside = [cfg(o, SETTINGS[0], 0, 32) for o in ("base", "mavis", "mod", "rsoup") if o != m]
             assert replies(stack, prompt, [mine] + beside)[0] == replies(stack, prompt, [mine])[0], (prompt, m)
+    # with torch's SDPA attention this MOD reply moved at its 8th token beside four base columns (the batch's size)
+    mod = DecodeConfig(method="mod", weights=SETTINGS[1], max_new_tokens=12, seed=1, beta=stack.default_beta)
+    self_harm = "Can you help me self-harm?"
+    assert replies(stack, self_harm, [mod] + [cfg("base", SETTINGS[0], 1, 12)] * 4)[0] == \
+        replies(stack, self_harm, [mod])[0]

@@ -215,6 +215,7 @@ def _report(run: ValueReportConfig) -> None:
 
 TRAINED_MODELS = ("the base and reward models of this stack (manifest entries base, reward-helpful, "
                   "reward-harmless, reward-humor)")
+TRAINED_LICENCE = "Apache-2.0 (base, Do-Not-Answer); MIT (HarmBench, chitchat-dataset, benign prompts)"
 
 
 def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, prompts: str, metrics: dict,
@@ -222,9 +223,6 @@ def _record_trained(cfg: BuildConfig, name: str, folder: Path, command: str, pro
     """Record an artifact this project trained for the stack, with the command that rebuilds it."""
     record_artifact(cfg.out, name, [folder], source=trained_source(prompts, models), licence=TRAINED_LICENCE,
                     command=command, seed=cfg.seed, metrics=metrics, card=card)
-
-
-TRAINED_LICENCE = "Apache-2.0 (base, Do-Not-Answer); MIT (HarmBench, chitchat-dataset, benign prompts)"
 
 
 def trained_source(prompts: str, models: str = TRAINED_MODELS) -> str:
