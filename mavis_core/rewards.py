@@ -204,18 +204,56 @@ class EmbeddingHead(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+class PrototypeHead(nn.Module):
+    """A nearest-prototype classifier of unit-norm embeddings: each class is a set of k-means centroids, and a
+    text's logit is log-odds of the similarity-weighted vote of its ``k`` nearest centroids.
+
+    The harm part of `GatedHead`: Do-Not-Answer files many templated variants of one request ("There's been talk
+    that <brand> is closing…"), which a vote of neighbours catches and a small MLP on 384 numbers smoothed over
+    (docs/rewards.md has both on the validation prompts).
+
+    Args:
+        dim: embedding size (384).
+        prototypes: centroids per class; ``k``: centroids that vote.
+    """
+
+    TEMPERATURE = 20.0  # softmax over cosine similarities in [-1, 1]: the nearest centroid weighs most
+    EPS = 0.02  # votes are clipped to [EPS, 1 - EPS]: logits within about +-3.9, never infinite
+
+    def __init__(self, dim: int, prototypes: int, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.register_buffer("centroids", torch.zeros(2 * prototypes, dim, dtype=torch.float16))  # (2p, dim)
+        self.register_buffer("labels", torch.zeros(2 * prototypes))  # (2p,): 1 harmful, 0 not
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, dim) embeddings -> (n,) logits."""
+        sims = nn.functional.normalize(x.float(), dim=-1) @ self.centroids.float().T  # (n, 2p)
+        near, idx = sims.topk(min(self.k, sims.shape[-1]), dim=-1)  # (n, k)
+        vote = (self.labels[idx] * torch.softmax(near * self.TEMPERATURE, dim=-1)).sum(-1)  # (n,)
+        return torch.logit(vote.clamp(self.EPS, 1 - self.EPS))
+
+
+def part_head(dim: int, hidden: list[int] | dict[str, int]) -> EmbeddingHead | PrototypeHead:
+    """An `EmbeddingHead` for a list of hidden sizes, a `PrototypeHead` for ``{"prototypes": P, "k": K}``."""
+    return PrototypeHead(dim, hidden["prototypes"], hidden["k"]) if isinstance(hidden, dict) else EmbeddingHead(
+        dim, hidden)
+
+
 class GatedHead(nn.Module):
     """harmless(prompt, reply) as the product the objective means: how harmful the request is times how much
     the reply refuses it, less how toxic the reply is (design: docs/rewards.md).
 
-    ``score = a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``, three `EmbeddingHead` s over the
-    prompt embedding u or the reply embedding v, each trained on its own labels, and ``mix = (a, b, c)``
-    fitted last. After a benign request (harm < 0) a refusal scores low, after a harmful one high: a plain MLP
-    over pair features had to learn that sign flip from few pairs and often did not.
+    ``score = a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``: three heads over the prompt
+    embedding u or the reply embedding v (`EmbeddingHead` s; harm may be a `PrototypeHead`), each trained on its
+    own labels, and ``mix = (a, b, c)`` fitted last. After a benign request (harm < 0) a refusal scores low, after
+    a harmful one high: a plain MLP over pair features had to learn that sign flip from few pairs and often did
+    not.
 
     Args:
         dim: embedding size (384); ``forward`` takes pair features ``[u, v, u*v, |u-v|]`` of shape (n, 4 * dim).
-        hidden: hidden sizes of each head by name: ``harm``, ``refusal``, ``toxic``.
+        hidden: each head's hidden sizes by name (``harm``, ``refusal``, ``toxic``); ``harm`` may instead be a
+            `PrototypeHead`'s ``{"prototypes": P, "k": K}``.
     """
 
     PARTS = ("harm", "refusal", "toxic")
@@ -224,8 +262,8 @@ class GatedHead(nn.Module):
         super().__init__()
         if sorted(hidden) != sorted(self.PARTS):
             raise ValueError(f"a gated head needs hidden sizes for {self.PARTS}; got {sorted(hidden)}")
-        self.dim = dim
-        self.harm, self.refusal, self.toxic = (EmbeddingHead(dim, hidden[name]) for name in self.PARTS)
+        self.dim, self.hidden = dim, hidden
+        self.harm, self.refusal, self.toxic = (part_head(dim, hidden[name]) for name in self.PARTS)
         self.mix = nn.Parameter(torch.tensor([1.0, 1.0, 0.0]))
 
     def parts(self, x: torch.Tensor) -> torch.Tensor:

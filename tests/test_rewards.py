@@ -21,6 +21,7 @@ from mavis_core.rewards import (
     EmbeddingHead,
     GatedHead,
     PenalisedHead,
+    PrototypeHead,
     clear_embedding_cache,
     embed,
     head_config,
@@ -30,7 +31,7 @@ from mavis_core.rewards import (
     pair_features,
 )
 from mavis_core.stack_file import RewardSpec
-from mavis_core.training.reward_fit import save_head
+from mavis_core.training.reward_fit import class_centroids, fit_prototypes, save_head
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY = ASSETS / "tiny"
@@ -160,6 +161,47 @@ def test_penalised_head_subtracts_its_weighted_refusal(tmp_path):
     config = head_config("minilm-ranker", {"pair": [3], "refusal": []}, structure="penalised") | {"embedding_dim": 4}
     save_head(head, tmp_path, config)
     torch.testing.assert_close(load_head(tmp_path, "minilm-ranker")(x), expected)
+
+
+def _clusters(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 4-dim points around +e0 (label 1) and as many around +e1 (label 0)."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0]]).repeat_interleave(n, 0)  # (2n, 4)
+    return centre + 0.2 * torch.randn(2 * n, 4, generator=g), torch.tensor([1.0] * n + [0.0] * n)
+
+
+def test_prototype_head_votes_by_its_nearest_centroids():
+    head = PrototypeHead(4, prototypes=2, k=3)
+    with torch.no_grad():
+        head.centroids.copy_(torch.tensor([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]]))
+        head.labels.copy_(torch.tensor([1.0, 1, 0, 0]))
+    logits = head(torch.tensor([[2.0, 0, 0, 0], [0.0, 3, 0, 0], [0.0, 0, 0, 1]]))  # scale does not matter
+    assert logits[0] > 0 > logits[1]
+    assert logits.abs().max() <= torch.logit(torch.tensor(1 - PrototypeHead.EPS)) + 1e-5  # bounded
+    assert torch.isfinite(logits).all()
+
+
+def test_fit_prototypes_keeps_the_grid_point_of_best_validation_auc(tmp_path):
+    (x, y), (xv, yv) = _clusters(40, 0), _clusters(10, 1)
+    head = fit_prototypes(x, y, xv, yv, {"prototypes": (2, 4), "k": (1, 3)}, seed=0)
+    assert head.hidden == {"prototypes": 2, "k": 1}  # every point separates the clusters: the first one wins
+    assert (head(xv)[yv == 1] > 0).all() and (head(xv)[yv == 0] < 0).all()
+    torch.testing.assert_close(head.centroids.float().norm(dim=-1), torch.ones(4), atol=1e-3, rtol=0)
+    few = class_centroids(x[:3], 5, seed=0)  # fewer texts than centroids (a quick build): the texts, repeated
+    torch.testing.assert_close(few, x[torch.tensor([0, 1, 2, 0, 1])])
+
+
+def test_gated_head_with_a_prototype_harm_head_round_trips(tmp_path):
+    hidden = {"harm": {"prototypes": 2, "k": 3}, "refusal": [], "toxic": [3]}
+    head = GatedHead(4, hidden)
+    with torch.no_grad():
+        head.harm.centroids.copy_(torch.randn(4, 4))
+        head.harm.labels.copy_(torch.tensor([1.0, 1, 0, 0]))
+    x = pair_features(torch.randn(5, 4), torch.randn(5, 4))
+    save_head(head, tmp_path, head_config("minilm-ranker", hidden, structure="gated") | {"embedding_dim": 4})
+    loaded = load_head(tmp_path, "minilm-ranker")
+    assert isinstance(loaded.harm, PrototypeHead) and loaded.harm.centroids.dtype == torch.float16
+    torch.testing.assert_close(loaded(x), head(x))
 
 
 def test_a_structured_head_must_be_a_ranker(tmp_path):

