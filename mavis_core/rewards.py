@@ -236,8 +236,9 @@ class PrototypeHead(nn.Module):
 
 def part_head(dim: int, hidden: list[int] | dict[str, int]) -> EmbeddingHead | PrototypeHead:
     """An `EmbeddingHead` for a list of hidden sizes, a `PrototypeHead` for ``{"prototypes": P, "k": K}``."""
-    return PrototypeHead(dim, hidden["prototypes"], hidden["k"]) if isinstance(hidden, dict) else EmbeddingHead(
-        dim, hidden)
+    if isinstance(hidden, dict):
+        return PrototypeHead(dim, hidden["prototypes"], hidden["k"])
+    return EmbeddingHead(dim, hidden)
 
 
 class GatedHead(nn.Module):

@@ -86,7 +86,8 @@ CHAT_PER_HARMLESS = {"train": 1_500, "validation": 300}  # chitchat next turns t
 PROTOTYPE_GRID = {"prototypes": (32, 64, 128), "k": (3, 7, 15)}
 HIDDEN = {"helpful": {"pair": [128], "refusal": [256, 64]},
           "harmless": {"harm": PROTOTYPE_GRID, "refusal": [256, 64], "toxic": [64]}, "humor": [64]}
-# Times the base-reply pairs are repeated beside the chitchat part (about 17k helpful, 3k harmless pairs).
+# Times the base-reply pairs are repeated so that they weigh about as much as the chitchat part (384 label
+# prompts since 2026-12-07, twice as many as before: helpful's repeat was halved from 8).
 HH_REPEAT = {"helpful": 4, "harmless": 3}
 CHAT_WORDS = (4, 60)  # ordinary messages as long as jokes, so length alone does not give jokes away
 RANDOM_CHAT_PER_JOKE = 2  # plus one topic-matched turn per joke; more chat covers more of what replies say
