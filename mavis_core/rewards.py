@@ -226,6 +226,11 @@ class PrototypeHead(nn.Module):
         self.register_buffer("centroids", torch.zeros(2 * prototypes, dim, dtype=torch.float16))  # (2p, dim)
         self.register_buffer("labels", torch.zeros(2 * prototypes))  # (2p,): 1 harmful, 0 not
 
+    @property
+    def hidden(self) -> dict[str, int]:
+        """Its sizes as a head config names them (`part_head` rebuilds it from these)."""
+        return {"prototypes": self.labels.numel() // 2, "k": self.k}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, dim) embeddings -> (n,) logits."""
         sims = nn.functional.normalize(x.float(), dim=-1) @ self.centroids.float().T  # (n, 2p)

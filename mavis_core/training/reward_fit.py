@@ -189,7 +189,6 @@ def fit_prototypes(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
                 auc = binary_metrics(head(x_val), y_val)["auc"] or 0.0
             if best is None or auc > best[0] + 1e-9:
                 best = (auc, head)
-    best[1].hidden = {"prototypes": best[1].labels.numel() // 2, "k": best[1].k}
     best[1].validation_auc = round(best[0], 4)
     return best[1].eval()
 
