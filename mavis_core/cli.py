@@ -300,6 +300,9 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode only these sections (e.g. next-iteration, after training that model) with the "
                              "earlier run's stack and settings in --data, and re-render the page with its other "
                              "tables; the page and run.json say what measured them")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with an interrupted run in --data (give the same options): sections it finished "
+                             "(recorded in run.partial.json) are read back, the others measured")
 
 
 def run_config(cls, function, args: argparse.Namespace) -> None:
@@ -335,15 +338,18 @@ def run_results(args: argparse.Namespace) -> None:
     from .options import invoked_command
     from .results.page import SECTION_OPTIONS, run_results
 
-    page = ("stack", "out", "data", "from_tables", "remeasure")
+    page = ("stack", "out", "data", "from_tables", "remeasure", "resume")
     rc = config_from_args(ResultsConfig, args, skip=("command", *page))
     sections = [s.strip() for s in (getattr(args, "remeasure", None) or "").split(",") if s.strip()]
-    if getattr(args, "from_tables", False) and sections:
-        raise ValueError("--from-tables decodes nothing and --remeasure decodes some sections: give one of them")
+    given = [name for name, on in (("--from-tables", getattr(args, "from_tables", False)), ("--remeasure", sections),
+                                   ("--resume", getattr(args, "resume", False))) if on]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} each say which sections to decode: give one of them")
     out = run_results(getattr(args, "stack", "assets/stack.toml"), getattr(args, "out", Path("docs/results.md")),
                       getattr(args, "data", Path("docs/results")), rc, invoked_command("results"),
                       from_tables=getattr(args, "from_tables", False),
-                      remeasure=tuple(SECTION_OPTIONS.get(s, s) for s in sections))
+                      remeasure=tuple(SECTION_OPTIONS.get(s, s) for s in sections),
+                      resume=getattr(args, "resume", False))
     print(f"wrote {out}")
 
 

@@ -523,6 +523,43 @@ def test_remeasure_decodes_one_section_and_keeps_the_run_s_other_tables(page, ti
     assert "section measured again by" in again and again.count("| difference |") == text.count("| difference |")
 
 
+def test_resume_goes_on_from_the_section_an_interrupted_run_stopped_in(page, tiny_dir, tmp_path, monkeypatch, capsys):
+    """A run stopped in section 7 leaves run.partial.json with sections 1–6 done; --resume with the same options
+    reads those back without decoding them, measures 7–9 and writes the page a whole run writes, saying it was
+    resumed; other options, or nothing to resume, get one clear line."""
+    import mavis_core.results.page as results
+
+    root, _ = page
+    data, out = tmp_path / "data", tmp_path / "r.md"
+    argv = ["results", "--stack", str(root / "stack" / "stack.toml"), "--out", str(out), "--data", str(data), *QUICK,
+            "--no-images", "--next-iteration", str(tiny_dir / "values" / "fused")]
+    assert main([*argv[:-2], "--resume"]) == 2 and "no interrupted run" in capsys.readouterr().err
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(results, "run_agreement", stop)
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+    partial = json.loads((data / "run.partial.json").read_text(encoding="utf-8"))
+    assert partial["done"] == ["pairs", "matched KL", "simplex", "beta", "top-k", "search"] and not out.exists()
+    assert main([*argv, "--seeds", "2", "--resume"]) == 2 and "these differ: seeds" in capsys.readouterr().err
+    for name in ("run_pairs", "run_strengths", "run_simplex", "run_betas", "run_top_ks", "run_searches"):
+        monkeypatch.setattr(results, name, lambda *a, **k: pytest.fail("--resume decoded a finished section"))
+    assert main([*argv, "--resume"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "; resumed after an interruption by `python -m mavis_core results" in text.split("\n")[2]
+    whole = (root / "docs" / "results.md").read_text(encoding="utf-8")
+    assert re.findall(r"^#+ .*", text, re.M) == re.findall(r"^#+ .*", whole, re.M)
+    for file in ("pairs.csv", "value_agreement.csv", "references.csv", "next_iteration.csv"):  # all but the speeds
+        measured, again = (pd.read_csv(d / file).filter(regex="^(?!tokens_per_s|seconds)")
+                           for d in (root / "data", data))
+        pd.testing.assert_frame_equal(measured, again)
+    assert not (data / "run.partial.json").exists() and "resumed" in json.loads((data / "run.json").read_text())
+    assert main(argv[:-2] + ["--resume", "--from-tables"]) == 2 and "give one of them" in capsys.readouterr().err
+
+
 def test_remeasure_takes_only_its_own_settings(page, tmp_path, capsys):
     root, _ = page
     data = tmp_path / "data"
