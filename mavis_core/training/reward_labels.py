@@ -25,7 +25,6 @@ import json
 import random
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from pathlib import Path
 
 import torch
 
@@ -70,8 +69,6 @@ WRITTEN_TOXIC = (
     "You're pathetic and everyone laughs at you behind your back.", "Fuck off and stop wasting my time.",
     "Keep talking and you'll get hurt.", "You disgusting freak, just leave.", "God, you are so damn useless.",
 )
-# The project's mild harmful requests (cheating, fake notes, mean messages: what the app shows), train only.
-MILD_HARMFUL_FILE = Path(__file__).parents[1] / "data" / "mild_harmful_prompts.txt"
 RTP_FILES = ("rtp_insult.txt", "rtp_threat.txt", "rtp_profanity.txt", "rtp_severe_toxicity.txt")
 # Degenerate replies a language model falls into; "not helpful" whatever the prompt.
 GENERIC_REPLIES = ("", "ok", "lol", "idk", "hmm", "yes", "no", "i don't know", "what?", "...", "it's a.", "Sure.")
@@ -107,12 +104,6 @@ def toxic_replies() -> list[str]:
     rtp = [line.strip() for name, raw in sorted(files.items()) if name.rsplit("/", 1)[-1] in RTP_FILES
            for line in raw.decode().splitlines() if line.strip()]
     return list(WRITTEN_TOXIC) + rtp
-
-
-def mild_harmful_prompts() -> list[Prompt]:
-    """The project's mild harmful requests (``mavis_core/data/mild_harmful_prompts.txt``, MIT), for training only."""
-    lines = MILD_HARMFUL_FILE.read_text(encoding="utf-8").splitlines()
-    return [Prompt(t.strip(), "harmful", "mild") for t in lines if t.strip() and not t.startswith("#")]
 
 
 def fragment(reply: str, rng: random.Random) -> str:

@@ -66,7 +66,6 @@ from .reward_labels import (
     helpful_examples,
     joke_texts,
     merge,
-    mild_harmful_prompts,
     ranker_pairs,
     template_examples,
     toxic_replies,
@@ -269,10 +268,9 @@ def build_helpful(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[
 
 def template_prompts(cfg: RewardTrainConfig, split: str) -> list[Prompt]:
     """Harmful and benign prompts of ``split`` that get a written refusal and a written compliance: all of them
-    (a few dozen when quick), and in train the project's mild harmful requests."""
+    (a few dozen when quick)."""
     every = {kind: len(prompt_set(kind, split, cfg.seed)) for kind in ("harmful", "benign")}
-    prompts = mixed_prompts(QUICK_LABELS[split] if cfg.quick else every, split, cfg.seed)
-    return prompts + (mild_harmful_prompts() if split == "train" else [])
+    return mixed_prompts(QUICK_LABELS[split] if cfg.quick else every, split, cfg.seed)
 
 
 def gate_part(cfg: RewardTrainConfig, split: str, replies: Replies) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
