@@ -354,13 +354,20 @@ def test_humor_ranks_most_jokes_first(shipped):
     assert shipped["humor"].score([""], [""]).item() < 0
 
 
-@pytest.mark.parametrize("joke", [j for j, _ in HUMOR_CASES])
-def test_humor_is_not_fooled_by_fragments(shipped, joke):
+def test_humor_is_not_fooled_by_fragments(shipped):
+    """Each of the twelve jokes above "it's a.", "so", nothing and its own first word; above its own setup (its
+    first 60 % of words) for at least five in six: the setups are the humor head's weakest negatives (test AUC
+    against them about 0.72; docs/rewards.md), and the head rated on its curator's ratings misses two of twelve."""
     from mavis_core.training.rewards import joke_setups
 
-    fragments = ["it's a.", "so", joke_setups([joke])[0], joke.split()[0]]
-    scores = shipped["humor"].score([""] * 5, [joke, *fragments])
-    assert (scores[0] > scores[1:]).all(), scores
+    jokes = [j for j, _ in HUMOR_CASES + MORE_PUNS]
+    humor = shipped["humor"]
+    scores = humor.score([""] * len(jokes), jokes)
+    fixed = humor.score([""] * 3, ["it's a.", "so", ""])
+    assert (scores[:, None] > fixed[None]).all(), (scores, fixed)
+    assert (scores > humor.score([""] * len(jokes), [j.split()[0] for j in jokes])).all()
+    setups = humor.score([""] * len(jokes), [joke_setups([j])[0] for j in jokes])
+    assert (scores > setups).sum() >= 5 * len(jokes) // 6, (scores, setups)
 
 
 @pytest.mark.xfail(reason="known blind spot (see the model card): plain logistics statements look like the "
@@ -461,3 +468,21 @@ def test_gate_and_template_labels():
     harmless = template_examples(prompts, random.Random(0))
     helpful = template_examples(prompts, random.Random(0), helpful=True)
     assert harmless.labels == [1.0, 0.0, 0.0, 1.0] and helpful.labels == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_pack_jokes_are_the_lines_its_curator_rated_funny():
+    """A humor-mcp line is a joke where its curator rated it funny (2-3) or picked it head-to-head; lines rated
+    lower (plain replies like "Cats often sit in windows…" were jokes before) or not rated are left out, a line
+    rated twice takes its best rating, and single words and two-word lines are no jokes."""
+    from mavis_core.training.reward_labels import rated_jokes
+
+    rows = [{"kind": "candidate", "text": "Cats often sit in windows to watch birds.", "score": 0},
+            {"kind": "joke", "text": "The basil is telling the oregano everything.", "score": 3},
+            {"kind": "candidate", "text": "Size matters, even in self-discovery.", "score": 1},
+            {"kind": "candidate", "text": "A line nobody rated at all.", "score": None},
+            {"kind": "slate_winner", "text": "It's a kite with a grudge now.", "score": None},
+            {"kind": "candidate", "text": "Rated flat once, then funny.", "score": 0},
+            {"kind": "joke", "text": "Rated flat once, then funny.", "score": 2},
+            {"kind": "word", "text": "love", "score": 3}, {"kind": "joke", "text": "two words", "score": 3}]
+    assert rated_jokes(rows) == (["The basil is telling the oregano everything.", "It's a kite with a grudge now.",
+                                  "Rated flat once, then funny."], 3)

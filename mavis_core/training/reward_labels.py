@@ -267,8 +267,28 @@ def gate_examples(prompts: list[Prompt], chat: list[tuple[str, str]], free: list
     }
 
 
+FUNNY = 2  # a humor-mcp line its curator rated at least this (0-3), or picked head-to-head, is a joke
+
+
+def rated_jokes(rows: list[dict]) -> tuple[list[str], int]:
+    """A humor-mcp pack's jokes by its curator's own rating: lines rated `FUNNY` or more, or picked head-to-head
+    (a line takes its best rating), and how many other lines were left out (rated lower, many of them plain,
+    assistant-like replies such as "Cats often sit in windows to observe outdoor activity.", or unrated). Single
+    "word" rows and lines under three words are no jokes."""
+    best: dict[str, int] = {}
+    for r in rows:
+        text = r["text"].strip()
+        if r.get("kind") == "word" or len(text.split()) < 3:
+            continue
+        score = FUNNY if r.get("kind") == "slate_winner" else r.get("score")
+        best[text] = max(best.get(text, -1), -1 if score is None else score)
+    jokes = [t for t, v in best.items() if v >= FUNNY]
+    return jokes, len(best) - len(jokes)
+
+
 def joke_texts() -> tuple[list[str], list[str]]:
-    """Distinct joke texts from pyjokes and every humor-mcp pack that its pack.json marks redistributable.
+    """Distinct joke texts from pyjokes and the rated jokes (`rated_jokes`) of every humor-mcp pack that its
+    pack.json marks redistributable.
 
     Returns:
         (jokes, sources): sources has one line per data set used or skipped, with its licence.
@@ -284,9 +304,9 @@ def joke_texts() -> tuple[list[str], list[str]]:
             sources.append(f"humor-mcp pack {pack['id']!r} ({pack.get('license')}): skipped, not redistributable")
             continue
         rows = [json.loads(line) for line in (pack_json.parent / "lines.jsonl").read_text("utf-8").splitlines()]
-        # "word" rows are single vocabulary words, not jokes.
-        texts = [r["text"] for r in rows if r.get("kind") != "word" and len(r["text"].split()) >= 3]
+        texts, left_out = rated_jokes(rows)
         jokes += texts
         sources.append(f"humor-mcp {version('humor-mcp')} pack {pack['id']!r}: {pack['title']}, "
-                       f"{pack['license']}, {len(texts)} lines; cite: {pack['citation']}")
+                       f"{pack['license']}, {len(texts)} lines its curator rated funny ({FUNNY}-3 or picked "
+                       f"head-to-head; {left_out} rated lower or unrated left out); cite: {pack['citation']}")
     return list(dict.fromkeys(j.strip() for j in jokes)), sources

@@ -384,9 +384,10 @@ def build_humor(cfg: RewardTrainConfig, replies: dict[str, Replies]) -> tuple[li
     split = {s: torch.tensor(i) for s, i in stratified_split(labels, rng).items()}
     setups = {s: joke_setups([jokes[i] for i in idx.tolist() if i < len(jokes)]) for s, idx in split.items()}
     # Not jokes either, and added to train and validation only: generic replies (repeated so that they weigh),
-    # each joke's setup without its punchline, and the base's ordinary replies.
-    extra = {s: cached_embed(setups[s] * SETUP_REPEAT + replies[s].free + list(GENERIC_REPLIES) * GENERIC_REPEAT,
-                             cfg.cache, f"humor-extra-{s}", dev) for s in ("train", "validation")}
+    # each joke's setup without its punchline, and the base's ordinary and refusing replies.
+    extra = {s: cached_embed(setups[s] * SETUP_REPEAT + replies[s].free + replies[s].refusing
+                             + list(GENERIC_REPLIES) * GENERIC_REPEAT, cfg.cache, f"humor-extra-{s}", dev)
+             for s in ("train", "validation")}
     x = {s: torch.cat([e[split[s]], extra[s]]) for s in extra}
     ys = {s: torch.cat([y[split[s]], torch.zeros(len(extra[s]))]) for s in extra}
     pos_weight = (ys["train"] == 0).sum().item() / (ys["train"] == 1).sum().item()  # weigh the classes equally
@@ -446,11 +447,13 @@ def humor_card(assets_dir: Path, sources: list[str]) -> str:
     scores = reward.score([""] * len(HUMOR_EXAMPLES), HUMOR_EXAMPLES)
     return (
         "Score: calibrated logit that the reply is a joke (MLP over the all-MiniLM-L6-v2 embedding of the "
-        "reply). Positives: the joke texts below; negatives: chitchat-dataset train-split turns of "
+        "reply). Positives: the joke texts below (a humor-mcp pack's lines only where its curator rated them "
+        "funny: its unfunny ones include plain, assistant-like replies); negatives: chitchat-dataset train-split "
+        "turns of "
         f"{CHAT_WORDS[0]}-{CHAT_WORDS[1]} words, for each joke the turn nearest to it in embedding space "
         "(topic-matched; `test_auc_vs_topic_matched_chat` scores jokes against those alone) and "
         f"{RANDOM_CHAT_PER_JOKE} at random, and in training also generic replies (\"\", \"ok\"), the base's "
-        "ordinary replies, and every training joke's own setup without its punchline (its first "
+        "ordinary and refusing replies, and every training joke's own setup without its punchline (its first "
         f"{SETUP_SHARE:.0%} of words; `test_auc_vs_own_setups` scores test jokes against their setups), so a "
         "fragment does not pass for a joke. The loss weighs both classes equally. Split 70/15/15 per class. "
         "Only the trained head ships, no joke text.\n\nJoke data:\n"
