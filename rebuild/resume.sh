@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# In a fresh checkout: make the worktree build/rebuild at HEAD and put back what rebuild/ carries, so that
-# rebuild/run.sh goes on from the last finished step.
+# In a fresh checkout: make the worktree build/rebuild and put back what rebuild/ carries, so that
+# rebuild/run.sh goes on from the last finished step. The worktree is at the commit whose code the finished steps
+# ran (7eaa6cd; its code is 9c37733's), so that one rebuild is one version of the code; pass another to change that.
 set -eu
 cd "$(dirname "$0")/.."
-[ -d build/rebuild ] || git worktree add --detach build/rebuild HEAD
+commit=${1:-7eaa6cd}
+git worktree prune
+[ -d build/rebuild ] || git worktree add --detach build/rebuild "$commit"
 rm -rf build/rebuild/assets/*.toml build/rebuild/assets/*.json build/rebuild/assets/*.md
 for d in rebuild/assets/*/; do rm -rf "build/rebuild/assets/$(basename "$d")"; done
 cp -r rebuild/assets/. build/rebuild/assets/
