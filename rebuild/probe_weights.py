@@ -18,6 +18,7 @@ from mavis_core.decoding import generate_batch
 from mavis_core.prompts import heldout_prompt_set
 from mavis_core.refusals import is_refusal
 from mavis_core.stack import load_stack
+from mavis_core.training.value_report import mean_se
 
 
 def main(stack_path: str, replies_csv: str, weights: str, seeds: int = 2, beta: float = 6.0) -> None:
@@ -41,8 +42,8 @@ def main(stack_path: str, replies_csv: str, weights: str, seeds: int = 2, beta: 
     print(f"KL of the new setting: {np.mean([g.kl for g in gens]):.1f}")
     for setting in frame.setting.unique()[1:]:
         diff = per_prompt.loc[setting] - base
-        se = diff.std(ddof=1) / np.sqrt(len(diff))
-        print(f"{setting}: " + ", ".join(f"{o} {diff[o].mean():+.2f} ± {se[o]:.2f}" for o in stack.objectives))
+        cells = {o: mean_se(diff[o].to_numpy()) for o in stack.objectives}
+        print(f"{setting}: " + ", ".join(f"{o} {m:+.2f} ± {se:.2f}" for o, (m, se) in cells.items()))
     print(frame.groupby(["setting", "kind"])[["refusal", *stack.objectives]].mean().round(2).to_string())
     for text, (_, p, _) in list(zip(texts, rows, strict=True))[:: max(1, len(rows) // 12)]:
         print(f"[{p.kind}] {p.text[:60]!r} -> {text[:100]!r}")
